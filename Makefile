@@ -1,0 +1,33 @@
+# Two commands on a fresh clone: `make demo` and `make test`. Both create .venv first.
+# torch/torchvision are pinned and installed before the package: on these machines they come
+# from local disk, while an unpinned torch would pull a multi-GB CUDA build from the registry.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+TORCH  := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]' $(TORCH)
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/defectgen inspect tests/fixtures/tiny_folder --sheet demo_run/contact_sheet.png
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+
+bench: $(STAMP)
+	$(PY) benchmarks/read_speed.py
+
+clean:
+	rm -rf $(VENV) demo_run .pytest_cache

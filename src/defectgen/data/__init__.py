@@ -1,0 +1,98 @@
+"""Dataset readers. `open_dataset(spec)` is the one entry point commands use.
+
+Dataset specs:
+- `severstal:CSV` (labels only) or `severstal:CSV,IMAGES_DIR`;
+- `folder:PATH`: `PATH/images` + `PATH/masks`, or the per-class `PATH/CLASS/Imgs` layout;
+- a bare path: a `.csv` file is Severstal, a folder with `train.csv` + `train_images/` is
+  Severstal, any other folder is a folder dataset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from defectgen.data.classes import ClassTable
+from defectgen.data.dataset import DefectDataset, Item, Sample, Skipped
+from defectgen.data.folder import ClassFolderDataset, FolderDataset
+from defectgen.data.severstal import SeverstalDataset
+from defectgen.errors import DataError
+
+__all__ = [
+    "ClassTable",
+    "DefectDataset",
+    "Item",
+    "Sample",
+    "Skipped",
+    "open_dataset",
+    "SeverstalDataset",
+    "FolderDataset",
+    "ClassFolderDataset",
+]
+
+
+def open_dataset(
+    spec: str,
+    *,
+    skip_bad: bool = False,
+    labels_complete: bool = True,
+    covered_ids: Iterable[str] | Path | None = None,
+    channels: int | None = None,
+) -> DefectDataset:
+    """Index the dataset named by `spec` (see module docstring); nothing is decoded yet.
+
+    `labels_complete` / `covered_ids` matter for Severstal only: see `SeverstalDataset`.
+    `covered_ids` may be a path to a text file with one ImageId per line.
+    """
+    spec = str(spec)
+    if isinstance(covered_ids, str | Path):
+        path = Path(covered_ids)
+        if not path.is_file():
+            raise DataError(f"{path}: covered-ids file not found")
+        covered_ids = path.read_text().split()
+    dataset = _open(spec, skip_bad, labels_complete, covered_ids, channels)
+    if not dataset.items:
+        raise DataError(
+            f"{spec}: the dataset is empty (no usable images found"
+            + (f"; {len(dataset.skipped)} bad items skipped" if dataset.skipped else "")
+            + (f"; {'; '.join(dataset.notes)}" if dataset.notes else "")
+            + ")"
+        )
+    return dataset
+
+
+def _open(spec, skip_bad, labels_complete, covered_ids, channels) -> DefectDataset:
+    kind, _, rest = spec.partition(":")
+    if kind == "severstal" and rest:
+        csv_path, _, images_dir = rest.partition(",")
+        return SeverstalDataset(
+            Path(csv_path),
+            Path(images_dir) if images_dir else None,
+            labels_complete=labels_complete,
+            covered_ids=covered_ids,
+            skip_bad=skip_bad,
+        )
+    if kind == "folder" and rest:
+        return _open_folder(Path(rest), skip_bad, channels)
+    path = Path(spec)
+    if path.suffix.lower() == ".csv" and path.is_file():
+        return _open(f"severstal:{path}", skip_bad, labels_complete, covered_ids, channels)
+    if path.is_dir():
+        if (path / "train.csv").is_file() and (path / "train_images").is_dir():
+            spec = f"severstal:{path / 'train.csv'},{path / 'train_images'}"
+            return _open(spec, skip_bad, labels_complete, covered_ids, channels)
+        return _open_folder(path, skip_bad, channels)
+    raise DataError(
+        f"{spec}: not a dataset; use severstal:CSV[,IMAGES_DIR], folder:PATH, or an existing "
+        "folder (images/ + masks/, or CLASS/Imgs/)"
+    )
+
+
+def _open_folder(root: Path, skip_bad: bool, channels: int | None) -> DefectDataset:
+    if not root.is_dir():
+        raise DataError(f"{root}: folder not found")
+    if (root / "images").is_dir():
+        dataset: DefectDataset = FolderDataset(root, skip_bad=skip_bad, channels=channels)
+    else:
+        dataset = ClassFolderDataset(root, skip_bad=skip_bad, channels=channels)
+    return dataset

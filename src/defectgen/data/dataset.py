@@ -1,0 +1,168 @@
+"""The one dataset abstraction every reader produces.
+
+A `DefectDataset` is an index: a list of `Item`s (id, image path, classes present) built
+from file listings and label files alone, so a 12,568-image Severstal folder is indexed in
+seconds. Pixels are read only when an item is asked for (`dataset[i]` -> `Sample`).
+
+Conventions at this boundary (numpy, before any tensor conversion):
+- image: uint8 [H, W, C], C = `dataset.channels` (1 grayscale, 3 RGB);
+- masks: bool [K, H, W], one channel per defect class (channel k-1 is class k);
+- class_ids: the classes present in the labels, sorted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from defectgen.data.classes import ClassTable
+from defectgen.data.imageio import image_size, read_image
+from defectgen.errors import DataError
+
+
+@dataclass(frozen=True)
+class Item:
+    item_id: str  # unique in the dataset, stable across runs (written to split files)
+    image_path: Path | None  # None for label-only datasets (a Severstal CSV without images)
+    class_ids: tuple[int, ...]  # classes present; () = defect-free
+    mask_path: Path | None = None  # folder datasets; Severstal keeps its RLE rows instead
+
+
+@dataclass
+class Sample:
+    item_id: str
+    image: np.ndarray  # uint8 [H, W, C]
+    masks: np.ndarray  # bool [K, H, W]
+    class_ids: tuple[int, ...]
+    path: Path | None
+
+    @property
+    def index_mask(self) -> np.ndarray:
+        """uint8 [H, W]: 0 background, k = class k (the highest id wins where classes overlap)."""
+        index = np.zeros(self.masks.shape[1:], dtype=np.uint8)
+        for k, channel in enumerate(self.masks, start=1):
+            index[channel] = k
+        return index
+
+
+@dataclass(frozen=True)
+class Skipped:
+    item_id: str
+    reason: str
+
+
+@dataclass
+class DefectDataset:
+    """Base class; readers fill the fields and implement `load_masks`."""
+
+    kind: str  # "severstal", "folder", "class-folders"
+    spec: str  # how the user named it, e.g. "severstal:train.csv,train_images"
+    root: Path  # folder every file must lie inside
+    classes: ClassTable
+    channels: int
+    items: list[Item]
+    skipped: list[Skipped] = field(default_factory=list)  # bad items left out (--skip-bad)
+    notes: list[str] = field(default_factory=list)  # what the reader decided, for summaries
+    image_shape: tuple[int, int] | None = None  # (H, W) every image must have, if fixed
+
+    def __post_init__(self):
+        self._by_id = {item.item_id: i for i, item in enumerate(self.items)}
+        if len(self._by_id) != len(self.items):
+            raise DataError(f"{self.spec}: item ids are not unique")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Sample:
+        item = self.items[index]
+        image = self.load_image(index)
+        masks = self.load_masks(index)
+        if masks.shape[1:] != image.shape[:2]:
+            raise DataError(
+                f"{item.mask_path or item.item_id}: mask is {masks.shape[2]}x{masks.shape[1]} but "
+                f"its image {item.image_path} is {image.shape[1]}x{image.shape[0]}; "
+                "masks must have their image's size"
+            )
+        return Sample(item.item_id, image, masks, item.class_ids, item.image_path)
+
+    def index_of(self, item_id: str) -> int:
+        try:
+            return self._by_id[item_id]
+        except KeyError:
+            raise DataError(f"{self.spec}: no item {item_id!r}") from None
+
+    def load_image(self, index: int) -> np.ndarray:
+        item = self.items[index]
+        if item.image_path is None:
+            raise DataError(
+                f"{self.spec}: item {item.item_id} has labels but no image folder was given; "
+                "name it, e.g. severstal:train.csv,train_images"
+            )
+        image = read_image(item.image_path, self.channels)
+        self._check_shape(item, image.shape[:2])
+        return image
+
+    def check_image(self, index: int) -> tuple[int, int]:
+        """Header-only check of an item's image (exists, readable, right size) -> (H, W)."""
+        item = self.items[index]
+        if item.image_path is None:
+            if self.image_shape is None:
+                raise DataError(f"{self.spec}: item {item.item_id} has no image")
+            return self.image_shape
+        width, height = image_size(item.image_path)
+        self._check_shape(item, (height, width))
+        return height, width
+
+    def load_masks(self, index: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        """Hash of the kind, classes and item ids: what a split file must match."""
+        digest = hashlib.sha256()
+        digest.update(self.kind.encode())
+        digest.update("\0".join(self.classes.names).encode())
+        for item in self.items:
+            digest.update(b"\0" + item.item_id.encode())
+        return digest.hexdigest()[:16]
+
+    def summary(self) -> dict:
+        per_class = {name: 0 for name in self.classes.names}
+        for item in self.items:
+            for class_id in item.class_ids:
+                per_class[self.classes.name(class_id)] += 1
+        return {
+            "dataset": self.spec,
+            "kind": self.kind,
+            "items": len(self.items),
+            "defect_free": sum(1 for item in self.items if not item.class_ids),
+            "images_per_class": per_class,
+            "skipped": len(self.skipped),
+            "notes": list(self.notes),
+        }
+
+    def _check_shape(self, item: Item, shape: tuple[int, int]) -> None:
+        if self.image_shape is not None and tuple(shape) != tuple(self.image_shape):
+            height, width = self.image_shape
+            raise DataError(
+                f"{item.image_path}: image is {shape[1]}x{shape[0]}, but {self.kind} images must "
+                f"be {width}x{height}; remove it or fix the dataset"
+            )
+
+
+def inside(root: Path, path: Path, what: str) -> Path:
+    """`path` resolved, refused unless it stays inside `root` (no `..`, absolute or symlink
+    escapes). Returns the path as given (not resolved) so error messages stay readable."""
+    root_resolved = Path(root).resolve()
+    resolved = Path(path).resolve()
+    if not resolved.is_relative_to(root_resolved):
+        raise DataError(
+            f"{path}: {what} points outside the dataset folder {root} (to {resolved}); "
+            "refusing to read it. Copy the file into the dataset folder instead of linking it"
+        )
+    return Path(path)
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")

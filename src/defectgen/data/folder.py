@@ -1,0 +1,222 @@
+"""Folder datasets: two layouts.
+
+`images/ + masks/` (FolderDataset): `images/STEM.{png,jpg,...}` with an index mask
+`masks/STEM.png` (0 = background, k = class k). Class names come from `classes.txt` in the
+dataset folder (line k = class k) when present. Without it, masks whose values stay small
+(<= 20) are index masks with classes named "1".."K"; masks with larger values are binary
+(one class, "defect") and thresholded at 128 like soft-edged masks. A defect-free image needs
+an all-zero mask: a missing mask is an error, not a guess.
+
+`CLASS/Imgs/*.jpg` + same-stem `*.png` (ClassFolderDataset): one defect class per folder,
+the magnetic tile layout. Folders named like "free", "ok", "good", "normal" (after a shared
+prefix such as "MT_") hold defect-free images. Masks are thresholded at 128 (magnetic tile
+masks have soft edges).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+from rich.progress import track
+
+from defectgen.data.classes import ClassTable
+from defectgen.data.dataset import IMAGE_SUFFIXES, DefectDataset, Item, Skipped, inside
+from defectgen.data.imageio import image_size, read_image_pil_mode, read_mask
+from defectgen.errors import DataError
+
+MASK_THRESHOLD = 128
+MAX_INDEX_CLASSES = 20
+FREE_FOLDER = re.compile(r"^(free|ok|good|normal|clean|defect[-_ ]?free|no[-_ ]?defects?)$", re.I)
+
+
+class FolderDataset(DefectDataset):
+    def __init__(self, root: Path, *, skip_bad: bool = False, channels: int | None = None):
+        root = Path(root)
+        images_dir, masks_dir = root / "images", root / "masks"
+        for folder in (images_dir, masks_dir):
+            if not folder.is_dir():
+                raise DataError(f"{folder}: not found; a folder dataset needs images/ and masks/")
+        skipped: list[Skipped] = []
+        pairs: list[tuple[str, Path, Path]] = []
+        for image_path in _image_files(images_dir):
+            stem = image_path.stem
+            mask_path = masks_dir / f"{stem}.png"
+            try:
+                inside(root, image_path, "image")
+                if not mask_path.exists():
+                    raise DataError(
+                        f"{image_path}: no mask {mask_path}; save an all-zero mask for a defect-free image"
+                    )
+                inside(root, mask_path, "mask")
+            except DataError as err:
+                if not skip_bad:
+                    raise
+                skipped.append(Skipped(stem, str(err)))
+                continue
+            pairs.append((stem, image_path, mask_path))
+
+        names_file = root / "classes.txt"
+        names = None
+        if names_file.is_file():
+            names = [n.strip() for n in names_file.read_text().splitlines() if n.strip()]
+        # Class presence per image needs the mask pixels: folder datasets are read once here.
+        values: dict[str, np.ndarray] = {}
+        for stem, image_path, mask_path in track(pairs, description="indexing masks", transient=True):
+            try:
+                mask = read_mask(mask_path)
+                width, height = image_size(image_path)
+                if mask.shape != (height, width):
+                    raise DataError(
+                        f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
+                        f"{width}x{height}; masks must have their image's size"
+                    )
+            except DataError as err:
+                if not skip_bad:
+                    raise
+                skipped.append(Skipped(stem, str(err)))
+                continue
+            values[stem] = np.unique(mask)
+        top = max((int(v.max()) for v in values.values()), default=0)
+        if names is not None:
+            binary = len(names) == 1 and top > 1
+            if not binary and top > len(names):
+                bad = next(s for s, v in values.items() if int(v.max()) > len(names))
+                raise DataError(
+                    f"{masks_dir / (bad + '.png')}: value {int(values[bad].max())} but classes.txt "
+                    f"names {len(names)} classes; fix the mask or add the class name"
+                )
+        elif top <= MAX_INDEX_CLASSES:
+            binary = False
+            names = [str(k) for k in range(1, max(top, 1) + 1)]
+        else:
+            binary, names = True, ["defect"]
+        self.binary = binary
+        items = []
+        for stem, image_path, mask_path in pairs:
+            if stem not in values:
+                continue
+            present = values[stem]
+            if binary:
+                class_ids = (1,) if int(present.max()) >= MASK_THRESHOLD else ()
+            else:
+                class_ids = tuple(int(v) for v in present if v > 0)
+            items.append(Item(stem, image_path, class_ids, mask_path))
+        notes = ["binary masks thresholded at 128: one class 'defect'"] if binary else []
+        super().__init__(
+            kind="folder",
+            spec=f"folder:{root}",
+            root=root,
+            classes=ClassTable(tuple(names)),
+            channels=channels or _guess_channels([p for _, p, _ in pairs]),
+            items=items,
+            skipped=skipped,
+            notes=notes,
+        )
+
+    def load_masks(self, index: int) -> np.ndarray:
+        item = self.items[index]
+        mask = read_mask(item.mask_path)
+        if self.binary:
+            return (mask >= MASK_THRESHOLD)[None]
+        return np.stack([mask == k for k in self.classes.ids])
+
+
+class ClassFolderDataset(DefectDataset):
+    def __init__(
+        self,
+        root: Path,
+        *,
+        skip_bad: bool = False,
+        channels: int | None = None,
+        free_folders: tuple[str, ...] | None = None,
+    ):
+        root = Path(root)
+        folders = sorted(p for p in root.iterdir() if (p / "Imgs").is_dir())
+        if not folders:
+            raise DataError(f"{root}: no CLASS/Imgs/ folders; expected e.g. {root}/Scratch/Imgs/*.jpg")
+        prefix = _shared_prefix([f.name for f in folders])
+        names = [f.name[len(prefix) :] for f in folders]
+        if free_folders is None:
+            is_free = [bool(FREE_FOLDER.match(n)) for n in names]
+        else:
+            is_free = [
+                f.name in free_folders or n in free_folders for f, n in zip(folders, names, strict=True)
+            ]
+        defect_names = [n for n, free in zip(names, is_free, strict=True) if not free]
+        classes = ClassTable(tuple(defect_names))
+        items: list[Item] = []
+        skipped: list[Skipped] = []
+        for folder, name, free in zip(folders, names, is_free, strict=True):
+            class_ids = () if free else (classes.names.index(name) + 1,)
+            for image_path in _image_files(folder / "Imgs", exclude_suffix=".png"):
+                item_id = f"{folder.name}/{image_path.stem}"
+                mask_path = image_path.with_suffix(".png")
+                try:
+                    inside(root, image_path, "image")
+                    if mask_path.exists():
+                        inside(root, mask_path, "mask")
+                    elif not free:
+                        raise DataError(f"{image_path}: no mask {mask_path.name} beside it")
+                except DataError as err:
+                    if not skip_bad:
+                        raise
+                    skipped.append(Skipped(item_id, str(err)))
+                    continue
+                items.append(Item(item_id, image_path, class_ids, mask_path if mask_path.exists() else None))
+        free_names = [f.name for f, free in zip(folders, is_free, strict=True) if free]
+        notes = [f"defect-free folders: {', '.join(free_names) or 'none'}"]
+        super().__init__(
+            kind="class-folders",
+            spec=f"folder:{root}",
+            root=root,
+            classes=classes,
+            channels=channels or _guess_channels([i.image_path for i in items]),
+            items=items,
+            skipped=skipped,
+            notes=notes,
+        )
+
+    def load_masks(self, index: int) -> np.ndarray:
+        item = self.items[index]
+        height, width = self.check_image(index)
+        masks = np.zeros((len(self.classes), height, width), dtype=bool)
+        if item.class_ids and item.mask_path is not None:
+            mask = read_mask(item.mask_path)
+            if mask.shape != (height, width):
+                raise DataError(
+                    f"{item.mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
+                    f"{width}x{height}; masks must have their image's size"
+                )
+            masks[item.class_ids[0] - 1] = mask >= MASK_THRESHOLD
+        return masks
+
+
+def _image_files(folder: Path, exclude_suffix: str | None = None) -> list[Path]:
+    return [
+        p
+        for p in sorted(folder.iterdir())
+        if p.suffix.lower() in IMAGE_SUFFIXES
+        and p.suffix.lower() != exclude_suffix
+        and not p.name.startswith(".")
+    ]
+
+
+def _guess_channels(paths: list[Path]) -> int:
+    """1 for grayscale datasets, 3 for colour, judged from the first image's header."""
+    if not paths:
+        return 1
+    return 1 if read_image_pil_mode(paths[0]) in ("L", "LA", "I", "I;16", "1", "P") else 3
+
+
+def _shared_prefix(names: list[str]) -> str:
+    """'MT_' for ['MT_Blowhole', 'MT_Free']; only prefixes ending at '_' or '-' count."""
+    if len(names) < 2:
+        return ""
+    common = names[0]
+    for name in names[1:]:
+        while not name.startswith(common):
+            common = common[:-1]
+    cut = max(common.rfind("_"), common.rfind("-"))
+    return common[: cut + 1] if cut >= 0 else ""

@@ -1,0 +1,208 @@
+"""Deterministic, stratified train/test splits, written to disk.
+
+The split file is what every later command takes (`--split split.json`), so the generator
+and the segmenters never see the test half. Stratification is by the set of classes present
+in an item (a Severstal image with classes 1 and 2 is stratum "1+2"; defect-free images are
+stratum "free"); strata too small to split fall back to their rarest class, so rare classes
+land on both sides. Within a stratum items are shuffled with an explicit seeded
+`numpy.random.Generator`; how many go to test is decided with a running remainder across
+strata, so the total test share is as close to `test_fraction` as integers allow.
+
+`label_fraction` keeps that fraction of the training half's *defect* images (stratified the
+same way, at least one per class) for low-data experiments; the rest are listed as
+`train_unlabelled` and used by nothing that needs labels. Defect-free training images are
+always kept.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from defectgen.data.classes import ClassTable
+from defectgen.data.dataset import DefectDataset, Item
+from defectgen.errors import ConfigError, DataError
+
+FORMAT = "defectgen-split/1"
+
+
+@dataclass(frozen=True)
+class Split:
+    dataset_spec: str
+    dataset_kind: str
+    fingerprint: str
+    classes: ClassTable
+    seed: int
+    test_fraction: float
+    label_fraction: float
+    train: tuple[str, ...]  # labelled training items (defect images at label_fraction + all free)
+    test: tuple[str, ...]
+    train_unlabelled: tuple[str, ...] = ()  # training-half defect images left out by label_fraction
+
+    def to_json(self) -> dict:
+        return {
+            "format": FORMAT,
+            "dataset": {
+                "spec": self.dataset_spec,
+                "kind": self.dataset_kind,
+                "fingerprint": self.fingerprint,
+            },
+            "classes": self.classes.to_json(),
+            "seed": self.seed,
+            "test_fraction": self.test_fraction,
+            "label_fraction": self.label_fraction,
+            "train": list(self.train),
+            "test": list(self.test),
+            "train_unlabelled": list(self.train_unlabelled),
+        }
+
+    def save(self, path: Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> Split:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise DataError(f"{path}: split file not found; create it with `defectgen split`") from None
+        except (OSError, ValueError) as err:
+            raise DataError(f"{path}: not a readable split file ({err})") from err
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise DataError(f"{path}: not a defectgen split file (format {FORMAT})")
+        try:
+            return cls(
+                dataset_spec=data["dataset"]["spec"],
+                dataset_kind=data["dataset"]["kind"],
+                fingerprint=data["dataset"]["fingerprint"],
+                classes=ClassTable.from_json(data["classes"]),
+                seed=int(data["seed"]),
+                test_fraction=float(data["test_fraction"]),
+                label_fraction=float(data["label_fraction"]),
+                train=tuple(data["train"]),
+                test=tuple(data["test"]),
+                train_unlabelled=tuple(data.get("train_unlabelled", ())),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise DataError(f"{path}: split file is missing or has a bad field ({err})") from err
+
+    def check(self, dataset: DefectDataset) -> None:
+        """Refuse a split that was made for another dataset."""
+        if dataset.classes != self.classes or dataset.kind != self.dataset_kind:
+            raise DataError(
+                f"split was made for {self.dataset_spec} ({self.dataset_kind}, classes "
+                f"{list(self.classes.names)}), not {dataset.spec} ({dataset.kind}, classes "
+                f"{list(dataset.classes.names)}); make a split for this dataset with `defectgen split`"
+            )
+        known = {item.item_id for item in dataset.items}
+        missing = [i for i in (*self.train, *self.test) if i not in known]
+        if missing:
+            raise DataError(
+                f"split names {len(missing)} items that {dataset.spec} does not have (first: "
+                f"{missing[0]}); it was made for another dataset or another version of it"
+            )
+
+    def indices(self, dataset: DefectDataset, part: str) -> list[int]:
+        """Dataset indices of `part` ('train', 'test' or 'train_unlabelled')."""
+        if part not in ("train", "test", "train_unlabelled"):
+            raise ValueError(f"unknown split part {part!r}")
+        self.check(dataset)
+        return [dataset.index_of(i) for i in getattr(self, part)]
+
+
+def make_split(
+    dataset: DefectDataset,
+    test_fraction: float = 0.5,
+    seed: int = 0,
+    label_fraction: float = 1.0,
+) -> Split:
+    if not 0.0 < test_fraction < 1.0:
+        raise ConfigError(f"--test-fraction must be between 0 and 1 (exclusive), got {test_fraction}")
+    if not 0.0 < label_fraction <= 1.0:
+        raise ConfigError(f"--label-fraction must be in (0, 1], got {label_fraction}")
+    if len(dataset) < 2:
+        raise DataError(f"{dataset.spec}: {len(dataset)} item(s) cannot be split in two")
+    rng = np.random.default_rng(seed)
+    strata = stratify(dataset.items)
+    test: list[str] = []
+    train: list[str] = []
+    remainder = 0.0
+    for key in sorted(strata):
+        ids = list(strata[key])
+        rng.shuffle(ids)
+        exact = len(ids) * test_fraction + remainder
+        n_test = int(math.floor(exact + 0.5))
+        n_test = min(max(n_test, 1 if len(ids) > 1 else n_test), len(ids) - (1 if len(ids) > 1 else 0))
+        remainder = exact - n_test
+        test += ids[:n_test]
+        train += ids[n_test:]
+
+    by_id = {item.item_id: item for item in dataset.items}
+    unlabelled: list[str] = []
+    if label_fraction < 1.0:
+        defect_items = [by_id[i] for i in train if by_id[i].class_ids]
+        keep: set[str] = set()
+        label_rng = np.random.default_rng([seed, 1])  # independent of the test draw
+        for _key, ids in sorted(stratify(defect_items).items()):
+            ids = list(ids)
+            label_rng.shuffle(ids)
+            keep.update(ids[: max(1, round(len(ids) * label_fraction))])
+        unlabelled = [i for i in train if by_id[i].class_ids and i not in keep]
+        train = [i for i in train if i not in set(unlabelled)]
+    return Split(
+        dataset_spec=dataset.spec,
+        dataset_kind=dataset.kind,
+        fingerprint=dataset.fingerprint(),
+        classes=dataset.classes,
+        seed=seed,
+        test_fraction=test_fraction,
+        label_fraction=label_fraction,
+        train=tuple(sorted(train)),
+        test=tuple(sorted(test)),
+        train_unlabelled=tuple(sorted(unlabelled)),
+    )
+
+
+def stratify(items: list[Item]) -> dict[str, list[str]]:
+    """Stratum key -> item ids. Keys: '+'-joined class ids, or 'free'. Combinations with a
+    single item are merged into the stratum of their rarest class ('rare:k')."""
+    combos = Counter(item.class_ids for item in items)
+    class_counts = Counter(c for item in items for c in item.class_ids)
+    strata: dict[str, list[str]] = defaultdict(list)
+    for item in items:
+        if not item.class_ids:
+            key = "free"
+        elif combos[item.class_ids] >= 2:
+            key = "+".join(map(str, item.class_ids))
+        else:
+            rarest = min(item.class_ids, key=lambda c: (class_counts[c], c))
+            key = f"rare:{rarest}"
+        strata[key].append(item.item_id)
+    return strata
+
+
+def split_report(split: Split, dataset: DefectDataset) -> dict:
+    """Per-class image counts on each side, for the CLI summary and tests."""
+    by_id = {item.item_id: item for item in dataset.items}
+
+    def counts(ids):
+        per_class = Counter(c for i in ids for c in by_id[i].class_ids)
+        return {
+            "items": len(ids),
+            "defect_free": sum(1 for i in ids if not by_id[i].class_ids),
+            **{f"class {split.classes.name(c)}": per_class.get(c, 0) for c in split.classes.ids},
+        }
+
+    report = {"train": counts(split.train), "test": counts(split.test)}
+    if split.train_unlabelled:
+        report["train_unlabelled"] = counts(split.train_unlabelled)
+    return report

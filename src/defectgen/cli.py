@@ -7,6 +7,7 @@ traceback; typer/click already do the same for unknown options and wrong types.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -163,6 +164,121 @@ def split(
         table.add_row(key, *(str(report[p][key]) for p in parts))
     out.print(table)
     out.print(f"wrote {out_path}")
+
+
+@app.command()
+def train(
+    data: DataArg,
+    split_path: Annotated[Path, typer.Option("--split", help="Split file from `defectgen split`.")],
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Run folder (config, metrics, checkpoints, samples).")
+    ],
+    preset: Annotated[
+        str | None, typer.Option(help="Model size: tiny, small, lama, big [default: small].")
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="G+D iterations (default: the config's).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
+    config_file: Annotated[Path | None, typer.Option("--config", help="YAML file of config values.")] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a config value: --set lr_g=1e-4 (repeatable).")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda if available).")
+    ] = None,
+    skip_bad: SkipBad = False,
+    labels_complete: LabelsComplete = "true",
+    covered_ids: CoveredIds = None,
+):
+    """Train the inpainting GAN on the training half of a split.
+
+    Example: defectgen train ../shared/data/magnetic_tile --split split.json --preset small --out runs/tiles --steps 2000
+
+    Several processes (DDP): torchrun --nproc_per_node 2 -m defectgen train DATA --split split.json --out runs/x
+    """
+    from defectgen.config import TrainConfig, apply_overrides
+    from defectgen.data.split import Split
+    from defectgen.train import train as run_training
+
+    config = TrainConfig.load(config_file) if config_file else TrainConfig()
+    if preset is not None:
+        config.preset = preset
+    config = apply_overrides(
+        config, list(overrides or []) + ([f"steps={steps}"] if steps is not None else [])
+    )
+    dataset = _open(data, skip_bad, labels_complete, covered_ids)
+    last = run_training(dataset, Split.load(split_path), config, out_dir, resume=resume, device=device)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
+        out.print(f"done: {last}")
+
+
+def _class_list(text: str | None, what: str = "--classes") -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"{what} takes class ids separated by commas, e.g. 1,3; got {text!r}") from None
+
+
+@app.command()
+def synth(
+    data: DataArg,
+    checkpoint: Annotated[
+        Path, typer.Option(help="Training checkpoint, e.g. runs/NAME/checkpoints/last.pt.")
+    ],
+    split_path: Annotated[
+        Path, typer.Option("--split", help="Split file: backgrounds and masks come from its training half.")
+    ],
+    n: Annotated[int, typer.Option("--n", help="Number of synthetic images.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder (resumable: run again to finish).")],
+    classes: Annotated[str | None, typer.Option(help="Only these class ids, e.g. 1,3.")] = None,
+    mask_source: Annotated[str, typer.Option(help="real | shapes | folder:PATH | mix.")] = "real",
+    fmt: Annotated[
+        str, typer.Option("--format", help="severstal (JPEG + train.csv) or folder (PNG + index masks).")
+    ] = "folder",
+    seed: Annotated[int, typer.Option(help="Same seed, same files.")] = 0,
+    backgrounds: Annotated[
+        Path | None, typer.Option(help="Folder of defect-free images to paint on.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per generator call.")] = 4,
+    tile: Annotated[
+        int | None,
+        typer.Option(help="Paint a window of this size around each defect instead of the whole image."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1.")] = "cpu",
+    precision: Annotated[str, typer.Option(help="auto | bf16 | fp32.")] = "auto",
+    skip_bad: SkipBad = False,
+    labels_complete: LabelsComplete = "true",
+    covered_ids: CoveredIds = None,
+):
+    """Paint new defects into defect-free images: a labelled synthetic dataset.
+
+    Example: defectgen synth ../shared/data/magnetic_tile --checkpoint runs/tiles/checkpoints/last.pt --split split.json --n 1000 --out synth/tiles
+    """
+    from defectgen.data.split import Split
+    from defectgen.synth import synthesize
+
+    dataset = _open(data, skip_bad, labels_complete, covered_ids)
+    summary = synthesize(
+        checkpoint,
+        dataset,
+        Split.load(split_path),
+        n,
+        out_dir,
+        classes=_class_list(classes),
+        mask_source=mask_source,
+        fmt=fmt,
+        seed=seed,
+        backgrounds_dir=backgrounds,
+        batch_size=batch_size,
+        tile=tile,
+        device=device,
+        precision=precision,
+    )
+    out.print(
+        f"{summary['items']} images in {summary['out']} (per class: {summary['images_per_class']}); "
+        f"contact sheet {summary['contact_sheet']}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

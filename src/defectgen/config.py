@@ -1,0 +1,177 @@
+"""Training configuration: one dataclass, YAML files, and `--set key=value` overrides.
+
+Models never see this object: `train.py` reads it and passes explicit arguments on. The
+resolved config is written into every run folder (`config.yaml`) and every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from defectgen.errors import ConfigError
+
+
+@dataclass
+class TrainConfig:
+    # --- model -------------------------------------------------------------------------------
+    preset: str = "small"  # models.PRESETS: tiny | small | lama | big
+    resolution: int | None = None  # training crop size in pixels; None = the preset's
+    # --- optimisation --------------------------------------------------------------------------
+    steps: int = 10_000  # G+D iterations (each: one D step and one G step)
+    batch_size: int = 4  # per process; half of it are distinct crops, each drawn twice (diversity pairs)
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.0, 0.99)  # StyleGAN2 Adam betas
+    # --- losses (weights) ----------------------------------------------------------------------
+    adversarial: float = 1.0
+    feature_matching: float = 10.0  # LaMa's weight for D-feature matching
+    reconstruction: float = 1.0  # L1 inside the hole; low so it does not blur
+    mode_seeking: float = 0.5  # Mao et al. 2019; 0 turns diversity pairs off
+    r1_gamma: float = 1.0  # R1 strength (LaMa uses 0.001 with its BN discriminator; ours has no BN)
+    r1_interval: int = 16  # lazy regularisation (StyleGAN2): R1 every k D steps, scaled by k
+    # --- small-data training -------------------------------------------------------------------
+    ada_target: float = 0.6  # StyleGAN2-ADA r_t
+    ada_interval: int = 4
+    ada_speed_images: int = 100_000  # images for p to move from 0 to 1 (ADA uses 500k)
+    ema_half_life_images: int = 5_000  # EMA of G, in images seen (StyleGAN2 uses 10k)
+    # --- training pairs ------------------------------------------------------------------------
+    max_dilation: int = 6  # hole = defect mask dilated by a random radius in [0, max_dilation]
+    free_crop_share: float = 0.0  # share of crops from defect-free images (no hole) — 0: only defects
+    # --- run ---------------------------------------------------------------------------------
+    seed: int = 0
+    precision: str = "auto"  # auto (bf16 where supported) | bf16 | fp32
+    channels_last: bool = False
+    compile: bool = False  # torch.compile: measured <= 1.17x after a 150 s first step on CPU
+    log_every: int = 10
+    sample_every: int = 500
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    tensorboard: bool = False
+    extra: dict = field(default_factory=dict)  # free-form notes carried into the run folder
+
+    def validate(self) -> None:
+        from defectgen.models import PRESETS
+
+        if self.preset not in PRESETS:
+            raise ConfigError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        if self.resolution is not None and (self.resolution <= 0 or self.resolution % 8):
+            raise ConfigError(f"resolution must be a positive multiple of 8, got {self.resolution}")
+        if self.steps < 0:
+            raise ConfigError(f"steps must be >= 0, got {self.steps}")
+        if self.batch_size < 2 or self.batch_size % 2:
+            raise ConfigError(
+                f"batch_size must be an even number >= 2 (diversity pairs), got {self.batch_size}"
+            )
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
+        for name in ("r1_interval", "ada_interval", "log_every", "sample_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.keep_checkpoints < 1:
+            raise ConfigError("keep_checkpoints must be >= 1")
+        if not 0.0 <= self.free_crop_share < 1.0:
+            raise ConfigError(f"free_crop_share must be in [0, 1), got {self.free_crop_share}")
+        for name in (
+            "lr_g",
+            "lr_d",
+            "r1_gamma",
+            "adversarial",
+            "feature_matching",
+            "reconstruction",
+            "mode_seeking",
+            "max_dilation",
+        ):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def crop_size(self) -> int:
+        from defectgen.models import PRESETS
+
+        return self.resolution or PRESETS[self.preset]["resolution"]
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["betas"] = list(self.betas)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown config keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+            )
+        data = dict(data)
+        if "betas" in data:
+            data["betas"] = tuple(data["betas"])
+        config = cls(**data)
+        config.validate()
+        return config
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def load(cls, path: Path) -> TrainConfig:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"{path}: cannot read config ({err})") from err
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a config file must be a mapping of key: value")
+        return cls.from_dict(data)
+
+
+def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
+    """`["steps=100", "betas=[0.5,0.9]"]` -> a new, validated config. Values are parsed as YAML
+    scalars/lists, so types follow the text (`1e-4` float, `true` bool)."""
+    data = config.to_dict()
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {override!r}")
+        parts = key.split(".")
+        if parts[0] not in data:
+            raise ConfigError(f"--set {key}: unknown key (known: {', '.join(sorted(data))})")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {key}: cannot parse value {text!r} ({err})") from err
+        target = data
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"--set {key}: {part} is not a mapping")
+        default = dataclasses.asdict(TrainConfig()).get(parts[0]) if len(parts) == 1 else None
+        if len(parts) == 1 and default is not None and not isinstance(default, dict):
+            value = _coerce(key, value, default)
+        target[parts[-1]] = value
+    return TrainConfig.from_dict(data)
+
+
+def _coerce(key: str, value, default):
+    """Refuse e.g. steps=abc; allow ints where floats are expected."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"--set {key}: expected true or false, got {value!r}")
+        return value
+    if isinstance(default, int) and not isinstance(default, bool):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"--set {key}: expected an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ConfigError(f"--set {key}: expected a number, got {value!r}")
+        return float(value)
+    if isinstance(default, str) and not isinstance(value, str):
+        return str(value)
+    if isinstance(default, tuple | list) and not isinstance(value, list):
+        raise ConfigError(f"--set {key}: expected a list like [0.0, 0.99], got {value!r}")
+    return value

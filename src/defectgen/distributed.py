@@ -1,0 +1,78 @@
+"""Multi-process training with PyTorch's own engine: `torchrun` + `torch.distributed`.
+
+`torchrun --nproc_per_node K -m defectgen train ...` sets RANK / WORLD_SIZE / LOCAL_RANK;
+`init()` joins the process group (gloo on CPU, NCCL on GPU). Gradients are averaged with one
+`all_reduce` per model after backward, as stylegan2-ada-pytorch does, rather than through the
+DistributedDataParallel wrapper: GAN steps run D inside G's backward, freeze D's parameters
+there, and take double-backward R1 penalties — patterns DDP's reducer does not support.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Context:
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init(device: str | None = None) -> Context:
+    """Join the process group when launched by torchrun; a single process otherwise."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device is None:
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    resolved = torch.device(device)
+    if resolved.type == "cuda":
+        torch.cuda.set_device(resolved)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if resolved.type == "cuda" else "gloo")
+    return Context(rank=rank, world_size=world_size, device=resolved)
+
+
+def average_gradients(module: nn.Module, context: Context) -> None:
+    """Average the gradients of `module` over all processes (no-op for one process)."""
+    if context.world_size == 1:
+        return
+    params = [p for p in module.parameters() if p.grad is not None]
+    if not params:
+        return
+    flat = torch.cat([p.grad.flatten() for p in params])
+    dist.all_reduce(flat)
+    flat /= context.world_size
+    offset = 0
+    for p in params:
+        count = p.grad.numel()
+        p.grad.copy_(flat[offset : offset + count].view_as(p.grad))
+        offset += count
+
+
+def average_scalar(value: float, context: Context) -> float:
+    if context.world_size == 1:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(tensor)
+    return float(tensor.item()) / context.world_size
+
+
+def barrier(context: Context) -> None:
+    if context.world_size > 1:
+        dist.barrier()
+
+
+def shutdown(context: Context) -> None:
+    if context.world_size > 1 and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,152 @@
+"""GAN losses for mask-conditioned inpainting, as pure functions returning (loss, logs).
+
+Each function returns a scalar loss tensor (differentiable) and a dict of floats to log.
+Weights (lambda_*) are the caller's business: the functions are unweighted, except R1 whose
+gamma is part of its definition. Shapes: images [N, C, H, W], hole [N, 1, H, W] in {0, 1},
+discriminator logits [N, 1, h, w] (one per patch, see models/discriminator.py).
+
+Sources: non-saturating logistic loss (Goodfellow et al. 2014; StyleGAN2, Karras et al.
+2020); R1 (Mescheder et al., ICML 2018); mask-as-fake target and feature matching (LaMa,
+Suvorov et al. 2022; pix2pixHD, Wang et al. 2018); mode seeking (Mao et al., CVPR 2019).
+
+Logged floats call `.item()`, which waits for the device; that is once per loss per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_EPS = 1e-8
+
+
+def hole_at(hole: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
+    """The hole resized to a logit grid by area averaging: the fraction of each patch's
+    input cell that is hole (in [0, 1]), so a patch half-covered by the hole gets target 0.5.
+    Adaptive average pooling is area interpolation for any size ratio."""
+    hole = hole.float()
+    if tuple(hole.shape[-2:]) == tuple(size):
+        return hole
+    return F.adaptive_avg_pool2d(hole, tuple(size))  # [N, 1, h, w]
+
+
+def _masked_mean(values: Tensor, weight: Tensor) -> Tensor:
+    """sum(values * weight) / sum(weight) over broadcast shapes; 0 when the weight is all 0."""
+    weight = weight.expand_as(values)
+    return (values * weight).sum() / weight.sum().clamp_min(_EPS)
+
+
+def d_adversarial(real_logits: Tensor, fake_logits: Tensor, hole: Tensor) -> tuple[Tensor, dict[str, float]]:
+    """Discriminator non-saturating logistic loss with LaMa's mask-as-fake target.
+
+    reals: softplus(-D(real)) (every patch real). Fakes are composites: only the hole was
+    painted, so with m = hole resized to the logit grid (area), the per-patch loss is
+    softplus(D(fake)) * m + softplus(-D(fake)) * (1 - m): patches in the hole are fake,
+    patches of untouched background are real. Both terms are means over all patches.
+    """
+    real_logits = real_logits.float()
+    fake_logits = fake_logits.float()
+    target = hole_at(hole, fake_logits.shape[-2:])  # [N, 1, h, w]
+    real_loss = F.softplus(-real_logits).mean()
+    fake_loss = (F.softplus(fake_logits) * target + F.softplus(-fake_logits) * (1 - target)).mean()
+    loss = real_loss + fake_loss
+    logs = {
+        "d_real": real_loss.item(),
+        "d_fake": fake_loss.item(),
+        "logits_real": real_logits.mean().item(),
+        "logits_fake_hole": _masked_mean(fake_logits, target).item(),
+    }
+    return loss, logs
+
+
+def g_adversarial(fake_logits: Tensor, hole: Tensor) -> tuple[Tensor, dict[str, float]]:
+    """Generator non-saturating loss softplus(-D(fake)), averaged over the hole.
+
+    Weighted by the hole resized to the logit grid and normalised by its area: the generator
+    only changes pixels inside the hole, so patches without hole carry (almost) no signal
+    for it, and dividing by the hole area rather than the image area makes the loss's scale
+    independent of defect size, the same normalisation as `hole_reconstruction`, so the ratio
+    of the two weights means the same for a scratch and a large patch. An empty hole gives 0.
+    """
+    fake_logits = fake_logits.float()
+    weight = hole_at(hole, fake_logits.shape[-2:])  # [N, 1, h, w]
+    loss = _masked_mean(F.softplus(-fake_logits), weight)
+    return loss, {"g_adversarial": loss.item()}
+
+
+def r1_penalty(
+    real_logits: Tensor, real_inputs: Tensor | Sequence[Tensor], gamma: float
+) -> tuple[Tensor, dict[str, float]]:
+    """R1 gradient penalty on reals: gamma / 2 * E_x[ ||grad_x sum(D(x))||^2 ].
+
+    Mescheder et al. (ICML 2018), as used by StyleGAN2. `real_inputs` are the tensors D was
+    called on (the image, optionally also the label maps), with requires_grad=True set by the
+    caller before the D call. For patch logits the gradient is that of the sum of all patch
+    logits of a sample. The squared norm is summed over C, H, W and averaged over the batch.
+    create_graph=True so the penalty itself can be back-propagated.
+
+    Lazy regularisation (StyleGAN2, sec. 3.1) is the caller's job: compute this every k
+    D steps and multiply the loss by k, so the penalty's average strength stays gamma.
+    """
+    inputs = [real_inputs] if isinstance(real_inputs, Tensor) else list(real_inputs)
+    gradients = torch.autograd.grad(outputs=real_logits.float().sum(), inputs=inputs, create_graph=True)
+    squared_norm = sum(g.float().square().flatten(1).sum(dim=1) for g in gradients)  # [N]
+    penalty = squared_norm.mean()
+    loss = 0.5 * gamma * penalty
+    return loss, {"r1_penalty": penalty.item()}
+
+
+def feature_matching(
+    fake_features: Sequence[Tensor], real_features: Sequence[Tensor]
+) -> tuple[Tensor, dict[str, float]]:
+    """Mean over D layers of the L1 distance between fake and real features (reals detached).
+
+    pix2pixHD / LaMa feature matching: a dense, stable signal for G that does not rely on D's
+    final decision. Fakes and reals must be D features of the same images' composites and
+    originals (same masks), so the features correspond position by position.
+    """
+    if len(fake_features) != len(real_features) or not fake_features:
+        raise ValueError(
+            f"need the same non-zero number of fake and real feature maps, got "
+            f"{len(fake_features)} and {len(real_features)}"
+        )
+    per_layer = [
+        F.l1_loss(fake.float(), real.detach().float())
+        for fake, real in zip(fake_features, real_features, strict=True)
+    ]
+    loss = torch.stack(per_layer).mean()
+    return loss, {"feature_matching": loss.item()}
+
+
+def hole_reconstruction(output: Tensor, target: Tensor, hole: Tensor) -> tuple[Tensor, dict[str, float]]:
+    """L1 between output and target inside the hole, per hole pixel and channel.
+
+    We have the real defect as target (LaMa does not), but the defect is one sample of many
+    possible ones, so callers should keep this weight low enough not to blur. Pixels outside
+    the hole do not count; an empty hole gives 0.
+    """
+    difference = (output.float() - target.float()).abs()  # [N, C, H, W]
+    loss = _masked_mean(difference, hole.float())
+    return loss, {"hole_l1": loss.item()}
+
+
+def mode_seeking(
+    out_a: Tensor, out_b: Tensor, z_a: Tensor, z_b: Tensor, hole: Tensor, eps: float = 1e-5
+) -> tuple[Tensor, dict[str, float]]:
+    """Mode-seeking regulariser (Mao et al., CVPR 2019): 1 / (ratio + eps), where
+    ratio = mean |out_a - out_b| inside the hole / mean |z_a - z_b|.
+
+    out_a, out_b are two generator outputs for the same inputs and different random codes
+    z_a, z_b (draw the noise maps independently too). Minimising it pushes outputs apart in
+    proportion to how far apart their codes are, against mode collapse. Only the hole
+    counts (outside it the composite is fixed); an empty hole gives 0.
+    """
+    output_distance = _masked_mean((out_a.float() - out_b.float()).abs(), hole.float())
+    code_distance = (z_a.float() - z_b.float()).abs().mean()
+    ratio = output_distance / code_distance.clamp_min(_EPS)
+    has_hole = hole.sum() > 0
+    loss = torch.where(has_hole, 1.0 / (ratio + eps), torch.zeros_like(ratio))
+    return loss, {"mode_seeking": loss.item(), "mode_seeking_ratio": ratio.item()}

@@ -1,0 +1,480 @@
+"""Synthesis: `defectgen synth` turns defect-free images and new masks into a labelled dataset.
+
+For item i (0 <= i < n) everything is a function of (seed, i): which background, which masks
+(`defectgen.masks`), which noise for the generator. Items are therefore independent, so the
+run is resumable: after a kill -9 the same command regenerates only what is missing.
+
+Files are written atomically (temporary name, then rename) and an item is recorded in
+`manifest.jsonl` only once its files are in place; the CSV (Severstal format), the class table
+and the contact sheet are rewritten from the manifest at the end. A lock file keeps two
+processes from writing the same folder.
+
+The generator runs on the whole image (it is fully convolutional: whole 1600x256 Severstal
+strips work), batched, under bf16 autocast where supported. `tile` instead paints one window
+around each defect (for images too large for memory — and much less work when defects are
+small compared with the image).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import io
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from rich.progress import Progress
+
+from defectgen.checkpoint import load_generator
+from defectgen.data.dataset import IMAGE_SUFFIXES, DefectDataset
+from defectgen.data.imageio import read_image
+from defectgen.data.rle import encode
+from defectgen.data.split import Split
+from defectgen.errors import ConfigError, DataError, DefectgenError
+from defectgen.masks import build_mask_source
+from defectgen.models import composite
+from defectgen.tensors import image_to_tensor, tensor_to_image
+from defectgen.train import resolve_bf16
+from defectgen.viz import contact_sheet, overlay
+
+FORMATS = ("severstal", "folder")
+PARAMS_FILE = "synth.json"
+MANIFEST = "manifest.jsonl"
+
+
+@dataclass(frozen=True)
+class Background:
+    key: str  # item id or file name: recorded in the manifest
+    load: object  # () -> uint8 [H, W, C]
+
+
+def synthesize(
+    checkpoint: Path,
+    dataset: DefectDataset,
+    split: Split,
+    n: int,
+    out_dir: Path,
+    *,
+    classes: list[int] | None = None,
+    mask_source: str = "real",
+    fmt: str = "folder",
+    seed: int = 0,
+    backgrounds_dir: Path | None = None,
+    batch_size: int = 4,
+    tile: int | None = None,
+    device: str = "cpu",
+    precision: str = "auto",
+    progress: bool = True,
+) -> dict:
+    """Write `n` synthetic images with their labels to `out_dir`; returns a summary dict."""
+    if n <= 0:
+        raise ConfigError(f"--n must be a positive number of images, got {n}")
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    if tile is not None and (tile <= 0 or tile % 8):
+        raise ConfigError(f"--tile must be a positive multiple of 8, got {tile}")
+    device = torch.device(device)
+    G, trained_classes, channels, config = load_generator(checkpoint, device)
+    if trained_classes != dataset.classes or channels != dataset.channels:
+        raise DataError(
+            f"{checkpoint} was trained for classes {list(trained_classes.names)} with {channels} channel(s); "
+            f"{dataset.spec} has classes {list(dataset.classes.names)} with {dataset.channels}: use a "
+            "checkpoint trained on this dataset"
+        )
+    split.check(dataset)
+    train_indices = split.indices(dataset, "train")
+    backgrounds = _backgrounds(dataset, train_indices, backgrounds_dir, channels)
+    if fmt == "severstal":
+        _check_one_size(dataset, train_indices, backgrounds_dir)
+    composer = build_mask_source(mask_source, dataset, train_indices, progress=progress)
+    classes = sorted(set(classes)) if classes else None
+    if classes:
+        for class_id in classes:
+            dataset.classes.check_id(class_id)
+    hole_radius = max(0, config.max_dilation // 2)
+    params = {
+        "format": fmt,
+        "checkpoint_sha256": _sha256(checkpoint),
+        "dataset": dataset.spec,
+        "split_fingerprint": split.fingerprint,
+        "classes": classes,
+        "mask_source": mask_source,
+        "seed": seed,
+        "backgrounds": str(backgrounds_dir) if backgrounds_dir else "training half, defect-free",
+        "hole_dilation": hole_radius,
+        "tile": tile,
+        "class_table": dataset.classes.to_json(),
+    }
+    out_dir = Path(out_dir)
+    with _locked(out_dir):
+        records = _prepare(out_dir, params, n)
+        todo = [i for i in range(n) if i not in records]
+        use_bf16 = resolve_bf16(precision, device)
+        amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+        suffix = ".jpg" if fmt == "severstal" else ".png"
+        with Progress(disable=not progress, transient=False) as bar:
+            task = bar.add_task("synthesizing", total=n, completed=n - len(todo))
+            for batch in _batches(todo, backgrounds, composer, classes, seed, batch_size):
+                images = _paint(G, batch, hole_radius, tile, device, amp)
+                for item, image in zip(batch, images, strict=True):
+                    record = _write_item(out_dir, item, image, fmt, suffix, mask_source, seed)
+                    _append_manifest(out_dir, record)
+                    records[item["index"]] = record
+                    bar.advance(task)
+        return _finish(out_dir, records, fmt, dataset, n, params)
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+
+def _backgrounds(dataset, train_indices, folder, channels) -> list[Background]:
+    if folder is not None:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise DataError(f"{folder}: --backgrounds folder not found")
+        files = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+        if not files:
+            raise DataError(f"{folder}: no images for --backgrounds")
+        return [Background(p.name, lambda p=p: read_image(p, channels)) for p in files]
+    free = [i for i in train_indices if not dataset.items[i].class_ids]
+    if not free:
+        raise DataError(
+            f"the training half of {dataset.spec} has no defect-free images to paint on; "
+            "pass --backgrounds DIR with defect-free images"
+        )
+    return [Background(dataset.items[i].item_id, lambda i=i: dataset.load_image(i)) for i in free]
+
+
+def _check_one_size(dataset, train_indices, folder) -> None:
+    if folder is None and dataset.image_shape is not None:
+        return
+    raise ConfigError(
+        "--format severstal writes RLE for one fixed image size (Severstal strips); these backgrounds "
+        "are not all one size: use --format folder"
+    )
+
+
+def _batches(todo, backgrounds, composer, classes, seed, batch_size) -> Iterator[list[dict]]:
+    """Items grouped into batches of one image size; each item fully determined by (seed, i)."""
+    batch: list[dict] = []
+    for index in todo:
+        rng = np.random.default_rng([seed, index])
+        background = backgrounds[int(rng.integers(len(backgrounds)))]
+        image = background.load()  # uint8 [H, W, C]
+        masks, info = composer.compose(rng, image.shape[0], image.shape[1], classes)  # bool [K, H, W]
+        item = {
+            "index": index,
+            "seed": seed,
+            "background": background.key,
+            "image": image,
+            "masks": masks,
+            "info": info,
+        }
+        if batch and (len(batch) == batch_size or batch[0]["image"].shape != image.shape):
+            yield batch
+            batch = []
+        batch.append(item)
+    if batch:
+        yield batch
+
+
+# --- the generator -----------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def _paint(G, batch: list[dict], hole_radius: int, tile: int | None, device, amp) -> list[np.ndarray]:
+    """Paint each item's defects; returns uint8 [H, W, C] images."""
+    images = torch.stack([image_to_tensor(item["image"]) for item in batch]).to(device)  # [N, C, H, W]
+    labels = torch.stack([torch.from_numpy(item["masks"]).float() for item in batch]).to(
+        device
+    )  # [N, K, H, W]
+    hole = torch.stack([torch.from_numpy(_hole(item["masks"], hole_radius)) for item in batch]).to(device)
+    generators = [torch.Generator().manual_seed(_item_seed(item)) for item in batch]
+    if tile is None:
+        painted = _run(G, images, hole, labels, generators, device, amp)
+    else:
+        painted = torch.cat(
+            [
+                _run_windows(
+                    G, images[i : i + 1], hole[i : i + 1], labels[i : i + 1], generators[i], tile, device, amp
+                )
+                for i in range(len(batch))
+            ]
+        )
+    return [tensor_to_image(image) for image in painted]
+
+
+def _run(G, images, hole, labels, generators, device, amp) -> torch.Tensor:
+    """G on whole images, padded (reflect) to a multiple of its size step and cropped back."""
+    height, width = images.shape[2:]
+    step = G.size_multiple
+    pad = (0, (-width) % step, 0, (-height) % step)
+    padded = [F.pad(t, pad, mode="reflect" if t is images else "constant") for t in (images, hole, labels)]
+    z = torch.cat([G.draw_style(1, g) for g in generators]).to(device)
+    noise = (
+        torch.cat([G.draw_noise(1, padded[0].shape[2], padded[0].shape[3], g) for g in generators]).to(device)
+        if G.noise_channels > 0
+        else None
+    )
+    with amp:
+        raw = G(*padded, z=z, noise=noise).float()
+    raw = raw[:, :, :height, :width]
+    return composite(raw, images, hole)
+
+
+def _run_windows(G, image, hole, labels, generator, tile, device, amp) -> torch.Tensor:
+    """Tiled mode: one window of at least tile x tile around each connected hole region."""
+    result = image.clone()
+    height, width = image.shape[2:]
+    count, components = cv2.connectedComponents(hole[0, 0].cpu().numpy().astype(np.uint8))
+    for k in range(1, count):
+        ys, xs = np.nonzero(components == k)
+        y0, y1 = _window(ys.min(), ys.max() + 1, height, tile)
+        x0, x1 = _window(xs.min(), xs.max() + 1, width, tile)
+        window = (slice(None), slice(None), slice(y0, y1), slice(x0, x1))
+        region_hole = torch.from_numpy(components[y0:y1, x0:x1] == k).float()[None, None].to(device)
+        result[window] = _run(G, result[window], region_hole, labels[window], [generator], device, amp)
+    return result
+
+
+def _window(start: int, stop: int, limit: int, tile: int) -> tuple[int, int]:
+    """A span of >= tile pixels (rounded up to a multiple of 8) centred on [start, stop)."""
+    size = min(limit, max(tile, -(-(stop - start + 16) // 8) * 8))
+    centre = (start + stop) // 2
+    lo = int(np.clip(centre - size // 2, 0, limit - size))
+    return lo, lo + size
+
+
+def _hole(masks: np.ndarray, radius: int) -> np.ndarray:
+    union = masks.any(axis=0).astype(np.uint8)
+    if radius:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        union = cv2.dilate(union, kernel)
+    return union[None].astype(np.float32)  # [1, H, W]
+
+
+def _item_seed(item: dict) -> int:
+    words = np.random.SeedSequence([item["seed"], item["index"], 7]).generate_state(1, np.uint64)
+    return int(words[0] >> 1)
+
+
+# --- output ------------------------------------------------------------------------------------
+
+
+def _prepare(out_dir: Path, params: dict, n: int) -> dict[int, dict]:
+    """Check the folder is ours (or empty), clean leftovers of a killed run, read the manifest."""
+    params_path = out_dir / PARAMS_FILE
+    if params_path.exists():
+        try:
+            existing = json.loads(params_path.read_text())
+        except (OSError, ValueError) as err:
+            raise DataError(f"{params_path}: unreadable ({err}); choose another --out") from err
+        changed = sorted(k for k in params if existing.get(k) != params[k])
+        if changed:
+            raise DataError(
+                f"{out_dir} holds another synthesis run (different {', '.join(changed)}); "
+                "choose another --out or delete that folder"
+            )
+    elif any(p for p in out_dir.iterdir() if p.name != ".lock"):
+        raise DataError(f"{out_dir} is not empty and holds no defectgen synthesis run; choose another --out")
+    else:
+        _write_bytes(params_path, (json.dumps(params, indent=1) + "\n").encode())
+    for leftover in out_dir.rglob(".*.tmp*"):
+        leftover.unlink(missing_ok=True)
+    records = _read_manifest(out_dir)
+    too_many = [i for i in records if i >= n]
+    if too_many:
+        raise DataError(
+            f"{out_dir} already holds {max(too_many) + 1} items, more than --n {n}; use a larger --n"
+        )
+    for index, record in list(records.items()):
+        files = [record["image"]] + ([record["mask"]] if record.get("mask") else [])
+        if not all((out_dir / f).is_file() for f in files):
+            del records[index]
+    return records
+
+
+def _read_manifest(out_dir: Path) -> dict[int, dict]:
+    path = out_dir / MANIFEST
+    records: dict[int, dict] = {}
+    if not path.exists():
+        return records
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line cut by a kill: that item is regenerated
+        records[int(record["index"])] = record
+    return records
+
+
+def _write_item(out_dir, item, image, fmt, suffix, mask_source, seed) -> dict:
+    name = f"synth_{item['index']:06d}"
+    masks = item["masks"]
+    record = {
+        "index": item["index"],
+        "image": f"images/{name}{suffix}",
+        "background": item["background"],
+        "classes": [int(k) + 1 for k in np.flatnonzero(masks.any(axis=(1, 2)))],
+        "areas": {str(int(k) + 1): int(masks[k].sum()) for k in range(len(masks)) if masks[k].any()},
+        "mask_source": mask_source,
+        "seed": seed,
+        "defects": item["info"]["defects"],
+    }
+    if fmt == "folder":
+        record["mask"] = f"masks/{name}.png"
+        index_mask = np.zeros(masks.shape[1:], dtype=np.uint8)
+        for k, channel in enumerate(masks, start=1):
+            index_mask[channel] = k
+        _write_bytes(out_dir / record["mask"], _png(index_mask))
+    else:
+        record["rle"] = {str(k): encode(masks[k - 1]) for k in record["classes"]}
+    # The image is written last: its presence (with the manifest line) marks the item done.
+    _write_bytes(out_dir / record["image"], _png(image) if suffix == ".png" else _jpeg(image))
+    return record
+
+
+def _append_manifest(out_dir: Path, record: dict) -> None:
+    path = out_dir / MANIFEST
+    try:
+        with open(path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as err:
+        raise _write_error(path, err) from err
+
+
+def _finish(out_dir: Path, records: dict[int, dict], fmt: str, dataset, n: int, params: dict) -> dict:
+    ordered = [records[i] for i in sorted(records)]
+    _write_bytes(out_dir / MANIFEST, "".join(json.dumps(r) + "\n" for r in ordered).encode())
+    if fmt == "severstal":
+        lines = ["ImageId,ClassId,EncodedPixels"]
+        for record in ordered:
+            for class_id, rle in record["rle"].items():
+                lines.append(f"{Path(record['image']).name},{class_id},{rle}")
+        _write_bytes(out_dir / "train.csv", ("\n".join(lines) + "\n").encode())
+    else:
+        _write_bytes(out_dir / "classes.txt", ("\n".join(dataset.classes.names) + "\n").encode())
+    sheet = _sheet(out_dir, ordered[:8], fmt, dataset)
+    per_class = {name: 0 for name in dataset.classes.names}
+    for record in ordered:
+        for class_id in record["classes"]:
+            per_class[dataset.classes.name(class_id)] += 1
+    return {
+        "out": str(out_dir),
+        "items": len(ordered),
+        "images_per_class": per_class,
+        "contact_sheet": str(sheet),
+        "format": fmt,
+        "mask_source": params["mask_source"],
+        "seed": params["seed"],
+    }
+
+
+def _sheet(out_dir: Path, records: list[dict], fmt: str, dataset) -> Path:
+    from defectgen.data.rle import decode
+
+    tiles, captions = [], []
+    for record in records:
+        image = np.asarray(
+            Image.open(out_dir / record["image"]).convert("L" if dataset.channels == 1 else "RGB")
+        )
+        image = image[:, :, None] if image.ndim == 2 else image
+        masks = np.zeros((len(dataset.classes), *image.shape[:2]), dtype=bool)
+        if fmt == "folder":
+            index_mask = np.asarray(Image.open(out_dir / record["mask"]))
+            for k in dataset.classes.ids:
+                masks[k - 1] = index_mask == k
+        else:
+            for class_id, rle in record["rle"].items():
+                masks[int(class_id) - 1] = decode(rle, image.shape[:2])
+        tiles.append(overlay(image, masks))
+        names = "+".join(dataset.classes.name(c) for c in record["classes"]) or "none"
+        captions.append(f"{Path(record['image']).name} [{names}]")
+    path = out_dir / "contact_sheet.png"
+    if tiles:
+        wide = tiles[0].shape[1] > 4 * tiles[0].shape[0]
+        buffer = io.BytesIO()
+        contact_sheet(tiles, captions, columns=2 if wide else 4, tile_width=640 if wide else 256).save(
+            buffer, "PNG"
+        )
+        _write_bytes(path, buffer.getvalue())
+    return path
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels[:, :, 0] if pixels.ndim == 3 and pixels.shape[2] == 1 else pixels).save(
+        buffer, "PNG"
+    )
+    return buffer.getvalue()
+
+
+def _jpeg(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels).save(buffer, "JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Atomic: a hidden temporary file in the same folder, fsync, rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise _write_error(path, err) from err
+
+
+def _write_error(path: Path, err: OSError) -> DefectgenError:
+    if err.errno == errno.ENOSPC:
+        return DefectgenError(
+            f"disk full while writing {path}; free some space and run the same command again: "
+            "finished items are kept and only the rest is generated"
+        )
+    return DefectgenError(f"cannot write {path} ({err}); fix the problem and run the same command again")
+
+
+@contextmanager
+def _locked(out_dir: Path):
+    """Exclusive lock on OUT/.lock for the whole run: a second synth on the same folder stops."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(out_dir / ".lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise DefectgenError(
+            f"another defectgen synth is writing to {out_dir}; wait for it to finish or choose another --out"
+        ) from None
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]

@@ -1,0 +1,410 @@
+"""GAN training: `defectgen train`. Reads top to bottom: set-up, then one loop of D step,
+G step, EMA, ADA, logging, samples and checkpoints.
+
+The recipe (see DESIGN.md): non-saturating logistic loss with LaMa's mask-as-fake target
+(only the hole of a fake is fake), lazy R1 on reals (StyleGAN2), feature matching on D
+features and L1 inside the hole (we have the real defect as target), a mode-seeking term so
+the noise matters (Mao et al. 2019), adaptive discriminator augmentation (StyleGAN2-ADA), an
+EMA generator for samples and synthesis.
+
+Determinism: batches and every random draw are functions of (seed, step, rank), and
+checkpoints carry optimiser, EMA and ADA state, so N steps + `--resume` + N steps gives the
+same weights as 2N steps (on CPU, same thread count).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+from torchvision.utils import make_grid
+
+from defectgen import distributed, losses
+from defectgen.augment import AdaptiveAugment
+from defectgen.checkpoint import CheckpointError, link_atomically, load_checkpoint, save_checkpoint
+from defectgen.config import TrainConfig
+from defectgen.data.dataset import DefectDataset
+from defectgen.data.patches import DefectCrops
+from defectgen.data.split import Split
+from defectgen.errors import ConfigError, DefectgenError
+from defectgen.models import build_discriminator, build_generator, composite, count_parameters
+
+console = Console(stderr=True)
+
+
+class DivergenceError(DefectgenError):
+    """A loss became NaN or infinite."""
+
+
+def train(
+    dataset: DefectDataset,
+    split: Split,
+    config: TrainConfig,
+    out_dir: Path,
+    resume: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train G and D on the training half of `split`; returns the path of `last.pt`."""
+    config.validate()
+    out_dir = Path(out_dir)
+    context = distributed.init(device)
+    try:
+        return _train(dataset, split, config, out_dir, resume, context, progress)
+    finally:
+        distributed.shutdown(context)
+
+
+def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
+    device = context.device
+    split.check(dataset)
+    checkpoints = out_dir / "checkpoints"
+    if context.is_main:
+        _prepare_run_folder(out_dir, config, resume, dataset, split)
+    distributed.barrier(context)
+
+    # --- models, optimisers, augmentation -------------------------------------------------
+    torch.manual_seed(config.seed)  # parameter initialisation only; all sampling is explicit
+    channels, num_classes = dataset.channels, len(dataset.classes)
+    G = build_generator(config.preset, channels, num_classes).to(device)
+    D = build_discriminator(config.preset, channels, num_classes).to(device)
+    ema = copy.deepcopy(G).eval().requires_grad_(False)
+    opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g, betas=config.betas)
+    # Lazy R1 (StyleGAN2 appendix B): scale D's Adam so its effective step matches every-step R1.
+    ratio = config.r1_interval / (config.r1_interval + 1)
+    opt_d = torch.optim.Adam(
+        D.parameters(), lr=config.lr_d * ratio, betas=tuple(b**ratio for b in config.betas)
+    )
+    ada = AdaptiveAugment(
+        target=config.ada_target, interval=config.ada_interval, speed_images=config.ada_speed_images
+    )
+    if config.channels_last:
+        G, D, ema = (m.to(memory_format=torch.channels_last) for m in (G, D, ema))
+
+    start_step = 0
+    if resume:
+        state = _load_resumable(checkpoints)
+        if state is not None:
+            _check_compatible(state, config, dataset)
+            G.load_state_dict(state["G"])
+            D.load_state_dict(state["D"])
+            ema.load_state_dict(state["ema"])
+            opt_g.load_state_dict(state["opt_g"])
+            opt_d.load_state_dict(state["opt_d"])
+            ada.load_state_dict(state["ada"])
+            start_step = int(state["step"])
+            if context.is_main:
+                console.print(f"resuming from step {start_step}")
+    G_step = torch.compile(G) if config.compile else G
+
+    crops = DefectCrops(
+        dataset,
+        split.indices(dataset, "train"),
+        crop_size=config.crop_size,
+        max_dilation=config.max_dilation,
+        seed=config.seed,
+        progress=progress and context.is_main,
+    )
+    fixed = {k: v.to(device) for k, v in crops.fixed_batch(8).items()}
+    use_bf16 = resolve_bf16(config.precision, device)
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+    ema_beta = 0.5 ** (config.batch_size * context.world_size / max(config.ema_half_life_images, 1))
+    half = config.batch_size // 2
+    if context.is_main:
+        console.print(
+            f"G {count_parameters(G) / 1e6:.2f} M, D {count_parameters(D) / 1e6:.2f} M parameters; "
+            f"{crops.num_components} defects in {len(split.train)} training images; "
+            f"crops {config.crop_size} px, batch {config.batch_size} x {context.world_size} process(es), "
+            f"precision {'bf16' if use_bf16 else 'fp32'} on {device}"
+        )
+
+    metrics_file = out_dir / "metrics.jsonl"
+    bar = _progress_bar(progress and context.is_main)
+    last_path = checkpoints / "last.pt"
+    with bar:
+        task = bar.add_task("training", total=config.steps, completed=start_step, losses="")
+        window: dict[str, list[float]] = {}
+        tick = time.perf_counter()
+        for step in range(start_step, config.steps):
+            batch = {k: v.to(device) for k, v in crops.batch(step, context.rank, config.batch_size).items()}
+            real, hole, labels = batch["image"], batch["hole"], batch["labels"]
+            if config.channels_last:
+                real = real.contiguous(memory_format=torch.channels_last)
+            rng = torch.Generator(device=device).manual_seed(_stream(config.seed, step, context.rank))
+            logs: dict[str, float] = {}
+
+            # --- D step ------------------------------------------------------------------
+            z = G.draw_style(config.batch_size, rng, device=device)
+            with torch.no_grad(), amp:
+                fake = composite(G_step(real, hole, labels, z=z, generator=rng), real, hole)
+            D.requires_grad_(True)
+            with amp:
+                aug_image, aug_labels, aug_hole = ada(
+                    torch.cat([real, fake.to(real.dtype)]),
+                    torch.cat([labels, labels]),
+                    torch.cat([hole, hole]),
+                    rng,
+                )
+                logits, _ = D(aug_image, aug_labels)
+                real_logits, fake_logits = logits.float().chunk(2)
+                loss_d, d_logs = losses.d_adversarial(real_logits, fake_logits, aug_hole.float().chunk(2)[1])
+            logs.update(d_logs)
+            ada.accumulate(real_logits.detach())
+            _guard(loss_d, "D loss", step, last_path)
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            if config.r1_gamma > 0 and step % config.r1_interval == 0:
+                # R1 in fp32 on augmented reals (StyleGAN2-ADA applies it after augmentation).
+                real_aug, labels_aug, _ = ada(real, labels, hole, rng)
+                real_aug = real_aug.detach().requires_grad_(True)
+                r1_logits, _ = D(real_aug, labels_aug)
+                loss_r1, r1_logs = losses.r1_penalty(r1_logits, real_aug, config.r1_gamma)
+                logs.update(r1_logs)
+                _guard(loss_r1, "R1 penalty", step, last_path)
+                (loss_r1 * config.r1_interval).backward()
+            distributed.average_gradients(D, context)
+            opt_d.step()
+
+            # --- G step ------------------------------------------------------------------
+            D.requires_grad_(False)
+            z = G.draw_style(config.batch_size, rng, device=device)
+            with amp:
+                raw = G_step(real, hole, labels, z=z, generator=rng)
+                fake = composite(raw, real, hole)
+                rng_aug = torch.Generator(device=device).manual_seed(
+                    _stream(config.seed, step, context.rank, 1)
+                )
+                aug_state = rng_aug.get_state()
+                fake_aug, labels_aug, hole_aug = ada(fake, labels, hole, rng_aug)
+                fake_logits, fake_features = D(fake_aug, labels_aug)
+                loss_adv, adv_logs = losses.g_adversarial(fake_logits.float(), hole_aug.float())
+                terms = [config.adversarial * loss_adv]
+                logs.update(adv_logs)
+                if config.feature_matching > 0:
+                    rng_aug.set_state(aug_state)  # the same augmentation for the reals
+                    with torch.no_grad():
+                        real_aug, labels_real_aug, _ = ada(real, labels, hole, rng_aug)
+                        _, real_features = D(real_aug, labels_real_aug)
+                    loss_fm, fm_logs = losses.feature_matching(
+                        [f.float() for f in fake_features], [f.float() for f in real_features]
+                    )
+                    terms.append(config.feature_matching * loss_fm)
+                    logs.update(fm_logs)
+                loss_rec, rec_logs = losses.hole_reconstruction(raw.float(), real, hole)
+                terms.append(config.reconstruction * loss_rec)
+                logs.update(rec_logs)
+                if config.mode_seeking > 0:
+                    loss_ms, ms_logs = losses.mode_seeking(
+                        fake[:half].float(), fake[half:].float(), z[:half], z[half:], hole[:half]
+                    )
+                    terms.append(config.mode_seeking * loss_ms)
+                    logs.update(ms_logs)
+                loss_g = sum(terms)
+            _guard(loss_g, "G loss", step, last_path)
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            distributed.average_gradients(G, context)
+            opt_g.step()
+
+            # --- EMA, ADA ------------------------------------------------------------------
+            with torch.no_grad():
+                for p_ema, p in zip(ema.parameters(), G.parameters(), strict=True):
+                    p_ema.lerp_(p, 1.0 - ema_beta)
+                for b_ema, b in zip(ema.buffers(), G.buffers(), strict=True):
+                    b_ema.copy_(b)
+            if context.world_size > 1 and (step + 1) % config.ada_interval == 0:
+                ada.all_reduce()  # every process moves p by the same, global r_t
+            logs.update(ada.update(config.batch_size * context.world_size))
+            logs["ada_p"] = float(ada.p)
+            logs["loss_d"] = loss_d.item()
+            logs["loss_g"] = loss_g.item()
+
+            # --- logging, samples, checkpoints --------------------------------------------------
+            done = step + 1
+            for key, value in logs.items():
+                window.setdefault(key, []).append(value)
+            bar.update(
+                task, completed=done, losses=f"D {logs['loss_d']:.3f} G {logs['loss_g']:.3f} p {ada.p:.2f}"
+            )
+            if context.is_main and (done % config.log_every == 0 or done == config.steps):
+                seconds = time.perf_counter() - tick
+                record = {"step": done, "seconds_per_step": seconds / len(window["loss_d"])}
+                record.update({k: float(np.mean(v)) for k, v in window.items()})
+                with open(metrics_file, "a") as handle:
+                    handle.write(json.dumps(record) + "\n")
+                window, tick = {}, time.perf_counter()
+            if context.is_main and (done % config.sample_every == 0 or done == config.steps):
+                _write_samples(ema, fixed, out_dir / "samples" / f"step_{done:07d}.png", config.seed, amp)
+            if context.is_main and (done % config.checkpoint_every == 0 or done == config.steps):
+                state = {
+                    "step": done,
+                    "config": config.to_dict(),
+                    "classes": dataset.classes.to_json(),
+                    "image_channels": channels,
+                    "dataset": {"spec": dataset.spec, "fingerprint": split.fingerprint},
+                    "G": G.state_dict(),
+                    "D": D.state_dict(),
+                    "ema": ema.state_dict(),
+                    "opt_g": opt_g.state_dict(),
+                    "opt_d": opt_d.state_dict(),
+                    "ada": ada.state_dict(),
+                }
+                _write_checkpoint(state, checkpoints, done, config.keep_checkpoints)
+    if context.is_main and config.steps == start_step and not last_path.exists():
+        raise ConfigError(f"nothing to train: steps={config.steps} and no checkpoint in {checkpoints}")
+    return last_path
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+def _stream(*words: int) -> int:
+    """A 63-bit seed derived from (seed, step, rank, ...) via numpy's SeedSequence."""
+    return int(np.random.SeedSequence([int(w) for w in words]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def resolve_bf16(precision: str, device: torch.device) -> bool:
+    """Whether to run under bf16 autocast: `auto` uses it where the hardware supports it."""
+    if precision == "fp32":
+        return False
+    supported = bf16_supported(device)
+    if precision == "bf16" and not supported:
+        raise ConfigError(f"precision=bf16 is not supported on {device}; use --set precision=fp32")
+    return supported
+
+
+def bf16_supported(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        # AVX512-BF16 / AMX: about 1.8x faster on FFC layers here; elsewhere bf16 is emulated.
+        capability = torch.backends.cpu.get_cpu_capability()
+        return capability in ("AVX512", "AVX512_BF16", "AMX") and _cpu_has_bf16()
+    return False
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _guard(loss: torch.Tensor, name: str, step: int, last_path: Path) -> None:
+    """Stop on NaN/inf, keeping the last good checkpoint, with advice."""
+    if torch.isfinite(loss).all():
+        return
+    kept = (
+        f"the last good checkpoint is {last_path}" if last_path.exists() else "no checkpoint was written yet"
+    )
+    raise DivergenceError(
+        f"{name} became {float(loss.detach())} at step {step + 1}; training stopped and {kept}. Try a lower "
+        "learning rate (--set lr_g=1e-4 --set lr_d=1e-4), a stronger R1 (--set r1_gamma=10), or "
+        "--set precision=fp32, then run again with --resume"
+    )
+
+
+def _prepare_run_folder(out_dir: Path, config: TrainConfig, resume: bool, dataset, split) -> None:
+    config_path = out_dir / "config.yaml"
+    if out_dir.exists() and any(out_dir.iterdir()) and not resume:
+        raise ConfigError(
+            f"{out_dir} already holds a run; pass --resume to continue it or choose another --out"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if resume and config_path.exists():
+        previous = TrainConfig.load(config_path).to_dict()
+        current = config.to_dict()
+        changed = {k for k in current if k not in ("steps",) and previous.get(k) != current[k]}
+        if changed:
+            raise ConfigError(
+                f"--resume with a different config ({', '.join(sorted(changed))}) than {config_path}; "
+                "only --steps may change when resuming"
+            )
+    config.save(config_path)
+    (out_dir / "classes.json").write_text(json.dumps(dataset.classes.to_json(), indent=1) + "\n")
+
+
+def _load_resumable(checkpoints: Path) -> dict | None:
+    """last.pt, or the newest step checkpoint that loads, saying so; None for a fresh run."""
+    candidates = [checkpoints / "last.pt", *sorted(checkpoints.glob("step_*.pt"), reverse=True)]
+    candidates = [c for c in candidates if c.exists()]
+    if not candidates:
+        return None
+    for path in candidates:
+        try:
+            state = load_checkpoint(path)
+        except CheckpointError as err:
+            console.print(f"[yellow]warning:[/yellow] {err}; trying an older checkpoint")
+            continue
+        if path.name != "last.pt":
+            console.print(f"[yellow]resuming from {path.name} instead of last.pt[/yellow]")
+        return state
+    raise CheckpointError(f"{checkpoints}: no checkpoint could be read; start a new run with another --out")
+
+
+def _check_compatible(state: dict, config: TrainConfig, dataset: DefectDataset) -> None:
+    if state["config"]["preset"] != config.preset:
+        raise ConfigError(f"checkpoint is preset {state['config']['preset']}, not {config.preset}")
+    if state["classes"] != dataset.classes.to_json() or state["image_channels"] != dataset.channels:
+        raise ConfigError("checkpoint was trained on other classes or channels than this dataset")
+
+
+def _write_checkpoint(state: dict, checkpoints: Path, step: int, keep: int) -> None:
+    path = save_checkpoint(state, checkpoints / f"step_{step:07d}.pt")
+    link_atomically(path, checkpoints / "last.pt")
+    for old in sorted(checkpoints.glob("step_*.pt"))[:-keep]:
+        old.unlink(missing_ok=True)
+
+
+@torch.no_grad()
+def _write_samples(ema, fixed: dict, path: Path, seed: int, amp) -> None:
+    """Grid, one column per fixed crop: masked input, two EMA draws, real."""
+    generator = torch.Generator(device=fixed["image"].device).manual_seed(seed)
+    image, hole, labels = fixed["image"], fixed["hole"], fixed["labels"]
+    with amp:
+        draws = [
+            composite(ema(image, hole, labels, generator=generator), image, hole).float() for _ in range(2)
+        ]
+    masked = image * (1 - hole) + hole * 0.6  # holes shown light grey
+    rows = torch.cat([masked, *draws, image])  # [4N, C, H, W]
+    grid = make_grid(rows, nrow=image.shape[0], padding=2, normalize=True, value_range=(-1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = grid.mul(255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    Image.fromarray(pixels).save(path)
+
+
+def _progress_bar(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        SpeedColumn(),
+        TextColumn("{task.fields[losses]}"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not enabled,
+        transient=False,
+    )
+
+
+class SpeedColumn(ProgressColumn):
+    """Iterations per second (rich's own speed columns are for bytes)."""
+
+    def render(self, task) -> Text:
+        return Text(f"{task.speed:.2f} it/s" if task.speed else "-- it/s")

@@ -1,0 +1,263 @@
+"""Generator, discriminator, FFC layers and presets, on the tiny preset and tiny tensors."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from defectgen.errors import ConfigError
+from defectgen.models import (
+    PRESETS,
+    FFCGenerator,
+    PatchDiscriminator,
+    build_discriminator,
+    build_generator,
+    composite,
+    count_parameters,
+)
+from defectgen.models.ffc import FFC, FourierUnit
+
+CHANNELS = 1
+CLASSES = 4
+
+
+@pytest.fixture
+def G() -> FFCGenerator:
+    torch.manual_seed(0)  # parameter initialisation only
+    return build_generator("tiny", CHANNELS, CLASSES)
+
+
+@pytest.fixture
+def D() -> PatchDiscriminator:
+    torch.manual_seed(0)
+    return build_discriminator("tiny", CHANNELS, CLASSES)
+
+
+def make_batch(batch: int, height: int, width: int, seed: int = 0, channels: int = CHANNELS):
+    """image in [-1, 1], a rectangular hole, the hole as class-2 label map."""
+    generator = torch.Generator().manual_seed(seed)
+    image = torch.rand(batch, channels, height, width, generator=generator) * 2 - 1
+    hole = torch.zeros(batch, 1, height, width)
+    hole[:, :, height // 4 : height // 2, width // 4 : width // 2 + 3] = 1
+    labels = torch.zeros(batch, CLASSES, height, width)
+    labels[:, 2:3] = hole
+    return image, hole, labels
+
+
+@pytest.mark.parametrize("size", [(64, 64), (64, 128), (32, 200)])
+def test_generator_output_shape_and_range(G, size):
+    image, hole, labels = make_batch(2, *size)
+    raw = G(image, hole, labels, generator=torch.Generator().manual_seed(1))
+    assert raw.shape == (2, CHANNELS, *size)
+    assert torch.isfinite(raw).all()
+    assert raw.abs().max() <= 1
+
+
+@pytest.mark.parametrize("size", [(36, 64), (64, 100), (8, 64)])
+def test_generator_rejects_sizes_it_cannot_halve(G, size):
+    image, hole, labels = make_batch(1, *size)
+    with pytest.raises(ValueError, match="multiples of 8"):
+        G(image, hole, labels, generator=torch.Generator().manual_seed(1))
+
+
+def test_generator_checks_input_shapes(G):
+    image, hole, labels = make_batch(1, 64, 64)
+    rng = torch.Generator().manual_seed(1)
+    with pytest.raises(ValueError, match=r"image must be \[N, 1, H, W\]"):
+        G(image.repeat(1, 3, 1, 1), hole, labels, generator=rng)
+    with pytest.raises(ValueError, match="hole must be"):
+        G(image, hole.repeat(1, 2, 1, 1), labels, generator=rng)
+    with pytest.raises(ValueError, match="num_classes=4"):
+        G(image, hole, labels[:, :3], generator=rng)
+    with pytest.raises(ValueError, match="z must be"):
+        G(image, hole, labels, z=torch.zeros(1, 5), generator=rng)
+    with pytest.raises(ValueError, match="noise must be"):
+        G(image, hole, labels, noise=torch.zeros(1, 1, 32, 32), generator=rng)
+
+
+def test_generator_needs_explicit_randomness(G):
+    image, hole, labels = make_batch(1, 64, 64)
+    with pytest.raises(ValueError, match="torch.Generator"):
+        G(image, hole, labels)
+    z = torch.randn(1, G.style_dim, generator=torch.Generator().manual_seed(2))
+    noise = torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(3))
+    assert torch.isfinite(G(image, hole, labels, z=z, noise=noise)).all()
+
+
+def test_generator_ignores_pixels_inside_the_hole(G):
+    """The hole is erased inside forward: what was under it cannot leak into the output."""
+    image, hole, labels = make_batch(1, 64, 64)
+    other = torch.where(hole.bool(), -image, image)
+    first = G(image, hole, labels, generator=torch.Generator().manual_seed(4))
+    second = G(other, hole, labels, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(first, second)
+
+
+def test_gradients_reach_every_generator_parameter(G):
+    image, hole, labels = make_batch(2, 64, 64)
+    raw = G(image, hole, labels, generator=torch.Generator().manual_seed(1))
+    raw.square().mean().backward()
+    missing = [name for name, p in G.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, f"no gradient for {missing}"
+
+
+def test_gradients_reach_every_discriminator_parameter(D):
+    image, _, labels = make_batch(2, 64, 64)
+    logits, features = D(image, labels)
+    loss = logits.mean() + sum(feature.mean() for feature in features)
+    loss.backward()
+    missing = [name for name, p in D.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, f"no gradient for {missing}"
+
+
+def test_composite_keeps_known_pixels_bit_exact(G):
+    image, hole, labels = make_batch(2, 64, 128)
+    raw = G(image, hole, labels, generator=torch.Generator().manual_seed(1))
+    out = composite(raw, image, hole)
+    known = (hole == 0).expand_as(image)
+    assert torch.equal(out[known], image[known])
+    assert torch.equal(out[~known], raw[~known])
+    assert not torch.equal(out[~known], image[~known])
+
+
+def test_same_seed_same_output_other_seed_other_output(G):
+    image, hole, labels = make_batch(2, 64, 64)
+    a = G(image, hole, labels, generator=torch.Generator().manual_seed(7))
+    b = G(image, hole, labels, generator=torch.Generator().manual_seed(7))
+    c = G(image, hole, labels, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(a, b)
+    inside = hole.bool().expand_as(a)
+    assert (a - c)[inside].abs().mean() > 1e-4
+
+
+def test_both_style_code_and_noise_maps_change_the_output(G):
+    image, hole, labels = make_batch(1, 64, 64)
+    rng = torch.Generator().manual_seed(5)
+    z1, z2 = torch.randn(2, 1, G.style_dim, generator=rng)
+    n1, n2 = torch.randn(2, 1, 1, 64, 64, generator=rng)
+    base = G(image, hole, labels, z=z1, noise=n1)
+    other_noise = G(image, hole, labels, z=z1, noise=n2)
+    other_style = G(image, hole, labels, z=z2, noise=n1)
+    inside = hole.bool()
+    assert (base - other_noise)[inside].abs().mean() > 1e-5
+    assert (base - other_style)[inside].abs().mean() > 1e-5
+
+
+def test_bf16_autocast_forward_is_finite(G, D):
+    image, hole, labels = make_batch(2, 64, 64)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        raw = G(image, hole, labels, generator=torch.Generator().manual_seed(1))
+        logits, _ = D(composite(raw, image, hole), labels)
+    assert torch.isfinite(raw.float()).all()
+    assert torch.isfinite(logits.float()).all()
+
+
+def test_fourier_unit_runs_fft_in_fp32_under_autocast():
+    unit = FourierUnit(4, 4)
+    x = torch.randn(2, 4, 8, 8).to(torch.bfloat16)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        y = unit(x)
+    assert y.dtype == torch.bfloat16
+    reference = unit(x.float())
+    assert torch.allclose(y.float(), reference, atol=0.05, rtol=0.05)
+
+
+def test_ffc_global_path_sees_the_whole_image():
+    """One FFC layer: a pixel change in a corner reaches the opposite corner (global
+    receptive field), which a 3x3 convolution alone could not do."""
+    torch.manual_seed(0)
+    layer = FFC(8, 8, ratio_g_in=0.5, ratio_g_out=0.5)
+    x = torch.randn(1, 8, 16, 16)
+    y = torch.cat(layer(x[:, :4], x[:, 4:]), dim=1)
+    x2 = x.clone()
+    x2[:, :, 0, 0] += 5.0
+    y2 = torch.cat(layer(x2[:, :4], x2[:, 4:]), dim=1)
+    difference = (y2 - y).abs()
+    assert difference[:, :4, 8:, 8:].max() == 0  # local output: 3x3 receptive field
+    assert difference[:, 4:, 8:, 8:].max() > 1e-6  # global output: everywhere
+
+
+def test_discriminator_shapes_and_features(D):
+    image, _, labels = make_batch(3, 64, 128)
+    logits, features = D(image, labels)
+    assert logits.shape == (3, 1, 8, 16)
+    assert len(features) == 3
+    assert [f.shape[-2:] for f in features] == [(32, 64), (16, 32), (8, 16)]
+    assert all(torch.isfinite(f).all() for f in features)
+
+
+def test_discriminator_sees_the_labels(D):
+    image, _, labels = make_batch(1, 64, 64)
+    logits, _ = D(image, labels)
+    moved, _ = D(image, torch.roll(labels, shifts=16, dims=-1))
+    assert not torch.allclose(logits, moved)
+
+
+def test_discriminator_checks_input_shapes(D):
+    image, _, labels = make_batch(1, 64, 64)
+    with pytest.raises(ValueError, match="num_classes=4"):
+        D(image, labels[:, :2])
+    with pytest.raises(ValueError, match="image_channels=1"):
+        D(image.repeat(1, 3, 1, 1), labels)
+
+
+def test_spectral_norm_option_builds_and_runs():
+    D = PatchDiscriminator(CHANNELS, CLASSES, width=8, n_layers=2, spectral_norm=True)
+    image, _, labels = make_batch(1, 32, 32)
+    logits, _ = D(image, labels)
+    assert logits.shape == (1, 1, 8, 8)
+
+
+def test_tiny_preset_step_is_fast(G, D):
+    """A full G+D forward/backward on 2 images at 64 px stays well under a second, on ONE
+    thread: a single thread is immune to the stalls a second, busy core causes in OpenMP
+    barriers, so the check means the same on a shared CI machine."""
+    image, hole, labels = make_batch(2, PRESETS["tiny"]["resolution"], 64)
+    rng = torch.Generator().manual_seed(1)
+
+    def step():
+        raw = G(image, hole, labels, generator=rng)
+        fake = composite(raw, image, hole)
+        logits, features = D(fake, labels)
+        (logits.mean() + sum(f.mean() for f in features)).backward()
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        step()  # warm-up (oneDNN primitive creation)
+        durations = []
+        for _ in range(3):
+            start = time.perf_counter()
+            step()
+            durations.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+    assert min(durations) < 0.5, f"tiny G+D step took {min(durations):.3f} s on one thread"
+
+
+def test_presets_have_the_documented_sizes():
+    """Counts from the table in models/presets.py (meta device: no memory, no init time)."""
+    expected = {
+        "tiny": (177_361, 75_921),
+        "small": (8_361_345, 1_206_849),
+        "lama": (27_181_489, 9_803_905),
+        "big": (50_430_649, 9_803_905),
+    }
+    assert set(expected) == set(PRESETS)
+    with torch.device("meta"):
+        for name, (g_count, d_count) in expected.items():
+            assert count_parameters(build_generator(name, CHANNELS, CLASSES)) == g_count, name
+            assert count_parameters(build_discriminator(name, CHANNELS, CLASSES)) == d_count, name
+
+
+def test_unknown_preset_names_the_choices():
+    with pytest.raises(ConfigError, match="tiny, small, lama, big"):
+        build_generator("huge", 1, 4)
+
+
+def test_count_parameters_trainable_only(D):
+    total = count_parameters(D)
+    D.stem[0].weight.requires_grad_(False)
+    assert count_parameters(D, trainable_only=True) == total - D.stem[0].weight.numel()

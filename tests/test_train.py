@@ -1,0 +1,190 @@
+"""GAN training at tiny sizes: files, resume determinism, divergence guard, unsafe or corrupt
+checkpoints, bad configs, and a 2-process DDP run through torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from defectgen import losses
+from defectgen.checkpoint import CheckpointError, load_checkpoint
+from defectgen.cli import main
+from defectgen.config import TrainConfig, apply_overrides
+from defectgen.data import open_dataset
+from defectgen.data.split import make_split
+from defectgen.errors import ConfigError
+from defectgen.train import DivergenceError, train
+
+FIXTURE = Path(__file__).parent / "fixtures" / "tiny_folder"
+FAST = dict(
+    preset="tiny",
+    resolution=32,
+    batch_size=2,
+    precision="fp32",
+    log_every=1,
+    sample_every=2,
+    checkpoint_every=2,
+    r1_interval=2,
+    ada_interval=1,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    dataset = open_dataset(str(FIXTURE))
+    return dataset, make_split(dataset, seed=0)
+
+
+def _config(**changes) -> TrainConfig:
+    return TrainConfig(**{**FAST, **changes})
+
+
+def test_run_folder_describes_itself(tiny, tmp_path):
+    dataset, split = tiny
+    last = train(dataset, split, _config(steps=4, keep_checkpoints=1), tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    assert last == run / "checkpoints" / "last.pt"
+    assert TrainConfig.load(run / "config.yaml") == _config(steps=4, keep_checkpoints=1)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    for key in ("d_real", "d_fake", "g_adversarial", "feature_matching", "hole_l1", "mode_seeking", "ada_p"):
+        assert key in records[-1] and all(map(lambda r: r[key] == r[key], records))  # logged, not NaN
+    assert "r1_penalty" in records[0]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.pt", "step_0000004.pt"]
+    assert (run / "samples" / "step_0000004.png").stat().st_size > 1000
+    state = load_checkpoint(last)
+    assert state["step"] == 4 and state["classes"] == dataset.classes.to_json()
+    assert {"G", "D", "ema", "opt_g", "opt_d", "ada", "config"} <= set(state)
+
+
+def test_resume_gives_the_same_weights(tiny, tmp_path):
+    dataset, split = tiny
+    train(dataset, split, _config(steps=4), tmp_path / "straight", progress=False)
+    train(dataset, split, _config(steps=2), tmp_path / "resumed", progress=False)
+    train(dataset, split, _config(steps=4), tmp_path / "resumed", resume=True, progress=False)
+    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    for part in ("G", "D", "ema"):
+        for key in a[part]:
+            assert torch.equal(a[part][key], b[part][key]), f"{part}.{key} differs after resume"
+    assert a["ada"] == b["ada"]
+
+
+def test_nan_stops_cleanly_and_keeps_last_good_checkpoint(tiny, tmp_path, monkeypatch):
+    dataset, split = tiny
+    real = losses.hole_reconstruction
+    calls = {"n": 0}
+
+    def poisoned(output, target, hole):
+        calls["n"] += 1
+        loss, logs = real(output, target, hole)
+        return (loss * float("nan"), logs) if calls["n"] == 3 else (loss, logs)
+
+    monkeypatch.setattr(losses, "hole_reconstruction", poisoned)
+    with pytest.raises(DivergenceError, match=r"G loss became nan at step 3.*last good checkpoint.*--resume"):
+        train(dataset, split, _config(steps=6), tmp_path / "run", progress=False)
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 2
+
+
+def test_corrupt_last_checkpoint_falls_back(tiny, tmp_path, capsys):
+    dataset, split = tiny
+    run = tmp_path / "run"
+    train(dataset, split, _config(steps=4, keep_checkpoints=2), run, progress=False)
+    last = run / "checkpoints" / "last.pt"
+    data = (run / "checkpoints" / "step_0000004.pt").read_bytes()
+    last.unlink()  # last.pt is a hard link: replace it by a truncated copy
+    last.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="last.pt: corrupt or truncated"):
+        load_checkpoint(last)
+    (run / "checkpoints" / "step_0000004.pt").write_bytes(data[:100])
+    train(dataset, split, _config(steps=6, keep_checkpoints=2), run, resume=True, progress=False)
+    err = capsys.readouterr().err
+    assert "resuming from step_0000002.pt instead of last.pt" in err
+    assert load_checkpoint(last)["step"] == 6
+
+
+def test_hostile_checkpoint_runs_no_code(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "defectgen-checkpoint/1", "G": Evil()}, path)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_bad_configs(tiny, tmp_path):
+    dataset, split = tiny
+    with pytest.raises(ConfigError, match="unknown preset"):
+        _config(preset="huge").validate()
+    with pytest.raises(ConfigError, match="multiple of 8"):
+        apply_overrides(TrainConfig(), ["resolution=100"])
+    with pytest.raises(ConfigError, match="steps must be >= 0"):
+        apply_overrides(TrainConfig(), ["steps=-1"])
+    with pytest.raises(ConfigError, match="expected an integer"):
+        apply_overrides(TrainConfig(), ["steps=abc"])
+    with pytest.raises(ConfigError, match="unknown key"):
+        apply_overrides(TrainConfig(), ["stepz=3"])
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "x").write_text("")
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(dataset, split, _config(steps=1), tmp_path / "run", progress=False)
+
+
+def test_cli_bad_values_exit_2(magnetic_tile_dir, tmp_path, capsys):
+    split_file = tmp_path / "split.json"
+    assert main(["split", str(FIXTURE), "--out", str(split_file)]) == 0
+    base = ["train", str(FIXTURE), "--split", str(split_file), "--out", str(tmp_path / "r")]
+    assert main([*base, "--preset", "huge"]) == 2
+    assert main([*base, "--set", "resolution=60"]) == 2
+    assert main([*base, "--steps", "-5"]) == 2
+    # a split file made for another dataset
+    assert (
+        main(["train", str(magnetic_tile_dir), "--split", str(split_file), "--out", str(tmp_path / "r2")])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "unknown preset" in err and "multiple of 8" in err and "split was made for" in err
+    assert "Traceback" not in err
+
+
+def test_two_process_ddp_smoke(tmp_path):
+    split_file = tmp_path / "split.json"
+    assert main(["split", str(FIXTURE), "--out", str(split_file)]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "defectgen",
+        "train",
+        str(FIXTURE),
+        "--split",
+        str(split_file),
+        "--out",
+        str(tmp_path / "ddp"),
+        "--preset",
+        "tiny",
+        "--steps",
+        "2",
+        *[arg for key, value in FAST.items() if key != "preset" for arg in ("--set", f"{key}={value}")],
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")
+    assert state["step"] == 2
+    assert len((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()) == 2  # rank 0 writes only

@@ -281,6 +281,134 @@ def synth(
     )
 
 
+@app.command()
+def evaluate(
+    data: DataArg,
+    split_path: Annotated[
+        Path, typer.Option("--split", help="Split file: train on its training half, score on its test half.")
+    ],
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Evaluation folder (results.json, runs/, figures/); resumable.")
+    ],
+    synthetic: Annotated[Path | None, typer.Option(help="Output folder of `defectgen synth`.")] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Generator checkpoint, for the diversity measurement.")
+    ] = None,
+    arms: Annotated[
+        str, typer.Option(help="Comma-separated: real,oversample,copypaste,classic,synthetic,synthetic-only.")
+    ] = "real,oversample,copypaste,classic,synthetic",
+    seeds: Annotated[int, typer.Option(help="Seeds per arm (0..N-1).")] = 3,
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            help="Segmenter steps for every arm (default: chosen on the real arm from a validation part)."
+        ),
+    ] = None,
+    max_steps: Annotated[int, typer.Option(help="Step selection: longest run tried.")] = 1500,
+    eval_every: Annotated[int, typer.Option(help="Step selection: validate every N steps.")] = 150,
+    size: Annotated[int, typer.Option("--size", help="Training crop size (multiple of 32).")] = 128,
+    batch_size: Annotated[int, typer.Option(help="Crops per batch, every arm.")] = 8,
+    lr: Annotated[float, typer.Option(help="Segmenter learning rate.")] = 1e-3,
+    encoder: Annotated[str, typer.Option(help="Any segmentation_models_pytorch encoder.")] = "resnet18",
+    encoder_weights: Annotated[
+        Path | None, typer.Option(help="Local file of pretrained encoder weights (nothing is downloaded).")
+    ] = None,
+    extra_share: Annotated[
+        float, typer.Option(help="Share of each batch from synthetic / oversampled / copy-paste data.")
+    ] = 0.5,
+    inception_weights: Annotated[
+        Path | None,
+        typer.Option(help="torch-fidelity InceptionV3 weights for KID (default: a domain encoder)."),
+    ] = None,
+    precision: Annotated[str, typer.Option(help="auto | bf16 | fp32.")] = "auto",
+    skip_bad: SkipBad = False,
+    labels_complete: LabelsComplete = "true",
+    covered_ids: CoveredIds = None,
+):
+    """Train segmenters on real vs real + synthetic data (and the cheap baselines) and score them on the test half.
+
+    Example: defectgen evaluate ../shared/data/magnetic_tile --split split25.json --synthetic synth/tiles --checkpoint runs/tiles/checkpoints/last.pt --out eval/tiles
+    """
+    from defectgen.data.split import Split
+    from defectgen.evaluate import EvalConfig
+    from defectgen.evaluate import evaluate as run_evaluation
+
+    config = EvalConfig(
+        arms=[a.strip() for a in arms.split(",") if a.strip()],
+        seeds=list(range(seeds)),
+        steps=steps,
+        max_steps=max_steps,
+        eval_every=eval_every,
+        crop_size=size,
+        batch_size=batch_size,
+        lr=lr,
+        encoder=encoder,
+        encoder_weights=str(encoder_weights) if encoder_weights else None,
+        extra_share=extra_share,
+        precision=precision,
+        inception_weights=str(inception_weights) if inception_weights else None,
+    )
+    dataset = _open(data, skip_bad, labels_complete, covered_ids)
+    results = run_evaluation(
+        dataset,
+        Split.load(split_path),
+        out_dir,
+        config,
+        synthetic_dir=synthetic,
+        checkpoint=checkpoint,
+        split_file=split_path,
+    )
+    out.print(results_table(results))
+    out.print(f"results: {Path(out_dir) / 'results.json'}; make the report with: defectgen report {out_dir}")
+
+
+def results_table(results: dict) -> Table:
+    """The arms side by side: mean +- std over seeds, and the paired difference against real."""
+    table = Table(
+        title=f"{results['dataset']}: {results['config']['steps']} steps, seeds {results['config']['seeds']}"
+    )
+    for column in ("arm", "positive Dice", "vs real (95% CI)", "Kaggle Dice", "FP rate (defect-free)"):
+        table.add_column(column, justify="right")
+
+    def fmt(entry):
+        return "-" if entry["mean"] is None else f"{entry['mean']:.3f} ± {entry['std']:.3f}"
+
+    for arm, entry in results["summary"].items():
+        paired = results["paired"].get(arm, {}).get("mean_positive_dice")
+        versus = (
+            "-"
+            if not paired or paired["difference"] is None
+            else (f"{paired['difference']:+.3f} [{paired['ci95'][0]:+.3f}, {paired['ci95'][1]:+.3f}]")
+        )
+        table.add_row(
+            arm,
+            fmt(entry["mean_positive_dice"]),
+            versus,
+            fmt(entry["kaggle_dice"]),
+            fmt(entry["fp_rate_defect_free"]),
+        )
+    return table
+
+
+@app.command()
+def report(
+    eval_dir: Annotated[
+        Path, typer.Argument(help="Folder written by `defectgen evaluate`.", show_default=False)
+    ],
+    output: Annotated[
+        Path | None, typer.Option("--out", help="HTML file (default: EVAL_DIR/report.html).")
+    ] = None,
+):
+    """A self-contained HTML report (tables, plots, image grids) of an evaluation.
+
+    Example: defectgen report eval/tiles
+    """
+    from defectgen.report import write_report
+
+    path = write_report(eval_dir, output)
+    out.print(f"report: {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the app, turning user errors into one line and exit code 2."""
     try:

@@ -30,14 +30,15 @@ class TrainConfig:
     adversarial: float = 1.0
     feature_matching: float = 10.0  # LaMa's weight for D-feature matching
     reconstruction: float = 1.0  # L1 inside the hole; low so it does not blur
-    mode_seeking: float = 0.5  # Mao et al. 2019; 0 turns diversity pairs off
+    mode_seeking: float = 0.01  # Mao et al. 2019; at 0.05 a pilot drew stripes to buy "diversity"
     r1_gamma: float = 1.0  # R1 strength (LaMa uses 0.001 with its BN discriminator; ours has no BN)
     r1_interval: int = 16  # lazy regularisation (StyleGAN2): R1 every k D steps, scaled by k
     # --- small-data training -------------------------------------------------------------------
     ada_target: float = 0.6  # StyleGAN2-ADA r_t
     ada_interval: int = 4
-    ada_speed_images: int = 100_000  # images for p to move from 0 to 1 (ADA uses 500k)
-    ema_half_life_images: int = 5_000  # EMA of G, in images seen (StyleGAN2 uses 10k)
+    ada_speed_images: int = 20_000  # images for p to move 0 -> 1 (ADA: 500k; CPU runs are short)
+    ema_half_life_images: int = 2_000  # EMA of G, in images seen (StyleGAN2 uses 10k)
+    ema_rampup: float = 0.05  # half-life <= this share of images seen so far (StyleGAN2-ADA)
     # --- training pairs ------------------------------------------------------------------------
     max_dilation: int = 6  # hole = defect mask dilated by a random radius in [0, max_dilation]
     free_crop_share: float = 0.0  # share of crops from defect-free images (no hole) — 0: only defects

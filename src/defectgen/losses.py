@@ -134,7 +134,7 @@ def hole_reconstruction(output: Tensor, target: Tensor, hole: Tensor) -> tuple[T
 
 
 def mode_seeking(
-    out_a: Tensor, out_b: Tensor, z_a: Tensor, z_b: Tensor, hole: Tensor, eps: float = 1e-5
+    out_a: Tensor, out_b: Tensor, z_a: Tensor, z_b: Tensor, hole: Tensor, eps: float = 1e-5, pool: int = 1
 ) -> tuple[Tensor, dict[str, float]]:
     """Mode-seeking regulariser (Mao et al., CVPR 2019): 1 / (ratio + eps), where
     ratio = mean |out_a - out_b| inside the hole / mean |z_a - z_b|.
@@ -142,8 +142,12 @@ def mode_seeking(
     out_a, out_b are two generator outputs for the same inputs and different random codes
     z_a, z_b (draw the noise maps independently too). Minimising it pushes outputs apart in
     proportion to how far apart their codes are, against mode collapse. Only the hole
-    counts (outside it the composite is fixed); an empty hole gives 0.
+    counts (outside it the composite is fixed); an empty hole gives 0. With `pool` > 1 the
+    outputs are first average-pooled, so only differences in shape and shading count.
     """
+    if pool > 1:  # compare structure, not pixel noise: a generator can buy "diversity" with grain
+        out_a, out_b = F.avg_pool2d(out_a.float(), pool), F.avg_pool2d(out_b.float(), pool)
+        hole = F.avg_pool2d(hole.float(), pool)
     output_distance = _masked_mean((out_a.float() - out_b.float()).abs(), hole.float())
     code_distance = (z_a.float() - z_b.float()).abs().mean()
     ratio = output_distance / code_distance.clamp_min(_EPS)

@@ -123,7 +123,7 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
     fixed = {k: v.to(device) for k, v in crops.fixed_batch(8).items()}
     use_bf16 = resolve_bf16(config.precision, device)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
-    ema_beta = 0.5 ** (config.batch_size * context.world_size / max(config.ema_half_life_images, 1))
+    images_per_step = config.batch_size * context.world_size
     half = config.batch_size // 2
     if context.is_main:
         console.print(
@@ -148,14 +148,18 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
             rng = torch.Generator(device=device).manual_seed(_stream(config.seed, step, context.rank))
             logs: dict[str, float] = {}
 
-            # --- D step ------------------------------------------------------------------
+            # One G forward per iteration (pix2pix / LaMa order): D learns from the detached
+            # fake, then G learns through the updated, frozen D.
             z = G.draw_style(config.batch_size, rng, device=device)
-            with torch.no_grad(), amp:
-                fake = composite(G_step(real, hole, labels, z=z, generator=rng), real, hole)
+            with amp:
+                raw = G_step(real, hole, labels, z=z, generator=rng)
+                fake = composite(raw, real, hole)
+
+            # --- D step ------------------------------------------------------------------
             D.requires_grad_(True)
             with amp:
                 aug_image, aug_labels, aug_hole = ada(
-                    torch.cat([real, fake.to(real.dtype)]),
+                    torch.cat([real, fake.detach()]),
                     torch.cat([labels, labels]),
                     torch.cat([hole, hole]),
                     rng,
@@ -182,26 +186,27 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
 
             # --- G step ------------------------------------------------------------------
             D.requires_grad_(False)
-            z = G.draw_style(config.batch_size, rng, device=device)
             with amp:
-                raw = G_step(real, hole, labels, z=z, generator=rng)
-                fake = composite(raw, real, hole)
-                rng_aug = torch.Generator(device=device).manual_seed(
+                # The same augmentation for fake i and real i, so feature matching compares like
+                # with like; one D call for both halves.
+                aug_rng = torch.Generator(device=device).manual_seed(
                     _stream(config.seed, step, context.rank, 1)
                 )
-                aug_state = rng_aug.get_state()
-                fake_aug, labels_aug, hole_aug = ada(fake, labels, hole, rng_aug)
-                fake_logits, fake_features = D(fake_aug, labels_aug)
-                loss_adv, adv_logs = losses.g_adversarial(fake_logits.float(), hole_aug.float())
+                aug_state = aug_rng.get_state()
+                fake_aug, labels_aug, hole_aug = ada(fake, labels, hole, aug_rng)
+                aug_rng.set_state(aug_state)
+                real_aug, _, _ = ada(real, labels, hole, aug_rng)
+                logits, features = D(
+                    torch.cat([fake_aug, real_aug.to(fake_aug.dtype)]), torch.cat([labels_aug] * 2)
+                )
+                fake_logits = logits.float().chunk(2)[0]
+                loss_adv, adv_logs = losses.g_adversarial(fake_logits, hole_aug.float())
                 terms = [config.adversarial * loss_adv]
                 logs.update(adv_logs)
                 if config.feature_matching > 0:
-                    rng_aug.set_state(aug_state)  # the same augmentation for the reals
-                    with torch.no_grad():
-                        real_aug, labels_real_aug, _ = ada(real, labels, hole, rng_aug)
-                        _, real_features = D(real_aug, labels_real_aug)
+                    halves = [f.float().chunk(2) for f in features]
                     loss_fm, fm_logs = losses.feature_matching(
-                        [f.float() for f in fake_features], [f.float() for f in real_features]
+                        [fake_f for fake_f, _ in halves], [real_f.detach() for _, real_f in halves]
                     )
                     terms.append(config.feature_matching * loss_fm)
                     logs.update(fm_logs)
@@ -210,7 +215,7 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
                 logs.update(rec_logs)
                 if config.mode_seeking > 0:
                     loss_ms, ms_logs = losses.mode_seeking(
-                        fake[:half].float(), fake[half:].float(), z[:half], z[half:], hole[:half]
+                        fake[:half].float(), fake[half:].float(), z[:half], z[half:], hole[:half], pool=4
                     )
                     terms.append(config.mode_seeking * loss_ms)
                     logs.update(ms_logs)
@@ -222,6 +227,10 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
             opt_g.step()
 
             # --- EMA, ADA ------------------------------------------------------------------
+            half_life = config.ema_half_life_images
+            if config.ema_rampup > 0:  # early on, follow G closely (StyleGAN2-ADA's ramp-up)
+                half_life = min(half_life, (step + 1) * images_per_step * config.ema_rampup)
+            ema_beta = 0.5 ** (images_per_step / max(half_life, 1e-8))
             with torch.no_grad():
                 for p_ema, p in zip(ema.parameters(), G.parameters(), strict=True):
                     p_ema.lerp_(p, 1.0 - ema_beta)
@@ -229,7 +238,7 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
                     b_ema.copy_(b)
             if context.world_size > 1 and (step + 1) % config.ada_interval == 0:
                 ada.all_reduce()  # every process moves p by the same, global r_t
-            logs.update(ada.update(config.batch_size * context.world_size))
+            logs.update(ada.update(images_per_step))
             logs["ada_p"] = float(ada.p)
             logs["loss_d"] = loss_d.item()
             logs["loss_g"] = loss_g.item()

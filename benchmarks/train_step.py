@@ -1,0 +1,116 @@
+"""Training speed: seconds per full G+D iteration of the real training loop.
+
+    .venv/bin/python benchmarks/train_step.py [--runs small:128:bf16 small:128:fp32 ...] [--steps 8]
+
+Each run is `defectgen.train.train` in its own process (so peak RSS is its own) on the
+embedded demo data (256x1600 strips, crops of the given size), batch 4, one process, with
+R1 every 16 steps as in training. The first 2 iterations are warm-up and not counted; the
+figure is the median of the rest (R1 steps included in their share). Prints one table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+DEFAULT_RUNS = ["tiny:64:fp32", "small:128:fp32", "small:128:bf16", "lama:256:bf16"]
+
+
+def child(preset: str, resolution: int, precision: str, steps: int, batch: int, work: Path) -> dict:
+    import torch
+
+    from defectgen.config import TrainConfig
+    from defectgen.data import open_dataset
+    from defectgen.data.demo import generate_demo
+    from defectgen.data.split import make_split
+    from defectgen.models import build_generator, count_parameters
+    from defectgen.train import train
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    data = generate_demo(work / "demo", n_images=16, seed=0, progress=False)
+    dataset = open_dataset(str(data))
+    split = make_split(dataset, seed=0)
+    config = TrainConfig(
+        preset=preset,
+        resolution=resolution,
+        precision=precision,
+        steps=steps,
+        batch_size=batch,
+        log_every=1,
+        sample_every=10**9,
+        checkpoint_every=10**9,
+    )
+    run = work / f"run_{preset}_{resolution}_{precision}"
+    train(dataset, split, config, run, progress=False)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    seconds = statistics.median(r["seconds_per_step"] for r in records[2:])
+    return {
+        "seconds": seconds,
+        "images_per_second": batch / seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "g_params_m": count_parameters(build_generator(preset, 1, 4)) / 1e6,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", nargs="+", default=DEFAULT_RUNS, help="PRESET:RESOLUTION:PRECISION")
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        preset, resolution, precision = args.child
+        print(json.dumps(child(preset, int(resolution), precision, args.steps, args.batch, args.work)))
+        return
+    table = Table(title=f"train step, batch {args.batch}, {os.cpu_count()} CPUs ({platform.machine()})")
+    for column in ("preset", "crop", "precision", "G params", "s / iteration", "images/s", "peak RSS"):
+        table.add_column(column, justify="right")
+    with tempfile.TemporaryDirectory() as work:
+        for run in args.runs:
+            preset, resolution, precision = run.split(":")
+            command = [
+                sys.executable,
+                __file__,
+                "--child",
+                preset,
+                resolution,
+                precision,
+                "--steps",
+                str(args.steps),
+                "--batch",
+                str(args.batch),
+                "--work",
+                work,
+            ]
+            result = subprocess.run(command, capture_output=True, text=True)
+            if result.returncode:
+                table.add_row(preset, resolution, precision, "failed", result.stderr.strip()[-60:], "", "")
+                continue
+            row = json.loads(result.stdout.strip().splitlines()[-1])
+            table.add_row(
+                preset,
+                f"{resolution} px",
+                precision,
+                f"{row['g_params_m']:.1f} M",
+                f"{row['seconds']:.3f}",
+                f"{row['images_per_second']:.1f}",
+                f"{row['peak_rss_mb']:.0f} MB",
+            )
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

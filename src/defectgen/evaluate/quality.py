@@ -1,0 +1,180 @@
+"""How good is the synthetic data itself: label fidelity, KID, diversity, and picture grids.
+
+- Label fidelity: a segmenter trained on the real training half is applied to synthetic
+  images and scored against their masks, next to the same segmenter on real test images. A
+  synthetic defect the real-trained model cannot find where its label says is a bad label.
+- KID (Binkowski et al. 2018) between real and synthetic defect crops, in the feature space of
+  a domain encoder (the encoder of that real-trained U-Net, global-average-pooled) or of
+  InceptionV3 when the user gives its weights file. ImageNet features cannot be downloaded here.
+- Diversity: mean pairwise feature distance between several generator draws for one mask,
+  next to the mean pairwise distance between real defects of the same class.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torchmetrics.image.kid import KernelInceptionDistance
+
+from defectgen.data.dataset import DefectDataset
+from defectgen.errors import DataError
+from defectgen.evaluate.metrics import ImageScores, mean_positive_dice_per_image, summarize
+from defectgen.evaluate.sampling import CropSampler, Pool
+from defectgen.evaluate.segmenter import predict
+from defectgen.viz import contact_sheet, overlay
+
+
+class EncoderFeatures(nn.Module):
+    """U-Net encoder -> global-average-pooled deepest features [N, D] (the domain encoder)."""
+
+    def __init__(self, segmenter: nn.Module):
+        super().__init__()
+        self.encoder = segmenter.encoder
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encoder(images.float())[-1].mean(dim=(2, 3)).double()
+
+
+class InceptionFeatures(nn.Module):
+    """InceptionV3 pool features from the user's torch-fidelity weights file (grayscale -> RGB)."""
+
+    def __init__(self, weights: Path):
+        super().__init__()
+        weights = Path(weights)
+        if not weights.is_file():
+            raise DataError(f"{weights}: InceptionV3 weights file not found (--inception-weights)")
+        try:
+            from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+        except ImportError as err:
+            raise DataError(
+                "--inception-weights needs the torch-fidelity package: pip install torch-fidelity"
+            ) from err
+        self.net = FeatureExtractorInceptionV3(
+            "inception-v3-compat", ["2048"], feature_extractor_weights_path=str(weights)
+        )
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[1] == 1:
+            images = images.repeat(1, 3, 1, 1)
+        pixels = images.float().add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+        return self.net(pixels)[0].double()
+
+
+def label_fidelity(model, synthetic: DefectDataset, limit: int, use_bf16: bool) -> tuple[dict, list[dict]]:
+    """Real-trained segmenter on synthetic images -> (summary, per-image list sorted worst first)."""
+    scores = ImageScores(len(synthetic.classes))
+    indices = list(range(min(limit, len(synthetic))))
+    for index in indices:
+        sample = synthetic[index]
+        scores.add(predict(model, sample.image, use_bf16=use_bf16), sample.masks)
+    arrays = scores.arrays()
+    per_image = mean_positive_dice_per_image(arrays)
+    ranked = sorted(
+        (
+            {"index": i, "item": synthetic.items[i].item_id, "dice": float(d)}
+            for i, d in zip(indices, per_image, strict=True)
+            if not np.isnan(d)
+        ),
+        key=lambda r: r["dice"],
+    )
+    return summarize(arrays, synthetic.classes.names), ranked
+
+
+def defect_crops(pool: Pool, count: int, size: int, seed: int) -> torch.Tensor:
+    """`count` crops centred on defects of `pool` -> float [N, C, S, S] in [-1, 1]."""
+    sampler = CropSampler(pool, None, size, extra_share=0.0, defect_crop_share=1.0, seed=seed)
+    images, _ = sampler.batch(0, count)
+    return images
+
+
+def kid(features: nn.Module, real: torch.Tensor, synthetic: torch.Tensor, subsets: int = 50) -> dict:
+    subset_size = int(min(len(real), len(synthetic), 100))
+    if subset_size < 2:
+        return {"value": None, "std": None, "reason": "too few crops"}
+    metric = KernelInceptionDistance(feature=features, subsets=subsets, subset_size=subset_size)
+    metric.update(real, real=True)
+    metric.update(synthetic, real=False)
+    mean, std = metric.compute()
+    return {
+        "value": float(mean),
+        "std": float(std),
+        "subsets": subsets,
+        "subset_size": subset_size,
+        "real_crops": len(real),
+        "synthetic_crops": len(synthetic),
+    }
+
+
+@torch.no_grad()
+def diversity(G, features: nn.Module, windows: list[dict], draws: int, seed: int, use_bf16: bool) -> float:
+    """Mean pairwise feature distance between `draws` generator outputs for each window
+    ({'image' [1,C,S,S], 'hole' [1,1,S,S], 'labels' [1,K,S,S]})."""
+    from defectgen.models import composite
+
+    distances = []
+    for number, window in enumerate(windows):
+        generator = torch.Generator().manual_seed(seed * 100_003 + number)
+        outputs = []
+        for _ in range(draws):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+                raw = G(window["image"], window["hole"], window["labels"], generator=generator).float()
+            outputs.append(composite(raw, window["image"], window["hole"]))
+        feats = features(torch.cat(outputs))  # [draws, D]
+        distances.append(float(torch.pdist(feats).mean()))
+    return float(np.mean(distances)) if distances else float("nan")
+
+
+def pairwise_feature_distance(features: nn.Module, crops: torch.Tensor) -> float:
+    feats = features(crops)
+    return float(torch.pdist(feats).mean()) if len(feats) > 1 else float("nan")
+
+
+def crops_sheet(rows: list[tuple[str, torch.Tensor]], path: Path, per_row: int = 8) -> Path:
+    """Rows of crops ([N, C, S, S] in [-1, 1]) captioned by row name -> PNG."""
+    tiles, captions = [], []
+    for name, crops in rows:
+        for crop in crops[:per_row]:
+            pixels = (
+                crop.float().add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+            )
+            tiles.append(np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels)
+            captions.append(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    contact_sheet(tiles, captions, columns=per_row, tile_width=128).save(path)
+    return path
+
+
+def overlay_sheet(samples: list[tuple[str, np.ndarray, np.ndarray]], path: Path, columns: int = 4) -> Path:
+    """[(caption, uint8 image [H, W, C], bool masks [K, H, W])] -> PNG with masks overlaid."""
+    tiles = [overlay(image, masks) for _, image, masks in samples]
+    wide = tiles[0].shape[1] > 4 * tiles[0].shape[0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    contact_sheet(
+        tiles, [c for c, _, _ in samples], columns=2 if wide else columns, tile_width=640 if wide else 256
+    ).save(path)
+    return path
+
+
+def failures_sheet(model, synthetic: DefectDataset, worst: list[dict], path: Path, use_bf16: bool) -> Path:
+    """Worst label-fidelity samples: image | label overlay | real-trained prediction overlay."""
+    tiles, captions = [], []
+    for record in worst:
+        sample = synthetic[record["index"]]
+        prediction = predict(model, sample.image, use_bf16=use_bf16)
+        image = np.repeat(sample.image, 3, axis=2) if sample.image.shape[2] == 1 else sample.image
+        gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
+        tiles.append(
+            np.concatenate(
+                [image, gap, overlay(sample.image, sample.masks), gap, overlay(sample.image, prediction)],
+                axis=1,
+            )
+        )
+        captions.append(f"{record['item']} dice {record['dice']:.2f} (image | label | prediction)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    contact_sheet(tiles, captions, columns=1 if tiles[0].shape[1] > 1200 else 2, tile_width=720).save(path)
+    return path

@@ -1,0 +1,135 @@
+"""The segmenter every arm trains: a segmentation_models_pytorch U-Net, BCE + Dice loss, one
+output channel per class. Trained on fixed-size crops, it predicts whole images at native
+resolution (padded to a multiple of 32 as the encoder needs, then cropped back).
+
+Pretrained encoder weights come only from a local file (`encoder_weights`): nothing is
+downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+from rich.progress import Progress
+
+from defectgen.errors import ConfigError, DataError
+from defectgen.tensors import image_to_tensor
+
+PAD_MULTIPLE = 32
+
+
+def build_segmenter(encoder: str, in_channels: int, num_classes: int, encoder_weights: Path | None = None):
+    try:
+        model = smp.Unet(
+            encoder_name=encoder, encoder_weights=None, in_channels=in_channels, classes=num_classes
+        )
+    except (KeyError, ValueError) as err:
+        raise ConfigError(
+            f"unknown segmentation encoder {encoder!r} ({err}); e.g. resnet18, resnet34"
+        ) from err
+    if encoder_weights is not None:
+        load_encoder_weights(model.encoder, Path(encoder_weights))
+    return model
+
+
+def load_encoder_weights(encoder: torch.nn.Module, path: Path) -> None:
+    """Load an encoder state dict from a local file (weights_only). A 3-channel first conv is
+    summed over its input channels for grayscale data, as smp does for pretrained weights."""
+    if not path.is_file():
+        raise DataError(f"{path}: encoder weights file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any failure here means an unusable file
+        raise DataError(f"{path}: not a readable state dict of tensors ({err})") from err
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    own = encoder.state_dict()
+    loaded = {}
+    for key, value in state.items():
+        if key not in own or not isinstance(value, torch.Tensor):
+            continue
+        target = own[key]
+        if value.shape != target.shape and value.ndim == 4 and value.shape[0] == target.shape[0]:
+            value = value.sum(dim=1, keepdim=True).repeat(1, target.shape[1], 1, 1) / target.shape[1]
+        if value.shape == target.shape:
+            loaded[key] = value
+    if not loaded:
+        raise DataError(f"{path}: no tensor matches the {type(encoder).__name__} encoder; wrong file?")
+    encoder.load_state_dict(loaded, strict=False)
+
+
+def train_segmenter(
+    model: torch.nn.Module,
+    next_batch: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
+    steps: int,
+    lr: float = 3e-4,
+    use_bf16: bool = False,
+    seed: int = 0,
+    log_every: int = 10,
+    on_eval: Callable[[int], None] | None = None,
+    eval_every: int | None = None,
+    description: str = "segmenter",
+    progress: bool = True,
+) -> dict:
+    """Train `model` for `steps` batches from `next_batch(step)`; returns {'curve', 'seconds'}."""
+    torch.manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1
+    )
+    dice = smp.losses.DiceLoss(mode="multilabel", from_logits=True)
+    curve: list[list[float]] = []
+    running: list[float] = []
+    start = time.perf_counter()
+    model.train()
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task(description, total=steps)
+        for step in range(steps):
+            images, masks = next_batch(step)
+            with torch.autocast(
+                "cpu" if images.device.type == "cpu" else images.device.type,
+                dtype=torch.bfloat16,
+                enabled=use_bf16,
+            ):
+                logits = model(images).float()
+            loss = F.binary_cross_entropy_with_logits(logits, masks) + dice(logits, masks)
+            if not torch.isfinite(loss):
+                raise ConfigError(
+                    f"{description}: loss became {loss.item()} at step {step + 1}; try a lower --lr"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            running.append(loss.item())
+            if (step + 1) % log_every == 0 or step + 1 == steps:
+                curve.append([step + 1, float(np.mean(running))])
+                running = []
+            if on_eval is not None and eval_every and ((step + 1) % eval_every == 0 or step + 1 == steps):
+                model.eval()
+                on_eval(step + 1)
+                model.train()
+            bar.advance(task)
+    model.eval()
+    return {"curve": curve, "seconds": time.perf_counter() - start}
+
+
+@torch.no_grad()
+def predict(
+    model: torch.nn.Module, image: np.ndarray, threshold: float = 0.5, use_bf16: bool = False
+) -> np.ndarray:
+    """uint8 [H, W, C] -> bool [K, H, W] at native resolution."""
+    tensor = image_to_tensor(image)[None]  # [1, C, H, W]
+    height, width = tensor.shape[2:]
+    pad = (0, (-width) % PAD_MULTIPLE, 0, (-height) % PAD_MULTIPLE)
+    mode = "reflect" if pad[1] < width and pad[3] < height else "replicate"
+    tensor = F.pad(tensor, pad, mode=mode)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+        logits = model(tensor).float()
+    return (torch.sigmoid(logits[0, :, :height, :width]) > threshold).numpy()

@@ -1,0 +1,230 @@
+"""Synthesis end to end on tiny models: both formats, determinism, labels = masks, known pixels
+kept, kill -9 and re-run, disk full, locking, and every refused input."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import write_gray
+from defectgen.config import TrainConfig
+from defectgen.data import SeverstalDataset, open_dataset
+from defectgen.data.demo import generate_demo
+from defectgen.data.split import make_split
+from defectgen.errors import ConfigError, DataError, DefectgenError
+from defectgen.synth import synthesize
+from defectgen.train import train
+
+FIXTURE = Path(__file__).parent / "fixtures" / "tiny_folder"
+TINY = dict(
+    preset="tiny",
+    resolution=32,
+    batch_size=2,
+    precision="fp32",
+    log_every=1,
+    sample_every=100,
+    checkpoint_every=100,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("tiny")
+    dataset = open_dataset(str(FIXTURE))
+    split = make_split(dataset, seed=0)
+    split.save(work / "split.json")
+    checkpoint = train(dataset, split, TrainConfig(steps=2, **TINY), work / "run", progress=False)
+    return dataset, split, checkpoint, work
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
+
+
+def test_folder_format_labels_and_known_pixels(tiny_run, tmp_path):
+    dataset, split, checkpoint, _ = tiny_run
+    summary = synthesize(checkpoint, dataset, split, 5, tmp_path / "out", seed=3, progress=False)
+    assert summary["items"] == 5
+    records = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in records] == list(range(5))
+    synthetic = open_dataset(str(tmp_path / "out"))  # a drop-in folder dataset
+    assert synthetic.classes == dataset.classes and len(synthetic) == 5
+    radius = json.loads((tmp_path / "out" / "synth.json").read_text())["hole_dilation"]
+    for record, sample in zip(records, (synthetic[i] for i in range(5)), strict=True):
+        assert list(sample.class_ids) == record["classes"] and record["classes"]
+        assert {str(k): int(sample.masks[k - 1].sum()) for k in sample.class_ids} == record["areas"]
+        background = dataset[dataset.index_of(record["background"])].image
+        hole = cv2.dilate(
+            sample.masks.any(0).astype(np.uint8),
+            cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2),
+        ).astype(bool)
+        assert np.array_equal(sample.image[~hole], background[~hole])  # known pixels kept exactly
+        assert not np.array_equal(sample.image[hole], background[hole])  # and the hole was painted
+    assert (tmp_path / "out" / "contact_sheet.png").stat().st_size > 1000
+
+
+def test_same_seed_same_files(tiny_run, tmp_path):
+    dataset, split, checkpoint, _ = tiny_run
+    for name in ("a", "b"):
+        synthesize(checkpoint, dataset, split, 4, tmp_path / name, seed=1, progress=False)
+    synthesize(checkpoint, dataset, split, 4, tmp_path / "c", seed=2, progress=False)
+    a, b, c = (_files(tmp_path / n) for n in "abc")
+    assert a == b
+    assert a["images/synth_000000.png"] != c["images/synth_000000.png"]
+
+
+def test_severstal_format_on_whole_strips(tmp_path):
+    data = generate_demo(tmp_path / "demo", n_images=6, defect_share=0.5, seed=0, progress=False)
+    dataset = open_dataset(str(data))
+    split = make_split(dataset, seed=0)
+    checkpoint = train(dataset, split, TrainConfig(steps=1, **TINY), tmp_path / "run", progress=False)
+    synthesize(
+        checkpoint, dataset, split, 3, tmp_path / "out", fmt="severstal", mask_source="shapes", progress=False
+    )
+    out = SeverstalDataset(tmp_path / "out" / "train.csv", tmp_path / "out" / "images")
+    assert len(out) == 3
+    records = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
+    for index, record in enumerate(records):
+        sample = out[out.index_of(Path(record["image"]).name)]
+        assert sample.image.shape == (256, 1600, 1)
+        assert {str(k): int(sample.masks[k - 1].sum()) for k in sample.class_ids} == record["areas"]
+        assert record["mask_source"] == "shapes" and index == record["index"]
+
+
+def test_kill_9_then_rerun_finishes_exactly_n(tiny_run, tmp_path):
+    _, _, checkpoint, work = tiny_run
+    out = tmp_path / "out"
+    command = [
+        sys.executable,
+        "-m",
+        "defectgen",
+        "synth",
+        str(FIXTURE),
+        "--checkpoint",
+        str(checkpoint),
+        "--split",
+        str(work / "split.json"),
+        "--n",
+        "40",
+        "--out",
+        str(out),
+        "--batch-size",
+        "1",
+        "--precision",
+        "fp32",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    manifest = out / "manifest.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (manifest.exists() and len(manifest.read_text().splitlines()) >= 3):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done_before = len(manifest.read_text().splitlines())
+    assert 3 <= done_before < 40, "the kill should land mid-run"
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert [r["index"] for r in records] == list(range(40))
+    images = sorted(p.name for p in (out / "images").iterdir())
+    masks = sorted(p.name for p in (out / "masks").iterdir())
+    assert images == [f"synth_{i:06d}.png" for i in range(40)] and masks == images
+    assert not [p for p in out.rglob(".*tmp*")]  # no partial files left
+    for path in (out / "images").iterdir():
+        Image.open(path).load()  # every image decodes
+
+
+def test_disk_full_keeps_earlier_outputs_and_rerun_completes(tiny_run, tmp_path, monkeypatch):
+    dataset, split, checkpoint, _ = tiny_run
+    import defectgen.synth as synth_module
+
+    real_fsync, calls = os.fsync, {"n": 0}
+
+    def failing_fsync(fd):
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(synth_module.os, "fsync", failing_fsync)
+    with pytest.raises(DefectgenError, match="disk full while writing .*run the same command again"):
+        synthesize(checkpoint, dataset, split, 6, tmp_path / "out", progress=False)
+    kept = _files(tmp_path / "out")
+    assert any(name.startswith("images/") for name in kept)
+    monkeypatch.setattr(synth_module.os, "fsync", real_fsync)
+    synthesize(checkpoint, dataset, split, 6, tmp_path / "out", progress=False)
+    after = _files(tmp_path / "out")
+    for name, data in kept.items():
+        if name.startswith(("images/", "masks/")):
+            assert after[name] == data  # earlier outputs intact
+    assert len([n for n in after if n.startswith("images/")]) == 6
+
+
+def test_second_writer_is_refused(tiny_run, tmp_path):
+    dataset, split, checkpoint, _ = tiny_run
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        with pytest.raises(DefectgenError, match="another defectgen synth is writing"):
+            synthesize(checkpoint, dataset, split, 2, out, progress=False)
+
+
+def test_refused_inputs_leave_outputs_untouched(tiny_run, tmp_path, magnetic_tile_dir):
+    dataset, split, checkpoint, _ = tiny_run
+    with pytest.raises(ConfigError, match="--n must be a positive"):
+        synthesize(checkpoint, dataset, split, 0, tmp_path / "a", progress=False)
+    with pytest.raises(ConfigError, match="--format"):
+        synthesize(checkpoint, dataset, split, 1, tmp_path / "a", fmt="coco", progress=False)
+    tiles = open_dataset(str(magnetic_tile_dir))
+    with pytest.raises(DataError, match="was trained for classes"):
+        synthesize(checkpoint, tiles, make_split(tiles), 1, tmp_path / "a", progress=False)
+    with pytest.raises(DataError, match="not found|no mask"):
+        synthesize(
+            checkpoint, dataset, split, 1, tmp_path / "a", mask_source="folder:/no/such/masks", progress=False
+        )
+    # another run's folder: refused, nothing changed
+    synthesize(checkpoint, dataset, split, 2, tmp_path / "b", seed=0, progress=False)
+    before = _files(tmp_path / "b")
+    with pytest.raises(DataError, match="holds another synthesis run"):
+        synthesize(checkpoint, dataset, split, 2, tmp_path / "b", seed=5, progress=False)
+    assert _files(tmp_path / "b") == before
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="not empty"):
+        synthesize(checkpoint, dataset, split, 2, tmp_path / "c", progress=False)
+    assert (tmp_path / "c" / "notes.txt").read_text() == "mine"
+
+
+def test_no_defect_free_backgrounds(tmp_path):
+    for i in range(4):
+        mask = np.zeros((32, 32), np.uint8)
+        mask[4 + i : 10 + i, 5:20] = 1
+        write_gray(tmp_path / "ds" / "images" / f"a{i}.png", np.full((32, 32), 90))
+        write_gray(tmp_path / "ds" / "masks" / f"a{i}.png", mask)
+    dataset = open_dataset(str(tmp_path / "ds"))
+    split = make_split(dataset, seed=0)
+    checkpoint = train(dataset, split, TrainConfig(steps=1, **TINY), tmp_path / "run", progress=False)
+    with pytest.raises(DataError, match="no defect-free images.*--backgrounds"):
+        synthesize(checkpoint, dataset, split, 1, tmp_path / "out", progress=False)
+    write_gray(tmp_path / "bg" / "free.png", np.full((32, 32), 120))
+    summary = synthesize(
+        checkpoint, dataset, split, 2, tmp_path / "out2", backgrounds_dir=tmp_path / "bg", progress=False
+    )
+    assert summary["items"] == 2

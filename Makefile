@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/defectgen inspect tests/fixtures/tiny_folder --sheet demo_run/contact_sheet.png
+	$(VENV)/bin/defectgen demo --out demo_run
 
 test: $(STAMP)
 	$(PY) -m pytest -q

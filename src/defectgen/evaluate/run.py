@@ -82,6 +82,18 @@ class EvalConfig:
             raise ConfigError("val_fraction must be in (0, 1)")
 
 
+ARM_DESCRIPTIONS = {
+    "real": "the labelled training half only",
+    "oversample": "extra share of each batch: the real defect images again",
+    "copypaste": "extra share: real defects cut by their masks, pasted onto defect-free training images "
+    "at new positions (flipped at random)",
+    "classic": "the real data with flips, affine (scale, rotation, shift), brightness/contrast and elastic "
+    "transforms on every crop (albumentations); no extra share",
+    "synthetic": "extra share of each batch: defectgen's synthetic images",
+    "synthetic-only": "only defectgen's synthetic images",
+}
+
+
 def evaluate(
     dataset: DefectDataset,
     split: Split,
@@ -183,6 +195,10 @@ def evaluate(
             "label_fraction": split.label_fraction,
             "train_images": len(train_indices),
             "test_images": len(test_indices),
+            "test_images_per_class": {
+                dataset.classes.name(k): sum(1 for i in test_indices if k in dataset.items[i].class_ids)
+                for k in dataset.classes.ids
+            },
         },
         "synthetic": None
         if synthetic is None
@@ -191,7 +207,15 @@ def evaluate(
             "images": len(synthetic),
             "mask_source": _synth_params(synthetic_dir).get("mask_source"),
         },
-        "config": {**asdict(config), "steps": steps},
+        "config": {
+            **asdict(config),
+            "steps": steps,
+            "loss": "BCE + Dice (multilabel), AdamW, one-cycle LR",
+            "std": "sample standard deviation over seeds (ddof 1)",
+            "bootstrap": "2000 resamples of test images, seed 0; 95 % percentile interval",
+            "final_training_data": "the whole labelled training half (validation part only for step choice)",
+        },
+        "arm_descriptions": ARM_DESCRIPTIONS,
         "step_selection": None if selection is None else {k: v for k, v in selection.items() if k != "key"},
         "runs": runs,
         "summary": _summary(runs, config, dataset),

@@ -1,0 +1,138 @@
+"""`defectgen demo`: the whole idea, end to end, on embedded data, in minutes.
+
+generate data -> split -> train the GAN -> synthesize -> evaluate -> report, in one folder.
+Every stage is deterministic and resumable: running the demo again continues where it
+stopped (finished stages are kept, an interrupted GAN run resumes from its checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from defectgen.checkpoint import CheckpointError, load_checkpoint
+from defectgen.config import TrainConfig
+from defectgen.data import open_dataset
+from defectgen.data.demo import generate_demo, write_demo_sheet
+from defectgen.data.split import Split, make_split
+from defectgen.evaluate import EvalConfig, evaluate
+from defectgen.report import write_report
+from defectgen.synth import synthesize
+from defectgen.train import train
+
+console = Console(stderr=True)
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    images: int
+    gan_steps: int
+    synthetic: int
+    arms: tuple[str, ...]
+    seeds: int
+    segmenter_steps: int
+    crop_size: int
+
+
+# Measured on the 2-core development machine (see benchmarks/RESULTS.md): full < 10 min,
+# quick < 3 min.
+FULL = DemoPlan(
+    images=160,
+    gan_steps=400,
+    synthetic=80,
+    arms=("real", "oversample", "copypaste", "classic", "synthetic"),
+    seeds=2,
+    segmenter_steps=150,
+    crop_size=64,
+)
+QUICK = DemoPlan(
+    images=48,
+    gan_steps=60,
+    synthetic=24,
+    arms=("real", "copypaste", "synthetic"),
+    seeds=1,
+    segmenter_steps=40,
+    crop_size=64,
+)
+
+
+def run_demo(out_dir: Path, quick: bool = False, progress: bool = True) -> dict:
+    plan = QUICK if quick else FULL
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _stage("1/6 generating the demo dataset (steel-like strips, 4 defect classes)")
+    data_dir = generate_demo(out_dir / "data", n_images=plan.images, seed=0, progress=progress)
+    write_demo_sheet(data_dir, out_dir / "data_sheet.png")
+    dataset = open_dataset(str(data_dir))
+
+    _stage("2/6 splitting 50/50, stratified by class")
+    split_file = out_dir / "split.json"
+    split = make_split(dataset, test_fraction=0.5, seed=0)
+    if not split_file.exists() or Split.load(split_file) != split:
+        split.save(split_file)
+
+    _stage(f"3/6 training the inpainting GAN (tiny preset, {plan.gan_steps} steps)")
+    run_dir = out_dir / "gan"
+    config = TrainConfig(
+        preset="tiny",
+        resolution=64,
+        steps=plan.gan_steps,
+        batch_size=4,
+        sample_every=100,
+        checkpoint_every=50,
+        log_every=10,
+    )
+    checkpoint = run_dir / "checkpoints" / "last.pt"
+    if _finished_step(checkpoint) != plan.gan_steps:
+        train(dataset, split, config, run_dir, resume=run_dir.exists(), progress=progress)
+
+    _stage(f"4/6 painting {plan.synthetic} synthetic defect images with their labels")
+    synth_dir = out_dir / "synthetic"
+    synthesize(
+        checkpoint, dataset, split, plan.synthetic, synth_dir, seed=0, fmt="severstal", progress=progress
+    )
+
+    _stage(
+        f"5/6 evaluating: {', '.join(plan.arms)} x {plan.seeds} seed(s), {plan.segmenter_steps} steps each"
+    )
+    eval_config = EvalConfig(
+        arms=list(plan.arms),
+        seeds=list(range(plan.seeds)),
+        steps=plan.segmenter_steps,
+        crop_size=plan.crop_size,
+        batch_size=8,
+        quality_samples=40,
+        diversity_masks=8,
+    )
+    results = evaluate(
+        dataset,
+        split,
+        out_dir / "eval",
+        eval_config,
+        synthetic_dir=synth_dir,
+        checkpoint=checkpoint,
+        split_file=split_file,
+        progress=progress,
+    )
+
+    _stage("6/6 writing the report")
+    report = write_report(out_dir / "eval")
+    summary = {"report": str(report), "results": str(out_dir / "eval" / "results.json"), "quick": quick}
+    (out_dir / "demo.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return {**summary, "results_data": results}
+
+
+def _finished_step(checkpoint: Path) -> int | None:
+    if not checkpoint.exists():
+        return None
+    try:
+        return int(load_checkpoint(checkpoint)["step"])
+    except CheckpointError:
+        return None
+
+
+def _stage(text: str) -> None:
+    console.print(f"[bold cyan]demo[/bold cyan] {text}")

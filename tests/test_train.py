@@ -32,6 +32,7 @@ FAST = dict(
     checkpoint_every=2,
     r1_interval=2,
     ada_interval=1,
+    mode_seeking=0.01,  # exercise the diversity pairs (off by default)
 )
 
 
@@ -188,3 +189,18 @@ def test_two_process_ddp_smoke(tmp_path):
     state = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")
     assert state["step"] == 2
     assert len((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()) == 2  # rank 0 writes only
+
+
+def test_training_crops(tiny):
+    from defectgen.data.patches import DefectCrops
+
+    dataset, split = tiny
+    crops = DefectCrops(dataset, split.indices(dataset, "train"), 32, seed=0, progress=False)
+    paired = crops.batch(0, size=4)
+    assert torch.equal(paired["image"][:2], paired["image"][2:])  # diversity pairs share inputs
+    distinct = crops.batch(0, size=4, pairs=False)
+    assert not torch.equal(distinct["image"][:2], distinct["image"][2:])
+    again = crops.batch(3, size=4)
+    assert all(torch.equal(again[k], crops.batch(3, size=4)[k]) for k in again)  # a function of the step
+    assert (paired["labels"].amax(1, keepdim=True) <= paired["hole"]).all()  # the hole covers the defect
+    assert paired["labels"].sum() > 0

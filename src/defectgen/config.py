@@ -30,7 +30,7 @@ class TrainConfig:
     adversarial: float = 1.0
     feature_matching: float = 10.0  # LaMa's weight for D-feature matching
     reconstruction: float = 1.0  # L1 inside the hole; low so it does not blur
-    mode_seeking: float = 0.01  # Mao et al. 2019; at 0.05 a pilot drew stripes to buy "diversity"
+    mode_seeking: float = 0.0  # Mao et al. 2019; off: at 0.05 and 0.01 pilots drew stripes to buy "diversity"
     r1_gamma: float = 1.0  # R1 strength (LaMa uses 0.001 with its BN discriminator; ours has no BN)
     r1_interval: int = 16  # lazy regularisation (StyleGAN2): R1 every k D steps, scaled by k
     # --- small-data training -------------------------------------------------------------------

@@ -141,7 +141,8 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
         window: dict[str, list[float]] = {}
         tick = time.perf_counter()
         for step in range(start_step, config.steps):
-            batch = {k: v.to(device) for k, v in crops.batch(step, context.rank, config.batch_size).items()}
+            batch = crops.batch(step, context.rank, config.batch_size, pairs=config.mode_seeking > 0)
+            batch = {k: v.to(device) for k, v in batch.items()}
             real, hole, labels = batch["image"], batch["hole"], batch["labels"]
             if config.channels_last:
                 real = real.contiguous(memory_format=torch.channels_last)

@@ -75,18 +75,18 @@ class DefectCrops:
     def num_components(self) -> int:
         return sum(len(c) for c in self.components.values())
 
-    def batch(self, step: int, rank: int = 0, size: int = 4) -> dict[str, torch.Tensor]:
-        """`size` pairs: size // 2 distinct crops, each twice (for the diversity loss), as
-        {'image' [N,C,S,S], 'hole' [N,1,S,S], 'labels' [N,K,S,S]}."""
+    def batch(self, step: int, rank: int = 0, size: int = 4, pairs: bool = True) -> dict[str, torch.Tensor]:
+        """`size` crops as {'image' [N,C,S,S], 'hole' [N,1,S,S], 'labels' [N,K,S,S]}; with
+        `pairs`, size // 2 distinct crops, each twice (for the diversity loss)."""
         rng = np.random.default_rng([self.seed, step, rank])
-        return self._draw(rng, size)
+        return self._draw(rng, size, pairs=pairs)
 
     def fixed_batch(self, size: int = 8) -> dict[str, torch.Tensor]:
         """The same crops every call: the inputs of the sample grids."""
-        return self._draw(np.random.default_rng([self.seed, FIXED_STREAM]), 2 * size, pairs=False)
+        return self._draw(np.random.default_rng([self.seed, FIXED_STREAM]), size, pairs=False)
 
     def _draw(self, rng: np.random.Generator, size: int, pairs: bool = True) -> dict[str, torch.Tensor]:
-        distinct = size // 2 if pairs else size // 2 * 2
+        distinct = size // 2 if pairs else size
         crops = [self._crop(rng) for _ in range(distinct)]
         if pairs:
             crops = crops + crops  # sample i and i + N/2 share inputs, differ in noise

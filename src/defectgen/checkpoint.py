@@ -9,6 +9,7 @@ of one.
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import zipfile
@@ -36,6 +37,13 @@ def save_checkpoint(state: dict, path: Path) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        reason = "disk full" if err.errno == errno.ENOSPC else f"cannot write ({err})"
+        raise CheckpointError(
+            f"{path}: {reason}; the previous checkpoint is intact. Free space (or fix the folder) and "
+            "run the same command with --resume"
+        ) from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

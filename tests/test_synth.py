@@ -228,3 +228,20 @@ def test_no_defect_free_backgrounds(tmp_path):
         checkpoint, dataset, split, 2, tmp_path / "out2", backgrounds_dir=tmp_path / "bg", progress=False
     )
     assert summary["items"] == 2
+
+
+def test_tiled_mode_paints_only_the_holes(tiny_run, tmp_path):
+    dataset, split, checkpoint, _ = tiny_run
+    synthesize(checkpoint, dataset, split, 4, tmp_path / "whole", seed=4, progress=False)
+    synthesize(checkpoint, dataset, split, 4, tmp_path / "tiled", seed=4, tile=16, progress=False)
+    whole, tiled = open_dataset(str(tmp_path / "whole")), open_dataset(str(tmp_path / "tiled"))
+    radius = json.loads((tmp_path / "tiled" / "synth.json").read_text())["hole_dilation"]
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
+    for index in range(4):
+        a, b = whole[index], tiled[index]
+        assert np.array_equal(a.masks, b.masks)  # same labels: masks do not depend on the mode
+        hole = cv2.dilate(b.masks.any(0).astype(np.uint8), kernel).astype(bool)
+        assert np.array_equal(a.image[~hole], b.image[~hole])  # known pixels kept in both modes
+        assert not np.array_equal(b.image[hole], a.image[hole]) or hole.sum() == 0
+    with pytest.raises(ConfigError, match="--tile"):
+        synthesize(checkpoint, dataset, split, 1, tmp_path / "bad", tile=20, progress=False)

@@ -235,17 +235,34 @@ def _run(G, images, hole, labels, generators, device, amp) -> torch.Tensor:
 
 
 def _run_windows(G, image, hole, labels, generator, tile, device, amp) -> torch.Tensor:
-    """Tiled mode: one window of at least tile x tile around each connected hole region."""
+    """Tiled mode: a window of at least tile x tile around each hole region; every region that
+    fits wholly inside a window is painted in that window's one generator call (a pit cluster
+    is one call, not one per pit)."""
     result = image.clone()
     height, width = image.shape[2:]
-    count, components = cv2.connectedComponents(hole[0, 0].cpu().numpy().astype(np.uint8))
+    count, components, stats, _ = cv2.connectedComponentsWithStats(hole[0, 0].cpu().numpy().astype(np.uint8))
+    done = np.zeros(count, dtype=bool)
+    done[0] = True  # background
     for k in range(1, count):
-        ys, xs = np.nonzero(components == k)
-        y0, y1 = _window(ys.min(), ys.max() + 1, height, tile)
-        x0, x1 = _window(xs.min(), xs.max() + 1, width, tile)
+        if done[k]:
+            continue
+        x, y, w, h = stats[k, :4]
+        y0, y1 = _window(y, y + h, height, tile)
+        x0, x1 = _window(x, x + w, width, tile)
+        inside = (
+            (stats[:, 0] >= x0)
+            & (stats[:, 1] >= y0)
+            & (stats[:, 0] + stats[:, 2] <= x1)
+            & (stats[:, 1] + stats[:, 3] <= y1)
+            & ~done
+        )
+        inside[k] = True  # a region larger than any window is painted in its own (clipped) window
         window = (slice(None), slice(None), slice(y0, y1), slice(x0, x1))
-        region_hole = torch.from_numpy(components[y0:y1, x0:x1] == k).float()[None, None].to(device)
-        result[window] = _run(G, result[window], region_hole, labels[window], [generator], device, amp)
+        region = np.isin(components[y0:y1, x0:x1], np.flatnonzero(inside))
+        region_hole = torch.from_numpy(region).float()[None, None].to(device)
+        region_labels = labels[window] * region_hole  # only the defects painted in this call
+        result[window] = _run(G, result[window], region_hole, region_labels, [generator], device, amp)
+        done |= inside
     return result
 
 

@@ -1,0 +1,156 @@
+"""Synthesis speed on whole 1600x256 Severstal-size strips.
+
+    .venv/bin/python benchmarks/synth.py [--runs small:bf16 small:bf16:256 lama:fp32 ...] [--n 16]
+
+A run is PRESET:PRECISION[:TILE]; with TILE the generator paints a TILE x TILE window around
+each defect instead of the whole strip (`defectgen synth --tile`).
+
+Each run is `defectgen.synth.synthesize` in its own process (peak RSS is its own) on demo
+strips (256x1600) with real-mask-bank masks, batch 4, and an untrained generator of the preset
+(weights do not change the cost). It also times the generator forward passes alone, to say how
+much of synthesis is the generator. Prints one table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+DEFAULT_RUNS = ["small:fp32", "small:bf16", "small:bf16:256", "lama:fp32", "lama:bf16", "lama:bf16:256"]
+
+
+def child(preset: str, precision: str, tile: str, n: int, batch: int, work: Path) -> dict:
+    import torch
+
+    import defectgen.synth as synth_module
+    from defectgen.checkpoint import save_checkpoint
+    from defectgen.config import TrainConfig
+    from defectgen.data import open_dataset
+    from defectgen.data.demo import generate_demo
+    from defectgen.data.split import make_split
+    from defectgen.models import build_generator
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    data = generate_demo(work / "demo", n_images=24, seed=0, progress=False)
+    dataset = open_dataset(str(data))
+    split = make_split(dataset, seed=0)
+    G = build_generator(preset, 1, 4)
+    checkpoint = save_checkpoint(
+        {
+            "step": 0,
+            "config": TrainConfig(preset=preset).to_dict(),
+            "classes": dataset.classes.to_json(),
+            "image_channels": 1,
+            "G": G.state_dict(),
+            "ema": G.state_dict(),
+        },
+        work / f"{preset}.pt",
+    )
+    forward_seconds = [0.0]
+    original = synth_module._run
+
+    def timed_run(*args, **kwargs):
+        start = time.perf_counter()
+        result = original(*args, **kwargs)
+        forward_seconds[0] += time.perf_counter() - start
+        return result
+
+    synth_module._run = timed_run
+    # warm-up (first-call allocations), then the measured run
+    synth_module.synthesize(
+        checkpoint,
+        dataset,
+        split,
+        batch,
+        work / f"warm_{preset}_{precision}_{tile}",
+        batch_size=batch,
+        precision=precision,
+        progress=False,
+    )
+    forward_seconds[0] = 0.0
+    start = time.perf_counter()
+    synth_module.synthesize(
+        checkpoint,
+        dataset,
+        split,
+        n,
+        work / f"out_{preset}_{precision}_{tile}",
+        batch_size=batch,
+        precision=precision,
+        tile=int(tile) or None,
+        progress=False,
+    )
+    seconds = time.perf_counter() - start
+    return {
+        "images_per_second": n / seconds,
+        "seconds": seconds,
+        "generator_share": forward_seconds[0] / seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", nargs="+", default=DEFAULT_RUNS, help="PRESET:PRECISION")
+    parser.add_argument("--n", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(*args.child, args.n, args.batch, args.work)))
+        return
+    threads = os.environ.get("BENCH_THREADS", "2")
+    table = Table(
+        title=f"synthesis, 1600x256 strips, batch {args.batch}, {threads} threads ({platform.machine()})"
+    )
+    for column in ("preset", "precision", "painted", "images/s", "seconds", "in G forward", "peak RSS"):
+        table.add_column(column, justify="right")
+    with tempfile.TemporaryDirectory() as work:
+        for run in args.runs:
+            preset, precision, tile = (run.split(":") + ["0"])[:3]
+            painted = f"{tile} px windows" if int(tile) else "whole strip"
+            command = [
+                sys.executable,
+                __file__,
+                "--child",
+                preset,
+                precision,
+                tile,
+                "--n",
+                str(args.n),
+                "--batch",
+                str(args.batch),
+                "--work",
+                work,
+            ]
+            result = subprocess.run(command, capture_output=True, text=True)
+            if result.returncode:
+                table.add_row(preset, precision, painted, "failed", result.stderr.strip()[-60:], "", "")
+                continue
+            row = json.loads(result.stdout.strip().splitlines()[-1])
+            table.add_row(
+                preset,
+                precision,
+                painted,
+                f"{row['images_per_second']:.2f}",
+                f"{row['seconds']:.1f}",
+                f"{row['generator_share']:.0%}",
+                f"{row['peak_rss_mb']:.0f} MB",
+            )
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -510,8 +510,22 @@ def _mean_std(values: list) -> dict:
     return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
 
 
+# Settings that do not change how one (arm, seed) is trained and scored: a run finished under
+# another arm list, seed count or quality setting is reused (so arms can run in parallel
+# processes into one folder, then one more call gathers them).
+_NOT_IN_RUN_KEY = (
+    "arms",
+    "seeds",
+    "quality_samples",
+    "inception_weights",
+    "diversity_masks",
+    "diversity_draws",
+)
+
+
 def _config_key(config: EvalConfig, name: str, steps: int | None = None) -> str:
-    data = json.dumps({**asdict(config), "name": name, "steps_used": steps}, sort_keys=True)
+    settings = {k: v for k, v in asdict(config).items() if k not in _NOT_IN_RUN_KEY}
+    data = json.dumps({**settings, "name": name, "steps_used": steps}, sort_keys=True)
     return hashlib.sha256(data.encode()).hexdigest()[:16]
 
 

@@ -175,24 +175,10 @@ def main() -> None:
 
 
 def markdown_table(results: dict) -> str:
-    def cell(entry):
-        return "-" if entry["mean"] is None else f"{entry['mean']:.3f} ± {entry['std']:.3f}"
+    from defectgen.evaluate import RESULT_COLUMNS, result_rows
 
-    lines = [
-        "| arm | positive Dice | vs real (95 % CI) | Kaggle Dice | FP rate, defect-free |",
-        "| --- | ---: | ---: | ---: | ---: |",
-    ]
-    for arm, entry in results["summary"].items():
-        paired = results["paired"].get(arm, {}).get("mean_positive_dice")
-        versus = (
-            "-"
-            if not paired or paired["difference"] is None
-            else (f"{paired['difference']:+.3f} [{paired['ci95'][0]:+.3f}, {paired['ci95'][1]:+.3f}]")
-        )
-        lines.append(
-            f"| {arm} | {cell(entry['mean_positive_dice'])} | {versus} | {cell(entry['kaggle_dice'])} | "
-            f"{cell(entry['fp_rate_defect_free'])} |"
-        )
+    lines = ["| " + " | ".join(RESULT_COLUMNS) + " |", "| --- |" + " ---: |" * (len(RESULT_COLUMNS) - 1)]
+    lines += ["| " + " | ".join(row) + " |" for row in result_rows(results)]
     return "\n".join(lines)
 
 

@@ -367,26 +367,12 @@ def results_table(results: dict) -> Table:
     table = Table(
         title=f"{results['dataset']}: {results['config']['steps']} steps, seeds {results['config']['seeds']}"
     )
-    for column in ("arm", "positive Dice", "vs real (95% CI)", "Kaggle Dice", "FP rate (defect-free)"):
+    from defectgen.evaluate import RESULT_COLUMNS, result_rows
+
+    for column in RESULT_COLUMNS:
         table.add_column(column, justify="right")
-
-    def fmt(entry):
-        return "-" if entry["mean"] is None else f"{entry['mean']:.3f} ± {entry['std']:.3f}"
-
-    for arm, entry in results["summary"].items():
-        paired = results["paired"].get(arm, {}).get("mean_positive_dice")
-        versus = (
-            "-"
-            if not paired or paired["difference"] is None
-            else (f"{paired['difference']:+.3f} [{paired['ci95'][0]:+.3f}, {paired['ci95'][1]:+.3f}]")
-        )
-        table.add_row(
-            arm,
-            fmt(entry["mean_positive_dice"]),
-            versus,
-            fmt(entry["kaggle_dice"]),
-            fmt(entry["fp_rate_defect_free"]),
-        )
+    for row in result_rows(results):
+        table.add_row(*row)
     return table
 
 

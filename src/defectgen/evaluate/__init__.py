@@ -1,5 +1,5 @@
 """Evaluation: what synthetic data is worth (segmentation arms, metrics, quality)."""
 
-from defectgen.evaluate.run import EvalConfig, evaluate, open_synthetic
+from defectgen.evaluate.run import RESULT_COLUMNS, EvalConfig, evaluate, open_synthetic, result_rows
 
-__all__ = ["EvalConfig", "evaluate", "open_synthetic"]
+__all__ = ["RESULT_COLUMNS", "EvalConfig", "evaluate", "open_synthetic", "result_rows"]

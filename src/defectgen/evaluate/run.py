@@ -503,6 +503,34 @@ def _diversity(checkpoint, synthetic, features, config, use_bf16, real_crops, sp
     }
 
 
+RESULT_COLUMNS = ("arm", "positive Dice", "vs real (95% CI)", "Kaggle Dice", "FP rate (defect-free)")
+
+
+def result_rows(results: dict) -> list[tuple[str, ...]]:
+    """One row of text per arm (see RESULT_COLUMNS): mean ± std over seeds, paired difference."""
+
+    def cell(entry: dict) -> str:
+        return "-" if entry["mean"] is None else f"{entry['mean']:.3f} ± {entry['std']:.3f}"
+
+    rows = []
+    for arm, entry in results["summary"].items():
+        paired = results["paired"].get(arm, {}).get("mean_positive_dice")
+        versus = "-"
+        if paired and paired["difference"] is not None:
+            low, high = paired["ci95"]
+            versus = f"{paired['difference']:+.3f} [{low:+.3f}, {high:+.3f}]"
+        rows.append(
+            (
+                arm,
+                cell(entry["mean_positive_dice"]),
+                versus,
+                cell(entry["kaggle_dice"]),
+                cell(entry["fp_rate_defect_free"]),
+            )
+        )
+    return rows
+
+
 def _mean_std(values: list) -> dict:
     values = [v for v in values if v is not None]
     if not values:

@@ -57,10 +57,36 @@ def child(preset: str, resolution: int, precision: str, steps: int, batch: int, 
     seconds = statistics.median(r["seconds_per_step"] for r in records[2:])
     return {
         "seconds": seconds,
+        "model_seconds": model_only(preset, resolution, precision, batch),
         "images_per_second": batch / seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "g_params_m": count_parameters(build_generator(preset, 1, 4)) / 1e6,
     }
+
+
+def model_only(preset: str, resolution: int, precision: str, batch: int, repeats: int = 5) -> float:
+    """One G and one D forward + backward on `batch` images, nothing else (median seconds):
+    the "plain G+D iteration" that other FFC implementations quote."""
+    import time
+
+    import torch
+
+    from defectgen.models import build_discriminator, build_generator, composite
+
+    G, D = build_generator(preset, 1, 4), build_discriminator(preset, 1, 4)
+    rng = torch.Generator().manual_seed(0)
+    image = torch.rand(batch, 1, resolution, resolution, generator=rng) * 2 - 1
+    hole = (torch.rand(batch, 1, resolution, resolution, generator=rng) > 0.7).float()
+    labels = torch.cat([hole, torch.zeros(batch, 3, resolution, resolution)], dim=1)
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            fake = composite(G(image, hole, labels, generator=rng), image, hole)
+            logits, _ = D(fake, labels)
+        logits.float().mean().backward()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
 
 
 def main() -> None:
@@ -76,7 +102,16 @@ def main() -> None:
         print(json.dumps(child(preset, int(resolution), precision, args.steps, args.batch, args.work)))
         return
     table = Table(title=f"train step, batch {args.batch}, {os.cpu_count()} CPUs ({platform.machine()})")
-    for column in ("preset", "crop", "precision", "G params", "s / iteration", "images/s", "peak RSS"):
+    for column in (
+        "preset",
+        "crop",
+        "precision",
+        "G params",
+        "s / iteration",
+        "images/s",
+        "G+D fwd/bwd only",
+        "peak RSS",
+    ):
         table.add_column(column, justify="right")
     with tempfile.TemporaryDirectory() as work:
         for run in args.runs:
@@ -97,7 +132,9 @@ def main() -> None:
             ]
             result = subprocess.run(command, capture_output=True, text=True)
             if result.returncode:
-                table.add_row(preset, resolution, precision, "failed", result.stderr.strip()[-60:], "", "")
+                table.add_row(
+                    preset, resolution, precision, "failed", result.stderr.strip()[-60:], "", "", ""
+                )
                 continue
             row = json.loads(result.stdout.strip().splitlines()[-1])
             table.add_row(
@@ -107,6 +144,7 @@ def main() -> None:
                 f"{row['g_params_m']:.1f} M",
                 f"{row['seconds']:.3f}",
                 f"{row['images_per_second']:.1f}",
+                f"{row['model_seconds']:.3f}",
                 f"{row['peak_rss_mb']:.0f} MB",
             )
     Console().print(table)

@@ -101,7 +101,7 @@ class DefectCrops:
         jitter = size // 4
         cy = component.center[0] + int(rng.integers(-jitter, jitter + 1))
         cx = component.center[1] + int(rng.integers(-jitter, jitter + 1))
-        image, masks = _pad_to(image, masks, size)
+        image, masks = pad_to_crop(image, masks, size)
         height, width = image.shape[:2]
         top = int(np.clip(cy - size // 2, 0, height - size))
         left = int(np.clip(cx - size // 2, 0, width - size))
@@ -134,7 +134,7 @@ class DefectCrops:
         return entry
 
 
-def _pad_to(image: np.ndarray, masks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+def pad_to_crop(image: np.ndarray, masks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Reflect-pad an image smaller than the crop (masks padded with background). Padding goes
     at the bottom/right, so defect coordinates stay valid."""
     height, width = image.shape[:2]

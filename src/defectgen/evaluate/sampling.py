@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from defectgen.data.dataset import DefectDataset
+from defectgen.data.patches import pad_to_crop
 from defectgen.masks.compose import find_components
 from defectgen.tensors import image_to_tensor
 
@@ -190,7 +191,7 @@ class CropSampler:
             else int(rng.integers(len(pool)))
         )
         image, masks, centres = pool.get(index)
-        image, masks = _pad_to(image, masks, size)
+        image, masks = pad_to_crop(image, masks, size)
         height, width = image.shape[:2]
         if centred and centres:
             cy, cx = centres[int(rng.integers(len(centres)))]
@@ -208,14 +209,3 @@ class CropSampler:
             masks = np.stack(out["masks"]).astype(bool)
         return image, masks
 
-
-def _pad_to(image: np.ndarray, masks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    height, width = image.shape[:2]
-    pad_h, pad_w = max(0, size - height), max(0, size - width)
-    if not pad_h and not pad_w:
-        return image, masks
-    mode = "reflect" if pad_h < height and pad_w < width else "edge"
-    return (
-        np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode=mode),
-        np.pad(masks, ((0, 0), (0, pad_h), (0, pad_w))),
-    )

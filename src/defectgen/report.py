@@ -20,14 +20,13 @@ import html
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
 from defectgen.errors import DataError
+from defectgen.fileio import write_atomic
 
 FORMAT = "defectgen-eval/1"
 RESULTS_FILE = "results.json"
@@ -86,7 +85,7 @@ def write_report(eval_dir: Path, out: Path | None = None) -> Path:
     out = Path(out) if out is not None else eval_dir / REPORT_FILE
     results = load_results(eval_dir)
     page = render_report(results, eval_dir)
-    _atomic_write_text(out, page)
+    write_atomic(out, page)
     return out
 
 
@@ -828,16 +827,3 @@ def _image_mime(data: bytes) -> str | None:
     if data.startswith(b"\xff\xd8\xff"):
         return "image/jpeg"
     return None
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.chmod(temporary, 0o644)  # mkstemp makes 0600; a report is meant to be shared
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

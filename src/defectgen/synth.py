@@ -41,6 +41,7 @@ from defectgen.data.imageio import read_image
 from defectgen.data.rle import encode
 from defectgen.data.split import Split
 from defectgen.errors import ConfigError, DataError, DefectgenError
+from defectgen.fileio import write_atomic
 from defectgen.masks import build_mask_source
 from defectgen.models import composite
 from defectgen.tensors import image_to_tensor, tensor_to_image
@@ -447,17 +448,9 @@ def _jpeg(pixels: np.ndarray) -> bytes:
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    """Atomic: a hidden temporary file in the same folder, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, data)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise _write_error(path, err) from err
 
 

@@ -41,6 +41,7 @@ defectgen did not make) is refused with a `DataError`: choose another folder or 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Sequence
@@ -53,6 +54,7 @@ import numpy as np
 
 from defectgen.data.rle import SEVERSTAL_SHAPE, encode
 from defectgen.errors import ConfigError, DataError
+from defectgen.fileio import write_atomic
 
 FORMAT = "defectgen-demo/1"
 GENERATOR_VERSION = 1  # bump when the pictures change, so old folders are not taken as current
@@ -244,15 +246,9 @@ def write_demo_sheet(out_dir: Path, path: Path, n: int = 8) -> Path:
     if not tiles:
         raise DataError(f"{out_dir}: the demo dataset has no images; regenerate it")
     sheet = contact_sheet(tiles, captions, columns=2 if len(tiles) > 1 else 1, tile_width=800)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        sheet.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="PNG")
+    return write_atomic(Path(path), buffer.getvalue(), durable=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,17 +351,11 @@ def _readme(params: dict, plan: list[list[int]]) -> str:
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, data, durable=False)  # a half-finished demo is regenerated, not resumed
 
 
 def _write_text(path: Path, text: str) -> None:
-    _write_bytes(path, text.encode("utf-8"))
+    write_atomic(path, text, durable=False)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import numpy as np
 from defectgen.data.classes import ClassTable
 from defectgen.data.dataset import DefectDataset, Item
 from defectgen.errors import ConfigError, DataError
+from defectgen.fileio import write_atomic
 
 FORMAT = "defectgen-split/1"
 
@@ -62,11 +63,7 @@ class Split:
         }
 
     def save(self, path: Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=1) + "\n")
-        tmp.replace(path)
+        write_atomic(Path(path), json.dumps(self.to_json(), indent=1) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> Split:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from defectgen.evaluate.sampling import (
     dataset_pool,
 )
 from defectgen.evaluate.segmenter import build_segmenter, predict, train_segmenter
+from defectgen.fileio import write_atomic
 from defectgen.train import resolve_bf16
 
 FORMAT = "defectgen-eval/1"
@@ -568,9 +568,7 @@ def _load_json(path: Path, key: str) -> dict | None:
 
 
 def _save_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=1) + "\n")
 
 
 def _rel(path: Path, root: Path) -> str:

@@ -208,4 +208,3 @@ class CropSampler:
             image = out["image"].reshape(size, size, -1)
             masks = np.stack(out["masks"]).astype(bool)
         return image, masks
-

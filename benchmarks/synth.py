@@ -1,6 +1,7 @@
 """Synthesis speed on whole 1600x256 Severstal-size strips.
 
     .venv/bin/python benchmarks/synth.py [--runs small:bf16 small:bf16:256 lama:fp32 ...] [--n 16]
+        [--batch 4] [--device cuda]
 
 A run is PRESET:PRECISION[:TILE]; with TILE the generator paints a TILE x TILE window around
 each defect instead of the whole strip (`defectgen synth --tile`).
@@ -30,7 +31,7 @@ from rich.table import Table
 DEFAULT_RUNS = ["small:fp32", "small:bf16", "small:bf16:256", "lama:fp32", "lama:bf16", "lama:bf16:256"]
 
 
-def child(preset: str, precision: str, tile: str, n: int, batch: int, work: Path) -> dict:
+def child(preset: str, precision: str, tile: str, n: int, batch: int, work: Path, device: str) -> dict:
     import torch
 
     import defectgen.synth as synth_module
@@ -63,6 +64,8 @@ def child(preset: str, precision: str, tile: str, n: int, batch: int, work: Path
     def timed_run(*args, **kwargs):
         start = time.perf_counter()
         result = original(*args, **kwargs)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()  # kernels run asynchronously: wait before reading the clock
         forward_seconds[0] += time.perf_counter() - start
         return result
 
@@ -76,6 +79,7 @@ def child(preset: str, precision: str, tile: str, n: int, batch: int, work: Path
         work / f"warm_{preset}_{precision}_{tile}",
         batch_size=batch,
         precision=precision,
+        device=device,
         progress=False,
     )
     forward_seconds[0] = 0.0
@@ -89,6 +93,7 @@ def child(preset: str, precision: str, tile: str, n: int, batch: int, work: Path
         batch_size=batch,
         precision=precision,
         tile=int(tile) or None,
+        device=device,
         progress=False,
     )
     seconds = time.perf_counter() - start
@@ -105,16 +110,16 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", default=DEFAULT_RUNS, help="PRESET:PRECISION")
     parser.add_argument("--n", type=int, default=16)
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(*args.child, args.n, args.batch, args.work)))
+        print(json.dumps(child(*args.child, args.n, args.batch, args.work, args.device)))
         return
     threads = os.environ.get("BENCH_THREADS", "2")
-    table = Table(
-        title=f"synthesis, 1600x256 strips, batch {args.batch}, {threads} threads ({platform.machine()})"
-    )
+    where = f"{threads} threads ({platform.machine()})" if args.device == "cpu" else args.device
+    table = Table(title=f"synthesis, 1600x256 strips, batch {args.batch}, {where}")
     for column in ("preset", "precision", "painted", "images/s", "seconds", "in G forward", "peak RSS"):
         table.add_column(column, justify="right")
     with tempfile.TemporaryDirectory() as work:
@@ -134,9 +139,12 @@ def main() -> None:
                 str(args.batch),
                 "--work",
                 work,
+                "--device",
+                args.device,
             ]
             result = subprocess.run(command, capture_output=True, text=True)
             if result.returncode:
+                print(result.stderr, file=sys.stderr)
                 table.add_row(preset, precision, painted, "failed", result.stderr.strip()[-60:], "", "")
                 continue
             row = json.loads(result.stdout.strip().splitlines()[-1])

@@ -1,6 +1,7 @@
 """Training speed: seconds per full G+D iteration of the real training loop.
 
     .venv/bin/python benchmarks/train_step.py [--runs small:128:bf16 small:128:fp32 ...] [--steps 8]
+        [--batch 4] [--device cuda]
 
 Each run is `defectgen.train.train` in its own process (so peak RSS is its own) on the
 embedded demo data (256x1600 strips, crops of the given size), batch 4, one process, with
@@ -27,7 +28,9 @@ from rich.table import Table
 DEFAULT_RUNS = ["tiny:64:fp32", "small:128:fp32", "small:128:bf16", "lama:256:bf16"]
 
 
-def child(preset: str, resolution: int, precision: str, steps: int, batch: int, work: Path) -> dict:
+def child(
+    preset: str, resolution: int, precision: str, steps: int, batch: int, work: Path, device: str
+) -> dict:
     import torch
 
     from defectgen.config import TrainConfig
@@ -52,19 +55,22 @@ def child(preset: str, resolution: int, precision: str, steps: int, batch: int, 
         checkpoint_every=10**9,
     )
     run = work / f"run_{preset}_{resolution}_{precision}"
-    train(dataset, split, config, run, progress=False)
+    train(dataset, split, config, run, progress=False, device=device)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     seconds = statistics.median(r["seconds_per_step"] for r in records[2:])
     return {
         "seconds": seconds,
-        "model_seconds": model_only(preset, resolution, precision, batch),
+        "model_seconds": model_only(preset, resolution, precision, batch, device),
         "images_per_second": batch / seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else 0.0,
         "g_params_m": count_parameters(build_generator(preset, 1, 4)) / 1e6,
     }
 
 
-def model_only(preset: str, resolution: int, precision: str, batch: int, repeats: int = 5) -> float:
+def model_only(
+    preset: str, resolution: int, precision: str, batch: int, device: str, repeats: int = 8, warmup: int = 3
+) -> float:
     """One G and one D forward + backward on `batch` images, nothing else (median seconds):
     the "plain G+D iteration" that other FFC implementations quote."""
     import time
@@ -73,20 +79,24 @@ def model_only(preset: str, resolution: int, precision: str, batch: int, repeats
 
     from defectgen.models import build_discriminator, build_generator, composite
 
-    G, D = build_generator(preset, 1, 4), build_discriminator(preset, 1, 4)
-    rng = torch.Generator().manual_seed(0)
-    image = torch.rand(batch, 1, resolution, resolution, generator=rng) * 2 - 1
-    hole = (torch.rand(batch, 1, resolution, resolution, generator=rng) > 0.7).float()
-    labels = torch.cat([hole, torch.zeros(batch, 3, resolution, resolution)], dim=1)
+    device = torch.device(device)
+    G, D = build_generator(preset, 1, 4).to(device), build_discriminator(preset, 1, 4).to(device)
+    rng = torch.Generator(device=device).manual_seed(0)
+    shape = (batch, 1, resolution, resolution)
+    image = torch.rand(shape, generator=rng, device=device) * 2 - 1
+    hole = (torch.rand(shape, generator=rng, device=device) > 0.7).float()
+    labels = torch.cat([hole, torch.zeros(batch, 3, resolution, resolution, device=device)], dim=1)
     times = []
-    for _ in range(repeats + 1):
+    for _ in range(warmup + repeats):
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             fake = composite(G(image, hole, labels, generator=rng), image, hole)
             logits, _ = D(fake, labels)
         logits.float().mean().backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    return statistics.median(times[1:])
+    return statistics.median(times[warmup:])
 
 
 def main() -> None:
@@ -94,14 +104,17 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", default=DEFAULT_RUNS, help="PRESET:RESOLUTION:PRECISION")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         preset, resolution, precision = args.child
-        print(json.dumps(child(preset, int(resolution), precision, args.steps, args.batch, args.work)))
+        row = child(preset, int(resolution), precision, args.steps, args.batch, args.work, args.device)
+        print(json.dumps(row))
         return
-    table = Table(title=f"train step, batch {args.batch}, {os.cpu_count()} CPUs ({platform.machine()})")
+    where = f"{os.cpu_count()} CPUs ({platform.machine()})" if args.device == "cpu" else args.device
+    table = Table(title=f"train step, batch {args.batch}, {where}")
     for column in (
         "preset",
         "crop",
@@ -111,6 +124,7 @@ def main() -> None:
         "images/s",
         "G+D fwd/bwd only",
         "peak RSS",
+        "peak GPU memory",
     ):
         table.add_column(column, justify="right")
     with tempfile.TemporaryDirectory() as work:
@@ -129,11 +143,14 @@ def main() -> None:
                 str(args.batch),
                 "--work",
                 work,
+                "--device",
+                args.device,
             ]
             result = subprocess.run(command, capture_output=True, text=True)
             if result.returncode:
+                print(result.stderr, file=sys.stderr)
                 table.add_row(
-                    preset, resolution, precision, "failed", result.stderr.strip()[-60:], "", "", ""
+                    preset, resolution, precision, "failed", result.stderr.strip()[-60:], "", "", "", ""
                 )
                 continue
             row = json.loads(result.stdout.strip().splitlines()[-1])
@@ -146,6 +163,7 @@ def main() -> None:
                 f"{row['images_per_second']:.1f}",
                 f"{row['model_seconds']:.3f}",
                 f"{row['peak_rss_mb']:.0f} MB",
+                f"{row['peak_gpu_mb']:.0f} MB" if row["peak_gpu_mb"] else "-",
             )
     Console().print(table)
 

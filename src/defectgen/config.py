@@ -30,7 +30,9 @@ class TrainConfig:
     adversarial: float = 1.0
     feature_matching: float = 10.0  # LaMa's weight for D-feature matching
     reconstruction: float = 1.0  # L1 inside the hole; low so it does not blur
+    reconstruction_pool: int = 1  # > 1: L1 on pool x pool averages (layout only, texture left to D)
     mode_seeking: float = 0.0  # Mao et al. 2019; off: at 0.05 and 0.01 pilots drew stripes to buy "diversity"
+    mode_seeking_bound: float = 0.0  # > 0: DSGAN's bounded form -min(ratio, bound) instead of 1/ratio
     r1_gamma: float = 1.0  # R1 strength (LaMa uses 0.001 with its BN discriminator; ours has no BN)
     r1_interval: int = 16  # lazy regularisation (StyleGAN2): R1 every k D steps, scaled by k
     # --- small-data training -------------------------------------------------------------------
@@ -69,7 +71,14 @@ class TrainConfig:
             )
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
-        for name in ("r1_interval", "ada_interval", "log_every", "sample_every", "checkpoint_every"):
+        for name in (
+            "r1_interval",
+            "ada_interval",
+            "log_every",
+            "sample_every",
+            "checkpoint_every",
+            "reconstruction_pool",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.keep_checkpoints < 1:
@@ -84,6 +93,7 @@ class TrainConfig:
             "feature_matching",
             "reconstruction",
             "mode_seeking",
+            "mode_seeking_bound",
             "max_dilation",
         ):
             if getattr(self, name) < 0:

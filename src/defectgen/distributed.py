@@ -34,8 +34,10 @@ def init(device: str | None = None) -> Context:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device is None:
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     resolved = torch.device(device)
+    if resolved.type == "cuda" and resolved.index is None:
+        resolved = torch.device("cuda", local_rank)  # torchrun: one GPU per process on this node
     if resolved.type == "cuda":
         torch.cuda.set_device(resolved)
     if world_size > 1 and not dist.is_initialized():
@@ -58,14 +60,6 @@ def average_gradients(module: nn.Module, context: Context) -> None:
         count = p.grad.numel()
         p.grad.copy_(flat[offset : offset + count].view_as(p.grad))
         offset += count
-
-
-def average_scalar(value: float, context: Context) -> float:
-    if context.world_size == 1:
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64)
-    dist.all_reduce(tensor)
-    return float(tensor.item()) / context.world_size
 
 
 def barrier(context: Context) -> None:

@@ -121,29 +121,46 @@ def feature_matching(
     return loss, {"feature_matching": loss.item()}
 
 
-def hole_reconstruction(output: Tensor, target: Tensor, hole: Tensor) -> tuple[Tensor, dict[str, float]]:
+def hole_reconstruction(
+    output: Tensor, target: Tensor, hole: Tensor, pool: int = 1
+) -> tuple[Tensor, dict[str, float]]:
     """L1 between output and target inside the hole, per hole pixel and channel.
 
     We have the real defect as target (LaMa does not), but the defect is one sample of many
-    possible ones, so callers should keep this weight low enough not to blur. Pixels outside
-    the hole do not count; an empty hole gives 0.
+    possible ones: a per-pixel L1 pulls the output toward the mean of them, which is a blur.
+    With `pool` > 1 output, target and hole are first average-pooled by `pool`, so only the
+    coarse layout (where the defect is dark or bright) is reconstructed and the texture below
+    that scale is left to the adversarial and feature-matching terms. Pixels outside the hole
+    do not count; an empty hole gives 0.
     """
-    difference = (output.float() - target.float()).abs()  # [N, C, H, W]
-    loss = _masked_mean(difference, hole.float())
+    output, target, hole = output.float(), target.float(), hole.float()
+    if pool > 1:
+        output, target, hole = (F.avg_pool2d(t, pool, ceil_mode=True) for t in (output, target, hole))
+    loss = _masked_mean((output - target).abs(), hole)  # [N, C, h, w] weighted by the hole share
     return loss, {"hole_l1": loss.item()}
 
 
 def mode_seeking(
-    out_a: Tensor, out_b: Tensor, z_a: Tensor, z_b: Tensor, hole: Tensor, eps: float = 1e-5, pool: int = 1
+    out_a: Tensor,
+    out_b: Tensor,
+    z_a: Tensor,
+    z_b: Tensor,
+    hole: Tensor,
+    eps: float = 1e-5,
+    pool: int = 1,
+    bound: float = 0.0,
 ) -> tuple[Tensor, dict[str, float]]:
-    """Mode-seeking regulariser (Mao et al., CVPR 2019): 1 / (ratio + eps), where
-    ratio = mean |out_a - out_b| inside the hole / mean |z_a - z_b|.
+    """Diversity term for two outputs of the same inputs under different random codes.
 
-    out_a, out_b are two generator outputs for the same inputs and different random codes
-    z_a, z_b (draw the noise maps independently too). Minimising it pushes outputs apart in
-    proportion to how far apart their codes are, against mode collapse. Only the hole
-    counts (outside it the composite is fixed); an empty hole gives 0. With `pool` > 1 the
-    outputs are first average-pooled, so only differences in shape and shading count.
+    ratio = mean |out_a - out_b| inside the hole / mean |z_a - z_b|.
+    bound == 0: mode seeking (Mao et al., CVPR 2019), loss 1 / (ratio + eps) — unbounded: it
+    keeps rewarding any difference, grain and stripes included.
+    bound > 0: DSGAN's bounded form (Yang et al., ICLR 2019), loss -min(ratio, bound): it pushes
+    outputs apart until they differ by `bound` per unit of code distance, then stops.
+
+    Only the hole counts (outside it the composite is fixed); an empty hole gives 0. With
+    `pool` > 1 the outputs are first average-pooled, so only differences in shape and shading
+    count, not pixel noise.
     """
     if pool > 1:  # compare structure, not pixel noise: a generator can buy "diversity" with grain
         out_a, out_b = F.avg_pool2d(out_a.float(), pool), F.avg_pool2d(out_b.float(), pool)
@@ -152,5 +169,6 @@ def mode_seeking(
     code_distance = (z_a.float() - z_b.float()).abs().mean()
     ratio = output_distance / code_distance.clamp_min(_EPS)
     has_hole = hole.sum() > 0
-    loss = torch.where(has_hole, 1.0 / (ratio + eps), torch.zeros_like(ratio))
+    loss = -ratio.clamp(max=bound) if bound > 0 else 1.0 / (ratio + eps)
+    loss = torch.where(has_hole, loss, torch.zeros_like(ratio))
     return loss, {"mode_seeking": loss.item(), "mode_seeking_ratio": ratio.item()}

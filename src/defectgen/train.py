@@ -211,12 +211,20 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
                     )
                     terms.append(config.feature_matching * loss_fm)
                     logs.update(fm_logs)
-                loss_rec, rec_logs = losses.hole_reconstruction(raw.float(), real, hole)
+                loss_rec, rec_logs = losses.hole_reconstruction(
+                    raw.float(), real, hole, pool=config.reconstruction_pool
+                )
                 terms.append(config.reconstruction * loss_rec)
                 logs.update(rec_logs)
                 if config.mode_seeking > 0:
                     loss_ms, ms_logs = losses.mode_seeking(
-                        fake[:half].float(), fake[half:].float(), z[:half], z[half:], hole[:half], pool=4
+                        fake[:half].float(),
+                        fake[half:].float(),
+                        z[:half],
+                        z[half:],
+                        hole[:half],
+                        pool=4,
+                        bound=config.mode_seeking_bound,
                     )
                     terms.append(config.mode_seeking * loss_ms)
                     logs.update(ms_logs)

@@ -3,6 +3,9 @@
     .venv/bin/python benchmarks/train_step.py [--runs small:128:bf16 small:128:fp32 ...] [--steps 8]
         [--batch 4] [--device cuda]
 
+A run is PRESET:RESOLUTION:PRECISION[:cl]; `cl` trains with `channels_last=True` (memory
+format of models and batches) and converts the models of the G+D column the same way.
+
 Each run is `defectgen.train.train` in its own process (so peak RSS is its own) on the
 embedded demo data (256x1600 strips, crops of the given size), batch 4, one process, with
 R1 every 16 steps as in training. The first 2 iterations are warm-up and not counted; the
@@ -29,7 +32,14 @@ DEFAULT_RUNS = ["tiny:64:fp32", "small:128:fp32", "small:128:bf16", "lama:256:bf
 
 
 def child(
-    preset: str, resolution: int, precision: str, steps: int, batch: int, work: Path, device: str
+    preset: str,
+    resolution: int,
+    precision: str,
+    steps: int,
+    batch: int,
+    work: Path,
+    device: str,
+    channels_last: bool = False,
 ) -> dict:
     import torch
 
@@ -48,6 +58,7 @@ def child(
         preset=preset,
         resolution=resolution,
         precision=precision,
+        channels_last=channels_last,
         steps=steps,
         batch_size=batch,
         log_every=1,
@@ -60,7 +71,7 @@ def child(
     seconds = statistics.median(r["seconds_per_step"] for r in records[2:])
     return {
         "seconds": seconds,
-        "model_seconds": model_only(preset, resolution, precision, batch, device),
+        "model_seconds": model_only(preset, resolution, precision, batch, device, channels_last),
         "images_per_second": batch / seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else 0.0,
@@ -69,7 +80,14 @@ def child(
 
 
 def model_only(
-    preset: str, resolution: int, precision: str, batch: int, device: str, repeats: int = 8, warmup: int = 3
+    preset: str,
+    resolution: int,
+    precision: str,
+    batch: int,
+    device: str,
+    channels_last: bool = False,
+    repeats: int = 8,
+    warmup: int = 3,
 ) -> float:
     """One G and one D forward + backward on `batch` images, nothing else (median seconds):
     the "plain G+D iteration" that other FFC implementations quote."""
@@ -86,6 +104,9 @@ def model_only(
     image = torch.rand(shape, generator=rng, device=device) * 2 - 1
     hole = (torch.rand(shape, generator=rng, device=device) > 0.7).float()
     labels = torch.cat([hole, torch.zeros(batch, 3, resolution, resolution, device=device)], dim=1)
+    if channels_last:
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+        image, hole, labels = (t.contiguous(memory_format=torch.channels_last) for t in (image, hole, labels))
     times = []
     for _ in range(warmup + repeats):
         start = time.perf_counter()
@@ -101,16 +122,18 @@ def model_only(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", nargs="+", default=DEFAULT_RUNS, help="PRESET:RESOLUTION:PRECISION")
+    parser.add_argument("--runs", nargs="+", default=DEFAULT_RUNS, help="PRESET:RESOLUTION:PRECISION[:cl]")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        preset, resolution, precision = args.child
-        row = child(preset, int(resolution), precision, args.steps, args.batch, args.work, args.device)
+        preset, resolution, precision, layout = args.child
+        row = child(
+            preset, int(resolution), precision, args.steps, args.batch, args.work, args.device, layout == "cl"
+        )
         print(json.dumps(row))
         return
     where = f"{os.cpu_count()} CPUs ({platform.machine()})" if args.device == "cpu" else args.device
@@ -119,6 +142,7 @@ def main() -> None:
         "preset",
         "crop",
         "precision",
+        "layout",
         "G params",
         "s / iteration",
         "images/s",
@@ -129,7 +153,7 @@ def main() -> None:
         table.add_column(column, justify="right")
     with tempfile.TemporaryDirectory() as work:
         for run in args.runs:
-            preset, resolution, precision = run.split(":")
+            preset, resolution, precision, layout = (run.split(":") + ["nchw"])[:4]
             command = [
                 sys.executable,
                 __file__,
@@ -137,6 +161,7 @@ def main() -> None:
                 preset,
                 resolution,
                 precision,
+                layout,
                 "--steps",
                 str(args.steps),
                 "--batch",
@@ -150,7 +175,16 @@ def main() -> None:
             if result.returncode:
                 print(result.stderr, file=sys.stderr)
                 table.add_row(
-                    preset, resolution, precision, "failed", result.stderr.strip()[-60:], "", "", "", ""
+                    preset,
+                    resolution,
+                    precision,
+                    layout,
+                    "failed",
+                    result.stderr.strip()[-60:],
+                    "",
+                    "",
+                    "",
+                    "",
                 )
                 continue
             row = json.loads(result.stdout.strip().splitlines()[-1])
@@ -158,6 +192,7 @@ def main() -> None:
                 preset,
                 f"{resolution} px",
                 precision,
+                "channels_last" if layout == "cl" else "NCHW",
                 f"{row['g_params_m']:.1f} M",
                 f"{row['seconds']:.3f}",
                 f"{row['images_per_second']:.1f}",

@@ -65,7 +65,7 @@ def child(
         sample_every=10**9,
         checkpoint_every=10**9,
     )
-    run = work / f"run_{preset}_{resolution}_{precision}"
+    run = work / f"run_{preset}_{resolution}_{precision}_{'cl' if channels_last else 'nchw'}"
     train(dataset, split, config, run, progress=False, device=device)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     seconds = statistics.median(r["seconds_per_step"] for r in records[2:])

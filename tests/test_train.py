@@ -82,9 +82,9 @@ def test_nan_stops_cleanly_and_keeps_last_good_checkpoint(tiny, tmp_path, monkey
     real = losses.hole_reconstruction
     calls = {"n": 0}
 
-    def poisoned(output, target, hole):
+    def poisoned(output, target, hole, **kwargs):
         calls["n"] += 1
-        loss, logs = real(output, target, hole)
+        loss, logs = real(output, target, hole, **kwargs)
         return (loss * float("nan"), logs) if calls["n"] == 3 else (loss, logs)
 
     monkeypatch.setattr(losses, "hole_reconstruction", poisoned)

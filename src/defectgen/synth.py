@@ -88,6 +88,7 @@ def synthesize(
         raise ConfigError(f"--tile must be a positive multiple of 8, got {tile}")
     device = torch.device(device)
     G, trained_classes, channels, config = load_generator(checkpoint, device)
+    G = G.to(memory_format=torch.channels_last)  # NHWC: faster convolutions (benchmarks/RESULTS.md)
     if trained_classes != dataset.classes or channels != dataset.channels:
         raise DataError(
             f"{checkpoint} was trained for classes {list(trained_classes.names)} with {channels} channel(s); "
@@ -222,7 +223,12 @@ def _run(G, images, hole, labels, generators, device, amp) -> torch.Tensor:
     height, width = images.shape[2:]
     step = G.size_multiple
     pad = (0, (-width) % step, 0, (-height) % step)
-    padded = [F.pad(t, pad, mode="reflect" if t is images else "constant") for t in (images, hole, labels)]
+    padded = [
+        F.pad(t, pad, mode="reflect" if t is images else "constant").contiguous(
+            memory_format=torch.channels_last
+        )
+        for t in (images, hole, labels)
+    ]
     z = torch.cat([G.draw_style(1, g) for g in generators]).to(device)
     noise = (
         torch.cat([G.draw_noise(1, padded[0].shape[2], padded[0].shape[3], g) for g in generators]).to(device)

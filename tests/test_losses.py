@@ -9,8 +9,10 @@ import torch
 
 from defectgen.losses import (
     d_adversarial,
+    d_relativistic,
     feature_matching,
     g_adversarial,
+    g_relativistic,
     hole_reconstruction,
     mode_seeking,
     r1_penalty,
@@ -41,6 +43,41 @@ def test_d_adversarial_resizes_the_hole_by_area():
     loss, _ = d_adversarial(real, fake, hole)
     expected = softplus(0.0) + 0.25 * softplus(0.5) + 0.75 * softplus(-0.5)
     assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_relativistic_losses_hand_computed():
+    real = torch.tensor([1.0, 5.0]).view(1, 1, 1, 2)
+    fake = torch.tensor([-1.0, 9.0]).view(1, 1, 1, 2)
+    hole = torch.tensor([1.0, 0.0]).view(1, 1, 1, 2)  # only the left patch is painted
+    loss_d, logs = d_relativistic(real, fake, hole)
+    assert loss_d.item() == pytest.approx(softplus(-2.0), rel=1e-6)
+    assert logs["d_accuracy_hole"] == 1.0 and logs["logits_gap_hole"] == pytest.approx(2.0)
+    loss_g, _ = g_relativistic(real, fake, hole)
+    assert loss_g.item() == pytest.approx(softplus(2.0), rel=1e-6)
+
+
+def test_relativistic_losses_ignore_what_real_and_fake_share():
+    """A per-patch offset added to both logits (what D can read from position and labels alone)
+    changes neither loss: only the painted content can move them. The standard loss moves."""
+    gen = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(2, 1, 4, 4, generator=gen), torch.randn(2, 1, 4, 4, generator=gen)
+    hole = (torch.rand(2, 1, 8, 8, generator=gen) > 0.5).float()
+    offset = 5 * torch.randn(2, 1, 4, 4, generator=gen)
+    for loss in (d_relativistic, g_relativistic):
+        before, _ = loss(real, fake, hole)
+        after, _ = loss(real + offset, fake + offset, hole)
+        assert after.item() == pytest.approx(before.item(), rel=1e-5)
+    before, _ = d_adversarial(real, fake, hole)
+    after, _ = d_adversarial(real + offset, fake + offset, hole)
+    assert after.item() != pytest.approx(before.item(), rel=1e-3)
+
+
+def test_g_relativistic_gradient_reaches_fakes_only():
+    real = torch.zeros(1, 1, 2, 2, requires_grad=True)
+    fake = torch.zeros(1, 1, 2, 2, requires_grad=True)
+    loss, _ = g_relativistic(real, fake, torch.ones(1, 1, 2, 2))
+    loss.backward()
+    assert real.grad is None and fake.grad is not None and (fake.grad < 0).all()
 
 
 def test_g_adversarial_is_a_mean_over_the_hole():

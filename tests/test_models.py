@@ -195,6 +195,33 @@ def test_discriminator_sees_the_labels(D):
     assert not torch.allclose(logits, moved)
 
 
+@pytest.mark.parametrize("conditioning", ["projection", "input"])
+def test_discriminator_conditioning_uses_the_labels(conditioning):
+    D = PatchDiscriminator(CHANNELS, CLASSES, width=8, n_layers=2, conditioning=conditioning)
+    image, _, labels = make_batch(2, 32, 32)
+    logits, _ = D(image, labels)
+    assert logits.shape == (2, 1, 8, 8)
+    other, _ = D(image, torch.roll(labels, shifts=1, dims=1))  # same shapes, other classes
+    assert not torch.allclose(logits, other)
+
+
+def test_projection_discriminator_reads_labels_only_at_the_logits():
+    """The features D computes (and feature matching compares) depend on the image alone."""
+    D = PatchDiscriminator(CHANNELS, CLASSES, width=8, n_layers=2, conditioning="projection")
+    image, _, labels = make_batch(1, 32, 32)
+    _, features = D(image, labels)
+    _, features_other = D(image, torch.zeros_like(labels))
+    assert all(torch.equal(a, b) for a, b in zip(features, features_other, strict=True))
+
+
+def test_unconditional_discriminator_ignores_the_labels():
+    D = PatchDiscriminator(CHANNELS, CLASSES, width=8, n_layers=2, conditioning="none")
+    image, _, labels = make_batch(1, 32, 32)
+    assert torch.equal(D(image, labels)[0], D(image, torch.zeros_like(labels))[0])
+    with pytest.raises(ValueError, match="conditioning must be one of"):
+        PatchDiscriminator(CHANNELS, CLASSES, conditioning="late")
+
+
 def test_discriminator_checks_input_shapes(D):
     image, _, labels = make_batch(1, 64, 64)
     with pytest.raises(ValueError, match="num_classes=4"):
@@ -240,10 +267,10 @@ def test_tiny_preset_step_is_fast(G, D):
 def test_presets_have_the_documented_sizes():
     """Counts from the table in models/presets.py (meta device: no memory, no init time)."""
     expected = {
-        "tiny": (177_361, 75_921),
-        "small": (8_359_777, 1_206_849),
-        "lama": (27_178_549, 9_803_905),
-        "big": (50_427_709, 9_803_905),
+        "tiny": (177_361, 75_889),
+        "small": (8_359_777, 1_206_721),
+        "lama": (27_178_549, 9_803_649),
+        "big": (50_427_709, 9_803_649),
     }
     assert set(expected) == set(PRESETS)
     with torch.device("meta"):

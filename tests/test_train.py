@@ -32,7 +32,7 @@ FAST = dict(
     checkpoint_every=2,
     r1_interval=2,
     ada_interval=1,
-    mode_seeking=0.01,  # exercise the diversity pairs (off by default)
+    mode_seeking=0.01,  # a small weight: the tiny runs only check that the term is wired
 )
 
 
@@ -54,7 +54,8 @@ def test_run_folder_describes_itself(tiny, tmp_path):
     assert TrainConfig.load(run / "config.yaml") == _config(steps=4, keep_checkpoints=1)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4]
-    for key in ("d_real", "d_fake", "g_adversarial", "feature_matching", "hole_l1", "mode_seeking", "ada_p"):
+    keys = ("d_relativistic", "logits_gap_hole", "d_accuracy_hole", "g_adversarial", "feature_matching")
+    for key in (*keys, "hole_l1", "mode_seeking", "ada_p"):
         assert key in records[-1] and all(map(lambda r: r[key] == r[key], records))  # logged, not NaN
     assert "r1_penalty" in records[0]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.pt", "step_0000004.pt"]
@@ -62,6 +63,16 @@ def test_run_folder_describes_itself(tiny, tmp_path):
     state = load_checkpoint(last)
     assert state["step"] == 4 and state["classes"] == dataset.classes.to_json()
     assert {"G", "D", "ema", "opt_g", "opt_d", "ada", "config"} <= set(state)
+
+
+def test_standard_adversarial_loss_trains(tiny, tmp_path):
+    """The LaMa mask-as-fake loss stays available (`--set adversarial_loss=standard`)."""
+    dataset, split = tiny
+    config = _config(steps=2, adversarial_loss="standard")
+    train(dataset, split, config, tmp_path / "run", progress=False)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert {"d_real", "d_fake", "logits_fake_hole"} <= set(records[-1])
+    assert "d_relativistic" not in records[-1]
 
 
 def test_resume_gives_the_same_weights(tiny, tmp_path):
@@ -132,6 +143,10 @@ def test_bad_configs(tiny, tmp_path):
         apply_overrides(TrainConfig(), ["resolution=100"])
     with pytest.raises(ConfigError, match="steps must be >= 0"):
         apply_overrides(TrainConfig(), ["steps=-1"])
+    with pytest.raises(ConfigError, match="adversarial_loss must be relativistic or standard"):
+        apply_overrides(TrainConfig(), ["adversarial_loss=wasserstein"])
+    with pytest.raises(ConfigError, match="d_conditioning must be projection, input or none"):
+        apply_overrides(TrainConfig(), ["d_conditioning=late"])
     with pytest.raises(ConfigError, match="expected an integer"):
         apply_overrides(TrainConfig(), ["steps=abc"])
     with pytest.raises(ConfigError, match="unknown key"):

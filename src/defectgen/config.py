@@ -20,6 +20,7 @@ class TrainConfig:
     # --- model -------------------------------------------------------------------------------
     preset: str = "small"  # models.PRESETS: tiny | small | lama | big
     resolution: int | None = None  # training crop size in pixels; None = the preset's
+    d_conditioning: str = "projection"  # how D sees the label maps: projection | input | none
     # --- optimisation --------------------------------------------------------------------------
     steps: int = 10_000  # G+D iterations (each: one D step and one G step)
     batch_size: int = 4  # per process; half of it are distinct crops, each drawn twice (diversity pairs)
@@ -28,12 +29,13 @@ class TrainConfig:
     betas: tuple[float, float] = (0.0, 0.99)  # StyleGAN2 Adam betas
     # --- losses (weights) ----------------------------------------------------------------------
     adversarial: float = 1.0
+    adversarial_loss: str = "relativistic"  # relativistic (paired, in the hole) | standard (mask-as-fake)
     feature_matching: float = 10.0  # LaMa's weight for D-feature matching
     reconstruction: float = 1.0  # L1 inside the hole; low so it does not blur
     reconstruction_pool: int = 1  # > 1: L1 on pool x pool averages (layout only, texture left to D)
-    mode_seeking: float = 0.0  # Mao et al. 2019; off: at 0.05 and 0.01 pilots drew stripes to buy "diversity"
-    mode_seeking_bound: float = 0.0  # > 0: DSGAN's bounded form -min(ratio, bound) instead of 1/ratio
-    r1_gamma: float = 1.0  # R1 strength (LaMa uses 0.001 with its BN discriminator; ours has no BN)
+    mode_seeking: float = 1.0  # diversity term weight (Mao et al. 2019); bounded below, see the next line
+    mode_seeking_bound: float = 0.1  # DSGAN -min(ratio, bound); 0: unbounded 1/ratio (bought stripes)
+    r1_gamma: float = 0.001  # R1 strength, LaMa's; at 1 D could not tell a blurred hole (d_probe.py)
     r1_interval: int = 16  # lazy regularisation (StyleGAN2): R1 every k D steps, scaled by k
     # --- small-data training -------------------------------------------------------------------
     ada_target: float = 0.6  # StyleGAN2-ADA r_t
@@ -68,6 +70,14 @@ class TrainConfig:
         if self.batch_size < 2 or self.batch_size % 2:
             raise ConfigError(
                 f"batch_size must be an even number >= 2 (diversity pairs), got {self.batch_size}"
+            )
+        if self.d_conditioning not in ("projection", "input", "none"):
+            raise ConfigError(
+                f"d_conditioning must be projection, input or none, got {self.d_conditioning!r}"
+            )
+        if self.adversarial_loss not in ("relativistic", "standard"):
+            raise ConfigError(
+                f"adversarial_loss must be relativistic or standard, got {self.adversarial_loss!r}"
             )
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")

@@ -6,8 +6,9 @@ gamma is part of its definition. Shapes: images [N, C, H, W], hole [N, 1, H, W] 
 discriminator logits [N, 1, h, w] (one per patch, see models/discriminator.py).
 
 Sources: non-saturating logistic loss (Goodfellow et al. 2014; StyleGAN2, Karras et al.
-2020); R1 (Mescheder et al., ICML 2018); mask-as-fake target and feature matching (LaMa,
-Suvorov et al. 2022; pix2pixHD, Wang et al. 2018); mode seeking (Mao et al., CVPR 2019).
+2020); paired relativistic loss (RpGAN, Jolicoeur-Martineau 2019; R3GAN, Huang et al. 2024);
+R1 (Mescheder et al., ICML 2018); mask-as-fake target and feature matching (LaMa, Suvorov et
+al. 2022; pix2pixHD, Wang et al. 2018); mode seeking (Mao et al., CVPR 2019).
 
 Logged floats call `.item()`, which waits for the device; that is once per loss per step.
 """
@@ -74,6 +75,38 @@ def g_adversarial(fake_logits: Tensor, hole: Tensor) -> tuple[Tensor, dict[str, 
     fake_logits = fake_logits.float()
     weight = hole_at(hole, fake_logits.shape[-2:])  # [N, 1, h, w]
     loss = _masked_mean(F.softplus(-fake_logits), weight)
+    return loss, {"g_adversarial": loss.item()}
+
+
+def d_relativistic(real_logits: Tensor, fake_logits: Tensor, hole: Tensor) -> tuple[Tensor, dict[str, float]]:
+    """Discriminator paired relativistic loss inside the hole: softplus(-(D(real) - D(fake))).
+
+    RpGAN (Jolicoeur-Martineau, ICLR 2019; with R1 as in R3GAN, Huang et al. 2024), paired
+    per patch: the fake is the real crop with its hole repainted, so real patch p and fake
+    patch p share position, background and label maps, and D is scored on which of the two is
+    the real one. Anything D computes from position or labels alone cancels in the
+    difference; only the painted content counts. (With the standard loss and the label maps as
+    input, D learns "label here = fake" quickly and the content slowly: `benchmarks/d_probe.py`.)
+    Patches are weighted by their hole share; background patches carry no decision.
+    """
+    real_logits, fake_logits = real_logits.float(), fake_logits.float()
+    weight = hole_at(hole, fake_logits.shape[-2:])  # [N, 1, h, w]
+    gap = real_logits - fake_logits
+    loss = _masked_mean(F.softplus(-gap), weight)
+    logs = {
+        "d_relativistic": loss.item(),
+        "logits_gap_hole": _masked_mean(gap, weight).item(),
+        "d_accuracy_hole": _masked_mean((gap > 0).float(), weight).item(),
+    }
+    return loss, logs
+
+
+def g_relativistic(real_logits: Tensor, fake_logits: Tensor, hole: Tensor) -> tuple[Tensor, dict[str, float]]:
+    """Generator side of `d_relativistic`: softplus(D(real) - D(fake)) averaged over the hole,
+    the reals detached (they do not depend on G). An empty hole gives 0."""
+    real_logits, fake_logits = real_logits.detach().float(), fake_logits.float()
+    weight = hole_at(hole, fake_logits.shape[-2:])
+    loss = _masked_mean(F.softplus(real_logits - fake_logits), weight)
     return loss, {"g_adversarial": loss.item()}
 
 

@@ -1,11 +1,13 @@
 """GAN training: `defectgen train`. Reads top to bottom: set-up, then one loop of D step,
 G step, EMA, ADA, logging, samples and checkpoints.
 
-The recipe (see DESIGN.md): non-saturating logistic loss with LaMa's mask-as-fake target
-(only the hole of a fake is fake), lazy R1 on reals (StyleGAN2), feature matching on D
-features and L1 inside the hole (we have the real defect as target), a mode-seeking term so
-the noise matters (Mao et al. 2019), adaptive discriminator augmentation (StyleGAN2-ADA), an
-EMA generator for samples and synthesis.
+The recipe (see DESIGN.md): a paired relativistic loss inside the hole (D is asked which of
+real crop i and its repainted twin is real, patch by patch; LaMa's mask-as-fake target
+with the standard loss is `--set adversarial_loss=standard`), lazy R1 on reals (StyleGAN2;
+LaMa's gamma 0.001), feature matching on D features and L1 inside the hole (we have the real
+defect as target), an optional mode-seeking term so the style code matters (Mao et al. 2019),
+adaptive discriminator augmentation (StyleGAN2-ADA), an EMA generator for samples and
+synthesis.
 
 Determinism: batches and every random draw are functions of (seed, step, rank), and
 checkpoints carry optimiser, EMA and ADA state, so N steps + `--resume` + N steps gives the
@@ -82,7 +84,7 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
     torch.manual_seed(config.seed)  # parameter initialisation only; all sampling is explicit
     channels, num_classes = dataset.channels, len(dataset.classes)
     G = build_generator(config.preset, channels, num_classes).to(device)
-    D = build_discriminator(config.preset, channels, num_classes).to(device)
+    D = build_discriminator(config.preset, channels, num_classes, config.d_conditioning).to(device)
     ema = copy.deepcopy(G).eval().requires_grad_(False)
     opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g, betas=config.betas)
     # Lazy R1 (StyleGAN2 appendix B): scale D's Adam so its effective step matches every-step R1.
@@ -157,19 +159,27 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
                 fake = composite(raw, real, hole)
 
             # --- D step ------------------------------------------------------------------
+            # Real i and fake i get the same augmentation (same generator state), so their
+            # patches correspond position by position, as the paired relativistic loss needs.
             D.requires_grad_(True)
+            relativistic = config.adversarial_loss == "relativistic"
             with amp:
-                aug_image, aug_labels, aug_hole = ada(
-                    torch.cat([real, fake.detach()]),
-                    torch.cat([labels, labels]),
-                    torch.cat([hole, hole]),
-                    rng,
-                )
-                logits, _ = D(aug_image, aug_labels)
+                aug_state = rng.get_state()
+                real_aug, labels_aug, hole_aug = ada(real, labels, hole, rng)
+                rng.set_state(aug_state)
+                fake_aug, _, _ = ada(fake.detach(), labels, hole, rng)
+                logits, _ = D(torch.cat([real_aug, fake_aug.to(real_aug.dtype)]), torch.cat([labels_aug] * 2))
                 real_logits, fake_logits = logits.float().chunk(2)
-                loss_d, d_logs = losses.d_adversarial(real_logits, fake_logits, aug_hole.float().chunk(2)[1])
+                if relativistic:
+                    loss_d, d_logs = losses.d_relativistic(real_logits, fake_logits, hole_aug)
+                else:
+                    loss_d, d_logs = losses.d_adversarial(real_logits, fake_logits, hole_aug)
             logs.update(d_logs)
-            ada.accumulate(real_logits.detach())
+            if relativistic:  # r_t = E[sign(D(real) - D(fake))] over patches mostly hole
+                inside = losses.hole_at(hole_aug, real_logits.shape[-2:]) >= 0.5
+                ada.accumulate((real_logits - fake_logits).detach()[inside])
+            else:
+                ada.accumulate(real_logits.detach())
             _guard(loss_d, "D loss", step, last_path)
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
@@ -200,8 +210,11 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
                 logits, features = D(
                     torch.cat([fake_aug, real_aug.to(fake_aug.dtype)]), torch.cat([labels_aug] * 2)
                 )
-                fake_logits = logits.float().chunk(2)[0]
-                loss_adv, adv_logs = losses.g_adversarial(fake_logits, hole_aug.float())
+                fake_logits, real_logits = logits.float().chunk(2)
+                if relativistic:
+                    loss_adv, adv_logs = losses.g_relativistic(real_logits, fake_logits, hole_aug)
+                else:
+                    loss_adv, adv_logs = losses.g_adversarial(fake_logits, hole_aug.float())
                 terms = [config.adversarial * loss_adv]
                 logs.update(adv_logs)
                 if config.feature_matching > 0:

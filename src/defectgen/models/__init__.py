@@ -38,9 +38,13 @@ def build_generator(preset: str, image_channels: int, num_classes: int) -> FFCGe
     return FFCGenerator(image_channels, num_classes, **_preset(preset)["generator"])
 
 
-def build_discriminator(preset: str, image_channels: int, num_classes: int) -> PatchDiscriminator:
+def build_discriminator(
+    preset: str, image_channels: int, num_classes: int, conditioning: str = "projection"
+) -> PatchDiscriminator:
     """The discriminator of a named preset (see `PRESETS`)."""
-    return PatchDiscriminator(image_channels, num_classes, **_preset(preset)["discriminator"])
+    return PatchDiscriminator(
+        image_channels, num_classes, **_preset(preset)["discriminator"], conditioning=conditioning
+    )
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

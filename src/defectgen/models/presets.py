@@ -7,10 +7,12 @@ Parameter counts measured with image_channels=1, num_classes=4 (`count_parameter
 
 | preset | resolution | G width, blocks, style | G params   | D width, layers | D params  |
 |--------|-----------:|------------------------|-----------:|-----------------|----------:|
-| tiny   |         64 | 8, 2, 32               |    177,361 | 8, 3            |    75,921 |
-| small  |        128 | 32, 9, 128             |  8,359,777 | 32, 3           | 1,206,849 |
-| lama   |        256 | 60, 9, 128             | 27,178,549 | 64, 4           | 9,803,905 |
-| big    |        256 | 60, 18, 128            | 50,427,709 | 64, 4           | 9,803,905 |
+| tiny   |         64 | 8, 2, 32               |    177,361 | 8, 3            |    75,889 |
+| small  |        128 | 32, 9, 128             |  8,359,777 | 32, 3           | 1,206,721 |
+| lama   |        256 | 60, 9, 128             | 27,178,549 | 64, 4           | 9,803,649 |
+| big    |        256 | 60, 18, 128            | 50,427,709 | 64, 4           | 9,803,649 |
+
+(D with the default class projection; `input` conditioning adds 4 * 9 * width - 4 * 8 * width.)
 
 lama / big are sized like LaMa-Fourier (27 M) and Big-LaMa (51 M) (Suvorov et al. 2022).
 Our generator carries parameters LaMa does not have (the co-modulation mapping network with

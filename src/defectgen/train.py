@@ -5,9 +5,9 @@ The recipe (see DESIGN.md): a paired relativistic loss inside the hole (D is ask
 real crop i and its repainted twin is real, patch by patch; LaMa's mask-as-fake target
 with the standard loss is `--set adversarial_loss=standard`), lazy R1 on reals (StyleGAN2;
 LaMa's gamma 0.001), feature matching on D features and L1 inside the hole (we have the real
-defect as target), an optional mode-seeking term so the style code matters (Mao et al. 2019),
-adaptive discriminator augmentation (StyleGAN2-ADA), an EMA generator for samples and
-synthesis.
+defect as target), a bounded diversity term so the style code matters (Mao et al. 2019;
+DSGAN's bound), adaptive discriminator augmentation (StyleGAN2-ADA), an EMA generator for
+samples and synthesis.
 
 Determinism: batches and every random draw are functions of (seed, step, rank), and
 checkpoints carry optimiser, EMA and ADA state, so N steps + `--resume` + N steps gives the

@@ -31,6 +31,7 @@ from torchvision.transforms.functional import gaussian_blur
 
 from defectgen import losses
 from defectgen.checkpoint import load_generator
+from defectgen.config import TrainConfig
 from defectgen.data import open_dataset
 from defectgen.data.patches import DefectCrops
 from defectgen.data.split import Split
@@ -65,18 +66,27 @@ def make_pool(G, crops: DefectCrops, batches: int, seed: int, fill: str, descrip
     return pool
 
 
+def paired_logits(D, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """D's logits for the real crops and their repainted twins, in one call."""
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, _ = D(torch.cat([batch["image"], batch["fake"]]), torch.cat([batch["labels"]] * 2))
+    real_logits, fake_logits = logits.float().chunk(2)
+    return real_logits, fake_logits
+
+
 def train_d(preset: str, channels: int, classes: int, pool: list[dict], steps: int, variant: dict):
+    """D alone, with train.py's optimiser settings (TrainConfig defaults, lazy R1 scaling)."""
     torch.manual_seed(0)
     D = build_discriminator(preset, channels, classes, conditioning=variant["cond"])
-    interval = 16
+    defaults = TrainConfig()
+    interval = defaults.r1_interval
     ratio = interval / (interval + 1)
-    opt = torch.optim.Adam(D.parameters(), lr=2e-4 * ratio, betas=(0.0, 0.99**ratio))
+    betas = tuple(b**ratio for b in defaults.betas)
+    opt = torch.optim.Adam(D.parameters(), lr=defaults.lr_d * ratio, betas=betas)
     for step in track(range(steps), description=f"D {variant}", transient=True):
         batch = pool[step % len(pool)]
-        real, fake, hole, labels = batch["image"], batch["fake"], batch["hole"], batch["labels"]
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits, _ = D(torch.cat([real, fake]), torch.cat([labels, labels]))
-        real_logits, fake_logits = logits.float().chunk(2)
+        real, hole, labels = batch["image"], batch["hole"], batch["labels"]
+        real_logits, fake_logits = paired_logits(D, batch)
         if variant["loss"] == "relativistic":
             loss, _ = losses.d_relativistic(real_logits, fake_logits, hole)
         else:
@@ -97,10 +107,7 @@ def score(D, pool: list[dict]) -> tuple[float, float]:
     """(pairwise accuracy, median gap) over patches that are mostly hole."""
     gaps = []
     for batch in pool:
-        labels = batch["labels"]
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits, _ = D(torch.cat([batch["image"], batch["fake"]]), torch.cat([labels] * 2))
-        real_logits, fake_logits = logits.float().chunk(2)
+        real_logits, fake_logits = paired_logits(D, batch)
         inside = losses.hole_at(batch["hole"], real_logits.shape[-2:]) >= 0.5
         gaps.append((real_logits - fake_logits)[inside])
     gap = torch.cat(gaps)
@@ -116,9 +123,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--pool", type=int, default=100, help="training batches of 4 crops")
     parser.add_argument("--test", type=int, default=40, help="test batches of 4 crops")
-    parser.add_argument(
-        "--variants", nargs="+", default=["loss=standard,gamma=1", "loss=relativistic,gamma=0.001"]
-    )
+    old_and_new = ["loss=standard,gamma=1,cond=input", "loss=relativistic,gamma=0.001,cond=projection"]
+    parser.add_argument("--variants", nargs="+", default=old_and_new)
     args = parser.parse_args()
 
     G, classes, channels, config = load_generator(args.checkpoint)

@@ -60,6 +60,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         from defectgen.models import PRESETS
+        from defectgen.models.discriminator import CONDITIONING
 
         if self.preset not in PRESETS:
             raise ConfigError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
@@ -71,9 +72,10 @@ class TrainConfig:
             raise ConfigError(
                 f"batch_size must be an even number >= 2 (diversity pairs), got {self.batch_size}"
             )
-        if self.d_conditioning not in ("projection", "input", "none"):
+        if self.d_conditioning not in CONDITIONING:
             raise ConfigError(
-                f"d_conditioning must be projection, input or none, got {self.d_conditioning!r}"
+                f"d_conditioning must be {', '.join(CONDITIONING[:-1])} or {CONDITIONING[-1]}, "
+                f"got {self.d_conditioning!r}"
             )
         if self.adversarial_loss not in ("relativistic", "standard"):
             raise ConfigError(

@@ -164,10 +164,9 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
             D.requires_grad_(True)
             relativistic = config.adversarial_loss == "relativistic"
             with amp:
-                aug_state = rng.get_state()
-                real_aug, labels_aug, hole_aug = ada(real, labels, hole, rng)
-                rng.set_state(aug_state)
-                fake_aug, _, _ = ada(fake.detach(), labels, hole, rng)
+                real_aug, fake_aug, labels_aug, hole_aug = _augment_pair(
+                    ada, real, fake.detach(), labels, hole, rng
+                )
                 logits, _ = D(torch.cat([real_aug, fake_aug.to(real_aug.dtype)]), torch.cat([labels_aug] * 2))
                 real_logits, fake_logits = logits.float().chunk(2)
                 if relativistic:
@@ -203,10 +202,9 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
                 aug_rng = torch.Generator(device=device).manual_seed(
                     _stream(config.seed, step, context.rank, 1)
                 )
-                aug_state = aug_rng.get_state()
-                fake_aug, labels_aug, hole_aug = ada(fake, labels, hole, aug_rng)
-                aug_rng.set_state(aug_state)
-                real_aug, _, _ = ada(real, labels, hole, aug_rng)
+                fake_aug, real_aug, labels_aug, hole_aug = _augment_pair(
+                    ada, fake, real, labels, hole, aug_rng
+                )
                 logits, features = D(
                     torch.cat([fake_aug, real_aug.to(fake_aug.dtype)]), torch.cat([labels_aug] * 2)
                 )
@@ -302,6 +300,17 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
 
 
 # --- helpers ---------------------------------------------------------------------------------------
+
+
+def _augment_pair(ada, first, second, labels, hole, generator: torch.Generator):
+    """Augment two images of the same crop (a real and its composite) with the same draw:
+    `generator` is rewound between the calls, so patch p of one lies where patch p of the
+    other does. Returns (first_aug, second_aug, labels_aug, hole_aug)."""
+    state = generator.get_state()
+    first_aug, labels_aug, hole_aug = ada(first, labels, hole, generator)
+    generator.set_state(state)
+    second_aug, _, _ = ada(second, labels, hole, generator)
+    return first_aug, second_aug, labels_aug, hole_aug
 
 
 def _stream(*words: int) -> int:

@@ -18,6 +18,7 @@ from defectgen.models import (
     count_parameters,
 )
 from defectgen.models.ffc import FFC, FourierUnit
+from defectgen.models.generator import Upsample
 
 CHANNELS = 1
 CLASSES = 4
@@ -288,3 +289,56 @@ def test_count_parameters_trainable_only(D):
     total = count_parameters(D)
     D.stem[0].weight.requires_grad_(False)
     assert count_parameters(D, trainable_only=True) == total - D.stem[0].weight.numel()
+
+
+def test_resize_upsampling_has_no_phase_pattern():
+    """On a constant input, resize + 3x3 conv gives a constant output; the transposed conv's four
+    output phases have their own weights and give a period-2 pattern (the source of the grid)."""
+    torch.manual_seed(0)
+    constant = torch.ones(1, 4, 8, 8)
+    resize = Upsample(4, 3, "resize")
+    transposed = Upsample(4, 3, "transposed")
+    for layer in (resize, transposed):
+        torch.nn.init.normal_(layer.conv.weight)
+        torch.nn.init.normal_(layer.conv.bias)
+    out = resize(constant)
+    assert out.shape == (1, 3, 16, 16)
+    assert torch.allclose(out, out[:, :, :1, :1].expand_as(out), atol=1e-5)
+    inner = transposed(constant)[:, :, 2:-2, 2:-2]  # away from the borders
+    assert (inner[:, :, 0::2] - inner[:, :, 1::2]).abs().max() > 1e-2
+    with pytest.raises(ValueError, match="transposed, resize"):
+        Upsample(4, 3, "pixelshuffle")
+
+
+def test_generator_overrides_replace_the_presets_values():
+    G = build_generator("tiny", CHANNELS, CLASSES, upsampling="resize", ratio_g=0.5, decoder_noise=True)
+    assert all(up.mode == "resize" and up.noise_strength is not None for up in G.decoder)
+    assert G.blocks[0].global_channels == G.blocks[0].local_channels
+    assert G.noise_maps == PRESETS["tiny"]["generator"]["noise_channels"] + 1
+    plain = build_generator("tiny", CHANNELS, CLASSES)
+    assert all(up.mode == "transposed" and up.noise_strength is None for up in plain.decoder)
+    assert plain.noise_maps == plain.noise_channels
+
+
+def test_decoder_noise_changes_the_hole_only_and_gets_gradients():
+    torch.manual_seed(0)
+    G = build_generator("tiny", CHANNELS, CLASSES, upsampling="resize", decoder_noise=True)
+    image, hole, labels = make_batch(1, 64, 64)
+    z = torch.zeros(1, G.style_dim)
+    n1, n2 = (G.draw_noise(1, 64, 64, torch.Generator().manual_seed(s)) for s in (1, 2))
+    assert n1.shape == (1, G.noise_maps, 64, 64)
+    # strength starts at zero (StyleGAN): the decoder map changes nothing until it is learned
+    only_decoder = n1.clone()
+    only_decoder[:, -1] = n2[:, -1]
+    assert torch.equal(G(image, hole, labels, z=z, noise=n1), G(image, hole, labels, z=z, noise=only_decoder))
+    raw = G(image, hole, labels, z=z, noise=n1)
+    raw.square().mean().backward()
+    assert all(up.noise_strength.grad.abs().sum() > 0 for up in G.decoder)
+    for up in G.decoder:
+        torch.nn.init.constant_(up.noise_strength, 0.5)
+    a, b = (composite(G(image, hole, labels, z=z, noise=n), image, hole) for n in (n1, only_decoder))
+    inside = hole.bool()
+    assert (a - b)[inside].abs().mean() > 1e-4
+    assert torch.equal(a[~inside], b[~inside])
+    with pytest.raises(ValueError, match="noise_maps"):
+        G(image, hole, labels, z=z, noise=n1[:, :1])

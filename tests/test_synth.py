@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from conftest import write_gray
+from defectgen.checkpoint import load_generator
 from defectgen.config import TrainConfig
 from defectgen.data import SeverstalDataset, open_dataset
 from defectgen.data.demo import generate_demo
@@ -87,6 +88,19 @@ def test_same_seed_same_files(tiny_run, tmp_path):
     a, b, c = (_files(tmp_path / n) for n in "abc")
     assert a == b
     assert a["images/synth_000000.png"] != c["images/synth_000000.png"]
+
+
+def test_generator_options_reach_the_checkpoint_and_synthesis(tmp_path):
+    """A run with `--set g_upsampling=resize --set g_decoder_noise=true` is loaded and synthesised
+    with the same generator it trained (the options travel in the checkpoint's config)."""
+    dataset = open_dataset(str(FIXTURE))
+    split = make_split(dataset, seed=0)
+    config = TrainConfig(steps=1, g_upsampling="resize", g_decoder_noise=True, **TINY)
+    checkpoint = train(dataset, split, config, tmp_path / "run", progress=False)
+    G, *_ = load_generator(checkpoint)
+    assert all(up.mode == "resize" and up.noise_strength is not None for up in G.decoder)
+    summary = synthesize(checkpoint, dataset, split, 2, tmp_path / "out", seed=0, progress=False)
+    assert summary["items"] == 2
 
 
 def test_severstal_format_on_whole_strips(tmp_path):

@@ -109,7 +109,7 @@ def load_generator(path: Path, device: str | torch.device = "cpu", use_ema: bool
         config = TrainConfig.from_dict(state["config"])
         classes = ClassTable.from_json(state["classes"])
         channels = int(state["image_channels"])
-        G = build_generator(config.preset, channels, len(classes))
+        G = build_generator(config.preset, channels, len(classes), **config.generator_overrides())
         G.load_state_dict(state["ema" if use_ema else "G"])
     except (KeyError, RuntimeError, TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: not a complete defectgen training checkpoint ({err})") from err

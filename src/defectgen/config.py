@@ -21,6 +21,9 @@ class TrainConfig:
     preset: str = "small"  # models.PRESETS: tiny | small | lama | big
     resolution: int | None = None  # training crop size in pixels; None = the preset's
     d_conditioning: str = "projection"  # how D sees the label maps: projection | input | none
+    g_upsampling: str | None = None  # G's decoder: transposed | resize; None = the preset's
+    g_ratio_g: float | None = None  # share of global (Fourier) channels in G; None = the preset's
+    g_decoder_noise: bool | None = None  # StyleGAN noise after G's upsamplings; None = the preset's
     # --- optimisation --------------------------------------------------------------------------
     steps: int = 10_000  # G+D iterations (each: one D step and one G step)
     batch_size: int = 4  # per process; half of it are distinct crops, each drawn twice (diversity pairs)
@@ -58,9 +61,18 @@ class TrainConfig:
     tensorboard: bool = False
     extra: dict = field(default_factory=dict)  # free-form notes carried into the run folder
 
+    def generator_overrides(self) -> dict:
+        """Keyword arguments for `models.build_generator` (None: keep the preset's value)."""
+        return {
+            "upsampling": self.g_upsampling,
+            "ratio_g": self.g_ratio_g,
+            "decoder_noise": self.g_decoder_noise,
+        }
+
     def validate(self) -> None:
         from defectgen.models import PRESETS
         from defectgen.models.discriminator import CONDITIONING
+        from defectgen.models.generator import UPSAMPLING
 
         if self.preset not in PRESETS:
             raise ConfigError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
@@ -76,6 +88,16 @@ class TrainConfig:
             raise ConfigError(
                 f"d_conditioning must be {', '.join(CONDITIONING[:-1])} or {CONDITIONING[-1]}, "
                 f"got {self.d_conditioning!r}"
+            )
+        if self.g_upsampling is not None and self.g_upsampling not in UPSAMPLING:
+            raise ConfigError(
+                f"g_upsampling must be {' or '.join(UPSAMPLING)} (or unset), got {self.g_upsampling!r}"
+            )
+        if self.g_ratio_g is not None and not 0.0 < self.g_ratio_g < 1.0:
+            raise ConfigError(f"g_ratio_g must be in (0, 1) (or unset), got {self.g_ratio_g}")
+        if self.g_decoder_noise is not None and not isinstance(self.g_decoder_noise, bool):
+            raise ConfigError(
+                f"g_decoder_noise must be true or false (or unset), got {self.g_decoder_noise!r}"
             )
         if self.adversarial_loss not in ("relativistic", "standard"):
             raise ConfigError(

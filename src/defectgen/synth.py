@@ -232,7 +232,7 @@ def _run(G, images, hole, labels, generators, device, amp) -> torch.Tensor:
     z = torch.cat([G.draw_style(1, g) for g in generators]).to(device)
     noise = (
         torch.cat([G.draw_noise(1, padded[0].shape[2], padded[0].shape[3], g) for g in generators]).to(device)
-        if G.noise_channels > 0
+        if G.noise_maps > 0
         else None
     )
     with amp:

@@ -33,9 +33,19 @@ def _preset(name: str) -> dict:
     return PRESETS[name]
 
 
-def build_generator(preset: str, image_channels: int, num_classes: int) -> FFCGenerator:
-    """The generator of a named preset (see `PRESETS`)."""
-    return FFCGenerator(image_channels, num_classes, **_preset(preset)["generator"])
+def build_generator(
+    preset: str,
+    image_channels: int,
+    num_classes: int,
+    *,
+    upsampling: str | None = None,
+    ratio_g: float | None = None,
+    decoder_noise: bool | None = None,
+) -> FFCGenerator:
+    """The generator of a named preset (see `PRESETS`); a keyword that is not None overrides it."""
+    overrides = {"upsampling": upsampling, "ratio_g": ratio_g, "decoder_noise": decoder_noise}
+    kwargs = {**_preset(preset)["generator"], **{k: v for k, v in overrides.items() if v is not None}}
+    return FFCGenerator(image_channels, num_classes, **kwargs)
 
 
 def build_discriminator(

@@ -8,11 +8,15 @@ Inputs (checked in `FFCGenerator.forward`):
 Architecture (Suvorov et al., LaMa, WACV 2022, "big-lama"/"lama-fourier" generators):
 reflect-padded 7x7 stem -> `n_downsample` stride-2 convolutions (width, 2w, 4w, 8w, capped at
 8w) -> `n_blocks` FFC residual blocks -> `n_downsample` upsamplings (4x4 stride-2
-transposed convolutions, see `Upsample`) -> reflect-padded 7x7 conv -> tanh. No normalisation
-layers (see models/ffc.py for why).
+transposed convolutions, or resize + 3x3 convolutions; see `Upsample`) -> reflect-padded 7x7
+conv -> tanh. No normalisation layers (see models/ffc.py for why).
 LaMa has neither a class input nor randomness; we add both:
   * the class label maps are input channels, so the generator knows what to paint where;
   * per-pixel noise maps are input channels (masked to the hole: known pixels need none);
+  * optionally (`decoder_noise`), StyleGAN's noise inputs (Karras et al., CVPR 2019): one more
+    noise map, added after every upsampling convolution with a learned per-channel strength
+    (zero at start), so fine stochastic texture (grain, streaks) has a per-pixel random source
+    at every decoder resolution instead of being painted as a repeated tile;
   * a style code z enters through CoModGAN's co-modulation (Zhao et al., ICLR 2021): a mapping
     MLP of concat(mapped z, pooled encoder features) gives per-sample FiLM scale/shift for
     every FFC in the bottleneck, so the same mask can get many different defects.
@@ -90,33 +94,56 @@ class Downsample(nn.Module):
         return self.activation(self.conv(x))  # [N, out, H/2, W/2]
 
 
-class Upsample(nn.Module):
-    """Transposed 4x4 convolution, stride 2 (doubles H and W exactly) + ReLU.
+UPSAMPLING = ("transposed", "resize")
 
-    LaMa uses a 3x3 stride-2 transposed convolution, whose kernel overlaps unevenly and tends
-    to paint checkerboard patterns (Odena et al., Distill 2016), which on flat steel texture
-    look like a defect. With a kernel size divisible by the stride every output pixel gets
-    the same number of taps. Resize-then-convolve (Odena's other fix) was measured 2.3x slower
-    on a 2-core CPU (fwd+bwd of the small preset's decoder: 0.104 s vs 0.045 s, bf16, batch
-    4 at 128 px), so we take the even-overlap transposed convolution.
+
+class Upsample(nn.Module):
+    """Doubles H and W exactly, then ReLU; two ways (`mode`):
+
+    * "transposed": a 4x4 stride-2 transposed convolution. LaMa's 3x3 stride-2 kernel overlaps
+      unevenly and tends to paint checkerboards (Odena et al., Distill 2016); with a kernel size
+      divisible by the stride every output pixel gets the same number of taps. The four output
+      phases still have their own weights, so a learned periodic pattern (period 2 per layer,
+      2**n_downsample after the decoder) remains possible.
+    * "resize": bilinear 2x resize, then a reflect-padded 3x3 convolution (Odena's other fix):
+      every output pixel is computed by the same weights, so no phase can differ. Measured
+      2.3x slower than "transposed" on a 2-core CPU (fwd+bwd of the small preset's decoder:
+      0.104 s vs 0.045 s, bf16, batch 4 at 128 px).
     """
 
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, mode: str = "transposed", noise: bool = False):
         super().__init__()
-        self.conv = nn.ConvTranspose2d(in_channels, out_channels, 4, stride=2, padding=1)
-        # fan-in of a stride-2 4x4 transposed conv: each output sees in_channels * 2 * 2 taps
-        init_conv(self.conv, fan_in=in_channels * 4)
+        if mode not in UPSAMPLING:
+            raise ValueError(f"upsampling must be one of {', '.join(UPSAMPLING)}, got {mode!r}")
+        self.mode = mode
+        if mode == "transposed":
+            self.conv = nn.ConvTranspose2d(in_channels, out_channels, 4, stride=2, padding=1)
+            # fan-in of a stride-2 4x4 transposed conv: each output sees in_channels * 2 * 2 taps
+            init_conv(self.conv, fan_in=in_channels * 4)
+        else:
+            self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, padding_mode="reflect")
+            init_conv(self.conv)
+        # StyleGAN noise input: per-channel strength of one noise map, zero at start
+        self.noise_strength = nn.Parameter(torch.zeros(out_channels)) if noise else None
         self.activation = nn.ReLU(inplace=True)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.activation(self.conv(x))  # [N, out, 2H, 2W]
+    def forward(self, x: Tensor, noise: Tensor | None = None) -> Tensor:
+        """x [N, in, H, W], noise [N, 1, 2H, 2W] (needed exactly when built with noise=True)."""
+        if (noise is None) != (self.noise_strength is None):
+            raise ValueError("Upsample takes a noise map exactly when it was built with noise=True")
+        if self.mode == "resize":
+            x = nn.functional.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        x = self.conv(x)
+        if noise is not None:
+            x = x + self.noise_strength.view(1, -1, 1, 1).to(x.dtype) * noise.to(x.dtype)
+        return self.activation(x)  # [N, out, 2H, 2W]
 
 
 class FFCGenerator(nn.Module):
     """Mask- and class-conditioned inpainting generator (see the module docstring).
 
     `forward` returns the raw output in [-1, 1] for every pixel; use `composite` to keep the
-    known pixels. Randomness: pass `z` [N, style_dim] and `noise` [N, noise_channels, H, W]
+    known pixels. Randomness: pass `z` [N, style_dim] and `noise` [N, noise_maps, H, W]
     explicitly, or a `torch.Generator` to draw whichever is missing; there is no fallback to
     global RNG state.
     """
@@ -131,6 +158,8 @@ class FFCGenerator(nn.Module):
         ratio_g: float = 0.75,
         style_dim: int = 128,
         noise_channels: int = 1,
+        upsampling: str = "transposed",
+        decoder_noise: bool = False,
     ):
         super().__init__()
         if image_channels < 1 or num_classes < 1:
@@ -148,6 +177,7 @@ class FFCGenerator(nn.Module):
         self.n_downsample = n_downsample
         self.style_dim = style_dim
         self.noise_channels = noise_channels
+        self.decoder_noise = decoder_noise
 
         max_channels = 8 * width
         channels = [min(width * 2**i, max_channels) for i in range(n_downsample + 1)]
@@ -176,10 +206,16 @@ class FFCGenerator(nn.Module):
         )
         self.mapping = MappingNetwork(style_dim, bottleneck, [block.modulation_size for block in self.blocks])
         self.decoder = nn.ModuleList(
-            Upsample(channels[i + 1], channels[i]) for i in reversed(range(n_downsample))
+            Upsample(channels[i + 1], channels[i], upsampling, decoder_noise)
+            for i in reversed(range(n_downsample))
         )
         self.head = nn.Conv2d(width, image_channels, 7, padding=3, padding_mode="reflect")
         init_conv(self.head, gain=1.0)
+
+    @property
+    def noise_maps(self) -> int:
+        """Noise maps per image: `noise_channels` for the input, one more for the decoder."""
+        return self.noise_channels + int(self.decoder_noise)
 
     @property
     def size_multiple(self) -> int:
@@ -222,10 +258,11 @@ class FFCGenerator(nn.Module):
             )
         if z is not None and tuple(z.shape) != (batch, self.style_dim):
             raise ValueError(f"z must be [N, style_dim] = {(batch, self.style_dim)}, got {tuple(z.shape)}")
-        expected_noise = (batch, self.noise_channels, height, width)
+        expected_noise = (batch, self.noise_maps, height, width)
         if noise is not None and tuple(noise.shape) != expected_noise:
             raise ValueError(
-                f"noise must be [N, noise_channels, H, W] = {expected_noise}, got {tuple(noise.shape)}"
+                f"noise must be [N, noise_maps, H, W] = {expected_noise} (noise_channels input maps"
+                f"{' + 1 decoder map' if self.decoder_noise else ''}), got {tuple(noise.shape)}"
             )
 
     def draw_style(
@@ -243,8 +280,8 @@ class FFCGenerator(nn.Module):
         generator: torch.Generator,
         device: torch.device | str | None = None,
     ) -> Tensor:
-        """Noise maps [batch, noise_channels, height, width] ~ N(0, I) from `generator`."""
-        shape = (batch, self.noise_channels, height, width)
+        """Noise maps [batch, noise_maps, height, width] ~ N(0, I) from `generator`."""
+        shape = (batch, self.noise_maps, height, width)
         noise = torch.randn(shape, generator=generator, device=generator.device)
         return noise.to(device) if device is not None else noise
 
@@ -260,7 +297,7 @@ class FFCGenerator(nn.Module):
         """Raw output [N, C, H, W] in [-1, 1]; see the class docstring for the inputs."""
         self._check_inputs(image, hole, labels, z, noise)
         batch, _, height, width = image.shape
-        need_noise = noise is None and self.noise_channels > 0
+        need_noise = noise is None and self.noise_maps > 0
         if (z is None or need_noise) and generator is None:
             raise ValueError(
                 "pass z and noise explicitly, or a torch.Generator to draw them from "
@@ -277,7 +314,7 @@ class FFCGenerator(nn.Module):
         masked = image * (1 - hole)  # [N, C, H, W], the hole erased
         inputs = [masked, hole, labels]
         if self.noise_channels > 0:
-            inputs.append(noise.to(image.dtype) * hole)  # randomness only where we paint
+            inputs.append(noise[:, : self.noise_channels].to(image.dtype) * hole)  # only where we paint
         x = self.stem(torch.cat(inputs, dim=1))  # [N, w, H, W]
         for down in self.encoder:
             x = down(x)  # [N, 8w, H/2**n, W/2**n] at the end
@@ -288,6 +325,16 @@ class FFCGenerator(nn.Module):
             x_local, x_global = block(x_local, x_global, modulation)
         x = torch.cat([x_local, x_global], dim=1)  # [N, 8w, h, w]
 
+        full_noise = noise[:, self.noise_channels :].to(image.dtype) * hole if self.decoder_noise else None
         for up in self.decoder:
-            x = up(x)  # [N, w, H, W] at the end
+            x = up(x, _noise_at(full_noise, 2 * x.shape[-2]))  # [N, w, H, W] at the end
         return torch.tanh(self.head(x))  # [N, C, H, W]
+
+
+def _noise_at(noise: Tensor | None, height: int) -> Tensor | None:
+    """The full-resolution noise map [N, 1, H, W] at `height` rows: averages of k x k blocks
+    scaled by k, so the map stays unit-variance wherever the hole covers the whole block."""
+    if noise is None:
+        return None
+    factor = noise.shape[-2] // height
+    return noise if factor == 1 else nn.functional.avg_pool2d(noise, factor) * factor

@@ -7,16 +7,17 @@
 # DATA/SPLIT: a dataset and split file (on the device machine: the magnetic tile defect
 # folders and the mission split restricted to them, since the transfer is capped at 64 MiB;
 # GAN training reads only the training half's defects, so the runs see what they would see
-# on the full data). Three runs of the small preset at 128 px with today's defaults, differing
-# in one generator setting each:
-#   control   --set g_upsampling=transposed   (the preset's 4x4 stride-2 transposed convolutions)
+# on the full data). Three runs of the small preset at 128 px with the defaults of 2026-11-27,
+# no decoder noise, differing in one generator setting each:
+#   control   --set g_upsampling=transposed   (the first decoder: 4x4 stride-2 transposed convolutions)
 #   resize    --set g_upsampling=resize       (bilinear 2x + 3x3 convolution)
-#   ratio05   --set g_ratio_g=0.5             (half instead of 3/4 of the bottleneck Fourier-global)
+#   ratio05   control + --set g_ratio_g=0.5   (half instead of 3/4 of the bottleneck Fourier-global)
 # Each is killed after SECONDS (default 420); checkpoints every 250 steps. At the end the EMA
 # generator of the last step that all three reached is written as a slim fp16 checkpoint
-# (`ema`, config, classes: what `defectgen synth` loads), split in two files when one would
-# pass the device tool's 16 MiB file limit (benchmarks/join_generator_parts.py joins them), and sample grids and
-# metrics go into one tar file. EXTRA (environment) is appended to every run's options.
+# (`ema`, config, classes: what `defectgen synth` loads), in two files where one would pass the
+# device tool's 16 MiB file limit (benchmarks/join_generator_parts.py joins them); sample grids
+# and metrics go into one tar file. Environment: EXTRA is appended to every run's options;
+# RESUME_DIR (a run folder of an earlier call on the same, still warm machine) resumes those runs.
 set -u
 DATA=${1:?usage: gpu_pilots.sh DATA SPLIT OUT_DIR [SECONDS] [DEVICE]}
 SPLIT=${2:?usage}
@@ -25,7 +26,6 @@ SECONDS_EACH=${4:-420}
 DEVICE=${5:-cuda}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD/src:${PYTHONPATH:-} PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4
-# RESUME_DIR (environment): the run folder of an earlier call on the same machine, resumed.
 RUN=${RESUME_DIR:-$(mktemp -d)}
 echo "run folder: $RUN"
 RESUME=${RESUME_DIR:+--resume}
@@ -34,7 +34,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>
 python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/machine.txt"
 
 COMMON="--preset small --device $DEVICE --steps 100000 --set sample_every=500 --set checkpoint_every=250 --set keep_checkpoints=40 --set log_every=50 ${EXTRA:-}"
-declare -A VARIANT=([control]="--set g_upsampling=transposed" [resize]="--set g_upsampling=resize" [ratio05]="--set g_ratio_g=0.5")
+OLD="--set g_upsampling=transposed --set g_decoder_noise=false"
+declare -A VARIANT=([control]="$OLD" [resize]="--set g_upsampling=resize --set g_decoder_noise=false" [ratio05]="$OLD --set g_ratio_g=0.5")
 echo "== training side by side for $SECONDS_EACH s ($(date +%T))"
 for name in control resize ratio05; do
     # shellcheck disable=SC2086

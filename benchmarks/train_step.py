@@ -3,8 +3,10 @@
     .venv/bin/python benchmarks/train_step.py [--runs small:128:bf16 small:128:fp32 ...] [--steps 8]
         [--batch 4] [--device cuda]
 
-A run is PRESET:RESOLUTION:PRECISION[:cl]; `cl` trains with `channels_last=True` (memory
-format of models and batches) and converts the models of the G+D column the same way.
+A run is PRESET:RESOLUTION:PRECISION[:cl][:first]; `cl` trains with `channels_last=True`
+(memory format of models and batches) and converts the models of the G+D column the same way;
+`first` uses the generator's first decoder (transposed convolutions, no decoder noise:
+`--set g_upsampling=transposed --set g_decoder_noise=false`) instead of the preset's.
 
 Each run is `defectgen.train.train` in its own process (so peak RSS is its own) on the
 embedded demo data (256x1600 strips, crops of the given size), batch 4, one process, with
@@ -40,6 +42,7 @@ def child(
     work: Path,
     device: str,
     channels_last: bool = False,
+    first_decoder: bool = False,
 ) -> dict:
     import torch
 
@@ -60,22 +63,26 @@ def child(
         precision=precision,
         channels_last=channels_last,
         steps=steps,
+        g_upsampling="transposed" if first_decoder else None,
+        g_decoder_noise=False if first_decoder else None,
         batch_size=batch,
         log_every=1,
         sample_every=10**9,
         checkpoint_every=10**9,
     )
-    run = work / f"run_{preset}_{resolution}_{precision}_{'cl' if channels_last else 'nchw'}"
+    run = work / f"run_{preset}_{resolution}_{precision}_{channels_last}_{first_decoder}"
     train(dataset, split, config, run, progress=False, device=device)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     seconds = statistics.median(r["seconds_per_step"] for r in records[2:])
     return {
         "seconds": seconds,
-        "model_seconds": model_only(preset, resolution, precision, batch, device, channels_last),
+        "model_seconds": model_only(
+            preset, resolution, precision, batch, device, channels_last, config.generator_overrides()
+        ),
         "images_per_second": batch / seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else 0.0,
-        "g_params_m": count_parameters(build_generator(preset, 1, 4)) / 1e6,
+        "g_params_m": count_parameters(build_generator(preset, 1, 4, **config.generator_overrides())) / 1e6,
     }
 
 
@@ -86,6 +93,7 @@ def model_only(
     batch: int,
     device: str,
     channels_last: bool = False,
+    generator_options: dict | None = None,
     repeats: int = 8,
     warmup: int = 3,
 ) -> float:
@@ -98,7 +106,8 @@ def model_only(
     from defectgen.models import build_discriminator, build_generator, composite
 
     device = torch.device(device)
-    G, D = build_generator(preset, 1, 4).to(device), build_discriminator(preset, 1, 4).to(device)
+    G = build_generator(preset, 1, 4, **(generator_options or {})).to(device)
+    D = build_discriminator(preset, 1, 4).to(device)
     rng = torch.Generator(device=device).manual_seed(0)
     shape = (batch, 1, resolution, resolution)
     image = torch.rand(shape, generator=rng, device=device) * 2 - 1
@@ -122,17 +131,27 @@ def model_only(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", nargs="+", default=DEFAULT_RUNS, help="PRESET:RESOLUTION:PRECISION[:cl]")
+    parser.add_argument(
+        "--runs", nargs="+", default=DEFAULT_RUNS, help="PRESET:RESOLUTION:PRECISION[:cl][:first]"
+    )
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        preset, resolution, precision, layout = args.child
+        preset, resolution, precision, layout, decoder = args.child
         row = child(
-            preset, int(resolution), precision, args.steps, args.batch, args.work, args.device, layout == "cl"
+            preset,
+            int(resolution),
+            precision,
+            args.steps,
+            args.batch,
+            args.work,
+            args.device,
+            layout == "cl",
+            decoder == "first",
         )
         print(json.dumps(row))
         return
@@ -143,6 +162,7 @@ def main() -> None:
         "crop",
         "precision",
         "layout",
+        "decoder",
         "G params",
         "s / iteration",
         "images/s",
@@ -153,7 +173,9 @@ def main() -> None:
         table.add_column(column, justify="right")
     with tempfile.TemporaryDirectory() as work:
         for run in args.runs:
-            preset, resolution, precision, layout = (run.split(":") + ["nchw"])[:4]
+            preset, resolution, precision, *flags = run.split(":")
+            layout = "cl" if "cl" in flags else "nchw"
+            decoder = "first" if "first" in flags else "preset"
             command = [
                 sys.executable,
                 __file__,
@@ -162,6 +184,7 @@ def main() -> None:
                 resolution,
                 precision,
                 layout,
+                decoder,
                 "--steps",
                 str(args.steps),
                 "--batch",
@@ -179,6 +202,7 @@ def main() -> None:
                     resolution,
                     precision,
                     layout,
+                    decoder,
                     "failed",
                     result.stderr.strip()[-60:],
                     "",
@@ -193,6 +217,7 @@ def main() -> None:
                 f"{resolution} px",
                 precision,
                 "channels_last" if layout == "cl" else "NCHW",
+                "first (transposed)" if decoder == "first" else "preset",
                 f"{row['g_params_m']:.1f} M",
                 f"{row['seconds']:.3f}",
                 f"{row['images_per_second']:.1f}",

@@ -268,10 +268,10 @@ def test_tiny_preset_step_is_fast(G, D):
 def test_presets_have_the_documented_sizes():
     """Counts from the table in models/presets.py (meta device: no memory, no init time)."""
     expected = {
-        "tiny": (177_361, 75_889),
-        "small": (8_359_777, 1_206_721),
-        "lama": (27_178_549, 9_803_649),
-        "big": (50_427_709, 9_803_649),
+        "tiny": (158_545, 75_889),
+        "small": (8_058_721, 1_206_721),
+        "lama": (26_120_149, 9_803_649),
+        "big": (49_369_309, 9_803_649),
     }
     assert set(expected) == set(PRESETS)
     with torch.device("meta"):
@@ -311,13 +311,13 @@ def test_resize_upsampling_has_no_phase_pattern():
 
 
 def test_generator_overrides_replace_the_presets_values():
-    G = build_generator("tiny", CHANNELS, CLASSES, upsampling="resize", ratio_g=0.5, decoder_noise=True)
-    assert all(up.mode == "resize" and up.noise_strength is not None for up in G.decoder)
+    G = build_generator("tiny", CHANNELS, CLASSES, upsampling="transposed", ratio_g=0.5, decoder_noise=True)
+    assert all(up.mode == "transposed" and up.noise_strength is not None for up in G.decoder)
     assert G.blocks[0].global_channels == G.blocks[0].local_channels
-    assert G.noise_maps == PRESETS["tiny"]["generator"]["noise_channels"] + 1
-    plain = build_generator("tiny", CHANNELS, CLASSES)
-    assert all(up.mode == "transposed" and up.noise_strength is None for up in plain.decoder)
-    assert plain.noise_maps == plain.noise_channels
+    assert G.noise_maps == G.noise_channels + 1 == PRESETS["tiny"]["generator"]["noise_channels"] + 1
+    preset = build_generator("tiny", CHANNELS, CLASSES)
+    assert all(up.mode == "resize" and up.noise_strength is None for up in preset.decoder)
+    assert preset.noise_maps == preset.noise_channels
 
 
 def test_decoder_noise_changes_the_hole_only_and_gets_gradients():

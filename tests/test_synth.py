@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from conftest import write_gray
-from defectgen.checkpoint import load_generator
+from defectgen.checkpoint import load_checkpoint, load_generator, save_checkpoint
 from defectgen.config import TrainConfig
 from defectgen.data import SeverstalDataset, open_dataset
 from defectgen.data.demo import generate_demo
@@ -91,16 +91,26 @@ def test_same_seed_same_files(tiny_run, tmp_path):
 
 
 def test_generator_options_reach_the_checkpoint_and_synthesis(tmp_path):
-    """A run with `--set g_upsampling=resize --set g_decoder_noise=true` is loaded and synthesised
-    with the same generator it trained (the options travel in the checkpoint's config)."""
+    """A run with `--set g_upsampling=transposed --set g_decoder_noise=true` (not the presets')
+    is loaded and synthesised with the generator it trained: the options travel in the config.
+    A checkpoint from before these options existed (no such keys) loads as the transposed
+    decoder without noise, the only generator there was."""
     dataset = open_dataset(str(FIXTURE))
     split = make_split(dataset, seed=0)
-    config = TrainConfig(steps=1, g_upsampling="resize", g_decoder_noise=True, **TINY)
+    config = TrainConfig(steps=1, g_upsampling="transposed", g_decoder_noise=True, **TINY)
     checkpoint = train(dataset, split, config, tmp_path / "run", progress=False)
     G, *_ = load_generator(checkpoint)
-    assert all(up.mode == "resize" and up.noise_strength is not None for up in G.decoder)
+    assert all(up.mode == "transposed" and up.noise_strength is not None for up in G.decoder)
     summary = synthesize(checkpoint, dataset, split, 2, tmp_path / "out", seed=0, progress=False)
     assert summary["items"] == 2
+
+    config = TrainConfig(steps=1, g_upsampling="transposed", g_decoder_noise=False, **TINY)
+    state = load_checkpoint(train(dataset, split, config, tmp_path / "old", progress=False))
+    for key in ("g_upsampling", "g_decoder_noise", "g_ratio_g"):
+        del state["config"][key]
+    save_checkpoint(state, tmp_path / "legacy.pt")
+    legacy, *_ = load_generator(tmp_path / "legacy.pt")
+    assert all(up.mode == "transposed" and up.noise_strength is None for up in legacy.decoder)
 
 
 def test_severstal_format_on_whole_strips(tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from defectgen import losses
 from defectgen.checkpoint import CheckpointError, load_checkpoint
@@ -133,6 +134,29 @@ def test_hostile_checkpoint_runs_no_code(tmp_path):
     with pytest.raises(CheckpointError, match="refused"):
         load_checkpoint(path)
     assert not marker.exists()
+
+
+def test_resume_of_a_run_from_before_the_generator_options_names_its_values(tiny, tmp_path):
+    """Its config.yaml has no g_upsampling: it trained the transposed decoder, not today's preset."""
+    dataset, split = tiny
+    run = tmp_path / "run"
+    train(
+        dataset,
+        split,
+        _config(steps=1, g_upsampling="transposed", g_decoder_noise=False),
+        run,
+        progress=False,
+    )
+    old = yaml.safe_load((run / "config.yaml").read_text())
+    for key in ("g_upsampling", "g_decoder_noise", "g_ratio_g"):
+        del old[key]
+    (run / "config.yaml").write_text(yaml.safe_dump(old))
+    message = "The run's values: --set g_decoder_noise=false --set g_upsampling=transposed"
+    with pytest.raises(ConfigError, match=message):
+        train(dataset, split, _config(steps=2), run, resume=True, progress=False)
+    config = _config(steps=2, g_upsampling="transposed", g_decoder_noise=False)
+    train(dataset, split, config, run, resume=True, progress=False)
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 2
 
 
 def test_bad_configs(tiny, tmp_path):

@@ -163,14 +163,27 @@ class TrainConfig:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
-    def load(cls, path: Path) -> TrainConfig:
+    def load(cls, path: Path, written_by_a_run: bool = False) -> TrainConfig:
+        """A YAML config file; `written_by_a_run` for a run folder's config.yaml (see
+        `with_legacy_generator`)."""
         try:
             data = yaml.safe_load(Path(path).read_text()) or {}
         except (OSError, yaml.YAMLError) as err:
             raise ConfigError(f"{path}: cannot read config ({err})") from err
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a config file must be a mapping of key: value")
-        return cls.from_dict(data)
+        return cls.from_dict(with_legacy_generator(data) if written_by_a_run else data)
+
+
+def with_legacy_generator(data: dict) -> dict:
+    """A saved config dict, completed for runs written before the generator options existed.
+
+    Those runs (no `g_upsampling` key) trained the transposed-convolution decoder without decoder
+    noise; the presets have since changed, so "the preset's value" would build another model.
+    """
+    if "g_upsampling" in data:
+        return data
+    return {**data, "g_upsampling": "transposed", "g_decoder_noise": False}
 
 
 def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:

@@ -368,16 +368,22 @@ def _prepare_run_folder(out_dir: Path, config: TrainConfig, resume: bool, datase
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     if resume and config_path.exists():
-        previous = TrainConfig.load(config_path).to_dict()
+        previous = TrainConfig.load(config_path, written_by_a_run=True).to_dict()
         current = config.to_dict()
-        changed = {k for k in current if k not in ("steps",) and previous.get(k) != current[k]}
+        changed = sorted(k for k in current if k not in ("steps",) and previous.get(k) != current[k])
         if changed:
+            as_run = " ".join(f"--set {k}={_as_yaml(previous.get(k))}" for k in changed)
             raise ConfigError(
-                f"--resume with a different config ({', '.join(sorted(changed))}) than {config_path}; "
-                "only --steps may change when resuming"
+                f"--resume with a different config ({', '.join(changed)}) than {config_path}; "
+                f"only --steps may change when resuming. The run's values: {as_run}"
             )
     config.save(config_path)
     (out_dir / "classes.json").write_text(json.dumps(dataset.classes.to_json(), indent=1) + "\n")
+
+
+def _as_yaml(value) -> str:
+    """A config value as `--set` reads it back (YAML: JSON's true/false/null and lists work)."""
+    return value if isinstance(value, str) else json.dumps(list(value) if isinstance(value, tuple) else value)
 
 
 def _load_resumable(checkpoints: Path) -> dict | None:

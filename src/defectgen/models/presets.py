@@ -21,9 +21,9 @@ brings the totals near LaMa's sizes.
 
 Every preset decodes with resize-then-convolve upsampling (`upsampling="resize"`). The first
 decoder, 4x4 stride-2 transposed convolutions, laid a regular 8 px grid (period
-2**n_downsample) over every large hole; with resize it is gone, and KID in the domain
-encoder's features fell from 112-123 to about zero (benchmarks/RESULTS.md, "Where the 8-px grid
-comes from"). Resize alone fills large holes with smooth strokes; StyleGAN decoder noise
+2**n_downsample) over every large hole; with resize it is gone, and label fidelity was
+0.26-0.27 against 0.22-0.26 (benchmarks/RESULTS.md, "Where the 8-px grid comes from"). Resize
+alone fills large holes with smooth strokes; StyleGAN decoder noise
 (`decoder_noise=True`) gave them grain, but the real-trained U-Net no longer found Uneven in
 them (label fidelity 0.01) and KID rose to 137, so it stays off. `--set
 g_upsampling=transposed --set g_decoder_noise=false` trains the first decoder, which is what

@@ -16,8 +16,7 @@
 # generator of the last step that all three reached is written as a slim fp16 checkpoint
 # (`ema`, config, classes: what `defectgen synth` loads), in two files where one would pass the
 # device tool's 16 MiB file limit (benchmarks/join_generator_parts.py joins them); sample grids
-# and metrics go into one tar file. Environment: EXTRA is appended to every run's options;
-# RESUME_DIR (a run folder of an earlier call on the same, still warm machine) resumes those runs.
+# and metrics go into one tar file. EXTRA (environment) is appended to every run's options.
 set -u
 DATA=${1:?usage: gpu_pilots.sh DATA SPLIT OUT_DIR [SECONDS] [DEVICE]}
 SPLIT=${2:?usage}
@@ -26,9 +25,7 @@ SECONDS_EACH=${4:-420}
 DEVICE=${5:-cuda}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD/src:${PYTHONPATH:-} PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4
-RUN=${RESUME_DIR:-$(mktemp -d)}
-echo "run folder: $RUN"
-RESUME=${RESUME_DIR:+--resume}
+RUN=$(mktemp -d)
 echo "== machine ($(date +%T))"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | tee "$OUT/machine.txt"
 python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/machine.txt"
@@ -40,7 +37,7 @@ echo "== training side by side for $SECONDS_EACH s ($(date +%T))"
 for name in control resize ratio05; do
     # shellcheck disable=SC2086
     timeout "$SECONDS_EACH" python3 -m defectgen train "$DATA" --split "$SPLIT" --out "$RUN/$name" \
-        $COMMON ${VARIANT[$name]} $RESUME >>"$RUN/$name.log" 2>&1 &
+        $COMMON ${VARIANT[$name]} >"$RUN/$name.log" 2>&1 &
 done
 wait
 echo "== exporting ($(date +%T))"

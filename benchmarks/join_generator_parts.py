@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from defectgen.checkpoint import FORMAT
+from defectgen.checkpoint import FORMAT, save_checkpoint
 
 
 def main(src: Path, out: Path) -> None:
@@ -31,7 +31,7 @@ def main(src: Path, out: Path) -> None:
         joined = {k: states[0][k] for k in ("config", "classes", "image_channels", "step")}
         joined["format"] = FORMAT
         joined["ema"] = {k: v for state in states for k, v in state["ema"].items()}
-        torch.save(joined, out / f"{name}.pt")
+        save_checkpoint(joined, out / f"{name}.pt")
         print(f"{out / name}.pt: step {joined['step']}, {len(joined['ema'])} tensors")
 
 

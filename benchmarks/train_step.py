@@ -3,10 +3,11 @@
     .venv/bin/python benchmarks/train_step.py [--runs small:128:bf16 small:128:fp32 ...] [--steps 8]
         [--batch 4] [--device cuda]
 
-A run is PRESET:RESOLUTION:PRECISION[:cl][:first]; `cl` trains with `channels_last=True`
+A run is PRESET:RESOLUTION:PRECISION[:cl][:DECODER]; `cl` trains with `channels_last=True`
 (memory format of models and batches) and converts the models of the G+D column the same way;
-`first` uses the generator's first decoder (transposed convolutions, no decoder noise:
-`--set g_upsampling=transposed --set g_decoder_noise=false`) instead of the preset's.
+DECODER (transposed, resize or nearest) trains that decoder without decoder noise
+(`--set g_upsampling=DECODER --set g_decoder_noise=false`) instead of the preset's; `first`
+is the generator's first decoder, transposed.
 
 Each run is `defectgen.train.train` in its own process (so peak RSS is its own) on the
 embedded demo data (256x1600 strips, crops of the given size), batch 4, one process, with
@@ -42,7 +43,7 @@ def child(
     work: Path,
     device: str,
     channels_last: bool = False,
-    first_decoder: bool = False,
+    decoder: str = "preset",
 ) -> dict:
     import torch
 
@@ -63,14 +64,14 @@ def child(
         precision=precision,
         channels_last=channels_last,
         steps=steps,
-        g_upsampling="transposed" if first_decoder else None,
-        g_decoder_noise=False if first_decoder else None,
+        g_upsampling=None if decoder == "preset" else decoder,
+        g_decoder_noise=None if decoder == "preset" else False,
         batch_size=batch,
         log_every=1,
         sample_every=10**9,
         checkpoint_every=10**9,
     )
-    run = work / f"run_{preset}_{resolution}_{precision}_{channels_last}_{first_decoder}"
+    run = work / f"run_{preset}_{resolution}_{precision}_{channels_last}_{decoder}"
     train(dataset, split, config, run, progress=False, device=device)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     seconds = statistics.median(r["seconds_per_step"] for r in records[2:])
@@ -132,7 +133,7 @@ def model_only(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--runs", nargs="+", default=DEFAULT_RUNS, help="PRESET:RESOLUTION:PRECISION[:cl][:first]"
+        "--runs", nargs="+", default=DEFAULT_RUNS, help="PRESET:RESOLUTION:PRECISION[:cl][:DECODER]"
     )
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch", type=int, default=4)
@@ -151,7 +152,7 @@ def main() -> None:
             args.work,
             args.device,
             layout == "cl",
-            decoder == "first",
+            decoder,
         )
         print(json.dumps(row))
         return
@@ -175,7 +176,8 @@ def main() -> None:
         for run in args.runs:
             preset, resolution, precision, *flags = run.split(":")
             layout = "cl" if "cl" in flags else "nchw"
-            decoder = "first" if "first" in flags else "preset"
+            named = [flag for flag in flags if flag != "cl"]
+            decoder = {"first": "transposed"}.get(named[0], named[0]) if named else "preset"
             command = [
                 sys.executable,
                 __file__,
@@ -217,7 +219,7 @@ def main() -> None:
                 f"{resolution} px",
                 precision,
                 "channels_last" if layout == "cl" else "NCHW",
-                "first (transposed)" if decoder == "first" else "preset",
+                decoder,
                 f"{row['g_params_m']:.1f} M",
                 f"{row['seconds']:.3f}",
                 f"{row['images_per_second']:.1f}",

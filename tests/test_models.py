@@ -306,8 +306,41 @@ def test_resize_upsampling_has_no_phase_pattern():
     assert torch.allclose(out, out[:, :, :1, :1].expand_as(out), atol=1e-5)
     inner = transposed(constant)[:, :, 2:-2, 2:-2]  # away from the borders
     assert (inner[:, :, 0::2] - inner[:, :, 1::2]).abs().max() > 1e-2
-    with pytest.raises(ValueError, match="transposed, resize"):
+    with pytest.raises(ValueError, match="transposed, resize, nearest"):
         Upsample(4, 3, "pixelshuffle")
+
+
+def test_nearest_upsampling_is_folded():
+    """"nearest" is one transposed convolution that computes nearest-neighbour 2x and then the
+    3x3 convolution exactly (borders and odd sizes included), and gradients reach its weight;
+    like resize, a constant input gives a constant output away from the zero-padded border."""
+    torch.manual_seed(0)
+    layer = Upsample(5, 3, "nearest").double()
+    torch.nn.init.normal_(layer.conv.bias)
+    for height, width in ((4, 4), (5, 7)):
+        x = torch.randn(2, 5, height, width, dtype=torch.float64)
+        resized = torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest")
+        expected = torch.relu(layer.conv(resized))
+        out = layer(x)
+        assert out.shape == (2, 3, 2 * height, 2 * width)
+        assert torch.allclose(out, expected, atol=1e-12)
+    out.sum().backward()
+    assert layer.conv.weight.grad.abs().sum() > 0 and layer.conv.bias.grad.abs().sum() > 0
+    inner = layer(torch.ones(1, 5, 8, 8, dtype=torch.float64))[:, :, 1:-1, 1:-1]
+    assert torch.allclose(inner, inner[:, :, :1, :1].expand_as(inner), atol=1e-12)
+
+
+def test_discriminator_stem_layers_add_full_resolution_convs():
+    D1 = build_discriminator("tiny", CHANNELS, CLASSES)
+    D2 = build_discriminator("tiny", CHANNELS, CLASSES, stem_layers=2)
+    width = PRESETS["tiny"]["discriminator"]["width"]
+    assert count_parameters(D2) - count_parameters(D1) == width * width * 9 + width
+    image, _, labels = make_batch(2, 64, 64)
+    logits1, features1 = D1(image, labels)
+    logits2, features2 = D2(image, labels)
+    assert logits2.shape == logits1.shape and [f.shape for f in features2] == [f.shape for f in features1]
+    with pytest.raises(ValueError, match="stem_layers >= 1"):
+        build_discriminator("tiny", CHANNELS, CLASSES, stem_layers=0)
 
 
 def test_generator_overrides_replace_the_presets_values():

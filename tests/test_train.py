@@ -171,8 +171,10 @@ def test_bad_configs(tiny, tmp_path):
         apply_overrides(TrainConfig(), ["adversarial_loss=wasserstein"])
     with pytest.raises(ConfigError, match="d_conditioning must be projection, input or none"):
         apply_overrides(TrainConfig(), ["d_conditioning=late"])
-    with pytest.raises(ConfigError, match="g_upsampling must be transposed or resize"):
+    with pytest.raises(ConfigError, match="g_upsampling must be transposed, resize or nearest"):
         apply_overrides(TrainConfig(), ["g_upsampling=pixelshuffle"])
+    with pytest.raises(ConfigError, match="d_stem_layers must be an integer >= 1"):
+        apply_overrides(TrainConfig(), ["d_stem_layers=0"])
     with pytest.raises(ConfigError, match="g_ratio_g must be in"):
         apply_overrides(TrainConfig(), ["g_ratio_g=1"])
     with pytest.raises(ConfigError, match="g_decoder_noise must be true or false"):

@@ -21,7 +21,8 @@ class TrainConfig:
     preset: str = "small"  # models.PRESETS: tiny | small | lama | big
     resolution: int | None = None  # training crop size in pixels; None = the preset's
     d_conditioning: str = "projection"  # how D sees the label maps: projection | input | none
-    g_upsampling: str | None = None  # G's decoder: transposed | resize; None = the preset's
+    d_stem_layers: int | None = None  # D's 3x3 convs at full resolution; None = the preset's
+    g_upsampling: str | None = None  # G's decoder: transposed | resize | nearest; None = the preset's
     g_ratio_g: float | None = None  # share of global (Fourier) channels in G; None = the preset's
     g_decoder_noise: bool | None = None  # StyleGAN noise after G's upsamplings; None = the preset's
     # --- optimisation --------------------------------------------------------------------------
@@ -91,8 +92,15 @@ class TrainConfig:
             )
         if self.g_upsampling is not None and self.g_upsampling not in UPSAMPLING:
             raise ConfigError(
-                f"g_upsampling must be {' or '.join(UPSAMPLING)} (or unset), got {self.g_upsampling!r}"
+                f"g_upsampling must be {', '.join(UPSAMPLING[:-1])} or {UPSAMPLING[-1]} (or unset), "
+                f"got {self.g_upsampling!r}"
             )
+        if self.d_stem_layers is not None and (
+            isinstance(self.d_stem_layers, bool)
+            or not isinstance(self.d_stem_layers, int)
+            or self.d_stem_layers < 1
+        ):
+            raise ConfigError(f"d_stem_layers must be an integer >= 1 (or unset), got {self.d_stem_layers!r}")
         if self.g_ratio_g is not None and not 0.0 < self.g_ratio_g < 1.0:
             raise ConfigError(f"g_ratio_g must be in (0, 1) (or unset), got {self.g_ratio_g}")
         if self.g_decoder_noise is not None and not isinstance(self.g_decoder_noise, bool):

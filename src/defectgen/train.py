@@ -84,7 +84,9 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
     torch.manual_seed(config.seed)  # parameter initialisation only; all sampling is explicit
     channels, num_classes = dataset.channels, len(dataset.classes)
     G = build_generator(config.preset, channels, num_classes, **config.generator_overrides()).to(device)
-    D = build_discriminator(config.preset, channels, num_classes, config.d_conditioning).to(device)
+    D = build_discriminator(
+        config.preset, channels, num_classes, config.d_conditioning, stem_layers=config.d_stem_layers
+    ).to(device)
     ema = copy.deepcopy(G).eval().requires_grad_(False)
     opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g, betas=config.betas)
     # Lazy R1 (StyleGAN2 appendix B): scale D's Adam so its effective step matches every-step R1.

@@ -49,12 +49,19 @@ def build_generator(
 
 
 def build_discriminator(
-    preset: str, image_channels: int, num_classes: int, conditioning: str = "projection"
+    preset: str,
+    image_channels: int,
+    num_classes: int,
+    conditioning: str = "projection",
+    *,
+    stem_layers: int | None = None,
 ) -> PatchDiscriminator:
-    """The discriminator of a named preset (see `PRESETS`)."""
-    return PatchDiscriminator(
-        image_channels, num_classes, **_preset(preset)["discriminator"], conditioning=conditioning
-    )
+    """The discriminator of a named preset (see `PRESETS`); `stem_layers`, if not None,
+    overrides the preset's."""
+    kwargs = {**_preset(preset)["discriminator"], "conditioning": conditioning}
+    if stem_layers is not None:
+        kwargs["stem_layers"] = stem_layers
+    return PatchDiscriminator(image_channels, num_classes, **kwargs)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

@@ -92,9 +92,10 @@ CONDITIONING = ("projection", "input", "none")
 class PatchDiscriminator(nn.Module):
     """Residual PatchGAN: (image, labels) -> (logits [N, 1, h, w], features).
 
-    stem 3x3 conv (C -> width, or C+K with conditioning "input") + lrelu, then `n_layers`
-    ResidualDownBlocks doubling the channels (capped at 8 * width), then a 1x1 conv to one
-    logit per patch, plus the class projection term with conditioning "projection".
+    stem: `stem_layers` 3x3 convs at the input resolution (C -> width, or C+K with conditioning
+    "input", then width -> width), each + lrelu, then `n_layers` ResidualDownBlocks doubling
+    the channels (capped at 8 * width), then a 1x1 conv to one logit per patch, plus the class
+    projection term with conditioning "projection".
     h, w = ceil(H / 2**n_layers), ceil(W / 2**n_layers).
 
     `features` is the list of the `n_layers` residual-block outputs (coarsening; the last one
@@ -109,14 +110,15 @@ class PatchDiscriminator(nn.Module):
         n_layers: int = 3,
         spectral_norm: bool = False,
         conditioning: str = "projection",
+        stem_layers: int = 1,
     ):
         super().__init__()
         if conditioning not in CONDITIONING:
             raise ValueError(f"conditioning must be one of {CONDITIONING}, got {conditioning!r}")
-        if image_channels < 1 or num_classes < 1 or width < 1 or n_layers < 1:
+        if min(image_channels, num_classes, width, n_layers, stem_layers) < 1:
             raise ValueError(
-                "need image_channels, num_classes, width, n_layers >= 1; got "
-                f"{image_channels}, {num_classes}, {width}, {n_layers}"
+                "need image_channels, num_classes, width, n_layers, stem_layers >= 1; got "
+                f"{image_channels}, {num_classes}, {width}, {n_layers}, {stem_layers}"
             )
         self.image_channels = image_channels
         self.num_classes = num_classes
@@ -124,10 +126,11 @@ class PatchDiscriminator(nn.Module):
         max_channels = 8 * width
         channels = [min(width * 2**i, max_channels) for i in range(n_layers + 1)]
         stem_inputs = image_channels + (num_classes if conditioning == "input" else 0)
-        self.stem = nn.Sequential(
-            _conv(stem_inputs, width, 3, spectral_norm, padding=1),
-            nn.LeakyReLU(LEAKY_SLOPE),
-        )
+        stem: list[nn.Module] = []
+        for i in range(stem_layers):
+            stem += [_conv(stem_inputs if i == 0 else width, width, 3, spectral_norm, padding=1)]
+            stem += [nn.LeakyReLU(LEAKY_SLOPE)]
+        self.stem = nn.Sequential(*stem)
         self.blocks = nn.ModuleList(
             ResidualDownBlock(channels[i], channels[i + 1], spectral_norm) for i in range(n_layers)
         )

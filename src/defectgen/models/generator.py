@@ -94,23 +94,48 @@ class Downsample(nn.Module):
         return self.activation(self.conv(x))  # [N, out, H/2, W/2]
 
 
-UPSAMPLING = ("transposed", "resize")
+UPSAMPLING = ("transposed", "resize", "nearest")
+
+
+def folded_kernel(weight: Tensor) -> Tensor:
+    """3x3 conv weight [out, in, 3, 3] -> the 4x4 stride-2 transposed-conv weight [in, out, 4, 4]
+    that computes nearest-neighbour 2x resize followed by that convolution.
+
+    Per axis, output pixel 2i takes rows i-1 and i of the input with taps (w[0], w[1] + w[2]),
+    pixel 2i+1 rows i and i+1 with (w[0] + w[1], w[2]). A transposed convolution (stride 2,
+    padding 1) gives pixel 2i taps k[3], k[1] and pixel 2i+1 taps k[2], k[0], so
+    k = (w[2], w[1] + w[2], w[0] + w[1], w[0]): the weight summed over a 2x2 box, flipped.
+    """
+    padded = nn.functional.pad(weight, (1, 1, 1, 1))  # [out, in, 5, 5]
+    rows = padded[..., :-1, :] + padded[..., 1:, :]  # [out, in, 4, 5]
+    boxed = rows[..., :-1] + rows[..., 1:]  # [out, in, 4, 4]
+    return boxed.flip(-2, -1).transpose(0, 1)  # [in, out, 4, 4]
 
 
 class Upsample(nn.Module):
-    """Doubles H and W exactly, then ReLU; two ways (`mode`):
+    """Doubles H and W exactly, then ReLU; three ways (`mode`):
 
     * "transposed": a 4x4 stride-2 transposed convolution. LaMa's 3x3 stride-2 kernel overlaps
       unevenly and tends to paint checkerboards (Odena et al., Distill 2016); with a kernel size
       divisible by the stride every output pixel gets the same number of taps. The four output
       phases still have their own weights, so a learned periodic pattern (period 2 per layer,
       2**n_downsample after the decoder) remains possible.
-    * "resize" (the presets'): bilinear 2x resize, then a reflect-padded 3x3 convolution
-      (Odena's other fix). One set of convolution weights serves every output pixel, and the
-      resize treats the two phases alike (mirrored 3/4, 1/4 weights), so nothing can learn a
-      per-phase pattern. The convolution runs at the doubled size: 2.25x the multiply-adds;
-      measured 2.3x slower on a 2-core CPU (fwd+bwd of the small preset's decoder: 0.104 s vs
-      0.045 s, bf16, batch 4 at 128 px), 3-18 % on a whole training iteration.
+    * "resize": bilinear 2x resize, then a reflect-padded 3x3 convolution (Odena's other fix).
+      One set of convolution weights serves every output pixel, and the resize treats the two
+      phases alike (mirrored 3/4, 1/4 weights), so nothing can learn a per-phase pattern. The
+      convolution runs at the doubled size: 2.25x the multiply-adds; measured 2.3x slower on a
+      2-core CPU (fwd+bwd of the small preset's decoder: 0.104 s vs 0.045 s, bf16, batch 4 at
+      128 px), 3-18 % on a whole training iteration.
+    * "nearest" (the presets'): nearest-neighbour 2x resize, then a zero-padded 3x3
+      convolution, computed without ever building the resized tensor. Nearest-neighbour 2x is
+      a transposed convolution with a 2x2 box of ones, so resize-then-convolve is one 4x4
+      stride-2 transposed convolution whose kernel is the 3x3 weight convolved with that box
+      (`folded_kernel`). Same output as resize-then-convolve (test:
+      `test_nearest_upsampling_is_folded`), at about the cost of "transposed"; the phases
+      share the 3x3 weight as in "resize" (a constant input gives a constant output away from
+      the border), so the per-phase freedom that laid the grid is gone. Zero padding, as the
+      transposed convolution has: reflect padding would need a padded copy of the input and a
+      crop of the output, which cost more than the folding saves on a 2-core CPU.
     """
 
     def __init__(self, in_channels: int, out_channels: int, mode: str = "resize", noise: bool = False):
@@ -122,8 +147,9 @@ class Upsample(nn.Module):
             self.conv = nn.ConvTranspose2d(in_channels, out_channels, 4, stride=2, padding=1)
             # fan-in of a stride-2 4x4 transposed conv: each output sees in_channels * 2 * 2 taps
             init_conv(self.conv, fan_in=in_channels * 4)
-        else:
-            self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, padding_mode="reflect")
+        else:  # the 3x3 convolution after the resize; "nearest" folds it into a transposed one
+            padding_mode = "reflect" if mode == "resize" else "zeros"
+            self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, padding_mode=padding_mode)
             init_conv(self.conv)
         # StyleGAN noise input: per-channel strength of one noise map, zero at start
         self.noise_strength = nn.Parameter(torch.zeros(out_channels)) if noise else None
@@ -135,7 +161,11 @@ class Upsample(nn.Module):
             raise ValueError("Upsample takes a noise map exactly when it was built with noise=True")
         if self.mode == "resize":
             x = nn.functional.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
-        x = self.conv(x)
+            x = self.conv(x)
+        elif self.mode == "nearest":
+            x = nn.functional.conv_transpose2d(x, folded_kernel(self.conv.weight), self.conv.bias, 2, 1)
+        else:
+            x = self.conv(x)
         if noise is not None:
             x = x + self.noise_strength.view(1, -1, 1, 1).to(x.dtype) * noise.to(x.dtype)
         return self.activation(x)  # [N, out, 2H, 2W]

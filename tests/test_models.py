@@ -311,7 +311,7 @@ def test_resize_upsampling_has_no_phase_pattern():
 
 
 def test_nearest_upsampling_is_folded():
-    """"nearest" is one transposed convolution that computes nearest-neighbour 2x and then the
+    """ "nearest" is one transposed convolution that computes nearest-neighbour 2x and then the
     3x3 convolution exactly (borders and odd sizes included), and gradients reach its weight;
     like resize, a constant input gives a constant output away from the zero-padded border."""
     torch.manual_seed(0)
@@ -349,7 +349,7 @@ def test_generator_overrides_replace_the_presets_values():
     assert G.blocks[0].global_channels == G.blocks[0].local_channels
     assert G.noise_maps == G.noise_channels + 1 == PRESETS["tiny"]["generator"]["noise_channels"] + 1
     preset = build_generator("tiny", CHANNELS, CLASSES)
-    assert all(up.mode == "resize" and up.noise_strength is None for up in preset.decoder)
+    assert all(up.mode == "nearest" and up.noise_strength is None for up in preset.decoder)
     assert preset.noise_maps == preset.noise_channels
 
 

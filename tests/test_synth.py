@@ -94,7 +94,8 @@ def test_generator_options_reach_the_checkpoint_and_synthesis(tmp_path):
     """A run with `--set g_upsampling=transposed --set g_decoder_noise=true` (not the presets')
     is loaded and synthesised with the generator it trained: the options travel in the config.
     A checkpoint from before these options existed (no such keys) loads as the transposed
-    decoder without noise, the only generator there was."""
+    decoder without noise, the only generator there was; one that left them to the preset
+    (null) loads as the preset of that time, resize without noise."""
     dataset = open_dataset(str(FIXTURE))
     split = make_split(dataset, seed=0)
     config = TrainConfig(steps=1, g_upsampling="transposed", g_decoder_noise=True, **TINY)
@@ -111,6 +112,13 @@ def test_generator_options_reach_the_checkpoint_and_synthesis(tmp_path):
     save_checkpoint(state, tmp_path / "legacy.pt")
     legacy, *_ = load_generator(tmp_path / "legacy.pt")
     assert all(up.mode == "transposed" and up.noise_strength is None for up in legacy.decoder)
+    config = TrainConfig(steps=1, g_upsampling="resize", g_decoder_noise=False, **TINY)
+    state = load_checkpoint(train(dataset, split, config, tmp_path / "then", progress=False))
+    for key in ("g_upsampling", "g_decoder_noise", "g_ratio_g"):
+        state["config"][key] = None
+    save_checkpoint(state, tmp_path / "preset_of_then.pt")
+    then, *_ = load_generator(tmp_path / "preset_of_then.pt")
+    assert all(up.mode == "resize" and up.noise_strength is None for up in then.decoder)
 
 
 def test_severstal_format_on_whole_strips(tmp_path):

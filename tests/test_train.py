@@ -20,6 +20,7 @@ from defectgen.config import TrainConfig, apply_overrides
 from defectgen.data import open_dataset
 from defectgen.data.split import make_split
 from defectgen.errors import ConfigError
+from defectgen.models import PRESETS
 from defectgen.train import DivergenceError, train
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny_folder"
@@ -151,12 +152,31 @@ def test_resume_of_a_run_from_before_the_generator_options_names_its_values(tiny
     for key in ("g_upsampling", "g_decoder_noise", "g_ratio_g"):
         del old[key]
     (run / "config.yaml").write_text(yaml.safe_dump(old))
-    message = "The run's values: --set g_decoder_noise=false --set g_upsampling=transposed"
+    message = "The run's values: --set g_upsampling=transposed"
     with pytest.raises(ConfigError, match=message):
         train(dataset, split, _config(steps=2), run, resume=True, progress=False)
     config = _config(steps=2, g_upsampling="transposed", g_decoder_noise=False)
     train(dataset, split, config, run, resume=True, progress=False)
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 2
+
+
+def test_a_run_writes_the_model_options_it_trained(tiny, tmp_path):
+    """Options left to the preset are written as the preset's values, so changing a preset later
+    cannot change what an old run's config or checkpoint builds."""
+    dataset, split = tiny
+    run = tmp_path / "run"
+    train(dataset, split, _config(steps=1), run, progress=False)
+    written = yaml.safe_load((run / "config.yaml").read_text())
+    stored = load_checkpoint(run / "checkpoints" / "last.pt")["config"]
+    preset = PRESETS["tiny"]
+    expected = {
+        "g_upsampling": preset["generator"]["upsampling"],
+        "g_ratio_g": preset["generator"]["ratio_g"],
+        "g_decoder_noise": preset["generator"]["decoder_noise"],
+        "d_stem_layers": preset["discriminator"].get("stem_layers", 1),
+    }
+    for key, value in expected.items():
+        assert written[key] == stored[key] == value, key
 
 
 def test_bad_configs(tiny, tmp_path):

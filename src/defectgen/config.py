@@ -70,6 +70,22 @@ class TrainConfig:
             "decoder_noise": self.g_decoder_noise,
         }
 
+    def with_preset_models(self) -> TrainConfig:
+        """This config with every model option left to the preset (None) replaced by the
+        preset's value, so a run's config.yaml and checkpoints name the models they trained even
+        after a preset changes."""
+        from defectgen.models import PRESETS
+
+        preset = PRESETS[self.preset]
+        generator, discriminator = preset["generator"], preset["discriminator"]
+        resolved = {
+            "g_upsampling": generator["upsampling"],
+            "g_ratio_g": generator["ratio_g"],
+            "g_decoder_noise": generator["decoder_noise"],
+            "d_stem_layers": discriminator.get("stem_layers", 1),
+        }
+        return dataclasses.replace(self, **{k: v for k, v in resolved.items() if getattr(self, k) is None})
+
     def validate(self) -> None:
         from defectgen.models import PRESETS
         from defectgen.models.discriminator import CONDITIONING
@@ -184,14 +200,18 @@ class TrainConfig:
 
 
 def with_legacy_generator(data: dict) -> dict:
-    """A saved config dict, completed for runs written before the generator options existed.
+    """A saved config dict, completed for runs written before runs saved their model options.
 
-    Those runs (no `g_upsampling` key) trained the transposed-convolution decoder without decoder
-    noise; the presets have since changed, so "the preset's value" would build another model.
+    Runs without a `g_upsampling` key trained the transposed-convolution decoder without decoder
+    noise. Runs that wrote null for "the preset's" option did so while the presets decoded with
+    bilinear resize, without decoder noise, with one full-resolution conv in D; the presets
+    have changed since, so "the preset's value" would build another model. (Runs now write the
+    values themselves: `TrainConfig.with_preset_models`.)
     """
-    if "g_upsampling" in data:
-        return data
-    return {**data, "g_upsampling": "transposed", "g_decoder_noise": False}
+    if "g_upsampling" not in data:
+        data = {**data, "g_upsampling": "transposed", "g_decoder_noise": False}
+    then = {"g_upsampling": "resize", "g_ratio_g": 0.75, "g_decoder_noise": False, "d_stem_layers": 1}
+    return {**data, **{k: v for k, v in then.items() if data.get(k) is None}}
 
 
 def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:

@@ -64,6 +64,7 @@ def train(
 ) -> Path:
     """Train G and D on the training half of `split`; returns the path of `last.pt`."""
     config.validate()
+    config = config.with_preset_models()  # the run's files name its models, whatever the presets become
     out_dir = Path(out_dir)
     context = distributed.init(device)
     try:

@@ -65,8 +65,10 @@ class ResidualDownBlock(nn.Module):
 
     main: 3x3 stride-2 conv (in->out) + lrelu, 3x3 conv (out->out) + lrelu;
     skip: 2x2 average pool + 1x1 conv (in->out, no bias); output (main + skip) / sqrt(2).
-    StyleGAN2 runs its first conv at the input resolution; we stride first, which costs a
-    quarter as much at the top of D and keeps a CPU training step affordable.
+    StyleGAN2 runs its first conv at the input resolution (in->in) and strides in the second
+    (in->out); we stride first. Where a block doubles its channels both orders take the same
+    multiply-adds and ours holds half the activations; where the channels are capped (in == out)
+    ours takes 2.5x fewer. Full-resolution features come from the stem (`stem_layers`).
     """
 
     def __init__(self, in_channels: int, out_channels: int, spectral_norm: bool = False):

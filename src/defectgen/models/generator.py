@@ -7,9 +7,9 @@ Inputs (checked in `FFCGenerator.forward`):
 
 Architecture (Suvorov et al., LaMa, WACV 2022, "big-lama"/"lama-fourier" generators):
 reflect-padded 7x7 stem -> `n_downsample` stride-2 convolutions (width, 2w, 4w, 8w, capped at
-8w) -> `n_blocks` FFC residual blocks -> `n_downsample` upsamplings (4x4 stride-2
-transposed convolutions, or resize + 3x3 convolutions; see `Upsample`) -> reflect-padded 7x7
-conv -> tanh. No normalisation layers (see models/ffc.py for why).
+8w) -> `n_blocks` FFC residual blocks -> `n_downsample` upsamplings (nearest-neighbour or
+bilinear 2x + 3x3 convolution, or 4x4 stride-2 transposed convolution; see `Upsample`) ->
+reflect-padded 7x7 conv -> tanh. No normalisation layers (see models/ffc.py for why).
 LaMa has neither a class input nor randomness; we add both:
   * the class label maps are input channels, so the generator knows what to paint where;
   * per-pixel noise maps are input channels (masked to the hole: known pixels need none);
@@ -138,7 +138,7 @@ class Upsample(nn.Module):
       crop of the output, which cost more than the folding saves on a 2-core CPU.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, mode: str = "resize", noise: bool = False):
+    def __init__(self, in_channels: int, out_channels: int, mode: str = "nearest", noise: bool = False):
         super().__init__()
         if mode not in UPSAMPLING:
             raise ValueError(f"upsampling must be one of {', '.join(UPSAMPLING)}, got {mode!r}")
@@ -190,7 +190,7 @@ class FFCGenerator(nn.Module):
         ratio_g: float = 0.75,
         style_dim: int = 128,
         noise_channels: int = 1,
-        upsampling: str = "resize",
+        upsampling: str = "nearest",
         decoder_noise: bool = False,
     ):
         super().__init__()

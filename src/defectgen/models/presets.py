@@ -19,15 +19,19 @@ Our generator carries parameters LaMa does not have (the co-modulation mapping n
 its per-block FiLM heads: 2.4 M in lama, 4.6 M in big), so width 60 rather than LaMa's 64
 brings the totals near LaMa's sizes.
 
-Every preset decodes with resize-then-convolve upsampling (`upsampling="resize"`). The first
-decoder, 4x4 stride-2 transposed convolutions, laid a regular 8 px grid (period
-2**n_downsample) over every large hole; with resize it is gone, and label fidelity was
-0.26-0.27 against 0.22-0.26 (benchmarks/RESULTS.md, "Where the 8-px grid comes from"). Resize
-alone fills large holes with smooth strokes; StyleGAN decoder noise
-(`decoder_noise=True`) gave them grain, but the real-trained U-Net no longer found Uneven in
-them (label fidelity 0.01) and KID rose to 137, so it stays off. `--set
-g_upsampling=transposed --set g_decoder_noise=false` trains the first decoder, which is what
-checkpoints from before these options hold (`config.with_legacy_generator`).
+Every preset decodes with nearest-neighbour 2x then a 3x3 convolution, folded into one
+transposed convolution (`upsampling="nearest"`, see `generator.Upsample`). The first decoder,
+4x4 stride-2 transposed convolutions, laid a regular 8 px grid (period 2**n_downsample) over
+every large hole; bilinear resize then convolve (`"resize"`) removed it but made the step
+slower (plain G+D forward/backward 0.39-0.45 s against 0.37-0.38 s on the 2-core CPU) and
+filled large holes with smooth strokes. Nearest costs what the transposed decoder costs
+(0.37-0.39 s), had no grid at 2,500 steps, and reached label fidelity 0.27 at 2,500 steps
+(resize: 0.27) and 0.32 at 5,000; by 5,000 steps an 8 px ladder had come back in the largest
+(Fray) hole (benchmarks/RESULTS.md, "Nearest-neighbour decoder"). StyleGAN decoder noise
+(`decoder_noise=True`) gave large holes grain, but the real-trained U-Net no longer found
+Uneven in them (label fidelity 0.01), so it stays off. `--set g_upsampling=transposed --set
+g_decoder_noise=false` trains the first decoder, which is what checkpoints from before these
+options hold (`config.with_legacy_generator`).
 
 small / lama / big take no per-pixel noise input (noise_channels 0): in a 300-step pilot on
 magnetic tile, input noise came straight through as grain inside the hole, which the
@@ -47,7 +51,7 @@ PRESETS: dict[str, dict] = {
             "ratio_g": 0.75,
             "style_dim": 32,
             "noise_channels": 1,  # exercises the noise path in tests
-            "upsampling": "resize",
+            "upsampling": "nearest",
             "decoder_noise": False,
         },
         "discriminator": {"width": 8, "n_layers": 3},
@@ -61,7 +65,7 @@ PRESETS: dict[str, dict] = {
             "ratio_g": 0.75,
             "style_dim": 128,
             "noise_channels": 0,
-            "upsampling": "resize",
+            "upsampling": "nearest",
             "decoder_noise": False,
         },
         "discriminator": {"width": 32, "n_layers": 3},
@@ -75,7 +79,7 @@ PRESETS: dict[str, dict] = {
             "ratio_g": 0.75,
             "style_dim": 128,
             "noise_channels": 0,
-            "upsampling": "resize",
+            "upsampling": "nearest",
             "decoder_noise": False,
         },
         "discriminator": {"width": 64, "n_layers": 4},
@@ -89,7 +93,7 @@ PRESETS: dict[str, dict] = {
             "ratio_g": 0.75,
             "style_dim": 128,
             "noise_channels": 0,
-            "upsampling": "resize",
+            "upsampling": "nearest",
             "decoder_noise": False,
         },
         "discriminator": {"width": 64, "n_layers": 4},

@@ -53,7 +53,8 @@ def test_run_folder_describes_itself(tiny, tmp_path):
     last = train(dataset, split, _config(steps=4, keep_checkpoints=1), tmp_path / "run", progress=False)
     run = tmp_path / "run"
     assert last == run / "checkpoints" / "last.pt"
-    assert TrainConfig.load(run / "config.yaml") == _config(steps=4, keep_checkpoints=1)
+    written = TrainConfig.load(run / "config.yaml")
+    assert written == _config(steps=4, keep_checkpoints=1).with_preset_models()
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4]
     keys = ("d_relativistic", "logits_gap_hole", "d_accuracy_hole", "g_adversarial", "feature_matching")

@@ -78,12 +78,13 @@ def child(
     return {
         "seconds": seconds,
         "model_seconds": model_only(
-            preset, resolution, precision, batch, device, channels_last, config.generator_overrides()
+            preset, resolution, precision, batch, device, channels_last, config.model_overrides("generator")
         ),
         "images_per_second": batch / seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else 0.0,
-        "g_params_m": count_parameters(build_generator(preset, 1, 4, **config.generator_overrides())) / 1e6,
+        "g_params_m": count_parameters(build_generator(preset, 1, 4, **config.model_overrides("generator")))
+        / 1e6,
     }
 
 

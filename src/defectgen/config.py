@@ -14,6 +14,15 @@ import yaml
 
 from defectgen.errors import ConfigError
 
+# The model options a config may override, each left to the preset when None:
+# config key -> (part of the preset, keyword of models.build_generator / build_discriminator).
+MODEL_OPTIONS = {
+    "g_upsampling": ("generator", "upsampling"),
+    "g_ratio_g": ("generator", "ratio_g"),
+    "g_decoder_noise": ("generator", "decoder_noise"),
+    "d_stem_layers": ("discriminator", "stem_layers"),
+}
+
 
 @dataclass
 class TrainConfig:
@@ -62,12 +71,11 @@ class TrainConfig:
     tensorboard: bool = False
     extra: dict = field(default_factory=dict)  # free-form notes carried into the run folder
 
-    def generator_overrides(self) -> dict:
-        """Keyword arguments for `models.build_generator` (None: keep the preset's value)."""
+    def model_overrides(self, model: str) -> dict:
+        """Keyword arguments for `models.build_generator` (model "generator") or
+        `models.build_discriminator` ("discriminator"); None keeps the preset's value."""
         return {
-            "upsampling": self.g_upsampling,
-            "ratio_g": self.g_ratio_g,
-            "decoder_noise": self.g_decoder_noise,
+            keyword: getattr(self, key) for key, (part, keyword) in MODEL_OPTIONS.items() if part == model
         }
 
     def with_preset_models(self) -> TrainConfig:
@@ -77,14 +85,12 @@ class TrainConfig:
         from defectgen.models import PRESETS
 
         preset = PRESETS[self.preset]
-        generator, discriminator = preset["generator"], preset["discriminator"]
         resolved = {
-            "g_upsampling": generator["upsampling"],
-            "g_ratio_g": generator["ratio_g"],
-            "g_decoder_noise": generator["decoder_noise"],
-            "d_stem_layers": discriminator.get("stem_layers", 1),
+            key: preset[model][keyword]
+            for key, (model, keyword) in MODEL_OPTIONS.items()
+            if getattr(self, key) is None
         }
-        return dataclasses.replace(self, **{k: v for k, v in resolved.items() if getattr(self, k) is None})
+        return dataclasses.replace(self, **resolved)
 
     def validate(self) -> None:
         from defectgen.models import PRESETS
@@ -189,17 +195,17 @@ class TrainConfig:
     @classmethod
     def load(cls, path: Path, written_by_a_run: bool = False) -> TrainConfig:
         """A YAML config file; `written_by_a_run` for a run folder's config.yaml (see
-        `with_legacy_generator`)."""
+        `with_legacy_models`)."""
         try:
             data = yaml.safe_load(Path(path).read_text()) or {}
         except (OSError, yaml.YAMLError) as err:
             raise ConfigError(f"{path}: cannot read config ({err})") from err
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a config file must be a mapping of key: value")
-        return cls.from_dict(with_legacy_generator(data) if written_by_a_run else data)
+        return cls.from_dict(with_legacy_models(data) if written_by_a_run else data)
 
 
-def with_legacy_generator(data: dict) -> dict:
+def with_legacy_models(data: dict) -> dict:
     """A saved config dict, completed for runs written before runs saved their model options.
 
     Runs without a `g_upsampling` key trained the transposed-convolution decoder without decoder

@@ -84,9 +84,11 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
     # --- models, optimisers, augmentation -------------------------------------------------
     torch.manual_seed(config.seed)  # parameter initialisation only; all sampling is explicit
     channels, num_classes = dataset.channels, len(dataset.classes)
-    G = build_generator(config.preset, channels, num_classes, **config.generator_overrides()).to(device)
+    G = build_generator(config.preset, channels, num_classes, **config.model_overrides("generator")).to(
+        device
+    )
     D = build_discriminator(
-        config.preset, channels, num_classes, config.d_conditioning, stem_layers=config.d_stem_layers
+        config.preset, channels, num_classes, config.d_conditioning, **config.model_overrides("discriminator")
     ).to(device)
     ema = copy.deepcopy(G).eval().requires_grad_(False)
     opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g, betas=config.betas)

@@ -31,7 +31,7 @@ filled large holes with smooth strokes. Nearest costs what the transposed decode
 (`decoder_noise=True`) gave large holes grain, but the real-trained U-Net no longer found
 Uneven in them (label fidelity 0.01), so it stays off. `--set g_upsampling=transposed --set
 g_decoder_noise=false` trains the first decoder, which is what checkpoints from before these
-options hold (`config.with_legacy_generator`).
+options hold (`config.with_legacy_models`).
 
 small / lama / big take no per-pixel noise input (noise_channels 0): in a 300-step pilot on
 magnetic tile, input noise came straight through as grain inside the hole, which the
@@ -54,7 +54,7 @@ PRESETS: dict[str, dict] = {
             "upsampling": "nearest",
             "decoder_noise": False,
         },
-        "discriminator": {"width": 8, "n_layers": 3},
+        "discriminator": {"width": 8, "n_layers": 3, "stem_layers": 1},
     },
     "small": {  # CPU work
         "resolution": 128,
@@ -68,7 +68,7 @@ PRESETS: dict[str, dict] = {
             "upsampling": "nearest",
             "decoder_noise": False,
         },
-        "discriminator": {"width": 32, "n_layers": 3},
+        "discriminator": {"width": 32, "n_layers": 3, "stem_layers": 1},
     },
     "lama": {  # LaMa-Fourier size
         "resolution": 256,
@@ -82,7 +82,7 @@ PRESETS: dict[str, dict] = {
             "upsampling": "nearest",
             "decoder_noise": False,
         },
-        "discriminator": {"width": 64, "n_layers": 4},
+        "discriminator": {"width": 64, "n_layers": 4, "stem_layers": 1},
     },
     "big": {  # Big-LaMa size
         "resolution": 256,
@@ -96,6 +96,6 @@ PRESETS: dict[str, dict] = {
             "upsampling": "nearest",
             "decoder_noise": False,
         },
-        "discriminator": {"width": 64, "n_layers": 4},
+        "discriminator": {"width": 64, "n_layers": 4, "stem_layers": 1},
     },
 }

@@ -1,26 +1,41 @@
-"""The evaluation instrument: metrics on hand-computed cases, baselines that keep labels
-honest, arms that differ only in data, and a tiny end-to-end evaluate + report run."""
+"""The evaluation instrument: metrics on hand-computed cases, seed-aware intervals, paired arms
+that differ only in what they add, post-processing chosen on validation data only, no test-half
+leak, and a small end-to-end evaluate + report run that repeats value for value."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from defectgen.cli import main
+from defectgen.config import TrainConfig
 from defectgen.data import open_dataset
+from PIL import Image
 from defectgen.data.split import make_split
 from defectgen.errors import ConfigError, DataError
-from defectgen.evaluate import EvalConfig
-from defectgen.evaluate.metrics import ImageScores, pair_scores, paired_bootstrap, summarize
-from defectgen.evaluate.run import _sampler, carve_validation
-from defectgen.evaluate.sampling import ARMS, copypaste_pool
-from defectgen.evaluate.segmenter import build_segmenter, predict
+from defectgen.evaluate import EvalConfig, evaluate, parse_arm, parse_synthetic
+from defectgen.evaluate import postprocess
+from defectgen.evaluate.metrics import (
+    ImageScores,
+    contributions,
+    minimal_detectable_effect,
+    pair_scores,
+    paired_difference,
+    seeds_needed,
+    summarize,
+)
+from defectgen.evaluate.run import EvalContext, arm_sampler, carve_validation, choose_steps, synthetic_pool
+from defectgen.evaluate.segmenter import build_segmenter, probabilities, segmentation_loss
+from defectgen.synth import synthesize
+from defectgen.train import train
 
-FIXTURE = Path(__file__).parent / "fixtures" / "tiny_folder"
+TINY_GAN = {"preset": "tiny", "resolution": 32, "batch_size": 2, "sample_every": 100, "log_every": 1}
 
 
 def _mask(shape, *boxes):
@@ -28,6 +43,9 @@ def _mask(shape, *boxes):
     for y0, y1, x0, x1 in boxes:
         mask[y0:y1, x0:x1] = True
     return mask
+
+
+# --- metrics ---------------------------------------------------------------------------------
 
 
 def test_pair_scores_hand_computed():
@@ -42,198 +60,368 @@ def test_pair_scores_hand_computed():
     assert dice[0] == pytest.approx(2 * 2 / (2 + 4)) and iou[0] == pytest.approx(2 / 4)
 
 
-def test_summary_counts_positive_pairs_and_false_positives():
+def _scores(seed: int, images: int = 30, classes: int = 3) -> dict:
+    rng = np.random.default_rng(seed)
+    scores = ImageScores(classes)
+    for i in range(images):
+        target = np.zeros((classes, 8, 8), bool)
+        if i % 3:  # two thirds of the images hold defects
+            target[rng.integers(classes), 2:6, 2:6] = True
+        pred = rng.random((classes, 8, 8)) < (0.4 if i % 2 else 0.02)
+        pred |= target & (rng.random((classes, 8, 8)) < 0.7)
+        scores.add(pred, target, rng.random((classes, 8, 8)) * 0.5 + target * 0.5)
+    return scores.arrays()
+
+
+def test_summary_counts_positive_pairs_false_positives_and_auroc():
     scores = ImageScores(2)
     target = np.stack([_mask((4, 4), (0, 2, 0, 2)), np.zeros((4, 4), bool)])
-    scores.add(target.copy(), target)  # perfect on a defect image
-    scores.add(
-        np.stack([np.zeros((4, 4), bool), _mask((4, 4), (3, 4, 3, 4))]), np.zeros((2, 4, 4), bool)
-    )  # FP
-    scores.add(np.zeros((2, 4, 4), bool), np.zeros((2, 4, 4), bool))  # clean
+    scores.add(target.copy(), target, target * 0.9)  # perfect on a defect image
+    fp = np.stack([np.zeros((4, 4), bool), _mask((4, 4), (3, 4, 3, 4))])
+    scores.add(fp, np.zeros((2, 4, 4), bool), fp * 0.6)  # FP
+    scores.add(np.zeros((2, 4, 4), bool), np.zeros((2, 4, 4), bool), np.zeros((2, 4, 4)))  # clean
     summary = summarize(scores.arrays(), ("a", "b"))
     assert summary["positive_dice"] == {"a": 1.0, "b": None}
     assert summary["mean_positive_dice"] == 1.0
     assert summary["kaggle_dice"] == pytest.approx(5 / 6)  # 6 pairs, one is 0
     assert summary["fp_rate_defect_free"] == 0.5
+    assert summary["auroc"] == {"a": 1.0, "b": None}  # b has no positive image: not defined
 
 
-def test_paired_bootstrap():
+@pytest.mark.parametrize("metric", ["mean_positive_dice", "kaggle_dice", "fp_rate_defect_free"])
+def test_contributions_sum_to_the_headline_metric(metric):
+    arrays = _scores(1)
+    assert contributions(arrays, metric).sum() == pytest.approx(summarize(arrays, ("a", "b", "c"))[metric])
+
+
+def test_paired_difference_is_seed_aware():
+    base = [_scores(s) for s in range(3)]
+    shares = [contributions(b, "mean_positive_dice") for b in base]
+    same = paired_difference(shares, shares)
+    assert same["difference"] == 0 and same["per_seed"] == [0, 0, 0] and same["ci95"] == [0, 0]
+    # per-seed differences of the issue's example (-0.06, +0.08, -0.01), spread evenly over images:
+    offsets = [-0.06, 0.08, -0.01]
+    arm = [s + d / len(s) for s, d in zip(shares, offsets, strict=True)]
+    result = paired_difference(arm, shares)
+    assert result["per_seed"] == pytest.approx(offsets)
+    assert result["difference"] == pytest.approx(np.mean(offsets))
+    half = (result["ci95"][1] - result["ci95"][0]) / 2
+    assert half == pytest.approx(4.303 * np.std(offsets, ddof=1) / np.sqrt(3), rel=1e-3)  # ~0.18, not 0.03
+    # image noise with no seed spread still widens the interval
     rng = np.random.default_rng(0)
-    base = [np.linspace(0, 1, 50), np.linspace(0.1, 0.9, 50)]
-    same = paired_bootstrap(base, base, rng)
-    assert same["difference"] == 0 and same["ci95"] == [0.0, 0.0]
-    shifted = paired_bootstrap([b + 0.1 for b in base], base, rng)
-    assert shifted["difference"] == pytest.approx(0.1) and shifted["ci95"][0] > 0
-    noisy = paired_bootstrap([b + rng.normal(0, 0.3, 50) for b in base], base, rng)
-    assert noisy["ci95"][0] < noisy["difference"] < noisy["ci95"][1]
+    noise = rng.normal(0, 0.01, len(shares[0]))
+    noisy = paired_difference([s + noise for s in shares], shares)
+    assert noisy["seed_sd"] == pytest.approx(0, abs=1e-12) and noisy["ci95"][1] - noisy["ci95"][0] > 0
 
 
-def test_copypaste_keeps_labels_consistent_with_pixels():
-    dataset = open_dataset(str(FIXTURE))
-    split = make_split(dataset, seed=0)
-    train = split.indices(dataset, "train")
-    backgrounds = [dataset[i].image for i in train if not dataset.items[i].class_ids]
-    pool = copypaste_pool(dataset, train, 6, seed=0)
+def test_minimal_detectable_effect_and_seed_count():
+    assert minimal_detectable_effect(0.05, 0.0, 5) == pytest.approx((2.776 + 0.941) * 0.05 / np.sqrt(5), rel=1e-3)
+    assert minimal_detectable_effect(0.05, 0.0, 10) < minimal_detectable_effect(0.05, 0.0, 5)
+    needed = seeds_needed(0.05, 0.0, 0.05)
+    assert minimal_detectable_effect(0.05, 0.0, needed) <= 0.05 < minimal_detectable_effect(0.05, 0.0, needed - 1)
+    assert seeds_needed(1.0, 0.5, 0.05) is None  # the image term alone is larger than the effect
+
+
+def test_choose_steps_rule():
+    assert choose_steps([(100, 0.1), (200, 0.3), (300, 0.31), (400, 0.30)], 0.02) == (200, True, pytest.approx(0.01))
+    step, flattened, gain = choose_steps([(100, 0.1), (200, 0.2), (300, 0.3)], 0.02)
+    assert step == 300 and not flattened and gain == pytest.approx(0.1)  # still rising at the cap
+
+
+# --- post-processing ---------------------------------------------------------------------------
+
+
+def test_post_processing_removes_small_noise_and_keeps_the_default_on_ties():
+    targets, probs = [], []
+    for i in range(6):
+        target = np.zeros((2, 32, 32), bool)
+        target[0, 10:20, 10:20] = True
+        prob = np.zeros((2, 32, 32), np.float32)
+        prob[0][target[0]] = 0.9
+        prob[0, 1 + i, 28:30] = 0.8  # a 2-pixel speck on every image
+        targets.append(target)
+        probs.append(prob)
+    chosen, table = postprocess.choose(probs, targets)
+    assert chosen[0]["min_area"] > 2 and chosen[0]["validation_dice"] == pytest.approx(1.0)
+    assert table[0]["default_dice"] < 1.0
+    assert chosen[1]["threshold"] == 0.5 and chosen[1]["min_area"] == 0  # nothing to gain: the default
+    cleaned = postprocess.apply(probs[0], chosen)
+    assert np.array_equal(cleaned, targets[0])
+
+
+# --- the segmenter -------------------------------------------------------------------------------
+
+
+def test_a_one_pixel_target_is_predicted_on_that_pixel():
+    """Padding to the encoder's multiple of 32 and cropping back must not shift predictions."""
+    model = nn.Conv2d(1, 1, 1)
+    with torch.no_grad():
+        model.weight.fill_(50.0)
+        model.bias.fill_(0.0)
+    for height, width, y, x in [(45, 70, 44, 69), (33, 64, 0, 5), (40, 96, 17, 3)]:
+        image = np.zeros((height, width, 1), np.uint8)
+        image[y, x] = 255
+        prob = probabilities(model, image)
+        assert prob.shape == (1, height, width)
+        assert np.unravel_index(prob[0].argmax(), prob[0].shape) == (y, x)
+
+
+def test_same_seed_same_initial_weights_whatever_ran_before():
+    first = build_segmenter("resnet18", 1, 2, seed=3).state_dict()
+    torch.rand(1000)  # the global stream moves on
+    build_segmenter("resnet18", 1, 2, seed=7)
+    again = build_segmenter("resnet18", 1, 2, seed=3).state_dict()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    other = build_segmenter("resnet18", 1, 2, seed=4).state_dict()
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+def test_loss_ignores_invalid_pixels():
+    logits = torch.zeros(1, 2, 8, 8, requires_grad=True)
+    masks = torch.zeros(1, 2, 8, 8)
+    masks[:, 0, 2:4, 2:4] = 1
+    valid = torch.ones(1, 1, 8, 8)
+    valid[..., 5:, :] = 0  # a painted seam
+    segmentation_loss(logits, masks, valid).backward()
+    assert torch.all(logits.grad[..., 5:, :] == 0) and logits.grad[..., :5, :].abs().sum() > 0
+    changed = logits.detach().clone()
+    changed[..., 5:, :] = 30.0  # anything may be predicted in the ignored band
+    assert segmentation_loss(changed, masks, valid) == pytest.approx(
+        float(segmentation_loss(logits.detach(), masks, valid))
+    )
+
+
+# --- arms ------------------------------------------------------------------------------------------
+
+
+def test_arm_grammar():
+    assert parse_arm("oversample+tiles", ("tiles",)).sets == ("tiles",)
+    assert parse_arm("tiles", ("tiles",)).name == "real+tiles"
+    assert parse_arm("copypaste+tiles:filtered", ("tiles",)).set_names == ("tiles",)
+    assert parse_arm("tiles-only", ("tiles",)).base is None
+    for bad in ("magic", "real+nope", "control+tiles", "real+tiles+tiles", "nope-only"):
+        with pytest.raises(ConfigError):
+            parse_arm(bad, ("tiles",))
+    assert parse_synthetic(["a=x", "y"]) == {"a": "x", "synthetic": "y"}
+    for bad in (["real=x"], ["a=x", "a=y"], ["1a=x"], ["a="]):
+        with pytest.raises(ConfigError):
+            parse_synthetic(bad)
+
+
+def _folder_dataset(root: Path, images: int, seed: int) -> Path:
+    """images/ + masks/ (index PNGs) + classes.txt: textured grey images, half of them with a dark
+    blob (class 1) and/or a bright scratch (class 2)."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "classes.txt").write_text("blob\nscratch\n")
+    for i in range(images):
+        image = rng.normal(128, 12, (64, 96)).clip(0, 255)
+        mask = np.zeros((64, 96), np.uint8)
+        if i % 2:
+            kinds = [1, 2, (1, 2)][(i // 2) % 3]
+            for k in np.atleast_1d(kinds):
+                y, x = int(rng.integers(8, 48)), int(rng.integers(8, 80))
+                if k == 1:
+                    mask[y : y + 8, x : x + 10] = 1
+                    image[y : y + 8, x : x + 10] -= 60
+                else:
+                    mask[y : y + 2, max(0, x - 8) : x + 8] = 2
+                    image[y : y + 2, max(0, x - 8) : x + 8] += 70
+        Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(root / "images" / f"im_{i:03d}.png")
+        Image.fromarray(mask).save(root / "masks" / f"im_{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    """A small folder dataset (2 classes, 64x96 images), its split, a 2-step tiny GAN and a
+    synthetic set of 8 items: enough for every arm to run in seconds."""
+    work = tmp_path_factory.mktemp("bench")
+    data = _folder_dataset(work / "data", images=40, seed=1)
+    dataset = open_dataset(str(data))
+    split = make_split(dataset, test_fraction=0.5, seed=0)
+    split.save(work / "split.json")
+    checkpoint = train(dataset, split, TrainConfig(steps=2, **TINY_GAN), work / "gan", progress=False)
+    synthesize(checkpoint, dataset, split, 8, work / "synth", seed=0, fmt="folder", progress=False)
+    return dataset, split, checkpoint, work
+
+
+SMALL = dict(seeds=[0, 1], steps=3, crop_size=32, batch_size=4, quality_samples=6, diversity_masks=2)
+
+
+def test_arms_at_one_seed_see_identical_real_crops_and_only_add(bench):
+    dataset, split, _, work = bench
+    config = EvalConfig(**SMALL)
+    ctx = EvalContext.create(dataset, split, config, {"tiles": work / "synth"})
+    batches = {
+        name: arm_sampler(ctx, parse_arm(name, ("tiles",)), seed=0).batch(2)
+        for name in ("real", "oversample", "copypaste", "real+tiles", "oversample+tiles", "control")
+    }
+    real = batches["real"]
+    assert len(real[0]) == 4
+    for name in ("oversample", "copypaste", "real+tiles"):
+        images, masks, valid = batches[name]
+        assert len(images) == 6  # 4 real + 2 added (share 0.5 of the batch)
+        assert torch.equal(images[:4], real[0]) and torch.equal(masks[:4], real[1])
+        assert all(masks[i].any() for i in range(4, 6))  # added crops are centred on defects
+    assert torch.equal(batches["oversample+tiles"][0][:6], batches["oversample"][0])
+    assert torch.equal(batches["oversample+tiles"][0][6:], batches["real+tiles"][0][4:])  # same set, same crops
+    assert not torch.equal(batches["control"][0], real[0])  # the noise-floor twin draws its own crops
+    again = arm_sampler(ctx, parse_arm("real", ()), seed=0).batch(2)
+    assert all(torch.equal(a, b) for a, b in zip(again, real, strict=True))  # a function of (seed, step)
+    assert not torch.equal(arm_sampler(ctx, parse_arm("real", ()), seed=1).batch(2)[0], real[0])
+
+
+def test_synthetic_crops_ignore_the_painted_seam(bench):
+    dataset, split, _, work = bench
+    ctx = EvalContext.create(dataset, split, EvalConfig(**SMALL), {"tiles": work / "synth"})
+    pool = synthetic_pool(ctx, "tiles")
+    seams = 0
     for index in range(len(pool)):
-        image, masks, _ = pool.get(index)
-        assert masks.any() and masks.sum(axis=0).max() <= 1  # labelled, classes never overlap
-        outside = ~masks.any(axis=0)
-        assert any(np.array_equal(image[outside], b[outside]) for b in backgrounds)  # untouched outside
-        # inside, the pasted pixels are defect pixels: darker scratches / brighter pits than the steel
-        background = next(b for b in backgrounds if np.array_equal(image[outside], b[outside]))
-        assert not np.array_equal(image[~outside], background[~outside])
+        _, masks, ignore, _ = pool.get(index)
+        assert not (ignore & masks.any(axis=0)).any()  # a labelled pixel is never ignored
+        seams += int(ignore.sum())
+    assert seams > 0  # synth dilates its hole: there is a ring to ignore
 
 
-def test_arms_differ_only_in_data(tmp_path):
-    dataset = open_dataset(str(FIXTURE))
-    split = make_split(dataset, seed=0)
+def test_no_test_or_validation_item_reaches_training(bench):
+    dataset, split, _, work = bench
+    config = EvalConfig(**SMALL)
+    ctx = EvalContext.create(dataset, split, config, {"tiles": work / "synth"})
+    fit_ids = {dataset.items[i].item_id for i in ctx.fit}
+    held_out = set(split.test) | {dataset.items[i].item_id for i in ctx.validation}
+    assert held_out and any(dataset.items[dataset.index_of(i)].class_ids for i in split.test)
+    for name in ("real", "oversample", "copypaste", "classic", "control", "oversample+tiles"):
+        sampler = arm_sampler(ctx, parse_arm(name, ("tiles",)), seed=0)
+        for step in range(30):
+            sampler.batch(step)
+        used = set()
+        for pool in [sampler.real, *(e.pool for e in sampler.extras)]:
+            used |= pool.used | pool.sources_used
+        real_used = used & {item.item_id for item in dataset.items}
+        assert real_used and real_used <= fit_ids, name
+        assert not real_used & held_out, name
+
+
+def test_validation_part_is_deterministic_and_inside_the_training_half(bench):
+    dataset, split, _, _ = bench
     train = split.indices(dataset, "train")
-    config = EvalConfig(crop_size=32, batch_size=4)
-    synthetic = dataset  # stands in for a synthetic folder: only the pool's origin matters here
-    samplers = {arm: _sampler(arm, 0, dataset, train, synthetic, 4, config) for arm in ARMS}
-    for arm, sampler in samplers.items():
-        assert (sampler.crop_size, sampler.defect_crop_share, sampler.seed) == (32, 0.5, 0), arm
-        assert (sampler.augment is not None) == (arm == "classic"), arm
-    for arm in ("oversample", "copypaste", "synthetic"):
-        assert samplers[arm].extra_share == config.extra_share and samplers[arm].extra is not None
-    assert samplers["real"].extra is None and samplers["real"].extra_share == 0
-    assert samplers["synthetic-only"].main is None and samplers["synthetic-only"].extra_share == 1
-    images, masks = samplers["real"].batch(0, 4)
-    assert images.shape == (4, 1, 32, 32) and masks.shape == (4, 2, 32, 32)
-    again, _ = samplers["real"].batch(0, 4)
-    assert torch.equal(images, again)  # a batch is a function of (seed, step)
+    fit, validation = carve_validation(dataset, train, 0.3, seed=0)
+    assert (fit, validation) == carve_validation(dataset, train, 0.3, seed=0)
+    assert set(fit) | set(validation) == set(train) and not set(fit) & set(validation)
+    assert any(dataset.items[i].class_ids for i in validation)
 
 
-def test_validation_part_is_deterministic_and_inside_the_training_half(magnetic_tile_dir):
-    dataset = open_dataset(str(magnetic_tile_dir))
-    split = make_split(dataset, seed=0, label_fraction=0.25)
-    train = split.indices(dataset, "train")
-    fit, validation = carve_validation(dataset, train, 0.2, seed=0)
-    assert (fit, validation) == carve_validation(dataset, train, 0.2, seed=0)
-    assert not set(fit) & set(validation) and set(fit) | set(validation) == set(train)
-    assert not set(validation) & set(split.indices(dataset, "test"))
-    assert all(any(c in dataset.items[i].class_ids for i in validation) for c in dataset.classes.ids)
-
-
-def test_encoder_weights_from_a_local_file(tmp_path):
-    rgb = build_segmenter("resnet18", 3, 2)
-    path = tmp_path / "encoder.pt"
-    torch.save(rgb.encoder.state_dict(), path)
-    gray = build_segmenter("resnet18", 1, 2, encoder_weights=path)
-    expected = rgb.encoder.conv1.weight.sum(dim=1, keepdim=True)
-    assert torch.allclose(gray.encoder.conv1.weight, expected)
-    assert torch.equal(gray.encoder.layer1[0].conv1.weight, rgb.encoder.layer1[0].conv1.weight)
-    with pytest.raises(DataError, match="not found"):
-        build_segmenter("resnet18", 1, 2, encoder_weights=tmp_path / "missing.pt")
-    torch.save({"unrelated": torch.zeros(3)}, tmp_path / "other.pt")
-    with pytest.raises(DataError, match="no tensor matches"):
-        build_segmenter("resnet18", 1, 2, encoder_weights=tmp_path / "other.pt")
-    with pytest.raises(ConfigError, match="unknown segmentation encoder"):
-        build_segmenter("no-such-encoder", 1, 2)
-
-
-def test_predict_works_on_native_sizes():
-    model = build_segmenter("resnet18", 1, 2).eval()
-    for shape in [(48, 64, 1), (37, 101, 1), (256, 1600, 1)]:
-        prediction = predict(model, np.full(shape, 100, np.uint8))
-        assert prediction.shape == (2, *shape[:2]) and prediction.dtype == bool
-
-
-def test_tiny_evaluate_and_report_end_to_end(tmp_path, capsys):
-    split_file = tmp_path / "split.json"
-    assert main(["split", str(FIXTURE), "--out", str(split_file)]) == 0
-    run = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                str(FIXTURE),
-                "--split",
-                str(split_file),
-                "--out",
-                str(run),
-                "--preset",
-                "tiny",
-                "--steps",
-                "2",
-                "--set",
-                "resolution=32",
-                "--set",
-                "batch_size=2",
-            ]
-        )
-        == 0
+def _evaluate(bench, out: Path, **overrides) -> dict:
+    dataset, split, checkpoint, work = bench
+    arms = ["real", "control", "oversample", "copypaste", "classic", "real+tiles", "oversample+tiles:filtered"]
+    config = EvalConfig(**{**SMALL, "arms": arms, **overrides})
+    return evaluate(
+        dataset, split, out, config, synthetic={"tiles": work / "synth"}, checkpoint=checkpoint, progress=False
     )
-    checkpoint = run / "checkpoints" / "last.pt"
-    assert (
-        main(
-            [
-                "synth",
-                str(FIXTURE),
-                "--checkpoint",
-                str(checkpoint),
-                "--split",
-                str(split_file),
-                "--n",
-                "4",
-                "--out",
-                str(tmp_path / "synth"),
-            ]
-        )
-        == 0
-    )
+
+
+def test_evaluate_end_to_end_repeats_value_for_value(bench, tmp_path):
+    dataset, split, _, work = bench
+    results = _evaluate(bench, tmp_path / "a")
+    arms = results["config"]["arms"]
+    assert {(r["arm"], r["seed"]) for r in results["runs"]} == {(a, s) for a in arms for s in (0, 1)}
+    fit_ids = {dataset.items[i].item_id for i in EvalContext.create(dataset, split, EvalConfig()).fit}
+    for record in results["runs"]:
+        assert set(record["real_items_trained_on"]) <= fit_ids
+        assert set(record["post_processing"]) == set(dataset.classes.names)
+    # the paired differences are wired to the right runs: per seed, arm minus real of the headline
+    for arm in arms[1:]:
+        per_seed = results["paired"][arm]["mean_positive_dice"]["per_seed"]
+        for seed, value in zip((0, 1), per_seed, strict=True):
+            own = next(r for r in results["runs"] if r["arm"] == arm and r["seed"] == seed)["test"]
+            real = next(r for r in results["runs"] if r["arm"] == "real" and r["seed"] == seed)["test"]
+            assert value == pytest.approx(own["mean_positive_dice"] - real["mean_positive_dice"])
+        values = [r["test"]["mean_positive_dice"] for r in results["runs"] if r["arm"] == arm]
+        assert results["summary"][arm]["mean_positive_dice"]["std"] == pytest.approx(np.std(values, ddof=1))
+    assert results["noise_floor"]["minimal_detectable_effect"] >= 0
+    claim = results["claim"]
+    assert claim["best_cheap_baseline"] in ("real", "oversample", "copypaste", "classic")
+    assert claim["best_synthetic_arm"] in ("real+tiles", "oversample+tiles:filtered")
+    assert results["label_filter"]["tiles:filtered"]["items"] == 8
+    assert results["quality"]["tiles"]["label_fidelity"] and results["quality"]["tiles"]["kid"]["value"] is not None
+    # same command, new folder: identical numbers (the arms' wall-clock seconds aside)
+    arms = ["real", "oversample+tiles:filtered"]
+    again = _evaluate(bench, tmp_path / "b", arms=arms)
+    assert _timeless(again["runs"]) == _timeless([r for r in results["runs"] if r["arm"] in arms])
+    assert again["paired"]["oversample+tiles:filtered"] == results["paired"]["oversample+tiles:filtered"]
+    # an interrupted run redone equals the uninterrupted one
+    (tmp_path / "b" / "runs" / "real_s1.json").unlink()
+    resumed = _evaluate(bench, tmp_path / "b", arms=arms)
+    assert _timeless(resumed["runs"]) == _timeless(again["runs"])
+
+
+def _timeless(runs: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in runs]
+
+
+def test_cache_key_follows_the_synthetic_set(bench, tmp_path):
+    dataset, split, checkpoint, work = bench
+    out = tmp_path / "eval"
+    config = EvalConfig(**{**SMALL, "arms": ["real", "real+tiles"]})
+    evaluate(dataset, split, out, config, synthetic={"tiles": work / "synth"}, progress=False)
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")}
+    other = tmp_path / "synth2"
+    synthesize(checkpoint, dataset, split, 8, other, seed=5, fmt="folder", progress=False)
+    evaluate(dataset, split, out, config, synthetic={"tiles": other}, progress=False)
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")}
+    assert after["real_s0.json"] == stamps["real_s0.json"]  # real does not use the set: reused
+    assert after["real+tiles_s0.json"] != stamps["real+tiles_s0.json"]  # another set: trained again
+
+
+def test_evaluate_bad_input(bench, tmp_path):
+    _, _, _, work = bench
+    data = str(work / "data")
+    split_file = str(work / "split.json")
+    base = ["evaluate", data, "--split", split_file, "--out", str(tmp_path / "e")]
+    assert main([*base, "--arms", "real,magic"]) == 2
+    assert main([*base, "--arms", "real+synthetic"]) == 2  # needs --synthetic
+    assert main([*base, "--size", "100"]) == 2
+    assert main([*base, "--seeds", "1"]) == 2  # no interval without seed variance
+    assert main([*base, "--synthetic", str(tmp_path / "nope"), "--arms", "synthetic"]) == 2
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "results.json").write_text('{"mine": 1}')
+    assert main([*base[:-1], str(tmp_path / "foreign")]) == 2  # not ours: never overwritten
+    assert (tmp_path / "foreign" / "results.json").read_text() == '{"mine": 1}'
+
+
+def test_an_empty_test_half_is_refused(bench, tmp_path):
+    dataset, split, _, _ = bench
+    data = json.loads((bench[3] / "split.json").read_text())
+    data["train"] = sorted(data["train"] + data["test"])
+    data["test"] = []
+    (tmp_path / "split.json").write_text(json.dumps(data))
+    from defectgen.data.split import Split
+
+    with pytest.raises(DataError):
+        evaluate(dataset, Split.load(tmp_path / "split.json"), tmp_path / "e", EvalConfig(**SMALL), progress=False)
+
+
+def test_cli_end_to_end_and_report(bench, tmp_path):
+    _, _, checkpoint, work = bench
+    shutil.copytree(work / "synth", tmp_path / "synth")
     eval_dir = tmp_path / "eval"
     args = [
-        "evaluate",
-        str(FIXTURE),
-        "--split",
-        str(split_file),
-        "--synthetic",
-        str(tmp_path / "synth"),
-        "--checkpoint",
-        str(checkpoint),
-        "--out",
-        str(eval_dir),
-        "--seeds",
-        "2",
-        "--max-steps",
-        "4",
-        "--eval-every",
-        "2",
-        "--size",
-        "32",
-        "--batch-size",
-        "4",
-        "--arms",
-        "real,oversample,copypaste,classic,synthetic",
-    ]
+        "evaluate", str(work / "data"), "--split", str(work / "split.json"),
+        "--synthetic", f"tiles={tmp_path / 'synth'}", "--checkpoint", str(checkpoint),
+        "--out", str(eval_dir), "--seeds", "2", "--max-steps", "4", "--eval-every", "2",
+        "--size", "32", "--batch-size", "4", "--arms", "real,control,copypaste,oversample+tiles",
+    ]  # fmt: skip
     assert main(args) == 0
     results = json.loads((eval_dir / "results.json").read_text())
     assert results["step_selection"]["chosen"] in (2, 4)
-    assert {(r["arm"], r["seed"]) for r in results["runs"]} == {
-        (a, s) for a in ("real", "oversample", "copypaste", "classic", "synthetic") for s in (0, 1)
-    }
-    assert len({(r["steps"]) for r in results["runs"]}) == 1  # every arm, the same steps
-    for run_record in results["runs"]:
-        for value in (run_record["test"]["kaggle_dice"], run_record["test"]["fp_rate_defect_free"]):
-            assert np.isfinite(value)
-    assert results["quality"]["label_fidelity"] and results["quality"]["kid"]["value"] is not None
-    assert results["quality"]["diversity"]["mean_pairwise_distance"] >= 0
-    first = (eval_dir / "runs" / "real_s0.json").stat().st_mtime
+    assert isinstance(results["step_selection"]["flattened"], bool)
+    first = (eval_dir / "runs" / "real_s0.json").stat().st_mtime_ns
     assert main(args) == 0  # resumable: finished runs are not trained again
-    assert (eval_dir / "runs" / "real_s0.json").stat().st_mtime == first
+    assert (eval_dir / "runs" / "real_s0.json").stat().st_mtime_ns == first
     assert main(["report", str(eval_dir)]) == 0
     html = (eval_dir / "report.html").read_text()
     for section in ("protocol", "results", "per-class", "curves", "quality", "grids", "reading"):
         assert f'id="{section}"' in html
     assert "data:image/png;base64," in html
-
-
-def test_evaluate_bad_input(tmp_path):
-    split_file = tmp_path / "split.json"
-    assert main(["split", str(FIXTURE), "--out", str(split_file)]) == 0
-    base = ["evaluate", str(FIXTURE), "--split", str(split_file), "--out", str(tmp_path / "e")]
-    assert main([*base, "--arms", "real,magic"]) == 2
-    assert main([*base, "--arms", "synthetic"]) == 2  # needs --synthetic
-    assert main([*base, "--size", "100"]) == 2
-    assert main([*base, "--synthetic", str(tmp_path / "nope"), "--arms", "synthetic"]) == 2

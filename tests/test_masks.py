@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -355,3 +357,75 @@ def test_magnetic_tile_training_half(magnetic_tile_dir):
     for class_id, row in composer.sources["shapes"].fit_report(samples=60).items():
         ratio = row["sampled_area"]["p50"] / row["real_area"]["p50"]
         assert 0.5 <= ratio <= 2.0, (dataset.classes.name(class_id), row)
+
+
+# --- the real-mask bank learns from the training half only -----------------------------------
+
+TINY_FOLDER = Path(__file__).parent / "fixtures" / "tiny_folder"
+
+
+def _record_reads(dataset, monkeypatch, names=("load_masks",)) -> list[int]:
+    """Every dataset index whose masks (or, with names, images too) are read from now on."""
+    reads: list[int] = []
+    for name in names:
+        real = getattr(dataset, name)
+
+        def recorded(index, real=real):
+            reads.append(index)
+            return real(index)
+
+        monkeypatch.setattr(dataset, name, recorded)
+    return reads
+
+
+@pytest.fixture
+def fixture_split():
+    dataset = open_dataset(str(TINY_FOLDER))
+    split = make_split(dataset, seed=0)
+    test_defects = {i for i in split.indices(dataset, "test") if dataset.items[i].class_ids}
+    assert test_defects  # so a bank built from the test half (or everything) would show
+    return dataset, split
+
+
+def _bank_ids(composer, dataset) -> set[str]:
+    return {dataset.items[int(i)].item_id for i in composer.sources["real"].table.items}
+
+
+@pytest.mark.parametrize("kind", ["real", "mix"])
+def test_real_mask_bank_is_built_from_training_masks_only(fixture_split, monkeypatch, kind):
+    dataset, split = fixture_split
+    train_defect_ids = {i for i in split.train if dataset.items[dataset.index_of(i)].class_ids}
+    reads = _record_reads(dataset, monkeypatch)
+    composer = build_mask_source(kind, dataset, split.indices(dataset, "train"))
+    assert _bank_ids(composer, dataset) == train_defect_ids
+    assert {dataset.items[i].item_id for i in reads} <= set(split.train)
+
+
+@pytest.mark.parametrize("kind", ["real", "mix"])
+def test_synth_mask_bank_is_built_from_training_masks_only(fixture_split, tmp_path, monkeypatch, kind):
+    """Through `synthesize` (what `defectgen synth --mask-source real|mix` runs): every real
+    component in the bank, and every mask or image read, comes from the split's training half."""
+    from defectgen.config import TrainConfig
+    from defectgen.synth import synthesize
+    from defectgen.train import train
+
+    dataset, split = fixture_split
+    config = TrainConfig(preset="tiny", resolution=32, batch_size=2, precision="fp32", steps=1)
+    checkpoint = train(dataset, split, config, tmp_path / "run", progress=False)
+
+    banks: list[RealMaskBank] = []
+    real_init = RealMaskBank.__init__
+
+    def recorded_init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        banks.append(self)
+
+    monkeypatch.setattr(RealMaskBank, "__init__", recorded_init)
+    reads = _record_reads(dataset, monkeypatch, ("load_masks", "load_image"))
+    synthesize(checkpoint, dataset, split, 2, tmp_path / "synth", mask_source=kind, progress=False)
+
+    train_defect_ids = {i for i in split.train if dataset.items[dataset.index_of(i)].class_ids}
+    assert banks, "synthesize built no real-mask bank"
+    for bank in banks:
+        assert {dataset.items[int(i)].item_id for i in bank.table.items} == train_defect_ids
+    assert reads and {dataset.items[i].item_id for i in reads} <= set(split.train)

@@ -23,9 +23,10 @@ from defectgen.checkpoint import load_checkpoint, load_generator, save_checkpoin
 from defectgen.config import TrainConfig
 from defectgen.data import SeverstalDataset, open_dataset
 from defectgen.data.demo import generate_demo
+from defectgen.data.rle import decode
 from defectgen.data.split import make_split
 from defectgen.errors import ConfigError, DataError, DefectgenError
-from defectgen.synth import synthesize
+from defectgen.synth import painted_region, read_manifest, synthesize
 from defectgen.train import train
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny_folder"
@@ -277,3 +278,90 @@ def test_tiled_mode_paints_only_the_holes(tiny_run, tmp_path):
         assert not np.array_equal(b.image[hole], a.image[hole]) or hole.sum() == 0
     with pytest.raises(ConfigError, match="--tile"):
         synthesize(checkpoint, dataset, split, 1, tmp_path / "bad", tile=20, progress=False)
+
+
+def _records(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()]
+
+
+def _dilated_union(masks: np.ndarray, radius: int) -> np.ndarray:
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
+    return cv2.dilate(masks.any(0).astype(np.uint8), kernel).astype(bool)
+
+
+def _check_painted(dataset, out: Path) -> list[dict]:
+    """Every record's `painted` field is the dilated union of its labels (recomputed here from
+    the mask PNG and synth.json), holds every labelled pixel, and is exactly where the image may
+    differ from its background; `painted_region` gives the same with and without the field."""
+    radius = json.loads((out / "synth.json").read_text())["hole_dilation"]
+    assert radius > 0  # else the painted region could not be told from the label
+    synthetic = open_dataset(str(out))
+    by_stem = read_manifest(out)
+    records = _records(out)
+    assert sorted(by_stem) == [f"synth_{r['index']:06d}" for r in records]
+    for record in records:
+        assert by_stem[Path(record["image"]).stem] == record
+        sample = synthetic[synthetic.index_of(Path(record["image"]).stem)]
+        masks = sample.masks  # bool [K, H, W], read back from the mask PNG
+        painted = decode(record["painted"], masks.shape[1:])
+        assert painted.dtype == bool and record["painted_pixels"] == int(painted.sum())
+        labelled = masks.any(0)
+        assert labelled.any() and not (labelled & ~painted).any()  # every labelled pixel painted
+        assert painted.sum() > labelled.sum()  # and the dilation ring too
+        assert np.array_equal(painted, _dilated_union(masks, radius))
+        background = dataset[dataset.index_of(record["background"])].image
+        assert np.array_equal(sample.image[~painted], background[~painted])  # outside: untouched
+        assert not np.array_equal(sample.image[painted], background[painted])  # inside: painted
+        assert np.array_equal(painted_region(out, record, masks), painted)
+        legacy = {k: v for k, v in record.items() if k not in ("painted", "painted_pixels")}
+        assert np.array_equal(painted_region(out, legacy, masks), painted)  # from hole_dilation
+    return records
+
+
+def test_manifest_records_the_painted_region(tiny_run, tmp_path):
+    dataset, split, checkpoint, _ = tiny_run
+    synthesize(checkpoint, dataset, split, 4, tmp_path / "out", seed=5, progress=False)
+    assert len(_check_painted(dataset, tmp_path / "out")) == 4
+
+
+def test_tiled_synthesis_paints_every_hole_and_records_it(tiny_run, tmp_path):
+    dataset, split, checkpoint, _ = tiny_run
+    synthesize(checkpoint, dataset, split, 4, tmp_path / "tiled", seed=6, tile=16, progress=False)
+    assert json.loads((tmp_path / "tiled" / "synth.json").read_text())["tile"] == 16
+    assert len(_check_painted(dataset, tmp_path / "tiled")) == 4
+
+
+def test_backgrounds_come_only_from_the_training_half(tiny_run, tmp_path):
+    dataset, split, checkpoint, _ = tiny_run
+    free = {item.item_id for item in dataset.items if not item.class_ids}
+    train_free, test_free = free & set(split.train), free & set(split.test)
+    assert train_free and test_free  # a test-half background is available to misuse
+    synthesize(checkpoint, dataset, split, 12, tmp_path / "out", seed=0, progress=False)
+    used = {record["background"] for record in _records(tmp_path / "out")}
+    assert used and used <= train_free
+    assert not used & set(split.test)
+
+
+def test_item_seeds_are_keyed_by_index_not_queue_position(tiny_run, tmp_path):
+    dataset, split, checkpoint, _ = tiny_run
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    synthesize(checkpoint, dataset, split, 4, a, seed=2, batch_size=4, progress=False)
+    synthesize(checkpoint, dataset, split, 4, b, seed=2, batch_size=4, progress=False)
+    # a partial run: items 0 and 2 missing (files and manifest lines); the rerun makes only those
+    for index in (0, 2):
+        (b / "images" / f"synth_{index:06d}.png").unlink()
+        (b / "masks" / f"synth_{index:06d}.png").unlink()
+    kept = [r for r in _records(b) if r["index"] not in (0, 2)]
+    (b / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+    synthesize(checkpoint, dataset, split, 4, b, seed=2, batch_size=4, progress=False)
+    files_a = _files(a)
+    assert [n for n in files_a if n.startswith("images/")] == [f"images/synth_{i:06d}.png" for i in range(4)]
+    assert _files(b) == files_a
+    # a run of 2 is the first 2 items of a run of 4
+    synthesize(checkpoint, dataset, split, 2, c, seed=2, batch_size=4, progress=False)
+    files_c = _files(c)
+    for index in range(2):
+        for kind in ("images", "masks"):
+            name = f"{kind}/synth_{index:06d}.png"
+            assert files_c[name] == files_a[name]
+    assert _records(c) == _records(a)[:2]

@@ -272,3 +272,48 @@ def test_training_crops(tiny):
     assert all(torch.equal(again[k], crops.batch(3, size=4)[k]) for k in again)  # a function of the step
     assert (paired["labels"].amax(1, keepdim=True) <= paired["hole"]).all()  # the hole covers the defect
     assert paired["labels"].sum() > 0
+
+
+def _record_reads(dataset, monkeypatch) -> list[int]:
+    """Every dataset index whose image or masks are read from now on (`dataset[i]` reads both)."""
+    reads: list[int] = []
+    for name in ("load_image", "load_masks"):
+        real = getattr(dataset, name)
+
+        def recorded(index, real=real):
+            reads.append(index)
+            return real(index)
+
+        monkeypatch.setattr(dataset, name, recorded)
+    return reads
+
+
+def test_gan_training_crops_come_from_the_training_half_only(tmp_path, monkeypatch):
+    import defectgen.train as train_module
+
+    dataset = open_dataset(str(FIXTURE))
+    split = make_split(dataset, seed=0)
+    train_indices = set(split.indices(dataset, "train"))
+    test_indices = set(split.indices(dataset, "test"))
+    # the test half holds defect images, so using it (or the whole dataset) would show below
+    assert any(dataset.items[i].class_ids for i in test_indices)
+    train_defects = {i for i in train_indices if dataset.items[i].class_ids}
+    assert train_defects
+
+    built = []
+
+    class RecordedCrops(train_module.DefectCrops):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    monkeypatch.setattr(train_module, "DefectCrops", RecordedCrops)
+    reads = _record_reads(dataset, monkeypatch)
+    train(dataset, split, _config(steps=2), tmp_path / "run", progress=False)
+
+    assert len(built) == 1
+    crops = built[0]
+    assert set(crops.source_indices) == train_defects
+    used = {c.index for components in crops.components.values() for c in components}
+    assert used == train_defects  # every crop the GAN sees is cut around one of these
+    assert reads and set(reads) <= train_indices and not set(reads) & test_indices

@@ -281,6 +281,12 @@ def synth(
     )
 
 
+def _eval_default(name: str):
+    from defectgen.evaluate.config import default
+
+    return default(name)
+
+
 @app.command()
 def evaluate(
     data: DataArg,
@@ -290,32 +296,54 @@ def evaluate(
     out_dir: Annotated[
         Path, typer.Option("--out", help="Evaluation folder (results.json, runs/, figures/); resumable.")
     ],
-    synthetic: Annotated[Path | None, typer.Option(help="Output folder of `defectgen synth`.")] = None,
+    synthetic: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Synthetic set from `defectgen synth`: NAME=DIR (repeatable; arms name it, e.g. "
+            "oversample+NAME). A bare DIR is named 'synthetic'."
+        ),
+    ] = None,
     checkpoint: Annotated[
-        Path | None, typer.Option(help="Generator checkpoint, for the diversity measurement.")
+        Path | None, typer.Option(help="Generator checkpoint of one synthetic set, for the diversity measurement.")
     ] = None,
     arms: Annotated[
-        str, typer.Option(help="Comma-separated: real,oversample,copypaste,classic,synthetic,synthetic-only.")
-    ] = "real,oversample,copypaste,classic,synthetic",
-    seeds: Annotated[int, typer.Option(help="Seeds per arm (0..N-1).")] = 3,
+        str,
+        typer.Option(
+            help="Comma-separated arms: bases real, oversample, copypaste, classic, control (noise floor); "
+            "BASE+NAME adds synthetic set NAME; NAME:filtered keeps what the label filter accepts; NAME-only."
+        ),
+    ] = ",".join(_eval_default("arms")),
+    seeds: Annotated[int, typer.Option(help="Seeds per arm (0..N-1), at least 2.")] = len(_eval_default("seeds")),
     steps: Annotated[
         int | None,
         typer.Option(
             help="Segmenter steps for every arm (default: chosen on the real arm from a validation part)."
         ),
     ] = None,
-    max_steps: Annotated[int, typer.Option(help="Step selection: longest run tried.")] = 1500,
-    eval_every: Annotated[int, typer.Option(help="Step selection: validate every N steps.")] = 150,
-    size: Annotated[int, typer.Option("--size", help="Training crop size (multiple of 32).")] = 128,
-    batch_size: Annotated[int, typer.Option(help="Crops per batch, every arm.")] = 8,
-    lr: Annotated[float, typer.Option(help="Segmenter learning rate.")] = 1e-3,
-    encoder: Annotated[str, typer.Option(help="Any segmentation_models_pytorch encoder.")] = "resnet18",
+    max_steps: Annotated[int, typer.Option(help="Step selection: longest run tried.")] = _eval_default("max_steps"),
+    eval_every: Annotated[int, typer.Option(help="Step selection: validate every N steps.")] = _eval_default(
+        "eval_every"
+    ),
+    size: Annotated[int, typer.Option("--size", help="Training crop size (multiple of 32).")] = _eval_default(
+        "crop_size"
+    ),
+    batch_size: Annotated[int, typer.Option(help="Real crops per batch, every arm.")] = _eval_default("batch_size"),
+    lr: Annotated[float, typer.Option(help="Segmenter learning rate.")] = _eval_default("lr"),
+    encoder: Annotated[str, typer.Option(help="Any segmentation_models_pytorch encoder.")] = _eval_default(
+        "encoder"
+    ),
     encoder_weights: Annotated[
         Path | None, typer.Option(help="Local file of pretrained encoder weights (nothing is downloaded).")
     ] = None,
     extra_share: Annotated[
-        float, typer.Option(help="Share of each batch from synthetic / oversampled / copy-paste data.")
-    ] = 0.5,
+        float, typer.Option(help="Oversample / copy-paste crops added per batch, as a share of --batch-size.")
+    ] = _eval_default("extra_share"),
+    synthetic_share: Annotated[
+        float, typer.Option(help="Crops added per batch from each synthetic set, as a share of --batch-size.")
+    ] = _eval_default("synthetic_share"),
+    synthetic_until: Annotated[
+        float, typer.Option(help="Add synthetic crops only in this first fraction of the steps (1 = always).")
+    ] = _eval_default("synthetic_until"),
     inception_weights: Annotated[
         Path | None,
         typer.Option(help="torch-fidelity InceptionV3 weights for KID (default: a domain encoder)."),
@@ -327,10 +355,10 @@ def evaluate(
 ):
     """Train segmenters on real vs real + synthetic data (and the cheap baselines) and score them on the test half.
 
-    Example: defectgen evaluate ../shared/data/magnetic_tile --split split25.json --synthetic synth/tiles --checkpoint runs/tiles/checkpoints/last.pt --out eval/tiles
+    Example: defectgen evaluate ../shared/data/magnetic_tile --split split25.json --synthetic tiles=synth/tiles --arms real,control,oversample,copypaste,classic,oversample+tiles --checkpoint runs/tiles/checkpoints/last.pt --out eval/tiles
     """
     from defectgen.data.split import Split
-    from defectgen.evaluate import EvalConfig
+    from defectgen.evaluate import EvalConfig, parse_synthetic
     from defectgen.evaluate import evaluate as run_evaluation
 
     config = EvalConfig(
@@ -345,20 +373,37 @@ def evaluate(
         encoder=encoder,
         encoder_weights=str(encoder_weights) if encoder_weights else None,
         extra_share=extra_share,
+        synthetic_share=synthetic_share,
+        synthetic_until=synthetic_until,
         precision=precision,
         inception_weights=str(inception_weights) if inception_weights else None,
     )
+    sets = parse_synthetic(synthetic or [])
     dataset = _open(data, skip_bad, labels_complete, covered_ids)
     results = run_evaluation(
         dataset,
         Split.load(split_path),
         out_dir,
         config,
-        synthetic_dir=synthetic,
+        synthetic={name: Path(path) for name, path in sets.items()},
         checkpoint=checkpoint,
         split_file=split_path,
     )
     out.print(results_table(results))
+    claim = results.get("claim")
+    if claim:
+        dice = claim["paired"]["mean_positive_dice"]
+        out.print(
+            f"best synthetic arm {claim['best_synthetic_arm']} vs best cheap baseline {claim['best_cheap_baseline']}: "
+            f"{dice['difference']:+.3f} [{dice['ci95'][0]:+.3f}, {dice['ci95'][1]:+.3f}] positive Dice; "
+            f"target {'met' if claim['met'] else 'not met'}"
+        )
+    floor = results.get("noise_floor")
+    if floor:
+        out.print(
+            f"noise floor (control vs real): minimal detectable effect {floor['minimal_detectable_effect']:.3f} "
+            f"at {floor['seeds']} seeds"
+        )
     out.print(f"results: {Path(out_dir) / 'results.json'}; make the report with: defectgen report {out_dir}")
 
 

@@ -8,7 +8,7 @@ stopped (finished stages are kept, an interrupted GAN run resumes from its check
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -43,7 +43,7 @@ FULL = DemoPlan(
     images=160,
     gan_steps=400,
     synthetic=80,
-    arms=("real", "oversample", "copypaste", "classic", "synthetic"),
+    arms=("real", "oversample", "copypaste", "classic", "real+synthetic"),
     seeds=2,
     segmenter_steps=150,
     crop_size=64,
@@ -52,8 +52,8 @@ QUICK = DemoPlan(
     images=48,
     gan_steps=60,
     synthetic=24,
-    arms=("real", "copypaste", "synthetic"),
-    seeds=1,
+    arms=("real", "copypaste", "real+synthetic"),
+    seeds=2,
     segmenter_steps=40,
     crop_size=64,
 )
@@ -98,12 +98,13 @@ def run_demo(out_dir: Path, quick: bool = False, progress: bool = True) -> dict:
     _stage(
         f"5/6 evaluating: {', '.join(plan.arms)} x {plan.seeds} seed(s), {plan.segmenter_steps} steps each"
     )
-    eval_config = EvalConfig(
+    # The mission's protocol (EvalConfig defaults) at the demo's scale: fewer arms, seeds and steps.
+    eval_config = replace(
+        EvalConfig(),
         arms=list(plan.arms),
         seeds=list(range(plan.seeds)),
         steps=plan.segmenter_steps,
         crop_size=plan.crop_size,
-        batch_size=8,
         quality_samples=40,
         diversity_masks=8,
     )
@@ -112,7 +113,7 @@ def run_demo(out_dir: Path, quick: bool = False, progress: bool = True) -> dict:
         split,
         out_dir / "eval",
         eval_config,
-        synthetic_dir=synth_dir,
+        synthetic={"synthetic": synth_dir},
         checkpoint=checkpoint,
         split_file=split_file,
         progress=progress,

@@ -9,6 +9,11 @@ Files are written atomically (temporary name, then rename) and an item is record
 and the contact sheet are rewritten from the manifest at the end. A lock file keeps two
 processes from writing the same folder.
 
+Each manifest record also names the region that was painted (`painted`: Severstal RLE of the
+bool [H, W] hole that was composited, the label masks dilated by `hole_dilation` px, and
+`painted_pixels`), so an evaluation can ignore painted pixels outside the label
+(`painted_region`, `read_manifest`).
+
 The generator runs on the whole image (it is fully convolutional: whole 1600x256 Severstal
 strips work), batched, under bf16 autocast where supported. `tile` instead paints one window
 around each defect (for images too large for memory — and much less work when defects are
@@ -38,7 +43,7 @@ from rich.progress import Progress
 from defectgen.checkpoint import load_generator
 from defectgen.data.dataset import IMAGE_SUFFIXES, DefectDataset
 from defectgen.data.imageio import read_image
-from defectgen.data.rle import encode
+from defectgen.data.rle import decode, encode
 from defectgen.data.split import Split
 from defectgen.errors import ConfigError, DataError, DefectgenError
 from defectgen.fileio import write_atomic
@@ -129,13 +134,40 @@ def synthesize(
         with Progress(disable=not progress, transient=False) as bar:
             task = bar.add_task("synthesizing", total=n, completed=n - len(todo))
             for batch in _batches(todo, backgrounds, composer, classes, seed, batch_size):
-                images = _paint(G, batch, hole_radius, tile, device, amp)
-                for item, image in zip(batch, images, strict=True):
-                    record = _write_item(out_dir, item, image, fmt, suffix, mask_source, seed)
+                painted = _paint(G, batch, hole_radius, tile, device, amp)
+                for item, (image, region) in zip(batch, painted, strict=True):
+                    record = _write_item(out_dir, item, image, region, fmt, suffix, mask_source, seed)
                     _append_manifest(out_dir, record)
                     records[item["index"]] = record
                     bar.advance(task)
         return _finish(out_dir, records, fmt, dataset, n, params)
+
+
+def read_manifest(synth_dir: Path) -> dict[str, dict]:
+    """The records of a synthesis folder's `manifest.jsonl`, keyed by image file stem
+    ("synth_000003"); {} when the folder has no manifest. Lines cut by a kill are skipped."""
+    return {Path(record["image"]).stem: record for record in _read_manifest(Path(synth_dir)).values()}
+
+
+def painted_region(synth_dir: Path, record: dict, masks: np.ndarray) -> np.ndarray:
+    """bool [H, W]: the pixels synthesis painted for `record` (a manifest record; `masks` is the
+    item's labels, bool [K, H, W]). Read from the record's `painted` field; a record written
+    before that field existed gets the hole recomputed from `synth.json`'s `hole_dilation`,
+    exactly as synthesis built it (the dilated union of the masks)."""
+    masks = np.asarray(masks, dtype=bool)
+    if masks.ndim != 3:
+        raise ValueError(f"painted_region expects masks [K, H, W], got shape {masks.shape}")
+    shape = masks.shape[1:]
+    if "painted" in record:
+        return decode(record["painted"], shape)
+    params_path = Path(synth_dir) / PARAMS_FILE
+    try:
+        radius = int(json.loads(params_path.read_text())["hole_dilation"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DataError(
+            f"{params_path}: cannot read hole_dilation ({err}); is {synth_dir} a `defectgen synth` folder?"
+        ) from err
+    return _hole(masks, radius)[0] > 0
 
 
 # --- inputs ---------------------------------------------------------------------------------
@@ -196,26 +228,30 @@ def _batches(todo, backgrounds, composer, classes, seed, batch_size) -> Iterator
 
 
 @torch.no_grad()
-def _paint(G, batch: list[dict], hole_radius: int, tile: int | None, device, amp) -> list[np.ndarray]:
-    """Paint each item's defects; returns uint8 [H, W, C] images."""
+def _paint(
+    G, batch: list[dict], hole_radius: int, tile: int | None, device, amp
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Paint each item's defects; returns (uint8 [H, W, C] image, bool [H, W] region composited)."""
     images = torch.stack([image_to_tensor(item["image"]) for item in batch]).to(device)  # [N, C, H, W]
     labels = torch.stack([torch.from_numpy(item["masks"]).float() for item in batch]).to(
         device
     )  # [N, K, H, W]
-    hole = torch.stack([torch.from_numpy(_hole(item["masks"], hole_radius)) for item in batch]).to(device)
+    holes = [_hole(item["masks"], hole_radius) for item in batch]  # float32 {0, 1} [1, H, W]
+    hole = torch.stack([torch.from_numpy(h) for h in holes]).to(device)
     generators = [torch.Generator().manual_seed(_item_seed(item)) for item in batch]
     if tile is None:
         painted = _run(G, images, hole, labels, generators, device, amp)
+        regions = [h[0] > 0 for h in holes]
     else:
-        painted = torch.cat(
-            [
-                _run_windows(
-                    G, images[i : i + 1], hole[i : i + 1], labels[i : i + 1], generators[i], tile, device, amp
-                )
-                for i in range(len(batch))
-            ]
-        )
-    return [tensor_to_image(image) for image in painted]
+        windows = [
+            _run_windows(
+                G, images[i : i + 1], hole[i : i + 1], labels[i : i + 1], generators[i], tile, device, amp
+            )
+            for i in range(len(batch))
+        ]
+        painted = torch.cat([image for image, _ in windows])
+        regions = [region for _, region in windows]
+    return [(tensor_to_image(image), region) for image, region in zip(painted, regions, strict=True)]
 
 
 def _run(G, images, hole, labels, generators, device, amp) -> torch.Tensor:
@@ -241,12 +277,14 @@ def _run(G, images, hole, labels, generators, device, amp) -> torch.Tensor:
     return composite(raw, images, hole)
 
 
-def _run_windows(G, image, hole, labels, generator, tile, device, amp) -> torch.Tensor:
+def _run_windows(G, image, hole, labels, generator, tile, device, amp) -> tuple[torch.Tensor, np.ndarray]:
     """Tiled mode: a window of at least tile x tile around each hole region; every region that
     fits wholly inside a window is painted in that window's one generator call (a pit cluster
-    is one call, not one per pit)."""
+    is one call, not one per pit). Returns the image and the bool [H, W] union of the regions
+    composited (the whole hole: every region lies inside its own window)."""
     result = image.clone()
     height, width = image.shape[2:]
+    painted = np.zeros((height, width), dtype=bool)
     count, components, stats, _ = cv2.connectedComponentsWithStats(hole[0, 0].cpu().numpy().astype(np.uint8))
     done = np.zeros(count, dtype=bool)
     done[0] = True  # background
@@ -269,8 +307,9 @@ def _run_windows(G, image, hole, labels, generator, tile, device, amp) -> torch.
         region_hole = torch.from_numpy(region).float()[None, None].to(device)
         region_labels = labels[window] * region_hole  # only the defects painted in this call
         result[window] = _run(G, result[window], region_hole, region_labels, [generator], device, amp)
+        painted[y0:y1, x0:x1] |= region
         done |= inside
-    return result
+    return result, painted
 
 
 def _window(start: int, stop: int, limit: int, tile: int) -> tuple[int, int]:
@@ -344,7 +383,7 @@ def _read_manifest(out_dir: Path) -> dict[int, dict]:
     return records
 
 
-def _write_item(out_dir, item, image, fmt, suffix, mask_source, seed) -> dict:
+def _write_item(out_dir, item, image, painted, fmt, suffix, mask_source, seed) -> dict:
     name = f"synth_{item['index']:06d}"
     masks = item["masks"]
     record = {
@@ -356,6 +395,8 @@ def _write_item(out_dir, item, image, fmt, suffix, mask_source, seed) -> dict:
         "mask_source": mask_source,
         "seed": seed,
         "defects": item["info"]["defects"],
+        "painted": encode(painted),  # the composited hole, Severstal RLE of bool [H, W]
+        "painted_pixels": int(painted.sum()),
     }
     if fmt == "folder":
         record["mask"] = f"masks/{name}.png"
@@ -409,8 +450,6 @@ def _finish(out_dir: Path, records: dict[int, dict], fmt: str, dataset, n: int, 
 
 
 def _sheet(out_dir: Path, records: list[dict], fmt: str, dataset) -> Path:
-    from defectgen.data.rle import decode
-
     tiles, captions = [], []
     for record in records:
         image = np.asarray(

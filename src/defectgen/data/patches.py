@@ -58,6 +58,7 @@ class DefectCrops:
         defect_indices = [i for i in indices if dataset.items[i].class_ids]
         if not defect_indices:
             raise DataError(f"{dataset.spec}: the training half has no defect images to learn from")
+        self.source_indices = tuple(defect_indices)  # what crops are cut from: tests check it's train only
         self.components: dict[int, list[Component]] = {c: [] for c in dataset.classes.ids}
         steps = track(defect_indices, description="finding defects", transient=True, disable=not progress)
         for index in steps:

@@ -12,6 +12,10 @@ strata, so the total test share is as close to `test_fraction` as integers allow
 same way, at least one per class) for low-data experiments; the rest are listed as
 `train_unlabelled` and used by nothing that needs labels. Defect-free training images are
 always kept.
+
+A split must not leak: `Split` refuses (`DataError`) an empty training part, an id listed twice
+within a part, and an id in two parts (train / test / train_unlabelled), when it is built and
+again in `check`, so every command stops on such a file before doing any work.
 """
 
 from __future__ import annotations
@@ -44,6 +48,44 @@ class Split:
     train: tuple[str, ...]  # labelled training items (defect images at label_fraction + all free)
     test: tuple[str, ...]
     train_unlabelled: tuple[str, ...] = ()  # training-half defect images left out by label_fraction
+
+    def __post_init__(self):
+        self.check_parts()
+
+    def check_parts(self) -> None:
+        """Refuse parts that leak or make no sense: an empty training part, an id repeated
+        within a part, an id in two parts. One-line `DataError` naming the problem, how many
+        ids and the first one."""
+        remedy = "make a new split with `defectgen split`"
+        parts = {"train": self.train, "test": self.test, "train_unlabelled": self.train_unlabelled}
+        for name, ids in parts.items():
+            bad = [i for i in ids if not isinstance(i, str)]
+            if bad:
+                raise DataError(
+                    f"split part {name} holds {len(bad)} id(s) that are not strings (first: {bad[0]!r}); "
+                    f"{remedy}"
+                )
+        if not self.train:
+            raise DataError(f"split has an empty train part: there is nothing to train on; {remedy}")
+        for name, ids in parts.items():
+            repeated = _repeated(ids)
+            if repeated:
+                raise DataError(
+                    f"split lists {len(repeated)} id(s) more than once in its {name} part (first: "
+                    f"{repeated[0]}); {remedy}"
+                )
+        for first, second, why in (
+            ("train", "test", "test images would leak into training"),
+            ("train_unlabelled", "test", "test images would leak into training"),
+            ("train", "train_unlabelled", "an item cannot be both labelled and unlabelled"),
+        ):
+            other = set(parts[second])
+            shared = [i for i in parts[first] if i in other]
+            if shared:
+                raise DataError(
+                    f"split's {first} and {second} parts share {len(shared)} id(s) (first: {shared[0]}): "
+                    f"{why}; {remedy}"
+                )
 
     def to_json(self) -> dict:
         return {
@@ -85,15 +127,18 @@ class Split:
                 seed=int(data["seed"]),
                 test_fraction=float(data["test_fraction"]),
                 label_fraction=float(data["label_fraction"]),
-                train=tuple(data["train"]),
-                test=tuple(data["test"]),
-                train_unlabelled=tuple(data.get("train_unlabelled", ())),
+                train=_id_list(data, "train"),
+                test=_id_list(data, "test"),
+                train_unlabelled=_id_list(data, "train_unlabelled", optional=True),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise DataError(f"{path}: split file is missing or has a bad field ({err})") from err
+        except DataError as err:  # a leaking or empty part (check_parts), or a bad class table
+            raise DataError(f"{path}: {err}") from None
 
     def check(self, dataset: DefectDataset) -> None:
-        """Refuse a split that was made for another dataset."""
+        """Refuse a split that leaks (`check_parts`) or was made for another dataset."""
+        self.check_parts()
         if dataset.classes != self.classes or dataset.kind != self.dataset_kind:
             raise DataError(
                 f"split was made for {self.dataset_spec} ({self.dataset_kind}, classes "
@@ -101,7 +146,7 @@ class Split:
                 f"{list(dataset.classes.names)}); make a split for this dataset with `defectgen split`"
             )
         known = {item.item_id for item in dataset.items}
-        missing = [i for i in (*self.train, *self.test) if i not in known]
+        missing = [i for i in (*self.train, *self.test, *self.train_unlabelled) if i not in known]
         if missing:
             raise DataError(
                 f"split names {len(missing)} items that {dataset.spec} does not have (first: "
@@ -142,6 +187,8 @@ def make_split(
         remainder = exact - n_test
         test += ids[:n_test]
         train += ids[n_test:]
+    if not train:  # only single-item strata and a large test_fraction: keep one item to train on
+        train.append(test.pop())
 
     by_id = {item.item_id: item for item in dataset.items}
     unlabelled: list[str] = []
@@ -167,6 +214,25 @@ def make_split(
         test=tuple(sorted(test)),
         train_unlabelled=tuple(sorted(unlabelled)),
     )
+
+
+def _id_list(data: dict, key: str, optional: bool = False) -> tuple[str, ...]:
+    """A split file's part: a JSON list of id strings."""
+    ids = data.get(key, []) if optional else data[key]
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise ValueError(f"{key} must be a list of item id strings")
+    return tuple(ids)
+
+
+def _repeated(ids: tuple[str, ...]) -> list[str]:
+    """Ids listed more than once, each once, in the order of their second listing."""
+    seen: set[str] = set()
+    repeated: dict[str, None] = {}
+    for i in ids:
+        if i in seen:
+            repeated[i] = None
+        seen.add(i)
+    return list(repeated)
 
 
 def stratify(items: list[Item]) -> dict[str, list[str]]:

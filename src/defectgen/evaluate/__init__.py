@@ -1,5 +1,16 @@
 """Evaluation: what synthetic data is worth (segmentation arms, metrics, quality)."""
 
-from defectgen.evaluate.run import RESULT_COLUMNS, EvalConfig, evaluate, open_synthetic, result_rows
+from defectgen.evaluate.arms import BASES, parse_arm, parse_synthetic
+from defectgen.evaluate.config import EvalConfig
+from defectgen.evaluate.run import RESULT_COLUMNS, evaluate, open_synthetic, result_rows
 
-__all__ = ["RESULT_COLUMNS", "EvalConfig", "evaluate", "open_synthetic", "result_rows"]
+__all__ = [
+    "BASES",
+    "RESULT_COLUMNS",
+    "EvalConfig",
+    "evaluate",
+    "open_synthetic",
+    "parse_arm",
+    "parse_synthetic",
+    "result_rows",
+]

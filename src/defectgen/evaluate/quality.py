@@ -21,8 +21,8 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from defectgen.data.dataset import DefectDataset
 from defectgen.errors import DataError
-from defectgen.evaluate.metrics import ImageScores, mean_positive_dice_per_image, summarize
-from defectgen.evaluate.sampling import CropSampler, Pool
+from defectgen.evaluate.metrics import ImageScores, mean_positive_dice_per_image, pair_scores, summarize
+from defectgen.evaluate.sampling import ArmSampler, Pool
 from defectgen.evaluate.segmenter import predict
 from defectgen.viz import contact_sheet, overlay
 
@@ -85,10 +85,22 @@ def label_fidelity(model, synthetic: DefectDataset, limit: int, use_bf16: bool) 
     return summarize(arrays, synthetic.classes.names), ranked
 
 
+def label_scores(model, synthetic: DefectDataset, use_bf16: bool) -> list[dict[int, float]]:
+    """Per synthetic item, {class id: Dice of the real-trained segmenter's prediction against
+    that class's label} (0.5 threshold), for the label-consistency filter."""
+    scores = []
+    for index in range(len(synthetic)):
+        sample = synthetic[index]
+        prediction = predict(model, sample.image, use_bf16=use_bf16)
+        dice, _ = pair_scores(prediction, sample.masks)
+        scores.append({k + 1: float(dice[k]) for k in range(len(dice)) if sample.masks[k].any()})
+    return scores
+
+
 def defect_crops(pool: Pool, count: int, size: int, seed: int) -> torch.Tensor:
     """`count` crops centred on defects of `pool` -> float [N, C, S, S] in [-1, 1]."""
-    sampler = CropSampler(pool, None, size, extra_share=0.0, defect_crop_share=1.0, seed=seed)
-    images, _ = sampler.batch(0, count)
+    sampler = ArmSampler(pool, size, count, defect_crop_share=1.0, seed=seed)
+    images, _, _ = sampler.batch(0)
     return images
 
 

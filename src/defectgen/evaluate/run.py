@@ -1,12 +1,21 @@
 """`defectgen evaluate`: what synthetic data is worth, measured the same way for every arm.
 
-Protocol (DESIGN.md): segmenters identical in everything but their training data are trained
-on crops of the split's training half and scored on whole test images at native resolution
-with a fixed 0.5 threshold. The number of steps is chosen once, on the `real` arm, from a
-validation part carved out of the training half (never the test half): the first evaluation
-step whose validation positive Dice is within `tolerance` of the best. Every arm then trains
-for that many steps with the same batch size and the same seeds. Each finished (arm, seed) is
-saved and not re-run, so an interrupted evaluation continues where it stopped.
+Protocol (DESIGN.md):
+
+1. The training half is cut into a *fit* part and a stratified *validation* part. Segmenters
+   train on crops of the fit part only; the validation part chooses the step count (once, on
+   the `real` arm) and each run's post-processing; the test half only scores.
+2. Every arm at seed s starts from the same initial weights and sees the same real crops in
+   the same order (`sampling.py`); arms only add crops or augment them (`arms.py`).
+3. Each run picks its own per-class threshold and minimum component area on the validation
+   part (`postprocess.py`), then predicts whole test images at native resolution.
+4. Arms are compared by per-seed paired differences with a seed-aware interval
+   (`metrics.paired_difference`); the `control` arm, the twin of `real`, measures the noise
+   floor and the smallest effect the seed count can detect.
+
+Each finished (arm, seed) is saved under a key of everything that changes it (settings, data,
+split, the synthetic sets it uses, steps) and reused only under the same key, so an
+interrupted evaluation continues where it stopped and a changed one never reuses stale runs.
 """
 
 from __future__ import annotations
@@ -14,84 +23,49 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
+from rich.progress import track
 
 import defectgen
 from defectgen.data import SeverstalDataset, open_dataset
 from defectgen.data.dataset import DefectDataset
 from defectgen.data.split import Split, stratify
 from defectgen.errors import ConfigError, DataError
-from defectgen.evaluate import quality
-from defectgen.evaluate.metrics import ImageScores, mean_positive_dice_per_image, paired_bootstrap, summarize
+from defectgen.evaluate import postprocess, quality
+from defectgen.evaluate.arms import FILTERED, Arm, parse_arms
+from defectgen.evaluate.config import MIN_AREAS, THRESHOLDS, EvalConfig
+from defectgen.evaluate.metrics import (
+    PAIRED_METRICS,
+    ImageScores,
+    contributions,
+    minimal_detectable_effect,
+    paired_difference,
+    seeds_needed,
+    summarize,
+)
 from defectgen.evaluate.sampling import (
-    ARMS,
-    CropSampler,
+    CONTROL_STREAM,
+    COPYPASTE_STREAM,
+    OVERSAMPLE_STREAM,
+    ArmSampler,
+    Extra,
+    Pool,
     classic_augmentation,
     copypaste_pool,
     dataset_pool,
+    set_stream,
 )
-from defectgen.evaluate.segmenter import build_segmenter, predict, train_segmenter
+from defectgen.evaluate.segmenter import build_segmenter, probabilities, train_segmenter
 from defectgen.fileio import write_atomic
 from defectgen.train import resolve_bf16
 
-FORMAT = "defectgen-eval/1"
-
-
-@dataclass
-class EvalConfig:
-    arms: list[str] = field(
-        default_factory=lambda: ["real", "oversample", "copypaste", "classic", "synthetic"]
-    )
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    steps: int | None = None  # None: chosen on the real arm from the validation part
-    max_steps: int = 1500  # step selection: train this long, evaluating every `eval_every`
-    eval_every: int = 150
-    tolerance: float = 0.02  # step selection: first step within this of the best validation Dice
-    val_fraction: float = 0.2
-    crop_size: int = 128
-    batch_size: int = 8
-    lr: float = 1e-3
-    encoder: str = "resnet18"
-    encoder_weights: str | None = None
-    extra_share: float = 0.5  # share of each batch from the extra pool (synthetic / oversample / copy-paste)
-    defect_crop_share: float = 0.5  # share of crops centred on a defect
-    threshold: float = 0.5
-    precision: str = "auto"
-    quality_samples: int = 200  # synthetic images for label fidelity; crops for KID
-    inception_weights: str | None = None
-    diversity_masks: int = 16
-    diversity_draws: int = 4
-
-    def validate(self) -> None:
-        unknown = [a for a in self.arms if a not in ARMS]
-        if unknown or not self.arms:
-            raise ConfigError(f"unknown arm(s) {unknown}; choose from {', '.join(ARMS)}")
-        if not self.seeds:
-            raise ConfigError("--seeds must be at least 1")
-        if self.steps is not None and self.steps < 1:
-            raise ConfigError(f"--steps must be >= 1, got {self.steps}")
-        if self.crop_size < 32 or self.crop_size % 32:
-            raise ConfigError(f"--size must be a multiple of 32 (U-Net), got {self.crop_size}")
-        if self.batch_size < 1 or not 0 <= self.extra_share <= 1 or not 0 <= self.defect_crop_share <= 1:
-            raise ConfigError("batch size must be >= 1 and shares in [0, 1]")
-        if not 0 < self.val_fraction < 1:
-            raise ConfigError("val_fraction must be in (0, 1)")
-
-
-ARM_DESCRIPTIONS = {
-    "real": "the labelled training half only",
-    "oversample": "extra share of each batch: the real defect images again",
-    "copypaste": "extra share: real defects cut by their masks, pasted onto defect-free training images "
-    "at new positions (flipped at random)",
-    "classic": "the real data with flips, affine (scale, rotation, shift), brightness/contrast and elastic "
-    "transforms on every crop (albumentations); no extra share",
-    "synthetic": "extra share of each batch: defectgen's synthetic images",
-    "synthetic-only": "only defectgen's synthetic images",
-}
+FORMAT = "defectgen-eval/2"
+COPYPASTE_IMAGES = 1000  # pasted images per seed (made lazily, when a crop first needs one)
+TARGET_EFFECT = 0.05  # the effect the mission asks the instrument to see (positive Dice)
 
 
 def evaluate(
@@ -99,89 +73,93 @@ def evaluate(
     split: Split,
     out_dir: Path,
     config: EvalConfig,
-    synthetic_dir: Path | None = None,
+    synthetic: dict[str, Path] | None = None,
     checkpoint: Path | None = None,
     split_file: Path | None = None,
     progress: bool = True,
 ) -> dict:
+    """Train and score every (arm, seed) of `config`; writes OUT/results.json and returns it.
+
+    `synthetic` maps set names (used in arm names, e.g. 'oversample+tiles') to `defectgen synth`
+    output folders. `checkpoint` (optional) is the generator of one of them, for diversity."""
     config.validate()
     split.check(dataset)
-    needs_synthetic = {"synthetic", "synthetic-only"} & set(config.arms)
-    if needs_synthetic and synthetic_dir is None:
-        raise ConfigError(f"arm(s) {sorted(needs_synthetic)} need --synthetic DIR (from `defectgen synth`)")
-    synthetic = open_synthetic(Path(synthetic_dir), dataset) if synthetic_dir else None
-    out_dir = Path(out_dir)
-    (out_dir / "runs").mkdir(parents=True, exist_ok=True)
-    use_bf16 = resolve_bf16(config.precision, torch.device("cpu"))
+    synthetic = {name: Path(path) for name, path in (synthetic or {}).items()}
+    arms = parse_arms(config.arms, tuple(synthetic))
+    used_sets = {name for arm in arms for name in arm.set_names}
+    sets = {name: open_synthetic(synthetic[name], dataset) for name in synthetic}
     train_indices = split.indices(dataset, "train")
     test_indices = split.indices(dataset, "test")
-    extra_count = (
-        len(synthetic)
-        if synthetic is not None
-        else max(1, sum(1 for i in train_indices if dataset.items[i].class_ids))
-    )
+    if not test_indices:
+        raise DataError("the split's test half is empty: nothing to score; make a split with --test-fraction > 0")
+    fit, validation = carve_validation(dataset, train_indices, config.val_fraction, seed=0)
+    if not any(dataset.items[i].class_ids for i in validation) or not any(dataset.items[i].class_ids for i in fit):
+        raise DataError(
+            "the training half is too small to hold out a validation part with defects; "
+            "use a larger --label-fraction or a larger training half"
+        )
+    out_dir = Path(out_dir)
+    _claim_folder(out_dir)
+    use_bf16 = resolve_bf16(config.precision, torch.device("cpu"))
+    context = {
+        "dataset": dataset.fingerprint(),
+        "split": _digest([split.train, split.test]),
+        "format": FORMAT,
+        "grid": [THRESHOLDS, MIN_AREAS],
+    }
+    set_prints = {name: _set_fingerprint(synthetic[name]) for name in synthetic}
+    ctx = EvalContext(dataset, fit, validation, test_indices, sets, synthetic, config, use_bf16, progress)
 
     # --- the step count, chosen once on the real arm ---------------------------------------
     selection = None
     steps = config.steps
     if steps is None:
-        selection = _load_json(out_dir / "runs" / "step_selection.json", _config_key(config, "selection"))
+        key = _key(config, context, "selection")
+        selection = _load_json(out_dir / "runs" / "step_selection.json", key)
         if selection is None:
-            selection = _select_steps(dataset, train_indices, config, use_bf16, progress)
-            _save_json(
-                out_dir / "runs" / "step_selection.json",
-                {**selection, "key": _config_key(config, "selection")},
-            )
+            selection = _select_steps(ctx)
+            _save_json(out_dir / "runs" / "step_selection.json", {**selection, "key": key})
         steps = int(selection["chosen"])
+    ctx.steps = steps
 
-    # --- every arm, every seed ----------------------------------------------------------------
-    runs, arrays = [], {}
-    for arm in config.arms:
-        for seed in config.seeds:
-            name = f"{arm}_s{seed}"
-            key = _config_key(config, name, steps)
-            record = _load_json(out_dir / "runs" / f"{name}.json", key)
-            weights_path = out_dir / "runs" / f"{name}.pt"
+    # --- every arm, every seed (the judge of filtered sets first) ---------------------------
+    judge_seed = config.seeds[0]
+    needs_judge = any(s.endswith(FILTERED) for arm in arms for s in arm.sets)
+    order = sorted(arms, key=lambda a: (a.name != "real", any(s.endswith(FILTERED) for s in a.sets)))
+    if needs_judge and "real" not in [a.name for a in arms]:
+        order.insert(0, Arm("real", "real"))
+    runs: dict[tuple[str, int], dict] = {}
+    arrays: dict[tuple[str, int], dict] = {}
+    filters: dict[str, dict] = {}
+    for arm in order:
+        for name in arm.sets:
+            if name.endswith(FILTERED) and name not in filters:
+                judge = runs[("real", judge_seed)]
+                filters[name] = _label_filter(ctx, name.removesuffix(FILTERED), judge, out_dir, context, set_prints)
+        seeds = config.seeds if arm in arms else [judge_seed]
+        for seed in seeds:
+            record_key = _key(
+                config,
+                context,
+                arm.name,
+                steps=steps,
+                seed=seed,
+                definition=arm.describe(),
+                sets={n: set_prints[n] for n in arm.set_names},
+                kept={n: filters[n]["kept"] for n in arm.sets if n in filters},
+            )
+            name = f"{arm.name}_s{seed}"
+            record = _load_json(out_dir / "runs" / f"{name}.json", record_key)
             if record is None or not (out_dir / "runs" / f"{name}.npz").exists():
-                sampler = _sampler(arm, seed, dataset, train_indices, synthetic, extra_count, config)
-                model = build_segmenter(
-                    config.encoder,
-                    dataset.channels,
-                    len(dataset.classes),
-                    Path(config.encoder_weights) if config.encoder_weights else None,
-                )
-                log = train_segmenter(
-                    model,
-                    lambda step, s=sampler: s.batch(step, config.batch_size),
-                    steps,
-                    lr=config.lr,
-                    use_bf16=use_bf16,
-                    seed=seed,
-                    description=f"{arm} seed {seed}",
-                    progress=progress,
-                )
-                scores = _score(model, dataset, test_indices, config, use_bf16, progress, f"testing {name}")
-                np.savez(out_dir / "runs" / f"{name}.npz", **scores.arrays())
-                record = {
-                    "arm": arm,
-                    "seed": seed,
-                    "steps": steps,
-                    "seconds": log["seconds"],
-                    "curve": log["curve"],
-                    "test": summarize(scores.arrays(), dataset.classes.names),
-                    "key": key,
-                }
-                if arm == "real" and seed == config.seeds[0]:
-                    torch.save(model.state_dict(), weights_path)
-                _save_json(out_dir / "runs" / f"{name}.json", record)
-            runs.append({k: v for k, v in record.items() if k != "key"})
+                record = _train_and_score(ctx, arm, seed, filters, out_dir / "runs", name)
+                _save_json(out_dir / "runs" / f"{name}.json", {**record, "key": record_key})
+            runs[(arm.name, seed)] = {k: v for k, v in record.items() if k != "key"}
             with np.load(out_dir / "runs" / f"{name}.npz") as data:
-                arrays[(arm, seed)] = {k: data[k] for k in data.files}
+                arrays[(arm.name, seed)] = {k: data[k] for k in data.files}
 
-    # --- quality of the synthetic data -------------------------------------------------------
-    quality_results, figures = _quality(
-        dataset, train_indices, synthetic, checkpoint, config, out_dir, use_bf16, extra_count
-    )
+    arm_names = [a.name for a in arms]
+    judge_record = runs.get(("real", judge_seed))
+    quality_results, figures = _quality(ctx, used_sets, checkpoint, out_dir, judge_record)
     results = {
         "format": FORMAT,
         "created": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -194,32 +172,43 @@ def evaluate(
             "test_fraction": split.test_fraction,
             "label_fraction": split.label_fraction,
             "train_images": len(train_indices),
+            "fit_images": len(fit),
+            "validation_images": len(validation),
             "test_images": len(test_indices),
             "test_images_per_class": {
                 dataset.classes.name(k): sum(1 for i in test_indices if k in dataset.items[i].class_ids)
                 for k in dataset.classes.ids
             },
         },
-        "synthetic": None
-        if synthetic is None
-        else {
-            "path": str(synthetic_dir),
-            "images": len(synthetic),
-            "mask_source": _synth_params(synthetic_dir).get("mask_source"),
+        "synthetic": {
+            name: {
+                "path": str(synthetic[name]),
+                "images": len(sets[name]),
+                "fingerprint": set_prints[name],
+                "mask_source": _synth_params(synthetic[name]).get("mask_source"),
+            }
+            for name in synthetic
         },
         "config": {
             **asdict(config),
             "steps": steps,
-            "loss": "BCE + Dice (multilabel), AdamW, one-cycle LR",
+            "loss": "BCE + Dice (multilabel) over valid pixels (synthetic seams ignored), AdamW, one-cycle LR",
             "std": "sample standard deviation over seeds (ddof 1)",
-            "bootstrap": "2000 resamples of test images, seed 0; 95 % percentile interval",
-            "final_training_data": "the whole labelled training half (validation part only for step choice)",
+            "interval": "t over seeds (df S-1); se^2 = per-seed sd^2 / S + test-image se^2",
+            "post_processing": {"thresholds": list(THRESHOLDS), "min_areas": list(MIN_AREAS)},
+            "training_data": "the fit part of the training half; its validation part chooses steps and "
+            "post-processing; the test half only scores",
         },
-        "arm_descriptions": ARM_DESCRIPTIONS,
+        "arm_descriptions": {arm.name: arm.describe() for arm in arms},
         "step_selection": None if selection is None else {k: v for k, v in selection.items() if k != "key"},
-        "runs": runs,
-        "summary": _summary(runs, config, dataset),
-        "paired": _paired(arrays, config),
+        "runs": [runs[(a, s)] for a in arm_names for s in config.seeds],
+        "summary": _summary(runs, arm_names, config.seeds, dataset),
+        "paired": {
+            arm: _paired(arrays, arm, "real", config.seeds) for arm in arm_names if arm != "real" and "real" in arm_names
+        },
+        "noise_floor": _noise_floor(arrays, arm_names, config.seeds),
+        "claim": _claim(arms, runs, arrays, config.seeds),
+        "label_filter": filters,
         "quality": quality_results,
         "figures": figures,
     }
@@ -227,69 +216,159 @@ def evaluate(
     return results
 
 
-# --- pieces ------------------------------------------------------------------------------------
+class EvalContext:
+    """What every run of one evaluation shares: data, its parts, synthetic sets, settings."""
 
+    @classmethod
+    def create(
+        cls, dataset: DefectDataset, split: Split, config: EvalConfig, synthetic: dict[str, Path] | None = None
+    ) -> EvalContext:
+        train = split.indices(dataset, "train")
+        fit, validation = carve_validation(dataset, train, config.val_fraction, seed=0)
+        synthetic = {name: Path(path) for name, path in (synthetic or {}).items()}
+        sets = {name: open_synthetic(path, dataset) for name, path in synthetic.items()}
+        use_bf16 = resolve_bf16(config.precision, torch.device("cpu"))
+        test = split.indices(dataset, "test")
+        return cls(dataset, fit, validation, test, sets, synthetic, config, use_bf16, progress=False)
 
-def open_synthetic(path: Path, dataset: DefectDataset) -> DefectDataset:
-    """A `defectgen synth` output folder (either format) as a dataset with the real classes."""
-    if not path.is_dir():
-        raise DataError(f"{path}: synthetic folder not found; create it with `defectgen synth`")
-    if (path / "train.csv").is_file():
-        synthetic = SeverstalDataset(
-            path / "train.csv",
-            path / "images",
-            classes=dataset.classes,
-            image_shape=dataset.image_shape or (256, 1600),
+    def __init__(self, dataset, fit, validation, test, sets, synthetic_dirs, config, use_bf16, progress):
+        self.dataset, self.fit, self.validation, self.test = dataset, fit, validation, test
+        self.sets, self.synthetic_dirs = sets, synthetic_dirs
+        self.config, self.use_bf16, self.progress = config, use_bf16, progress
+        self.steps = 0
+
+    def model(self, seed: int):
+        config = self.config
+        weights = Path(config.encoder_weights) if config.encoder_weights else None
+        return build_segmenter(
+            config.encoder, self.dataset.channels, len(self.dataset.classes), weights, seed=seed
         )
+
+
+# --- one run -----------------------------------------------------------------------------------
+
+
+def arm_sampler(ctx: EvalContext, arm: Arm, seed: int, filters: dict | None = None) -> ArmSampler:
+    """The batches of `arm` at `seed` (public for tests: pairing is asserted on it)."""
+    config, dataset = ctx.config, ctx.dataset
+    filters = filters or {}
+    batch = config.batch_size
+    extra_count = max(1, int(round(batch * config.extra_share)))
+    synthetic_count = max(1, int(round(batch * config.synthetic_share)))
+    until = int(round(ctx.steps * config.synthetic_until)) if config.synthetic_until < 1 else None
+    extras: list[Extra] = []
+    if arm.base == "oversample":
+        extras.append(Extra(dataset_pool(dataset, ctx.fit, defects_only=True), extra_count, OVERSAMPLE_STREAM))
+    elif arm.base == "copypaste":
+        extras.append(Extra(copypaste_pool(dataset, ctx.fit, COPYPASTE_IMAGES, seed), extra_count, COPYPASTE_STREAM))
+    set_pools = {}
+    for name in arm.sets:
+        kept = filters[name]["kept_indices"] if name in filters else None
+        set_pools[name] = synthetic_pool(ctx, name.removesuffix(FILTERED), kept)
+        if arm.base is not None:
+            extras.append(Extra(set_pools[name], synthetic_count, set_stream(name), until))
+    if arm.base is None:  # NAME-only: the synthetic set replaces the real crops
+        real = set_pools[arm.sets[0]]
     else:
-        synthetic = open_dataset(f"folder:{path}")
-    if synthetic.classes != dataset.classes or synthetic.channels != dataset.channels:
-        raise DataError(
-            f"{path} has classes {list(synthetic.classes.names)} ({synthetic.channels} channel(s)), but "
-            f"{dataset.spec} has {list(dataset.classes.names)} ({dataset.channels}); "
-            "synthesize for this dataset"
-        )
-    return synthetic
-
-
-def _sampler(arm, seed, dataset, train_indices, synthetic, extra_count, config) -> CropSampler:
-    main = dataset_pool(dataset, train_indices)
-    extra, augment = None, None
-    if arm == "oversample":
-        extra = dataset_pool(dataset, train_indices, defects_only=True)
-    elif arm == "copypaste":
-        extra = copypaste_pool(dataset, train_indices, extra_count, seed)
-    elif arm == "classic":
-        augment = classic_augmentation(seed)
-    elif arm in ("synthetic", "synthetic-only"):
-        extra = dataset_pool(synthetic, list(range(len(synthetic))))
-        if arm == "synthetic-only":
-            main = None
-    return CropSampler(
-        main,
-        extra,
+        real = dataset_pool(dataset, ctx.fit)
+    return ArmSampler(
+        real,
         config.crop_size,
-        config.extra_share,
+        batch,
         config.defect_crop_share,
-        augment=augment,
-        seed=seed,
+        seed,
+        real_stream=CONTROL_STREAM if arm.base == "control" else 1,
+        augment=classic_augmentation(seed) if arm.base == "classic" else None,
+        extras=extras,
     )
 
 
-def _score(model, dataset, indices, config, use_bf16, progress, description) -> ImageScores:
-    from rich.progress import track
+def synthetic_pool(ctx: EvalContext, name: str, kept: list[int] | None = None) -> Pool:
+    """A synthetic set's items; the pixels each painted outside its label are ignored."""
+    from defectgen.synth import painted_region, read_manifest
 
+    synthetic, folder = ctx.sets[name], ctx.synthetic_dirs[name]
+    manifest = read_manifest(folder)
+
+    def ignore(index, sample):
+        record = manifest.get(Path(synthetic.items[index].item_id).stem)
+        if record is None:
+            return None
+        painted = painted_region(folder, record, sample.masks)
+        return painted & ~sample.masks.any(axis=0)
+
+    indices = list(range(len(synthetic))) if kept is None else kept
+    return dataset_pool(synthetic, indices, ignore=ignore)
+
+
+def _train_and_score(ctx: EvalContext, arm: Arm, seed: int, filters: dict, runs_dir: Path, name: str) -> dict:
+    config, dataset = ctx.config, ctx.dataset
+    sampler = arm_sampler(ctx, arm, seed, filters)
+    model = ctx.model(seed)
+    log = train_segmenter(
+        model,
+        sampler.batch,
+        ctx.steps,
+        lr=config.lr,
+        use_bf16=ctx.use_bf16,
+        description=f"{arm.name} seed {seed}",
+        progress=ctx.progress,
+    )
+    validation = _predict_all(ctx, model, ctx.validation, f"validating {name}")
+    params, table = postprocess.choose([p for p, _ in validation], [t for _, t in validation])
+    validation_plain = ImageScores(len(dataset.classes))
+    for probability, target in validation:
+        validation_plain.add(probability > 0.5, target, probability)
+    del validation
     scores = ImageScores(len(dataset.classes))
-    for index in track(indices, description=description, transient=True, disable=not progress):
+    for index in track(ctx.test, description=f"testing {name}", transient=True, disable=not ctx.progress):
         sample = dataset[index]
-        scores.add(predict(model, sample.image, config.threshold, use_bf16), sample.masks)
-    return scores
+        probability = probabilities(model, sample.image, ctx.use_bf16)
+        scores.add(postprocess.apply(probability, params), sample.masks, probability)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(runs_dir / f"{name}.npz", **scores.arrays())
+    if arm.name == "real":
+        write_atomic(runs_dir / f"{name}.pt", _state_bytes(model))
+    used: set[str] = set()
+    for pool in [sampler.real, *(e.pool for e in sampler.extras)]:
+        used |= pool.used | pool.sources_used
+    real_ids = sorted(used & {item.item_id for item in dataset.items})
+    return {
+        "arm": arm.name,
+        "seed": seed,
+        "steps": ctx.steps,
+        "seconds": log["seconds"],
+        "curve": log["curve"],
+        "post_processing": {dataset.classes.name(k + 1): table[k] for k in range(len(table))},
+        "validation": summarize(validation_plain.arrays(), dataset.classes.names),
+        "test": summarize(scores.arrays(), dataset.classes.names),
+        "real_items_trained_on": real_ids,
+    }
+
+
+def _predict_all(ctx: EvalContext, model, indices: list[int], description: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    out = []
+    for index in track(indices, description=description, transient=True, disable=not ctx.progress):
+        sample = ctx.dataset[index]
+        out.append((probabilities(model, sample.image, ctx.use_bf16).astype(np.float16).astype(np.float32), sample.masks))
+    return out
+
+
+def _state_bytes(model) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getvalue()
+
+
+# --- step count --------------------------------------------------------------------------------
 
 
 def carve_validation(
     dataset: DefectDataset, indices: list[int], fraction: float, seed: int
 ) -> tuple[list, list]:
-    """Deterministic, stratified (train, validation) parts of the training half."""
+    """Deterministic, stratified (fit, validation) parts of the training half."""
     by_id = {dataset.items[i].item_id: i for i in indices}
     rng = np.random.default_rng([seed, 77])
     validation: list[int] = []
@@ -302,170 +381,261 @@ def carve_validation(
     return [i for i in indices if i not in chosen], sorted(validation)
 
 
-def _select_steps(dataset, train_indices, config, use_bf16, progress) -> dict:
-    fit, validation = carve_validation(dataset, train_indices, config.val_fraction, seed=0)
-    if not any(dataset.items[i].class_ids for i in validation):
-        raise DataError(
-            "the validation part has no defect image; use a larger --label-fraction or val fraction"
-        )
-    sampler = CropSampler(
-        dataset_pool(dataset, fit), None, config.crop_size, 0.0, config.defect_crop_share, seed=0
-    )
-    model = build_segmenter(
-        config.encoder,
-        dataset.channels,
-        len(dataset.classes),
-        Path(config.encoder_weights) if config.encoder_weights else None,
-    )
+def _select_steps(ctx: EvalContext) -> dict:
+    """Train the real arm (seed 0) for max_steps, validating every eval_every; the chosen step is
+    the first within `tolerance` of the best. 'flattened' says whether the curve's last third
+    gained less than `tolerance` over the best before it."""
+    config, dataset = ctx.config, ctx.dataset
+    ctx.steps = config.max_steps
+    sampler = arm_sampler(ctx, Arm("real", "real"), 0)
+    model = ctx.model(0)
     curve: list[list[float]] = []
 
     def on_eval(step: int) -> None:
-        scores = _score(model, dataset, validation, config, use_bf16, False, "validating")
-        curve.append([step, summarize(scores.arrays(), dataset.classes.names)["mean_positive_dice"] or 0.0])
+        scores = ImageScores(len(dataset.classes))
+        for probability, target in _predict_all(ctx, model, ctx.validation, "validating"):
+            scores.add(probability > 0.5, target)
+        summary = summarize(scores.arrays(), dataset.classes.names)
+        curve.append([step, summary["mean_positive_dice"] or 0.0, summary["kaggle_dice"] or 0.0])
 
     train_segmenter(
         model,
-        lambda step: sampler.batch(step, config.batch_size),
+        sampler.batch,
         config.max_steps,
         lr=config.lr,
-        use_bf16=use_bf16,
-        seed=0,
+        use_bf16=ctx.use_bf16,
         on_eval=on_eval,
         eval_every=config.eval_every,
         description="choosing steps (real arm, validation part)",
-        progress=progress,
+        progress=ctx.progress,
     )
-    best = max(score for _, score in curve)
-    chosen = next(step for step, score in curve if score >= best - config.tolerance)
+    chosen, flattened, late_gain = choose_steps([(p[0], p[1]) for p in curve], config.tolerance)
+    best = max(point[1] for point in curve)
     return {
         "arm": "real",
         "curve": curve,
+        "curve_columns": ["step", "validation positive Dice (0.5)", "validation class-mean Dice (0.5)"],
         "chosen": int(chosen),
-        "validation_images": len(validation),
-        "rule": f"first step within {config.tolerance} of the best validation positive Dice ({best:.3f})",
+        "flattened": bool(flattened),
+        "late_gain": float(late_gain),
+        "validation_images": len(ctx.validation),
+        "rule": f"first step within {config.tolerance} of the best validation positive Dice ({best:.3f}); "
+        f"flattened when the last third of the curve gained less than {config.tolerance}",
     }
 
 
-def _summary(runs: list[dict], config: EvalConfig, dataset) -> dict:
+def choose_steps(curve: list[tuple[int, float]], tolerance: float) -> tuple[int, bool, float]:
+    """(step, validation score) points -> (chosen step, flattened, late gain): the first step
+    within `tolerance` of the best score; flattened when the last third of the curve gained
+    less than `tolerance` over the best score before it."""
+    best = max(score for _, score in curve)
+    chosen = next(step for step, score in curve if score >= best - tolerance)
+    cut = max(1, len(curve) * 2 // 3)
+    before = max(score for _, score in curve[:cut])
+    late_gain = max(score for _, score in curve[cut:]) - before if cut < len(curve) else float("nan")
+    return int(chosen), bool(late_gain < tolerance), float(late_gain)
+
+
+# --- label-consistency filter ---------------------------------------------------------------
+
+
+def _label_filter(ctx: EvalContext, name: str, judge: dict, out_dir: Path, context: dict, set_prints: dict) -> dict:
+    """Score every item of set `name` with the real arm's first-seed U-Net (trained on the fit
+    part only, never on synthetic data or the generator) and keep the items whose defects it
+    recognises: per class, Dice >= filter_ratio x the judge's own validation Dice on real
+    defects of that class. Classes the judge finds below `filter_floor` on real validation
+    images cannot be judged: their items are kept."""
+    config, dataset = ctx.config, ctx.dataset
+    path = out_dir / "runs" / f"label_scores_{name}.json"
+    key = _key(config, context, f"scores_{name}", steps=ctx.steps, sets={name: set_prints[name]})
+    cached = _load_json(path, key)
+    if cached is None:
+        weights = out_dir / "runs" / f"real_s{judge['seed']}.pt"
+        model = ctx.model(0)
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        model.eval()
+        scores = quality.label_scores(model, ctx.sets[name], ctx.use_bf16)
+        cached = {"scores": [{str(k): v for k, v in s.items()} for s in scores], "key": key}
+        _save_json(path, cached)
+    judge_dice = judge["validation"]["positive_dice"]
+    thresholds = {}
+    for class_id in dataset.classes.ids:
+        real = judge_dice.get(dataset.classes.name(class_id))
+        judgeable = real is not None and real >= config.filter_floor
+        thresholds[class_id] = config.filter_ratio * real if judgeable else None
+    kept = [
+        i
+        for i, item in enumerate(cached["scores"])
+        if all(thresholds[int(k)] is None or v >= thresholds[int(k)] for k, v in item.items())
+    ]
+    items = ctx.sets[name].items
+    return {
+        "set": name,
+        "judge": f"real arm, seed {judge['seed']} (fit part of the training half only)",
+        "thresholds": {dataset.classes.name(k): t for k, t in thresholds.items()},
+        "not_judgeable": [dataset.classes.name(k) for k, t in thresholds.items() if t is None],
+        "items": len(items),
+        "kept": len(kept),
+        "kept_per_class": {
+            dataset.classes.name(k): sum(1 for i in kept if k in items[i].class_ids) for k in dataset.classes.ids
+        },
+        "kept_indices": kept,
+    }
+
+
+# --- summaries -------------------------------------------------------------------------------
+
+
+def _summary(runs: dict, arms: list[str], seeds: list[int], dataset) -> dict:
     summary = {}
-    for arm in config.arms:
-        tests = [r["test"] for r in runs if r["arm"] == arm]
+    for arm in arms:
+        tests = [runs[(arm, s)]["test"] for s in seeds]
         entry = {
             key: _mean_std([t[key] for t in tests])
-            for key in ("kaggle_dice", "mean_positive_dice", "mean_iou", "fp_rate_defect_free")
+            for key in ("kaggle_dice", "mean_positive_dice", "mean_iou", "fp_rate_defect_free", "mean_auroc")
         }
-        entry["positive_dice"] = {
-            name: _mean_std([t["positive_dice"][name] for t in tests]) for name in dataset.classes.names
-        }
+        for key in ("positive_dice", "auroc"):
+            entry[key] = {name: _mean_std([t[key][name] for t in tests]) for name in dataset.classes.names}
         summary[arm] = entry
     return summary
 
 
-def _paired(arrays: dict, config: EvalConfig) -> dict:
-    if "real" not in config.arms:
-        return {}
-    rng = np.random.default_rng(0)
-    paired = {}
-    for arm in config.arms:
-        if arm == "real":
-            continue
-        dice = paired_bootstrap(
-            [mean_positive_dice_per_image(arrays[(arm, s)]) for s in config.seeds],
-            [mean_positive_dice_per_image(arrays[("real", s)]) for s in config.seeds],
-            rng,
+def _paired(arrays: dict, arm: str, base: str, seeds: list[int]) -> dict:
+    return {
+        metric: paired_difference(
+            [contributions(arrays[(arm, s)], metric) for s in seeds],
+            [contributions(arrays[(base, s)], metric) for s in seeds],
         )
-        fp = paired_bootstrap(
-            [_fp_per_image(arrays[(arm, s)]) for s in config.seeds],
-            [_fp_per_image(arrays[("real", s)]) for s in config.seeds],
-            rng,
-        )
-        kaggle = paired_bootstrap(
-            [arrays[(arm, s)]["dice"].mean(axis=1) for s in config.seeds],
-            [arrays[("real", s)]["dice"].mean(axis=1) for s in config.seeds],
-            rng,
-        )
-        paired[arm] = {"mean_positive_dice": dice, "fp_rate_defect_free": fp, "kaggle_dice": kaggle}
-    return paired
+        for metric in PAIRED_METRICS
+    }
 
 
-def _fp_per_image(arrays: dict) -> np.ndarray:
-    """1.0 where a defect-free image got any predicted pixel, 0.0 where not; NaN for defect images."""
-    fp = arrays["predicted"].any(axis=1).astype(np.float64)
-    return np.where(arrays["defect_free"], fp, np.nan)
+def _noise_floor(arrays: dict, arms: list[str], seeds: list[int]) -> dict | None:
+    if "control" not in arms or "real" not in arms:
+        return None
+    paired = _paired(arrays, "control", "real", seeds)["mean_positive_dice"]
+    sd, image_se = paired["seed_sd"], paired["image_se"]
+    return {
+        "arms": ["control", "real"],
+        "per_seed_differences": paired["per_seed"],
+        "seed_sd": sd,
+        "image_se": image_se,
+        "minimal_detectable_effect": minimal_detectable_effect(sd, image_se, len(seeds)),
+        "seeds": len(seeds),
+        "seeds_needed_for": {str(TARGET_EFFECT): seeds_needed(sd, image_se, TARGET_EFFECT)},
+        "rule": "two-sided 5 % paired t-test, 80 % power, positive Dice; control = real with an independent crop stream",
+    }
 
 
-def _quality(dataset, train_indices, synthetic, checkpoint, config, out_dir, use_bf16, extra_count):
+def _claim(arms: list[Arm], runs: dict, arrays: dict, seeds: list[int]) -> dict | None:
+    """Best synthetic arm against the best cheap baseline (by mean positive Dice over seeds)."""
+
+    def mean(arm: Arm) -> float:
+        values = [runs[(arm.name, s)]["test"]["mean_positive_dice"] for s in seeds]
+        return float(np.mean([v for v in values if v is not None] or [float("-inf")]))
+
+    cheap = [a for a in arms if a.is_cheap_baseline]
+    stacked = [a for a in arms if a.sets]
+    if not cheap or not stacked:
+        return None
+    best_cheap = max(cheap, key=mean)
+    best_synthetic = max(stacked, key=mean)
+    paired = _paired(arrays, best_synthetic.name, best_cheap.name, seeds)
+    dice, kaggle, fp = (paired[m] for m in PAIRED_METRICS)
+    met = (
+        dice["difference"] >= TARGET_EFFECT
+        and dice["ci95"][0] is not None
+        and dice["ci95"][0] > 0
+        and kaggle["ci95"][1] >= 0
+        and fp["ci95"][0] <= 0
+    )
+    return {
+        "best_cheap_baseline": best_cheap.name,
+        "best_synthetic_arm": best_synthetic.name,
+        "paired": paired,
+        "target": f"positive Dice difference >= +{TARGET_EFFECT} with its 95 % interval above 0; class-mean "
+        "Dice not significantly worse (interval reaches 0 or above); FP rate not significantly higher",
+        "met": bool(met),
+    }
+
+
+def _quality(ctx: EvalContext, used_sets: set, checkpoint, out_dir: Path, judge: dict | None) -> tuple[dict, dict]:
+    """Label fidelity, KID and diversity of each synthetic set (judge: the real arm's first seed)."""
+    dataset, config = ctx.dataset, ctx.config
     figures: dict = {}
-    results = {"label_fidelity": None, "kid": None, "diversity": None}
+    results: dict = {}
     figures_dir = out_dir / "figures"
-    weights = out_dir / "runs" / f"real_s{config.seeds[0]}.pt"
-    real_defects = dataset_pool(dataset, train_indices, defects_only=True)
-    if "copypaste" in config.arms:
-        pool = copypaste_pool(dataset, train_indices, 8, seed=0)
-        samples = [(e.key, *pool.get(i)[:2]) for i, e in enumerate(pool.examples)]
+    copypaste = copypaste_pool(dataset, ctx.fit, 8, seed=0) if any(
+        d.startswith("copypaste") for d in config.arms
+    ) else None
+    if copypaste is not None:
+        samples = [(e.key, *copypaste.get(i)[:2]) for i, e in enumerate(copypaste.examples)]
         figures["copypaste_examples"] = _rel(
             quality.overlay_sheet(samples, figures_dir / "copypaste_examples.png"), out_dir
         )
-    if synthetic is None:
-        return results, figures
-    samples = [
-        (synthetic.items[i].item_id, *(lambda s: (s.image, s.masks))(synthetic[i]))
-        for i in range(min(8, len(synthetic)))
-    ]
-    figures["synthetic_overlays"] = _rel(
-        quality.overlay_sheet(samples, figures_dir / "synthetic_overlays.png"), out_dir
-    )
-    synthetic_pool = dataset_pool(synthetic, list(range(len(synthetic))))
-    figures["real_vs_synthetic"] = {}
-    for class_id in dataset.classes.ids:
-        real_k = dataset_pool(dataset, [i for i in train_indices if class_id in dataset.items[i].class_ids])
-        synth_k = dataset_pool(
-            synthetic, [i for i in range(len(synthetic)) if class_id in synthetic.items[i].class_ids]
+    model = None
+    if judge is not None:
+        model = ctx.model(0)
+        model.load_state_dict(
+            torch.load(out_dir / "runs" / f"real_s{judge['seed']}.pt", map_location="cpu", weights_only=True)
         )
-        if not real_k.examples or not synth_k.examples:
+        model.eval()
+    real_defects = dataset_pool(dataset, ctx.fit, defects_only=True)
+    for name in sorted(used_sets):
+        synthetic = ctx.sets[name]
+        entry: dict = {"label_fidelity": None, "kid": None, "diversity": None}
+        set_figures: dict = {}
+        samples = [(synthetic.items[i].item_id, *(lambda s: (s.image, s.masks))(synthetic[i])) for i in range(min(8, len(synthetic)))]
+        set_figures["overlays"] = _rel(quality.overlay_sheet(samples, figures_dir / f"{name}_overlays.png"), out_dir)
+        synthetic_pool_all = dataset_pool(synthetic, list(range(len(synthetic))))
+        set_figures["real_vs_synthetic"] = {}
+        for class_id in dataset.classes.ids:
+            real_k = dataset_pool(dataset, [i for i in ctx.fit if class_id in dataset.items[i].class_ids])
+            synth_k = dataset_pool(
+                synthetic, [i for i in range(len(synthetic)) if class_id in synthetic.items[i].class_ids]
+            )
+            if not real_k.examples or not synth_k.examples:
+                continue
+            class_name = dataset.classes.name(class_id)
+            path = quality.crops_sheet(
+                [
+                    (f"real {class_name}", quality.defect_crops(real_k, 8, config.crop_size, 1)),
+                    (f"synthetic {class_name}", quality.defect_crops(synth_k, 8, config.crop_size, 1)),
+                ],
+                figures_dir / f"{name}_real_vs_synthetic_{class_id}.png",
+            )
+            set_figures["real_vs_synthetic"][class_name] = _rel(path, out_dir)
+        figures[name] = set_figures
+        if model is None:
+            results[name] = entry
             continue
-        name = dataset.classes.name(class_id)
-        path = quality.crops_sheet(
-            [
-                (f"real {name}", quality.defect_crops(real_k, 8, config.crop_size, 1)),
-                (f"synthetic {name}", quality.defect_crops(synth_k, 8, config.crop_size, 1)),
-            ],
-            figures_dir / f"real_vs_synthetic_{class_id}.png",
-        )
-        figures["real_vs_synthetic"][name] = _rel(path, out_dir)
-    if not weights.exists():
-        return results, figures  # label fidelity and KID need the real arm's segmenter
-    model = build_segmenter(config.encoder, dataset.channels, len(dataset.classes))
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    model.eval()
-    summary, ranked = quality.label_fidelity(model, synthetic, config.quality_samples, use_bf16)
-    real_run = json.loads((out_dir / "runs" / f"real_s{config.seeds[0]}.json").read_text())
-    results["label_fidelity"] = {
-        "synthetic": summary,
-        "real_test": real_run["test"],
-        "segmenter": f"real arm, seed {config.seeds[0]}",
-    }
-    if ranked:
-        figures["label_fidelity_failures"] = _rel(
-            quality.failures_sheet(
-                model, synthetic, ranked[:6], figures_dir / "label_fidelity_failures.png", use_bf16
-            ),
-            out_dir,
-        )
-    if config.inception_weights:
-        features = quality.InceptionFeatures(Path(config.inception_weights))
-        space = "InceptionV3 (user weights)"
-    else:
-        features = quality.EncoderFeatures(model)
-        space = "domain encoder (real-arm U-Net encoder, trained on the real training half)"
-    count = config.quality_samples
-    real_crops = quality.defect_crops(real_defects, count, config.crop_size, seed=2)
-    synthetic_crops = quality.defect_crops(synthetic_pool, count, config.crop_size, seed=3)
-    results["kid"] = {"feature_space": space, **quality.kid(features, real_crops, synthetic_crops)}
-    if checkpoint is not None:
-        results["diversity"] = _diversity(
-            checkpoint, synthetic, features, config, use_bf16, real_crops, space
-        )
+        summary, ranked = quality.label_fidelity(model, synthetic, config.quality_samples, ctx.use_bf16)
+        entry["label_fidelity"] = {
+            "synthetic": summary,
+            "real_test": judge["test"],
+            "segmenter": f"real arm, seed {judge['seed']} (fit part of the training half; never saw the generator)",
+        }
+        if ranked:
+            set_figures["label_fidelity_failures"] = _rel(
+                quality.failures_sheet(
+                    model, synthetic, ranked[:6], figures_dir / f"{name}_label_fidelity_failures.png", ctx.use_bf16
+                ),
+                out_dir,
+            )
+        if config.inception_weights:
+            features = quality.InceptionFeatures(Path(config.inception_weights))
+            space = "InceptionV3 (user weights)"
+        else:
+            features = quality.EncoderFeatures(model)
+            space = "domain encoder (real-arm U-Net encoder, trained on the fit part of the training half)"
+        count = config.quality_samples
+        real_crops = quality.defect_crops(real_defects, count, config.crop_size, seed=2)
+        synthetic_crops = quality.defect_crops(synthetic_pool_all, count, config.crop_size, seed=3)
+        entry["kid"] = {"feature_space": space, **quality.kid(features, real_crops, synthetic_crops)}
+        made_by = _synth_params(ctx.synthetic_dirs[name]).get("checkpoint_sha256")
+        if checkpoint is not None and made_by == _file_sha256(Path(checkpoint)):
+            entry["diversity"] = _diversity(checkpoint, synthetic, features, config, ctx.use_bf16, real_crops, space)
+        results[name] = entry
     return results, figures
 
 
@@ -503,7 +673,17 @@ def _diversity(checkpoint, synthetic, features, config, use_bf16, real_crops, sp
     }
 
 
-RESULT_COLUMNS = ("arm", "positive Dice", "vs real (95% CI)", "Kaggle Dice", "FP rate (defect-free)")
+# --- tables ------------------------------------------------------------------------------------
+
+RESULT_COLUMNS = (
+    "arm",
+    "positive Dice",
+    "vs real (95% CI)",
+    "per-seed Δ",
+    "class-mean Dice",
+    "FP rate (defect-free)",
+    "AUROC",
+)
 
 
 def result_rows(results: dict) -> list[tuple[str, ...]]:
@@ -515,20 +695,83 @@ def result_rows(results: dict) -> list[tuple[str, ...]]:
     rows = []
     for arm, entry in results["summary"].items():
         paired = results["paired"].get(arm, {}).get("mean_positive_dice")
-        versus = "-"
-        if paired and paired["difference"] is not None:
+        versus, per_seed = "-", "-"
+        if paired and paired["ci95"][0] is not None:
             low, high = paired["ci95"]
             versus = f"{paired['difference']:+.3f} [{low:+.3f}, {high:+.3f}]"
+            per_seed = " ".join(f"{v:+.2f}" for v in paired["per_seed"])
         rows.append(
             (
                 arm,
                 cell(entry["mean_positive_dice"]),
                 versus,
+                per_seed,
                 cell(entry["kaggle_dice"]),
                 cell(entry["fp_rate_defect_free"]),
+                cell(entry["mean_auroc"]),
             )
         )
     return rows
+
+
+# --- files -------------------------------------------------------------------------------------
+
+
+def open_synthetic(path: Path, dataset: DefectDataset) -> DefectDataset:
+    """A `defectgen synth` output folder (either format) as a dataset with the real classes."""
+    if not path.is_dir():
+        raise DataError(f"{path}: synthetic folder not found; create it with `defectgen synth`")
+    if (path / "train.csv").is_file():
+        synthetic = SeverstalDataset(
+            path / "train.csv",
+            path / "images",
+            classes=dataset.classes,
+            image_shape=dataset.image_shape or (256, 1600),
+        )
+    else:
+        synthetic = open_dataset(f"folder:{path}")
+    if synthetic.classes != dataset.classes or synthetic.channels != dataset.channels:
+        raise DataError(
+            f"{path} has classes {list(synthetic.classes.names)} ({synthetic.channels} channel(s)), but "
+            f"{dataset.spec} has {list(dataset.classes.names)} ({dataset.channels}); "
+            "synthesize for this dataset"
+        )
+    if not len(synthetic):
+        raise DataError(f"{path}: the synthetic set is empty; run `defectgen synth` into it")
+    return synthetic
+
+
+def _claim_folder(out_dir: Path) -> None:
+    """Refuse to write into a folder that holds something other than a defectgen evaluation."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"{out_dir}: --out is a file; choose a folder")
+    results = out_dir / "results.json"
+    if results.exists():
+        try:
+            fmt = json.loads(results.read_text()).get("format", "")
+        except (OSError, ValueError, AttributeError):
+            fmt = ""
+        if not str(fmt).startswith("defectgen-eval/"):
+            raise DataError(f"{results} is not a defectgen evaluation; choose another --out")
+    elif out_dir.exists() and any(p.name not in ("runs", "figures") for p in out_dir.iterdir()):
+        raise DataError(f"{out_dir} holds files that are not a defectgen evaluation; choose another --out")
+    (out_dir / "runs").mkdir(parents=True, exist_ok=True)
+
+
+def _set_fingerprint(path: Path) -> str:
+    digest = hashlib.sha256()
+    for name in ("synth.json", "manifest.jsonl"):
+        file = Path(path) / name
+        digest.update(file.read_bytes() if file.is_file() else b"-")
+    return digest.hexdigest()[:16]
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _mean_std(values: list) -> dict:
@@ -539,22 +782,19 @@ def _mean_std(values: list) -> dict:
 
 
 # Settings that do not change how one (arm, seed) is trained and scored: a run finished under
-# another arm list, seed count or quality setting is reused (so arms can run in parallel
+# another arm list, seed list or quality setting is reused (so arms can run in parallel
 # processes into one folder, then one more call gathers them).
-_NOT_IN_RUN_KEY = (
-    "arms",
-    "seeds",
-    "quality_samples",
-    "inception_weights",
-    "diversity_masks",
-    "diversity_draws",
-)
+_NOT_IN_RUN_KEY = ("arms", "seeds", "quality_samples", "inception_weights", "diversity_masks", "diversity_draws")
 
 
-def _config_key(config: EvalConfig, name: str, steps: int | None = None) -> str:
+def _key(config: EvalConfig, context: dict, name: str, **extra) -> str:
     settings = {k: v for k, v in asdict(config).items() if k not in _NOT_IN_RUN_KEY}
-    data = json.dumps({**settings, "name": name, "steps_used": steps}, sort_keys=True)
+    data = json.dumps({**settings, **context, "name": name, **extra}, sort_keys=True, default=str)
     return hashlib.sha256(data.encode()).hexdigest()[:16]
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, default=list).encode()).hexdigest()[:16]
 
 
 def _load_json(path: Path, key: str) -> dict | None:
@@ -564,7 +804,7 @@ def _load_json(path: Path, key: str) -> dict | None:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return data if data.get("key") == key else None
+    return data if isinstance(data, dict) and data.get("key") == key else None
 
 
 def _save_json(path: Path, data: dict) -> None:

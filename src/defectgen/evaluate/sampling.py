@@ -1,25 +1,24 @@
-"""Training crops for the segmenters of every evaluation arm.
+"""Training crops for the segmenters of every evaluation arm (see `arms.py` for what each adds).
 
-Every arm draws the same number of crops per batch from the same kind of sampler; only the
-data differ. A crop is, with probability `defect_crop_share`, centred (with jitter) on a
-defect of a defect image, otherwise a random window of any image. Arms with extra data
-(`synthetic`, `oversample`, `copypaste`) take a fixed `extra_share` of every batch from their
-extra pool:
+A batch is built from independent random streams, each a pure function of (seed, step, stream):
 
-- real: the labelled training half only;
-- oversample: extra = the real defect images again (repeated to match the synthetic share);
-- copypaste: extra = real defects cut by their masks and pasted onto defect-free training
-  images at new positions (the baseline the source thesis argues against: the seam remains);
-- classic: the real pool with flips, affine, brightness/contrast and elastic transforms
-  (albumentations) on every crop;
-- synthetic: extra = defectgen's synthetic images;
-- synthetic-only: every crop from the synthetic images.
+- the **real** stream: `batch_size` crops of the fit part of the training half, identical in
+  every arm at one seed (the `control` arm alone uses another stream key). A crop is, with
+  probability `defect_crop_share`, centred (with jitter) on a defect picked class-balanced —
+  a class uniformly among the classes of the pool, then an image holding that class, then one
+  of its components of that class — otherwise a random window of any image;
+- one **extra** stream per added source (oversampled real defects, copy-paste, each named
+  synthetic set): its crops are always defect-centred, class-balanced the same way, and are
+  appended to the real crops. A source's stream key depends only on the source, so
+  `real+tiles` and `oversample+tiles` see the same synthetic crops.
 
-Batches are a pure function of (seed, step), so an arm's run is reproducible and resumable.
+Each crop comes with a `valid` map: 0 where the loss must not look (the pixels a synthetic
+item painted outside its label: the seam ring of `defectgen synth`), 1 elsewhere.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,60 +32,87 @@ from defectgen.data.patches import pad_to_crop
 from defectgen.masks.compose import find_components
 from defectgen.tensors import image_to_tensor
 
-ARMS = ("real", "oversample", "copypaste", "classic", "synthetic", "synthetic-only")
+# (image uint8 [H, W, C], masks bool [K, H, W], ignore bool [H, W] or None)
+Loader = Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray | None]]
 
-Loader = Callable[[], tuple[np.ndarray, np.ndarray]]  # -> (uint8 [H, W, C], bool [K, H, W])
+REAL_STREAM, CONTROL_STREAM, AUGMENT_STREAM, OVERSAMPLE_STREAM, COPYPASTE_STREAM = 1, 2, 3, 11, 12
+
+
+def set_stream(name: str) -> int:
+    """Stream key of a named synthetic set: stable across runs and processes."""
+    return 1000 + zlib.crc32(name.encode())
 
 
 @dataclass
 class Example:
-    key: str
+    key: str  # item id (real), file stem (synthetic) or a generated name (copy-paste)
     load: Loader
-    has_defects: bool
+    class_ids: tuple[int, ...] | None  # 1-based classes present; None = not known before loading
 
 
 class Pool:
-    """Examples with a bounded in-memory cache and lazily found defect centres."""
+    """Examples with a bounded in-memory cache and lazily found defect centres per class."""
 
     def __init__(self, examples: list[Example], cache_bytes: int = 1 << 30):
         self.examples = examples
-        self.defect_indices = [i for i, e in enumerate(examples) if e.has_defects]
-        self._cache: dict[int, tuple[np.ndarray, np.ndarray, list]] = {}
+        self.defect_indices = [i for i, e in enumerate(examples) if e.class_ids is None or e.class_ids]
+        self.by_class: dict[int, list[int]] = {}
+        for i, example in enumerate(examples):
+            for class_id in example.class_ids or ():
+                self.by_class.setdefault(class_id, []).append(i)
+        self._balanced = bool(self.by_class) and all(e.class_ids is not None for e in examples)
+        self._cache: dict[int, tuple] = {}
         self._budget = cache_bytes
+        self.used: set[str] = set()  # keys of the examples crops were taken from (audit, tests)
+        self.sources_used: set[str] = set()  # dataset items a generated example was made from
 
     def __len__(self) -> int:
         return len(self.examples)
 
-    def get(self, index: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    def get(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[int, list]]:
+        """(image, masks, ignore, {class id: [(row, col) component centres]})."""
+        self.used.add(self.examples[index].key)
         if index in self._cache:
             return self._cache[index]
-        image, masks = self.examples[index].load()
-        centres = [
-            ((r.start + r.stop) // 2, (c.start + c.stop) // 2)
-            for channel in masks
-            for (r, c), _ in find_components(channel)
-        ]
-        entry = (image, masks, centres)
-        size = image.nbytes + masks.nbytes
+        image, masks, ignore = self.examples[index].load()
+        centres = {
+            k + 1: [((r.start + r.stop) // 2, (c.start + c.stop) // 2) for (r, c), _ in find_components(channel)]
+            for k, channel in enumerate(masks)
+            if channel.any()
+        }
+        entry = (image, masks, ignore, centres)
+        size = image.nbytes + masks.nbytes + (ignore.nbytes if ignore is not None else 0)
         if size <= self._budget:
             self._cache[index] = entry
             self._budget -= size
         return entry
 
+    def pick_defect(self, rng: np.random.Generator) -> tuple[int, int | None]:
+        """Class-balanced: a class, then an image holding it (class None = any of its classes)."""
+        if self._balanced:
+            classes = sorted(self.by_class)
+            class_id = classes[int(rng.integers(len(classes)))]
+            members = self.by_class[class_id]
+            return members[int(rng.integers(len(members)))], class_id
+        return self.defect_indices[int(rng.integers(len(self.defect_indices)))], None
 
-def dataset_pool(dataset: DefectDataset, indices: list[int], defects_only: bool = False) -> Pool:
+
+def dataset_pool(
+    dataset: DefectDataset, indices: list[int], defects_only: bool = False, ignore: Callable | None = None
+) -> Pool:
+    """A pool of dataset items; `ignore(index, sample)` -> bool [H, W] pixels the loss skips."""
     examples = []
     for index in indices:
         item = dataset.items[index]
         if defects_only and not item.class_ids:
             continue
-        examples.append(Example(item.item_id, lambda i=index: _sample(dataset, i), bool(item.class_ids)))
+        examples.append(Example(item.item_id, lambda i=index: _sample(dataset, i, ignore), item.class_ids))
     return Pool(examples)
 
 
-def _sample(dataset: DefectDataset, index: int) -> tuple[np.ndarray, np.ndarray]:
+def _sample(dataset: DefectDataset, index: int, ignore: Callable | None):
     sample = dataset[index]
-    return sample.image, sample.masks
+    return sample.image, sample.masks, None if ignore is None else ignore(index, sample)
 
 
 def copypaste_pool(dataset: DefectDataset, indices: list[int], count: int, seed: int) -> Pool:
@@ -95,21 +121,26 @@ def copypaste_pool(dataset: DefectDataset, indices: list[int], count: int, seed:
     sources = [i for i in indices if dataset.items[i].class_ids]
     if not free or not sources:
         raise ValueError("copy-paste needs defect-free and defect images in the training half")
+    used: set[str] = set()
     examples = [
-        Example(f"copypaste_{n:06d}", lambda n=n: _copypaste(dataset, free, sources, seed, n), True)
+        Example(f"copypaste_{n:06d}", lambda n=n: (*_copypaste(dataset, free, sources, seed, n, used), None), None)
         for n in range(count)
     ]
-    return Pool(examples)
+    pool = Pool(examples)
+    pool.sources_used = used
+    return pool
 
 
-def _copypaste(dataset, free, sources, seed, number) -> tuple[np.ndarray, np.ndarray]:
+def _copypaste(dataset, free, sources, seed, number, used: set[str]) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng([seed, number, 11])
     background = dataset[free[int(rng.integers(len(free)))]]
+    used.add(background.item_id)
     image = background.image.copy()
     masks = np.zeros((len(dataset.classes), *image.shape[:2]), dtype=bool)
     taken = np.zeros(image.shape[:2], dtype=bool)
     for _ in range(int(rng.integers(1, 3))):
         source = dataset[sources[int(rng.integers(len(sources)))]]
+        used.add(source.item_id)
         pieces = [
             (k, box, crop) for k, channel in enumerate(source.masks) for box, crop in find_components(channel)
         ]
@@ -152,59 +183,89 @@ def classic_augmentation(seed: int) -> A.Compose:
     )
 
 
-class CropSampler:
-    """Batches of (image [B, C, S, S], masks [B, K, S, S]) crops for one arm."""
+@dataclass
+class Extra:
+    """Crops added to every batch from one source, while step < `until`."""
+
+    pool: Pool
+    count: int
+    stream: int
+    until: int | None = None
+
+
+Crop = tuple[np.ndarray, np.ndarray, np.ndarray]  # image [S, S, C], masks bool [K, S, S], valid bool [S, S]
+
+
+class ArmSampler:
+    """Batches (images [N, C, S, S], masks [N, K, S, S], valid [N, 1, S, S]) for one arm."""
 
     def __init__(
         self,
-        main: Pool | None,
-        extra: Pool | None,
+        real: Pool,
         crop_size: int,
-        extra_share: float,
-        defect_crop_share: float = 0.5,
-        augment: Callable | None = None,
-        seed: int = 0,
+        batch_size: int,
+        defect_crop_share: float,
+        seed: int,
+        *,
+        real_stream: int = REAL_STREAM,
+        augment: A.Compose | None = None,
+        extras: list[Extra] | None = None,
     ):
-        if main is None and extra is None:
-            raise ValueError("a sampler needs a main or an extra pool")
-        self.main, self.extra = main, extra
-        self.crop_size = crop_size
-        self.extra_share = 1.0 if main is None else (extra_share if extra is not None else 0.0)
+        self.real, self.crop_size, self.batch_size = real, crop_size, batch_size
         self.defect_crop_share = defect_crop_share
+        self.seed, self.real_stream = seed, real_stream
         self.augment = augment
-        self.seed = seed
+        self.extras = extras or []
 
-    def batch(self, step: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, step, 5])
-        n_extra = int(round(size * self.extra_share))
-        crops = [self._crop(self.extra if i < n_extra else self.main, rng) for i in range(size)]
-        images = torch.stack([image_to_tensor(image) for image, _ in crops])
-        masks = torch.stack([torch.from_numpy(np.ascontiguousarray(m)).float() for _, m in crops])
-        return images, masks
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, step, self.real_stream])
+        crops = [self._crop(self.real, rng, self.defect_crop_share) for _ in range(self.batch_size)]
+        if self.augment is not None:
+            self.augment.set_random_seed(int(np.random.default_rng([self.seed, step, AUGMENT_STREAM]).integers(2**31)))
+            crops = [self._augment(crop) for crop in crops]
+        for extra in self.extras:
+            if extra.until is not None and step >= extra.until:
+                continue
+            rng = np.random.default_rng([self.seed, step, extra.stream])
+            crops += [self._crop(extra.pool, rng, 1.0) for _ in range(extra.count)]
+        images = torch.stack([image_to_tensor(image) for image, _, _ in crops])
+        masks = torch.stack([torch.from_numpy(m).float() for _, m, _ in crops])
+        valid = torch.stack([torch.from_numpy(v)[None].float() for _, _, v in crops])
+        return images, masks, valid
 
-    def _crop(self, pool: Pool, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def _crop(self, pool: Pool, rng: np.random.Generator, defect_share: float) -> Crop:
         size = self.crop_size
-        centred = pool.defect_indices and rng.random() < self.defect_crop_share
-        index = (
-            pool.defect_indices[int(rng.integers(len(pool.defect_indices)))]
-            if centred
-            else int(rng.integers(len(pool)))
-        )
-        image, masks, centres = pool.get(index)
-        image, masks = pad_to_crop(image, masks, size)
+        centred = bool(pool.defect_indices) and rng.random() < defect_share
+        class_id = None
+        if centred:
+            index, class_id = pool.pick_defect(rng)
+        else:
+            index = int(rng.integers(len(pool)))
+        image, masks, ignore, centres = pool.get(index)
+        valid = np.ones(image.shape[:2], dtype=bool) if ignore is None else ~ignore
+        image, masks_valid = pad_to_crop(image, np.concatenate([masks, valid[None]]), size)
+        masks, valid = masks_valid[:-1], masks_valid[-1]
         height, width = image.shape[:2]
-        if centred and centres:
-            cy, cx = centres[int(rng.integers(len(centres)))]
+        choices = centres.get(class_id) if class_id is not None else None
+        choices = choices or [c for cs in centres.values() for c in cs]
+        if centred and choices:
+            cy, cx = choices[int(rng.integers(len(choices)))]
             jitter = size // 4
             top = int(np.clip(cy - size // 2 + rng.integers(-jitter, jitter + 1), 0, height - size))
             left = int(np.clip(cx - size // 2 + rng.integers(-jitter, jitter + 1), 0, width - size))
         else:
             top = int(rng.integers(0, height - size + 1))
             left = int(rng.integers(0, width - size + 1))
-        image = np.ascontiguousarray(image[top : top + size, left : left + size])
-        masks = np.ascontiguousarray(masks[:, top : top + size, left : left + size])
-        if self.augment is not None:
-            out = self.augment(image=image, masks=list(masks.astype(np.uint8)))
-            image = out["image"].reshape(size, size, -1)
-            masks = np.stack(out["masks"]).astype(bool)
-        return image, masks
+        window = (slice(top, top + size), slice(left, left + size))
+        return (
+            np.ascontiguousarray(image[window]),
+            np.ascontiguousarray(masks[:, window[0], window[1]]),
+            np.ascontiguousarray(valid[window]),
+        )
+
+    def _augment(self, crop: Crop) -> Crop:
+        image, masks, valid = crop
+        size = self.crop_size
+        out = self.augment(image=image, masks=[*masks.astype(np.uint8), valid.astype(np.uint8)])
+        stacked = np.stack(out["masks"]).astype(bool)
+        return out["image"].reshape(size, size, -1), stacked[:-1], stacked[-1]

@@ -24,11 +24,17 @@ from defectgen.tensors import image_to_tensor
 PAD_MULTIPLE = 32
 
 
-def build_segmenter(encoder: str, in_channels: int, num_classes: int, encoder_weights: Path | None = None):
+def build_segmenter(
+    encoder: str, in_channels: int, num_classes: int, encoder_weights: Path | None = None, seed: int = 0
+):
+    """A U-Net whose initial weights are a function of `seed` alone (the global RNG is left as
+    it was), so every arm at one seed starts from the same weights."""
     try:
-        model = smp.Unet(
-            encoder_name=encoder, encoder_weights=None, in_channels=in_channels, classes=num_classes
-        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = smp.Unet(
+                encoder_name=encoder, encoder_weights=None, in_channels=in_channels, classes=num_classes
+            )
     except (KeyError, ValueError) as err:
         raise ConfigError(
             f"unknown segmentation encoder {encoder!r} ({err}); e.g. resnet18, resnet34"
@@ -64,26 +70,40 @@ def load_encoder_weights(encoder: torch.nn.Module, path: Path) -> None:
     encoder.load_state_dict(loaded, strict=False)
 
 
+def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """BCE + Dice (multilabel) over the pixels where `valid` [N, 1, H, W] is 1.
+
+    Pixels with valid 0 (a synthetic item's painted seam outside its label) count in neither
+    term: BCE is averaged over valid pixels, and Dice sees them as smp's `ignore_index`."""
+    weight = valid.expand_as(masks)
+    bce = F.binary_cross_entropy_with_logits(logits, masks, weight=weight, reduction="sum")
+    bce = bce / weight.sum().clamp(min=1)
+    target = torch.where(weight > 0, masks, torch.full_like(masks, IGNORE))
+    return bce + _DICE(logits, target)
+
+
+IGNORE = -1.0
+_DICE = smp.losses.DiceLoss(mode="multilabel", from_logits=True, ignore_index=IGNORE)
+
+
 def train_segmenter(
     model: torch.nn.Module,
-    next_batch: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
+    next_batch: Callable[[int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
     steps: int,
     lr: float = 3e-4,
     use_bf16: bool = False,
-    seed: int = 0,
     log_every: int = 10,
     on_eval: Callable[[int], None] | None = None,
     eval_every: int | None = None,
     description: str = "segmenter",
     progress: bool = True,
 ) -> dict:
-    """Train `model` for `steps` batches from `next_batch(step)`; returns {'curve', 'seconds'}."""
-    torch.manual_seed(seed)
+    """Train `model` for `steps` batches (images, masks, valid) from `next_batch(step)`; returns
+    {'curve', 'seconds'}. Nothing here draws random numbers: the batches carry all randomness."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1
     )
-    dice = smp.losses.DiceLoss(mode="multilabel", from_logits=True)
     curve: list[list[float]] = []
     running: list[float] = []
     start = time.perf_counter()
@@ -91,14 +111,14 @@ def train_segmenter(
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(description, total=steps)
         for step in range(steps):
-            images, masks = next_batch(step)
+            images, masks, valid = next_batch(step)
             with torch.autocast(
                 "cpu" if images.device.type == "cpu" else images.device.type,
                 dtype=torch.bfloat16,
                 enabled=use_bf16,
             ):
                 logits = model(images).float()
-            loss = F.binary_cross_entropy_with_logits(logits, masks) + dice(logits, masks)
+            loss = segmentation_loss(logits, masks, valid)
             if not torch.isfinite(loss):
                 raise ConfigError(
                     f"{description}: loss became {loss.item()} at step {step + 1}; try a lower --lr"
@@ -120,11 +140,16 @@ def train_segmenter(
     return {"curve": curve, "seconds": time.perf_counter() - start}
 
 
-@torch.no_grad()
 def predict(
     model: torch.nn.Module, image: np.ndarray, threshold: float = 0.5, use_bf16: bool = False
 ) -> np.ndarray:
-    """uint8 [H, W, C] -> bool [K, H, W] at native resolution."""
+    """uint8 [H, W, C] -> bool [K, H, W] at native resolution (one fixed threshold)."""
+    return probabilities(model, image, use_bf16) > threshold
+
+
+@torch.no_grad()
+def probabilities(model: torch.nn.Module, image: np.ndarray, use_bf16: bool = False) -> np.ndarray:
+    """uint8 [H, W, C] -> float32 [K, H, W] per-class probabilities at native resolution."""
     tensor = image_to_tensor(image)[None]  # [1, C, H, W]
     height, width = tensor.shape[2:]
     pad = (0, (-width) % PAD_MULTIPLE, 0, (-height) % PAD_MULTIPLE)
@@ -132,4 +157,4 @@ def predict(
     tensor = F.pad(tensor, pad, mode=mode)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
         logits = model(tensor).float()
-    return (torch.sigmoid(logits[0, :, :height, :width]) > threshold).numpy()
+    return torch.sigmoid(logits[0, :, :height, :width]).numpy()

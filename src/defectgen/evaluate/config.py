@@ -1,0 +1,81 @@
+"""`EvalConfig`: every setting of `defectgen evaluate`, with its default, in one place.
+
+The CLI takes its option defaults from here, and so do the demo and the mission benchmark; a
+value changed here changes all of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from defectgen.errors import ConfigError
+
+DEFAULT_ARMS = ("real", "oversample", "copypaste", "classic", "real+synthetic")
+
+# Post-processing grid searched per arm, per class, on the validation part (Severstal practice:
+# a probability threshold and a minimum connected-component area).
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+MIN_AREAS = (0, 16, 32, 64, 128, 256, 512)
+
+
+@dataclass
+class EvalConfig:
+    arms: list[str] = field(default_factory=lambda: list(DEFAULT_ARMS))
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    steps: int | None = None  # None: chosen on the real arm from the validation part
+    max_steps: int = 1500  # step selection: train this long, validating every `eval_every`
+    eval_every: int = 150
+    tolerance: float = 0.02  # step selection: first step within this of the best validation Dice
+    val_fraction: float = 0.2  # part of the training half held out for steps and post-processing
+    crop_size: int = 128
+    batch_size: int = 8  # real crops per batch, identical in every arm
+    lr: float = 1e-3
+    encoder: str = "resnet18"
+    encoder_weights: str | None = None
+    extra_share: float = 0.5  # oversample / copy-paste crops added per batch, as a share of batch_size
+    synthetic_share: float = 0.5  # synthetic crops added per batch (each named set), share of batch_size
+    synthetic_until: float = 1.0  # synthetic crops only in this first fraction of the steps
+    defect_crop_share: float = 0.5  # share of real crops centred on a defect (class-balanced)
+    filter_floor: float = 0.2  # label filter: classes the judge finds below this Dice are not judged
+    filter_ratio: float = 0.5  # label filter: keep a defect the judge finds with >= ratio x its real Dice
+    precision: str = "auto"
+    quality_samples: int = 200  # synthetic images for label fidelity; crops for KID
+    inception_weights: str | None = None
+    diversity_masks: int = 16
+    diversity_draws: int = 4
+
+    def validate(self) -> None:
+        if not self.arms:
+            raise ConfigError("--arms must name at least one arm")
+        if len(self.seeds) < 2:
+            raise ConfigError(
+                "--seeds must be at least 2: the interval of a paired difference needs seed variance"
+            )
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"--seeds repeats a seed: {self.seeds}")
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"--steps must be >= 1, got {self.steps}")
+        if self.max_steps < 1 or self.eval_every < 1:
+            raise ConfigError("--max-steps and --eval-every must be >= 1")
+        if self.crop_size < 32 or self.crop_size % 32:
+            raise ConfigError(f"--size must be a multiple of 32 (U-Net), got {self.crop_size}")
+        if self.batch_size < 2:
+            raise ConfigError(f"--batch-size must be >= 2 (batch norm), got {self.batch_size}")
+        for name in ("extra_share", "synthetic_share", "synthetic_until", "defect_crop_share", "val_fraction"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ConfigError(f"{name} must be in [0, 1], got {value}")
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError("val_fraction must be in (0, 1)")
+        if not self.lr > 0:
+            raise ConfigError(f"--lr must be > 0, got {self.lr}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"--precision must be auto, bf16 or fp32, got {self.precision!r}")
+
+
+def default(name: str):
+    """The default of one EvalConfig field (for CLI option defaults)."""
+    for item in fields(EvalConfig):
+        if item.name == name:
+            return item.default_factory() if callable(item.default_factory) else item.default
+    raise KeyError(name)

@@ -1,177 +1,223 @@
 """The mission benchmark: the whole protocol on the real magnetic tile dataset.
 
-    .venv/bin/python benchmarks/mission_magnetic_tile.py [--label-fraction 0.25] [--gan-steps 3000]
-        [--work bench_runs/mission] [--synthetic 1000] [--seeds 3]
-        [--arms real,oversample,copypaste,synthetic]
+    .venv/bin/python benchmarks/mission_magnetic_tile.py [--label-fraction 0.25] [--gan-steps 2500]
+        [--work bench_runs/mission] [--synthetic 1000] [--seeds 5] [--size 96]
+        [--max-steps 800] [--eval-every 200] [--steps N]
     .venv/bin/python benchmarks/mission_magnetic_tile.py --smoke      # minutes: checks the plumbing only
 
-Steps: 50/50 stratified split (seed 0) at the label fraction; the `small` generator trained on
-the labelled training half; `--synthetic` images painted on defect-free training images; the
-step count chosen once on the real arm (validation part of the training half); every arm x
-seed; report. After the real arm's first seed, the remaining (arm, seed) runs go to two
-single-thread processes side by side (on 2 cores that is faster than one 2-thread process:
-small convolutions do not scale to two threads), then one more call gathers them. Every
-stage is resumable: run the same command again after an interruption. Prints the results
-table and appends it, with the command and date, to benchmarks/RESULTS.md.
+Stages, each resumable (run the same command again after an interruption):
+
+1. split 50/50 (seed 0) at the label fraction; the `small` generator trained on the labelled
+   training half (an existing checkpoint of that step is reused); `--synthetic` images painted
+   on defect-free training images;
+2. the step count chosen on the real arm (validation part of the training half), real seeds;
+3. the cheap baselines and the noise-floor control, every seed, in two single-thread worker
+   processes side by side (on 2 cores faster than one 2-thread process);
+4. the best base *by validation Dice* (never by test Dice) + the synthetic set, every seed;
+5. one gathering call (quality measurements), the report, and `benchmarks/mission_result.json`:
+   arms, seeds, per-seed and mean metrics, the noise floor, and the best synthetic arm against
+   the best cheap baseline with its seed-aware 95 % interval.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import subprocess
 import sys
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "magnetic_tile"
+BASES = ["real", "control", "oversample", "copypaste", "classic"]
+CHEAP = ["real", "oversample", "copypaste", "classic"]
 
 
-def run(command: list[str], threads: int = 2, background: bool = False):
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    printable = " ".join(command)
-    print(f"$ {printable}", flush=True)
-    if background:
-        return subprocess.Popen(command, env=env)
-    subprocess.run(command, env=env, check=True)
-    return None
+def sh(command: list[str], threads: int = 2) -> None:
+    print("$ " + " ".join(command), flush=True)
+    subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": str(threads)}, check=True)
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One evaluate call (arms, seeds from JSON) in this process: used by the parallel stages."""
+    from defectgen.data import open_dataset
+    from defectgen.data.split import Split
+    from defectgen.evaluate import EvalConfig, evaluate
+
+    config = EvalConfig(**json.loads(args.worker))
+    dataset = open_dataset(str(DATA))
+    split = Split.load(args.work / f"split_{args.label_fraction}.json")
+    synthetic = (
+        {"gan": args.work / "synthetic"} if (args.work / "synthetic" / "manifest.jsonl").exists() else {}
+    )
+    evaluate(dataset, split, args.work / "eval", config, synthetic=synthetic, progress=False)
+
+
+def parallel(args: argparse.Namespace, config, halves: list[list[str]]) -> None:
+    processes = []
+    for arms in halves:
+        if not arms:
+            continue
+        settings = json.dumps({**asdict(config), "arms": arms, "quality_samples": 0})
+        command = [sys.executable, __file__, "--work", str(args.work), "--label-fraction", str(args.label_fraction),
+                   "--worker", settings]  # fmt: skip
+        print("$ worker " + ",".join(arms), flush=True)
+        processes.append(subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"}))
+    codes = [p.wait() for p in processes]
+    if any(codes):
+        raise SystemExit(f"a worker failed ({codes}); run the same command again to continue")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--label-fraction", type=float, default=0.25)
-    parser.add_argument("--gan-steps", type=int, default=3000)
+    parser.add_argument("--gan-steps", type=int, default=2500)
     parser.add_argument("--synthetic", type=int, default=1000)
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--arms", default="real,oversample,copypaste,synthetic")
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--max-steps", type=int, default=1500)
-    parser.add_argument("--eval-every", type=int, default=150)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--size", type=int, default=96)
+    parser.add_argument("--max-steps", type=int, default=800)
+    parser.add_argument("--eval-every", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=None, help="fixed segmenter steps (skips the choice)")
     parser.add_argument("--work", type=Path, default=REPO / "bench_runs" / "mission")
     parser.add_argument("--smoke", action="store_true", help="tiny settings: checks the plumbing in minutes")
-    parser.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        return worker(args)
     if not DATA.exists():
         raise SystemExit(f"magnetic tile data not found at {DATA}")
+    from defectgen.data import open_dataset
+    from defectgen.data.split import Split
+    from defectgen.evaluate import EvalConfig, evaluate
+
     preset, gan_sets = "small", []
     if args.smoke:
         preset, args.gan_steps, args.synthetic, args.seeds = "tiny", 20, 40, 2
         args.max_steps, args.eval_every, args.size = 40, 20, 64
         gan_sets = ["--set", "batch_size=2"]
-        args.no_record = True
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     cli = [sys.executable, "-m", "defectgen"]
     start = time.time()
     split = work / f"split_{args.label_fraction}.json"
-    run(
-        [
-            *cli,
-            "split",
-            str(DATA),
-            "--out",
-            str(split),
-            "--test-fraction",
-            "0.5",
-            "--seed",
-            "0",
-            "--label-fraction",
-            str(args.label_fraction),
-        ]
-    )
+    if not split.exists():
+        sh([*cli, "split", str(DATA), "--out", str(split), "--test-fraction", "0.5", "--seed", "0",
+            "--label-fraction", str(args.label_fraction)])  # fmt: skip
     gan = work / "gan"
-    last = gan / "checkpoints" / "last.pt"
-    run(
-        [
-            *cli,
-            "train",
-            str(DATA),
-            "--split",
-            str(split),
-            "--out",
-            str(gan),
-            "--preset",
-            preset,
-            "--steps",
-            str(args.gan_steps),
-            "--set",
-            "sample_every=500",
-            "--set",
-            "checkpoint_every=250",
-            *gan_sets,
-            *(["--resume"] if gan.exists() else []),
-        ]
-    )
-    gan_minutes = (time.time() - start) / 60
+    checkpoint = gan / "checkpoints" / f"step_{args.gan_steps:07d}.pt"
+    if not checkpoint.exists():
+        sh([*cli, "train", str(DATA), "--split", str(split), "--out", str(gan), "--preset", preset,
+            "--steps", str(args.gan_steps), "--set", "sample_every=500", "--set", "checkpoint_every=250",
+            *gan_sets, *(["--resume"] if gan.exists() else [])])  # fmt: skip
     synth = work / "synthetic"
-    run(
-        [
-            *cli,
-            "synth",
-            str(DATA),
-            "--checkpoint",
-            str(last),
-            "--split",
-            str(split),
-            "--n",
-            str(args.synthetic),
-            "--out",
-            str(synth),
-            "--seed",
-            "0",
-        ]
+    if (
+        not (synth / "manifest.jsonl").exists()
+        or len((synth / "manifest.jsonl").read_text().splitlines()) < args.synthetic
+    ):
+        sh([*cli, "synth", str(DATA), "--checkpoint", str(checkpoint), "--split", str(split),
+            "--n", str(args.synthetic), "--out", str(synth), "--seed", "0"])  # fmt: skip
+
+    seeds = list(range(args.seeds))
+    config = replace(
+        EvalConfig(),
+        seeds=seeds,
+        steps=args.steps,
+        max_steps=args.max_steps,
+        eval_every=args.eval_every,
+        crop_size=args.size,
     )
-    evaluation = work / "eval"
-    common = [
-        *cli,
-        "evaluate",
-        str(DATA),
-        "--split",
-        str(split),
-        "--synthetic",
-        str(synth),
-        "--checkpoint",
-        str(last),
-        "--out",
-        str(evaluation),
-        "--size",
-        str(args.size),
-        "--max-steps",
-        str(args.max_steps),
-        "--eval-every",
-        str(args.eval_every),
-    ]
-    arms = [a for a in args.arms.split(",") if a]
-    run([*common, "--arms", "real", "--seeds", "1"])  # chooses the step count, trains real seed 0
-    others = [a for a in arms if a != "real"]
-    halves = [["real", *others[: len(others) // 2]], others[len(others) // 2 :]]
-    processes = [
-        run([*common, "--arms", ",".join(h), "--seeds", str(args.seeds)], threads=1, background=True)
-        for h in halves
-        if h
-    ]
+    dataset = open_dataset(str(DATA))
+    split_object = Split.load(split)
+    # 2. the step choice (2 threads) and the real arm's first two seeds
+    evaluate(dataset, split_object, work / "eval", replace(config, arms=["real"], seeds=seeds[:2], quality_samples=0),
+             synthetic={"gan": synth})  # fmt: skip
+    # 3. bases and control, all seeds, two workers
+    others = [a for a in BASES if a != "real"]
+    parallel(args, config, [["real", *others[:2]], others[2:]])
+    bases = evaluate(dataset, split_object, work / "eval", replace(config, arms=BASES, quality_samples=0),
+                     synthetic={"gan": synth}, progress=False)  # fmt: skip
+    # 4. best base by validation Dice + synthetic
+    best = max(CHEAP, key=lambda arm: _validation_dice(bases, arm))
+    stacked = f"{best}+gan"
+    _parallel_seeds(args, config, stacked, seeds)
+    # 5. gather (with quality), report, JSON
+    arms = [*BASES, stacked]
+    results = evaluate(dataset, split_object, work / "eval", replace(config, arms=arms), synthetic={"gan": synth},
+                       checkpoint=checkpoint)  # fmt: skip
+    sh([*cli, "report", str(work / "eval")])
+    minutes = (time.time() - start) / 60
+    summary = mission_summary(results, args, minutes, best)
+    if not args.smoke:
+        (REPO / "benchmarks" / "mission_result.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(markdown_table(results))
+    print(json.dumps({k: summary[k] for k in ("claim", "noise_floor")}, indent=1))
+    print(f"total {minutes:.0f} min")
+
+
+def _parallel_seeds(args, config, arm: str, seeds: list[int]) -> None:
+    """One arm, its seeds split over two single-thread workers."""
+    half = (len(seeds) + 1) // 2
+    chunks = [seeds[:half], seeds[half:]] if len(seeds) >= 4 else [seeds]  # a call needs >= 2 seeds
+    processes = []
+    for chunk in chunks:
+        settings = json.dumps({**asdict(config), "arms": [arm], "seeds": chunk, "quality_samples": 0})
+        command = [sys.executable, __file__, "--work", str(args.work), "--label-fraction", str(args.label_fraction),
+                   "--worker", settings]  # fmt: skip
+        print(f"$ worker {arm} seeds {chunk}", flush=True)
+        processes.append(subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"}))
     codes = [p.wait() for p in processes]
     if any(codes):
-        raise SystemExit(f"an evaluation process failed ({codes}); run the same command again to continue")
-    run([*common, "--arms", ",".join(arms), "--seeds", str(args.seeds)])
-    run([*cli, "report", str(evaluation)])
-    minutes = (time.time() - start) / 60
-    results = json.loads((evaluation / "results.json").read_text())
-    table = markdown_table(results)
-    print(table)
-    print(f"total {minutes:.0f} min (GAN {gan_minutes:.0f} min)")
-    if not args.no_record:
-        command = "python benchmarks/mission_magnetic_tile.py " + " ".join(sys.argv[1:])
-        with open(REPO / "benchmarks" / "RESULTS.md", "a") as handle:
-            handle.write(
-                f"\n## Mission: magnetic tile, label fraction {args.label_fraction} "
-                f"({datetime.date.today()})\n\n`{command}` — dev-cpu, {minutes:.0f} min "
-                f"(GAN {args.gan_steps} steps of `{preset}`; {args.synthetic} synthetic images; "
-                f"{results['config']['steps']} segmenter steps chosen on the real arm).\n\n{table}\n"
-            )
+        raise SystemExit(f"a worker failed ({codes}); run the same command again to continue")
+
+
+def _validation_dice(results: dict, arm: str) -> float:
+    values = [r["validation"]["mean_positive_dice"] or 0.0 for r in results["runs"] if r["arm"] == arm]
+    return sum(values) / len(values)
+
+
+def mission_summary(results: dict, args, minutes: float, best_base: str) -> dict:
+    def metrics(test: dict) -> dict:
+        keys = ("mean_positive_dice", "kaggle_dice", "fp_rate_defect_free", "mean_auroc")
+        return {k: test[k] for k in keys} | {"positive_dice": test["positive_dice"]}
+
+    arms = results["config"]["arms"]
+    return {
+        "benchmark": "benchmarks/mission_magnetic_tile.py",
+        "command": "python benchmarks/mission_magnetic_tile.py " + " ".join(sys.argv[1:]),
+        "machine": "dev-cpu, 2 cores",
+        "minutes": round(minutes, 1),
+        "dataset": "magnetic tile",
+        "label_fraction": args.label_fraction,
+        "gan_steps": args.gan_steps,
+        "synthetic_images": args.synthetic,
+        "segmenter_steps": results["config"]["steps"],
+        "step_selection": {
+            k: results["step_selection"][k] for k in ("chosen", "flattened", "late_gain", "curve")
+        }
+        if results.get("step_selection")
+        else None,
+        "arms": arms,
+        "seeds": results["config"]["seeds"],
+        "best_base_by_validation": best_base,
+        "per_seed": {arm: [metrics(r["test"]) for r in results["runs"] if r["arm"] == arm] for arm in arms},
+        "mean": {
+            arm: {
+                k: results["summary"][arm][k]
+                for k in ("mean_positive_dice", "kaggle_dice", "fp_rate_defect_free", "mean_auroc")
+            }
+            for arm in arms
+        },
+        "paired_vs_real": {arm: results["paired"][arm]["mean_positive_dice"] for arm in results["paired"]},
+        "noise_floor": results["noise_floor"],
+        "claim": results["claim"],
+        "label_fidelity": {
+            name: (q.get("label_fidelity") or {}).get("synthetic", {}).get("mean_positive_dice")
+            for name, q in (results.get("quality") or {}).items()
+        },
+    }
 
 
 def markdown_table(results: dict) -> str:

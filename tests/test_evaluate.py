@@ -115,15 +115,25 @@ def test_paired_difference_is_seed_aware():
 
 
 def test_minimal_detectable_effect_and_seed_count():
-    assert minimal_detectable_effect(0.05, 0.0, 5) == pytest.approx((2.776 + 0.941) * 0.05 / np.sqrt(5), rel=1e-3)
+    assert minimal_detectable_effect(0.05, 0.0, 5) == pytest.approx(
+        (2.776 + 0.941) * 0.05 / np.sqrt(5), rel=1e-3
+    )
     assert minimal_detectable_effect(0.05, 0.0, 10) < minimal_detectable_effect(0.05, 0.0, 5)
     needed = seeds_needed(0.05, 0.0, 0.05)
-    assert minimal_detectable_effect(0.05, 0.0, needed) <= 0.05 < minimal_detectable_effect(0.05, 0.0, needed - 1)
+    assert (
+        minimal_detectable_effect(0.05, 0.0, needed)
+        <= 0.05
+        < minimal_detectable_effect(0.05, 0.0, needed - 1)
+    )
     assert seeds_needed(1.0, 0.5, 0.05) is None  # the image term alone is larger than the effect
 
 
 def test_choose_steps_rule():
-    assert choose_steps([(100, 0.1), (200, 0.3), (300, 0.31), (400, 0.30)], 0.02) == (200, True, pytest.approx(0.01))
+    assert choose_steps([(100, 0.1), (200, 0.3), (300, 0.31), (400, 0.30)], 0.02) == (
+        200,
+        True,
+        pytest.approx(0.01),
+    )
     step, flattened, gain = choose_steps([(100, 0.1), (200, 0.2), (300, 0.3)], 0.02)
     assert step == 300 and not flattened and gain == pytest.approx(0.1)  # still rising at the cap
 
@@ -266,7 +276,9 @@ def test_arms_at_one_seed_see_identical_real_crops_and_only_add(bench):
         assert torch.equal(images[:4], real[0]) and torch.equal(masks[:4], real[1])
         assert all(masks[i].any() for i in range(4, 6))  # added crops are centred on defects
     assert torch.equal(batches["oversample+tiles"][0][:6], batches["oversample"][0])
-    assert torch.equal(batches["oversample+tiles"][0][6:], batches["real+tiles"][0][4:])  # same set, same crops
+    assert torch.equal(
+        batches["oversample+tiles"][0][6:], batches["real+tiles"][0][4:]
+    )  # same set, same crops
     assert not torch.equal(batches["control"][0], real[0])  # the noise-floor twin draws its own crops
     again = arm_sampler(ctx, parse_arm("real", ()), seed=0).batch(2)
     assert all(torch.equal(a, b) for a, b in zip(again, real, strict=True))  # a function of (seed, step)
@@ -315,10 +327,24 @@ def test_validation_part_is_deterministic_and_inside_the_training_half(bench):
 
 def _evaluate(bench, out: Path, **overrides) -> dict:
     dataset, split, checkpoint, work = bench
-    arms = ["real", "control", "oversample", "copypaste", "classic", "real+tiles", "oversample+tiles:filtered"]
+    arms = [
+        "real",
+        "control",
+        "oversample",
+        "copypaste",
+        "classic",
+        "real+tiles",
+        "oversample+tiles:filtered",
+    ]
     config = EvalConfig(**{**SMALL, "arms": arms, **overrides})
     return evaluate(
-        dataset, split, out, config, synthetic={"tiles": work / "synth"}, checkpoint=checkpoint, progress=False
+        dataset,
+        split,
+        out,
+        config,
+        synthetic={"tiles": work / "synth"},
+        checkpoint=checkpoint,
+        progress=False,
     )
 
 
@@ -345,7 +371,10 @@ def test_evaluate_end_to_end_repeats_value_for_value(bench, tmp_path):
     assert claim["best_cheap_baseline"] in ("real", "oversample", "copypaste", "classic")
     assert claim["best_synthetic_arm"] in ("real+tiles", "oversample+tiles:filtered")
     assert results["label_filter"]["tiles:filtered"]["items"] == 8
-    assert results["quality"]["tiles"]["label_fidelity"] and results["quality"]["tiles"]["kid"]["value"] is not None
+    assert (
+        results["quality"]["tiles"]["label_fidelity"]
+        and results["quality"]["tiles"]["kid"]["value"] is not None
+    )
     # same command, new folder: identical numbers (the arms' wall-clock seconds aside)
     arms = ["real", "oversample+tiles:filtered"]
     again = _evaluate(bench, tmp_path / "b", arms=arms)
@@ -400,7 +429,9 @@ def test_an_empty_test_half_is_refused(bench, tmp_path):
     from defectgen.data.split import Split
 
     with pytest.raises(DataError):
-        evaluate(dataset, Split.load(tmp_path / "split.json"), tmp_path / "e", EvalConfig(**SMALL), progress=False)
+        evaluate(
+            dataset, Split.load(tmp_path / "split.json"), tmp_path / "e", EvalConfig(**SMALL), progress=False
+        )
 
 
 def test_cli_end_to_end_and_report(bench, tmp_path):

@@ -39,7 +39,7 @@ class EvalConfig:
     filter_floor: float = 0.2  # label filter: classes the judge finds below this Dice are not judged
     filter_ratio: float = 0.5  # label filter: keep a defect the judge finds with >= ratio x its real Dice
     precision: str = "auto"
-    quality_samples: int = 200  # synthetic images for label fidelity; crops for KID
+    quality_samples: int = 200  # synthetic images for label fidelity; crops for KID (0: no quality)
     inception_weights: str | None = None
     diversity_masks: int = 16
     diversity_draws: int = 4
@@ -61,7 +61,13 @@ class EvalConfig:
             raise ConfigError(f"--size must be a multiple of 32 (U-Net), got {self.crop_size}")
         if self.batch_size < 2:
             raise ConfigError(f"--batch-size must be >= 2 (batch norm), got {self.batch_size}")
-        for name in ("extra_share", "synthetic_share", "synthetic_until", "defect_crop_share", "val_fraction"):
+        for name in (
+            "extra_share",
+            "synthetic_share",
+            "synthetic_until",
+            "defect_crop_share",
+            "val_fraction",
+        ):
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise ConfigError(f"{name} must be in [0, 1], got {value}")

@@ -91,9 +91,13 @@ def evaluate(
     train_indices = split.indices(dataset, "train")
     test_indices = split.indices(dataset, "test")
     if not test_indices:
-        raise DataError("the split's test half is empty: nothing to score; make a split with --test-fraction > 0")
+        raise DataError(
+            "the split's test half is empty: nothing to score; make a split with --test-fraction > 0"
+        )
     fit, validation = carve_validation(dataset, train_indices, config.val_fraction, seed=0)
-    if not any(dataset.items[i].class_ids for i in validation) or not any(dataset.items[i].class_ids for i in fit):
+    if not any(dataset.items[i].class_ids for i in validation) or not any(
+        dataset.items[i].class_ids for i in fit
+    ):
         raise DataError(
             "the training half is too small to hold out a validation part with defects; "
             "use a larger --label-fraction or a larger training half"
@@ -135,7 +139,9 @@ def evaluate(
         for name in arm.sets:
             if name.endswith(FILTERED) and name not in filters:
                 judge = runs[("real", judge_seed)]
-                filters[name] = _label_filter(ctx, name.removesuffix(FILTERED), judge, out_dir, context, set_prints)
+                filters[name] = _label_filter(
+                    ctx, name.removesuffix(FILTERED), judge, out_dir, context, set_prints
+                )
         seeds = config.seeds if arm in arms else [judge_seed]
         for seed in seeds:
             record_key = _key(
@@ -159,7 +165,9 @@ def evaluate(
 
     arm_names = [a.name for a in arms]
     judge_record = runs.get(("real", judge_seed))
-    quality_results, figures = _quality(ctx, used_sets, checkpoint, out_dir, judge_record)
+    quality_results, figures = (
+        _quality(ctx, used_sets, checkpoint, out_dir, judge_record) if config.quality_samples else ({}, {})
+    )
     results = {
         "format": FORMAT,
         "created": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -204,7 +212,9 @@ def evaluate(
         "runs": [runs[(a, s)] for a in arm_names for s in config.seeds],
         "summary": _summary(runs, arm_names, config.seeds, dataset),
         "paired": {
-            arm: _paired(arrays, arm, "real", config.seeds) for arm in arm_names if arm != "real" and "real" in arm_names
+            arm: _paired(arrays, arm, "real", config.seeds)
+            for arm in arm_names
+            if arm != "real" and "real" in arm_names
         },
         "noise_floor": _noise_floor(arrays, arm_names, config.seeds),
         "claim": _claim(arms, runs, arrays, config.seeds),
@@ -221,7 +231,11 @@ class EvalContext:
 
     @classmethod
     def create(
-        cls, dataset: DefectDataset, split: Split, config: EvalConfig, synthetic: dict[str, Path] | None = None
+        cls,
+        dataset: DefectDataset,
+        split: Split,
+        config: EvalConfig,
+        synthetic: dict[str, Path] | None = None,
     ) -> EvalContext:
         train = split.indices(dataset, "train")
         fit, validation = carve_validation(dataset, train, config.val_fraction, seed=0)
@@ -258,9 +272,13 @@ def arm_sampler(ctx: EvalContext, arm: Arm, seed: int, filters: dict | None = No
     until = int(round(ctx.steps * config.synthetic_until)) if config.synthetic_until < 1 else None
     extras: list[Extra] = []
     if arm.base == "oversample":
-        extras.append(Extra(dataset_pool(dataset, ctx.fit, defects_only=True), extra_count, OVERSAMPLE_STREAM))
+        extras.append(
+            Extra(dataset_pool(dataset, ctx.fit, defects_only=True), extra_count, OVERSAMPLE_STREAM)
+        )
     elif arm.base == "copypaste":
-        extras.append(Extra(copypaste_pool(dataset, ctx.fit, COPYPASTE_IMAGES, seed), extra_count, COPYPASTE_STREAM))
+        extras.append(
+            Extra(copypaste_pool(dataset, ctx.fit, COPYPASTE_IMAGES, seed), extra_count, COPYPASTE_STREAM)
+        )
     set_pools = {}
     for name in arm.sets:
         kept = filters[name]["kept_indices"] if name in filters else None
@@ -346,11 +364,18 @@ def _train_and_score(ctx: EvalContext, arm: Arm, seed: int, filters: dict, runs_
     }
 
 
-def _predict_all(ctx: EvalContext, model, indices: list[int], description: str) -> list[tuple[np.ndarray, np.ndarray]]:
+def _predict_all(
+    ctx: EvalContext, model, indices: list[int], description: str
+) -> list[tuple[np.ndarray, np.ndarray]]:
     out = []
     for index in track(indices, description=description, transient=True, disable=not ctx.progress):
         sample = ctx.dataset[index]
-        out.append((probabilities(model, sample.image, ctx.use_bf16).astype(np.float16).astype(np.float32), sample.masks))
+        out.append(
+            (
+                probabilities(model, sample.image, ctx.use_bf16).astype(np.float16).astype(np.float32),
+                sample.masks,
+            )
+        )
     return out
 
 
@@ -439,7 +464,9 @@ def choose_steps(curve: list[tuple[int, float]], tolerance: float) -> tuple[int,
 # --- label-consistency filter ---------------------------------------------------------------
 
 
-def _label_filter(ctx: EvalContext, name: str, judge: dict, out_dir: Path, context: dict, set_prints: dict) -> dict:
+def _label_filter(
+    ctx: EvalContext, name: str, judge: dict, out_dir: Path, context: dict, set_prints: dict
+) -> dict:
     """Score every item of set `name` with the real arm's first-seed U-Net (trained on the fit
     part only, never on synthetic data or the generator) and keep the items whose defects it
     recognises: per class, Dice >= filter_ratio x the judge's own validation Dice on real
@@ -477,7 +504,8 @@ def _label_filter(ctx: EvalContext, name: str, judge: dict, out_dir: Path, conte
         "items": len(items),
         "kept": len(kept),
         "kept_per_class": {
-            dataset.classes.name(k): sum(1 for i in kept if k in items[i].class_ids) for k in dataset.classes.ids
+            dataset.classes.name(k): sum(1 for i in kept if k in items[i].class_ids)
+            for k in dataset.classes.ids
         },
         "kept_indices": kept,
     }
@@ -559,15 +587,19 @@ def _claim(arms: list[Arm], runs: dict, arrays: dict, seeds: list[int]) -> dict 
     }
 
 
-def _quality(ctx: EvalContext, used_sets: set, checkpoint, out_dir: Path, judge: dict | None) -> tuple[dict, dict]:
+def _quality(
+    ctx: EvalContext, used_sets: set, checkpoint, out_dir: Path, judge: dict | None
+) -> tuple[dict, dict]:
     """Label fidelity, KID and diversity of each synthetic set (judge: the real arm's first seed)."""
     dataset, config = ctx.dataset, ctx.config
     figures: dict = {}
     results: dict = {}
     figures_dir = out_dir / "figures"
-    copypaste = copypaste_pool(dataset, ctx.fit, 8, seed=0) if any(
-        d.startswith("copypaste") for d in config.arms
-    ) else None
+    copypaste = (
+        copypaste_pool(dataset, ctx.fit, 8, seed=0)
+        if any(d.startswith("copypaste") for d in config.arms)
+        else None
+    )
     if copypaste is not None:
         samples = [(e.key, *copypaste.get(i)[:2]) for i, e in enumerate(copypaste.examples)]
         figures["copypaste_examples"] = _rel(
@@ -585,8 +617,13 @@ def _quality(ctx: EvalContext, used_sets: set, checkpoint, out_dir: Path, judge:
         synthetic = ctx.sets[name]
         entry: dict = {"label_fidelity": None, "kid": None, "diversity": None}
         set_figures: dict = {}
-        samples = [(synthetic.items[i].item_id, *(lambda s: (s.image, s.masks))(synthetic[i])) for i in range(min(8, len(synthetic)))]
-        set_figures["overlays"] = _rel(quality.overlay_sheet(samples, figures_dir / f"{name}_overlays.png"), out_dir)
+        samples = [
+            (synthetic.items[i].item_id, *(lambda s: (s.image, s.masks))(synthetic[i]))
+            for i in range(min(8, len(synthetic)))
+        ]
+        set_figures["overlays"] = _rel(
+            quality.overlay_sheet(samples, figures_dir / f"{name}_overlays.png"), out_dir
+        )
         synthetic_pool_all = dataset_pool(synthetic, list(range(len(synthetic))))
         set_figures["real_vs_synthetic"] = {}
         for class_id in dataset.classes.ids:
@@ -618,7 +655,11 @@ def _quality(ctx: EvalContext, used_sets: set, checkpoint, out_dir: Path, judge:
         if ranked:
             set_figures["label_fidelity_failures"] = _rel(
                 quality.failures_sheet(
-                    model, synthetic, ranked[:6], figures_dir / f"{name}_label_fidelity_failures.png", ctx.use_bf16
+                    model,
+                    synthetic,
+                    ranked[:6],
+                    figures_dir / f"{name}_label_fidelity_failures.png",
+                    ctx.use_bf16,
                 ),
                 out_dir,
             )
@@ -634,7 +675,9 @@ def _quality(ctx: EvalContext, used_sets: set, checkpoint, out_dir: Path, judge:
         entry["kid"] = {"feature_space": space, **quality.kid(features, real_crops, synthetic_crops)}
         made_by = _synth_params(ctx.synthetic_dirs[name]).get("checkpoint_sha256")
         if checkpoint is not None and made_by == _file_sha256(Path(checkpoint)):
-            entry["diversity"] = _diversity(checkpoint, synthetic, features, config, ctx.use_bf16, real_crops, space)
+            entry["diversity"] = _diversity(
+                checkpoint, synthetic, features, config, ctx.use_bf16, real_crops, space
+            )
         results[name] = entry
     return results, figures
 
@@ -784,7 +827,14 @@ def _mean_std(values: list) -> dict:
 # Settings that do not change how one (arm, seed) is trained and scored: a run finished under
 # another arm list, seed list or quality setting is reused (so arms can run in parallel
 # processes into one folder, then one more call gathers them).
-_NOT_IN_RUN_KEY = ("arms", "seeds", "quality_samples", "inception_weights", "diversity_masks", "diversity_draws")
+_NOT_IN_RUN_KEY = (
+    "arms",
+    "seeds",
+    "quality_samples",
+    "inception_weights",
+    "diversity_masks",
+    "diversity_draws",
+)
 
 
 def _key(config: EvalConfig, context: dict, name: str, **extra) -> str:

@@ -76,7 +76,9 @@ class Pool:
             return self._cache[index]
         image, masks, ignore = self.examples[index].load()
         centres = {
-            k + 1: [((r.start + r.stop) // 2, (c.start + c.stop) // 2) for (r, c), _ in find_components(channel)]
+            k + 1: [
+                ((r.start + r.stop) // 2, (c.start + c.stop) // 2) for (r, c), _ in find_components(channel)
+            ]
             for k, channel in enumerate(masks)
             if channel.any()
         }
@@ -123,7 +125,9 @@ def copypaste_pool(dataset: DefectDataset, indices: list[int], count: int, seed:
         raise ValueError("copy-paste needs defect-free and defect images in the training half")
     used: set[str] = set()
     examples = [
-        Example(f"copypaste_{n:06d}", lambda n=n: (*_copypaste(dataset, free, sources, seed, n, used), None), None)
+        Example(
+            f"copypaste_{n:06d}", lambda n=n: (*_copypaste(dataset, free, sources, seed, n, used), None), None
+        )
         for n in range(count)
     ]
     pool = Pool(examples)
@@ -221,7 +225,9 @@ class ArmSampler:
         rng = np.random.default_rng([self.seed, step, self.real_stream])
         crops = [self._crop(self.real, rng, self.defect_crop_share) for _ in range(self.batch_size)]
         if self.augment is not None:
-            self.augment.set_random_seed(int(np.random.default_rng([self.seed, step, AUGMENT_STREAM]).integers(2**31)))
+            self.augment.set_random_seed(
+                int(np.random.default_rng([self.seed, step, AUGMENT_STREAM]).integers(2**31))
+            )
             crops = [self._augment(crop) for crop in crops]
         for extra in self.extras:
             if extra.until is not None and step >= extra.until:

@@ -106,6 +106,24 @@ def main() -> None:
     if not split.exists():
         sh([*cli, "split", str(DATA), "--out", str(split), "--test-fraction", "0.5", "--seed", "0",
             "--label-fraction", str(args.label_fraction)])  # fmt: skip
+    seeds = list(range(args.seeds))
+    config = replace(
+        EvalConfig(),
+        seeds=seeds,
+        steps=args.steps,
+        max_steps=args.max_steps,
+        eval_every=args.eval_every,
+        crop_size=args.size,
+    )
+    dataset = open_dataset(str(DATA))
+    split_object = Split.load(split)
+    # 2. the step choice (2 threads) and the real arm's first two seeds
+    evaluate(dataset, split_object, work / "eval", replace(config, arms=["real"], seeds=seeds[:2], quality_samples=0))
+    # 3. bases and control, all seeds, two workers
+    others = [a for a in BASES if a != "real"]
+    parallel(args, config, [["real", *others[:2]], others[2:]])
+    bases = evaluate(dataset, split_object, work / "eval", replace(config, arms=BASES, quality_samples=0),
+                     progress=False)  # fmt: skip
     gan = work / "gan"
     checkpoint = gan / "checkpoints" / f"step_{args.gan_steps:07d}.pt"
     if not checkpoint.exists():
@@ -120,25 +138,6 @@ def main() -> None:
         sh([*cli, "synth", str(DATA), "--checkpoint", str(checkpoint), "--split", str(split),
             "--n", str(args.synthetic), "--out", str(synth), "--seed", "0"])  # fmt: skip
 
-    seeds = list(range(args.seeds))
-    config = replace(
-        EvalConfig(),
-        seeds=seeds,
-        steps=args.steps,
-        max_steps=args.max_steps,
-        eval_every=args.eval_every,
-        crop_size=args.size,
-    )
-    dataset = open_dataset(str(DATA))
-    split_object = Split.load(split)
-    # 2. the step choice (2 threads) and the real arm's first two seeds
-    evaluate(dataset, split_object, work / "eval", replace(config, arms=["real"], seeds=seeds[:2], quality_samples=0),
-             synthetic={"gan": synth})  # fmt: skip
-    # 3. bases and control, all seeds, two workers
-    others = [a for a in BASES if a != "real"]
-    parallel(args, config, [["real", *others[:2]], others[2:]])
-    bases = evaluate(dataset, split_object, work / "eval", replace(config, arms=BASES, quality_samples=0),
-                     synthetic={"gan": synth}, progress=False)  # fmt: skip
     # 4. best base by validation Dice + synthetic
     best = max(CHEAP, key=lambda arm: _validation_dice(bases, arm))
     stacked = f"{best}+gan"

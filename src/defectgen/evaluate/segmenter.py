@@ -41,7 +41,7 @@ def build_segmenter(
         ) from err
     if encoder_weights is not None:
         load_encoder_weights(model.encoder, Path(encoder_weights))
-    return model
+    return model.to(memory_format=torch.channels_last)  # NHWC: 1.5x faster on CPU (RESULTS.md)
 
 
 def load_encoder_weights(encoder: torch.nn.Module, path: Path) -> None:
@@ -112,6 +112,7 @@ def train_segmenter(
         task = bar.add_task(description, total=steps)
         for step in range(steps):
             images, masks, valid = next_batch(step)
+            images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(
                 "cpu" if images.device.type == "cpu" else images.device.type,
                 dtype=torch.bfloat16,
@@ -154,7 +155,7 @@ def probabilities(model: torch.nn.Module, image: np.ndarray, use_bf16: bool = Fa
     height, width = tensor.shape[2:]
     pad = (0, (-width) % PAD_MULTIPLE, 0, (-height) % PAD_MULTIPLE)
     mode = "reflect" if pad[1] < width and pad[3] < height else "replicate"
-    tensor = F.pad(tensor, pad, mode=mode)
+    tensor = F.pad(tensor, pad, mode=mode).contiguous(memory_format=torch.channels_last)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
         logits = model(tensor).float()
     return torch.sigmoid(logits[0, :, :height, :width]).numpy()

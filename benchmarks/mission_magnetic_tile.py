@@ -62,8 +62,8 @@ def parallel(args: argparse.Namespace, config, halves: list[list[str]]) -> None:
         if not arms:
             continue
         settings = json.dumps({**asdict(config), "arms": arms, "quality_samples": 0})
-        command = [sys.executable, __file__, "--work", str(args.work), "--label-fraction", str(args.label_fraction),
-                   "--worker", settings]  # fmt: skip
+        command = [sys.executable, __file__, "--work", str(args.work),
+                   "--label-fraction", str(args.label_fraction), "--worker", settings]  # fmt: skip
         print("$ worker " + ",".join(arms), flush=True)
         processes.append(subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"}))
     codes = [p.wait() for p in processes]
@@ -118,7 +118,12 @@ def main() -> None:
     dataset = open_dataset(str(DATA))
     split_object = Split.load(split)
     # 2. the step choice (2 threads) and the real arm's first two seeds
-    evaluate(dataset, split_object, work / "eval", replace(config, arms=["real"], seeds=seeds[:2], quality_samples=0))
+    evaluate(
+        dataset,
+        split_object,
+        work / "eval",
+        replace(config, arms=["real"], seeds=seeds[:2], quality_samples=0),
+    )
     # 3. bases and control, all seeds, two workers
     others = [a for a in BASES if a != "real"]
     parallel(args, config, [["real", *others[:2]], others[2:]])
@@ -144,8 +149,8 @@ def main() -> None:
     _parallel_seeds(args, config, stacked, seeds)
     # 5. gather (with quality), report, JSON
     arms = [*BASES, stacked]
-    results = evaluate(dataset, split_object, work / "eval", replace(config, arms=arms), synthetic={"gan": synth},
-                       checkpoint=checkpoint)  # fmt: skip
+    results = evaluate(dataset, split_object, work / "eval", replace(config, arms=arms),
+                       synthetic={"gan": synth}, checkpoint=checkpoint)  # fmt: skip
     sh([*cli, "report", str(work / "eval")])
     minutes = (time.time() - start) / 60
     summary = mission_summary(results, args, minutes, best)
@@ -163,8 +168,8 @@ def _parallel_seeds(args, config, arm: str, seeds: list[int]) -> None:
     processes = []
     for chunk in chunks:
         settings = json.dumps({**asdict(config), "arms": [arm], "seeds": chunk, "quality_samples": 0})
-        command = [sys.executable, __file__, "--work", str(args.work), "--label-fraction", str(args.label_fraction),
-                   "--worker", settings]  # fmt: skip
+        command = [sys.executable, __file__, "--work", str(args.work),
+                   "--label-fraction", str(args.label_fraction), "--worker", settings]  # fmt: skip
         print(f"$ worker {arm} seeds {chunk}", flush=True)
         processes.append(subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"}))
     codes = [p.wait() for p in processes]

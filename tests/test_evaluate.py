@@ -11,16 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from defectgen.cli import main
 from defectgen.config import TrainConfig
 from defectgen.data import open_dataset
-from PIL import Image
 from defectgen.data.split import make_split
 from defectgen.errors import ConfigError, DataError
-from defectgen.evaluate import EvalConfig, evaluate, parse_arm, parse_synthetic
-from defectgen.evaluate import postprocess
+from defectgen.evaluate import EvalConfig, evaluate, parse_arm, parse_synthetic, postprocess
 from defectgen.evaluate.metrics import (
     ImageScores,
     contributions,
@@ -456,3 +455,68 @@ def test_cli_end_to_end_and_report(bench, tmp_path):
     for section in ("protocol", "results", "per-class", "curves", "quality", "grids", "reading"):
         assert f'id="{section}"' in html
     assert "data:image/png;base64," in html
+
+
+class _PickyJudge:
+    """Rejects every first draw and accepts every second one."""
+
+    description = "picky test judge"
+    thresholds = {1: 0.5, 2: 0.5}
+
+    def __init__(self):
+        self.calls = 0
+
+    def score(self, image, masks):
+        self.calls += 1
+        value = 1.0 if self.calls % 2 == 0 else 0.0
+        return {k + 1: value for k in range(len(masks)) if masks[k].any()}
+
+    def accepts(self, scores):
+        return all(v >= 0.5 for v in scores.values())
+
+    def margin(self, scores):
+        return min(v - 0.5 for v in scores.values()) if scores else 0.0
+
+
+def test_synth_with_a_judge_records_scores_and_redraws_rejected_items(bench, tmp_path, monkeypatch):
+    dataset, split, checkpoint, work = bench
+    from defectgen.evaluate import judge as judge_module
+
+    monkeypatch.setattr(
+        judge_module.LabelJudge, "from_evaluation", classmethod(lambda cls, *a, **k: _PickyJudge())
+    )
+    summary = synthesize(
+        checkpoint, dataset, split, 4, tmp_path / "judged", seed=0, judge=work, attempts=2, progress=False
+    )
+    records = [json.loads(line) for line in (tmp_path / "judged" / "manifest.jsonl").read_text().splitlines()]
+    assert summary["accepted_by_judge"] == 4
+    for record in records:
+        assert record["attempt"] == 1 and record["label_accepted"] is True
+        assert set(record["label_score"]) == {str(k) for k in record["classes"]}
+    plain = [json.loads(line) for line in (work / "synth" / "manifest.jsonl").read_text().splitlines()]
+    assert [r["defects"] for r in records] != [r["defects"] for r in plain[:4]]  # second draws differ
+    # one draw only: a rejected item is kept, marked as not accepted
+    synthesize(
+        checkpoint, dataset, split, 2, tmp_path / "once", seed=0, judge=work, attempts=1, progress=False
+    )
+    once = [json.loads(line) for line in (tmp_path / "once" / "manifest.jsonl").read_text().splitlines()]
+    assert [r["label_accepted"] for r in once] == [False, True] and "attempt" not in once[0]
+    with pytest.raises(ConfigError):
+        synthesize(checkpoint, dataset, split, 2, tmp_path / "x", attempts=3, progress=False)  # needs a judge
+
+
+def test_the_judge_of_an_evaluation_folder(bench, tmp_path):
+    dataset, split, _, work = bench
+    from defectgen.evaluate.judge import LabelJudge
+
+    with pytest.raises(DataError, match="no real-arm U-Net"):
+        LabelJudge.from_evaluation(tmp_path, dataset.classes, dataset.channels)
+    evaluate(dataset, split, tmp_path / "e", EvalConfig(**{**SMALL, "arms": ["real"]}), progress=False)
+    judge = LabelJudge.from_evaluation(tmp_path / "e", dataset.classes, dataset.channels)
+    record = json.loads((tmp_path / "e" / "runs" / "real_s0.json").read_text())
+    for class_id, threshold in judge.thresholds.items():
+        real = record["validation"]["positive_dice"][dataset.classes.name(class_id)]
+        assert threshold == (None if real is None or real < 0.2 else pytest.approx(0.5 * real))
+    sample = dataset[next(i for i, item in enumerate(dataset.items) if item.class_ids)]
+    scores = judge.score(sample.image, sample.masks)
+    assert set(scores) == set(sample.class_ids) and all(0 <= v <= 1 for v in scores.values())

@@ -247,6 +247,15 @@ def synth(
     ] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1.")] = "cpu",
     precision: Annotated[str, typer.Option(help="auto | bf16 | fp32.")] = "auto",
+    judge: Annotated[
+        Path | None,
+        typer.Option(
+            help="Evaluation folder whose real-arm U-Net scores each item (scores go into manifest.jsonl)."
+        ),
+    ] = None,
+    attempts: Annotated[
+        int, typer.Option(help="With --judge: draws per item until one is recognised (the best is kept).")
+    ] = 1,
     skip_bad: SkipBad = False,
     labels_complete: LabelsComplete = "true",
     covered_ids: CoveredIds = None,
@@ -274,6 +283,8 @@ def synth(
         tile=tile,
         device=device,
         precision=precision,
+        judge=judge,
+        attempts=attempts,
     )
     out.print(
         f"{summary['items']} images in {summary['out']} (per class: {summary['images_per_class']}); "
@@ -304,7 +315,8 @@ def evaluate(
         ),
     ] = None,
     checkpoint: Annotated[
-        Path | None, typer.Option(help="Generator checkpoint of one synthetic set, for the diversity measurement.")
+        Path | None,
+        typer.Option(help="Generator checkpoint of one synthetic set, for the diversity measurement."),
     ] = None,
     arms: Annotated[
         str,
@@ -313,21 +325,27 @@ def evaluate(
             "BASE+NAME adds synthetic set NAME; NAME:filtered keeps what the label filter accepts; NAME-only."
         ),
     ] = ",".join(_eval_default("arms")),
-    seeds: Annotated[int, typer.Option(help="Seeds per arm (0..N-1), at least 2.")] = len(_eval_default("seeds")),
+    seeds: Annotated[int, typer.Option(help="Seeds per arm (0..N-1), at least 2.")] = len(
+        _eval_default("seeds")
+    ),
     steps: Annotated[
         int | None,
         typer.Option(
             help="Segmenter steps for every arm (default: chosen on the real arm from a validation part)."
         ),
     ] = None,
-    max_steps: Annotated[int, typer.Option(help="Step selection: longest run tried.")] = _eval_default("max_steps"),
+    max_steps: Annotated[int, typer.Option(help="Step selection: longest run tried.")] = _eval_default(
+        "max_steps"
+    ),
     eval_every: Annotated[int, typer.Option(help="Step selection: validate every N steps.")] = _eval_default(
         "eval_every"
     ),
     size: Annotated[int, typer.Option("--size", help="Training crop size (multiple of 32).")] = _eval_default(
         "crop_size"
     ),
-    batch_size: Annotated[int, typer.Option(help="Real crops per batch, every arm.")] = _eval_default("batch_size"),
+    batch_size: Annotated[int, typer.Option(help="Real crops per batch, every arm.")] = _eval_default(
+        "batch_size"
+    ),
     lr: Annotated[float, typer.Option(help="Segmenter learning rate.")] = _eval_default("lr"),
     encoder: Annotated[str, typer.Option(help="Any segmentation_models_pytorch encoder.")] = _eval_default(
         "encoder"

@@ -80,9 +80,16 @@ def synthesize(
     tile: int | None = None,
     device: str = "cpu",
     precision: str = "auto",
+    judge: Path | None = None,
+    attempts: int = 1,
     progress: bool = True,
 ) -> dict:
-    """Write `n` synthetic images with their labels to `out_dir`; returns a summary dict."""
+    """Write `n` synthetic images with their labels to `out_dir`; returns a summary dict.
+
+    With `judge` (an evaluation folder, see `defectgen.evaluate.judge`), each item is scored by
+    that evaluation's real-trained U-Net; the scores go into the manifest, and up to `attempts`
+    draws of item i (attempt a keyed by (seed, i, a)) are painted until one is recognised; when
+    none is, the draw whose weakest defect came closest is kept and marked as not accepted."""
     if n <= 0:
         raise ConfigError(f"--n must be a positive number of images, got {n}")
     if fmt not in FORMATS:
@@ -91,6 +98,8 @@ def synthesize(
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
     if tile is not None and (tile <= 0 or tile % 8):
         raise ConfigError(f"--tile must be a positive multiple of 8, got {tile}")
+    if attempts < 1 or (attempts > 1 and judge is None):
+        raise ConfigError(f"--attempts must be >= 1 and needs --judge above 1, got {attempts}")
     device = torch.device(device)
     G, trained_classes, channels, config = load_generator(checkpoint, device)
     G = G.to(memory_format=torch.channels_last)  # NHWC: faster convolutions (benchmarks/RESULTS.md)
@@ -111,6 +120,12 @@ def synthesize(
         for class_id in classes:
             dataset.classes.check_id(class_id)
     hole_radius = max(0, config.max_dilation // 2)
+    use_bf16 = resolve_bf16(precision, device)
+    judge_model = None
+    if judge is not None:
+        from defectgen.evaluate.judge import LabelJudge
+
+        judge_model = LabelJudge.from_evaluation(judge, dataset.classes, dataset.channels, use_bf16)
     params = {
         "format": fmt,
         "checkpoint_sha256": _sha256(checkpoint),
@@ -123,18 +138,31 @@ def synthesize(
         "hole_dilation": hole_radius,
         "tile": tile,
         "class_table": dataset.classes.to_json(),
+        **(
+            {}
+            if judge_model is None
+            else {
+                "judge": judge_model.description,
+                "judge_thresholds": {str(k): v for k, v in judge_model.thresholds.items()},
+                "attempts": attempts,
+            }
+        ),
     }
     out_dir = Path(out_dir)
     with _locked(out_dir):
         records = _prepare(out_dir, params, n)
         todo = [i for i in range(n) if i not in records]
-        use_bf16 = resolve_bf16(precision, device)
         amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
         suffix = ".jpg" if fmt == "severstal" else ".png"
         with Progress(disable=not progress, transient=False) as bar:
             task = bar.add_task("synthesizing", total=n, completed=n - len(todo))
             for batch in _batches(todo, backgrounds, composer, classes, seed, batch_size):
                 painted = _paint(G, batch, hole_radius, tile, device, amp)
+                if judge_model is not None:
+                    batch, painted = _judged(
+                        batch, painted, judge_model, attempts, lambda i, a: _item(i, a, backgrounds, composer,
+                        classes, seed), lambda b: _paint(G, b, hole_radius, tile, device, amp)
+                    )  # fmt: skip
                 for item, (image, region) in zip(batch, painted, strict=True):
                     record = _write_item(out_dir, item, image, region, fmt, suffix, mask_source, seed)
                     _append_manifest(out_dir, record)
@@ -204,24 +232,59 @@ def _batches(todo, backgrounds, composer, classes, seed, batch_size) -> Iterator
     """Items grouped into batches of one image size; each item fully determined by (seed, i)."""
     batch: list[dict] = []
     for index in todo:
-        rng = np.random.default_rng([seed, index])
-        background = backgrounds[int(rng.integers(len(backgrounds)))]
-        image = background.load()  # uint8 [H, W, C]
-        masks, info = composer.compose(rng, image.shape[0], image.shape[1], classes)  # bool [K, H, W]
-        item = {
-            "index": index,
-            "seed": seed,
-            "background": background.key,
-            "image": image,
-            "masks": masks,
-            "info": info,
-        }
+        item = _item(index, 0, backgrounds, composer, classes, seed)
+        image = item["image"]
         if batch and (len(batch) == batch_size or batch[0]["image"].shape != image.shape):
             yield batch
             batch = []
         batch.append(item)
     if batch:
         yield batch
+
+
+def _item(index: int, attempt: int, backgrounds, composer, classes, seed: int) -> dict:
+    """Item `index` (draw `attempt`): background and masks, a function of (seed, index, attempt)."""
+    rng = np.random.default_rng([seed, index] if attempt == 0 else [seed, index, attempt])
+    background = backgrounds[int(rng.integers(len(backgrounds)))]
+    image = background.load()  # uint8 [H, W, C]
+    masks, info = composer.compose(rng, image.shape[0], image.shape[1], classes)  # bool [K, H, W]
+    return {
+        "index": index,
+        "attempt": attempt,
+        "seed": seed,
+        "background": background.key,
+        "image": image,
+        "masks": masks,
+        "info": info,
+    }
+
+
+def _judged(batch, painted, judge, attempts: int, make_item, paint) -> tuple[list[dict], list]:
+    """Score each painted item; redraw the rejected ones (up to `attempts` draws in all) and keep
+    the first accepted draw, or else the draw whose weakest defect came closest."""
+    kept_items, kept_painted = [], []
+    for item, result in zip(batch, painted, strict=True):
+        best = None
+        for attempt in range(attempts):
+            if attempt:
+                item = make_item(item["index"], attempt)
+                (result,) = paint([item])
+            scores = judge.score(result[0], item["masks"])
+            candidate = (judge.margin(scores), attempt, item, result, scores)
+            if best is None or candidate[0] > best[0]:
+                best = candidate
+            if judge.accepts(scores):
+                best = candidate
+                break
+        _, _, item, result, scores = best
+        item = {
+            **item,
+            "label_score": {str(k): v for k, v in scores.items()},
+            "label_accepted": judge.accepts(scores),
+        }
+        kept_items.append(item)
+        kept_painted.append(result)
+    return kept_items, kept_painted
 
 
 # --- the generator -----------------------------------------------------------------------------
@@ -329,7 +392,8 @@ def _hole(masks: np.ndarray, radius: int) -> np.ndarray:
 
 
 def _item_seed(item: dict) -> int:
-    words = np.random.SeedSequence([item["seed"], item["index"], 7]).generate_state(1, np.uint64)
+    key = [item["seed"], item["index"], 7] + ([item["attempt"]] if item.get("attempt") else [])
+    words = np.random.SeedSequence(key).generate_state(1, np.uint64)
     return int(words[0] >> 1)
 
 
@@ -397,6 +461,8 @@ def _write_item(out_dir, item, image, painted, fmt, suffix, mask_source, seed) -
         "defects": item["info"]["defects"],
         "painted": encode(painted),  # the composited hole, Severstal RLE of bool [H, W]
         "painted_pixels": int(painted.sum()),
+        **{k: item[k] for k in ("label_score", "label_accepted") if k in item},
+        **({"attempt": item["attempt"]} if item.get("attempt") else {}),
     }
     if fmt == "folder":
         record["mask"] = f"masks/{name}.png"
@@ -438,9 +504,11 @@ def _finish(out_dir: Path, records: dict[int, dict], fmt: str, dataset, n: int, 
     for record in ordered:
         for class_id in record["classes"]:
             per_class[dataset.classes.name(class_id)] += 1
+    judged = [r for r in ordered if "label_accepted" in r]
     return {
         "out": str(out_dir),
         "items": len(ordered),
+        "accepted_by_judge": sum(1 for r in judged if r["label_accepted"]) if judged else None,
         "images_per_class": per_class,
         "contact_sheet": str(sheet),
         "format": fmt,

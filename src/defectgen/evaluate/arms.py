@@ -61,7 +61,8 @@ class Arm:
 def parse_arm(text: str, set_names: tuple[str, ...]) -> Arm:
     """'oversample+tiles' -> Arm(base='oversample', sets=('tiles',)); errors say what is known."""
     text = text.strip()
-    known = f"bases {', '.join(BASES)}; synthetic sets {', '.join(set_names) or '(none given: --synthetic NAME=DIR)'}"
+    given = ", ".join(set_names) or "(none given: --synthetic NAME=DIR)"
+    known = f"bases {', '.join(BASES)}; synthetic sets {given}"
     if text.endswith("-only"):
         name = text.removesuffix("-only")
         _check_set(name, set_names, text, known)

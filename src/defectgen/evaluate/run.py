@@ -34,10 +34,11 @@ import defectgen
 from defectgen.data import SeverstalDataset, open_dataset
 from defectgen.data.dataset import DefectDataset
 from defectgen.data.split import Split, stratify
-from defectgen.errors import ConfigError, DataError
+from defectgen.errors import DataError
 from defectgen.evaluate import postprocess, quality
 from defectgen.evaluate.arms import FILTERED, Arm, parse_arms
 from defectgen.evaluate.config import MIN_AREAS, THRESHOLDS, EvalConfig
+from defectgen.evaluate.judge import accepts, class_thresholds
 from defectgen.evaluate.metrics import (
     PAIRED_METRICS,
     ImageScores,
@@ -200,7 +201,8 @@ def evaluate(
         "config": {
             **asdict(config),
             "steps": steps,
-            "loss": "BCE + Dice (multilabel) over valid pixels (synthetic seams ignored), AdamW, one-cycle LR",
+            "loss": "BCE + Dice (multilabel) over valid pixels (synthetic seams ignored), AdamW, "
+            "one-cycle LR",
             "std": "sample standard deviation over seeds (ddof 1)",
             "interval": "t over seeds (df S-1); se^2 = per-seed sd^2 / S + test-image se^2",
             "post_processing": {"thresholds": list(THRESHOLDS), "min_areas": list(MIN_AREAS)},
@@ -361,6 +363,11 @@ def _train_and_score(ctx: EvalContext, arm: Arm, seed: int, filters: dict, runs_
         "validation": summarize(validation_plain.arrays(), dataset.classes.names),
         "test": summarize(scores.arrays(), dataset.classes.names),
         "real_items_trained_on": real_ids,
+        "segmenter": {
+            "encoder": config.encoder,
+            "channels": dataset.channels,
+            "classes": len(dataset.classes),
+        },
     }
 
 
@@ -467,11 +474,8 @@ def choose_steps(curve: list[tuple[int, float]], tolerance: float) -> tuple[int,
 def _label_filter(
     ctx: EvalContext, name: str, judge: dict, out_dir: Path, context: dict, set_prints: dict
 ) -> dict:
-    """Score every item of set `name` with the real arm's first-seed U-Net (trained on the fit
-    part only, never on synthetic data or the generator) and keep the items whose defects it
-    recognises: per class, Dice >= filter_ratio x the judge's own validation Dice on real
-    defects of that class. Classes the judge finds below `filter_floor` on real validation
-    images cannot be judged: their items are kept."""
+    """Score every item of set `name` with the real arm's first-seed U-Net and keep the items
+    it recognises (the rule: `defectgen.evaluate.judge`)."""
     config, dataset = ctx.config, ctx.dataset
     path = out_dir / "runs" / f"label_scores_{name}.json"
     key = _key(config, context, f"scores_{name}", steps=ctx.steps, sets={name: set_prints[name]})
@@ -484,16 +488,13 @@ def _label_filter(
         scores = quality.label_scores(model, ctx.sets[name], ctx.use_bf16)
         cached = {"scores": [{str(k): v for k, v in s.items()} for s in scores], "key": key}
         _save_json(path, cached)
-    judge_dice = judge["validation"]["positive_dice"]
-    thresholds = {}
-    for class_id in dataset.classes.ids:
-        real = judge_dice.get(dataset.classes.name(class_id))
-        judgeable = real is not None and real >= config.filter_floor
-        thresholds[class_id] = config.filter_ratio * real if judgeable else None
+    thresholds = class_thresholds(
+        judge["validation"]["positive_dice"], dataset.classes, config.filter_floor, config.filter_ratio
+    )
     kept = [
         i
         for i, item in enumerate(cached["scores"])
-        if all(thresholds[int(k)] is None or v >= thresholds[int(k)] for k, v in item.items())
+        if accepts({int(k): v for k, v in item.items()}, thresholds)
     ]
     items = ctx.sets[name].items
     return {
@@ -551,7 +552,8 @@ def _noise_floor(arrays: dict, arms: list[str], seeds: list[int]) -> dict | None
         "minimal_detectable_effect": minimal_detectable_effect(sd, image_se, len(seeds)),
         "seeds": len(seeds),
         "seeds_needed_for": {str(TARGET_EFFECT): seeds_needed(sd, image_se, TARGET_EFFECT)},
-        "rule": "two-sided 5 % paired t-test, 80 % power, positive Dice; control = real with an independent crop stream",
+        "rule": "two-sided 5 % paired t-test, 80 % power, positive Dice; "
+        "control = real with an independent crop stream",
     }
 
 
@@ -650,7 +652,8 @@ def _quality(
         entry["label_fidelity"] = {
             "synthetic": summary,
             "real_test": judge["test"],
-            "segmenter": f"real arm, seed {judge['seed']} (fit part of the training half; never saw the generator)",
+            "segmenter": f"real arm, seed {judge['seed']} "
+            "(fit part of the training half; never saw the generator)",
         }
         if ranked:
             set_figures["label_fidelity_failures"] = _rel(

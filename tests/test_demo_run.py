@@ -12,7 +12,7 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--quick"]) == 0
     printed = capsys.readouterr().out
-    assert "report:" in printed and "positive Dice" in printed
+    assert "report:" in printed  # the table itself is checked through results.json below
     results = json.loads((out / "eval" / "results.json").read_text())
     html = (out / "eval" / "report.html").read_text()
     assert 'id="results"' in html and "data:image/png;base64," in html

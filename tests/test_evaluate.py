@@ -427,10 +427,9 @@ def test_an_empty_test_half_is_refused(bench, tmp_path):
     (tmp_path / "split.json").write_text(json.dumps(data))
     from defectgen.data.split import Split
 
-    with pytest.raises(DataError):
-        evaluate(
-            dataset, Split.load(tmp_path / "split.json"), tmp_path / "e", EvalConfig(**SMALL), progress=False
-        )
+    config = EvalConfig(**{**SMALL, "arms": ["real"]})
+    with pytest.raises(DataError, match="test half is empty"):
+        evaluate(dataset, Split.load(tmp_path / "split.json"), tmp_path / "e", config, progress=False)
 
 
 def test_cli_end_to_end_and_report(bench, tmp_path):

@@ -40,16 +40,16 @@ class DemoPlan:
 # Measured on the 2-core development machine (see benchmarks/RESULTS.md): full < 10 min,
 # quick < 3 min.
 FULL = DemoPlan(
-    images=160,
+    images=64,
     gan_steps=400,
-    synthetic=80,
-    arms=("real", "oversample", "copypaste", "classic", "real+synthetic"),
+    synthetic=64,
+    arms=("real", "oversample", "copypaste", "real+synthetic"),
     seeds=2,
     segmenter_steps=150,
     crop_size=64,
 )
 QUICK = DemoPlan(
-    images=48,
+    images=32,
     gan_steps=60,
     synthetic=24,
     arms=("real", "copypaste", "real+synthetic"),

@@ -29,6 +29,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from defectgen.errors import DataError
+from defectgen.evaluate.arms import BASES
 from defectgen.fileio import write_atomic
 
 FORMAT = "defectgen-eval/2"
@@ -59,13 +60,7 @@ NOT_FLATTENED = (
 )
 
 # Last resort only: results.json records each arm's description in "arm_descriptions".
-BASE_DESCRIPTIONS = {
-    "real": "the labelled training images only (the baseline)",
-    "control": "noise-floor twin of real: same initial weights, real crops from an independent stream",
-    "oversample": "real crops + extra crops of the real defects again",
-    "copypaste": "real crops + real defects cut out along their masks and pasted onto other images",
-    "classic": "the real crops with classic (geometric and photometric) augmentation",
-}
+BASE_DESCRIPTIONS = BASES  # the arm registry's own words (results written before a description existed)
 # Fixed colours for the bases so they look the same in every plot; `real` is a neutral grey.
 # Compositions (real+NAME, NAME-only, ...) get the fallback colours in order.
 ARM_COLOURS = {

@@ -40,3 +40,17 @@ def write_gray(path: Path, array: np.ndarray) -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+def record_reads(dataset, monkeypatch, names=("load_image", "load_masks")) -> list[int]:
+    """Every dataset index whose image or masks (as `names` says) are read from now on."""
+    reads: list[int] = []
+    for name in names:
+        real = getattr(dataset, name)
+
+        def recorded(index, real=real):
+            reads.append(index)
+            return real(index)
+
+        monkeypatch.setattr(dataset, name, recorded)
+    return reads

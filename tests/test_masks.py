@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import write_gray
+from conftest import record_reads, write_gray
 from defectgen.data import open_dataset
 from defectgen.data.split import make_split
 from defectgen.errors import ConfigError, DataError
@@ -364,18 +364,6 @@ def test_magnetic_tile_training_half(magnetic_tile_dir):
 TINY_FOLDER = Path(__file__).parent / "fixtures" / "tiny_folder"
 
 
-def _record_reads(dataset, monkeypatch, names=("load_masks",)) -> list[int]:
-    """Every dataset index whose masks (or, with names, images too) are read from now on."""
-    reads: list[int] = []
-    for name in names:
-        real = getattr(dataset, name)
-
-        def recorded(index, real=real):
-            reads.append(index)
-            return real(index)
-
-        monkeypatch.setattr(dataset, name, recorded)
-    return reads
 
 
 @pytest.fixture
@@ -395,7 +383,7 @@ def _bank_ids(composer, dataset) -> set[str]:
 def test_real_mask_bank_is_built_from_training_masks_only(fixture_split, monkeypatch, kind):
     dataset, split = fixture_split
     train_defect_ids = {i for i in split.train if dataset.items[dataset.index_of(i)].class_ids}
-    reads = _record_reads(dataset, monkeypatch)
+    reads = record_reads(dataset, monkeypatch, ("load_masks",))
     composer = build_mask_source(kind, dataset, split.indices(dataset, "train"))
     assert _bank_ids(composer, dataset) == train_defect_ids
     assert {dataset.items[i].item_id for i in reads} <= set(split.train)
@@ -421,7 +409,7 @@ def test_synth_mask_bank_is_built_from_training_masks_only(fixture_split, tmp_pa
         banks.append(self)
 
     monkeypatch.setattr(RealMaskBank, "__init__", recorded_init)
-    reads = _record_reads(dataset, monkeypatch, ("load_masks", "load_image"))
+    reads = record_reads(dataset, monkeypatch, ("load_masks", "load_image"))
     synthesize(checkpoint, dataset, split, 2, tmp_path / "synth", mask_source=kind, progress=False)
 
     train_defect_ids = {i for i in split.train if dataset.items[dataset.index_of(i)].class_ids}

@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import record_reads
 from defectgen import losses
 from defectgen.checkpoint import CheckpointError, load_checkpoint
 from defectgen.cli import main
@@ -274,18 +275,6 @@ def test_training_crops(tiny):
     assert paired["labels"].sum() > 0
 
 
-def _record_reads(dataset, monkeypatch) -> list[int]:
-    """Every dataset index whose image or masks are read from now on (`dataset[i]` reads both)."""
-    reads: list[int] = []
-    for name in ("load_image", "load_masks"):
-        real = getattr(dataset, name)
-
-        def recorded(index, real=real):
-            reads.append(index)
-            return real(index)
-
-        monkeypatch.setattr(dataset, name, recorded)
-    return reads
 
 
 def test_gan_training_crops_come_from_the_training_half_only(tmp_path, monkeypatch):
@@ -308,7 +297,7 @@ def test_gan_training_crops_come_from_the_training_half_only(tmp_path, monkeypat
             built.append(self)
 
     monkeypatch.setattr(train_module, "DefectCrops", RecordedCrops)
-    reads = _record_reads(dataset, monkeypatch)
+    reads = record_reads(dataset, monkeypatch)
     train(dataset, split, _config(steps=2), tmp_path / "run", progress=False)
 
     assert len(built) == 1

@@ -37,8 +37,8 @@ class DemoPlan:
     crop_size: int
 
 
-# Measured on the 2-core development machine (see benchmarks/RESULTS.md): full < 10 min,
-# quick < 3 min.
+# Sized so that `make demo` on a fresh clone, installation included, fits 10 minutes on 2 cores
+# (timings: benchmarks/RESULTS.md); the quick plan runs in the test suite.
 FULL = DemoPlan(
     images=64,
     gan_steps=400,

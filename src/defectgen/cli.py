@@ -319,12 +319,13 @@ def evaluate(
         typer.Option(help="Generator checkpoint of one synthetic set, for the diversity measurement."),
     ] = None,
     arms: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="Comma-separated arms: bases real, oversample, copypaste, classic, control (noise floor); "
-            "BASE+NAME adds synthetic set NAME; NAME:filtered keeps what the label filter accepts; NAME-only."
+            "BASE+NAME adds synthetic set NAME; NAME:filtered keeps what the label filter accepts; NAME-only. "
+            "Default: the cheap baselines, plus real+NAME for each --synthetic set."
         ),
-    ] = ",".join(_eval_default("arms")),
+    ] = None,
     seeds: Annotated[int, typer.Option(help="Seeds per arm (0..N-1), at least 2.")] = len(
         _eval_default("seeds")
     ),
@@ -379,8 +380,13 @@ def evaluate(
     from defectgen.evaluate import EvalConfig, parse_synthetic
     from defectgen.evaluate import evaluate as run_evaluation
 
+    sets = parse_synthetic(synthetic or [])
+    if arms is None:
+        arm_list = [a for a in _eval_default("arms") if "+" not in a] + [f"real+{name}" for name in sets]
+    else:
+        arm_list = [a.strip() for a in arms.split(",") if a.strip()]
     config = EvalConfig(
-        arms=[a.strip() for a in arms.split(",") if a.strip()],
+        arms=arm_list,
         seeds=list(range(seeds)),
         steps=steps,
         max_steps=max_steps,
@@ -396,7 +402,6 @@ def evaluate(
         precision=precision,
         inception_weights=str(inception_weights) if inception_weights else None,
     )
-    sets = parse_synthetic(synthetic or [])
     dataset = _open(data, skip_bad, labels_complete, covered_ids)
     results = run_evaluation(
         dataset,

@@ -519,3 +519,14 @@ def test_the_judge_of_an_evaluation_folder(bench, tmp_path):
     sample = dataset[next(i for i, item in enumerate(dataset.items) if item.class_ids)]
     scores = judge.score(sample.image, sample.masks)
     assert set(scores) == set(sample.class_ids) and all(0 <= v <= 1 for v in scores.values())
+
+
+def test_synthetic_crops_follow_the_schedule(bench):
+    dataset, split, _, work = bench
+    config = EvalConfig(**{**SMALL, "synthetic_until": 0.5})
+    ctx = EvalContext.create(dataset, split, config, {"tiles": work / "synth"})
+    ctx.steps = 10
+    sampler = arm_sampler(ctx, parse_arm("real+tiles", ("tiles",)), seed=0)
+    assert len(sampler.batch(4)[0]) == 6  # first half of training: 4 real + 2 synthetic
+    assert len(sampler.batch(5)[0]) == 4  # second half: the real crops alone
+    assert torch.equal(sampler.batch(5)[0], arm_sampler(ctx, parse_arm("real", ()), seed=0).batch(5)[0])

@@ -374,6 +374,7 @@ def test_evaluate_end_to_end_repeats_value_for_value(bench, tmp_path):
         results["quality"]["tiles"]["label_fidelity"]
         and results["quality"]["tiles"]["kid"]["value"] is not None
     )
+    assert results["quality"]["tiles"]["diversity"]["mean_pairwise_distance"] >= 0  # made by the checkpoint
     # same command, new folder: identical numbers (the arms' wall-clock seconds aside)
     arms = ["real", "oversample+tiles:filtered"]
     again = _evaluate(bench, tmp_path / "b", arms=arms)

@@ -677,7 +677,8 @@ def _quality(
         synthetic_crops = quality.defect_crops(synthetic_pool_all, count, config.crop_size, seed=3)
         entry["kid"] = {"feature_space": space, **quality.kid(features, real_crops, synthetic_crops)}
         made_by = _synth_params(ctx.synthetic_dirs[name]).get("checkpoint_sha256")
-        if checkpoint is not None and made_by == _file_sha256(Path(checkpoint)):
+        # synth records a prefix of the checkpoint's SHA-256: diversity only for the set it made
+        if checkpoint is not None and made_by and _file_sha256(Path(checkpoint)).startswith(made_by):
             entry["diversity"] = _diversity(
                 checkpoint, synthetic, features, config, ctx.use_bf16, real_crops, space
             )

@@ -128,7 +128,7 @@ def synthesize(
         judge_model = LabelJudge.from_evaluation(judge, dataset.classes, dataset.channels, use_bf16)
     params = {
         "format": fmt,
-        "checkpoint_sha256": _sha256(checkpoint),
+        "checkpoint_sha256": checkpoint_digest(checkpoint),
         "dataset": dataset.spec,
         "split_fingerprint": split.fingerprint,
         "classes": classes,
@@ -595,7 +595,8 @@ def _locked(out_dir: Path):
         handle.close()
 
 
-def _sha256(path: Path) -> str:
+def checkpoint_digest(path: Path) -> str:
+    """The SHA-256 prefix synth records as `checkpoint_sha256` (evaluate matches it)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):

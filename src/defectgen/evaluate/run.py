@@ -52,6 +52,7 @@ from defectgen.evaluate.sampling import (
     CONTROL_STREAM,
     COPYPASTE_STREAM,
     OVERSAMPLE_STREAM,
+    REAL_STREAM,
     ArmSampler,
     Extra,
     Pool,
@@ -297,7 +298,7 @@ def arm_sampler(ctx: EvalContext, arm: Arm, seed: int, filters: dict | None = No
         batch,
         config.defect_crop_share,
         seed,
-        real_stream=CONTROL_STREAM if arm.base == "control" else 1,
+        real_stream=CONTROL_STREAM if arm.base == "control" else REAL_STREAM,
         augment=classic_augmentation(seed) if arm.base == "classic" else None,
         extras=extras,
     )
@@ -676,9 +677,10 @@ def _quality(
         real_crops = quality.defect_crops(real_defects, count, config.crop_size, seed=2)
         synthetic_crops = quality.defect_crops(synthetic_pool_all, count, config.crop_size, seed=3)
         entry["kid"] = {"feature_space": space, **quality.kid(features, real_crops, synthetic_crops)}
+        from defectgen.synth import checkpoint_digest
+
         made_by = _synth_params(ctx.synthetic_dirs[name]).get("checkpoint_sha256")
-        # synth records a prefix of the checkpoint's SHA-256: diversity only for the set it made
-        if checkpoint is not None and made_by and _file_sha256(Path(checkpoint)).startswith(made_by):
+        if checkpoint is not None and made_by == checkpoint_digest(Path(checkpoint)):  # the set it made
             entry["diversity"] = _diversity(
                 checkpoint, synthetic, features, config, ctx.use_bf16, real_crops, space
             )
@@ -811,14 +813,6 @@ def _set_fingerprint(path: Path) -> str:
         file = Path(path) / name
         digest.update(file.read_bytes() if file.is_file() else b"-")
     return digest.hexdigest()[:16]
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _mean_std(values: list) -> dict:

@@ -46,29 +46,39 @@ def sh(command: list[str], threads: int = 2) -> None:
 
 
 def worker(args: argparse.Namespace) -> None:
-    """One evaluate call (arms, seeds from JSON) in this process: used by the parallel stages."""
+    """Evaluate calls (a JSON list of EvalConfig settings, in order) in this process."""
     from defectgen.data import open_dataset
     from defectgen.data.split import Split
     from defectgen.evaluate import EvalConfig, evaluate
 
-    config = EvalConfig(**json.loads(args.worker))
     dataset = open_dataset(str(DATA))
     split = Split.load(args.work / f"split_{args.label_fraction}.json")
     synthetic = (
         {"gan": args.work / "synthetic"} if (args.work / "synthetic" / "manifest.jsonl").exists() else {}
     )
-    evaluate(dataset, split, args.work / "eval", config, synthetic=synthetic, progress=False)
+    for settings in json.loads(args.worker):
+        out = args.work / settings.pop("out", "eval")
+        evaluate(dataset, split, out, EvalConfig(**settings), synthetic=synthetic, progress=False)
 
 
-def parallel(args: argparse.Namespace, config, halves: list[list[str]]) -> None:
+def parallel(args: argparse.Namespace, config, workers: list[list[tuple]]) -> None:
+    """Two single-thread worker processes side by side; each runs its jobs in order.
+
+    A job is (arms, seeds) or (arms, seeds, overrides) (overrides: EvalConfig fields and `out`,
+    the evaluation folder under --work)."""
     processes = []
-    for arms in halves:
-        if not arms:
+    for jobs in workers:
+        if not jobs:
             continue
-        settings = json.dumps({**asdict(config), "arms": arms, "quality_samples": 0})
+        settings = json.dumps(
+            [
+                {**asdict(config), "arms": j[0], "seeds": j[1], "quality_samples": 0, **dict(j[2:] and j[2])}
+                for j in jobs
+            ]
+        )
         command = [sys.executable, __file__, "--work", str(args.work),
                    "--label-fraction", str(args.label_fraction), "--worker", settings]  # fmt: skip
-        print("$ worker " + ",".join(arms), flush=True)
+        print("$ worker " + "; ".join(f"{','.join(j[0])} seeds {j[1]}" for j in jobs), flush=True)
         processes.append(subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"}))
     codes = [p.wait() for p in processes]
     if any(codes):
@@ -129,7 +139,7 @@ def main() -> None:
         replace(config, arms=["real"], seeds=seeds[:2], quality_samples=0),
     )
     # 3. real, its noise-floor twin and oversampling (the best cheap baseline of the last mission)
-    parallel(args, config, [["real", "control"], ["oversample"]])
+    parallel(args, config, [[(["real", "control"], seeds)], [(["oversample"], seeds)]])
     gan = work / "gan"
     checkpoint = gan / "checkpoints" / f"step_{args.gan_steps:07d}.pt"
     if not checkpoint.exists():
@@ -148,13 +158,67 @@ def main() -> None:
                     quality_samples=0), progress=False)  # fmt: skip
     best = max(["real", "oversample"], key=lambda arm: _validation_dice(done, arm))
     stacked = f"{best}+gan"
-    _parallel_seeds(args, config, stacked, seeds)
+    half = (len(seeds) + 1) // 2  # two workers, each >= 2 seeds a call (fewer than 4: one worker)
+    low, high = (seeds[:half], seeds[half:]) if len(seeds) >= 4 else (seeds, [])
+    parallel(args, config, [[([stacked], low)], [([stacked], high)] if high else []])
     # 5. gather (with quality), report, JSON; then the other cheap baselines, and again: the claim
     #    is against the best of all four (a budget cut short still leaves the first result)
     first = ["real", "control", "oversample", stacked]
     _gather(args, dataset, split_object, config, first, synth, checkpoint, best, start)
-    parallel(args, config, [["copypaste"], ["classic"]])
-    _gather(args, dataset, split_object, config, [*BASES, stacked], synth, checkpoint, best, start)
+    if high:
+        parallel(args, config, [[(["copypaste"], low), (["classic"], seeds[:2])],
+                                [(["copypaste"], high), (["classic"], seeds[2:])]])  # fmt: skip
+    else:
+        parallel(args, config, [[(["copypaste"], seeds)], [(["classic"], seeds)]])
+    # 6. the synthetic set on the other base too, and label-filtered (judge: real, first seed)
+    other = "oversample+gan" if best == "real" else "real+gan"
+    filtered = f"{stacked}:filtered"
+    parallel(args, config, [[([filtered], seeds)], [([other], seeds)]])
+    arms = [*BASES, stacked, other, filtered]
+    _gather(args, dataset, split_object, config, arms, synth, checkpoint, best, start)
+    # 7. how synthetic crops enter: the stacked arm with half the synthetic share, and with
+    #    synthetic crops only in the first half of the steps (own folders, same seeds: paired)
+    steps = done["config"]["steps"]
+    variants = {"share_0.25": {"synthetic_share": 0.25}, "until_0.5": {"synthetic_until": 0.5}}
+    jobs = [([stacked], chunk, {**v, "steps": steps, "out": f"eval_{k}"}) for k, v in variants.items()
+            for chunk in (low, high) if chunk]  # fmt: skip
+    parallel(args, config, [jobs[0::2], jobs[1::2]])
+    use = synthetic_use(args.work, stacked, seeds, variants)
+    print(json.dumps(use, indent=1))
+    if not args.smoke:
+        path = REPO / "benchmarks" / "mission_result.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "synthetic_use": use}, indent=1) + "\n")
+
+
+def synthetic_use(work: Path, arm: str, seeds: list[int], variants: dict) -> dict:
+    """Each variant's runs of `arm` against the default's, paired by seed (positive Dice etc.)."""
+    import numpy as np
+
+    from defectgen.evaluate.metrics import contributions, paired_difference
+    from defectgen.evaluate.run import PAIRED_METRICS
+
+    def arrays(folder: str) -> list[dict]:
+        out = []
+        for seed in seeds:
+            with np.load(work / folder / "runs" / f"{arm}_s{seed}.npz") as data:
+                out.append({k: data[k] for k in data.files})
+        return out
+
+    default = arrays("eval")
+    result = {}
+    for name, overrides in variants.items():
+        variant = arrays(f"eval_{name}")
+        result[name] = {
+            "overrides": overrides,
+            "arm": arm,
+            "vs_default": {
+                metric: paired_difference(
+                    [contributions(a, metric) for a in variant], [contributions(a, metric) for a in default]
+                )
+                for metric in PAIRED_METRICS
+            },
+        }
+    return result
 
 
 def _gather(args, dataset, split_object, config, arms, synth, checkpoint, best, start) -> None:
@@ -171,22 +235,6 @@ def _gather(args, dataset, split_object, config, arms, synth, checkpoint, best, 
     print(markdown_table(results))
     print(json.dumps({k: summary[k] for k in ("claim", "noise_floor")}, indent=1))
     print(f"total {minutes:.0f} min", flush=True)
-
-
-def _parallel_seeds(args, config, arm: str, seeds: list[int]) -> None:
-    """One arm, its seeds split over two single-thread workers."""
-    half = (len(seeds) + 1) // 2
-    chunks = [seeds[:half], seeds[half:]] if len(seeds) >= 4 else [seeds]  # a call needs >= 2 seeds
-    processes = []
-    for chunk in chunks:
-        settings = json.dumps({**asdict(config), "arms": [arm], "seeds": chunk, "quality_samples": 0})
-        command = [sys.executable, __file__, "--work", str(args.work),
-                   "--label-fraction", str(args.label_fraction), "--worker", settings]  # fmt: skip
-        print(f"$ worker {arm} seeds {chunk}", flush=True)
-        processes.append(subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"}))
-    codes = [p.wait() for p in processes]
-    if any(codes):
-        raise SystemExit(f"a worker failed ({codes}); run the same command again to continue")
 
 
 def _validation_dice(results: dict, arm: str) -> float:

@@ -364,8 +364,6 @@ def test_magnetic_tile_training_half(magnetic_tile_dir):
 TINY_FOLDER = Path(__file__).parent / "fixtures" / "tiny_folder"
 
 
-
-
 @pytest.fixture
 def fixture_split():
     dataset = open_dataset(str(TINY_FOLDER))

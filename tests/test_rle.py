@@ -80,3 +80,40 @@ def test_encode_empty_and_bad_shape():
     assert not rle.decode("", (3, 3)).any()
     with pytest.raises(ValueError, match="2-D"):
         rle.encode(np.zeros((2, 3, 3), bool))
+
+
+# --- property-based: any mask round-trips; any text is decoded or refused with RLEError -------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 24).flatmap(lambda h: st.integers(1, 24).flatmap(
+    lambda w: arrays(bool, (h, w)))))  # fmt: skip
+def test_any_mask_round_trips(mask):
+    text = rle.encode(mask)
+    assert np.array_equal(rle.decode(text, mask.shape), mask)
+    assert rle.area(text, mask.shape) == int(mask.sum())
+
+
+RLE_TEXT = st.one_of(
+    st.text(max_size=40),
+    st.lists(st.integers(-5, 700), max_size=12).map(lambda xs: " ".join(map(str, xs))),
+    st.lists(st.sampled_from(["1", "0", "-1", "99999999999999999999", "1e3", "0x10", "٣", " ", "\t", "\n"]),
+             max_size=10).map(" ".join),
+)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=RLE_TEXT, height=st.integers(1, 30), width=st.integers(1, 30))
+def test_any_text_decodes_inside_the_image_or_is_refused(text, height, width):
+    try:
+        mask = rle.decode(text, (height, width))
+    except RLEError as err:
+        assert str(err)  # refused with a reason
+        return
+    assert mask.shape == (height, width) and mask.dtype == bool
+    lengths = [int(token) for token in text.split()[1::2]]
+    assert int(mask.sum()) == sum(lengths)  # accepted runs are disjoint and inside the image

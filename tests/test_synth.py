@@ -221,7 +221,7 @@ def test_second_writer_is_refused(tiny_run, tmp_path):
 
 def test_refused_inputs_leave_outputs_untouched(tiny_run, tmp_path, magnetic_tile_dir):
     dataset, split, checkpoint, _ = tiny_run
-    with pytest.raises(ConfigError, match="--n must be a positive"):
+    with pytest.raises(ConfigError, match=r"--n must be a number of images in 1\.\."):
         synthesize(checkpoint, dataset, split, 0, tmp_path / "a", progress=False)
     with pytest.raises(ConfigError, match="--format"):
         synthesize(checkpoint, dataset, split, 1, tmp_path / "a", fmt="coco", progress=False)

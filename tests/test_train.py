@@ -20,7 +20,7 @@ from defectgen.cli import main
 from defectgen.config import TrainConfig, apply_overrides
 from defectgen.data import open_dataset
 from defectgen.data.split import make_split
-from defectgen.errors import ConfigError
+from defectgen.errors import ConfigError, DataError
 from defectgen.models import PRESETS
 from defectgen.train import DivergenceError, train
 
@@ -187,7 +187,7 @@ def test_bad_configs(tiny, tmp_path):
         _config(preset="huge").validate()
     with pytest.raises(ConfigError, match="multiple of 8"):
         apply_overrides(TrainConfig(), ["resolution=100"])
-    with pytest.raises(ConfigError, match="steps must be >= 0"):
+    with pytest.raises(ConfigError, match=r"steps must be in 1\.\."):
         apply_overrides(TrainConfig(), ["steps=-1"])
     with pytest.raises(ConfigError, match="adversarial_loss must be relativistic or standard"):
         apply_overrides(TrainConfig(), ["adversarial_loss=wasserstein"])
@@ -199,7 +199,7 @@ def test_bad_configs(tiny, tmp_path):
         apply_overrides(TrainConfig(), ["d_stem_layers=0"])
     with pytest.raises(ConfigError, match="g_ratio_g must be in"):
         apply_overrides(TrainConfig(), ["g_ratio_g=1"])
-    with pytest.raises(ConfigError, match="g_decoder_noise must be true or false"):
+    with pytest.raises(ConfigError, match="g_decoder_noise: expected true or false"):
         apply_overrides(TrainConfig(), ["g_decoder_noise=maybe"])
     with pytest.raises(ConfigError, match="expected an integer"):
         apply_overrides(TrainConfig(), ["steps=abc"])
@@ -207,6 +207,9 @@ def test_bad_configs(tiny, tmp_path):
         apply_overrides(TrainConfig(), ["stepz=3"])
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "x").write_text("")
+    with pytest.raises(DataError, match="holds files defectgen did not write"):
+        train(dataset, split, _config(steps=1), tmp_path / "run", progress=False)
+    (tmp_path / "run" / "config.yaml").write_text("")  # a run (written before folders were marked)
     with pytest.raises(ConfigError, match="already holds a run"):
         train(dataset, split, _config(steps=1), tmp_path / "run", progress=False)
 
@@ -273,8 +276,6 @@ def test_training_crops(tiny):
     assert all(torch.equal(again[k], crops.batch(3, size=4)[k]) for k in again)  # a function of the step
     assert (paired["labels"].amax(1, keepdim=True) <= paired["hole"]).all()  # the hole covers the defect
     assert paired["labels"].sum() > 0
-
-
 
 
 def test_gan_training_crops_come_from_the_training_half_only(tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ traceback; typer/click already do the same for unknown options and wrong types.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -13,10 +14,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from defectgen.errors import ConfigError, DefectgenError
+from defectgen.evaluate.config import MAX_SEEDS
+from defectgen.fileio import check_replaceable, starts_with
+from defectgen.ui import out, say
 
 app = typer.Typer(
     add_completion=False,
@@ -24,8 +27,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Labelled synthetic defect images from a small annotated set.",
 )
-console = Console(stderr=True)
-out = Console()
 
 DataArg = Annotated[
     str,
@@ -73,11 +74,12 @@ def _open(data: str, skip_bad: bool, labels_complete: str, covered_ids: Path | N
         covered_ids=covered_ids,
     )
     for note in dataset.notes:
-        console.print(f"[dim]note:[/dim] {note}")
+        say(("note:", "dim"), " ", note)
     if dataset.skipped:
-        console.print(
-            f"[yellow]skipped {len(dataset.skipped)} bad item(s)[/yellow]; first: "
-            f"{dataset.skipped[0].item_id}: {dataset.skipped[0].reason}"
+        first = dataset.skipped[0]
+        say(
+            (f"skipped {len(dataset.skipped)} bad item(s)", "yellow"),
+            f"; first: {first.item_id}: {first.reason}",
         )
     return dataset
 
@@ -100,6 +102,8 @@ def inspect(
     """
     from defectgen.data.inspect import inspect_dataset, write_contact_sheet
 
+    if not no_sheet and sheet is not None:
+        check_replaceable(sheet, "contact sheet", lambda p: starts_with(p, b"\x89PNG"), suffix=".png")
     dataset = _open(data, skip_bad, labels_complete, covered_ids)
     summary = inspect_dataset(dataset, skip_bad=skip_bad)
     has_images = any(item.image_path for item in dataset.items)
@@ -122,12 +126,14 @@ def inspect(
         + f"; {summary['image_sizes']['distinct']} distinct"
     )
     if summary["empty_masks"]["count"]:
-        out.print(
-            f"[yellow]{summary['empty_masks']['count']} labelled images have an empty mask "
-            f"after thresholding[/yellow] (e.g. {summary['empty_masks']['items'][0]})"
+        empty = summary["empty_masks"]
+        say(
+            (f"{empty['count']} labelled images have an empty mask after thresholding", "yellow"),
+            f" (e.g. {empty['items'][0]})",
+            to=out,
         )
     if summary["unreadable"]["count"]:
-        out.print(f"[yellow]{summary['unreadable']['count']} unreadable items skipped[/yellow]")
+        say((f"{summary['unreadable']['count']} unreadable items skipped", "yellow"), to=out)
     if "contact_sheet" in summary:
         out.print(f"contact sheet: {summary['contact_sheet']}")
 
@@ -326,9 +332,9 @@ def evaluate(
             "Default: the cheap baselines, plus real+NAME for each --synthetic set."
         ),
     ] = None,
-    seeds: Annotated[int, typer.Option(help="Seeds per arm (0..N-1), at least 2.")] = len(
-        _eval_default("seeds")
-    ),
+    seeds: Annotated[
+        int, typer.Option(help="Seeds per arm (0..N-1), at least 2.", min=2, max=MAX_SEEDS)
+    ] = len(_eval_default("seeds")),
     steps: Annotated[
         int | None,
         typer.Option(
@@ -483,13 +489,37 @@ def demo(
     out.print(f"report: {summary['report']}")
 
 
+def os_error_line(err: OSError) -> str:
+    """'PATH: reason; what to do' for an error the operating system raised on a user's path."""
+    path = err.filename if err.filename is not None else "a file"
+    reason = err.strerror or str(err)
+    advice = {
+        "ENOTDIR": "a folder was expected there; choose another path",
+        "EISDIR": "a file was expected there; choose another path",
+        "EACCES": "check its permissions or choose another path",
+        "EROFS": "the file system is read-only; choose another path",
+        "ENOSPC": "free some space and run the same command again",
+        "EEXIST": "choose another path",
+    }.get(errno.errorcode.get(err.errno or 0, ""), "check the path")
+    return f"{path}: {reason}; {advice}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the app, turning user errors into one line and exit code 2."""
     try:
         # standalone mode: typer/click print usage errors themselves and exit with code 2.
         app(args=argv, prog_name="defectgen")
     except DefectgenError as err:
-        console.print(f"[bold red]error:[/bold red] {err}", highlight=False, soft_wrap=True)
+        say(("error:", "bold red"), f" {err}")
+        return 2
+    except OSError as err:  # the operating system refused a path: name it, no traceback
+        say(("error:", "bold red"), f" {os_error_line(err)}")
+        return 2
+    except UnicodeDecodeError as err:  # a reader that forgot fileio.read_text: still one line
+        say(
+            ("error:", "bold red"),
+            f" a text file is not UTF-8 ({err.reason} at byte {err.start}); save it as UTF-8",
+        )
         return 2
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)

@@ -7,12 +7,20 @@ resolved config is written into every run folder (`config.yaml`) and every check
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from defectgen.errors import ConfigError
+from defectgen.fileio import read_text
+
+MAX_CONFIG_BYTES = 1_000_000  # a config is a few hundred bytes; anything near this is not one
+MAX_STEPS = 10**9  # far beyond any run; bounds what a typo can ask for
+MAX_SEED = 2**63 - 1  # torch.manual_seed and numpy accept seeds up to this
 
 # The model options a config may override, each left to the preset when None:
 # config key -> (part of the preset, keyword of models.build_generator / build_discriminator).
@@ -99,10 +107,18 @@ class TrainConfig:
 
         if self.preset not in PRESETS:
             raise ConfigError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
-        if self.resolution is not None and (self.resolution <= 0 or self.resolution % 8):
-            raise ConfigError(f"resolution must be a positive multiple of 8, got {self.resolution}")
-        if self.steps < 0:
-            raise ConfigError(f"steps must be >= 0, got {self.steps}")
+        if self.resolution is not None and not (8 <= self.resolution <= 4096 and self.resolution % 8 == 0):
+            raise ConfigError(f"resolution must be a multiple of 8 in 8..4096, got {self.resolution}")
+        if self.batch_size > 4096:
+            raise ConfigError(f"batch_size must be at most 4096, got {self.batch_size}")
+        if not 0 <= self.ada_target <= 1 or not 0 <= self.ema_rampup <= 1:
+            raise ConfigError("ada_target and ema_rampup must be in [0, 1]")
+        if not 1 <= self.steps <= MAX_STEPS:
+            raise ConfigError(f"steps must be in 1..{MAX_STEPS:,}, got {self.steps}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed must be in 0..{MAX_SEED}, got {self.seed}")
+        if not 0 <= self.betas[0] < 1 or not 0 <= self.betas[1] < 1:
+            raise ConfigError(f"betas must be two numbers in [0, 1), got {list(self.betas)}")
         if self.batch_size < 2 or self.batch_size % 2:
             raise ConfigError(
                 f"batch_size must be an even number >= 2 (diversity pairs), got {self.batch_size}"
@@ -142,6 +158,8 @@ class TrainConfig:
             "sample_every",
             "checkpoint_every",
             "reconstruction_pool",
+            "ada_speed_images",
+            "ema_half_life_images",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -182,27 +200,91 @@ class TrainConfig:
             raise ConfigError(
                 f"unknown config keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})"
             )
-        data = dict(data)
-        if "betas" in data:
-            data["betas"] = tuple(data["betas"])
+        hints = typing.get_type_hints(cls)
+        data = {key: _coerce(key, value, hints[key]) for key, value in data.items()}
         config = cls(**data)
         config.validate()
         return config
 
     def save(self, path: Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        """Write config.yaml (without anchors or aliases: `load` refuses them)."""
+        Path(path).write_text(yaml.dump(self.to_dict(), Dumper=_PlainDumper, sort_keys=False))
 
     @classmethod
     def load(cls, path: Path, written_by_a_run: bool = False) -> TrainConfig:
         """A YAML config file; `written_by_a_run` for a run folder's config.yaml (see
         `with_legacy_models`)."""
+        path = Path(path)
         try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as err:
-            raise ConfigError(f"{path}: cannot read config ({err})") from err
+            size = path.stat().st_size
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read config ({err.strerror or err})") from None
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"{path}: {size:,} bytes is too large for a config file (limit {MAX_CONFIG_BYTES:,})"
+            )
+        try:
+            data = parse_yaml(read_text(path, "config file"), str(path)) or {}
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read config ({err.strerror or err})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a config file must be a mapping of key: value")
-        return cls.from_dict(with_legacy_models(data) if written_by_a_run else data)
+        try:
+            return cls.from_dict(with_legacy_models(data) if written_by_a_run else data)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, with two changes for config files a person writes:
+
+    - numbers read as a person writes them: `1e-4`, `2E5`, `.5` are floats (YAML 1.1, which
+      PyYAML follows, reads `1e-4` as a string);
+    - anchors and aliases are refused: they let a few hundred bytes expand to gigabytes, and a
+      config needs neither.
+    """
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            mark = event.start_mark
+            raise ConfigError(
+                f"{self.name}: line {mark.line + 1}: YAML anchors and aliases (&name, *name) are not "
+                "allowed in a config; write the values out"
+            )
+        return super().compose_node(parent, index)
+
+
+_FLOAT = re.compile(
+    r"^[-+]?(?:\d[\d_]*\.?[\d_]*|\.\d[\d_]*)(?:[eE][-+]?\d+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"
+)
+_ConfigLoader.yaml_implicit_resolvers = {
+    key: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:float"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+# the int resolver comes first for plain integers ("10"): keep it ahead of the float one
+for _key in list("-+0123456789"):
+    _ConfigLoader.yaml_implicit_resolvers[_key].sort(key=lambda pair: pair[0] != "tag:yaml.org,2002:int")
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """Writes repeated values out instead of as anchors and aliases."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
+
+
+def parse_yaml(text: str, name: str = "<--set>"):
+    """YAML text -> Python values, as `_ConfigLoader` reads it; a `ConfigError` if malformed."""
+    loader = _ConfigLoader(text)
+    loader.name = name
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{name}: not valid YAML ({err})") from None
+    finally:
+        loader.dispose()
 
 
 def with_legacy_models(data: dict) -> dict:
@@ -232,38 +314,60 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
         parts = key.split(".")
         if parts[0] not in data:
             raise ConfigError(f"--set {key}: unknown key (known: {', '.join(sorted(data))})")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"--set {key}: cannot parse value {text!r} ({err})") from err
+        value = parse_yaml(text, f"--set {key}")
         target = data
         for part in parts[:-1]:
             target = target.setdefault(part, {})
             if not isinstance(target, dict):
                 raise ConfigError(f"--set {key}: {part} is not a mapping")
-        default = dataclasses.asdict(TrainConfig()).get(parts[0]) if len(parts) == 1 else None
-        if len(parts) == 1 and default is not None and not isinstance(default, dict):
-            value = _coerce(key, value, default)
         target[parts[-1]] = value
-    return TrainConfig.from_dict(data)
+    try:
+        return TrainConfig.from_dict(data)
+    except ConfigError as err:
+        raise ConfigError(f"--set: {err}") from None
 
 
-def _coerce(key: str, value, default):
-    """Refuse e.g. steps=abc; allow ints where floats are expected."""
-    if isinstance(default, bool):
+def _coerce(key: str, value, hint):
+    """`value` as field `key` of type `hint` needs it, or a `ConfigError` saying what was expected.
+
+    Integers are accepted where floats are expected, and integral floats (`1e4`) where integers
+    are; numbers must be finite."""
+    options = (
+        typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, type(int | None)) else (hint,)
+    )
+    if value is None and type(None) in options:
+        return None
+    base = next(t for t in options if t is not type(None))
+    origin = typing.get_origin(base) or base
+    if origin is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"--set {key}: expected true or false, got {value!r}")
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
         return value
-    if isinstance(default, int) and not isinstance(default, bool):
+    if origin is int:
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            value = int(value)
         if not isinstance(value, int) or isinstance(value, bool):
-            raise ConfigError(f"--set {key}: expected an integer, got {value!r}")
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
-    if isinstance(default, float):
+    if origin is float:
         if not isinstance(value, int | float) or isinstance(value, bool):
-            raise ConfigError(f"--set {key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
-    if isinstance(default, str) and not isinstance(value, str):
-        return str(value)
-    if isinstance(default, tuple | list) and not isinstance(value, list):
-        raise ConfigError(f"--set {key}: expected a list like [0.0, 0.99], got {value!r}")
+    if origin is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected text, got {value!r}")
+        return value
+    if origin is tuple:
+        items = typing.get_args(base)
+        if not isinstance(value, list | tuple) or len(value) != len(items):
+            raise ConfigError(
+                f"{key}: expected a list of {len(items)} numbers like [0.0, 0.99], got {value!r}"
+            )
+        return tuple(_coerce(key, v, t) for v, t in zip(value, items, strict=True))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return value
     return value

@@ -11,19 +11,17 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from rich.console import Console
-
 from defectgen.checkpoint import CheckpointError, load_checkpoint
 from defectgen.config import TrainConfig
 from defectgen.data import open_dataset
 from defectgen.data.demo import generate_demo, write_demo_sheet
 from defectgen.data.split import Split, make_split
 from defectgen.evaluate import EvalConfig, evaluate
+from defectgen.fileio import claim_folder
 from defectgen.report import write_report
 from defectgen.synth import synthesize
 from defectgen.train import train
-
-console = Console(stderr=True)
+from defectgen.ui import say
 
 
 @dataclass(frozen=True)
@@ -59,10 +57,13 @@ QUICK = DemoPlan(
 )
 
 
+DEMO_ENTRIES = {"data", "data_sheet.png", "split.json", "gan", "synthetic", "eval"}  # what a demo writes
+
+
 def run_demo(out_dir: Path, quick: bool = False, progress: bool = True) -> dict:
     plan = QUICK if quick else FULL
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    claim_folder(out_dir, "demo", legacy=lambda folder: {p.name for p in folder.iterdir()} <= DEMO_ENTRIES)
     _stage("1/6 generating the demo dataset (steel-like strips, 4 defect classes)")
     data_dir = generate_demo(out_dir / "data", n_images=plan.images, seed=0, progress=progress)
     write_demo_sheet(data_dir, out_dir / "data_sheet.png")
@@ -136,4 +137,4 @@ def _finished_step(checkpoint: Path) -> int | None:
 
 
 def _stage(text: str) -> None:
-    console.print(f"[bold cyan]demo[/bold cyan] {text}")
+    say(("demo", "bold cyan"), f" {text}")

@@ -16,6 +16,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from defectgen.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Context:
@@ -28,6 +30,24 @@ class Context:
         return self.rank == 0
 
 
+def parse_device(text: str) -> torch.device:
+    """'cpu', 'cuda', 'cuda:1' -> a device this machine has, or a `ConfigError` saying why not."""
+    try:
+        device = torch.device(text)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"--device {text!r}: not a device; use cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {text!r}: defectgen runs on cpu or cuda")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {text!r}: CUDA is not available on this machine; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"--device {text!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    return device
+
+
 def init(device: str | None = None) -> Context:
     """Join the process group when launched by torchrun; a single process otherwise."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -35,7 +55,7 @@ def init(device: str | None = None) -> Context:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    resolved = torch.device(device)
+    resolved = parse_device(device)
     if resolved.type == "cuda" and resolved.index is None:
         resolved = torch.device("cuda", local_rank)  # torchrun: one GPU per process on this node
     if resolved.type == "cuda":

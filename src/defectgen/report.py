@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 
 from defectgen.errors import DataError
 from defectgen.evaluate.arms import BASES
-from defectgen.fileio import write_atomic
+from defectgen.fileio import check_replaceable, starts_with, write_atomic
 
 FORMAT = "defectgen-eval/2"
 RESULTS_FILE = "results.json"
@@ -99,12 +99,16 @@ details { margin: 0.8em 0; } code { background: #f3f3f3; padding: 0 0.2em; }
 # ---------------------------------------------------------------------------------------- API
 
 
+GENERATOR_META = '<meta name="generator" content="defectgen report">'  # how a report is recognised
+
+
 def write_report(eval_dir: Path, out: Path | None = None) -> Path:
     """Read `eval_dir/results.json`, write the HTML report (default `eval_dir/report.html`)
     atomically, and return its path. Raises `DataError` when results.json is missing or
     malformed."""
     eval_dir = Path(eval_dir)
     out = Path(out) if out is not None else eval_dir / REPORT_FILE
+    check_replaceable(out, "report", lambda p: starts_with(p, GENERATOR_META.encode(), 400), suffix=".html")
     results = load_results(eval_dir)
     page = render_report(results, eval_dir)
     write_atomic(out, page)
@@ -155,6 +159,7 @@ def render_report(results: dict, eval_dir: Path) -> str:
             '<html lang="en">',
             "<head>",
             '<meta charset="utf-8">',
+            GENERATOR_META,
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
             f"<title>{_esc(title)}</title>",
             f"<style>{STYLE}</style>",

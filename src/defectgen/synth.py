@@ -41,12 +41,14 @@ from PIL import Image
 from rich.progress import Progress
 
 from defectgen.checkpoint import load_generator
+from defectgen.config import MAX_SEED
 from defectgen.data.dataset import IMAGE_SUFFIXES, DefectDataset
 from defectgen.data.imageio import read_image
 from defectgen.data.rle import decode, encode
 from defectgen.data.split import Split
+from defectgen.distributed import parse_device
 from defectgen.errors import ConfigError, DataError, DefectgenError
-from defectgen.fileio import write_atomic
+from defectgen.fileio import read_text, write_atomic
 from defectgen.masks import build_mask_source
 from defectgen.models import composite
 from defectgen.tensors import image_to_tensor, tensor_to_image
@@ -62,6 +64,9 @@ MANIFEST = "manifest.jsonl"
 class Background:
     key: str  # item id or file name: recorded in the manifest
     load: object  # () -> uint8 [H, W, C]
+
+
+MAX_IMAGES = 10_000_000  # per call: a bound on what a typo can ask for (10^12 would not fit a list)
 
 
 def synthesize(
@@ -90,17 +95,20 @@ def synthesize(
     that evaluation's real-trained U-Net; the scores go into the manifest, and up to `attempts`
     draws of item i (attempt a keyed by (seed, i, a)) are painted until one is recognised; when
     none is, the draw whose weakest defect came closest is kept and marked as not accepted."""
-    if n <= 0:
-        raise ConfigError(f"--n must be a positive number of images, got {n}")
+    if not 1 <= n <= MAX_IMAGES:
+        raise ConfigError(f"--n must be a number of images in 1..{MAX_IMAGES:,}, got {n}")
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"--seed must be in 0..{MAX_SEED}, got {seed}")
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
-    if tile is not None and (tile <= 0 or tile % 8):
-        raise ConfigError(f"--tile must be a positive multiple of 8, got {tile}")
-    if attempts < 1 or (attempts > 1 and judge is None):
-        raise ConfigError(f"--attempts must be >= 1 and needs --judge above 1, got {attempts}")
-    device = torch.device(device)
+    if not 1 <= batch_size <= 1024:
+        raise ConfigError(f"--batch-size must be in 1..1024, got {batch_size}")
+    if tile is not None and not (8 <= tile <= 4096 and tile % 8 == 0):
+        raise ConfigError(f"--tile must be a multiple of 8 in 8..4096, got {tile}")
+    if not 1 <= attempts <= 100 or (attempts > 1 and judge is None):
+        raise ConfigError(f"--attempts must be in 1..100 and needs --judge above 1, got {attempts}")
+    device = parse_device(str(device))
+    use_bf16 = resolve_bf16(precision, device)
     G, trained_classes, channels, config = load_generator(checkpoint, device)
     G = G.to(memory_format=torch.channels_last)  # NHWC: faster convolutions (benchmarks/RESULTS.md)
     if trained_classes != dataset.classes or channels != dataset.channels:
@@ -120,7 +128,6 @@ def synthesize(
         for class_id in classes:
             dataset.classes.check_id(class_id)
     hole_radius = max(0, config.max_dilation // 2)
-    use_bf16 = resolve_bf16(precision, device)
     judge_model = None
     if judge is not None:
         from defectgen.evaluate.judge import LabelJudge
@@ -438,7 +445,7 @@ def _read_manifest(out_dir: Path) -> dict[int, dict]:
     records: dict[int, dict] = {}
     if not path.exists():
         return records
-    for line in path.read_text().splitlines():
+    for line in read_text(path, "manifest").splitlines():
         try:
             record = json.loads(line)
         except ValueError:
@@ -498,7 +505,7 @@ def _finish(out_dir: Path, records: dict[int, dict], fmt: str, dataset, n: int, 
                 lines.append(f"{Path(record['image']).name},{class_id},{rle}")
         _write_bytes(out_dir / "train.csv", ("\n".join(lines) + "\n").encode())
     else:
-        _write_bytes(out_dir / "classes.txt", ("\n".join(dataset.classes.names) + "\n").encode())
+        _write_bytes(out_dir / "classes.txt", dataset.classes.to_classes_txt())
     sheet = _sheet(out_dir, ordered[:8], fmt, dataset)
     per_class = {name: 0 for name in dataset.classes.names}
     for record in ordered:

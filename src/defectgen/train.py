@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -44,9 +43,9 @@ from defectgen.data.dataset import DefectDataset
 from defectgen.data.patches import DefectCrops
 from defectgen.data.split import Split
 from defectgen.errors import ConfigError, DefectgenError
+from defectgen.fileio import OWNER_MARK, claim_folder
 from defectgen.models import build_discriminator, build_generator, composite, count_parameters
-
-console = Console(stderr=True)
+from defectgen.ui import console, say
 
 
 class DivergenceError(DefectgenError):
@@ -325,6 +324,8 @@ def _stream(*words: int) -> int:
 
 def resolve_bf16(precision: str, device: torch.device) -> bool:
     """Whether to run under bf16 autocast: `auto` uses it where the hardware supports it."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ConfigError(f"precision must be auto, bf16 or fp32, got {precision!r}")
     if precision == "fp32":
         return False
     supported = bf16_supported(device)
@@ -367,11 +368,11 @@ def _guard(loss: torch.Tensor, name: str, step: int, last_path: Path) -> None:
 
 def _prepare_run_folder(out_dir: Path, config: TrainConfig, resume: bool, dataset, split) -> None:
     config_path = out_dir / "config.yaml"
-    if out_dir.exists() and any(out_dir.iterdir()) and not resume:
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not resume and _is_run(out_dir):
         raise ConfigError(
             f"{out_dir} already holds a run; pass --resume to continue it or choose another --out"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
+    claim_folder(out_dir, "run", legacy=_is_run)
     if resume and config_path.exists():
         previous = TrainConfig.load(config_path, written_by_a_run=True).to_dict()
         current = config.to_dict()
@@ -384,6 +385,11 @@ def _prepare_run_folder(out_dir: Path, config: TrainConfig, resume: bool, datase
             )
     config.save(config_path)
     (out_dir / "classes.json").write_text(json.dumps(dataset.classes.to_json(), indent=1) + "\n")
+
+
+def _is_run(folder: Path) -> bool:
+    """A run folder (marked, or written before folders were marked: it has config.yaml)."""
+    return (folder / OWNER_MARK).is_file() or (folder / "config.yaml").is_file()
 
 
 def _as_yaml(value) -> str:
@@ -401,10 +407,10 @@ def _load_resumable(checkpoints: Path) -> dict | None:
         try:
             state = load_checkpoint(path)
         except CheckpointError as err:
-            console.print(f"[yellow]warning:[/yellow] {err}; trying an older checkpoint")
+            say(("warning:", "yellow"), f" {err}; trying an older checkpoint")
             continue
         if path.name != "last.pt":
-            console.print(f"[yellow]resuming from {path.name} instead of last.pt[/yellow]")
+            say((f"resuming from {path.name} instead of last.pt", "yellow"))
         return state
     raise CheckpointError(f"{checkpoints}: no checkpoint could be read; start a new run with another --out")
 

@@ -17,6 +17,7 @@ from defectgen.data.dataset import DefectDataset, Item, Sample, Skipped
 from defectgen.data.folder import ClassFolderDataset, FolderDataset
 from defectgen.data.severstal import SeverstalDataset
 from defectgen.errors import DataError
+from defectgen.fileio import read_text
 
 __all__ = [
     "ClassTable",
@@ -49,7 +50,7 @@ def open_dataset(
         path = Path(covered_ids)
         if not path.is_file():
             raise DataError(f"{path}: covered-ids file not found")
-        covered_ids = path.read_text().split()
+        covered_ids = read_text(path, "covered-ids file").split()
     dataset = _open(spec, skip_bad, labels_complete, covered_ids, channels)
     if not dataset.items:
         raise DataError(

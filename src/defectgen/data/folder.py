@@ -2,10 +2,11 @@
 
 `images/ + masks/` (FolderDataset): `images/STEM.{png,jpg,...}` with an index mask
 `masks/STEM.png` (0 = background, k = class k). Class names come from `classes.txt` in the
-dataset folder (line k = class k) when present. Without it, masks whose values stay small
-(<= 20) are index masks with classes named "1".."K"; masks with larger values are binary
-(one class, "defect") and thresholded at 128 like soft-edged masks. A defect-free image needs
-an all-zero mask: a missing mask is an error, not a guess.
+dataset folder (line k = class k; see `ClassTable.from_classes_txt`) when present. Without
+it, masks whose values stay small (<= 20) are index masks with classes named "1".."K"; masks
+with larger values are binary (one class, "defect") and thresholded at 128 like soft-edged
+masks. A defect-free image needs an all-zero mask: a missing mask is an error, not a guess.
+How each mask file mode (colour, alpha, 16-bit, ...) reads is `imageio.read_mask`'s rule.
 
 `CLASS/Imgs/*.jpg` + same-stem `*.png` (ClassFolderDataset): one defect class per folder,
 the magnetic tile layout. Folders named like "free", "ok", "good", "normal" (after a shared
@@ -23,7 +24,7 @@ from rich.progress import track
 
 from defectgen.data.classes import ClassTable
 from defectgen.data.dataset import IMAGE_SUFFIXES, DefectDataset, Item, Skipped, inside
-from defectgen.data.imageio import image_size, read_image_pil_mode, read_mask
+from defectgen.data.imageio import GRAY_MODES, image_size, read_image_pil_mode, read_mask
 from defectgen.errors import DataError
 
 MASK_THRESHOLD = 128
@@ -58,9 +59,7 @@ class FolderDataset(DefectDataset):
             pairs.append((stem, image_path, mask_path))
 
         names_file = root / "classes.txt"
-        names = None
-        if names_file.is_file():
-            names = [n.strip() for n in names_file.read_text().splitlines() if n.strip()]
+        names = list(ClassTable.from_classes_txt(names_file).names) if names_file.is_file() else None
         # Class presence per image needs the mask pixels: folder datasets are read once here.
         values: dict[str, np.ndarray] = {}
         for stem, image_path, mask_path in track(pairs, description="indexing masks", transient=True):
@@ -145,7 +144,10 @@ class ClassFolderDataset(DefectDataset):
                 f.name in free_folders or n in free_folders for f, n in zip(folders, names, strict=True)
             ]
         defect_names = [n for n, free in zip(names, is_free, strict=True) if not free]
-        classes = ClassTable(tuple(defect_names))
+        try:
+            classes = ClassTable(tuple(defect_names))
+        except DataError as err:
+            raise DataError(f"{root}: {err} (class names come from its folder names)") from None
         items: list[Item] = []
         skipped: list[Skipped] = []
         for folder, name, free in zip(folders, names, is_free, strict=True):
@@ -207,7 +209,7 @@ def _guess_channels(paths: list[Path]) -> int:
     """1 for grayscale datasets, 3 for colour, judged from the first image's header."""
     if not paths:
         return 1
-    return 1 if read_image_pil_mode(paths[0]) in ("L", "LA", "I", "I;16", "1", "P") else 3
+    return 1 if read_image_pil_mode(paths[0]) in GRAY_MODES else 3
 
 
 def _shared_prefix(names: list[str]) -> str:

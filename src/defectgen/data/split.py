@@ -31,7 +31,7 @@ import numpy as np
 from defectgen.data.classes import ClassTable
 from defectgen.data.dataset import DefectDataset, Item
 from defectgen.errors import ConfigError, DataError
-from defectgen.fileio import write_atomic
+from defectgen.fileio import check_replaceable, starts_with, write_atomic
 
 FORMAT = "defectgen-split/1"
 
@@ -105,6 +105,8 @@ class Split:
         }
 
     def save(self, path: Path) -> None:
+        """Write the split file; an existing file is replaced only when it is a split file."""
+        check_replaceable(path, "split file", lambda p: starts_with(p, f'"format": "{FORMAT}"'.encode(), 200))
         write_atomic(Path(path), json.dumps(self.to_json(), indent=1) + "\n")
 
     @classmethod

@@ -6,9 +6,13 @@ value changed here changes all of them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 
+from defectgen.config import MAX_SEED, MAX_STEPS
 from defectgen.errors import ConfigError
+
+MAX_SEEDS = 1000  # seeds per evaluation: each trains every arm once
 
 DEFAULT_ARMS = ("real", "oversample", "copypaste", "classic", "real+synthetic")
 
@@ -51,16 +55,20 @@ class EvalConfig:
             raise ConfigError(
                 "--seeds must be at least 2: the interval of a paired difference needs seed variance"
             )
+        if len(self.seeds) > MAX_SEEDS:
+            raise ConfigError(f"--seeds must be at most {MAX_SEEDS} (each seed trains every arm once)")
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"--seeds repeats a seed: {self.seeds}")
-        if self.steps is not None and self.steps < 1:
-            raise ConfigError(f"--steps must be >= 1, got {self.steps}")
-        if self.max_steps < 1 or self.eval_every < 1:
-            raise ConfigError("--max-steps and --eval-every must be >= 1")
-        if self.crop_size < 32 or self.crop_size % 32:
-            raise ConfigError(f"--size must be a multiple of 32 (U-Net), got {self.crop_size}")
-        if self.batch_size < 2:
-            raise ConfigError(f"--batch-size must be >= 2 (batch norm), got {self.batch_size}")
+        if any(not 0 <= s <= MAX_SEED for s in self.seeds):
+            raise ConfigError(f"seeds must be in 0..{MAX_SEED}, got {self.seeds}")
+        if self.steps is not None and not 1 <= self.steps <= MAX_STEPS:
+            raise ConfigError(f"--steps must be in 1..{MAX_STEPS:,}, got {self.steps}")
+        if not 1 <= self.max_steps <= MAX_STEPS or not 1 <= self.eval_every <= MAX_STEPS:
+            raise ConfigError(f"--max-steps and --eval-every must be in 1..{MAX_STEPS:,}")
+        if not 32 <= self.crop_size <= 4096 or self.crop_size % 32:
+            raise ConfigError(f"--size must be a multiple of 32 (U-Net) in 32..4096, got {self.crop_size}")
+        if not 2 <= self.batch_size <= 4096:
+            raise ConfigError(f"--batch-size must be in 2..4096 (batch norm needs 2), got {self.batch_size}")
         for name in (
             "extra_share",
             "synthetic_share",
@@ -73,7 +81,7 @@ class EvalConfig:
                 raise ConfigError(f"{name} must be in [0, 1], got {value}")
         if not 0 < self.val_fraction < 1:
             raise ConfigError("val_fraction must be in (0, 1)")
-        if not self.lr > 0:
+        if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"--lr must be > 0, got {self.lr}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"--precision must be auto, bf16 or fp32, got {self.precision!r}")

@@ -62,7 +62,7 @@ from defectgen.evaluate.sampling import (
     set_stream,
 )
 from defectgen.evaluate.segmenter import build_segmenter, probabilities, train_segmenter
-from defectgen.fileio import write_atomic
+from defectgen.fileio import claim_folder, write_atomic
 from defectgen.train import resolve_bf16
 
 FORMAT = "defectgen-eval/2"
@@ -95,6 +95,11 @@ def evaluate(
     if not test_indices:
         raise DataError(
             "the split's test half is empty: nothing to score; make a split with --test-fraction > 0"
+        )
+    if not any(dataset.items[i].class_ids for i in test_indices):
+        raise DataError(
+            "the split's test half has no defect images: positive Dice cannot be scored; make a split "
+            "with a larger --test-fraction"
         )
     fit, validation = carve_validation(dataset, train_indices, config.val_fraction, seed=0)
     if not any(dataset.items[i].class_ids for i in validation) or not any(
@@ -792,19 +797,17 @@ def open_synthetic(path: Path, dataset: DefectDataset) -> DefectDataset:
 
 def _claim_folder(out_dir: Path) -> None:
     """Refuse to write into a folder that holds something other than a defectgen evaluation."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DataError(f"{out_dir}: --out is a file; choose a folder")
-    results = out_dir / "results.json"
-    if results.exists():
-        try:
-            fmt = json.loads(results.read_text()).get("format", "")
-        except (OSError, ValueError, AttributeError):
-            fmt = ""
-        if not str(fmt).startswith("defectgen-eval/"):
-            raise DataError(f"{results} is not a defectgen evaluation; choose another --out")
-    elif out_dir.exists() and any(p.name not in ("runs", "figures") for p in out_dir.iterdir()):
-        raise DataError(f"{out_dir} holds files that are not a defectgen evaluation; choose another --out")
+    claim_folder(out_dir, "evaluation", legacy=_is_evaluation)
     (out_dir / "runs").mkdir(parents=True, exist_ok=True)
+
+
+def _is_evaluation(folder: Path) -> bool:
+    """An evaluation folder written before folders were marked: its results.json is ours."""
+    try:
+        fmt = json.loads((folder / "results.json").read_text()).get("format", "")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return str(fmt).startswith("defectgen-eval/")
 
 
 def _set_fingerprint(path: Path) -> str:

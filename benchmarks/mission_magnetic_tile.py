@@ -97,6 +97,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="fixed segmenter steps (skips the choice)")
     parser.add_argument("--work", type=Path, default=REPO / "bench_runs" / "mission")
     parser.add_argument("--smoke", action="store_true", help="tiny settings: checks the plumbing in minutes")
+    parser.add_argument(
+        "--without",
+        type=lambda t: t.split(","),
+        default=[],
+        help="base arms to leave out, comma-separated (a CPU budget that runs out)",
+    )
+    parser.add_argument(
+        "--variants",
+        type=lambda t: t.split(","),
+        default=list(VARIANTS),
+        help=f"synthetic-use variants to measure: {','.join(VARIANTS)}",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -161,33 +173,51 @@ def main() -> None:
     half = (len(seeds) + 1) // 2  # two workers, each >= 2 seeds a call (fewer than 4: one worker)
     low, high = (seeds[:half], seeds[half:]) if len(seeds) >= 4 else (seeds, [])
     parallel(args, config, [[([stacked], low)], [([stacked], high)] if high else []])
-    # 5. gather (with quality), report, JSON; then the other cheap baselines, and again: the claim
-    #    is against the best of all four (a budget cut short still leaves the first result)
+    # 5. gather (with quality), report, JSON; then everything else, and again: the claim is
+    #    against the best of all cheap baselines (a budget cut short still leaves the first result)
     first = ["real", "control", "oversample", stacked]
     _gather(args, dataset, split_object, config, first, synth, checkpoint, best, start)
-    if high:
-        parallel(args, config, [[(["copypaste"], low), (["classic"], seeds[:2])],
-                                [(["copypaste"], high), (["classic"], seeds[2:])]])  # fmt: skip
-    else:
-        parallel(args, config, [[(["copypaste"], seeds)], [(["classic"], seeds)]])
-    # 6. the synthetic set on the other base too, and label-filtered (judge: real, first seed)
+    # 6. the other cheap baselines; the synthetic set on the other base; and label-filtered
     other = "oversample+gan" if best == "real" else "real+gan"
-    filtered = f"{stacked}:filtered"
-    parallel(args, config, [[([filtered], seeds)], [([other], seeds)]])
-    arms = [*BASES, stacked, other, filtered]
+    filtered = f"{stacked}:filtered"  # one call, all seeds: the judge is the real arm's first seed
+    bases = [b for b in BASES if b not in args.without]
+    spread(args, config, [b for b in bases if b not in first] + [other], seeds, whole=[filtered])
+    arms = [*bases, stacked, other, filtered]
     _gather(args, dataset, split_object, config, arms, synth, checkpoint, best, start)
-    # 7. how synthetic crops enter: the stacked arm with half the synthetic share, and with
-    #    synthetic crops only in the first half of the steps (own folders, same seeds: paired)
+    # 7. how synthetic crops enter (own folders, fixed steps, same seeds: paired with step 6)
     steps = done["config"]["steps"]
-    variants = {"share_0.25": {"synthetic_share": 0.25}, "until_0.5": {"synthetic_until": 0.5}}
-    jobs = [([stacked], chunk, {**v, "steps": steps, "out": f"eval_{k}"}) for k, v in variants.items()
-            for chunk in (low, high) if chunk]  # fmt: skip
-    parallel(args, config, [jobs[0::2], jobs[1::2]])
+    variants = {k: v for k, v in VARIANTS.items() if k in args.variants}
+    for name, overrides in variants.items():
+        spread(args, config, [stacked], seeds, overrides={**overrides, "steps": steps, "out": f"eval_{name}"})
     use = synthetic_use(args.work, stacked, seeds, variants)
     print(json.dumps(use, indent=1))
     if not args.smoke:
         path = REPO / "benchmarks" / "mission_result.json"
         path.write_text(json.dumps({**json.loads(path.read_text()), "synthetic_use": use}, indent=1) + "\n")
+
+
+VARIANTS = {"share_0.25": {"synthetic_share": 0.25}, "until_0.5": {"synthetic_until": 0.5}}
+
+
+def spread(args, config, arms: list[str], seeds: list[int], whole=(), overrides=None) -> None:
+    """Run `arms` x `seeds` (and each arm of `whole` with all seeds in one call) in two
+    single-thread workers, balanced by the runs not yet on disk."""
+    overrides = overrides or {}
+    runs = args.work / overrides.get("out", "eval") / "runs"
+    half = (len(seeds) + 1) // 2  # each call needs >= 2 seeds
+    chunks = [seeds[:half], seeds[half:]] if len(seeds) >= 4 else [seeds]
+    jobs = [(arm, chunk) for arm in arms for chunk in chunks] + [(arm, seeds) for arm in whole]
+
+    def todo(job):
+        arm, chunk = job
+        return sum(not (runs / f"{arm}_s{seed}.json").exists() for seed in chunk)
+
+    workers, load = [[], []], [0, 0]
+    for job in sorted(jobs, key=todo, reverse=True):
+        lighter = load.index(min(load))
+        workers[lighter].append(([job[0]], job[1], overrides))
+        load[lighter] += todo(job)
+    parallel(args, config, workers)
 
 
 def synthetic_use(work: Path, arm: str, seeds: list[int], variants: dict) -> dict:

@@ -265,11 +265,19 @@ def test_arms_at_one_seed_see_identical_real_crops_and_only_add(bench):
     ctx = EvalContext.create(dataset, split, config, {"tiles": work / "synth"})
     batches = {
         name: arm_sampler(ctx, parse_arm(name, ("tiles",)), seed=0).batch(2)
-        for name in ("real", "oversample", "copypaste", "real+tiles", "oversample+tiles", "control")
+        for name in (
+            "real",
+            "oversample",
+            "copypaste",
+            "blendpaste",
+            "real+tiles",
+            "oversample+tiles",
+            "control",
+        )
     }
     real = batches["real"]
     assert len(real[0]) == 4
-    for name in ("oversample", "copypaste", "real+tiles"):
+    for name in ("oversample", "copypaste", "blendpaste", "real+tiles"):
         images, masks, valid = batches[name]
         assert len(images) == 6  # 4 real + 2 added (share 0.5 of the batch)
         assert torch.equal(images[:4], real[0]) and torch.equal(masks[:4], real[1])
@@ -303,7 +311,7 @@ def test_no_test_or_validation_item_reaches_training(bench):
     fit_ids = {dataset.items[i].item_id for i in ctx.fit}
     held_out = set(split.test) | {dataset.items[i].item_id for i in ctx.validation}
     assert held_out and any(dataset.items[dataset.index_of(i)].class_ids for i in split.test)
-    for name in ("real", "oversample", "copypaste", "classic", "control", "oversample+tiles"):
+    for name in ("real", "oversample", "copypaste", "blendpaste", "classic", "control", "oversample+tiles"):
         sampler = arm_sampler(ctx, parse_arm(name, ("tiles",)), seed=0)
         for step in range(30):
             sampler.batch(step)

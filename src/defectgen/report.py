@@ -68,6 +68,7 @@ ARM_COLOURS = {
     "control": "#c7c7c7",
     "oversample": "#56b4e9",
     "copypaste": "#e69f00",
+    "blendpaste": "#b07aa1",
     "classic": "#009e73",
 }
 FALLBACK_COLOURS = ["#d55e00", "#0072b2", "#cc79a7", "#f0e442", "#000000", "#8c564b", "#17becf"]
@@ -108,11 +109,18 @@ def write_report(eval_dir: Path, out: Path | None = None) -> Path:
     malformed."""
     eval_dir = Path(eval_dir)
     out = Path(out) if out is not None else eval_dir / REPORT_FILE
-    check_replaceable(out, "report", lambda p: starts_with(p, GENERATOR_META.encode(), 400), suffix=".html")
+    check_replaceable(out, "report", _is_report, suffix=".html")
     results = load_results(eval_dir)
     page = render_report(results, eval_dir)
     write_atomic(out, page)
     return out
+
+
+def _is_report(path: Path) -> bool:
+    """A page this module wrote (its meta tag; before the tag existed, its title)."""
+    return starts_with(path, GENERATOR_META.encode(), 400) or starts_with(
+        path, b"<title>defectgen evaluation: ", 400
+    )
 
 
 def load_results(eval_dir: Path) -> dict:
@@ -1065,11 +1073,11 @@ def _diversity(diversity: dict) -> str:
 def _grids_section(results: dict, eval_dir: Path) -> str:
     figures = _object(results.get("figures"))
     parts = []
-    if "copypaste_examples" in figures or "copypaste" in _arms(results):
-        title = "Copy-paste examples"
-        parts.append(
-            f"<h3>{_esc(title)}</h3>{_inlined_figure(eval_dir, figures.get('copypaste_examples'), title)}"
-        )
+    pasted = {"copypaste": "Copy-paste examples", "blendpaste": "Poisson-blended copy-paste examples"}
+    for base, title in pasted.items():
+        if f"{base}_examples" in figures or base in _arms(results):
+            figure = _inlined_figure(eval_dir, figures.get(f"{base}_examples"), title)
+            parts.append(f"<h3>{_esc(title)}</h3>{figure}")
     set_names = list(_object(results.get("synthetic")))
     set_names += [k for k, v in figures.items() if isinstance(v, dict) and k not in set_names]
     classes = _class_names(results)
@@ -1090,7 +1098,7 @@ def _grids_section(results: dict, eval_dir: Path) -> str:
         failures = _inlined_figure(eval_dir, entry.get("label_fidelity_failures"), title)
         parts.append(f"<h4>Label-fidelity failures</h4>{failures}")
     for key, value in figures.items():
-        if key != "copypaste_examples" and isinstance(value, str):
+        if key not in ("copypaste_examples", "blendpaste_examples") and isinstance(value, str):
             parts.append(f"<h3>{_esc(key)}</h3>{_inlined_figure(eval_dir, value, key)}")
     if not parts:
         parts.append(_na("Image grids: not available (no synthetic set and no copy-paste arm)."))

@@ -2,7 +2,7 @@
 
 An arm is a *base* plus, optionally, one or more named synthetic sets stacked on top:
 
-    real | oversample | copypaste | classic | control      a base alone
+    real | oversample | copypaste | blendpaste | classic | control   a base alone
     BASE+NAME[+NAME2...]                                   a base plus synthetic set(s) NAME
     BASE+NAME:filtered                                     ... only the items the label filter keeps
     NAME-only                                              the synthetic set alone (no real crops)
@@ -27,6 +27,8 @@ BASES = {
     "oversample": "real crops + extra crops centred on the real defects again",
     "copypaste": "real crops + extra crops of real defects cut by their masks and pasted, flipped, "
     "onto defect-free training images (no overlap with other pastes)",
+    "blendpaste": "copypaste with the same placements, Poisson-blended (OpenCV seamlessClone) instead of "
+    "pasted with a hard edge; the blended ring outside the label is ignored by the loss",
     "classic": "the real crops with flips, affine, brightness/contrast and elastic transforms "
     "(albumentations)",
     "control": "noise-floor twin of real: same initial weights, real crops from an independent stream",

@@ -14,7 +14,7 @@ from defectgen.errors import ConfigError
 
 MAX_SEEDS = 1000  # seeds per evaluation: each trains every arm once
 
-DEFAULT_ARMS = ("real", "oversample", "copypaste", "classic", "real+synthetic")
+DEFAULT_ARMS = ("real", "oversample", "copypaste", "blendpaste", "classic", "real+synthetic")
 
 # Post-processing grid searched per arm, per class, on the validation part (Severstal practice:
 # a probability threshold and a minimum connected-component area).

@@ -283,10 +283,9 @@ def arm_sampler(ctx: EvalContext, arm: Arm, seed: int, filters: dict | None = No
         extras.append(
             Extra(dataset_pool(dataset, ctx.fit, defects_only=True), extra_count, OVERSAMPLE_STREAM)
         )
-    elif arm.base == "copypaste":
-        extras.append(
-            Extra(copypaste_pool(dataset, ctx.fit, COPYPASTE_IMAGES, seed), extra_count, COPYPASTE_STREAM)
-        )
+    elif arm.base in ("copypaste", "blendpaste"):  # one stream: the same placements, pasted or blended
+        pool = copypaste_pool(dataset, ctx.fit, COPYPASTE_IMAGES, seed, blend=arm.base == "blendpaste")
+        extras.append(Extra(pool, extra_count, COPYPASTE_STREAM))
     set_pools = {}
     for name in arm.sets:
         kept = filters[name]["kept_indices"] if name in filters else None
@@ -603,16 +602,13 @@ def _quality(
     figures: dict = {}
     results: dict = {}
     figures_dir = out_dir / "figures"
-    copypaste = (
-        copypaste_pool(dataset, ctx.fit, 8, seed=0)
-        if any(d.startswith("copypaste") for d in config.arms)
-        else None
-    )
-    if copypaste is not None:
-        samples = [(e.key, *copypaste.get(i)[:2]) for i, e in enumerate(copypaste.examples)]
-        figures["copypaste_examples"] = _rel(
-            quality.overlay_sheet(samples, figures_dir / "copypaste_examples.png"), out_dir
-        )
+    for base in ("copypaste", "blendpaste"):
+        if any(d.startswith(base) for d in config.arms):
+            pasted = copypaste_pool(dataset, ctx.fit, 8, seed=0, blend=base == "blendpaste")
+            samples = [(e.key, *pasted.get(i)[:2]) for i, e in enumerate(pasted.examples)]
+            figures[f"{base}_examples"] = _rel(
+                quality.overlay_sheet(samples, figures_dir / f"{base}_examples.png"), out_dir
+            )
     model = None
     if judge is not None:
         model = ctx.model(0)

@@ -1,0 +1,94 @@
+"""The Poisson-blended copy-paste baseline (`blendpaste`): same placements as `copypaste`,
+no seam at the edge of the blended region, the defect's own contrast kept, and the blended ring
+outside the label ignored by the loss."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import write_gray
+from defectgen.data import open_dataset
+from defectgen.evaluate.sampling import copypaste_pool
+
+SIZE = 96
+
+
+@pytest.fixture(scope="module")
+def two_brightness_dataset(tmp_path_factory):
+    """Defect images on a bright background (200) with a dark disc (100); defect-free images
+    darker (150) with a gentle gradient: a hard paste leaves a step where the two meet."""
+    root = tmp_path_factory.mktemp("blend")
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    for n in range(4):
+        image = np.full((SIZE, SIZE), 200, np.uint8)
+        disc = (yy - 48) ** 2 + (xx - 40 - 4 * n) ** 2 <= 8**2
+        image[disc] = 100
+        write_gray(root / "images" / f"defect_{n}.png", image)
+        write_gray(root / "masks" / f"defect_{n}.png", disc.astype(np.uint8))
+        free = (150 + (xx // 24)).astype(np.uint8)
+        write_gray(root / "images" / f"free_{n}.png", free)
+        write_gray(root / "masks" / f"free_{n}.png", np.zeros((SIZE, SIZE), np.uint8))
+    (root / "classes.txt").write_text("spot\n")
+    return open_dataset(str(root))
+
+
+def test_blended_defects_have_no_seam_and_keep_their_contrast(two_brightness_dataset):
+    dataset = two_brightness_dataset
+    indices = list(range(len(dataset)))
+    hard = copypaste_pool(dataset, indices, 12, seed=3)
+    soft = copypaste_pool(dataset, indices, 12, seed=3, blend=True)
+    checked = 0
+    for i in range(12):
+        hard_image, hard_masks, hard_ignore, _ = hard.get(i)
+        image, masks, ignore, _ = soft.get(i)
+        assert hard_ignore is None
+        label = masks.any(axis=0)
+        if not label.any():
+            continue
+        background = next(
+            dataset[j].image for j in indices if dataset.items[j].item_id in soft.sources_used
+            and not dataset.items[j].class_ids and _same_outside(dataset[j].image, image, label | ignore)
+        )  # fmt: skip
+        changed = (image != background)[..., 0]
+        assert not (changed & ~(label | ignore)).any()  # nothing outside the blended region moves
+        assert not (ignore & label).any() and ignore.any()  # the ring outside the label is ignored
+        ring_inner = _ring(label, 1, 2) & ignore  # just outside the defect, inside the blend
+        outer = _ring(label | ignore, 1, 1)  # the untouched background around the blend
+        step = abs(image[ignore & _ring(label | ignore, -1, 0)].mean() - background[outer].mean())
+        hard_step = abs(hard_image[label].mean() - background[label].mean())
+        assert step < 6 < hard_step  # no seam where the blend meets the background
+        contrast = image[label].mean() - image[ring_inner].mean()
+        assert contrast < -60  # the dark defect stays dark against its surroundings (source: -100)
+        checked += 1
+    assert checked >= 6
+
+
+def test_blendpaste_labels_follow_the_same_placements_as_copypaste(two_brightness_dataset):
+    dataset = two_brightness_dataset
+    indices = list(range(len(dataset)))
+    hard = copypaste_pool(dataset, indices, 12, seed=5)
+    soft = copypaste_pool(dataset, indices, 12, seed=5, blend=True)
+    same = 0
+    for i in range(12):
+        hard_masks, soft_masks = hard.get(i)[1], soft.get(i)[1]
+        assert soft_masks.any()  # every pasted image holds a defect
+        assert soft_masks.sum() == hard_masks.sum()  # the same defects (near a border: moved inwards)
+        same += bool(np.array_equal(hard_masks, soft_masks))
+    assert same >= 6
+
+
+def _same_outside(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> bool:
+    return bool(np.array_equal(a[~region], b[~region]))
+
+
+def _ring(mask: np.ndarray, inner: int, outer: int) -> np.ndarray:
+    """Pixels at distance in [inner, outer] outside `mask` (negative inner: inside the edge)."""
+    import cv2
+
+    def grow(m, r):
+        if r <= 0:
+            return m if r == 0 else ~grow(~m, -r)
+        return cv2.dilate(m.astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8)) > 0
+
+    return grow(mask, outer) & ~grow(mask, inner - 1)

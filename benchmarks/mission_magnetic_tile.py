@@ -18,7 +18,12 @@ Stages, each resumable (run the same command again after an interruption):
    limited CPU budget; the claim is against the best of all four cheap baselines);
 5. one gathering call (quality measurements), the report, and `benchmarks/mission_result.json`:
    arms, seeds, per-seed and mean metrics, the noise floor, and the best synthetic arm against
-   the best cheap baseline with its seed-aware 95 % interval.
+   the best cheap baseline with its seed-aware 95 % interval;
+6. `--variants`: how synthetic crops enter training (share, schedule), paired with the default;
+7. the copy-paste family (`--harmonized N`): N images of `synth --mode harmonize` (real defects
+   pasted, the seam repainted by the same generator), stacked on the base of the better
+   synthetic arm by validation Dice; paired: blendpaste - copypaste, harmonized - GAN on that
+   base, harmonized - blendpaste; label fidelity of every synthetic set.
 """
 
 from __future__ import annotations
@@ -53,12 +58,20 @@ def worker(args: argparse.Namespace) -> None:
 
     dataset = open_dataset(str(DATA))
     split = Split.load(args.work / f"split_{args.label_fraction}.json")
-    synthetic = (
-        {"gan": args.work / "synthetic"} if (args.work / "synthetic" / "manifest.jsonl").exists() else {}
-    )
+    synthetic = _sets(args.work)
     for settings in json.loads(args.worker):
         out = args.work / settings.pop("out", "eval")
         evaluate(dataset, split, out, EvalConfig(**settings), synthetic=synthetic, progress=False)
+
+
+SETS = {"gan": "synthetic", "harmonized": "harmonized"}  # set name -> folder under --work
+
+
+def _sets(work: Path) -> dict[str, Path]:
+    """The synthetic sets already written under `work`."""
+    return {
+        name: work / folder for name, folder in SETS.items() if (work / folder / "manifest.jsonl").exists()
+    }
 
 
 def parallel(args: argparse.Namespace, config, workers: list[list[tuple]]) -> None:
@@ -108,6 +121,12 @@ def main() -> None:
         type=lambda t: t.split(","),
         default=list(VARIANTS),
         help=f"synthetic-use variants to measure: {','.join(VARIANTS)}",
+    )
+    parser.add_argument(
+        "--harmonized",
+        type=int,
+        default=0,
+        help="images of `synth --mode harmonize` for the copy-paste stage (0: skip the stage)",
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -176,24 +195,45 @@ def main() -> None:
     # 5. gather (with quality), report, JSON; then everything else, and again: the claim is
     #    against the best of all cheap baselines (a budget cut short still leaves the first result)
     first = ["real", "control", "oversample", stacked]
-    _gather(args, dataset, split_object, config, first, synth, checkpoint, best, start)
+    _gather(args, dataset, split_object, config, first, checkpoint, best, start)
     # 6. the other cheap baselines; the synthetic set on the other base; and label-filtered
     other = "oversample+gan" if best == "real" else "real+gan"
     filtered = f"{stacked}:filtered"  # one call, all seeds: the judge is the real arm's first seed
     bases = [b for b in BASES if b not in args.without]
     spread(args, config, [b for b in bases if b not in first] + [other], seeds, whole=[filtered])
     arms = [*bases, stacked, other, filtered]
-    _gather(args, dataset, split_object, config, arms, synth, checkpoint, best, start)
+    _gather(args, dataset, split_object, config, arms, checkpoint, best, start)
     # 7. how synthetic crops enter (own folders, fixed steps, same seeds: paired with step 6)
     steps = done["config"]["steps"]
     variants = {k: v for k, v in VARIANTS.items() if k in args.variants}
     for name, overrides in variants.items():
         spread(args, config, [stacked], seeds, overrides={**overrides, "steps": steps, "out": f"eval_{name}"})
-    use = synthetic_use(args.work, stacked, seeds, variants)
-    print(json.dumps(use, indent=1))
+    extra = {"synthetic_use": synthetic_use(args.work, stacked, seeds, variants)}
+    # 8. the copy-paste family: harmonized real defects on the better synthetic arm's base
+    if args.harmonized:
+        harmonized = work / SETS["harmonized"]
+        sh([*cli, "synth", str(DATA), "--checkpoint", str(checkpoint), "--split", str(split),
+            "--n", str(args.harmonized), "--out", str(harmonized), "--seed", "0",
+            "--mode", "harmonize"])  # fmt: skip
+        done = evaluate(dataset, split_object, work / "eval", replace(config, arms=[stacked, other],
+                        quality_samples=0), progress=False)  # fmt: skip
+        gan_arm = max([stacked, other], key=lambda arm: _validation_dice(done, arm))
+        base = gan_arm.split("+")[0]
+        spread(args, config, [f"{base}+harmonized"], seeds)
+        arms = [*arms, f"{base}+harmonized"]
+        _gather(args, dataset, split_object, config, arms, checkpoint, best, start)
+        pairs = {"blendpaste - copypaste": ("blendpaste", "copypaste"),
+                 f"{base}+harmonized - {gan_arm}": (f"{base}+harmonized", gan_arm),
+                 f"{base}+harmonized - blendpaste": (f"{base}+harmonized", "blendpaste")}  # fmt: skip
+        extra["copy_paste"] = {
+            name: paired_arms(work / "eval", a, b, seeds)
+            for name, (a, b) in pairs.items()
+            if b in arms and a in arms
+        }
+    print(json.dumps(extra, indent=1))
     if not args.smoke:
         path = REPO / "benchmarks" / "mission_result.json"
-        path.write_text(json.dumps({**json.loads(path.read_text()), "synthetic_use": use}, indent=1) + "\n")
+        path.write_text(json.dumps({**json.loads(path.read_text()), **extra}, indent=1) + "\n")
 
 
 VARIANTS = {"share_0.25": {"synthetic_share": 0.25}, "until_0.5": {"synthetic_until": 0.5}}
@@ -222,41 +262,47 @@ def spread(args, config, arms: list[str], seeds: list[int], whole=(), overrides=
 
 def synthetic_use(work: Path, arm: str, seeds: list[int], variants: dict) -> dict:
     """Each variant's runs of `arm` against the default's, paired by seed (positive Dice etc.)."""
+    return {
+        name: {
+            "overrides": overrides,
+            "arm": arm,
+            "vs_default": paired_arms(work / "eval", arm, arm, seeds, folder_a=work / f"eval_{name}"),
+        }
+        for name, overrides in variants.items()
+    }
+
+
+def paired_arms(folder: Path, arm_a: str, arm_b: str, seeds: list[int], folder_a: Path | None = None) -> dict:
+    """Arm a minus arm b (runs in `folder`/runs, a's in `folder_a`/runs if given), paired by seed
+    and test image: per metric, the difference with its seed-aware 95 % interval."""
     import numpy as np
 
     from defectgen.evaluate.metrics import contributions, paired_difference
     from defectgen.evaluate.run import PAIRED_METRICS
 
-    def arrays(folder: str) -> list[dict]:
+    def arrays(where: Path, arm: str) -> list[dict]:
         out = []
         for seed in seeds:
-            with np.load(work / folder / "runs" / f"{arm}_s{seed}.npz") as data:
+            with np.load(where / "runs" / f"{arm}_s{seed}.npz") as data:
                 out.append({k: data[k] for k in data.files})
         return out
 
-    default = arrays("eval")
-    result = {}
-    for name, overrides in variants.items():
-        variant = arrays(f"eval_{name}")
-        result[name] = {
-            "overrides": overrides,
-            "arm": arm,
-            "vs_default": {
-                metric: paired_difference(
-                    [contributions(a, metric) for a in variant], [contributions(a, metric) for a in default]
-                )
-                for metric in PAIRED_METRICS
-            },
-        }
-    return result
+    a, b = arrays(folder_a or folder, arm_a), arrays(folder, arm_b)
+    return {
+        metric: paired_difference(
+            [contributions(x, metric) for x in a], [contributions(x, metric) for x in b]
+        )
+        for metric in PAIRED_METRICS
+    }
 
 
-def _gather(args, dataset, split_object, config, arms, synth, checkpoint, best, start) -> None:
+def _gather(args, dataset, split_object, config, arms, checkpoint, best, start) -> None:
     from defectgen.evaluate import evaluate
 
     work = args.work
+    sets = {name: path for name, path in _sets(work).items() if any(f"+{name}" in arm for arm in arms)}
     results = evaluate(dataset, split_object, work / "eval", replace(config, arms=arms),
-                       synthetic={"gan": synth}, checkpoint=checkpoint)  # fmt: skip
+                       synthetic=sets, checkpoint=checkpoint)  # fmt: skip
     sh([sys.executable, "-m", "defectgen", "report", str(work / "eval")])
     minutes = (time.time() - start) / 60
     summary = mission_summary(results, args, minutes, best)

@@ -262,6 +262,20 @@ def synth(
     attempts: Annotated[
         int, typer.Option(help="With --judge: draws per item until one is recognised (the best is kept).")
     ] = 1,
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="paint: new defects in drawn masks | harmonize: real training defects pasted, "
+            "only their seam repainted."
+        ),
+    ] = "paint",
+    band: Annotated[
+        int | None,
+        typer.Option(
+            help="harmonize: px repainted outside each pasted defect (default: the generator's hole dilation)."
+        ),
+    ] = None,
+    rim: Annotated[int, typer.Option(help="harmonize: px repainted inside its edge (0: none).")] = 1,
     skip_bad: SkipBad = False,
     labels_complete: LabelsComplete = "true",
     covered_ids: CoveredIds = None,
@@ -291,6 +305,9 @@ def synth(
         precision=precision,
         judge=judge,
         attempts=attempts,
+        mode=mode,
+        band=band,
+        rim=rim,
     )
     out.print(
         f"{summary['items']} images in {summary['out']} (per class: {summary['images_per_class']}); "

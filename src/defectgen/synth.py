@@ -18,6 +18,12 @@ The generator runs on the whole image (it is fully convolutional: whole 1600x256
 strips work), batched, under bf16 autocast where supported. `tile` instead paints one window
 around each defect (for images too large for memory — and much less work when defects are
 small compared with the image).
+
+Two modes: `paint` (default) paints new defects into masks drawn from the mask source;
+`harmonize` pastes real training defects (`defectgen.paste`: real counts, position prior,
+flips) and lets the generator repaint only the seam: a band of `band` px around each pasted
+defect and a rim of `rim` px inside it, conditioned on the defect's class. The defect keeps its
+real texture; the label is the pasted mask; `painted` records the band and rim.
 """
 
 from __future__ import annotations
@@ -51,11 +57,14 @@ from defectgen.errors import ConfigError, DataError, DefectgenError
 from defectgen.fileio import read_text, write_atomic
 from defectgen.masks import build_mask_source
 from defectgen.models import composite
+from defectgen.paste import DefectPaster
 from defectgen.tensors import image_to_tensor, tensor_to_image
 from defectgen.train import resolve_bf16
 from defectgen.viz import contact_sheet, overlay
 
 FORMATS = ("severstal", "folder")
+MODES = ("paint", "harmonize")
+MAX_BAND, MAX_RIM = 64, 16  # px
 PARAMS_FILE = "synth.json"
 MANIFEST = "manifest.jsonl"
 
@@ -87,6 +96,9 @@ def synthesize(
     precision: str = "auto",
     judge: Path | None = None,
     attempts: int = 1,
+    mode: str = "paint",
+    band: int | None = None,
+    rim: int = 1,
     progress: bool = True,
 ) -> dict:
     """Write `n` synthetic images with their labels to `out_dir`; returns a summary dict.
@@ -94,7 +106,11 @@ def synthesize(
     With `judge` (an evaluation folder, see `defectgen.evaluate.judge`), each item is scored by
     that evaluation's real-trained U-Net; the scores go into the manifest, and up to `attempts`
     draws of item i (attempt a keyed by (seed, i, a)) are painted until one is recognised; when
-    none is, the draw whose weakest defect came closest is kept and marked as not accepted."""
+    none is, the draw whose weakest defect came closest is kept and marked as not accepted.
+
+    `mode="harmonize"` pastes real training defects instead of drawing masks and repaints a
+    `band` px ring outside each (default: the generator's own hole dilation) and a `rim` px ring
+    inside it (see the module docstring)."""
     if not 1 <= n <= MAX_IMAGES:
         raise ConfigError(f"--n must be a number of images in 1..{MAX_IMAGES:,}, got {n}")
     if not 0 <= seed <= MAX_SEED:
@@ -107,6 +123,7 @@ def synthesize(
         raise ConfigError(f"--tile must be a multiple of 8 in 8..4096, got {tile}")
     if not 1 <= attempts <= 100 or (attempts > 1 and judge is None):
         raise ConfigError(f"--attempts must be in 1..100 and needs --judge above 1, got {attempts}")
+    _check_mode(mode, mask_source, band, rim)
     device = parse_device(str(device))
     use_bf16 = resolve_bf16(precision, device)
     G, trained_classes, channels, config = load_generator(checkpoint, device)
@@ -122,12 +139,17 @@ def synthesize(
     backgrounds = _backgrounds(dataset, train_indices, backgrounds_dir, channels)
     if fmt == "severstal":
         _check_one_size(dataset, train_indices, backgrounds_dir)
-    composer = build_mask_source(mask_source, dataset, train_indices, progress=progress)
     classes = sorted(set(classes)) if classes else None
     if classes:
         for class_id in classes:
             dataset.classes.check_id(class_id)
     hole_radius = max(0, config.max_dilation // 2)
+    if mode == "harmonize":
+        band = max(1, hole_radius) if band is None else band
+        draw = _Harmonizer(DefectPaster(dataset, train_indices, progress=progress), band, rim)
+        mask_source = "paste"
+    else:
+        draw = _Painter(build_mask_source(mask_source, dataset, train_indices, progress=progress))
     judge_model = None
     if judge is not None:
         from defectgen.evaluate.judge import LabelJudge
@@ -145,6 +167,7 @@ def synthesize(
         "hole_dilation": hole_radius,
         "tile": tile,
         "class_table": dataset.classes.to_json(),
+        **({} if mode == "paint" else {"mode": mode, "band": band, "rim": rim}),  # paint: as before modes
         **(
             {}
             if judge_model is None
@@ -163,11 +186,11 @@ def synthesize(
         suffix = ".jpg" if fmt == "severstal" else ".png"
         with Progress(disable=not progress, transient=False) as bar:
             task = bar.add_task("synthesizing", total=n, completed=n - len(todo))
-            for batch in _batches(todo, backgrounds, composer, classes, seed, batch_size):
+            for batch in _batches(todo, backgrounds, draw, classes, seed, batch_size):
                 painted = _paint(G, batch, hole_radius, tile, device, amp)
                 if judge_model is not None:
                     batch, painted = _judged(
-                        batch, painted, judge_model, attempts, lambda i, a: _item(i, a, backgrounds, composer,
+                        batch, painted, judge_model, attempts, lambda i, a: _item(i, a, backgrounds, draw,
                         classes, seed), lambda b: _paint(G, b, hole_radius, tile, device, amp)
                     )  # fmt: skip
                 for item, (image, region) in zip(batch, painted, strict=True):
@@ -235,11 +258,11 @@ def _check_one_size(dataset, train_indices, folder) -> None:
     )
 
 
-def _batches(todo, backgrounds, composer, classes, seed, batch_size) -> Iterator[list[dict]]:
+def _batches(todo, backgrounds, draw, classes, seed, batch_size) -> Iterator[list[dict]]:
     """Items grouped into batches of one image size; each item fully determined by (seed, i)."""
     batch: list[dict] = []
     for index in todo:
-        item = _item(index, 0, backgrounds, composer, classes, seed)
+        item = _item(index, 0, backgrounds, draw, classes, seed)
         image = item["image"]
         if batch and (len(batch) == batch_size or batch[0]["image"].shape != image.shape):
             yield batch
@@ -249,21 +272,86 @@ def _batches(todo, backgrounds, composer, classes, seed, batch_size) -> Iterator
         yield batch
 
 
-def _item(index: int, attempt: int, backgrounds, composer, classes, seed: int) -> dict:
+def _item(index: int, attempt: int, backgrounds, draw, classes, seed: int) -> dict:
     """Item `index` (draw `attempt`): background and masks, a function of (seed, index, attempt)."""
     rng = np.random.default_rng([seed, index] if attempt == 0 else [seed, index, attempt])
     background = backgrounds[int(rng.integers(len(backgrounds)))]
-    image = background.load()  # uint8 [H, W, C]
-    masks, info = composer.compose(rng, image.shape[0], image.shape[1], classes)  # bool [K, H, W]
+    image, masks, hole, info = draw(rng, background.load(), classes, background.key)
     return {
         "index": index,
         "attempt": attempt,
         "seed": seed,
         "background": background.key,
-        "image": image,
-        "masks": masks,
+        "image": image,  # uint8 [H, W, C]
+        "masks": masks,  # bool [K, H, W]
+        "hole": hole,  # float32 [1, H, W] to repaint, or None: the masks dilated by the hole radius
         "info": info,
     }
+
+
+class _Painter:
+    """`paint` mode: masks from the mask source; the generator paints them whole."""
+
+    def __init__(self, composer):
+        self.composer = composer
+
+    def __call__(self, rng, image, classes, key):
+        masks, info = self.composer.compose(rng, image.shape[0], image.shape[1], classes)
+        return image, masks, None, info
+
+
+class _Harmonizer:
+    """`harmonize` mode: real defects pasted; the generator repaints only their seam."""
+
+    TRIES = 10  # plans drawn before a background is declared too small for every training defect
+
+    def __init__(self, paster: DefectPaster, band: int, rim: int):
+        self.paster, self.band, self.rim = paster, band, rim
+
+    def __call__(self, rng, image, classes, key):
+        for _ in range(self.TRIES):
+            plan = self.paster.plan(rng, classes)
+            pasted = self.paster.paste(rng, image, plan)
+            if pasted.masks.any():
+                hole = seam(pasted.masks.any(axis=0), self.band, self.rim)
+                info = {"defects": pasted.defects, "plan": plan}
+                return pasted.image, pasted.masks, hole[None].astype(np.float32), info
+        raise DataError(
+            f"background {key} ({image.shape[0]}x{image.shape[1]}) is smaller than every training defect "
+            f"drawn for it in {self.TRIES} tries; use larger backgrounds or --mode paint"
+        )
+
+
+def seam(label: np.ndarray, band: int, rim: int) -> np.ndarray:
+    """bool [H, W]: what harmonisation repaints around bool label [H, W]: `band` px outside it
+    and `rim` px inside it (elliptic structuring elements; the image border counts as inside,
+    so a defect cut by the border is not given a rim along it)."""
+    label = label.astype(np.uint8)
+
+    def disc(radius):
+        return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+
+    outer = cv2.dilate(label, disc(band)) if band else label
+    inner = cv2.erode(label, disc(rim), borderType=cv2.BORDER_REPLICATE) if rim else label
+    return (outer > 0) & ~(inner > 0)
+
+
+def _check_mode(mode: str, mask_source: str, band: int | None, rim: int) -> None:
+    if mode not in MODES:
+        raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "paint":
+        if band is not None or rim != 1:
+            raise ConfigError("--band and --rim belong to --mode harmonize")
+        return
+    if mask_source != "real":
+        raise ConfigError(
+            "--mode harmonize pastes real training defects: their masks are the labels, so it takes no "
+            f"--mask-source (got {mask_source!r})"
+        )
+    if band is not None and not 1 <= band <= MAX_BAND:
+        raise ConfigError(f"--band must be in 1..{MAX_BAND} px, got {band}")
+    if not 0 <= rim <= MAX_RIM:
+        raise ConfigError(f"--rim must be in 0..{MAX_RIM} px, got {rim}")
 
 
 def _judged(batch, painted, judge, attempts: int, make_item, paint) -> tuple[list[dict], list]:
@@ -306,7 +394,9 @@ def _paint(
     labels = torch.stack([torch.from_numpy(item["masks"]).float() for item in batch]).to(
         device
     )  # [N, K, H, W]
-    holes = [_hole(item["masks"], hole_radius) for item in batch]  # float32 {0, 1} [1, H, W]
+    holes = [
+        _hole(item["masks"], hole_radius) if item.get("hole") is None else item["hole"] for item in batch
+    ]  # float32 {0, 1} [1, H, W]
     hole = torch.stack([torch.from_numpy(h) for h in holes]).to(device)
     generators = [torch.Generator().manual_seed(_item_seed(item)) for item in batch]
     if tile is None:

@@ -25,8 +25,9 @@ from defectgen.errors import ConfigError
 BASES = {
     "real": "the labelled training half only",
     "oversample": "real crops + extra crops centred on the real defects again",
-    "copypaste": "real crops + extra crops of real defects cut by their masks and pasted, flipped, "
-    "onto defect-free training images (no overlap with other pastes)",
+    "copypaste": "real crops + extra crops of real defects cut by their masks and pasted, flipped, onto "
+    "defect-free training images at places drawn from the class's position prior, as many as real images "
+    "hold (no overlap)",
     "blendpaste": "copypaste with the same placements, Poisson-blended (OpenCV seamlessClone) instead of "
     "pasted with a hard edge; the blended ring outside the label is ignored by the loss",
     "classic": "the real crops with flips, affine, brightness/contrast and elastic transforms "

@@ -30,6 +30,7 @@ import torch
 from defectgen.data.dataset import DefectDataset
 from defectgen.data.patches import pad_to_crop
 from defectgen.masks.compose import find_components
+from defectgen.paste import DefectPaster
 from defectgen.tensors import image_to_tensor
 
 # (image uint8 [H, W, C], masks bool [K, H, W], ignore bool [H, W] or None)
@@ -120,118 +121,37 @@ def _sample(dataset: DefectDataset, index: int, ignore: Callable | None):
 def copypaste_pool(
     dataset: DefectDataset, indices: list[int], count: int, seed: int, blend: bool = False
 ) -> Pool:
-    """`count` images: real defects (cut by their masks) pasted on defect-free training images;
-    with `blend`, Poisson-blended (`cv2.seamlessClone`) instead of pasted with a hard edge."""
+    """`count` images: real defects of `indices` pasted onto its defect-free images by the
+    rules of `defectgen.paste` (real counts, position prior, flips, no overlap); with `blend`,
+    Poisson-blended, the blended ring outside the label ignored by the loss. Image n is a
+    function of (seed, n): the same placements with and without `blend`. The classes of each
+    image are planned up front, so crops are class-balanced like every other extra stream."""
     free = [i for i in indices if not dataset.items[i].class_ids]
-    sources = [i for i in indices if dataset.items[i].class_ids]
-    if not free or not sources:
+    if not free or not any(dataset.items[i].class_ids for i in indices):
         raise ValueError("copy-paste needs defect-free and defect images in the training half")
+    paster = DefectPaster(dataset, indices)
     used: set[str] = set()
     prefix = "blendpaste" if blend else "copypaste"
+
+    def draw(number: int) -> tuple[np.random.Generator, int, list[int]]:
+        rng = np.random.default_rng([seed, number, COPYPASTE_STREAM])
+        return rng, free[int(rng.integers(len(free)))], paster.plan(rng)
+
+    def load(number: int):
+        rng, background, plan = draw(number)
+        used.add(dataset.items[background].item_id)
+        pasted = paster.paste(rng, dataset.load_image(background), plan, blend=blend)
+        used.update(d["source"] for d in pasted.defects)
+        ignore = pasted.changed & ~pasted.masks.any(axis=0) if blend else None
+        return pasted.image, pasted.masks, ignore
+
     examples = [
-        Example(
-            f"{prefix}_{n:06d}", lambda n=n: _copypaste(dataset, free, sources, seed, n, used, blend), None
-        )
+        Example(f"{prefix}_{n:06d}", lambda n=n: load(n), tuple(sorted(set(draw(n)[2]))))
         for n in range(count)
     ]
     pool = Pool(examples)
     pool.sources_used = used
     return pool
-
-
-BLEND_MARGIN = 6  # px of background around a blended defect (OpenCV 5 loses edges within ~3 px of its border)
-
-
-def _copypaste(
-    dataset, free, sources, seed, number, used: set[str], blend: bool = False
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """One pasted image: (image, masks, ignore). Placement is the same with and without `blend`
-    (same random draws); a blended paste also returns the ring it changed outside the label as
-    `ignore` (blended background is neither defect nor untouched background)."""
-    rng = np.random.default_rng([seed, number, 11])
-    background = dataset[free[int(rng.integers(len(free)))]]
-    used.add(background.item_id)
-    image = background.image.copy()
-    masks = np.zeros((len(dataset.classes), *image.shape[:2]), dtype=bool)
-    taken = np.zeros(image.shape[:2], dtype=bool)
-    changed = np.zeros(image.shape[:2], dtype=bool)
-    for _ in range(int(rng.integers(1, 3))):
-        source = dataset[sources[int(rng.integers(len(sources)))]]
-        used.add(source.item_id)
-        pieces = [
-            (k, box, crop) for k, channel in enumerate(source.masks) for box, crop in find_components(channel)
-        ]
-        if not pieces:
-            continue
-        k, (rows, cols), crop = pieces[int(rng.integers(len(pieces)))]
-        patch = source.image[rows, cols]
-        flip = rng.random() < 0.5
-        height, width = crop.shape
-        if height > image.shape[0] or width > image.shape[1]:
-            continue
-        y = int(rng.integers(0, image.shape[0] - height + 1))
-        x = int(rng.integers(0, image.shape[1] - width + 1))
-        placed = _blend(image, source.image, rows, cols, crop, y, x, flip, taken) if blend else None
-        if placed is not None:
-            crop, ring = placed
-            changed |= ring
-        else:  # a hard paste (or a blend too large for the image with its margin)
-            if flip:
-                patch, crop = patch[:, ::-1], crop[:, ::-1]
-            region = (slice(y, y + height), slice(x, x + width))
-            crop = crop & ~taken[region]  # never over an earlier paste of another class
-            image[region][crop] = patch[crop]
-            crop = np.pad(crop, ((y, image.shape[0] - y - height), (x, image.shape[1] - x - width)))
-        masks[k] |= crop
-        taken |= crop
-    ignore = (changed & ~masks.any(axis=0)) if blend else None
-    return image, masks, ignore
-
-
-def _blend(image, source, rows, cols, crop, y, x, flip, taken):
-    """Poisson-blend the defect `crop` of `source` (box rows, cols) into `image` at (y, x) —
-    moved inwards as far as the blending margin needs —, in place. The blended region is the
-    defect dilated by BLEND_MARGIN, kept off earlier pastes. Returns (label mask [H, W],
-    changed pixels [H, W]), or None when the defect and its margin do not fit."""
-    m = BLEND_MARGIN
-    big_h, big_w = image.shape[:2]
-    height, width = crop.shape
-    if height + 2 * m + 2 > big_h or width + 2 * m + 2 > big_w:
-        return None  # no room for the margin seamlessClone needs
-    # the region, margin and a 1-px border must lie inside the image: move the paste inwards
-    y = min(max(y, m + 1), big_h - height - m - 1)
-    x = min(max(x, m + 1), big_w - width - m - 1)
-    r0, c0 = rows.start - m, cols.start - m
-    patch = np.zeros((height + 2 * m, width + 2 * m, image.shape[2]), dtype=image.dtype)
-    src_rows = slice(max(r0, 0), min(rows.stop + m, source.shape[0]))
-    src_cols = slice(max(c0, 0), min(cols.stop + m, source.shape[1]))
-    patch[src_rows.start - r0 : src_rows.stop - r0, src_cols.start - c0 : src_cols.stop - c0] = source[
-        src_rows, src_cols
-    ]
-    label = np.pad(crop, m)
-    if flip:
-        patch, label = patch[:, ::-1], label[:, ::-1]
-    window = (slice(y - m, y + height + m), slice(x - m, x + width + m))
-    label = label & ~taken[window]
-    region = cv2.dilate(label.astype(np.uint8), np.ones((2 * m + 1, 2 * m + 1), np.uint8)) > 0
-    region &= ~taken[window]
-    if not label.any():
-        return None
-    region[[0, -1], :] = False  # OpenCV's solver needs a zero border around the mask
-    region[:, [0, -1]] = False
-    ry, rx, rh, rw = *np.argwhere(region).min(axis=0), *(np.ptp(np.argwhere(region), axis=0) + 1)
-    centre = (int(x - m + rx + rw // 2), int(y - m + ry + rh // 2))
-    three = (lambda a: np.repeat(a, 3, axis=2)) if image.shape[2] == 1 else (lambda a: a)
-    blended = cv2.seamlessClone(
-        np.ascontiguousarray(three(patch)), np.ascontiguousarray(three(image)),
-        region.astype(np.uint8) * 255, centre, cv2.NORMAL_CLONE,
-    )  # fmt: skip
-    full_region = np.zeros((big_h, big_w), dtype=bool)
-    full_region[window] = region
-    image[full_region] = blended[full_region][:, : image.shape[2]]
-    full_label = np.zeros((big_h, big_w), dtype=bool)
-    full_label[window] = label
-    return full_label, full_region
 
 
 def classic_augmentation(seed: int) -> A.Compose:

@@ -134,6 +134,14 @@ class ComponentTable:
         packed = self.bits[self.offsets[index] : self.offsets[index + 1]]
         return np.unpackbits(packed, count=h * w).reshape(h, w).astype(bool)
 
+    def box(self, index: int) -> tuple[slice, slice]:
+        """The bounding box (rows, cols) of component `index` in its image."""
+        h, w = (int(v) for v in self.shapes[index])
+        height, width = (int(v) for v in self.image_sizes[index])
+        top = int(round(float(self.centres[index, 0]) * height - h / 2))
+        left = int(round(float(self.centres[index, 1]) * width - w / 2))
+        return slice(top, top + h), slice(left, left + w)
+
     def relative_sizes(self, members: np.ndarray) -> np.ndarray:
         """float32 [n, 2]: (h/H, w/W) of components `members`."""
         return (self.shapes[members] / self.image_sizes[members]).astype(np.float32)
@@ -229,6 +237,46 @@ def scan_components(
         offsets=np.concatenate([[0], np.cumsum(sizes)]),
         counts=CountDistribution.from_counts(np.asarray(counts)),
     )
+
+
+def random_flips(
+    rng: np.random.Generator, crop: np.ndarray, borders: int = 0
+) -> tuple[np.ndarray, int, tuple[bool, bool]]:
+    """Flip `crop` ([h, w, ...]) left-right, then top-bottom, each with probability 1/2 (two
+    draws from `rng`, always made). Returns (crop, borders after the flips, (lr, tb) done)."""
+    left_right, top_bottom = bool(rng.random() < 0.5), bool(rng.random() < 0.5)
+    if left_right:
+        crop = crop[:, ::-1]
+        borders = (
+            (borders & ~(LEFT | RIGHT)) | (LEFT if borders & RIGHT else 0) | (RIGHT if borders & LEFT else 0)
+        )
+    if top_bottom:
+        crop = crop[::-1, :]
+        borders = (
+            (borders & ~(TOP | BOTTOM)) | (TOP if borders & BOTTOM else 0) | (BOTTOM if borders & TOP else 0)
+        )
+    return crop, borders, (left_right, top_bottom)
+
+
+def prior_centre(
+    rng: np.random.Generator,
+    prior: PositionPrior,
+    shape: tuple[int, int],
+    borders: int,
+    height: int,
+    width: int,
+) -> tuple[float, float]:
+    """Centre (y, x) in pixels for a component of `shape` (h, w) on a height x width image:
+    drawn from the class `prior`, except that a component cut by image borders goes back
+    against the same borders (a cut edge in mid-image is a shape no real defect has)."""
+    h, w = shape
+    y, x = prior.sample(rng, (h / height, w / width))
+    y, x = y * height, x * width
+    if borders & (TOP | BOTTOM) != TOP | BOTTOM:
+        y = h / 2 if borders & TOP else height - h / 2 if borders & BOTTOM else y
+    if borders & (LEFT | RIGHT) != LEFT | RIGHT:
+        x = w / 2 if borders & LEFT else width - w / 2 if borders & RIGHT else x
+    return y, x
 
 
 def rotate_scale(crop: np.ndarray, angle: float, scale: float, margin: int = 0) -> np.ndarray:
@@ -363,20 +411,7 @@ class RealMaskBank:
         warped; area = old area x scale². A component cut by the image border (`borders` != 0)
         is only flipped and scaled, so its cut edge stays straight and can sit on a border."""
         if self.flip:
-            if rng.random() < 0.5:
-                crop = crop[:, ::-1]
-                borders = (
-                    (borders & ~(LEFT | RIGHT))
-                    | (LEFT if borders & RIGHT else 0)
-                    | (RIGHT if borders & LEFT else 0)
-                )
-            if rng.random() < 0.5:
-                crop = crop[::-1, :]
-                borders = (
-                    (borders & ~(TOP | BOTTOM))
-                    | (TOP if borders & BOTTOM else 0)
-                    | (BOTTOM if borders & TOP else 0)
-                )
+            crop, borders, _ = random_flips(rng, crop, borders)
         angle = 0.0 if borders else rng.uniform(-self.max_rotation, self.max_rotation)
         low, high = np.log(self.scale_range)
         scale = float(np.exp(rng.uniform(low, high)))
@@ -409,13 +444,7 @@ class RealMaskBank:
             shape = _stretch(shape, height, shape.shape[1])
         if borders & LEFT and borders & RIGHT:
             shape = _stretch(shape, shape.shape[0], width)
-        h, w = shape.shape
-        y, x = self.priors[class_id].sample(rng, (h / height, w / width))
-        y, x = y * height, x * width
-        if borders & (TOP | BOTTOM) != TOP | BOTTOM:
-            y = h / 2 if borders & TOP else height - h / 2 if borders & BOTTOM else y
-        if borders & (LEFT | RIGHT) != LEFT | RIGHT:
-            x = w / 2 if borders & LEFT else width - w / 2 if borders & RIGHT else x
+        y, x = prior_centre(rng, self.priors[class_id], shape.shape, borders, height, width)
         return place(shape, height, width, y, x)
 
     def draw(self, rng: np.random.Generator, height: int, width: int, classes: list[int] | None = None):

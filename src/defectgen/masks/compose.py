@@ -70,12 +70,20 @@ def place(shape: np.ndarray, height: int, width: int, centre_y: float, centre_x:
     """
     canvas = np.zeros((height, width), dtype=bool)
     h, w = shape.shape
-    top = _offset(centre_y - h / 2, h, height)
-    left = _offset(centre_x - w / 2, w, width)
+    top, left = top_left((h, w), height, width, centre_y, centre_x)
     y0, x0 = max(top, 0), max(left, 0)
     y1, x1 = min(top + h, height), min(left + w, width)
     canvas[y0:y1, x0:x1] = shape[y0 - top : y1 - top, x0 - left : x1 - left]
     return canvas
+
+
+def top_left(
+    shape: tuple[int, int], height: int, width: int, centre_y: float, centre_x: float
+) -> tuple[int, int]:
+    """Where `place` puts the top-left corner of a crop of `shape` (h, w) (may be negative
+    when the crop is larger than the image)."""
+    h, w = shape
+    return _offset(centre_y - h / 2, h, height), _offset(centre_x - w / 2, w, width)
 
 
 def _offset(start: float, size: int, limit: int) -> int:

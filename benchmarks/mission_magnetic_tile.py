@@ -216,7 +216,7 @@ def main() -> None:
             "--n", str(args.harmonized), "--out", str(harmonized), "--seed", "0",
             "--mode", "harmonize"])  # fmt: skip
         done = evaluate(dataset, split_object, work / "eval", replace(config, arms=[stacked, other],
-                        quality_samples=0), progress=False)  # fmt: skip
+                        quality_samples=0), synthetic=_sets(work), progress=False)  # fmt: skip
         gan_arm = max([stacked, other], key=lambda arm: _validation_dice(done, arm))
         base = gan_arm.split("+")[0]
         spread(args, config, [f"{base}+harmonized"], seeds)

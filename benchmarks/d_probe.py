@@ -21,6 +21,7 @@ patch)) (0.5: D cannot tell) and the median of D(real) - D(fake). Prints one tab
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import torch
@@ -35,7 +36,7 @@ from defectgen.config import TrainConfig
 from defectgen.data import open_dataset
 from defectgen.data.patches import DefectCrops
 from defectgen.data.split import Split
-from defectgen.models import build_discriminator, composite
+from defectgen.models import composite
 
 
 def parse_variant(text: str) -> dict:
@@ -74,10 +75,10 @@ def paired_logits(D, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return real_logits, fake_logits
 
 
-def train_d(preset: str, channels: int, classes: int, pool: list[dict], steps: int, variant: dict):
+def train_d(spec, channels: int, classes: int, pool: list[dict], steps: int, variant: dict):
     """D alone, with train.py's optimiser settings (TrainConfig defaults, lazy R1 scaling)."""
     torch.manual_seed(0)
-    D = build_discriminator(preset, channels, classes, conditioning=variant["cond"])
+    D = dataclasses.replace(spec.discriminator, conditioning=variant["cond"]).build(channels, classes)
     defaults = TrainConfig()
     interval = defaults.r1_interval
     ratio = interval / (interval + 1)
@@ -143,7 +144,7 @@ def main() -> None:
     for text in args.variants:
         variant = parse_variant(text)
         start = time.perf_counter()
-        D = train_d(config.preset, channels, len(classes), train_pool, args.steps, variant)
+        D = train_d(config.model_spec, channels, len(classes), train_pool, args.steps, variant)
         accuracy_train, _ = score(D, train_pool[: args.test])
         accuracy_test, gap = score(D, test_pool)
         seconds = time.perf_counter() - start

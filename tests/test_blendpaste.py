@@ -1,6 +1,6 @@
 """The Poisson-blended copy-paste baseline (`blendpaste`): the same placements as `copypaste`
-(a border too), no seam at the edge of the blended region, the defect's own contrast kept, and the blended ring
-outside the label ignored by the loss."""
+(a border too), no seam at the edge of the blended region, the defect's own contrast kept, and
+the blended ring outside the label ignored by the loss."""
 
 from __future__ import annotations
 

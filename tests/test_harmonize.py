@@ -43,7 +43,7 @@ def harmonize_run(tmp_path_factory):
     split.save(root / "split.json")
     config = TrainConfig(
         preset="tiny",
-        resolution=32,
+        model={"resolution": 32},
         batch_size=2,
         steps=2,
         precision="fp32",

@@ -1,7 +1,7 @@
 """GAN training: `defectgen train`. Reads top to bottom: set-up, then one loop of D step,
 G step, EMA, ADA, logging, samples and checkpoints.
 
-The recipe (see DESIGN.md): a paired relativistic loss inside the hole (D is asked which of
+The recipe: a paired relativistic loss inside the hole (D is asked which of
 real crop i and its repainted twin is real, patch by patch; LaMa's mask-as-fake target
 with the standard loss is `--set adversarial_loss=standard`), lazy R1 on reals (StyleGAN2;
 LaMa's gamma 0.001), feature matching on D features and L1 inside the hole (we have the real
@@ -44,7 +44,7 @@ from defectgen.data.patches import DefectCrops
 from defectgen.data.split import Split
 from defectgen.errors import ConfigError, DefectgenError
 from defectgen.fileio import OWNER_MARK, claim_folder
-from defectgen.models import build_discriminator, build_generator, composite, count_parameters
+from defectgen.models import composite, count_parameters
 from defectgen.ui import console, say
 
 
@@ -63,7 +63,7 @@ def train(
 ) -> Path:
     """Train G and D on the training half of `split`; returns the path of `last.pt`."""
     config.validate()
-    config = config.with_preset_models()  # the run's files name its models, whatever the presets become
+    config = config.resolved()  # the run's files hold its whole model spec, whatever the presets become
     out_dir = Path(out_dir)
     context = distributed.init(device)
     try:
@@ -83,12 +83,9 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
     # --- models, optimisers, augmentation -------------------------------------------------
     torch.manual_seed(config.seed)  # parameter initialisation only; all sampling is explicit
     channels, num_classes = dataset.channels, len(dataset.classes)
-    G = build_generator(config.preset, channels, num_classes, **config.model_overrides("generator")).to(
-        device
-    )
-    D = build_discriminator(
-        config.preset, channels, num_classes, config.d_conditioning, **config.model_overrides("discriminator")
-    ).to(device)
+    spec = config.model_spec
+    G = spec.generator.build(channels, num_classes).to(device)
+    D = spec.discriminator.build(channels, num_classes).to(device)
     ema = copy.deepcopy(G).eval().requires_grad_(False)
     opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g, betas=config.betas)
     # Lazy R1 (StyleGAN2 appendix B): scale D's Adam so its effective step matches every-step R1.
@@ -374,9 +371,11 @@ def _prepare_run_folder(out_dir: Path, config: TrainConfig, resume: bool, datase
         )
     claim_folder(out_dir, "run", legacy=_is_run)
     if resume and config_path.exists():
-        previous = TrainConfig.load(config_path, written_by_a_run=True).to_dict()
-        current = config.to_dict()
-        changed = sorted(k for k in current if k not in ("steps",) and previous.get(k) != current[k])
+        previous = _flat(TrainConfig.load(config_path, written_by_a_run=True).resolved().to_dict())
+        current = _flat(config.to_dict())
+        changed = sorted(
+            k for k in current.keys() | previous.keys() if k != "steps" and previous.get(k) != current.get(k)
+        )
         if changed:
             as_run = " ".join(f"--set {k}={_as_yaml(previous.get(k))}" for k in changed)
             raise ConfigError(
@@ -390,6 +389,17 @@ def _prepare_run_folder(out_dir: Path, config: TrainConfig, resume: bool, datase
 def _is_run(folder: Path) -> bool:
     """A run folder (marked, or written before folders were marked: it has config.yaml)."""
     return (folder / OWNER_MARK).is_file() or (folder / "config.yaml").is_file()
+
+
+def _flat(data: dict, prefix: str = "") -> dict:
+    """{"model": {"generator": {"width": 32}}} -> {"model.generator.width": 32} (what --set takes)."""
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value and key != "extra":
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _as_yaml(value) -> str:
@@ -416,8 +426,12 @@ def _load_resumable(checkpoints: Path) -> dict | None:
 
 
 def _check_compatible(state: dict, config: TrainConfig, dataset: DefectDataset) -> None:
-    if state["config"]["preset"] != config.preset:
-        raise ConfigError(f"checkpoint is preset {state['config']['preset']}, not {config.preset}")
+    trained = TrainConfig.from_dict(state["config"], written_by_a_run=True).model_spec
+    if trained != config.model_spec:
+        raise ConfigError(
+            f"the checkpoint holds other models than this config builds: checkpoint {trained}, config "
+            f"{config.model_spec}; resume with the run's own config"
+        )
     if state["classes"] != dataset.classes.to_json() or state["image_channels"] != dataset.channels:
         raise ConfigError("checkpoint was trained on other classes or channels than this dataset")
 

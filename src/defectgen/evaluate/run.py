@@ -1,6 +1,6 @@
 """`defectgen evaluate`: what synthetic data is worth, measured the same way for every arm.
 
-Protocol (DESIGN.md):
+Protocol (docs/ARCHITECTURE.md):
 
 1. The training half is cut into a *fit* part and a stratified *validation* part. Segmenters
    train on crops of the fit part only; the validation part chooses the step count (once, on

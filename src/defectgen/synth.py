@@ -52,14 +52,13 @@ from defectgen.data.dataset import IMAGE_SUFFIXES, DefectDataset
 from defectgen.data.imageio import read_image
 from defectgen.data.rle import decode, encode
 from defectgen.data.split import Split
-from defectgen.distributed import parse_device
+from defectgen.distributed import parse_device, resolve_bf16
 from defectgen.errors import ConfigError, DataError, DefectgenError
 from defectgen.fileio import read_text, write_atomic
 from defectgen.masks import build_mask_source
 from defectgen.models import composite
 from defectgen.paste import DefectPaster
 from defectgen.tensors import image_to_tensor, tensor_to_image
-from defectgen.train import resolve_bf16
 from defectgen.viz import contact_sheet, overlay
 
 FORMATS = ("severstal", "folder")

@@ -34,6 +34,7 @@ import defectgen
 from defectgen.data import SeverstalDataset, open_dataset
 from defectgen.data.dataset import DefectDataset
 from defectgen.data.split import Split, stratify
+from defectgen.distributed import resolve_bf16
 from defectgen.errors import DataError
 from defectgen.evaluate import postprocess, quality
 from defectgen.evaluate.arms import FILTERED, Arm, parse_arms
@@ -63,7 +64,6 @@ from defectgen.evaluate.sampling import (
 )
 from defectgen.evaluate.segmenter import build_segmenter, probabilities, train_segmenter
 from defectgen.fileio import claim_folder, write_atomic
-from defectgen.train import resolve_bf16
 
 FORMAT = "defectgen-eval/2"
 COPYPASTE_IMAGES = 1000  # pasted images per seed (made lazily, when a crop first needs one)

@@ -45,6 +45,9 @@ class TrainConfig:
     reconstruction_pool: int = 1  # > 1: L1 on pool x pool averages (layout only, texture left to D)
     mode_seeking: float = 1.0  # diversity term weight (Mao et al. 2019); bounded below, see the next line
     mode_seeking_bound: float = 0.1  # DSGAN -min(ratio, bound); 0: unbounded 1/ratio (bought stripes)
+    guide: str = ""  # a real-arm U-Net state dict of `evaluate` (EVAL/runs/real_s<seed>.pt); see guide.py
+    guide_encoder: str = "resnet18"  # the guide's smp encoder
+    guide_weight: float = 1.0  # weight of the guide's segmentation loss (with a guide)
     r1_gamma: float = 0.001  # R1 strength, LaMa's; at 1 D could not tell a blurred hole (d_probe.py)
     r1_interval: int = 16  # lazy regularisation (StyleGAN2): R1 every k D steps, scaled by k
     # --- small-data training -------------------------------------------------------------------
@@ -132,6 +135,7 @@ class TrainConfig:
             "mode_seeking",
             "mode_seeking_bound",
             "max_dilation",
+            "guide_weight",
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -10,16 +10,17 @@ caller. The adversarial terms look at the hole only: `relativistic` (default) as
 real crop i and its repainted twin is real, patch by patch; `standard` is LaMa's non-saturating
 loss with the hole as the fake target. D sees both images under the same augmentation draw
 (`augment_pair`), so patch p of one lies where patch p of the other does. The weighted sum of
-the generator terms (adversarial, D-feature matching, L1 in the hole, bounded mode seeking) is
-the generator's loss. The unweighted terms are pure functions in `losses.py`.
+the generator terms (adversarial, D-feature matching, L1 in the hole, bounded mode seeking and,
+with a guide (`guide.py`), a frozen real-trained U-Net's segmentation loss in the hole) is the
+generator's loss. The unweighted terms are pure functions in `losses.py`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from defectgen import losses
 
@@ -37,6 +38,8 @@ class Objective:
     mode_seeking_bound: float = 0.1
     r1_gamma: float = 0.001
     r1_interval: int = 16
+    guide_weight: float = 1.0
+    guide: nn.Module | None = field(default=None, compare=False)  # frozen U-Net (guide.py) or None
 
     def __post_init__(self):
         if self.adversarial_loss not in ADVERSARIAL_LOSSES:
@@ -45,9 +48,10 @@ class Objective:
             )
 
     @classmethod
-    def from_config(cls, config) -> Objective:
-        """The objective a `TrainConfig` asks for."""
-        return cls(**{name: getattr(config, name) for name in cls.__dataclass_fields__})
+    def from_config(cls, config, guide: nn.Module | None = None) -> Objective:
+        """The objective a `TrainConfig` asks for (`guide`: the loaded U-Net of `config.guide`)."""
+        names = [name for name in cls.__dataclass_fields__ if name != "guide"]
+        return cls(**{name: getattr(config, name) for name in names}, guide=guide)
 
     @property
     def relativistic(self) -> bool:
@@ -135,6 +139,12 @@ class Objective:
             )
             terms.append(self.mode_seeking * loss_ms)
             logs.update(ms_logs)
+        if self.guide is not None:
+            from defectgen.guide import guide_loss
+
+            loss_guide, guide_logs = guide_loss(self.guide, fake, labels, hole)
+            terms.append(self.guide_weight * loss_guide)
+            logs.update(guide_logs)
         return sum(terms), logs
 
 

@@ -167,6 +167,7 @@ def synthesize(
         "tile": tile,
         "class_table": dataset.classes.to_json(),
         **({} if mode == "paint" else {"mode": mode, "band": band, "rim": rim}),  # paint: as before modes
+        **({"guide_sha256": config.extra["guide_sha256"]} if "guide_sha256" in config.extra else {}),
         **(
             {}
             if judge_model is None

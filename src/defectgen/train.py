@@ -14,6 +14,7 @@ same weights as 2N steps (on CPU, same thread count).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -39,7 +40,7 @@ from defectgen.config import TrainConfig
 from defectgen.data.dataset import DefectDataset
 from defectgen.data.patches import DefectCrops
 from defectgen.data.split import Split
-from defectgen.errors import ConfigError, DefectgenError
+from defectgen.errors import ConfigError, DataError, DefectgenError
 from defectgen.fileio import OWNER_MARK, claim_folder
 from defectgen.models import composite, count_parameters
 from defectgen.objective import Objective
@@ -62,6 +63,19 @@ def train(
     """Train G and D on the training half of `split`; returns the path of `last.pt`."""
     config.validate()
     config = config.resolved()  # the run's files hold its whole model spec, whatever the presets become
+    if (
+        config.guide
+    ):  # which guide, by content: resuming with another is refused, and evaluate's judge must differ
+        from defectgen.guide import file_digest
+
+        if not Path(config.guide).is_file():
+            raise DataError(
+                f"{config.guide}: guide not found; pass a U-Net that `defectgen evaluate` wrote "
+                "(EVAL/runs/real_s<seed>.pt)"
+            )
+        config = dataclasses.replace(
+            config, extra={**config.extra, "guide_sha256": file_digest(Path(config.guide))}
+        )
     out_dir = Path(out_dir)
     context = distributed.init(device)
     try:
@@ -97,6 +111,13 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
     if config.channels_last:
         G, D, ema = (m.to(memory_format=torch.channels_last) for m in (G, D, ema))
 
+    guide = None
+    if config.guide:
+        from defectgen.guide import load_guide
+
+        guide = load_guide(config.guide, config.guide_encoder, channels, num_classes).to(device)
+        if config.channels_last:
+            guide = guide.to(memory_format=torch.channels_last)
     start_step = 0
     if resume:
         state = _load_resumable(checkpoints)
@@ -125,7 +146,7 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
     use_bf16 = distributed.resolve_bf16(config.precision, device)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
     images_per_step = config.batch_size * context.world_size
-    objective = Objective.from_config(config)
+    objective = Objective.from_config(config, guide)
     if context.is_main:
         console.print(
             f"G {count_parameters(G) / 1e6:.2f} M, D {count_parameters(D) / 1e6:.2f} M parameters; "
@@ -270,6 +291,12 @@ def _prepare_run_folder(out_dir: Path, config: TrainConfig, resume: bool, datase
     if resume and config_path.exists():
         previous = _flat(TrainConfig.load(config_path, written_by_a_run=True).resolved().to_dict())
         current = _flat(config.to_dict())
+        before, now = previous.get("extra", {}).get("guide_sha256"), current["extra"].get("guide_sha256")
+        if before and now and before != now:
+            raise ConfigError(
+                f"{config.guide} changed since this run started (SHA-256 {before}, now {now}); a run "
+                "continues only with the guide it started with: restore that file or start a new run"
+            )
         changed = sorted(
             k for k in current.keys() | previous.keys() if k != "steps" and previous.get(k) != current.get(k)
         )

@@ -609,13 +609,15 @@ def _quality(
             figures[f"{base}_examples"] = _rel(
                 quality.overlay_sheet(samples, figures_dir / f"{base}_examples.png"), out_dir
             )
-    model = None
+    model, judge_digest = None, None
     if judge is not None:
+        from defectgen.guide import file_digest
+
+        judge_file = out_dir / "runs" / f"real_s{judge['seed']}.pt"
         model = ctx.model(0)
-        model.load_state_dict(
-            torch.load(out_dir / "runs" / f"real_s{judge['seed']}.pt", map_location="cpu", weights_only=True)
-        )
+        model.load_state_dict(torch.load(judge_file, map_location="cpu", weights_only=True))
         model.eval()
+        judge_digest = file_digest(judge_file)
     real_defects = dataset_pool(dataset, ctx.fit, defects_only=True)
     for name in sorted(used_sets):
         synthetic = ctx.sets[name]
@@ -650,10 +652,19 @@ def _quality(
         if model is None:
             results[name] = entry
             continue
+        if _synth_params(ctx.synthetic_dirs[name]).get("guide_sha256") == judge_digest:
+            entry["label_fidelity"] = {
+                "not_independent": f"the judge (real arm, seed {judge['seed']}) is the U-Net this set's "
+                "generator was trained against (its guide); judge it with an evaluation whose first seed "
+                "is another"
+            }
+            results[name] = entry
+            continue
         summary, ranked = quality.label_fidelity(model, synthetic, config.quality_samples, ctx.use_bf16)
         entry["label_fidelity"] = {
             "synthetic": summary,
             "real_test": judge["test"],
+            "per_class": quality.fidelity_per_class(summary, judge["test"], config.filter_floor),
             "segmenter": f"real arm, seed {judge['seed']} "
             "(fit part of the training half; never saw the generator)",
         }

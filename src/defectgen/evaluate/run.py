@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -732,6 +732,32 @@ def _diversity(checkpoint, synthetic, features, config, use_bf16, real_crops, sp
         "feature_space": space,
         "note": "generated: same mask and background, different draws; real: different real defects",
     }
+
+
+def measure_quality(
+    dataset: DefectDataset,
+    split: Split,
+    eval_dir: Path,
+    config: EvalConfig,
+    synthetic: dict[str, Path],
+    checkpoint: Path | None = None,
+    judge_seed: int | None = None,
+) -> dict:
+    """Label fidelity (per class), KID and diversity of synthetic sets, judged by the `real` run
+    of an existing evaluation folder (`judge_seed`, default its lowest), without training any
+    arm: how a generator recipe is compared with another. Figures go to EVAL/figures."""
+    eval_dir = Path(eval_dir)
+    seeds = sorted(int(p.stem.removeprefix("real_s")) for p in eval_dir.glob("runs/real_s*.pt"))
+    if not seeds or (judge_seed is not None and judge_seed not in seeds):
+        raise DataError(
+            f"{eval_dir}: no real-arm U-Net{'' if judge_seed is None else f' of seed {judge_seed}'} to judge "
+            "with; run `defectgen evaluate --arms real` into that folder first"
+        )
+    seed = seeds[0] if judge_seed is None else judge_seed
+    judge = json.loads((eval_dir / "runs" / f"real_s{seed}.json").read_text())
+    ctx = EvalContext.create(dataset, split, replace(config, arms=["real"]), synthetic)
+    results, _ = _quality(ctx, set(synthetic), checkpoint, eval_dir, {**judge, "seed": seed})
+    return results
 
 
 # --- tables ------------------------------------------------------------------------------------

@@ -31,8 +31,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>
 python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/machine.txt"
 
 COMMON="--preset small --device $DEVICE --steps 100000 --set sample_every=500 --set checkpoint_every=250 --set keep_checkpoints=40 --set log_every=50 ${EXTRA:-}"
-OLD="--set model.generator.upsampling=transposed --set model.generator.decoder_noise=false"
-declare -A VARIANT=([control]="$OLD" [resize]="--set model.generator.upsampling=resize --set model.generator.decoder_noise=false" [ratio05]="$OLD --set model.generator.ratio_g=0.5")
+OLD="--set model.generator.upsampling=transposed"
+declare -A VARIANT=([control]="$OLD" [resize]="--set model.generator.upsampling=resize" [ratio05]="$OLD --set model.generator.ratio_g=0.5")
 echo "== training side by side for $SECONDS_EACH s ($(date +%T))"
 for name in control resize ratio05; do
     # shellcheck disable=SC2086

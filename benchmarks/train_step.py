@@ -6,7 +6,7 @@
 A run is PRESET:RESOLUTION:PRECISION[:cl][:DECODER]; `cl` trains with `channels_last=True`
 (memory format of models and batches) and converts the models of the G+D column the same way;
 DECODER (transposed, resize or nearest) trains that decoder without decoder noise
-(`--set model.generator.upsampling=DECODER --set model.generator.decoder_noise=false`) instead
+(`--set model.generator.upsampling=DECODER`) instead
 of the preset's; `first`
 is the generator's first decoder, transposed.
 
@@ -59,9 +59,7 @@ def child(
     data = generate_demo(work / "demo", n_images=16, seed=0, progress=False)
     dataset = open_dataset(str(data))
     split = make_split(dataset, seed=0)
-    decoder_options = (
-        {} if decoder == "preset" else {"generator": {"upsampling": decoder, "decoder_noise": False}}
-    )
+    decoder_options = {} if decoder == "preset" else {"generator": {"upsampling": decoder}}
     config = TrainConfig(
         preset=preset,
         model={"resolution": resolution, **decoder_options},

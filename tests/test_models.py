@@ -330,53 +330,26 @@ def test_nearest_upsampling_is_folded():
     assert torch.allclose(inner, inner[:, :, :1, :1].expand_as(inner), atol=1e-12)
 
 
-def test_discriminator_stem_layers_add_full_resolution_convs():
-    D1 = PRESETS["tiny"].discriminator.build(CHANNELS, CLASSES)
-    D2 = replace(PRESETS["tiny"].discriminator, stem_layers=2).build(CHANNELS, CLASSES)
-    width = PRESETS["tiny"].discriminator.width
-    assert count_parameters(D2) - count_parameters(D1) == width * width * 9 + width
-    image, _, labels = make_batch(2, 64, 64)
-    logits1, features1 = D1(image, labels)
-    logits2, features2 = D2(image, labels)
-    assert logits2.shape == logits1.shape and [f.shape for f in features2] == [f.shape for f in features1]
-    with pytest.raises(ValueError, match="stem_layers >= 1"):
-        replace(PRESETS["tiny"].discriminator, stem_layers=0).build(CHANNELS, CLASSES)
-
-
 def test_a_spec_with_other_values_builds_another_generator():
-    G = replace(PRESETS["tiny"].generator, upsampling="transposed", ratio_g=0.5, decoder_noise=True).build(
-        CHANNELS, CLASSES
-    )
-    assert all(up.mode == "transposed" and up.noise_strength is not None for up in G.decoder)
+    G = replace(PRESETS["tiny"].generator, upsampling="transposed", ratio_g=0.5).build(CHANNELS, CLASSES)
+    assert all(up.mode == "transposed" for up in G.decoder)
     assert G.blocks[0].global_channels == G.blocks[0].local_channels
-    assert G.noise_maps == G.noise_channels + 1 == PRESETS["tiny"].generator.noise_channels + 1
+    assert G.noise_maps == G.noise_channels == PRESETS["tiny"].generator.noise_channels
     preset = PRESETS["tiny"].generator.build(CHANNELS, CLASSES)
-    assert all(up.mode == "nearest" and up.noise_strength is None for up in preset.decoder)
-    assert preset.noise_maps == preset.noise_channels
+    assert all(up.mode == "nearest" for up in preset.decoder)
+    assert preset.blocks[0].global_channels > preset.blocks[0].local_channels
 
 
-def test_decoder_noise_changes_the_hole_only_and_gets_gradients():
-    torch.manual_seed(0)
-    G = replace(PRESETS["tiny"].generator, upsampling="resize", decoder_noise=True).build(CHANNELS, CLASSES)
-    image, hole, labels = make_batch(1, 64, 64)
-    z = torch.zeros(1, G.style_dim)
-    n1, n2 = (G.draw_noise(1, 64, 64, torch.Generator().manual_seed(s)) for s in (1, 2))
-    assert n1.shape == (1, G.noise_maps, 64, 64)
-    # strength starts at zero (StyleGAN): the decoder map changes nothing until it is learned
-    only_decoder = n1.clone()
-    only_decoder[:, -1] = n2[:, -1]
-    assert torch.equal(G(image, hole, labels, z=z, noise=n1), G(image, hole, labels, z=z, noise=only_decoder))
-    raw = G(image, hole, labels, z=z, noise=n1)
-    raw.square().mean().backward()
-    assert all(up.noise_strength.grad.abs().sum() > 0 for up in G.decoder)
-    for up in G.decoder:
-        torch.nn.init.constant_(up.noise_strength, 0.5)
-    a, b = (composite(G(image, hole, labels, z=z, noise=n), image, hole) for n in (n1, only_decoder))
-    inside = hole.bool()
-    assert (a - b)[inside].abs().mean() > 1e-4
-    assert torch.equal(a[~inside], b[~inside])
-    with pytest.raises(ValueError, match="noise_maps"):
-        G(image, hole, labels, z=z, noise=n1[:, :1])
+def test_runs_with_removed_options_are_refused_by_name():
+    from defectgen.config import upgrade_config
+
+    base = {"preset": "tiny", "g_upsampling": "resize"}
+    assert upgrade_config({**base, "g_decoder_noise": False, "d_stem_layers": 1}, True)["model"] == {
+        "generator": {"upsampling": "resize", "ratio_g": 0.75}
+    }
+    for removed in ({"g_decoder_noise": True}, {"d_stem_layers": 2}, {"d_stem_layers": True}):
+        with pytest.raises(ConfigError, match="measured worse and was removed"):
+            upgrade_config({**base, **removed}, True)
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

@@ -92,21 +92,21 @@ def test_same_seed_same_files(tiny_run, tmp_path):
 
 
 def test_the_model_spec_reaches_the_checkpoint_and_synthesis(tmp_path):
-    """A run with `--set model.generator.upsampling=transposed` and decoder noise (not the
-    presets') is loaded and synthesised with the generator it trained: the spec travels in the
-    checkpoint. Checkpoints from before model specs go through `upgrade_config`: without
-    g_upsampling they load as the transposed decoder without noise, the only generator there
-    was; with the options left to the preset (null), as the preset of that time (resize)."""
+    """A run with `--set model.generator.upsampling=transposed` (not the presets') is loaded
+    and synthesised with the generator it trained: the spec travels in the checkpoint.
+    Checkpoints from before model specs go through `upgrade_config`: without g_upsampling they
+    load as the transposed decoder, the only generator there was; with the options left to the
+    preset (null), as the preset of that time (resize)."""
     dataset = open_dataset(str(FIXTURE))
     split = make_split(dataset, seed=0)
 
-    def config(upsampling, noise):
-        generator = {"upsampling": upsampling, "decoder_noise": noise}
+    def config(upsampling):
+        generator = {"upsampling": upsampling}
         return TrainConfig(steps=1, **{**TINY, "model": {**TINY["model"], "generator": generator}})
 
-    checkpoint = train(dataset, split, config("transposed", True), tmp_path / "run", progress=False)
+    checkpoint = train(dataset, split, config("transposed"), tmp_path / "run", progress=False)
     G, *_ = load_generator(checkpoint)
-    assert all(up.mode == "transposed" and up.noise_strength is not None for up in G.decoder)
+    assert all(up.mode == "transposed" for up in G.decoder)
     summary = synthesize(checkpoint, dataset, split, 2, tmp_path / "out", seed=0, progress=False)
     assert summary["items"] == 2
 
@@ -116,19 +116,17 @@ def test_the_model_spec_reaches_the_checkpoint_and_synthesis(tmp_path):
         old.update(resolution=32, d_conditioning="projection", d_stem_layers=1, **options)
         return {**state, "config": old}
 
-    state = load_checkpoint(
-        train(dataset, split, config("transposed", False), tmp_path / "old", progress=False)
-    )
+    state = load_checkpoint(train(dataset, split, config("transposed"), tmp_path / "old", progress=False))
     save_checkpoint(before_specs(state), tmp_path / "legacy.pt")
     legacy, *_ = load_generator(tmp_path / "legacy.pt")
-    assert all(up.mode == "transposed" and up.noise_strength is None for up in legacy.decoder)
-    state = load_checkpoint(train(dataset, split, config("resize", False), tmp_path / "then", progress=False))
+    assert all(up.mode == "transposed" for up in legacy.decoder)
+    state = load_checkpoint(train(dataset, split, config("resize"), tmp_path / "then", progress=False))
     save_checkpoint(
         before_specs(state, g_upsampling=None, g_decoder_noise=None, g_ratio_g=None),
         tmp_path / "preset_of_then.pt",
     )
     then, *_ = load_generator(tmp_path / "preset_of_then.pt")
-    assert all(up.mode == "resize" and up.noise_strength is None for up in then.decoder)
+    assert all(up.mode == "resize" for up in then.decoder)
 
 
 def test_severstal_format_on_whole_strips(tmp_path):

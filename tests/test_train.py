@@ -140,7 +140,7 @@ def test_hostile_checkpoint_runs_no_code(tmp_path):
     assert not marker.exists()
 
 
-FIRST_DECODER = {"resolution": 32, "generator": {"upsampling": "transposed", "decoder_noise": False}}
+FIRST_DECODER = {"resolution": 32, "generator": {"upsampling": "transposed"}}
 
 
 def test_resume_of_a_run_from_before_model_specs_names_its_values(tiny, tmp_path):
@@ -199,12 +199,14 @@ def test_bad_configs(tiny, tmp_path):
         apply_overrides(TrainConfig(), ["model.discriminator.conditioning=late"])
     with pytest.raises(ConfigError, match="upsampling must be transposed, resize or nearest"):
         apply_overrides(TrainConfig(), ["model.generator.upsampling=pixelshuffle"])
-    with pytest.raises(ConfigError, match=r"stem_layers must be in 1\.\."):
-        apply_overrides(TrainConfig(), ["model.discriminator.stem_layers=0"])
+    with pytest.raises(ConfigError, match="unknown key"):
+        apply_overrides(TrainConfig(), ["model.discriminator.stem_layers=2"])  # removed: measured worse
+    with pytest.raises(ConfigError, match="decoder noise measured worse and was removed"):
+        apply_overrides(TrainConfig(), ["g_decoder_noise=true"])
     with pytest.raises(ConfigError, match="ratio_g must be in"):
         apply_overrides(TrainConfig(), ["model.generator.ratio_g=1"])
-    with pytest.raises(ConfigError, match="decoder_noise: expected true or false"):
-        apply_overrides(TrainConfig(), ["model.generator.decoder_noise=maybe"])
+    with pytest.raises(ConfigError, match="n_blocks: expected an integer"):
+        apply_overrides(TrainConfig(), ["model.generator.n_blocks=maybe"])
     with pytest.raises(ConfigError, match=r"width must be in 1\.\.4096"):
         apply_overrides(TrainConfig(), ["model.generator.width=100000"])
     with pytest.raises(ConfigError, match="unknown key"):

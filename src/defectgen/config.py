@@ -252,10 +252,11 @@ _BEFORE_SPEC = {
     "resolution": (None, "resolution"),
     "g_upsampling": ("generator", "upsampling"),
     "g_ratio_g": ("generator", "ratio_g"),
-    "g_decoder_noise": ("generator", "decoder_noise"),
-    "d_stem_layers": ("discriminator", "stem_layers"),
     "d_conditioning": ("discriminator", "conditioning"),
 }
+# Options removed because they measured worse (benchmarks/RESULTS.md): key -> (the value every
+# run without the option wrote, what it was)
+_REMOVED = {"g_decoder_noise": (False, "decoder noise"), "d_stem_layers": (1, "extra D stem convolutions")}
 
 
 def upgrade_config(data: dict, written_by_a_run: bool = False) -> dict:
@@ -264,21 +265,28 @@ def upgrade_config(data: dict, written_by_a_run: bool = False) -> dict:
     Before the model spec, model settings were top-level keys (`_BEFORE_SPEC`), null meaning
     "the preset's". They move into `model`. For a config a run wrote without a `model` (its
     config.yaml, its checkpoints), what the run trained is filled in as it was then: without a
-    `g_upsampling` key, the transposed-convolution decoder without decoder noise; a null meant
-    the presets of that time (bilinear resize decoder, ratio 0.75, no decoder noise, one D stem
-    conv). Model sizes were the presets' and have not changed since.
+    `g_upsampling` key, the transposed-convolution decoder; a null meant the presets of that
+    time (bilinear resize decoder, ratio 0.75). Model sizes were the presets' and have not
+    changed since. A run that used a removed option (`_REMOVED`) is refused by name.
     """
     if not isinstance(data, dict):
         return data
     before_spec_run = written_by_a_run and "model" not in data
-    if not before_spec_run and not any(key in data for key in _BEFORE_SPEC):
+    if not before_spec_run and not any(key in data for key in (*_BEFORE_SPEC, *_REMOVED)):
         return data
     data = dict(data)
+    for key, (default, what) in _REMOVED.items():
+        value = data.pop(key, None)
+        if value is not None and (type(value), value) != (type(default), default):
+            raise ConfigError(
+                f"{key}={value}: this run used {what}, an option that measured worse and was removed "
+                "(benchmarks/RESULTS.md); use the defectgen version that trained it"
+            )
     old = {key: data.pop(key) for key in _BEFORE_SPEC if key in data}
     if before_spec_run:
         if "g_upsampling" not in old:
-            old.update(g_upsampling="transposed", g_decoder_noise=False)
-        then = {"g_upsampling": "resize", "g_ratio_g": 0.75, "g_decoder_noise": False, "d_stem_layers": 1}
+            old.update(g_upsampling="transposed")
+        then = {"g_upsampling": "resize", "g_ratio_g": 0.75}
         old.update({key: value for key, value in then.items() if old.get(key) is None})
     model = data.get("model") if isinstance(data.get("model"), dict) else {}
     model = {**model, **{part: dict(model.get(part, {})) for part in ("generator", "discriminator")}}
@@ -301,6 +309,8 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
         if not sep or not key:
             raise ConfigError(f"--set expects key=value, got {override!r}")
         parts = key.split(".")
+        if parts[0] in _REMOVED:
+            raise ConfigError(f"--set {key}: {_REMOVED[parts[0]][1]} measured worse and was removed")
         if parts[0] in _BEFORE_SPEC:
             part, name = _BEFORE_SPEC[parts[0]]
             raise ConfigError(

@@ -13,9 +13,9 @@ class projection):
 lama / big are sized like LaMa-Fourier (27 M) and Big-LaMa (51 M) (Suvorov et al. 2022); the
 co-modulation mapping network and its FiLM heads (2.4 M in lama, 4.6 M in big) are why their
 width is 60 rather than LaMa's 64. Every preset decodes with nearest-neighbour 2x + a 3x3
-convolution folded into one transposed convolution, has no decoder noise and, except `tiny`
-(which keeps one channel so tests exercise the path), no per-pixel input noise: diversity comes
-from the co-modulated style code. Why these choices: `benchmarks/RESULTS.md`.
+convolution folded into one transposed convolution and, except `tiny` (which keeps one channel
+so tests exercise the path), has no per-pixel input noise: diversity comes from the
+co-modulated style code. Why these choices: `benchmarks/RESULTS.md`.
 
 A run stores its resolved spec whole, so editing this table changes new runs only.
 """
@@ -34,12 +34,11 @@ def _generator(width: int, n_blocks: int, style_dim: int, noise_channels: int = 
         style_dim=style_dim,
         noise_channels=noise_channels,
         upsampling="nearest",
-        decoder_noise=False,
     )
 
 
 def _discriminator(width: int, n_layers: int) -> DiscriminatorSpec:
-    return DiscriminatorSpec(width=width, n_layers=n_layers, stem_layers=1, conditioning="projection")
+    return DiscriminatorSpec(width=width, n_layers=n_layers, conditioning="projection")
 
 
 PRESETS: dict[str, ModelSpec] = {

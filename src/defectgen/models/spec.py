@@ -35,7 +35,6 @@ class GeneratorSpec:
     style_dim: int  # co-modulation style code size
     noise_channels: int  # per-pixel noise maps at the input (0: none)
     upsampling: str  # decoder: nearest (nearest 2x + 3x3 conv, folded) | resize | transposed
-    decoder_noise: bool  # StyleGAN noise after each upsampling
 
     def build(self, image_channels: int, num_classes: int) -> FFCGenerator:
         return FFCGenerator(image_channels, num_classes, **dataclasses.asdict(self))
@@ -57,7 +56,6 @@ class DiscriminatorSpec:
 
     width: int  # channels of the first layer; doubled per layer up to 8x
     n_layers: int  # stride-2 layers
-    stem_layers: int  # 3x3 convs at full resolution before the first stride
     conditioning: str  # how D sees the label maps: projection | input | none
 
     def build(self, image_channels: int, num_classes: int) -> PatchDiscriminator:
@@ -66,7 +64,6 @@ class DiscriminatorSpec:
     def check(self) -> None:
         _in_range("discriminator.width", self.width, 1, MAX_WIDTH)
         _in_range("discriminator.n_layers", self.n_layers, 1, MAX_LAYERS)
-        _in_range("discriminator.stem_layers", self.stem_layers, 1, MAX_LAYERS)
         _one_of("discriminator.conditioning", self.conditioning, CONDITIONING)
 
 

@@ -67,7 +67,14 @@ def test_a_guided_run_records_its_guide_and_evaluation_will_not_judge_with_it(be
     fidelity = other["quality"]["guided"]["label_fidelity"]
     assert set(fidelity["per_class"]) == set(dataset.classes.names)
     for row in fidelity["per_class"].values():
-        assert row["ratio"] is None or row["judgeable"]
+        if row["judgeable"]:
+            assert row["ratio"] == pytest.approx(row["synthetic"] / row["real_test"])
+        else:
+            assert row["ratio"] is None
+    # a config reused from the guided run, without the guide, must not claim its digest
+    reused = TrainConfig(steps=1, extra={"guide_sha256": file_digest(guide)}, **TINY_GAN)
+    plain = torch.load(train(dataset, split, reused, tmp_path / "plain", progress=False), weights_only=True)
+    assert "guide_sha256" not in plain["config"]["extra"]
 
 
 def test_a_changed_or_wrong_guide_is_refused(bench, tmp_path):  # noqa: F811

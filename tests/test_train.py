@@ -319,3 +319,23 @@ def test_gan_training_crops_come_from_the_training_half_only(tmp_path, monkeypat
     used = {c.index for components in crops.components.values() for c in components}
     assert used == train_defects  # every crop the GAN sees is cut around one of these
     assert reads and set(reads) <= train_indices and not set(reads) & test_indices
+
+
+def test_a_preset_and_a_whole_model_spec_cannot_disagree(tiny, tmp_path):
+    """A run's config.yaml holds the whole spec: asking another preset on top of it is refused
+    rather than silently training the file's models under the new name."""
+    dataset, split = tiny
+    train(dataset, split, _config(steps=1), tmp_path / "run", progress=False)
+    reused = TrainConfig.load(tmp_path / "run" / "config.yaml")
+    with pytest.raises(ConfigError, match="override the preset"):
+        apply_overrides(reused, ["preset=small"])
+    split_file = tmp_path / "split.json"
+    split.save(split_file)
+    base = ["train", str(FIXTURE), "--split", str(split_file), "--out", str(tmp_path / "r2")]
+    assert main([*base, "--config", str(tmp_path / "run" / "config.yaml"), "--preset", "small"]) == 2
+    with pytest.raises(ConfigError, match="multiple of 16 and at least 32"):
+        apply_overrides(TrainConfig(), ["model.resolution=16", "model.generator.n_downsample=4"])
+    with pytest.raises(ConfigError, match="disagree"):
+        TrainConfig.from_dict({"g_upsampling": "resize", "model": {"generator": {"upsampling": "nearest"}}})
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        TrainConfig.from_dict({"g_upsampling": "resize", "model": {"generator": None}})

@@ -288,13 +288,23 @@ def upgrade_config(data: dict, written_by_a_run: bool = False) -> dict:
             old.update(g_upsampling="transposed")
         then = {"g_upsampling": "resize", "g_ratio_g": 0.75}
         old.update({key: value for key, value in then.items() if old.get(key) is None})
-    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    model = data.get("model", {})
+    if not isinstance(model, dict) or any(
+        not isinstance(model.get(p, {}), dict) for p in ("generator", "discriminator")
+    ):
+        raise ConfigError(f"model: expected a mapping of model settings, got {model!r}")
     model = {**model, **{part: dict(model.get(part, {})) for part in ("generator", "discriminator")}}
     for key, value in old.items():
         if value is None:
             continue  # "the preset's"
         part, name = _BEFORE_SPEC[key]
-        (model if part is None else model[part])[name] = value
+        target = model if part is None else model[part]
+        if name in target and target[name] != value:
+            raise ConfigError(
+                f"{key}: {value!r} and model.{part + '.' if part else ''}{name}: {target[name]!r} disagree; "
+                f"keep only model.{part + '.' if part else ''}{name}"
+            )
+        target[name] = value
     data["model"] = {key: value for key, value in model.items() if value != {}}
     return data
 
@@ -309,6 +319,11 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
         if not sep or not key:
             raise ConfigError(f"--set expects key=value, got {override!r}")
         parts = key.split(".")
+        if parts[0] == "preset" and data.get("model"):
+            raise ConfigError(
+                f"--set {key}: this config sets `model` itself, which would override the preset; set "
+                "model.* instead, or start from a config without `model`"
+            )
         if parts[0] in _REMOVED:
             raise ConfigError(f"--set {key}: {_REMOVED[parts[0]][1]} measured worse and was removed")
         if parts[0] in _BEFORE_SPEC:

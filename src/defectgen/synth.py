@@ -149,6 +149,7 @@ def synthesize(
         mask_source = "paste"
     else:
         draw = _Painter(build_mask_source(mask_source, dataset, train_indices, progress=progress))
+    draw.check(classes)  # before anything is written: an impossible --classes leaves no folder
     judge_model = None
     if judge is not None:
         from defectgen.evaluate.judge import LabelJudge
@@ -295,6 +296,9 @@ class _Painter:
     def __init__(self, composer):
         self.composer = composer
 
+    def check(self, classes) -> None:
+        self.composer._allowed(classes)
+
     def __call__(self, rng, image, classes, key):
         masks, info = self.composer.compose(rng, image.shape[0], image.shape[1], classes)
         return image, masks, None, info
@@ -307,6 +311,9 @@ class _Harmonizer:
 
     def __init__(self, paster: DefectPaster, band: int, rim: int):
         self.paster, self.band, self.rim = paster, band, rim
+
+    def check(self, classes) -> None:
+        self.paster.allowed(classes)
 
     def __call__(self, rng, image, classes, key):
         for _ in range(self.TRIES):

@@ -40,7 +40,7 @@ from defectgen.config import TrainConfig
 from defectgen.data.dataset import DefectDataset
 from defectgen.data.patches import DefectCrops
 from defectgen.data.split import Split
-from defectgen.errors import ConfigError, DataError, DefectgenError
+from defectgen.errors import ConfigError, DefectgenError
 from defectgen.fileio import OWNER_MARK, claim_folder
 from defectgen.models import composite, count_parameters
 from defectgen.objective import Objective
@@ -63,19 +63,15 @@ def train(
     """Train G and D on the training half of `split`; returns the path of `last.pt`."""
     config.validate()
     config = config.resolved()  # the run's files hold its whole model spec, whatever the presets become
-    if (
-        config.guide
-    ):  # which guide, by content: resuming with another is refused, and evaluate's judge must differ
-        from defectgen.guide import file_digest
+    extra = {k: v for k, v in config.extra.items() if k != "guide_sha256"}  # only this run's guide
+    if config.guide:  # the guide by content: resuming with another is refused; evaluate's judge must differ
+        from defectgen.guide import file_digest, load_guide
 
-        if not Path(config.guide).is_file():
-            raise DataError(
-                f"{config.guide}: guide not found; pass a U-Net that `defectgen evaluate` wrote "
-                "(EVAL/runs/real_s<seed>.pt)"
-            )
-        config = dataclasses.replace(
-            config, extra={**config.extra, "guide_sha256": file_digest(Path(config.guide))}
-        )
+        load_guide(
+            config.guide, config.guide_encoder, dataset.channels, len(dataset.classes)
+        )  # before any file
+        extra["guide_sha256"] = file_digest(Path(config.guide))
+    config = dataclasses.replace(config, extra=extra)
     out_dir = Path(out_dir)
     context = distributed.init(device)
     try:
@@ -328,7 +324,9 @@ def _flat(data: dict, prefix: str = "") -> dict:
 
 def _as_yaml(value) -> str:
     """A config value as `--set` reads it back (YAML: JSON's true/false/null and lists work)."""
-    return value if isinstance(value, str) else json.dumps(list(value) if isinstance(value, tuple) else value)
+    if isinstance(value, str):
+        return value or '""'
+    return json.dumps(list(value) if isinstance(value, tuple) else value)
 
 
 def _load_resumable(checkpoints: Path) -> dict | None:

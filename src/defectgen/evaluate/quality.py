@@ -72,7 +72,7 @@ def fidelity_per_class(synthetic: dict, real_test: dict, floor: float) -> dict[s
     table = {}
     for name, real in (real_test.get("positive_dice") or {}).items():
         fake = (synthetic.get("positive_dice") or {}).get(name)
-        judgeable = real is not None and real >= floor
+        judgeable = real is not None and real >= floor and real > 0
         table[name] = {
             "real_test": real,
             "synthetic": fake,

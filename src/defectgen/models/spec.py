@@ -124,6 +124,12 @@ class ModelSpec:
         if self.resolution % 8:
             raise ConfigError(f"model.resolution must be a multiple of 8, got {self.resolution}")
         self.generator.check()
+        step = 2**self.generator.n_downsample  # each downsampling halves the crop exactly
+        if self.resolution % step or self.resolution < 2 * step:
+            raise ConfigError(
+                f"model.resolution {self.resolution} must be a multiple of {step} and at least {2 * step} "
+                f"for model.generator.n_downsample={self.generator.n_downsample}"
+            )
         self.discriminator.check()
 
 

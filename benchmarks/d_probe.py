@@ -21,6 +21,7 @@ patch)) (0.5: D cannot tell) and the median of D(real) - D(fake). Prints one tab
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import torch
@@ -30,12 +31,14 @@ from rich.table import Table
 from torchvision.transforms.functional import gaussian_blur
 
 from defectgen import losses
+from defectgen.augment import AdaptiveAugment
 from defectgen.checkpoint import load_generator
 from defectgen.config import TrainConfig
 from defectgen.data import open_dataset
 from defectgen.data.patches import DefectCrops
 from defectgen.data.split import Split
-from defectgen.models import build_discriminator, composite
+from defectgen.models import composite
+from defectgen.objective import Objective
 
 
 def parse_variant(text: str) -> dict:
@@ -74,30 +77,30 @@ def paired_logits(D, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return real_logits, fake_logits
 
 
-def train_d(preset: str, channels: int, classes: int, pool: list[dict], steps: int, variant: dict):
-    """D alone, with train.py's optimiser settings (TrainConfig defaults, lazy R1 scaling)."""
+def train_d(spec, channels: int, classes: int, pool: list[dict], steps: int, variant: dict):
+    """D alone, with train.py's D phases (`objective.Objective`) and optimiser settings
+    (TrainConfig defaults, lazy R1 scaling); no augmentation (ADA at p = 0)."""
     torch.manual_seed(0)
-    D = build_discriminator(preset, channels, classes, conditioning=variant["cond"])
+    D = dataclasses.replace(spec.discriminator, conditioning=variant["cond"]).build(channels, classes)
     defaults = TrainConfig()
-    interval = defaults.r1_interval
-    ratio = interval / (interval + 1)
+    objective = Objective(
+        adversarial_loss=variant["loss"], r1_gamma=variant["gamma"], r1_interval=defaults.r1_interval
+    )
+    ada = AdaptiveAugment()  # p = 0: the crops as they are
+    rng = torch.Generator().manual_seed(0)
+    ratio = objective.r1_interval / (objective.r1_interval + 1)
     betas = tuple(b**ratio for b in defaults.betas)
     opt = torch.optim.Adam(D.parameters(), lr=defaults.lr_d * ratio, betas=betas)
     for step in track(range(steps), description=f"D {variant}", transient=True):
         batch = pool[step % len(pool)]
         real, hole, labels = batch["image"], batch["hole"], batch["labels"]
-        real_logits, fake_logits = paired_logits(D, batch)
-        if variant["loss"] == "relativistic":
-            loss, _ = losses.d_relativistic(real_logits, fake_logits, hole)
-        else:
-            loss, _ = losses.d_adversarial(real_logits, fake_logits, hole)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, _ = objective.discriminator(D, ada, real, batch["fake"], labels, hole, rng)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if variant["gamma"] > 0 and step % interval == 0:
-            real_in = real.detach().requires_grad_(True)
-            r1_logits, _ = D(real_in, labels)
-            loss_r1, _ = losses.r1_penalty(r1_logits, real_in, variant["gamma"])
-            (loss_r1 * interval).backward()
+        if objective.due(step):
+            loss_r1, _ = objective.regularise(D, ada, real, labels, hole, rng)
+            loss_r1.backward()
         opt.step()
     return D.eval()
 
@@ -143,7 +146,7 @@ def main() -> None:
     for text in args.variants:
         variant = parse_variant(text)
         start = time.perf_counter()
-        D = train_d(config.preset, channels, len(classes), train_pool, args.steps, variant)
+        D = train_d(config.model_spec, channels, len(classes), train_pool, args.steps, variant)
         accuracy_train, _ = score(D, train_pool[: args.test])
         accuracy_test, gap = score(D, test_pool)
         seconds = time.perf_counter() - start

@@ -30,7 +30,7 @@ part "real training, lama preset, 256 px, 300 steps"
 timeout 200 python3 -m defectgen split "$DATA" --out "$RUN/split.json" --test-fraction 0.5 --seed 0 >/dev/null
 start=$(date +%s)
 timeout 200 python3 -m defectgen train "$DATA" --split "$RUN/split.json" --out "$RUN/lama256" --preset lama \
-    --device cuda --steps 300 --set resolution=256 --set batch_size=8 --set sample_every=300 \
+    --device cuda --steps 300 --set model.resolution=256 --set batch_size=8 --set sample_every=300 \
     --set checkpoint_every=300 --set log_every=10
 echo "train exit $? after $(($(date +%s) - start)) s (start-up included)"
 cp "$RUN/lama256/metrics.jsonl" "$OUT/train_lama256_metrics.jsonl" 2>/dev/null

@@ -9,9 +9,9 @@
 # GAN training reads only the training half's defects, so the runs see what they would see
 # on the full data). Three runs of the small preset at 128 px with the defaults of 2026-11-27,
 # no decoder noise, differing in one generator setting each:
-#   control   --set g_upsampling=transposed   (the first decoder: 4x4 stride-2 transposed convolutions)
-#   resize    --set g_upsampling=resize       (bilinear 2x + 3x3 convolution)
-#   ratio05   control + --set g_ratio_g=0.5   (half instead of 3/4 of the bottleneck Fourier-global)
+#   control   --set model.generator.upsampling=transposed   (the first decoder: 4x4 stride-2 transposed convolutions)
+#   resize    --set model.generator.upsampling=resize       (bilinear 2x + 3x3 convolution)
+#   ratio05   control + --set model.generator.ratio_g=0.5   (half instead of 3/4 of the bottleneck Fourier-global)
 # Each is killed after SECONDS (default 420); checkpoints every 250 steps. At the end the EMA
 # generator of the last step that all three reached is written as a slim fp16 checkpoint
 # (`ema`, config, classes: what `defectgen synth` loads), in two files where one would pass the
@@ -31,8 +31,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>
 python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/machine.txt"
 
 COMMON="--preset small --device $DEVICE --steps 100000 --set sample_every=500 --set checkpoint_every=250 --set keep_checkpoints=40 --set log_every=50 ${EXTRA:-}"
-OLD="--set g_upsampling=transposed --set g_decoder_noise=false"
-declare -A VARIANT=([control]="$OLD" [resize]="--set g_upsampling=resize --set g_decoder_noise=false" [ratio05]="$OLD --set g_ratio_g=0.5")
+OLD="--set model.generator.upsampling=transposed"
+declare -A VARIANT=([control]="$OLD" [resize]="--set model.generator.upsampling=resize" [ratio05]="$OLD --set model.generator.ratio_g=0.5")
 echo "== training side by side for $SECONDS_EACH s ($(date +%T))"
 for name in control resize ratio05; do
     # shellcheck disable=SC2086

@@ -40,17 +40,17 @@ def child(preset: str, precision: str, tile: str, n: int, batch: int, work: Path
     from defectgen.data import open_dataset
     from defectgen.data.demo import generate_demo
     from defectgen.data.split import make_split
-    from defectgen.models import build_generator
+    from defectgen.models import ModelSpec
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     data = generate_demo(work / "demo", n_images=24, seed=0, progress=False)
     dataset = open_dataset(str(data))
     split = make_split(dataset, seed=0)
-    G = build_generator(preset, 1, 4)
+    G = ModelSpec.from_preset(preset).generator.build(1, 4)
     checkpoint = save_checkpoint(
         {
             "step": 0,
-            "config": TrainConfig(preset=preset).to_dict(),
+            "config": TrainConfig(preset=preset).resolved().to_dict(),
             "classes": dataset.classes.to_json(),
             "image_channels": 1,
             "G": G.state_dict(),

@@ -6,7 +6,8 @@
 A run is PRESET:RESOLUTION:PRECISION[:cl][:DECODER]; `cl` trains with `channels_last=True`
 (memory format of models and batches) and converts the models of the G+D column the same way;
 DECODER (transposed, resize or nearest) trains that decoder without decoder noise
-(`--set g_upsampling=DECODER --set g_decoder_noise=false`) instead of the preset's; `first`
+(`--set model.generator.upsampling=DECODER`) instead
+of the preset's; `first`
 is the generator's first decoder, transposed.
 
 Each run is `defectgen.train.train` in its own process (so peak RSS is its own) on the
@@ -51,21 +52,20 @@ def child(
     from defectgen.data import open_dataset
     from defectgen.data.demo import generate_demo
     from defectgen.data.split import make_split
-    from defectgen.models import build_generator, count_parameters
+    from defectgen.models import count_parameters
     from defectgen.train import train
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     data = generate_demo(work / "demo", n_images=16, seed=0, progress=False)
     dataset = open_dataset(str(data))
     split = make_split(dataset, seed=0)
+    decoder_options = {} if decoder == "preset" else {"generator": {"upsampling": decoder}}
     config = TrainConfig(
         preset=preset,
-        resolution=resolution,
+        model={"resolution": resolution, **decoder_options},
         precision=precision,
         channels_last=channels_last,
         steps=steps,
-        g_upsampling=None if decoder == "preset" else decoder,
-        g_decoder_noise=None if decoder == "preset" else False,
         batch_size=batch,
         log_every=1,
         sample_every=10**9,
@@ -77,25 +77,20 @@ def child(
     seconds = statistics.median(r["seconds_per_step"] for r in records[2:])
     return {
         "seconds": seconds,
-        "model_seconds": model_only(
-            preset, resolution, precision, batch, device, channels_last, config.model_overrides("generator")
-        ),
+        "model_seconds": model_only(config.model_spec, precision, batch, device, channels_last),
         "images_per_second": batch / seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else 0.0,
-        "g_params_m": count_parameters(build_generator(preset, 1, 4, **config.model_overrides("generator")))
-        / 1e6,
+        "g_params_m": count_parameters(config.model_spec.generator.build(1, 4)) / 1e6,
     }
 
 
 def model_only(
-    preset: str,
-    resolution: int,
+    spec,
     precision: str,
     batch: int,
     device: str,
     channels_last: bool = False,
-    generator_options: dict | None = None,
     repeats: int = 8,
     warmup: int = 3,
 ) -> float:
@@ -105,11 +100,12 @@ def model_only(
 
     import torch
 
-    from defectgen.models import build_discriminator, build_generator, composite
+    from defectgen.models import composite
 
     device = torch.device(device)
-    G = build_generator(preset, 1, 4, **(generator_options or {})).to(device)
-    D = build_discriminator(preset, 1, 4).to(device)
+    resolution = spec.resolution
+    G = spec.generator.build(1, 4).to(device)
+    D = spec.discriminator.build(1, 4).to(device)
     rng = torch.Generator(device=device).manual_seed(0)
     shape = (batch, 1, resolution, resolution)
     image = torch.rand(shape, generator=rng, device=device) * 2 - 1

@@ -1,6 +1,6 @@
 """The Poisson-blended copy-paste baseline (`blendpaste`): the same placements as `copypaste`
-(a border too), no seam at the edge of the blended region, the defect's own contrast kept, and the blended ring
-outside the label ignored by the loss."""
+(a border too), no seam at the edge of the blended region, the defect's own contrast kept, and
+the blended ring outside the label ignored by the loss."""
 
 from __future__ import annotations
 
@@ -114,3 +114,24 @@ def _ring(mask: np.ndarray, inner: int, outer: int) -> np.ndarray:
         return cv2.dilate(m.astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8)) > 0
 
     return grow(mask, outer) & ~grow(mask, inner - 1)
+
+
+@pytest.mark.parametrize("gap", [0, 1, 2])
+def test_a_defect_blended_next_to_another_keeps_its_contrast(two_brightness_dataset, gap):
+    """A neighbouring defect `gap` px away must not cut into the blending solve: the pasted
+    disc stays dark right up to its edge, and the neighbour is left untouched."""
+    from defectgen.paste import _blend
+
+    dataset = two_brightness_dataset
+    source = dataset[0]
+    rows, cols = slice(40, 57), slice(32, 49)
+    label = source.masks[0][rows, cols]
+    image = dataset[[i for i in range(len(dataset)) if not dataset.items[i].class_ids][0]].image.copy()
+    before = image.copy()
+    taken = np.zeros(image.shape[:2], dtype=bool)
+    taken[: 30 - 1 - gap, :] = True  # another defect ending just above the paste at row 30
+    region = _blend(image, source.image, rows, cols, label, 30, 30, (False, False), taken)
+    full = np.zeros_like(taken)
+    full[30:47, 30:47] = label
+    assert (image[full] < 120).all(), image[full].max()
+    assert not (region & taken).any() and np.array_equal(image[taken], before[taken])

@@ -132,7 +132,7 @@ def test_synthetic_set_with_unusual_names_reads_back(tmp_path):
     dataset = open_dataset(str(root))
     split = make_split(dataset, seed=0)
     config = TrainConfig(
-        steps=1, preset="tiny", resolution=32, batch_size=2, precision="fp32", log_every=1,
+        steps=1, preset="tiny", model={"resolution": 32}, batch_size=2, precision="fp32", log_every=1,
         sample_every=100, checkpoint_every=100,
     )  # fmt: skip
     checkpoint = train(dataset, split, config, tmp_path / "run", progress=False)

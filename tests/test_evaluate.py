@@ -34,7 +34,13 @@ from defectgen.evaluate.segmenter import build_segmenter, probabilities, segment
 from defectgen.synth import synthesize
 from defectgen.train import train
 
-TINY_GAN = {"preset": "tiny", "resolution": 32, "batch_size": 2, "sample_every": 100, "log_every": 1}
+TINY_GAN = {
+    "preset": "tiny",
+    "model": {"resolution": 32},
+    "batch_size": 2,
+    "sample_every": 100,
+    "log_every": 1,
+}
 
 
 def _mask(shape, *boxes):

@@ -37,13 +37,13 @@ def harmonize_run(tmp_path_factory):
         write_gray(root / "data" / "masks" / f"defect_{n}.png", mask)
         write_gray(root / "data" / "images" / f"free_{n}.png", rng.integers(140, 160, (SIZE, SIZE)))
         write_gray(root / "data" / "masks" / f"free_{n}.png", np.zeros((SIZE, SIZE), np.uint8))
-    (root / "data" / "classes.txt").write_text("dark\nlight\n")
+    (root / "data" / "classes.txt").write_text("dark\nlight\nunseen\n")  # no image holds class 3
     dataset = open_dataset(str(root / "data"))
     split = make_split(dataset, seed=0)
     split.save(root / "split.json")
     config = TrainConfig(
         preset="tiny",
-        resolution=32,
+        model={"resolution": 32},
         batch_size=2,
         steps=2,
         precision="fp32",
@@ -138,7 +138,9 @@ def test_the_cli_writes_a_harmonized_set_with_the_band_asked_for(harmonize_run, 
         ({"mode": "harmonize", "band": 65}, "--band must be in 1..64"),
         ({"mode": "harmonize", "rim": -1}, "--rim must be in 0..16"),
         ({"band": 3}, "belong to --mode harmonize"),
-        ({"mode": "harmonize", "classes": [2, 3]}, "class id 3"),
+        ({"mode": "harmonize", "classes": [2, 4]}, "class id 4"),
+        ({"mode": "harmonize", "classes": [3]}, r"no defect of class\(es\) \[3\]"),  # a class with no defect
+        ({"classes": [3]}, r"no mask source can draw class"),
     ],
 )
 def test_bad_options_are_refused_before_anything_is_written(harmonize_run, tmp_path, options, message):

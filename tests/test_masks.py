@@ -396,7 +396,7 @@ def test_synth_mask_bank_is_built_from_training_masks_only(fixture_split, tmp_pa
     from defectgen.train import train
 
     dataset, split = fixture_split
-    config = TrainConfig(preset="tiny", resolution=32, batch_size=2, precision="fp32", steps=1)
+    config = TrainConfig(preset="tiny", model={"resolution": 32}, batch_size=2, precision="fp32", steps=1)
     checkpoint = train(dataset, split, config, tmp_path / "run", progress=False)
 
     banks: list[RealMaskBank] = []

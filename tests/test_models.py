@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -11,9 +12,8 @@ from defectgen.errors import ConfigError
 from defectgen.models import (
     PRESETS,
     FFCGenerator,
+    ModelSpec,
     PatchDiscriminator,
-    build_discriminator,
-    build_generator,
     composite,
     count_parameters,
 )
@@ -27,13 +27,13 @@ CLASSES = 4
 @pytest.fixture
 def G() -> FFCGenerator:
     torch.manual_seed(0)  # parameter initialisation only
-    return build_generator("tiny", CHANNELS, CLASSES)
+    return PRESETS["tiny"].generator.build(CHANNELS, CLASSES)
 
 
 @pytest.fixture
 def D() -> PatchDiscriminator:
     torch.manual_seed(0)
-    return build_discriminator("tiny", CHANNELS, CLASSES)
+    return PRESETS["tiny"].discriminator.build(CHANNELS, CLASSES)
 
 
 def make_batch(batch: int, height: int, width: int, seed: int = 0, channels: int = CHANNELS):
@@ -242,7 +242,7 @@ def test_tiny_preset_step_is_fast(G, D):
     """A full G+D forward/backward on 2 images at 64 px stays well under a second, on ONE
     thread: a single thread is immune to the stalls a second, busy core causes in OpenMP
     barriers, so the check means the same on a shared CI machine."""
-    image, hole, labels = make_batch(2, PRESETS["tiny"]["resolution"], 64)
+    image, hole, labels = make_batch(2, PRESETS["tiny"].resolution, 64)
     rng = torch.Generator().manual_seed(1)
 
     def step():
@@ -276,13 +276,13 @@ def test_presets_have_the_documented_sizes():
     assert set(expected) == set(PRESETS)
     with torch.device("meta"):
         for name, (g_count, d_count) in expected.items():
-            assert count_parameters(build_generator(name, CHANNELS, CLASSES)) == g_count, name
-            assert count_parameters(build_discriminator(name, CHANNELS, CLASSES)) == d_count, name
+            assert count_parameters(PRESETS[name].generator.build(CHANNELS, CLASSES)) == g_count, name
+            assert count_parameters(PRESETS[name].discriminator.build(CHANNELS, CLASSES)) == d_count, name
 
 
 def test_unknown_preset_names_the_choices():
     with pytest.raises(ConfigError, match="tiny, small, lama, big"):
-        build_generator("huge", 1, 4)
+        ModelSpec.from_preset("huge")
 
 
 def test_count_parameters_trainable_only(D):
@@ -330,48 +330,57 @@ def test_nearest_upsampling_is_folded():
     assert torch.allclose(inner, inner[:, :, :1, :1].expand_as(inner), atol=1e-12)
 
 
-def test_discriminator_stem_layers_add_full_resolution_convs():
-    D1 = build_discriminator("tiny", CHANNELS, CLASSES)
-    D2 = build_discriminator("tiny", CHANNELS, CLASSES, stem_layers=2)
-    width = PRESETS["tiny"]["discriminator"]["width"]
-    assert count_parameters(D2) - count_parameters(D1) == width * width * 9 + width
-    image, _, labels = make_batch(2, 64, 64)
-    logits1, features1 = D1(image, labels)
-    logits2, features2 = D2(image, labels)
-    assert logits2.shape == logits1.shape and [f.shape for f in features2] == [f.shape for f in features1]
-    with pytest.raises(ValueError, match="stem_layers >= 1"):
-        build_discriminator("tiny", CHANNELS, CLASSES, stem_layers=0)
-
-
-def test_generator_overrides_replace_the_presets_values():
-    G = build_generator("tiny", CHANNELS, CLASSES, upsampling="transposed", ratio_g=0.5, decoder_noise=True)
-    assert all(up.mode == "transposed" and up.noise_strength is not None for up in G.decoder)
+def test_a_spec_with_other_values_builds_another_generator():
+    G = replace(PRESETS["tiny"].generator, upsampling="transposed", ratio_g=0.5).build(CHANNELS, CLASSES)
+    assert all(up.mode == "transposed" for up in G.decoder)
     assert G.blocks[0].global_channels == G.blocks[0].local_channels
-    assert G.noise_maps == G.noise_channels + 1 == PRESETS["tiny"]["generator"]["noise_channels"] + 1
-    preset = build_generator("tiny", CHANNELS, CLASSES)
-    assert all(up.mode == "nearest" and up.noise_strength is None for up in preset.decoder)
-    assert preset.noise_maps == preset.noise_channels
+    assert G.noise_maps == G.noise_channels == PRESETS["tiny"].generator.noise_channels
+    preset = PRESETS["tiny"].generator.build(CHANNELS, CLASSES)
+    assert all(up.mode == "nearest" for up in preset.decoder)
+    assert preset.blocks[0].global_channels > preset.blocks[0].local_channels
 
 
-def test_decoder_noise_changes_the_hole_only_and_gets_gradients():
-    torch.manual_seed(0)
-    G = build_generator("tiny", CHANNELS, CLASSES, upsampling="resize", decoder_noise=True)
-    image, hole, labels = make_batch(1, 64, 64)
-    z = torch.zeros(1, G.style_dim)
-    n1, n2 = (G.draw_noise(1, 64, 64, torch.Generator().manual_seed(s)) for s in (1, 2))
-    assert n1.shape == (1, G.noise_maps, 64, 64)
-    # strength starts at zero (StyleGAN): the decoder map changes nothing until it is learned
-    only_decoder = n1.clone()
-    only_decoder[:, -1] = n2[:, -1]
-    assert torch.equal(G(image, hole, labels, z=z, noise=n1), G(image, hole, labels, z=z, noise=only_decoder))
-    raw = G(image, hole, labels, z=z, noise=n1)
-    raw.square().mean().backward()
-    assert all(up.noise_strength.grad.abs().sum() > 0 for up in G.decoder)
-    for up in G.decoder:
-        torch.nn.init.constant_(up.noise_strength, 0.5)
-    a, b = (composite(G(image, hole, labels, z=z, noise=n), image, hole) for n in (n1, only_decoder))
-    inside = hole.bool()
-    assert (a - b)[inside].abs().mean() > 1e-4
-    assert torch.equal(a[~inside], b[~inside])
-    with pytest.raises(ValueError, match="noise_maps"):
-        G(image, hole, labels, z=z, noise=n1[:, :1])
+def test_runs_with_removed_options_are_refused_by_name():
+    from defectgen.config import upgrade_config
+
+    base = {"preset": "tiny", "g_upsampling": "resize"}
+    assert upgrade_config({**base, "g_decoder_noise": False, "d_stem_layers": 1}, True)["model"] == {
+        "generator": {"upsampling": "resize", "ratio_g": 0.75}
+    }
+    for removed in ({"g_decoder_noise": True}, {"d_stem_layers": 2}, {"d_stem_layers": True}):
+        with pytest.raises(ConfigError, match="measured worse and was removed"):
+            upgrade_config({**base, **removed}, True)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_a_spec_round_trips_and_builds_what_it_says(name):
+    spec = ModelSpec.from_preset(name)
+    assert ModelSpec.from_dict(spec.to_dict()) == spec
+    with torch.device("meta"):
+        G = spec.generator.build(CHANNELS, CLASSES)
+    assert len(G.decoder) == spec.generator.n_downsample and len(G.blocks) == spec.generator.n_blocks
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"generator": {"width": "wide"}}, "model.generator.width: expected an integer"),
+        ({"generator": {"n_blocks": -1}}, r"n_blocks must be in 0\.\."),
+        ({"generator": {"ratio_g": 0.0}}, r"ratio_g must be in \(0, 1\)"),
+        ({"discriminator": {"conditioning": "late"}}, "conditioning must be projection, input or none"),
+        ({"discriminator": {"n_layers": 100}}, r"n_layers must be in 1\.\.12"),
+        ({"resolution": 100}, "multiple of 8"),
+        ({"resolution": True}, "expected an integer"),
+        ({"colour": 3}, "unknown key 'colour'"),
+    ],
+)
+def test_a_bad_spec_value_is_refused_by_name(change, message):
+    with pytest.raises(ConfigError, match=message):
+        ModelSpec.from_preset("tiny").merged(change)
+
+
+def test_a_spec_missing_a_setting_is_refused():
+    data = ModelSpec.from_preset("tiny").to_dict()
+    del data["generator"]["style_dim"]
+    with pytest.raises(ConfigError, match="model.generator.style_dim is missing"):
+        ModelSpec.from_dict(data)

@@ -98,7 +98,20 @@ def test_pastes_keep_off_existing_defects_and_are_deterministic(placed_dataset):
     assert pasted >= 4  # the bars still find room
 
 
-def test_a_class_without_defects_is_refused_by_name(placed_dataset):
-    paster = DefectPaster(placed_dataset, [0, 1, 6])
-    with pytest.raises(ConfigError, match="no defect of class"):
-        paster.plan(np.random.default_rng(0), [3])
+def test_a_class_without_training_defects_is_refused_by_name(placed_dataset):
+    paster = DefectPaster(placed_dataset, [3, 4, 6])  # class 2 (edge bars) only in images 0-2
+    with pytest.raises(ConfigError, match=r"no defect of class\(es\) \[2\]"):
+        paster.plan(np.random.default_rng(0), [2])
+
+
+def test_only_defects_that_fit_are_drawn(placed_dataset):
+    """On a background smaller than the bars, class 2 is never planned into a paste that then
+    silently lacks it: defects that do not fit are not drawn, every pasted one fits."""
+    paster = DefectPaster(placed_dataset, list(range(len(placed_dataset))))
+    small = np.full((10, 40, 1), 90, np.uint8)  # the 6x12 bars fit, the 5x5 spots too
+    tiny = np.full((4, 4, 1), 90, np.uint8)  # nothing fits
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        pasted = paster.paste(rng, small, [2])
+        assert pasted.masks[1].any()
+        assert not paster.paste(rng, tiny, [1, 2]).changed.any()

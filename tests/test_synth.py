@@ -32,7 +32,7 @@ from defectgen.train import train
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny_folder"
 TINY = dict(
     preset="tiny",
-    resolution=32,
+    model={"resolution": 32},
     batch_size=2,
     precision="fp32",
     log_every=1,
@@ -91,35 +91,42 @@ def test_same_seed_same_files(tiny_run, tmp_path):
     assert a["images/synth_000000.png"] != c["images/synth_000000.png"]
 
 
-def test_generator_options_reach_the_checkpoint_and_synthesis(tmp_path):
-    """A run with `--set g_upsampling=transposed --set g_decoder_noise=true` (not the presets')
-    is loaded and synthesised with the generator it trained: the options travel in the config.
-    A checkpoint from before these options existed (no such keys) loads as the transposed
-    decoder without noise, the only generator there was; one that left them to the preset
-    (null) loads as the preset of that time, resize without noise."""
+def test_the_model_spec_reaches_the_checkpoint_and_synthesis(tmp_path):
+    """A run with `--set model.generator.upsampling=transposed` (not the presets') is loaded
+    and synthesised with the generator it trained: the spec travels in the checkpoint.
+    Checkpoints from before model specs go through `upgrade_config`: without g_upsampling they
+    load as the transposed decoder, the only generator there was; with the options left to the
+    preset (null), as the preset of that time (resize)."""
     dataset = open_dataset(str(FIXTURE))
     split = make_split(dataset, seed=0)
-    config = TrainConfig(steps=1, g_upsampling="transposed", g_decoder_noise=True, **TINY)
-    checkpoint = train(dataset, split, config, tmp_path / "run", progress=False)
+
+    def config(upsampling):
+        generator = {"upsampling": upsampling}
+        return TrainConfig(steps=1, **{**TINY, "model": {**TINY["model"], "generator": generator}})
+
+    checkpoint = train(dataset, split, config("transposed"), tmp_path / "run", progress=False)
     G, *_ = load_generator(checkpoint)
-    assert all(up.mode == "transposed" and up.noise_strength is not None for up in G.decoder)
+    assert all(up.mode == "transposed" for up in G.decoder)
     summary = synthesize(checkpoint, dataset, split, 2, tmp_path / "out", seed=0, progress=False)
     assert summary["items"] == 2
 
-    config = TrainConfig(steps=1, g_upsampling="transposed", g_decoder_noise=False, **TINY)
-    state = load_checkpoint(train(dataset, split, config, tmp_path / "old", progress=False))
-    for key in ("g_upsampling", "g_decoder_noise", "g_ratio_g"):
-        del state["config"][key]
-    save_checkpoint(state, tmp_path / "legacy.pt")
+    def before_specs(state: dict, **options) -> dict:
+        """The checkpoint's config as runs wrote it before model specs."""
+        old = {k: v for k, v in state["config"].items() if k != "model"}
+        old.update(resolution=32, d_conditioning="projection", d_stem_layers=1, **options)
+        return {**state, "config": old}
+
+    state = load_checkpoint(train(dataset, split, config("transposed"), tmp_path / "old", progress=False))
+    save_checkpoint(before_specs(state), tmp_path / "legacy.pt")
     legacy, *_ = load_generator(tmp_path / "legacy.pt")
-    assert all(up.mode == "transposed" and up.noise_strength is None for up in legacy.decoder)
-    config = TrainConfig(steps=1, g_upsampling="resize", g_decoder_noise=False, **TINY)
-    state = load_checkpoint(train(dataset, split, config, tmp_path / "then", progress=False))
-    for key in ("g_upsampling", "g_decoder_noise", "g_ratio_g"):
-        state["config"][key] = None
-    save_checkpoint(state, tmp_path / "preset_of_then.pt")
+    assert all(up.mode == "transposed" for up in legacy.decoder)
+    state = load_checkpoint(train(dataset, split, config("resize"), tmp_path / "then", progress=False))
+    save_checkpoint(
+        before_specs(state, g_upsampling=None, g_decoder_noise=None, g_ratio_g=None),
+        tmp_path / "preset_of_then.pt",
+    )
     then, *_ = load_generator(tmp_path / "preset_of_then.pt")
-    assert all(up.mode == "resize" and up.noise_strength is None for up in then.decoder)
+    assert all(up.mode == "resize" for up in then.decoder)
 
 
 def test_severstal_format_on_whole_strips(tmp_path):

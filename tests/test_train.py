@@ -3,6 +3,7 @@ checkpoints, bad configs, and a 2-process DDP run through torchrun."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -27,7 +28,7 @@ from defectgen.train import DivergenceError, train
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny_folder"
 FAST = dict(
     preset="tiny",
-    resolution=32,
+    model={"resolution": 32},
     batch_size=2,
     precision="fp32",
     log_every=1,
@@ -55,7 +56,7 @@ def test_run_folder_describes_itself(tiny, tmp_path):
     run = tmp_path / "run"
     assert last == run / "checkpoints" / "last.pt"
     written = TrainConfig.load(run / "config.yaml")
-    assert written == _config(steps=4, keep_checkpoints=1).with_preset_models()
+    assert written == _config(steps=4, keep_checkpoints=1).resolved()
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4]
     keys = ("d_relativistic", "logits_gap_hole", "d_accuracy_hole", "g_adversarial", "feature_matching")
@@ -139,46 +140,49 @@ def test_hostile_checkpoint_runs_no_code(tmp_path):
     assert not marker.exists()
 
 
-def test_resume_of_a_run_from_before_the_generator_options_names_its_values(tiny, tmp_path):
-    """Its config.yaml has no g_upsampling: it trained the transposed decoder, not today's preset."""
+FIRST_DECODER = {"resolution": 32, "generator": {"upsampling": "transposed"}}
+
+
+def test_resume_of_a_run_from_before_model_specs_names_its_values(tiny, tmp_path):
+    """A config.yaml from before model specs, without g_upsampling: that run trained the
+    transposed decoder, not today's preset, and resuming says how to ask for it."""
     dataset, split = tiny
     run = tmp_path / "run"
-    train(
-        dataset,
-        split,
-        _config(steps=1, g_upsampling="transposed", g_decoder_noise=False),
-        run,
-        progress=False,
-    )
+    train(dataset, split, _config(steps=1, model=FIRST_DECODER), run, progress=False)
     old = yaml.safe_load((run / "config.yaml").read_text())
-    for key in ("g_upsampling", "g_decoder_noise", "g_ratio_g"):
-        del old[key]
+    del old["model"]
+    old.update(resolution=32, d_conditioning="projection", d_stem_layers=1)  # as such runs wrote it
     (run / "config.yaml").write_text(yaml.safe_dump(old))
-    message = "The run's values: --set g_upsampling=transposed"
+    message = "The run's values: --set model.generator.upsampling=transposed"
     with pytest.raises(ConfigError, match=message):
         train(dataset, split, _config(steps=2), run, resume=True, progress=False)
-    config = _config(steps=2, g_upsampling="transposed", g_decoder_noise=False)
-    train(dataset, split, config, run, resume=True, progress=False)
+    train(dataset, split, _config(steps=2, model=FIRST_DECODER), run, resume=True, progress=False)
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 2
 
 
-def test_a_run_writes_the_model_options_it_trained(tiny, tmp_path):
-    """Options left to the preset are written as the preset's values, so changing a preset later
-    cannot change what an old run's config or checkpoint builds."""
+def test_a_run_stores_its_whole_model_spec_and_only_the_spec_builds_its_models(tiny, tmp_path, monkeypatch):
+    """config.yaml and every checkpoint hold the whole spec; editing the preset afterwards
+    changes neither what synthesis builds nor what a resumed run trains."""
+    from defectgen.checkpoint import load_generator
+    from defectgen.models import ModelSpec
+
     dataset, split = tiny
     run = tmp_path / "run"
-    train(dataset, split, _config(steps=1), run, progress=False)
-    written = yaml.safe_load((run / "config.yaml").read_text())
-    stored = load_checkpoint(run / "checkpoints" / "last.pt")["config"]
-    preset = PRESETS["tiny"]
-    expected = {
-        "g_upsampling": preset["generator"]["upsampling"],
-        "g_ratio_g": preset["generator"]["ratio_g"],
-        "g_decoder_noise": preset["generator"]["decoder_noise"],
-        "d_stem_layers": preset["discriminator"].get("stem_layers", 1),
-    }
-    for key, value in expected.items():
-        assert written[key] == stored[key] == value, key
+    config = _config(steps=1, model={"resolution": 32, "generator": {"width": 12}})
+    train(dataset, split, config, run, progress=False)
+    written = yaml.safe_load((run / "config.yaml").read_text())["model"]
+    stored = load_checkpoint(run / "checkpoints" / "last.pt")["config"]["model"]
+    expected = ModelSpec.from_preset("tiny").merged({"resolution": 32, "generator": {"width": 12}})
+    assert written == stored == expected.to_dict()
+    edited = dataclasses.replace(
+        PRESETS["tiny"], generator=dataclasses.replace(PRESETS["tiny"].generator, width=20)
+    )
+    monkeypatch.setitem(PRESETS, "tiny", edited)
+    G, classes, channels, _ = load_generator(run / "checkpoints" / "last.pt")
+    built = expected.generator.build(channels, len(classes))
+    assert [p.shape for p in G.parameters()] == [p.shape for p in built.parameters()]  # not the edited preset
+    train(dataset, split, _config(steps=2, model=written), run, resume=True, progress=False)
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 2
 
 
 def test_bad_configs(tiny, tmp_path):
@@ -186,21 +190,29 @@ def test_bad_configs(tiny, tmp_path):
     with pytest.raises(ConfigError, match="unknown preset"):
         _config(preset="huge").validate()
     with pytest.raises(ConfigError, match="multiple of 8"):
-        apply_overrides(TrainConfig(), ["resolution=100"])
+        apply_overrides(TrainConfig(), ["model.resolution=100"])
     with pytest.raises(ConfigError, match=r"steps must be in 1\.\."):
         apply_overrides(TrainConfig(), ["steps=-1"])
     with pytest.raises(ConfigError, match="adversarial_loss must be relativistic or standard"):
         apply_overrides(TrainConfig(), ["adversarial_loss=wasserstein"])
-    with pytest.raises(ConfigError, match="d_conditioning must be projection, input or none"):
-        apply_overrides(TrainConfig(), ["d_conditioning=late"])
-    with pytest.raises(ConfigError, match="g_upsampling must be transposed, resize or nearest"):
-        apply_overrides(TrainConfig(), ["g_upsampling=pixelshuffle"])
-    with pytest.raises(ConfigError, match="d_stem_layers must be an integer >= 1"):
-        apply_overrides(TrainConfig(), ["d_stem_layers=0"])
-    with pytest.raises(ConfigError, match="g_ratio_g must be in"):
-        apply_overrides(TrainConfig(), ["g_ratio_g=1"])
-    with pytest.raises(ConfigError, match="g_decoder_noise: expected true or false"):
-        apply_overrides(TrainConfig(), ["g_decoder_noise=maybe"])
+    with pytest.raises(ConfigError, match="conditioning must be projection, input or none"):
+        apply_overrides(TrainConfig(), ["model.discriminator.conditioning=late"])
+    with pytest.raises(ConfigError, match="upsampling must be transposed, resize or nearest"):
+        apply_overrides(TrainConfig(), ["model.generator.upsampling=pixelshuffle"])
+    with pytest.raises(ConfigError, match="unknown key"):
+        apply_overrides(TrainConfig(), ["model.discriminator.stem_layers=2"])  # removed: measured worse
+    with pytest.raises(ConfigError, match="decoder noise measured worse and was removed"):
+        apply_overrides(TrainConfig(), ["g_decoder_noise=true"])
+    with pytest.raises(ConfigError, match="ratio_g must be in"):
+        apply_overrides(TrainConfig(), ["model.generator.ratio_g=1"])
+    with pytest.raises(ConfigError, match="n_blocks: expected an integer"):
+        apply_overrides(TrainConfig(), ["model.generator.n_blocks=maybe"])
+    with pytest.raises(ConfigError, match=r"width must be in 1\.\.4096"):
+        apply_overrides(TrainConfig(), ["model.generator.width=100000"])
+    with pytest.raises(ConfigError, match="unknown key"):
+        apply_overrides(TrainConfig(), ["model.generator.widht=8"])
+    with pytest.raises(ConfigError, match="is now --set model.generator.upsampling"):
+        apply_overrides(TrainConfig(), ["g_upsampling=resize"])
     with pytest.raises(ConfigError, match="expected an integer"):
         apply_overrides(TrainConfig(), ["steps=abc"])
     with pytest.raises(ConfigError, match="unknown key"):
@@ -219,7 +231,7 @@ def test_cli_bad_values_exit_2(magnetic_tile_dir, tmp_path, capsys):
     assert main(["split", str(FIXTURE), "--out", str(split_file)]) == 0
     base = ["train", str(FIXTURE), "--split", str(split_file), "--out", str(tmp_path / "r")]
     assert main([*base, "--preset", "huge"]) == 2
-    assert main([*base, "--set", "resolution=60"]) == 2
+    assert main([*base, "--set", "model.resolution=60"]) == 2
     assert main([*base, "--steps", "-5"]) == 2
     # a split file made for another dataset
     assert (
@@ -307,3 +319,23 @@ def test_gan_training_crops_come_from_the_training_half_only(tmp_path, monkeypat
     used = {c.index for components in crops.components.values() for c in components}
     assert used == train_defects  # every crop the GAN sees is cut around one of these
     assert reads and set(reads) <= train_indices and not set(reads) & test_indices
+
+
+def test_a_preset_and_a_whole_model_spec_cannot_disagree(tiny, tmp_path):
+    """A run's config.yaml holds the whole spec: asking another preset on top of it is refused
+    rather than silently training the file's models under the new name."""
+    dataset, split = tiny
+    train(dataset, split, _config(steps=1), tmp_path / "run", progress=False)
+    reused = TrainConfig.load(tmp_path / "run" / "config.yaml")
+    with pytest.raises(ConfigError, match="override the preset"):
+        apply_overrides(reused, ["preset=small"])
+    split_file = tmp_path / "split.json"
+    split.save(split_file)
+    base = ["train", str(FIXTURE), "--split", str(split_file), "--out", str(tmp_path / "r2")]
+    assert main([*base, "--config", str(tmp_path / "run" / "config.yaml"), "--preset", "small"]) == 2
+    with pytest.raises(ConfigError, match="multiple of 16 and at least 32"):
+        apply_overrides(TrainConfig(), ["model.resolution=16", "model.generator.n_downsample=4"])
+    with pytest.raises(ConfigError, match="disagree"):
+        TrainConfig.from_dict({"g_upsampling": "resize", "model": {"generator": {"upsampling": "nearest"}}})
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        TrainConfig.from_dict({"g_upsampling": "resize", "model": {"generator": None}})

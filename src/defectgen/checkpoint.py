@@ -100,16 +100,15 @@ def load_generator(path: Path, device: str | torch.device = "cpu", use_ema: bool
 
     Returns (G, classes: ClassTable, image_channels, config: TrainConfig).
     """
-    from defectgen.config import TrainConfig, with_legacy_models
+    from defectgen.config import TrainConfig
     from defectgen.data.classes import ClassTable
-    from defectgen.models import build_generator
 
     state = load_checkpoint(path, map_location=device)
     try:
-        config = TrainConfig.from_dict(with_legacy_models(state["config"]))
+        config = TrainConfig.from_dict(state["config"], written_by_a_run=True)
         classes = ClassTable.from_json(state["classes"])
         channels = int(state["image_channels"])
-        G = build_generator(config.preset, channels, len(classes), **config.model_overrides("generator"))
+        G = config.model_spec.generator.build(channels, len(classes))
         G.load_state_dict(state["ema" if use_ema else "G"])
     except (KeyError, RuntimeError, TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: not a complete defectgen training checkpoint ({err})") from err

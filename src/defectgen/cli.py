@@ -207,6 +207,11 @@ def train(
 
     config = TrainConfig.load(config_file) if config_file else TrainConfig()
     if preset is not None:
+        if config.model and preset != config.preset:
+            raise ConfigError(
+                f"--preset {preset}: {config_file} sets `model` (the models of preset {config.preset}), "
+                "which would override it; drop --preset or the file's `model`"
+            )
         config.preset = preset
     config = apply_overrides(
         config, list(overrides or []) + ([f"steps={steps}"] if steps is not None else [])

@@ -22,26 +22,15 @@ MAX_CONFIG_BYTES = 1_000_000  # a config is a few hundred bytes; anything near t
 MAX_STEPS = 10**9  # far beyond any run; bounds what a typo can ask for
 MAX_SEED = 2**63 - 1  # torch.manual_seed and numpy accept seeds up to this
 
-# The model options a config may override, each left to the preset when None:
-# config key -> (part of the preset, keyword of models.build_generator / build_discriminator).
-MODEL_OPTIONS = {
-    "g_upsampling": ("generator", "upsampling"),
-    "g_ratio_g": ("generator", "ratio_g"),
-    "g_decoder_noise": ("generator", "decoder_noise"),
-    "d_stem_layers": ("discriminator", "stem_layers"),
-}
-
 
 @dataclass
 class TrainConfig:
     # --- model -------------------------------------------------------------------------------
     preset: str = "small"  # models.PRESETS: tiny | small | lama | big
-    resolution: int | None = None  # training crop size in pixels; None = the preset's
-    d_conditioning: str = "projection"  # how D sees the label maps: projection | input | none
-    d_stem_layers: int | None = None  # D's 3x3 convs at full resolution; None = the preset's
-    g_upsampling: str | None = None  # G's decoder: transposed | resize | nearest; None = the preset's
-    g_ratio_g: float | None = None  # share of global (Fourier) channels in G; None = the preset's
-    g_decoder_noise: bool | None = None  # StyleGAN noise after G's upsamplings; None = the preset's
+    # models.ModelSpec settings written over the preset's (`--set model.generator.width=48`,
+    # `--set model.resolution=96`); a run writes its spec here whole, which then is the model
+    # whatever the preset says (see `model_spec`)
+    model: dict = field(default_factory=dict)
     # --- optimisation --------------------------------------------------------------------------
     steps: int = 10_000  # G+D iterations (each: one D step and one G step)
     batch_size: int = 4  # per process; half of it are distinct crops, each drawn twice (diversity pairs)
@@ -56,6 +45,9 @@ class TrainConfig:
     reconstruction_pool: int = 1  # > 1: L1 on pool x pool averages (layout only, texture left to D)
     mode_seeking: float = 1.0  # diversity term weight (Mao et al. 2019); bounded below, see the next line
     mode_seeking_bound: float = 0.1  # DSGAN -min(ratio, bound); 0: unbounded 1/ratio (bought stripes)
+    guide: str = ""  # a real-arm U-Net state dict of `evaluate` (EVAL/runs/real_s<seed>.pt); see guide.py
+    guide_encoder: str = "resnet18"  # the guide's smp encoder
+    guide_weight: float = 1.0  # weight of the guide's segmentation loss (with a guide)
     r1_gamma: float = 0.001  # R1 strength, LaMa's; at 1 D could not tell a blurred hole (d_probe.py)
     r1_interval: int = 16  # lazy regularisation (StyleGAN2): R1 every k D steps, scaled by k
     # --- small-data training -------------------------------------------------------------------
@@ -79,36 +71,24 @@ class TrainConfig:
     tensorboard: bool = False
     extra: dict = field(default_factory=dict)  # free-form notes carried into the run folder
 
-    def model_overrides(self, model: str) -> dict:
-        """Keyword arguments for `models.build_generator` (model "generator") or
-        `models.build_discriminator` ("discriminator"); None keeps the preset's value."""
-        return {
-            keyword: getattr(self, key) for key, (part, keyword) in MODEL_OPTIONS.items() if part == model
-        }
+    @property
+    def model_spec(self):
+        """The `models.ModelSpec` this config builds: the preset's, with `model` written over it."""
+        from defectgen.models import ModelSpec
 
-    def with_preset_models(self) -> TrainConfig:
-        """This config with every model option left to the preset (None) replaced by the
-        preset's value, so a run's config.yaml and checkpoints name the models they trained even
-        after a preset changes."""
-        from defectgen.models import PRESETS
+        return ModelSpec.from_preset(self.preset).merged(self.model)
 
-        preset = PRESETS[self.preset]
-        resolved = {
-            key: preset[model][keyword]
-            for key, (model, keyword) in MODEL_OPTIONS.items()
-            if getattr(self, key) is None
-        }
-        return dataclasses.replace(self, **resolved)
+    def resolved(self) -> TrainConfig:
+        """This config with its model spec written out whole: what a run stores, so editing a
+        preset never changes an old run."""
+        return dataclasses.replace(self, model=self.model_spec.to_dict())
 
     def validate(self) -> None:
         from defectgen.models import PRESETS
-        from defectgen.models.discriminator import CONDITIONING
-        from defectgen.models.generator import UPSAMPLING
 
         if self.preset not in PRESETS:
             raise ConfigError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
-        if self.resolution is not None and not (8 <= self.resolution <= 4096 and self.resolution % 8 == 0):
-            raise ConfigError(f"resolution must be a multiple of 8 in 8..4096, got {self.resolution}")
+        self.model_spec  # noqa: B018 - builds (and so checks) the spec
         if self.batch_size > 4096:
             raise ConfigError(f"batch_size must be at most 4096, got {self.batch_size}")
         if not 0 <= self.ada_target <= 1 or not 0 <= self.ema_rampup <= 1:
@@ -122,28 +102,6 @@ class TrainConfig:
         if self.batch_size < 2 or self.batch_size % 2:
             raise ConfigError(
                 f"batch_size must be an even number >= 2 (diversity pairs), got {self.batch_size}"
-            )
-        if self.d_conditioning not in CONDITIONING:
-            raise ConfigError(
-                f"d_conditioning must be {', '.join(CONDITIONING[:-1])} or {CONDITIONING[-1]}, "
-                f"got {self.d_conditioning!r}"
-            )
-        if self.g_upsampling is not None and self.g_upsampling not in UPSAMPLING:
-            raise ConfigError(
-                f"g_upsampling must be {', '.join(UPSAMPLING[:-1])} or {UPSAMPLING[-1]} (or unset), "
-                f"got {self.g_upsampling!r}"
-            )
-        if self.d_stem_layers is not None and (
-            isinstance(self.d_stem_layers, bool)
-            or not isinstance(self.d_stem_layers, int)
-            or self.d_stem_layers < 1
-        ):
-            raise ConfigError(f"d_stem_layers must be an integer >= 1 (or unset), got {self.d_stem_layers!r}")
-        if self.g_ratio_g is not None and not 0.0 < self.g_ratio_g < 1.0:
-            raise ConfigError(f"g_ratio_g must be in (0, 1) (or unset), got {self.g_ratio_g}")
-        if self.g_decoder_noise is not None and not isinstance(self.g_decoder_noise, bool):
-            raise ConfigError(
-                f"g_decoder_noise must be true or false (or unset), got {self.g_decoder_noise!r}"
             )
         if self.adversarial_loss not in ("relativistic", "standard"):
             raise ConfigError(
@@ -177,15 +135,14 @@ class TrainConfig:
             "mode_seeking",
             "mode_seeking_bound",
             "max_dilation",
+            "guide_weight",
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     @property
     def crop_size(self) -> int:
-        from defectgen.models import PRESETS
-
-        return self.resolution or PRESETS[self.preset]["resolution"]
+        return self.model_spec.resolution
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
@@ -193,7 +150,10 @@ class TrainConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> TrainConfig:
+    def from_dict(cls, data: dict, written_by_a_run: bool = False) -> TrainConfig:
+        """A config from a dict (a YAML file, a checkpoint); `written_by_a_run` for what a run
+        wrote (see `upgrade_config`)."""
+        data = upgrade_config(data, written_by_a_run)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -201,7 +161,7 @@ class TrainConfig:
                 f"unknown config keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})"
             )
         hints = typing.get_type_hints(cls)
-        data = {key: _coerce(key, value, hints[key]) for key, value in data.items()}
+        data = {key: coerce(key, value, hints[key]) for key, value in data.items()}
         config = cls(**data)
         config.validate()
         return config
@@ -213,7 +173,7 @@ class TrainConfig:
     @classmethod
     def load(cls, path: Path, written_by_a_run: bool = False) -> TrainConfig:
         """A YAML config file; `written_by_a_run` for a run folder's config.yaml (see
-        `with_legacy_models`)."""
+        `upgrade_config`)."""
         path = Path(path)
         try:
             size = path.stat().st_size
@@ -230,7 +190,7 @@ class TrainConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a config file must be a mapping of key: value")
         try:
-            return cls.from_dict(with_legacy_models(data) if written_by_a_run else data)
+            return cls.from_dict(data, written_by_a_run)
         except ConfigError as err:
             raise ConfigError(f"{path}: {err}") from None
 
@@ -287,19 +247,66 @@ def parse_yaml(text: str, name: str = "<--set>"):
         loader.dispose()
 
 
-def with_legacy_models(data: dict) -> dict:
-    """A saved config dict, completed for runs written before runs saved their model options.
+# Model settings that were top-level config keys before the model spec: key -> (part, spec key)
+_BEFORE_SPEC = {
+    "resolution": (None, "resolution"),
+    "g_upsampling": ("generator", "upsampling"),
+    "g_ratio_g": ("generator", "ratio_g"),
+    "d_conditioning": ("discriminator", "conditioning"),
+}
+# Options removed because they measured worse (benchmarks/RESULTS.md): key -> (the value every
+# run without the option wrote, what it was)
+_REMOVED = {"g_decoder_noise": (False, "decoder noise"), "d_stem_layers": (1, "extra D stem convolutions")}
 
-    Runs without a `g_upsampling` key trained the transposed-convolution decoder without decoder
-    noise. Runs that wrote null for "the preset's" option did so while the presets decoded with
-    bilinear resize, without decoder noise, with one full-resolution conv in D; the presets
-    have changed since, so "the preset's value" would build another model. (Runs now write the
-    values themselves: `TrainConfig.with_preset_models`.)
+
+def upgrade_config(data: dict, written_by_a_run: bool = False) -> dict:
+    """A config dict of any defectgen version in today's form: the one conversion of old configs.
+
+    Before the model spec, model settings were top-level keys (`_BEFORE_SPEC`), null meaning
+    "the preset's". They move into `model`. For a config a run wrote without a `model` (its
+    config.yaml, its checkpoints), what the run trained is filled in as it was then: without a
+    `g_upsampling` key, the transposed-convolution decoder; a null meant the presets of that
+    time (bilinear resize decoder, ratio 0.75). Model sizes were the presets' and have not
+    changed since. A run that used a removed option (`_REMOVED`) is refused by name.
     """
-    if "g_upsampling" not in data:
-        data = {**data, "g_upsampling": "transposed", "g_decoder_noise": False}
-    then = {"g_upsampling": "resize", "g_ratio_g": 0.75, "g_decoder_noise": False, "d_stem_layers": 1}
-    return {**data, **{k: v for k, v in then.items() if data.get(k) is None}}
+    if not isinstance(data, dict):
+        return data
+    before_spec_run = written_by_a_run and "model" not in data
+    if not before_spec_run and not any(key in data for key in (*_BEFORE_SPEC, *_REMOVED)):
+        return data
+    data = dict(data)
+    for key, (default, what) in _REMOVED.items():
+        value = data.pop(key, None)
+        if value is not None and (type(value), value) != (type(default), default):
+            raise ConfigError(
+                f"{key}={value}: this run used {what}, an option that measured worse and was removed "
+                "(benchmarks/RESULTS.md); use the defectgen version that trained it"
+            )
+    old = {key: data.pop(key) for key in _BEFORE_SPEC if key in data}
+    if before_spec_run:
+        if "g_upsampling" not in old:
+            old.update(g_upsampling="transposed")
+        then = {"g_upsampling": "resize", "g_ratio_g": 0.75}
+        old.update({key: value for key, value in then.items() if old.get(key) is None})
+    model = data.get("model", {})
+    if not isinstance(model, dict) or any(
+        not isinstance(model.get(p, {}), dict) for p in ("generator", "discriminator")
+    ):
+        raise ConfigError(f"model: expected a mapping of model settings, got {model!r}")
+    model = {**model, **{part: dict(model.get(part, {})) for part in ("generator", "discriminator")}}
+    for key, value in old.items():
+        if value is None:
+            continue  # "the preset's"
+        part, name = _BEFORE_SPEC[key]
+        target = model if part is None else model[part]
+        if name in target and target[name] != value:
+            raise ConfigError(
+                f"{key}: {value!r} and model.{part + '.' if part else ''}{name}: {target[name]!r} disagree; "
+                f"keep only model.{part + '.' if part else ''}{name}"
+            )
+        target[name] = value
+    data["model"] = {key: value for key, value in model.items() if value != {}}
+    return data
 
 
 def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
@@ -312,6 +319,18 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
         if not sep or not key:
             raise ConfigError(f"--set expects key=value, got {override!r}")
         parts = key.split(".")
+        if parts[0] == "preset" and data.get("model"):
+            raise ConfigError(
+                f"--set {key}: this config sets `model` itself, which would override the preset; set "
+                "model.* instead, or start from a config without `model`"
+            )
+        if parts[0] in _REMOVED:
+            raise ConfigError(f"--set {key}: {_REMOVED[parts[0]][1]} measured worse and was removed")
+        if parts[0] in _BEFORE_SPEC:
+            part, name = _BEFORE_SPEC[parts[0]]
+            raise ConfigError(
+                f"--set {key}: this setting is now --set model.{part + '.' if part else ''}{name}"
+            )
         if parts[0] not in data:
             raise ConfigError(f"--set {key}: unknown key (known: {', '.join(sorted(data))})")
         value = parse_yaml(text, f"--set {key}")
@@ -327,7 +346,7 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
         raise ConfigError(f"--set: {err}") from None
 
 
-def _coerce(key: str, value, hint):
+def coerce(key: str, value, hint):
     """`value` as field `key` of type `hint` needs it, or a `ConfigError` saying what was expected.
 
     Integers are accepted where floats are expected, and integral floats (`1e4`) where integers
@@ -365,7 +384,7 @@ def _coerce(key: str, value, hint):
             raise ConfigError(
                 f"{key}: expected a list of {len(items)} numbers like [0.0, 0.99], got {value!r}"
             )
-        return tuple(_coerce(key, v, t) for v, t in zip(value, items, strict=True))
+        return tuple(coerce(key, v, t) for v, t in zip(value, items, strict=True))
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")

@@ -79,7 +79,7 @@ def run_demo(out_dir: Path, quick: bool = False, progress: bool = True) -> dict:
     run_dir = out_dir / "gan"
     config = TrainConfig(
         preset="tiny",
-        resolution=64,
+        model={"resolution": 64},
         steps=plan.gan_steps,
         batch_size=4,
         sample_every=100,

@@ -64,7 +64,7 @@ class DefectPaster:
 
     def plan(self, rng: np.random.Generator, classes: list[int] | None = None) -> list[int]:
         """The classes of one image's defects, one entry per component, as the real counts go."""
-        allowed = self._allowed(classes)
+        allowed = self.allowed(classes)
         return [k for class_id, count in self.bank.counts.plan(rng, allowed) for k in [class_id] * count]
 
     def paste(
@@ -82,7 +82,11 @@ class DefectPaster:
         `existing` (bool [K, H, W]) are defects the image already holds: pastes keep off them
         and they stay in the returned masks. A defect larger than the image is skipped, so an
         image can come back with fewer defects than planned (or none)."""
+        if image.ndim != 3:
+            raise ValueError(f"image must be uint8 [H, W, C], got shape {image.shape}")
         height, width = image.shape[:2]
+        if existing is not None and np.shape(existing) != (self.table.num_classes, height, width):
+            raise ValueError(f"existing must be bool [K, H, W] = {(self.table.num_classes, height, width)}")
         image = image.copy()
         masks = np.zeros((self.table.num_classes, height, width), dtype=bool)
         if existing is not None:
@@ -121,11 +125,12 @@ class DefectPaster:
         """(component, top, left, label bool [h, w], flips) or None when it does not fit."""
         height, width = taken.shape
         members = self.table.of_class(class_id)
-        index = int(members[rng.integers(len(members))])
+        fits = members[(self.table.shapes[members] <= (height, width)).all(axis=1)]
+        if not len(fits):
+            return None  # every defect of the class is larger than this image
+        index = int(fits[rng.integers(len(fits))])
         crop, borders, flips = random_flips(rng, self.table.crop(index), int(self.table.borders[index]))
         h, w = crop.shape
-        if h > height or w > width:
-            return None
         near = cv2.dilate(taken.view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)
         for _ in range(PLACEMENT_TRIES):
             y, x = prior_centre(rng, self.bank.priors[class_id], (h, w), borders, height, width)
@@ -135,7 +140,9 @@ class DefectPaster:
         label = crop & ~taken[top : top + h, left : left + w]
         return (index, top, left, label, flips) if label.any() else None
 
-    def _allowed(self, classes: list[int] | None) -> list[int]:
+    def allowed(self, classes: list[int] | None) -> list[int]:
+        """The classes a plan may draw (all that have a training defect when None); a
+        ConfigError names any asked class the training half has no defect of."""
         if classes is None:
             return list(self.class_ids)
         missing = sorted(set(classes) - set(self.class_ids))
@@ -176,13 +183,15 @@ def _blend(image, source, rows, cols, label, top, left, flips, taken) -> np.ndar
     grown = (
         cv2.dilate(np.pad(label, pad).astype(np.uint8), np.ones((2 * BLEND_MARGIN + 1,) * 2, np.uint8)) > 0
     )
+    # OpenCV's solver blurs within ~3 px of its mask's edge: solve on the whole grown region and
+    # write back only what is not already a defect, so a neighbour never cuts into this one
     region = grown & ~padded(taken)[window]
-    ys, xs = np.nonzero(region)
+    ys, xs = np.nonzero(grown)
     centre = (left + (xs.min() + xs.max() + 1) // 2, top + (ys.min() + ys.max() + 1) // 2)
     three = (lambda a: np.repeat(a, 3, axis=2)) if image.shape[2] == 1 else (lambda a: a)
     blended = cv2.seamlessClone(
         np.ascontiguousarray(three(patch)), np.ascontiguousarray(three(target)),
-        region.astype(np.uint8) * 255, centre, cv2.NORMAL_CLONE,
+        grown.astype(np.uint8) * 255, centre, cv2.NORMAL_CLONE,
     )[pad:-pad, pad:-pad, : image.shape[2]]  # fmt: skip
     full = np.zeros((height + 2 * pad, width + 2 * pad), dtype=bool)
     full[window] = region

@@ -980,20 +980,33 @@ def _label_filter_part(results: dict) -> str:
 def _label_fidelity(results: dict, set_name: str, fidelity: dict) -> str:
     if not fidelity:
         return _na("Label fidelity: not measured.")
+    if fidelity.get("not_independent"):
+        return _na(f"Label fidelity: not measured: {fidelity['not_independent']}.")
     synthetic = _object(fidelity.get("synthetic"))
     real = _object(fidelity.get("real_test"))
+    per_class = _object(fidelity.get("per_class"))
     classes = _class_names(results)
     rows = []
     for name in classes:
+        row = _object(per_class.get(name))
         values = (
             _object(synthetic.get("positive_dice")).get(name),
             _object(real.get("positive_dice")).get(name),
         )
+        verdict = (
+            _number(row.get("ratio")) + "x real"
+            if row.get("judgeable")
+            else ("not judgeable (the judge cannot find it on real images)" if row else "")
+        )
         rows.append(
-            f"<tr><td>{_esc(name)}</td>" + "".join(f"<td>{_number(v)}</td>" for v in values) + "</tr>"
+            f"<tr><td>{_esc(name)}</td>"
+            + "".join(f"<td>{_number(v)}</td>" for v in values)
+            + f"<td>{_esc(verdict)}</td></tr>"
         )
     mean_values = (synthetic.get("mean_positive_dice"), real.get("mean_positive_dice"))
-    rows.append("<tr><th>mean</th>" + "".join(f"<th>{_number(v)}</th>" for v in mean_values) + "</tr>")
+    rows.append(
+        "<tr><th>mean</th>" + "".join(f"<th>{_number(v)}</th>" for v in mean_values) + "<th></th></tr>"
+    )
     intro = (
         f"<p>A segmenter trained on real data ({_esc(fidelity.get('segmenter', 'not recorded'))}) is "
         f"applied to {_esc(_count(synthetic.get('images')))} synthetic images and scored against the masks "
@@ -1001,7 +1014,7 @@ def _label_fidelity(results: dict, set_name: str, fidelity: dict) -> str:
         "defects where its masks say; much lower Dice on synthetic images means its labels are not "
         "trustworthy.</p>"
     )
-    table = _table(["Class", "Synthetic images", "Real test images"], rows)
+    table = _table(["Class", "Synthetic images", "Real test images", "Fidelity"], rows)
     return intro + table + _label_fidelity_plot(set_name, classes, synthetic, real)
 
 

@@ -52,14 +52,13 @@ from defectgen.data.dataset import IMAGE_SUFFIXES, DefectDataset
 from defectgen.data.imageio import read_image
 from defectgen.data.rle import decode, encode
 from defectgen.data.split import Split
-from defectgen.distributed import parse_device
+from defectgen.distributed import parse_device, resolve_bf16
 from defectgen.errors import ConfigError, DataError, DefectgenError
 from defectgen.fileio import read_text, write_atomic
 from defectgen.masks import build_mask_source
 from defectgen.models import composite
 from defectgen.paste import DefectPaster
 from defectgen.tensors import image_to_tensor, tensor_to_image
-from defectgen.train import resolve_bf16
 from defectgen.viz import contact_sheet, overlay
 
 FORMATS = ("severstal", "folder")
@@ -150,6 +149,7 @@ def synthesize(
         mask_source = "paste"
     else:
         draw = _Painter(build_mask_source(mask_source, dataset, train_indices, progress=progress))
+    draw.check(classes)  # before anything is written: an impossible --classes leaves no folder
     judge_model = None
     if judge is not None:
         from defectgen.evaluate.judge import LabelJudge
@@ -168,6 +168,7 @@ def synthesize(
         "tile": tile,
         "class_table": dataset.classes.to_json(),
         **({} if mode == "paint" else {"mode": mode, "band": band, "rim": rim}),  # paint: as before modes
+        **({"guide_sha256": config.extra["guide_sha256"]} if "guide_sha256" in config.extra else {}),
         **(
             {}
             if judge_model is None
@@ -295,6 +296,9 @@ class _Painter:
     def __init__(self, composer):
         self.composer = composer
 
+    def check(self, classes) -> None:
+        self.composer._allowed(classes)
+
     def __call__(self, rng, image, classes, key):
         masks, info = self.composer.compose(rng, image.shape[0], image.shape[1], classes)
         return image, masks, None, info
@@ -307,6 +311,9 @@ class _Harmonizer:
 
     def __init__(self, paster: DefectPaster, band: int, rim: int):
         self.paster, self.band, self.rim = paster, band, rim
+
+    def check(self, classes) -> None:
+        self.paster.allowed(classes)
 
     def __call__(self, rng, image, classes, key):
         for _ in range(self.TRIES):

@@ -1,13 +1,10 @@
 """GAN training: `defectgen train`. Reads top to bottom: set-up, then one loop of D step,
 G step, EMA, ADA, logging, samples and checkpoints.
 
-The recipe (see DESIGN.md): a paired relativistic loss inside the hole (D is asked which of
-real crop i and its repainted twin is real, patch by patch; LaMa's mask-as-fake target
-with the standard loss is `--set adversarial_loss=standard`), lazy R1 on reals (StyleGAN2;
-LaMa's gamma 0.001), feature matching on D features and L1 inside the hole (we have the real
-defect as target), a bounded diversity term so the style code matters (Mao et al. 2019;
-DSGAN's bound), adaptive discriminator augmentation (StyleGAN2-ADA), an EMA generator for
-samples and synthesis.
+The losses of an iteration are one object with phases (`objective.Objective`: D, lazy R1,
+G); this module owns the loop around them: batches, one G forward, the optimiser steps, the EMA
+generator for samples and synthesis, adaptive augmentation (StyleGAN2-ADA), logging, samples
+and checkpoints.
 
 Determinism: batches and every random draw are functions of (seed, step, rank), and
 checkpoints carry optimiser, EMA and ADA state, so N steps + `--resume` + N steps gives the
@@ -17,6 +14,7 @@ same weights as 2N steps (on CPU, same thread count).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -35,7 +33,7 @@ from rich.progress import (
 from rich.text import Text
 from torchvision.utils import make_grid
 
-from defectgen import distributed, losses
+from defectgen import distributed
 from defectgen.augment import AdaptiveAugment
 from defectgen.checkpoint import CheckpointError, link_atomically, load_checkpoint, save_checkpoint
 from defectgen.config import TrainConfig
@@ -44,7 +42,8 @@ from defectgen.data.patches import DefectCrops
 from defectgen.data.split import Split
 from defectgen.errors import ConfigError, DefectgenError
 from defectgen.fileio import OWNER_MARK, claim_folder
-from defectgen.models import build_discriminator, build_generator, composite, count_parameters
+from defectgen.models import composite, count_parameters
+from defectgen.objective import Objective
 from defectgen.ui import console, say
 
 
@@ -63,7 +62,16 @@ def train(
 ) -> Path:
     """Train G and D on the training half of `split`; returns the path of `last.pt`."""
     config.validate()
-    config = config.with_preset_models()  # the run's files name its models, whatever the presets become
+    config = config.resolved()  # the run's files hold its whole model spec, whatever the presets become
+    extra = {k: v for k, v in config.extra.items() if k != "guide_sha256"}  # only this run's guide
+    if config.guide:  # the guide by content: resuming with another is refused; evaluate's judge must differ
+        from defectgen.guide import file_digest, load_guide
+
+        load_guide(
+            config.guide, config.guide_encoder, dataset.channels, len(dataset.classes)
+        )  # before any file
+        extra["guide_sha256"] = file_digest(Path(config.guide))
+    config = dataclasses.replace(config, extra=extra)
     out_dir = Path(out_dir)
     context = distributed.init(device)
     try:
@@ -83,12 +91,9 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
     # --- models, optimisers, augmentation -------------------------------------------------
     torch.manual_seed(config.seed)  # parameter initialisation only; all sampling is explicit
     channels, num_classes = dataset.channels, len(dataset.classes)
-    G = build_generator(config.preset, channels, num_classes, **config.model_overrides("generator")).to(
-        device
-    )
-    D = build_discriminator(
-        config.preset, channels, num_classes, config.d_conditioning, **config.model_overrides("discriminator")
-    ).to(device)
+    spec = config.model_spec
+    G = spec.generator.build(channels, num_classes).to(device)
+    D = spec.discriminator.build(channels, num_classes).to(device)
     ema = copy.deepcopy(G).eval().requires_grad_(False)
     opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g, betas=config.betas)
     # Lazy R1 (StyleGAN2 appendix B): scale D's Adam so its effective step matches every-step R1.
@@ -102,6 +107,13 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
     if config.channels_last:
         G, D, ema = (m.to(memory_format=torch.channels_last) for m in (G, D, ema))
 
+    guide = None
+    if config.guide:
+        from defectgen.guide import load_guide
+
+        guide = load_guide(config.guide, config.guide_encoder, channels, num_classes).to(device)
+        if config.channels_last:
+            guide = guide.to(memory_format=torch.channels_last)
     start_step = 0
     if resume:
         state = _load_resumable(checkpoints)
@@ -127,10 +139,10 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
         progress=progress and context.is_main,
     )
     fixed = {k: v.to(device) for k, v in crops.fixed_batch(8).items()}
-    use_bf16 = resolve_bf16(config.precision, device)
+    use_bf16 = distributed.resolve_bf16(config.precision, device)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
     images_per_step = config.batch_size * context.world_size
-    half = config.batch_size // 2
+    objective = Objective.from_config(config, guide)
     if context.is_main:
         console.print(
             f"G {count_parameters(G) / 1e6:.2f} M, D {count_parameters(D) / 1e6:.2f} M parameters; "
@@ -162,88 +174,28 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
                 raw = G_step(real, hole, labels, z=z, generator=rng)
                 fake = composite(raw, real, hole)
 
-            # --- D step ------------------------------------------------------------------
-            # Real i and fake i get the same augmentation (same generator state), so their
-            # patches correspond position by position, as the paired relativistic loss needs.
+            # --- D step, lazy R1 ------------------------------------------------------------
             D.requires_grad_(True)
-            relativistic = config.adversarial_loss == "relativistic"
             with amp:
-                real_aug, fake_aug, labels_aug, hole_aug = _augment_pair(
-                    ada, real, fake.detach(), labels, hole, rng
-                )
-                logits, _ = D(torch.cat([real_aug, fake_aug.to(real_aug.dtype)]), torch.cat([labels_aug] * 2))
-                real_logits, fake_logits = logits.float().chunk(2)
-                if relativistic:
-                    loss_d, d_logs = losses.d_relativistic(real_logits, fake_logits, hole_aug)
-                else:
-                    loss_d, d_logs = losses.d_adversarial(real_logits, fake_logits, hole_aug)
+                loss_d, d_logs = objective.discriminator(D, ada, real, fake.detach(), labels, hole, rng)
             logs.update(d_logs)
-            if relativistic:  # r_t = E[sign(D(real) - D(fake))] over patches mostly hole
-                inside = losses.hole_at(hole_aug, real_logits.shape[-2:]) >= 0.5
-                ada.accumulate((real_logits - fake_logits).detach()[inside])
-            else:
-                ada.accumulate(real_logits.detach())
             _guard(loss_d, "D loss", step, last_path)
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
-            if config.r1_gamma > 0 and step % config.r1_interval == 0:
-                # R1 in fp32 on augmented reals (StyleGAN2-ADA applies it after augmentation).
-                real_aug, labels_aug, _ = ada(real, labels, hole, rng)
-                real_aug = real_aug.detach().requires_grad_(True)
-                r1_logits, _ = D(real_aug, labels_aug)
-                loss_r1, r1_logs = losses.r1_penalty(r1_logits, real_aug, config.r1_gamma)
+            if objective.due(step):
+                loss_r1, r1_logs = objective.regularise(D, ada, real, labels, hole, rng)
                 logs.update(r1_logs)
                 _guard(loss_r1, "R1 penalty", step, last_path)
-                (loss_r1 * config.r1_interval).backward()
+                loss_r1.backward()
             distributed.average_gradients(D, context)
             opt_d.step()
 
             # --- G step ------------------------------------------------------------------
             D.requires_grad_(False)
+            aug_rng = torch.Generator(device=device).manual_seed(_stream(config.seed, step, context.rank, 1))
             with amp:
-                # The same augmentation for fake i and real i, so feature matching compares like
-                # with like; one D call for both halves.
-                aug_rng = torch.Generator(device=device).manual_seed(
-                    _stream(config.seed, step, context.rank, 1)
-                )
-                fake_aug, real_aug, labels_aug, hole_aug = _augment_pair(
-                    ada, fake, real, labels, hole, aug_rng
-                )
-                logits, features = D(
-                    torch.cat([fake_aug, real_aug.to(fake_aug.dtype)]), torch.cat([labels_aug] * 2)
-                )
-                fake_logits, real_logits = logits.float().chunk(2)
-                if relativistic:
-                    loss_adv, adv_logs = losses.g_relativistic(real_logits, fake_logits, hole_aug)
-                else:
-                    loss_adv, adv_logs = losses.g_adversarial(fake_logits, hole_aug.float())
-                terms = [config.adversarial * loss_adv]
-                logs.update(adv_logs)
-                if config.feature_matching > 0:
-                    halves = [f.float().chunk(2) for f in features]
-                    loss_fm, fm_logs = losses.feature_matching(
-                        [fake_f for fake_f, _ in halves], [real_f.detach() for _, real_f in halves]
-                    )
-                    terms.append(config.feature_matching * loss_fm)
-                    logs.update(fm_logs)
-                loss_rec, rec_logs = losses.hole_reconstruction(
-                    raw.float(), real, hole, pool=config.reconstruction_pool
-                )
-                terms.append(config.reconstruction * loss_rec)
-                logs.update(rec_logs)
-                if config.mode_seeking > 0:
-                    loss_ms, ms_logs = losses.mode_seeking(
-                        fake[:half].float(),
-                        fake[half:].float(),
-                        z[:half],
-                        z[half:],
-                        hole[:half],
-                        pool=4,
-                        bound=config.mode_seeking_bound,
-                    )
-                    terms.append(config.mode_seeking * loss_ms)
-                    logs.update(ms_logs)
-                loss_g = sum(terms)
+                loss_g, g_logs = objective.generator(D, ada, real, raw, fake, labels, hole, z, aug_rng)
+            logs.update(g_logs)
             _guard(loss_g, "G loss", step, last_path)
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
@@ -306,50 +258,9 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
 # --- helpers ---------------------------------------------------------------------------------------
 
 
-def _augment_pair(ada, first, second, labels, hole, generator: torch.Generator):
-    """Augment two images of the same crop (a real and its composite) with the same draw:
-    `generator` is rewound between the calls, so patch p of one lies where patch p of the
-    other does. Returns (first_aug, second_aug, labels_aug, hole_aug)."""
-    state = generator.get_state()
-    first_aug, labels_aug, hole_aug = ada(first, labels, hole, generator)
-    generator.set_state(state)
-    second_aug, _, _ = ada(second, labels, hole, generator)
-    return first_aug, second_aug, labels_aug, hole_aug
-
-
 def _stream(*words: int) -> int:
     """A 63-bit seed derived from (seed, step, rank, ...) via numpy's SeedSequence."""
     return int(np.random.SeedSequence([int(w) for w in words]).generate_state(1, np.uint64)[0] >> 1)
-
-
-def resolve_bf16(precision: str, device: torch.device) -> bool:
-    """Whether to run under bf16 autocast: `auto` uses it where the hardware supports it."""
-    if precision not in ("auto", "bf16", "fp32"):
-        raise ConfigError(f"precision must be auto, bf16 or fp32, got {precision!r}")
-    if precision == "fp32":
-        return False
-    supported = bf16_supported(device)
-    if precision == "bf16" and not supported:
-        raise ConfigError(f"precision=bf16 is not supported on {device}; use --set precision=fp32")
-    return supported
-
-
-def bf16_supported(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        # AVX512-BF16 / AMX: about 1.8x faster on FFC layers here; elsewhere bf16 is emulated.
-        capability = torch.backends.cpu.get_cpu_capability()
-        return capability in ("AVX512", "AVX512_BF16", "AMX") and _cpu_has_bf16()
-    return False
-
-
-def _cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _guard(loss: torch.Tensor, name: str, step: int, last_path: Path) -> None:
@@ -374,9 +285,17 @@ def _prepare_run_folder(out_dir: Path, config: TrainConfig, resume: bool, datase
         )
     claim_folder(out_dir, "run", legacy=_is_run)
     if resume and config_path.exists():
-        previous = TrainConfig.load(config_path, written_by_a_run=True).to_dict()
-        current = config.to_dict()
-        changed = sorted(k for k in current if k not in ("steps",) and previous.get(k) != current[k])
+        previous = _flat(TrainConfig.load(config_path, written_by_a_run=True).resolved().to_dict())
+        current = _flat(config.to_dict())
+        before, now = previous.get("extra", {}).get("guide_sha256"), current["extra"].get("guide_sha256")
+        if before and now and before != now:
+            raise ConfigError(
+                f"{config.guide} changed since this run started (SHA-256 {before}, now {now}); a run "
+                "continues only with the guide it started with: restore that file or start a new run"
+            )
+        changed = sorted(
+            k for k in current.keys() | previous.keys() if k != "steps" and previous.get(k) != current.get(k)
+        )
         if changed:
             as_run = " ".join(f"--set {k}={_as_yaml(previous.get(k))}" for k in changed)
             raise ConfigError(
@@ -392,9 +311,22 @@ def _is_run(folder: Path) -> bool:
     return (folder / OWNER_MARK).is_file() or (folder / "config.yaml").is_file()
 
 
+def _flat(data: dict, prefix: str = "") -> dict:
+    """{"model": {"generator": {"width": 32}}} -> {"model.generator.width": 32} (what --set takes)."""
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value and key != "extra":
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def _as_yaml(value) -> str:
     """A config value as `--set` reads it back (YAML: JSON's true/false/null and lists work)."""
-    return value if isinstance(value, str) else json.dumps(list(value) if isinstance(value, tuple) else value)
+    if isinstance(value, str):
+        return value or '""'
+    return json.dumps(list(value) if isinstance(value, tuple) else value)
 
 
 def _load_resumable(checkpoints: Path) -> dict | None:
@@ -416,8 +348,12 @@ def _load_resumable(checkpoints: Path) -> dict | None:
 
 
 def _check_compatible(state: dict, config: TrainConfig, dataset: DefectDataset) -> None:
-    if state["config"]["preset"] != config.preset:
-        raise ConfigError(f"checkpoint is preset {state['config']['preset']}, not {config.preset}")
+    trained = TrainConfig.from_dict(state["config"], written_by_a_run=True).model_spec
+    if trained != config.model_spec:
+        raise ConfigError(
+            f"the checkpoint holds other models than this config builds: checkpoint {trained}, config "
+            f"{config.model_spec}; resume with the run's own config"
+        )
     if state["classes"] != dataset.classes.to_json() or state["image_channels"] != dataset.channels:
         raise ConfigError("checkpoint was trained on other classes or channels than this dataset")
 

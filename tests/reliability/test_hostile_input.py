@@ -21,7 +21,16 @@ from defectgen.config import TrainConfig, apply_overrides, parse_yaml
 from defectgen.errors import ConfigError, DataError
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "tiny_folder"
-TINY = ["--preset", "tiny", "--set", "resolution=32", "--set", "batch_size=2", "--set", "precision=fp32"]
+TINY = [
+    "--preset",
+    "tiny",
+    "--set",
+    "model.resolution=32",
+    "--set",
+    "batch_size=2",
+    "--set",
+    "precision=fp32",
+]
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
@@ -327,7 +336,7 @@ BAD_TRAIN = [
     ["--set", f"seed={2**64}"],
     ["--set", "betas=[0.5, 1.5]"],
     ["--set", "betas=[0.5]"],
-    ["--set", "resolution=100000"],
+    ["--set", "model.resolution=100000"],
     ["--set", "precision=fp8"],
     ["--set", "log_every=abc"],
     ["--set", "ema_half_life_images=0"],

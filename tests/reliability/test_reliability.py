@@ -28,7 +28,7 @@ from defectgen.train import train
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "tiny_folder"
 TINY_SETS = [
     "--set",
-    "resolution=32",
+    "model.resolution=32",
     "--set",
     "batch_size=2",
     "--set",
@@ -103,7 +103,7 @@ def test_disk_full_while_checkpointing(tmp_path, monkeypatch):
     split = make_split(dataset, seed=0)
     config = TrainConfig(
         preset="tiny",
-        resolution=32,
+        model={"resolution": 32},
         batch_size=2,
         precision="fp32",
         steps=6,
@@ -168,7 +168,7 @@ def test_two_synth_processes_on_one_folder(split_file, tmp_path):
     checkpoint = train(
         open_dataset(str(FIXTURE)),
         make_split(open_dataset(str(FIXTURE)), seed=0),
-        TrainConfig(preset="tiny", resolution=32, batch_size=2, steps=1, precision="fp32"),
+        TrainConfig(preset="tiny", model={"resolution": 32}, batch_size=2, steps=1, precision="fp32"),
         tmp_path / "run",
         progress=False,
     )

@@ -2,13 +2,14 @@
 
 from defectgen.evaluate.arms import BASES, parse_arm, parse_synthetic
 from defectgen.evaluate.config import EvalConfig
-from defectgen.evaluate.run import RESULT_COLUMNS, evaluate, open_synthetic, result_rows
+from defectgen.evaluate.run import RESULT_COLUMNS, evaluate, measure_quality, open_synthetic, result_rows
 
 __all__ = [
     "BASES",
     "RESULT_COLUMNS",
     "EvalConfig",
     "evaluate",
+    "measure_quality",
     "open_synthetic",
     "parse_arm",
     "parse_synthetic",

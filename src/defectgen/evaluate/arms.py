@@ -25,11 +25,12 @@ from defectgen.errors import ConfigError
 BASES = {
     "real": "the labelled training half only",
     "oversample": "real crops + extra crops centred on the real defects again",
-    "copypaste": "real crops + extra crops of real defects cut by their masks and pasted, flipped, onto "
-    "defect-free training images at places drawn from the class's position prior, as many as real images "
-    "hold (no overlap)",
-    "blendpaste": "copypaste with the same placements, Poisson-blended (OpenCV seamlessClone) instead of "
-    "pasted with a hard edge; the blended ring outside the label is ignored by the loss",
+    "copypaste": "real crops + extra crops of real defects (of those that fit the image) cut by their masks "
+    "and pasted, flipped, onto defect-free training images at places drawn from the class's position prior, "
+    "as many as real images hold (no overlap)",
+    "blendpaste": "copypaste with the same placements, Poisson-blended (OpenCV seamlessClone, solved on the "
+    "defect and its whole margin) instead of pasted with a hard edge; the blended ring outside the label is "
+    "ignored by the loss",
     "classic": "the real crops with flips, affine, brightness/contrast and elastic transforms "
     "(albumentations)",
     "control": "noise-floor twin of real: same initial weights, real crops from an independent stream",

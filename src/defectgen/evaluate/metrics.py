@@ -1,4 +1,4 @@
-"""Segmentation metrics of the evaluation protocol (DESIGN.md), per image and class.
+"""Segmentation metrics of the evaluation protocol (docs/ARCHITECTURE.md), per image and class.
 
 - Kaggle Severstal score: mean Dice over all (image, class) pairs, where an empty prediction
   for an empty target scores 1 and any predicted pixel on an empty target scores 0.

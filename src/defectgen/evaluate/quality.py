@@ -65,6 +65,23 @@ class InceptionFeatures(nn.Module):
         return self.net(pixels)[0].double()
 
 
+def fidelity_per_class(synthetic: dict, real_test: dict, floor: float) -> dict[str, dict]:
+    """Per class: the judge's positive Dice on synthetic images next to its Dice on real test
+    images, and their ratio. A class the judge finds below `floor` on real test images is not
+    judgeable: its synthetic Dice says nothing about the labels (ratio None)."""
+    table = {}
+    for name, real in (real_test.get("positive_dice") or {}).items():
+        fake = (synthetic.get("positive_dice") or {}).get(name)
+        judgeable = real is not None and real >= floor and real > 0
+        table[name] = {
+            "real_test": real,
+            "synthetic": fake,
+            "judgeable": judgeable,
+            "ratio": fake / real if judgeable and fake is not None else None,
+        }
+    return table
+
+
 def label_fidelity(model, synthetic: DefectDataset, limit: int, use_bf16: bool) -> tuple[dict, list[dict]]:
     """Real-trained segmenter on synthetic images -> (summary, per-image list sorted worst first)."""
     scores = ImageScores(len(synthetic.classes))

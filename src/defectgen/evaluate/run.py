@@ -1,6 +1,6 @@
 """`defectgen evaluate`: what synthetic data is worth, measured the same way for every arm.
 
-Protocol (DESIGN.md):
+Protocol (docs/ARCHITECTURE.md):
 
 1. The training half is cut into a *fit* part and a stratified *validation* part. Segmenters
    train on crops of the fit part only; the validation part chooses the step count (once, on
@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ import defectgen
 from defectgen.data import SeverstalDataset, open_dataset
 from defectgen.data.dataset import DefectDataset
 from defectgen.data.split import Split, stratify
+from defectgen.distributed import resolve_bf16
 from defectgen.errors import DataError
 from defectgen.evaluate import postprocess, quality
 from defectgen.evaluate.arms import FILTERED, Arm, parse_arms
@@ -63,7 +64,6 @@ from defectgen.evaluate.sampling import (
 )
 from defectgen.evaluate.segmenter import build_segmenter, probabilities, train_segmenter
 from defectgen.fileio import claim_folder, write_atomic
-from defectgen.train import resolve_bf16
 
 FORMAT = "defectgen-eval/2"
 COPYPASTE_IMAGES = 1000  # pasted images per seed (made lazily, when a crop first needs one)
@@ -609,13 +609,15 @@ def _quality(
             figures[f"{base}_examples"] = _rel(
                 quality.overlay_sheet(samples, figures_dir / f"{base}_examples.png"), out_dir
             )
-    model = None
+    model, judge_digest = None, None
     if judge is not None:
+        from defectgen.guide import file_digest
+
+        judge_file = out_dir / "runs" / f"real_s{judge['seed']}.pt"
         model = ctx.model(0)
-        model.load_state_dict(
-            torch.load(out_dir / "runs" / f"real_s{judge['seed']}.pt", map_location="cpu", weights_only=True)
-        )
+        model.load_state_dict(torch.load(judge_file, map_location="cpu", weights_only=True))
         model.eval()
+        judge_digest = file_digest(judge_file)
     real_defects = dataset_pool(dataset, ctx.fit, defects_only=True)
     for name in sorted(used_sets):
         synthetic = ctx.sets[name]
@@ -650,10 +652,19 @@ def _quality(
         if model is None:
             results[name] = entry
             continue
+        if _synth_params(ctx.synthetic_dirs[name]).get("guide_sha256") == judge_digest:
+            entry["label_fidelity"] = {
+                "not_independent": f"the judge (real arm, seed {judge['seed']}) is the U-Net this set's "
+                "generator was trained against (its guide); judge it with an evaluation whose first seed "
+                "is another"
+            }
+            results[name] = entry
+            continue
         summary, ranked = quality.label_fidelity(model, synthetic, config.quality_samples, ctx.use_bf16)
         entry["label_fidelity"] = {
             "synthetic": summary,
             "real_test": judge["test"],
+            "per_class": quality.fidelity_per_class(summary, judge["test"], config.filter_floor),
             "segmenter": f"real arm, seed {judge['seed']} "
             "(fit part of the training half; never saw the generator)",
         }
@@ -721,6 +732,32 @@ def _diversity(checkpoint, synthetic, features, config, use_bf16, real_crops, sp
         "feature_space": space,
         "note": "generated: same mask and background, different draws; real: different real defects",
     }
+
+
+def measure_quality(
+    dataset: DefectDataset,
+    split: Split,
+    eval_dir: Path,
+    config: EvalConfig,
+    synthetic: dict[str, Path],
+    checkpoint: Path | None = None,
+    judge_seed: int | None = None,
+) -> dict:
+    """Label fidelity (per class), KID and diversity of synthetic sets, judged by the `real` run
+    of an existing evaluation folder (`judge_seed`, default its lowest), without training any
+    arm: how a generator recipe is compared with another. Figures go to EVAL/figures."""
+    eval_dir = Path(eval_dir)
+    seeds = sorted(int(p.stem.removeprefix("real_s")) for p in eval_dir.glob("runs/real_s*.pt"))
+    if not seeds or (judge_seed is not None and judge_seed not in seeds):
+        raise DataError(
+            f"{eval_dir}: no real-arm U-Net{'' if judge_seed is None else f' of seed {judge_seed}'} to judge "
+            "with; run `defectgen evaluate --arms real` into that folder first"
+        )
+    seed = seeds[0] if judge_seed is None else judge_seed
+    judge = json.loads((eval_dir / "runs" / f"real_s{seed}.json").read_text())
+    ctx = EvalContext.create(dataset, split, replace(config, arms=["real"]), synthetic)
+    results, _ = _quality(ctx, set(synthetic), checkpoint, eval_dir, {**judge, "seed": seed})
+    return results
 
 
 # --- tables ------------------------------------------------------------------------------------

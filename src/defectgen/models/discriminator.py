@@ -68,7 +68,7 @@ class ResidualDownBlock(nn.Module):
     StyleGAN2 runs its first conv at the input resolution (in->in) and strides in the second
     (in->out); we stride first. Where a block doubles its channels both orders take the same
     multiply-adds and ours holds half the activations; where the channels are capped (in == out)
-    ours takes 2.5x fewer. Full-resolution features come from the stem (`stem_layers`).
+    ours takes 2.5x fewer. Full-resolution features come from the stem.
     """
 
     def __init__(self, in_channels: int, out_channels: int, spectral_norm: bool = False):
@@ -94,8 +94,8 @@ CONDITIONING = ("projection", "input", "none")
 class PatchDiscriminator(nn.Module):
     """Residual PatchGAN: (image, labels) -> (logits [N, 1, h, w], features).
 
-    stem: `stem_layers` 3x3 convs at the input resolution (C -> width, or C+K with conditioning
-    "input", then width -> width), each + lrelu, then `n_layers` ResidualDownBlocks doubling
+    stem: one 3x3 conv at the input resolution (C -> width, or C+K -> width with conditioning
+    "input") + lrelu, then `n_layers` ResidualDownBlocks doubling
     the channels (capped at 8 * width), then a 1x1 conv to one logit per patch, plus the class
     projection term with conditioning "projection".
     h, w = ceil(H / 2**n_layers), ceil(W / 2**n_layers).
@@ -112,15 +112,14 @@ class PatchDiscriminator(nn.Module):
         n_layers: int = 3,
         spectral_norm: bool = False,
         conditioning: str = "projection",
-        stem_layers: int = 1,
     ):
         super().__init__()
         if conditioning not in CONDITIONING:
             raise ValueError(f"conditioning must be one of {CONDITIONING}, got {conditioning!r}")
-        if min(image_channels, num_classes, width, n_layers, stem_layers) < 1:
+        if min(image_channels, num_classes, width, n_layers) < 1:
             raise ValueError(
-                "need image_channels, num_classes, width, n_layers, stem_layers >= 1; got "
-                f"{image_channels}, {num_classes}, {width}, {n_layers}, {stem_layers}"
+                "need image_channels, num_classes, width, n_layers >= 1; got "
+                f"{image_channels}, {num_classes}, {width}, {n_layers}"
             )
         self.image_channels = image_channels
         self.num_classes = num_classes
@@ -128,11 +127,9 @@ class PatchDiscriminator(nn.Module):
         max_channels = 8 * width
         channels = [min(width * 2**i, max_channels) for i in range(n_layers + 1)]
         stem_inputs = image_channels + (num_classes if conditioning == "input" else 0)
-        stem: list[nn.Module] = []
-        for i in range(stem_layers):
-            stem += [_conv(stem_inputs if i == 0 else width, width, 3, spectral_norm, padding=1)]
-            stem += [nn.LeakyReLU(LEAKY_SLOPE)]
-        self.stem = nn.Sequential(*stem)
+        self.stem = nn.Sequential(
+            _conv(stem_inputs, width, 3, spectral_norm, padding=1), nn.LeakyReLU(LEAKY_SLOPE)
+        )
         self.blocks = nn.ModuleList(
             ResidualDownBlock(channels[i], channels[i + 1], spectral_norm) for i in range(n_layers)
         )

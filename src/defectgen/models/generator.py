@@ -13,10 +13,6 @@ reflect-padded 7x7 conv -> tanh. No normalisation layers (see models/ffc.py for 
 LaMa has neither a class input nor randomness; we add both:
   * the class label maps are input channels, so the generator knows what to paint where;
   * per-pixel noise maps are input channels (masked to the hole: known pixels need none);
-  * optionally (`decoder_noise`), StyleGAN's noise inputs (Karras et al., CVPR 2019): one more
-    noise map, added after every upsampling convolution with a learned per-channel strength
-    (zero at start), so fine stochastic texture (grain, streaks) has a per-pixel random source
-    at every decoder resolution instead of being painted as a repeated tile;
   * a style code z enters through CoModGAN's co-modulation (Zhao et al., ICLR 2021): a mapping
     MLP of concat(mapped z, pooled encoder features) gives per-sample FiLM scale/shift for
     every FFC in the bottleneck, so the same mask can get many different defects.
@@ -138,7 +134,7 @@ class Upsample(nn.Module):
       crop of the output, which cost more than the folding saves on a 2-core CPU.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, mode: str = "nearest", noise: bool = False):
+    def __init__(self, in_channels: int, out_channels: int, mode: str = "nearest"):
         super().__init__()
         if mode not in UPSAMPLING:
             raise ValueError(f"upsampling must be one of {', '.join(UPSAMPLING)}, got {mode!r}")
@@ -151,14 +147,10 @@ class Upsample(nn.Module):
             padding_mode = "reflect" if mode == "resize" else "zeros"
             self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, padding_mode=padding_mode)
             init_conv(self.conv)
-        # StyleGAN noise input: per-channel strength of one noise map, zero at start
-        self.noise_strength = nn.Parameter(torch.zeros(out_channels)) if noise else None
         self.activation = nn.ReLU(inplace=True)
 
-    def forward(self, x: Tensor, noise: Tensor | None = None) -> Tensor:
-        """x [N, in, H, W], noise [N, 1, 2H, 2W] (needed exactly when built with noise=True)."""
-        if (noise is None) != (self.noise_strength is None):
-            raise ValueError("Upsample takes a noise map exactly when it was built with noise=True")
+    def forward(self, x: Tensor) -> Tensor:
+        """x [N, in, H, W] -> [N, out, 2H, 2W]."""
         if self.mode == "resize":
             x = nn.functional.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
             x = self.conv(x)
@@ -166,8 +158,6 @@ class Upsample(nn.Module):
             x = nn.functional.conv_transpose2d(x, folded_kernel(self.conv.weight), self.conv.bias, 2, 1)
         else:
             x = self.conv(x)
-        if noise is not None:
-            x = x + self.noise_strength.view(1, -1, 1, 1).to(x.dtype) * noise.to(x.dtype)
         return self.activation(x)  # [N, out, 2H, 2W]
 
 
@@ -191,7 +181,6 @@ class FFCGenerator(nn.Module):
         style_dim: int = 128,
         noise_channels: int = 1,
         upsampling: str = "nearest",
-        decoder_noise: bool = False,
     ):
         super().__init__()
         if image_channels < 1 or num_classes < 1:
@@ -209,7 +198,6 @@ class FFCGenerator(nn.Module):
         self.n_downsample = n_downsample
         self.style_dim = style_dim
         self.noise_channels = noise_channels
-        self.decoder_noise = decoder_noise
 
         max_channels = 8 * width
         channels = [min(width * 2**i, max_channels) for i in range(n_downsample + 1)]
@@ -238,16 +226,15 @@ class FFCGenerator(nn.Module):
         )
         self.mapping = MappingNetwork(style_dim, bottleneck, [block.modulation_size for block in self.blocks])
         self.decoder = nn.ModuleList(
-            Upsample(channels[i + 1], channels[i], upsampling, decoder_noise)
-            for i in reversed(range(n_downsample))
+            Upsample(channels[i + 1], channels[i], upsampling) for i in reversed(range(n_downsample))
         )
         self.head = nn.Conv2d(width, image_channels, 7, padding=3, padding_mode="reflect")
         init_conv(self.head, gain=1.0)
 
     @property
     def noise_maps(self) -> int:
-        """Noise maps per image: `noise_channels` for the input, one more for the decoder."""
-        return self.noise_channels + int(self.decoder_noise)
+        """Noise maps per image (the per-pixel input noise)."""
+        return self.noise_channels
 
     @property
     def size_multiple(self) -> int:
@@ -293,8 +280,7 @@ class FFCGenerator(nn.Module):
         expected_noise = (batch, self.noise_maps, height, width)
         if noise is not None and tuple(noise.shape) != expected_noise:
             raise ValueError(
-                f"noise must be [N, noise_maps, H, W] = {expected_noise} (noise_channels input maps"
-                f"{' + 1 decoder map' if self.decoder_noise else ''}), got {tuple(noise.shape)}"
+                f"noise must be [N, noise_channels, H, W] = {expected_noise}, got {tuple(noise.shape)}"
             )
 
     def draw_style(
@@ -357,16 +343,6 @@ class FFCGenerator(nn.Module):
             x_local, x_global = block(x_local, x_global, modulation)
         x = torch.cat([x_local, x_global], dim=1)  # [N, 8w, h, w]
 
-        full_noise = noise[:, self.noise_channels :].to(image.dtype) * hole if self.decoder_noise else None
         for up in self.decoder:
-            x = up(x, _noise_at(full_noise, 2 * x.shape[-2]))  # [N, w, H, W] at the end
+            x = up(x)  # [N, w, H, W] at the end
         return torch.tanh(self.head(x))  # [N, C, H, W]
-
-
-def _noise_at(noise: Tensor | None, height: int) -> Tensor | None:
-    """The full-resolution noise map [N, 1, H, W] at `height` rows: averages of k x k blocks
-    scaled by k, so the map stays unit-variance wherever the hole covers the whole block."""
-    if noise is None:
-        return None
-    factor = noise.shape[-2] // height
-    return noise if factor == 1 else nn.functional.avg_pool2d(noise, factor) * factor

@@ -1,0 +1,185 @@
+"""Generator quality: one training recipe on the mission split, judged by an independent U-Net.
+
+    .venv/bin/python benchmarks/generator_quality.py --name NAME [--steps 1000] [--set KEY=VALUE ...]
+        [--n 300] [--size 128] [--eval bench_runs/mission/eval] [--judge-seed 0]
+
+Stages, each resumable (the same command continues):
+
+1. `defectgen train` of the `small` preset at --size px on the training half of the mission
+   split (`bench_runs/mission/split_0.25.json`, magnetic tile, 25 % labels), with the --set
+   overrides (e.g. `--set guide=bench_runs/mission/eval/runs/real_s1.pt`);
+2. `defectgen synth` of --n images (real mask bank, defect-free training backgrounds);
+3. `evaluate.measure_quality` with the `real` U-Net of --eval at --judge-seed as judge: trained on
+   the fit part of the training half, never the generator's guide (evaluation refuses that):
+   per-class label fidelity next to the judge's Dice on real test images (classes it cannot
+   find on real images are "not judgeable"), KID and diversity (four draws for one mask against
+   different real defects, in the judge encoder's feature space);
+4. the 8 px ladder: the largest Fray component of the training half pasted as a hole in the
+   middle of a defect-free training image, painted with two draws; per draw, the lag-8
+   autocorrelation of the row-to-row differences of the painted pixels' row means (rows with
+   >= 8 hole pixels). A staircase of 8 px steps puts a spike in the differences every 8 rows
+   (near 1); smooth shading does not (near 0). The autocorrelation of the row means themselves
+   (RESULTS.md, the nearest decoder) is high for any smooth fill, ladder or not.
+
+The record (recipe, steps, seconds, per-class fidelity and real reference, diversity, ladder)
+replaces the entry of --name in `benchmarks/generator_quality.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "magnetic_tile"
+RESULT = REPO / "benchmarks" / "generator_quality.json"
+LADDER_CLASS, LAG = "Fray", 8
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", required=True, help="recipe name (folder and JSON key)")
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--set", dest="sets", action="append", default=[], help="train --set KEY=VALUE")
+    parser.add_argument("--n", type=int, default=300, help="synthetic images to judge")
+    parser.add_argument("--size", type=int, default=128, help="training crop size (px)")
+    parser.add_argument("--eval", type=Path, default=REPO / "bench_runs" / "mission" / "eval")
+    parser.add_argument("--judge-seed", type=int, default=0)
+    parser.add_argument("--split", type=Path, default=REPO / "bench_runs" / "mission" / "split_0.25.json")
+    parser.add_argument("--work", type=Path, default=REPO / "bench_runs" / "quality")
+    args = parser.parse_args()
+    if not DATA.exists():
+        raise SystemExit(f"magnetic tile data not found at {DATA}")
+    work = args.work / args.name
+    cli = [sys.executable, "-m", "defectgen"]
+    gan, synth = work / "gan", work / "synthetic"
+    checkpoint = gan / "checkpoints" / f"step_{args.steps:07d}.pt"
+    start = time.time()
+    if not checkpoint.exists():
+        sets = [x for s in args.sets for x in ("--set", s)]
+        run([*cli, "train", str(DATA), "--split", str(args.split), "--out", str(gan),
+             "--preset", "small", "--steps", str(args.steps), "--set", f"model.resolution={args.size}",
+             "--set", "sample_every=500", "--set", "checkpoint_every=250", *sets,
+             *(["--resume"] if gan.exists() else [])])  # fmt: skip
+    train_seconds = _train_seconds(gan)
+    run([*cli, "synth", str(DATA), "--checkpoint", str(checkpoint), "--split", str(args.split),
+         "--n", str(args.n), "--out", str(synth), "--seed", "0"])  # fmt: skip
+    record = measure(args, checkpoint, synth)
+    record.update(
+        recipe=args.sets,
+        steps=args.steps,
+        size=args.size,
+        train_seconds=round(train_seconds, 1),
+        command="python benchmarks/generator_quality.py " + " ".join(sys.argv[1:]),
+        machine="dev-cpu, 2 cores",
+        minutes_this_invocation=round((time.time() - start) / 60, 1),
+    )
+    results = json.loads(RESULT.read_text()) if RESULT.exists() else {}
+    results[args.name] = record
+    RESULT.write_text(json.dumps(results, indent=1) + "\n")
+    print(json.dumps(record, indent=1))
+
+
+def run(command: list[str]) -> None:
+    print("$ " + " ".join(command), flush=True)
+    subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
+
+
+def _train_seconds(gan: Path) -> float:
+    """Training time from metrics.jsonl (seconds per step x steps per logged record)."""
+    records = [json.loads(line) for line in (gan / "metrics.jsonl").read_text().splitlines()]
+    total, previous = 0.0, 0
+    for record in records:
+        total += record["seconds_per_step"] * (record["step"] - previous)
+        previous = record["step"]
+    return total
+
+
+def measure(args, checkpoint: Path, synth: Path) -> dict:
+    from defectgen.checkpoint import load_generator
+    from defectgen.data import open_dataset
+    from defectgen.data.split import Split
+    from defectgen.evaluate import EvalConfig, measure_quality
+
+    dataset = open_dataset(str(DATA))
+    split = Split.load(args.split)
+    config = EvalConfig(quality_samples=args.n, crop_size=96)
+    quality = measure_quality(dataset, split, args.eval, config, {"set": synth}, checkpoint, args.judge_seed)[
+        "set"
+    ]
+    fidelity = quality["label_fidelity"]
+    per_class = fidelity.get("per_class", {})
+    judgeable = [row for row in per_class.values() if row["judgeable"]]
+    G, *_ = load_generator(checkpoint)
+    return {
+        "judge": fidelity.get("segmenter") or fidelity.get("not_independent"),
+        "label_fidelity": per_class,
+        "label_fidelity_mean": fidelity.get("synthetic", {}).get("mean_positive_dice"),
+        "judge_real_test_mean": fidelity.get("real_test", {}).get("mean_positive_dice"),
+        "worst_judgeable_ratio": min((row["ratio"] for row in judgeable), default=None),
+        "mean_judgeable_ratio": float(np.mean([row["ratio"] for row in judgeable])) if judgeable else None,
+        "kid": quality.get("kid"),
+        "diversity": quality.get("diversity"),
+        "diversity_ratio": _ratio(quality.get("diversity")),
+        "ladder_lag8": ladder(G, dataset, split),
+    }
+
+
+def _ratio(diversity: dict | None) -> float | None:
+    if not diversity or not diversity.get("real_pairwise_distance"):
+        return None
+    return diversity["mean_pairwise_distance"] / diversity["real_pairwise_distance"]
+
+
+@torch.no_grad()
+def ladder(G, dataset, split) -> list[float]:
+    """Lag-8 autocorrelation of the row-mean differences inside the largest training Fray hole,
+    for two draws (see the module docstring); near 0 without a ladder, near 1 with one."""
+    from defectgen.masks.compose import find_components
+    from defectgen.models import composite
+    from defectgen.tensors import image_to_tensor, tensor_to_image
+
+    class_id = list(dataset.classes.names).index(LADDER_CLASS) + 1
+    train = split.indices(dataset, "train")
+    largest = None
+    for index in train:
+        if class_id in dataset.items[index].class_ids:
+            for _, crop in find_components(dataset.load_masks(index)[class_id - 1]):
+                if largest is None or crop.sum() > largest.sum():
+                    largest = crop
+    background = next(dataset.load_image(i) for i in train if not dataset.items[i].class_ids)
+    step = G.size_multiple
+    height = max(background.shape[0], largest.shape[0] + 16) // step * step + step
+    width = max(background.shape[1], largest.shape[1] + 16) // step * step + step
+    image = np.pad(
+        background, ((0, height - background.shape[0]), (0, width - background.shape[1]), (0, 0)), "reflect"
+    )
+    hole = np.zeros((height, width), dtype=bool)
+    top, left = (height - largest.shape[0]) // 2, (width - largest.shape[1]) // 2
+    hole[top : top + largest.shape[0], left : left + largest.shape[1]] = largest
+    labels = np.zeros((len(dataset.classes), height, width), dtype=np.float32)
+    labels[class_id - 1] = hole
+    x = image_to_tensor(image)[None]
+    h = torch.from_numpy(hole[None, None].astype(np.float32))
+    scores = []
+    for seed in (0, 1):
+        generator = torch.Generator().manual_seed(seed)
+        painted = composite(G(x, h, torch.from_numpy(labels[None]), generator=generator), x, h)
+        pixels = tensor_to_image(painted[0])[..., 0].astype(np.float64)
+        rows = [pixels[r][hole[r]].mean() for r in range(height) if hole[r].sum() >= 8]
+        series = np.diff(rows)  # a staircase's steps: spikes every LAG rows; a smooth ramp: a constant
+        series = series - series.mean()
+        scores.append(round(float(series[:-LAG] @ series[LAG:] / (series @ series)), 3))
+    return scores
+
+
+if __name__ == "__main__":
+    main()

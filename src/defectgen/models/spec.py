@@ -1,0 +1,162 @@
+"""The model spec: every argument that builds the generator and the discriminator, in one value.
+
+A preset (`presets.PRESETS`) is a `ModelSpec`; a run resolves its spec once (the preset, with
+any `--set model.generator.width=48`-style overrides on top) and writes it whole into
+`config.yaml` and every checkpoint, and only the spec builds the models. Editing a preset
+therefore never changes an old run. Checkpoints written before the spec existed go through
+`config.upgrade_config`, the one conversion of old config dicts.
+
+    spec = ModelSpec.from_preset("small").merged({"generator": {"width": 48}})
+    G = spec.generator.build(image_channels=1, num_classes=4)
+    D = spec.discriminator.build(image_channels=1, num_classes=4)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+
+from defectgen.errors import ConfigError
+from defectgen.models.discriminator import CONDITIONING, PatchDiscriminator
+from defectgen.models.generator import UPSAMPLING, FFCGenerator
+
+MAX_WIDTH, MAX_BLOCKS, MAX_LAYERS = 4096, 256, 12  # far beyond any sensible model; bound a typo
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """Arguments of `FFCGenerator` besides the data's channels and classes."""
+
+    width: int  # channels after the stem; doubled by each downsampling
+    n_downsample: int  # stride-2 stages; the size step is 2**n_downsample
+    n_blocks: int  # FFC residual blocks at the bottleneck
+    ratio_g: float  # share of global (Fourier) channels, in (0, 1)
+    style_dim: int  # co-modulation style code size
+    noise_channels: int  # per-pixel noise maps at the input (0: none)
+    upsampling: str  # decoder: nearest (nearest 2x + 3x3 conv, folded) | resize | transposed
+
+    def build(self, image_channels: int, num_classes: int) -> FFCGenerator:
+        return FFCGenerator(image_channels, num_classes, **dataclasses.asdict(self))
+
+    def check(self) -> None:
+        _in_range("generator.width", self.width, 1, MAX_WIDTH)
+        _in_range("generator.n_downsample", self.n_downsample, 1, 8)
+        _in_range("generator.n_blocks", self.n_blocks, 0, MAX_BLOCKS)
+        _in_range("generator.style_dim", self.style_dim, 1, MAX_WIDTH)
+        _in_range("generator.noise_channels", self.noise_channels, 0, 64)
+        if not 0.0 < self.ratio_g < 1.0:
+            raise ConfigError(f"model.generator.ratio_g must be in (0, 1), got {self.ratio_g}")
+        _one_of("generator.upsampling", self.upsampling, UPSAMPLING)
+
+
+@dataclass(frozen=True)
+class DiscriminatorSpec:
+    """Arguments of `PatchDiscriminator` besides the data's channels and classes."""
+
+    width: int  # channels of the first layer; doubled per layer up to 8x
+    n_layers: int  # stride-2 layers
+    conditioning: str  # how D sees the label maps: projection | input | none
+
+    def build(self, image_channels: int, num_classes: int) -> PatchDiscriminator:
+        return PatchDiscriminator(image_channels, num_classes, **dataclasses.asdict(self))
+
+    def check(self) -> None:
+        _in_range("discriminator.width", self.width, 1, MAX_WIDTH)
+        _in_range("discriminator.n_layers", self.n_layers, 1, MAX_LAYERS)
+        _one_of("discriminator.conditioning", self.conditioning, CONDITIONING)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Both models of a run, and the square crop side they train at."""
+
+    resolution: int  # training crop side in px (a multiple of 8); the models run at any size
+    generator: GeneratorSpec
+    discriminator: DiscriminatorSpec
+
+    @classmethod
+    def from_preset(cls, name: str) -> ModelSpec:
+        from defectgen.models.presets import PRESETS
+
+        if name not in PRESETS:
+            raise ConfigError(f"unknown model preset {name!r}; choose one of: {', '.join(PRESETS)}")
+        return PRESETS[name]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelSpec:
+        """A whole spec from a dict (config.yaml, a checkpoint); every key required, types
+        checked, values in range."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"model: expected a mapping, got {data!r}")
+        spec = cls(
+            resolution=_field(cls, "resolution", data),
+            generator=_part(GeneratorSpec, "generator", data),
+            discriminator=_part(DiscriminatorSpec, "discriminator", data),
+        )
+        spec.check()
+        return spec
+
+    def merged(self, overrides: dict) -> ModelSpec:
+        """This spec with `overrides` (a possibly partial nested dict) written over it."""
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"model: expected a mapping, got {overrides!r}")
+        data = self.to_dict()
+        for key, value in overrides.items():
+            if key in ("generator", "discriminator") and isinstance(value, dict):
+                unknown = sorted(set(value) - set(data[key]))
+                if unknown:
+                    raise ConfigError(
+                        f"model.{key}: unknown key(s) {', '.join(unknown)} (known: {', '.join(data[key])})"
+                    )
+                data[key] = {**data[key], **value}
+            elif key in data:
+                data[key] = value
+            else:
+                raise ConfigError(f"model: unknown key {key!r} (known: {', '.join(data)})")
+        return ModelSpec.from_dict(data)
+
+    def check(self) -> None:
+        _in_range("resolution", self.resolution, 8, 4096)
+        if self.resolution % 8:
+            raise ConfigError(f"model.resolution must be a multiple of 8, got {self.resolution}")
+        self.generator.check()
+        step = 2**self.generator.n_downsample  # each downsampling halves the crop exactly
+        if self.resolution % step or self.resolution < 2 * step:
+            raise ConfigError(
+                f"model.resolution {self.resolution} must be a multiple of {step} and at least {2 * step} "
+                f"for model.generator.n_downsample={self.generator.n_downsample}"
+            )
+        self.discriminator.check()
+
+
+def _part(kind: type, name: str, data: dict):
+    part = data.get(name)
+    if not isinstance(part, dict):
+        raise ConfigError(f"model.{name}: expected a mapping of its settings, got {part!r}")
+    known = [f.name for f in dataclasses.fields(kind)]
+    unknown = sorted(set(part) - set(known))
+    if unknown:
+        raise ConfigError(f"model.{name}: unknown key(s) {', '.join(unknown)} (known: {', '.join(known)})")
+    return kind(**{key: _field(kind, key, part, f"{name}.") for key in known})
+
+
+def _field(kind: type, key: str, data: dict, prefix: str = ""):
+    from defectgen.config import coerce
+
+    if key not in data:
+        raise ConfigError(f"model.{prefix}{key} is missing")
+    return coerce(f"model.{prefix}{key}", data[key], typing.get_type_hints(kind)[key])
+
+
+def _in_range(name: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise ConfigError(f"model.{name} must be in {low}..{high}, got {value}")
+
+
+def _one_of(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"model.{name} must be {', '.join(choices[:-1])} or {choices[-1]}, got {value!r}")

@@ -3,6 +3,7 @@ one, never half of one."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -104,3 +105,13 @@ def starts_with(path: Path, prefix: bytes, within: int = 0) -> bool:
     except OSError:
         return False
     return head.startswith(prefix) or (within > 0 and prefix in head)
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 prefix of a file's bytes: how a checkpoint, a guide or a judge is recognised
+    (`synth.json`'s `checkpoint_sha256`, a run's `guide_sha256`)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]

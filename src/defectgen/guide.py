@@ -15,7 +15,6 @@ the checkpoint and the synthesis folder, and `evaluate` refuses to judge a set w
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
@@ -24,15 +23,6 @@ from torch import Tensor, nn
 
 from defectgen.errors import DataError
 from defectgen.evaluate.segmenter import PAD_MULTIPLE, build_segmenter, segmentation_loss
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 prefix of a file (how a guide and a judge are told apart)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:16]
 
 
 def load_guide(path: str | Path, encoder: str, channels: int, num_classes: int) -> nn.Module:

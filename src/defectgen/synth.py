@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import io
 import json
 import os
@@ -54,7 +53,7 @@ from defectgen.data.rle import decode, encode
 from defectgen.data.split import Split
 from defectgen.distributed import parse_device, resolve_bf16
 from defectgen.errors import ConfigError, DataError, DefectgenError
-from defectgen.fileio import read_text, write_atomic
+from defectgen.fileio import file_digest, read_text, write_atomic
 from defectgen.masks import build_mask_source
 from defectgen.models import composite
 from defectgen.paste import DefectPaster
@@ -157,7 +156,7 @@ def synthesize(
         judge_model = LabelJudge.from_evaluation(judge, dataset.classes, dataset.channels, use_bf16)
     params = {
         "format": fmt,
-        "checkpoint_sha256": checkpoint_digest(checkpoint),
+        "checkpoint_sha256": file_digest(checkpoint),
         "dataset": dataset.spec,
         "split_fingerprint": split.fingerprint,
         "classes": classes,
@@ -697,12 +696,3 @@ def _locked(out_dir: Path):
     finally:
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
-
-
-def checkpoint_digest(path: Path) -> str:
-    """The SHA-256 prefix synth records as `checkpoint_sha256` (evaluate matches it)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:16]

@@ -41,7 +41,7 @@ from defectgen.data.dataset import DefectDataset
 from defectgen.data.patches import DefectCrops
 from defectgen.data.split import Split
 from defectgen.errors import ConfigError, DefectgenError
-from defectgen.fileio import OWNER_MARK, claim_folder
+from defectgen.fileio import OWNER_MARK, claim_folder, file_digest
 from defectgen.models import composite, count_parameters
 from defectgen.objective import Objective
 from defectgen.ui import console, say
@@ -65,7 +65,7 @@ def train(
     config = config.resolved()  # the run's files hold its whole model spec, whatever the presets become
     extra = {k: v for k, v in config.extra.items() if k != "guide_sha256"}  # only this run's guide
     if config.guide:  # the guide by content: resuming with another is refused; evaluate's judge must differ
-        from defectgen.guide import file_digest, load_guide
+        from defectgen.guide import load_guide
 
         load_guide(
             config.guide, config.guide_encoder, dataset.channels, len(dataset.classes)

@@ -63,7 +63,7 @@ from defectgen.evaluate.sampling import (
     set_stream,
 )
 from defectgen.evaluate.segmenter import build_segmenter, probabilities, train_segmenter
-from defectgen.fileio import claim_folder, write_atomic
+from defectgen.fileio import claim_folder, file_digest, write_atomic
 
 FORMAT = "defectgen-eval/2"
 COPYPASTE_IMAGES = 1000  # pasted images per seed (made lazily, when a crop first needs one)
@@ -611,8 +611,6 @@ def _quality(
             )
     model, judge_digest = None, None
     if judge is not None:
-        from defectgen.guide import file_digest
-
         judge_file = out_dir / "runs" / f"real_s{judge['seed']}.pt"
         model = ctx.model(0)
         model.load_state_dict(torch.load(judge_file, map_location="cpu", weights_only=True))
@@ -689,10 +687,8 @@ def _quality(
         real_crops = quality.defect_crops(real_defects, count, config.crop_size, seed=2)
         synthetic_crops = quality.defect_crops(synthetic_pool_all, count, config.crop_size, seed=3)
         entry["kid"] = {"feature_space": space, **quality.kid(features, real_crops, synthetic_crops)}
-        from defectgen.synth import checkpoint_digest
-
         made_by = _synth_params(ctx.synthetic_dirs[name]).get("checkpoint_sha256")
-        if checkpoint is not None and made_by == checkpoint_digest(Path(checkpoint)):  # the set it made
+        if checkpoint is not None and made_by == file_digest(Path(checkpoint)):  # the set it made
             entry["diversity"] = _diversity(
                 checkpoint, synthetic, features, config, ctx.use_bf16, real_crops, space
             )

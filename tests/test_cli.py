@@ -30,6 +30,21 @@ def test_inspect_severstal_labels_only(severstal_dir, capsys):
     assert summary["mask_area_pixels"]["3"]["count"] == 2550
 
 
+def test_inspect_severstal_at_another_size(tmp_path, capsys):
+    """--image-size sets the size a labels-only CSV's runs are for; a bad size exits 2."""
+    csv = tmp_path / "train.csv"
+    csv.write_text("ImageId,ClassId,EncodedPixels\na.jpg,1,30001 20\n")
+    assert main(["inspect", str(csv), "--json", "--image-size", "480x320"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["mask_area_pixels"]["1"]["count"] == 1
+    assert "480x320" in json.dumps(summary)
+    assert main(["inspect", str(csv), "--json", "--image-size", "100x100"]) == 2
+    assert "past the image end" in capsys.readouterr().err
+    for bad in ("480", "0x320", "480x-1", "ax320"):
+        assert main(["inspect", str(csv), "--image-size", bad]) == 2
+        assert "--image-size takes WIDTHxHEIGHT" in capsys.readouterr().err
+
+
 def test_split_command(magnetic_tile_dir, tmp_path):
     out = tmp_path / "split.json"
     args = ["split", str(magnetic_tile_dir), "--out", str(out), "--seed", "3", "--label-fraction", "0.5"]

@@ -164,21 +164,71 @@ def test_wrong_header(tmp_path):
         SeverstalDataset(root / "train.csv", root / "train_images")
 
 
-def test_image_of_wrong_size(tmp_path):
-    root = _dataset_dir(tmp_path, ["a.jpg,1,1 2"], images={"a.jpg": (100, 1600)})
+def test_any_image_size_from_the_headers(tmp_path):
+    """Runs are checked against each image's own size; masks come out at that size."""
+    height, width = 320, 480
+    mask = np.zeros((height, width), dtype=bool)
+    mask[10:40, 100:200] = True
+    rows = [f"a.jpg,2,{rle.encode(mask)}", f"b.jpg,1,{height * width - 4} 5"]
+    root = _dataset_dir(tmp_path, rows, images={"a.jpg": (height, width), "b.jpg": (height, width)})
+    dataset = open_dataset(str(root))
+    assert dataset.image_shape == (height, width)
+    sample = dataset[dataset.index_of("a.jpg")]
+    assert sample.masks.shape == (4, height, width) and np.array_equal(sample.masks[1], mask)
+    assert dataset.check_image(0) == (height, width)
+    last = dataset[dataset.index_of("b.jpg")].masks[0]
+    assert last.sum() == 5 and last[-5:, -1].all()  # column-major: the last pixels are the last column
+
+
+def test_rows_past_their_own_image_are_refused(tmp_path):
+    """A run valid for a 1600x256 strip is refused for a smaller image, naming row and size."""
+    images = {"a.jpg": (256, 1600), "b.jpg": (64, 96)}
+    root = _dataset_dir(tmp_path, ["a.jpg,1,400000 2", "b.jpg,1,6140 10"], images=images)
+    with pytest.raises(RLEError, match=r"row 3 \(ImageId b.jpg, class 1, image 96x64\).*past the image end"):
+        SeverstalDataset(root / "train.csv", root / "train_images")
+    dataset = SeverstalDataset(root / "train.csv", root / "train_images", skip_bad=True)
+    assert [i.item_id for i in dataset.items] == ["a.jpg"]
+    assert "96x64" in dataset.skipped[0].reason
+
+
+def test_mixed_sizes_have_no_common_shape(tmp_path):
+    images = {"a.jpg": (256, 1600), "b.jpg": (64, 96), "c.jpg": (64, 96)}
+    root = _dataset_dir(tmp_path, ["a.jpg,1,1 2", "b.jpg,3,1 20"], images=images)
     dataset = SeverstalDataset(root / "train.csv", root / "train_images")
-    with pytest.raises(DataError, match=r"a.jpg: image is 1600x100, but severstal images must be 1600x256"):
-        dataset[0]
-    with pytest.raises(DataError, match="must be 1600x256"):
-        dataset.check_image(0)
+    assert dataset.image_shape is None
+    assert any("2 sizes" in note for note in dataset.notes)
+    assert [dataset[i].masks.shape for i in range(3)] == [(4, 256, 1600), (4, 64, 96), (4, 64, 96)]
+
+
+def test_given_size_is_a_check_with_images_and_the_size_without(tmp_path):
+    root = _dataset_dir(tmp_path, ["a.jpg,1,1 2"], images={"a.jpg": (100, 1600)})
+    with pytest.raises(DataError, match=r"a.jpg: image is 1600x100, but the image size given is 1600x256"):
+        SeverstalDataset(root / "train.csv", root / "train_images", image_shape=(256, 1600))
+    (root / "train.csv").write_text("ImageId,ClassId,EncodedPixels\nx.jpg,1,5000 10\n")
+    with pytest.raises(RLEError, match="past the image end"):  # Kaggle's size is not assumed away
+        open_dataset(str(root / "train.csv"), image_shape=(32, 64))
+    labels = open_dataset(str(root / "train.csv"), image_shape=(100, 64))
+    assert labels.image_shape == (100, 64) and labels.load_masks(0).shape == (4, 100, 64)
+    assert open_dataset(str(root / "train.csv")).image_shape == (256, 1600)
+    with pytest.raises(DataError, match="not a usable image size"):
+        open_dataset(str(root / "train.csv"), image_shape=(0, 64))
+
+
+def test_image_size_is_refused_for_folder_datasets(tmp_path):
+    write_gray(tmp_path / "images" / "a.png", np.zeros((8, 8)))
+    write_gray(tmp_path / "masks" / "a.png", np.zeros((8, 8)))
+    with pytest.raises(DataError, match="each image's size from its file"):
+        open_dataset(str(tmp_path), image_shape=(8, 8))
 
 
 def test_corrupt_and_missing_images(tmp_path):
     root = _dataset_dir(tmp_path, ["a.jpg,1,1 2"])
     (root / "train_images" / "a.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    dataset = SeverstalDataset(root / "train.csv", root / "train_images")
     with pytest.raises(DataError, match="a.jpg: not a readable image file"):
-        dataset[0]
+        SeverstalDataset(root / "train.csv", root / "train_images")  # its header is read at open
+    kwargs = dict(skip_bad=True, labels_complete=False)
+    skipped = SeverstalDataset(root / "train.csv", root / "train_images", **kwargs)
+    assert not skipped.items and "not a readable image file" in skipped.skipped[0].reason
     truncated = tmp_path / "t"
     truncated.mkdir()
     root2 = _dataset_dir(truncated, ["a.jpg,1,1 2"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -54,6 +55,27 @@ CoveredIds = Annotated[
     ),
 ]
 
+ImageSize = Annotated[
+    str | None,
+    typer.Option(
+        "--image-size",
+        metavar="WxH",
+        help="Severstal-style CSV: the image size its runs are for, when no image folder is given "
+        "(default 1600x256, Kaggle's strips). With images, each image's own size is used and this "
+        "becomes a size every image must have.",
+    ),
+]
+
+
+def _parse_size(value: str | None) -> tuple[int, int] | None:
+    """'1600x256' -> (256, 1600), i.e. (H, W); None stays None."""
+    if value is None:
+        return None
+    match = re.fullmatch(r"\s*(\d{1,6})\s*[xX×]\s*(\d{1,6})\s*", value)
+    if not match or 0 in (width := int(match[1]), height := int(match[2])):
+        raise ConfigError(f"--image-size takes WIDTHxHEIGHT in pixels, e.g. 1600x256; got {value!r}")
+    return height, width
+
 
 def _parse_bool(value: str, option: str) -> bool:
     lowered = value.strip().lower()
@@ -64,7 +86,7 @@ def _parse_bool(value: str, option: str) -> bool:
     raise ConfigError(f"{option} takes true or false, got {value!r}")
 
 
-def _open(data: str, skip_bad: bool, labels_complete: str, covered_ids: Path | None):
+def _open(data: str, skip_bad: bool, labels_complete: str, covered_ids: Path | None, image_size: str | None):
     from defectgen.data import open_dataset
 
     dataset = open_dataset(
@@ -72,6 +94,7 @@ def _open(data: str, skip_bad: bool, labels_complete: str, covered_ids: Path | N
         skip_bad=skip_bad,
         labels_complete=_parse_bool(labels_complete, "--labels-complete"),
         covered_ids=covered_ids,
+        image_shape=_parse_size(image_size),
     )
     for note in dataset.notes:
         say(("note:", "dim"), " ", note)
@@ -95,6 +118,7 @@ def inspect(
     skip_bad: SkipBad = False,
     labels_complete: LabelsComplete = "true",
     covered_ids: CoveredIds = None,
+    image_size: ImageSize = None,
 ):
     """Counts per class, mask areas, image sizes, and a contact sheet with masks overlaid.
 
@@ -104,7 +128,7 @@ def inspect(
 
     if not no_sheet and sheet is not None:
         check_replaceable(sheet, "contact sheet", lambda p: starts_with(p, b"\x89PNG"), suffix=".png")
-    dataset = _open(data, skip_bad, labels_complete, covered_ids)
+    dataset = _open(data, skip_bad, labels_complete, covered_ids, image_size)
     summary = inspect_dataset(dataset, skip_bad=skip_bad)
     has_images = any(item.image_path for item in dataset.items)
     if not no_sheet and sheet is not None and has_images:
@@ -150,6 +174,7 @@ def split(
     skip_bad: SkipBad = False,
     labels_complete: LabelsComplete = "true",
     covered_ids: CoveredIds = None,
+    image_size: ImageSize = None,
 ):
     """Deterministic train/test split, stratified by class presence, written to a file.
 
@@ -157,7 +182,7 @@ def split(
     """
     from defectgen.data.split import make_split, split_report
 
-    dataset = _open(data, skip_bad, labels_complete, covered_ids)
+    dataset = _open(data, skip_bad, labels_complete, covered_ids, image_size)
     result = make_split(dataset, test_fraction=test_fraction, seed=seed, label_fraction=label_fraction)
     result.save(out_path)
     report = split_report(result, dataset)
@@ -194,6 +219,7 @@ def train(
     skip_bad: SkipBad = False,
     labels_complete: LabelsComplete = "true",
     covered_ids: CoveredIds = None,
+    image_size: ImageSize = None,
 ):
     """Train the inpainting GAN on the training half of a split.
 
@@ -216,7 +242,7 @@ def train(
     config = apply_overrides(
         config, list(overrides or []) + ([f"steps={steps}"] if steps is not None else [])
     )
-    dataset = _open(data, skip_bad, labels_complete, covered_ids)
+    dataset = _open(data, skip_bad, labels_complete, covered_ids, image_size)
     last = run_training(dataset, Split.load(split_path), config, out_dir, resume=resume, device=device)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
         out.print(f"done: {last}")
@@ -284,6 +310,7 @@ def synth(
     skip_bad: SkipBad = False,
     labels_complete: LabelsComplete = "true",
     covered_ids: CoveredIds = None,
+    image_size: ImageSize = None,
 ):
     """Paint new defects into defect-free images: a labelled synthetic dataset.
 
@@ -292,7 +319,7 @@ def synth(
     from defectgen.data.split import Split
     from defectgen.synth import synthesize
 
-    dataset = _open(data, skip_bad, labels_complete, covered_ids)
+    dataset = _open(data, skip_bad, labels_complete, covered_ids, image_size)
     summary = synthesize(
         checkpoint,
         dataset,
@@ -399,6 +426,7 @@ def evaluate(
     skip_bad: SkipBad = False,
     labels_complete: LabelsComplete = "true",
     covered_ids: CoveredIds = None,
+    image_size: ImageSize = None,
 ):
     """Train segmenters on real vs real + synthetic data (and the cheap baselines) and score them on the test half.
 
@@ -430,7 +458,7 @@ def evaluate(
         precision=precision,
         inception_weights=str(inception_weights) if inception_weights else None,
     )
-    dataset = _open(data, skip_bad, labels_complete, covered_ids)
+    dataset = _open(data, skip_bad, labels_complete, covered_ids, image_size)
     results = run_evaluation(
         dataset,
         Split.load(split_path),

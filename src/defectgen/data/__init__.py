@@ -39,11 +39,12 @@ def open_dataset(
     labels_complete: bool = True,
     covered_ids: Iterable[str] | Path | None = None,
     channels: int | None = None,
+    image_shape: tuple[int, int] | None = None,
 ) -> DefectDataset:
     """Index the dataset named by `spec` (see module docstring); nothing is decoded yet.
 
-    `labels_complete` / `covered_ids` matter for Severstal only: see `SeverstalDataset`.
-    `covered_ids` may be a path to a text file with one ImageId per line.
+    `labels_complete`, `covered_ids` and `image_shape` (H, W) are for Severstal CSVs only: see
+    `SeverstalDataset`. `covered_ids` may be a path to a text file with one ImageId per line.
     """
     spec = str(spec)
     if isinstance(covered_ids, str | Path):
@@ -51,7 +52,12 @@ def open_dataset(
         if not path.is_file():
             raise DataError(f"{path}: covered-ids file not found")
         covered_ids = read_text(path, "covered-ids file").split()
-    dataset = _open(spec, skip_bad, labels_complete, covered_ids, channels)
+    dataset = _open(spec, skip_bad, labels_complete, covered_ids, channels, image_shape)
+    if image_shape is not None and dataset.kind != "severstal":
+        raise DataError(
+            f"{spec}: an image size is for Severstal-style CSVs; {dataset.kind} datasets take "
+            "each image's size from its file"
+        )
     if not dataset.items:
         raise DataError(
             f"{spec}: the dataset is empty (no usable images found"
@@ -62,7 +68,7 @@ def open_dataset(
     return dataset
 
 
-def _open(spec, skip_bad, labels_complete, covered_ids, channels) -> DefectDataset:
+def _open(spec, skip_bad, labels_complete, covered_ids, channels, image_shape) -> DefectDataset:
     kind, _, rest = spec.partition(":")
     if kind == "severstal" and rest:
         csv_path, _, images_dir = rest.partition(",")
@@ -72,16 +78,17 @@ def _open(spec, skip_bad, labels_complete, covered_ids, channels) -> DefectDatas
             labels_complete=labels_complete,
             covered_ids=covered_ids,
             skip_bad=skip_bad,
+            image_shape=image_shape,
         )
     if kind == "folder" and rest:
         return _open_folder(Path(rest), skip_bad, channels)
     path = Path(spec)
     if path.suffix.lower() == ".csv" and path.is_file():
-        return _open(f"severstal:{path}", skip_bad, labels_complete, covered_ids, channels)
+        return _open(f"severstal:{path}", skip_bad, labels_complete, covered_ids, channels, image_shape)
     if path.is_dir():
         if (path / "train.csv").is_file() and (path / "train_images").is_dir():
             spec = f"severstal:{path / 'train.csv'},{path / 'train_images'}"
-            return _open(spec, skip_bad, labels_complete, covered_ids, channels)
+            return _open(spec, skip_bad, labels_complete, covered_ids, channels, image_shape)
         return _open_folder(path, skip_bad, channels)
     raise DataError(
         f"{spec}: not a dataset; use severstal:CSV[,IMAGES_DIR], folder:PATH, or an existing "

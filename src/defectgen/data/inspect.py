@@ -31,9 +31,10 @@ def inspect_dataset(dataset: DefectDataset, skip_bad: bool = False) -> dict:
             progress.advance(task)
             try:
                 if labels_only:
-                    sizes[dataset.image_shape] += 1
+                    shape = dataset.shape_of(item.item_id)
+                    sizes[shape] += 1
                     for class_id in item.class_ids:
-                        areas[class_id].append(rle_area(dataset.rle(item.item_id, class_id)))
+                        areas[class_id].append(rle_area(dataset.rle(item.item_id, class_id), shape))
                     continue
                 sizes[dataset.check_image(index)] += 1
                 if item.class_ids:

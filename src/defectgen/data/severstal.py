@@ -20,6 +20,7 @@ import numpy as np
 
 from defectgen.data.classes import ClassTable
 from defectgen.data.dataset import IMAGE_SUFFIXES, DefectDataset, Item, Skipped, inside
+from defectgen.data.imageio import MAX_PIXELS, image_size
 from defectgen.data.rle import SEVERSTAL_SHAPE, decode, parse_runs
 from defectgen.errors import DataError, RLEError
 
@@ -29,6 +30,14 @@ ORIGINAL_HEADER = ["ImageId_ClassId", "EncodedPixels"]
 
 
 class SeverstalDataset(DefectDataset):
+    """A Severstal-style CSV (either form) with or without its image folder, at any image size.
+
+    - With images, every image's size comes from its file header and each row is checked
+      against its own image; `image_shape` (H, W), if given, is a size every image must have.
+      `dataset.image_shape` is the images' common size, or None when sizes differ.
+    - Labels only, rows are checked against `image_shape`, Kaggle's 256x1600 when not given.
+    """
+
     def __init__(
         self,
         csv_path: Path,
@@ -38,24 +47,37 @@ class SeverstalDataset(DefectDataset):
         covered_ids: Iterable[str] | None = None,
         skip_bad: bool = False,
         classes: ClassTable = SEVERSTAL_CLASSES,
-        image_shape: tuple[int, int] = SEVERSTAL_SHAPE,
+        image_shape: tuple[int, int] | None = None,
     ):
         csv_path = Path(csv_path)
+        if image_shape is not None:
+            image_shape = check_shape(image_shape)
         spec = f"severstal:{csv_path}" + (f",{images_dir}" if images_dir else "")
         skipped: list[Skipped] = []
         notes: list[str] = []
-        rles, listed = read_csv(csv_path, classes, image_shape, skip_bad, skipped)
+        rows, listed = read_csv(csv_path, classes, skip_bad, skipped)
         covered = set(listed)  # the original form lists every image it labels
         if covered_ids is not None:
             covered |= {str(i).strip() for i in covered_ids if str(i).strip()}
             labels_complete = False
 
         items: list[Item] = []
+        self._shapes: dict[str, tuple[int, int]] = {}
         if images_dir is None:
             root = csv_path.parent
-            ids = sorted(set(rles) | covered)
-            items = [Item(i, None, tuple(sorted(rles.get(i, {})))) for i in ids]
-            notes.append("labels only: no image folder given")
+            shape = image_shape or SEVERSTAL_SHAPE
+            for image_id in sorted(rows):
+                if not _check_rows(csv_path, image_id, rows[image_id], shape, skip_bad, skipped):
+                    rows.pop(image_id)
+                    listed.discard(image_id)
+                    covered.discard(image_id)
+            ids = sorted(set(rows) | covered)
+            items = [Item(i, None, tuple(sorted(rows.get(i, {})))) for i in ids]
+            self._shapes = dict.fromkeys(ids, shape)
+            common = shape
+            notes.append(
+                f"labels only: no image folder given; rows checked against {shape[1]}x{shape[0]} images"
+            )
         else:
             root = Path(images_dir)
             if not root.is_dir():
@@ -65,7 +87,7 @@ class SeverstalDataset(DefectDataset):
                 for p in sorted(root.iterdir())
                 if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
             }
-            missing = sorted(set(rles) - set(files))
+            missing = sorted(set(rows) - set(files))
             if missing and not skip_bad:
                 raise DataError(
                     f"{csv_path}: {len(missing):,} images with rows are not in {root} "
@@ -75,19 +97,21 @@ class SeverstalDataset(DefectDataset):
             skipped += [Skipped(i, f"image not found in {root}") for i in missing]
             uncovered = 0
             for name, path in files.items():
+                if not (name in rows or labels_complete or name in covered):
+                    uncovered += 1
+                    continue
                 try:
                     inside(root, path, "image")
+                    shape = _header_shape(path, image_shape)
                 except DataError as err:
                     if not skip_bad:
                         raise
                     skipped.append(Skipped(name, str(err)))
                     continue
-                if name in rles:
-                    items.append(Item(name, path, tuple(sorted(rles[name]))))
-                elif labels_complete or name in covered:
-                    items.append(Item(name, path, ()))
-                else:
-                    uncovered += 1
+                if not _check_rows(csv_path, name, rows.get(name, {}), shape, skip_bad, skipped):
+                    continue
+                items.append(Item(name, path, tuple(sorted(rows.get(name, {})))))
+                self._shapes[name] = shape
             if uncovered:
                 notes.append(
                     f"{uncovered} images have no rows and the labels are declared partial: "
@@ -96,7 +120,13 @@ class SeverstalDataset(DefectDataset):
             elif labels_complete and covered_ids is None:
                 n_free = sum(1 for item in items if not item.class_ids)
                 notes.append(f"{n_free} images without rows taken as defect-free (labels complete)")
-        self._rles = rles
+            sizes = set(self._shapes.values())
+            common = next(iter(sizes)) if len(sizes) == 1 else image_shape
+            if len(sizes) > 1:
+                notes.append(f"images of {len(sizes)} sizes: each image's rows are checked against its size")
+        self._rles = {
+            item.item_id: {k: rle for k, (rle, _) in rows.get(item.item_id, {}).items()} for item in items
+        }
         super().__init__(
             kind="severstal",
             spec=spec,
@@ -106,37 +136,79 @@ class SeverstalDataset(DefectDataset):
             items=items,
             skipped=skipped,
             notes=notes,
-            image_shape=image_shape,
+            image_shape=common,
         )
 
     def load_masks(self, index: int) -> np.ndarray:
         item = self.items[index]
-        masks = np.zeros((len(self.classes), *self.image_shape), dtype=bool)
+        shape = self._shapes[item.item_id]
+        masks = np.zeros((len(self.classes), *shape), dtype=bool)
         for class_id, rle in self._rles.get(item.item_id, {}).items():
-            masks[class_id - 1] = decode(rle, self.image_shape)
+            masks[class_id - 1] = decode(rle, shape)
         return masks
+
+    def shape_of(self, item_id: str) -> tuple[int, int]:
+        """(H, W) of one item's image: from its header, or the labels-only size."""
+        return self._shapes[item_id]
 
     def rle(self, item_id: str, class_id: int) -> str:
         """The RLE string of one (image, class) pair; '' when absent."""
         return self._rles.get(item_id, {}).get(class_id, "")
 
 
+def check_shape(shape) -> tuple[int, int]:
+    """(H, W) of positive integers, or a DataError."""
+    try:
+        height, width = (int(v) for v in shape)
+    except (TypeError, ValueError):
+        raise DataError(f"image size {shape!r} is not (height, width)") from None
+    if height < 1 or width < 1 or height * width > MAX_PIXELS:
+        raise DataError(f"image size {width}x{height} is not a usable image size")
+    return height, width
+
+
+def _header_shape(path: Path, expected: tuple[int, int] | None) -> tuple[int, int]:
+    """(H, W) from the image's header; a DataError if it differs from `expected`."""
+    width, height = image_size(path)
+    if expected is not None and (height, width) != expected:
+        raise DataError(
+            f"{path}: image is {width}x{height}, but the image size given is "
+            f"{expected[1]}x{expected[0]}; leave the size out to take each image's own"
+        )
+    return height, width
+
+
+def _check_rows(csv_path, image_id, rows: dict, shape, skip_bad, skipped) -> bool:
+    """Validate one image's RLE rows against its size; False (recorded) if `skip_bad` drops it."""
+    for class_id, (rle, row_number) in sorted(rows.items()):
+        try:
+            parse_runs(rle, shape)  # validates; decoding waits until the mask is needed
+        except RLEError as err:
+            size = f"{shape[1]}x{shape[0]}"
+            where = f"{csv_path} row {row_number} (ImageId {image_id}, class {class_id}, image {size})"
+            if not skip_bad:
+                raise err.at(where) from None
+            skipped.append(Skipped(image_id, str(err.at(where))))
+            return False
+    return True
+
+
 def read_csv(
     csv_path: Path,
     classes: ClassTable,
-    image_shape: tuple[int, int],
     skip_bad: bool,
     skipped: list[Skipped],
-) -> tuple[dict[str, dict[int, str]], set[str]]:
-    """Parse and validate a Severstal CSV of either form.
+) -> tuple[dict[str, dict[int, tuple[str, int]]], set[str]]:
+    """Parse a Severstal CSV of either form.
 
-    Returns ({ImageId: {ClassId: rle}} for non-empty rows, ids listed in the file). Every row
-    is checked (ImageId safe, ClassId known, RLE valid); a bad row raises a DataError naming
-    the file and row, or with `skip_bad` drops that image entirely.
+    Returns ({ImageId: {ClassId: (rle, row number)}} for non-empty rows, ids listed in the
+    file). Every row's form is checked here (ImageId safe, ClassId known, one row per pair);
+    the runs are checked against the image's size by the caller, once the size is known. A bad
+    row raises a DataError naming the file and row, or with `skip_bad` drops that image.
     """
     if not csv_path.is_file():
         raise DataError(f"{csv_path}: CSV not found; give the path to Severstal's train.csv")
-    rles: dict[str, dict[int, str]] = {}
+    rows: dict[str, dict[int, tuple[str, int]]] = {}
     listed: set[str] = set()
     bad_ids: set[str] = set()
     try:
@@ -164,10 +236,9 @@ def read_csv(
                 if not row or (len(row) == 1 and not row[0].strip()):
                     continue
                 try:
-                    image_id, class_id, rle = _parse_row(row, original, classes, image_shape)
+                    image_id, class_id, rle = _parse_row(row, original, classes)
                 except DataError as err:
-                    where = f"{csv_path} row {row_number}"
-                    err = err.at(where) if isinstance(err, RLEError) else DataError(f"{where}: {err}")
+                    err = DataError(f"{csv_path} row {row_number}: {err}")
                     if not skip_bad:
                         raise err from None
                     image_id = row[0].rsplit("_", 1)[0] if original else row[0]
@@ -177,7 +248,7 @@ def read_csv(
                 listed.add(image_id)
                 if not rle:
                     continue
-                per_image = rles.setdefault(image_id, {})
+                per_image = rows.setdefault(image_id, {})
                 if class_id in per_image:
                     err = DataError(
                         f"{csv_path} row {row_number}: second row for ImageId {image_id} class "
@@ -187,16 +258,16 @@ def read_csv(
                         raise err
                     bad_ids.add(image_id)
                     skipped.append(Skipped(image_id, str(err)))
-                per_image[class_id] = rle
+                per_image[class_id] = (rle, row_number)
         except (csv.Error, UnicodeDecodeError) as err:
             raise DataError(f"{csv_path} row {row_number}: malformed CSV ({err})") from err
     for image_id in bad_ids:  # an image with one bad row is dropped whole
-        rles.pop(image_id, None)
+        rows.pop(image_id, None)
         listed.discard(image_id)
-    return rles, listed
+    return rows, listed
 
 
-def _parse_row(row, original, classes, image_shape) -> tuple[str, int, str]:
+def _parse_row(row, original, classes) -> tuple[str, int, str]:
     if original:
         if len(row) != 2:
             raise DataError(f"expected 2 fields (ImageId_ClassId,EncodedPixels), got {len(row)}")
@@ -219,7 +290,6 @@ def _parse_row(row, original, classes, image_shape) -> tuple[str, int, str]:
     rle = rle.strip()
     if not original and not rle:
         raise DataError(f"empty EncodedPixels for {image_id} class {class_id}")
-    parse_runs(rle, image_shape)  # validates; decoding waits until the mask is needed
     return image_id, class_id, rle
 
 

@@ -809,7 +809,6 @@ def open_synthetic(path: Path, dataset: DefectDataset) -> DefectDataset:
             path / "train.csv",
             path / "images",
             classes=dataset.classes,
-            image_shape=dataset.image_shape or (256, 1600),
         )
     else:
         synthetic = open_dataset(f"folder:{path}")

@@ -6,10 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import write_gray
 from defectgen.cli import main
 from defectgen.data import open_dataset, rle
+from defectgen.data.split import Split, make_split
+from defectgen.errors import ConfigError, DataError
 
 
 def _round_trip(data: str, work: Path, synth_format: str = "folder") -> dict:
@@ -64,3 +67,79 @@ def test_severstal_at_any_size_round_trip(tmp_path, synth_format):
         synthetic = open_dataset(f"severstal:{out / 'train.csv'},{out / 'images'}")
         assert synthetic.image_shape == (64, 96)
         assert all(synthetic[i].masks.shape == (4, 64, 96) for i in range(len(synthetic)))
+
+
+# --- MVTec AD ----------------------------------------------------------------------------------
+
+
+def _mvtec_category(root: Path, per_type: int = 6, seed: int = 0) -> Path:
+    """An MVTec AD category: RGB 64x96 images, train/good, test/good and two defect types
+    with their ground_truth masks (0/255, `<stem>_mask.png`)."""
+    rng = np.random.default_rng(seed)
+
+    def image() -> np.ndarray:
+        return rng.normal(120, 6, (64, 96, 3))
+
+    def save(path: Path, array: np.ndarray) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(array.clip(0, 255).astype(np.uint8)).save(path)
+
+    for i in range(8):
+        save(root / "train" / "good" / f"{i:03d}.png", image())
+    for i in range(4):
+        save(root / "test" / "good" / f"{i:03d}.png", image())
+    for kind, (h, w) in {"crack": (3, 30), "scratch": (12, 12)}.items():
+        for i in range(per_type):
+            picture, mask = image(), np.zeros((64, 96), dtype=np.uint8)
+            y, x = rng.integers(4, 64 - h - 4), rng.integers(4, 96 - w - 4)
+            mask[y : y + h, x : x + w] = 255
+            picture[mask > 0] -= 80
+            save(root / "test" / kind / f"{i:03d}.png", picture)
+            save(root / "ground_truth" / kind / f"{i:03d}_mask.png", mask)
+    return root
+
+
+def test_mvtec_layout_is_read_as_it_ships(tmp_path):
+    root = _mvtec_category(tmp_path / "mvtec" / "tile")
+    dataset = open_dataset(str(root))
+    assert dataset.kind == "mvtec" and dataset.classes.names == ("crack", "scratch")
+    assert dataset.channels == 3
+    summary = dataset.summary()
+    assert summary["defect_free"] == 12 and summary["images_per_class"] == {"crack": 6, "scratch": 6}
+    sample = dataset[dataset.index_of("test/scratch/002")]
+    mask = np.asarray(Image.open(root / "ground_truth" / "scratch" / "002_mask.png")) > 0
+    assert sample.class_ids == (2,) and np.array_equal(sample.masks[1], mask) and not sample.masks[0].any()
+    assert not dataset[dataset.index_of("train/good/000")].masks.any()
+    assert open_dataset(f"mvtec:{root}").fingerprint() == dataset.fingerprint()
+    with pytest.raises(DataError, match=r"holds 1 MVTec AD categories \(tile\); name one"):
+        open_dataset(str(tmp_path / "mvtec"))
+
+
+def test_mvtec_missing_mask_is_an_error_not_a_free_image(tmp_path):
+    root = _mvtec_category(tmp_path / "tile")
+    (root / "ground_truth" / "crack" / "001_mask.png").unlink()
+    with pytest.raises(DataError, match=r"crack/001.png: no mask ground_truth/crack/001_mask.png"):
+        open_dataset(str(root))
+    dataset = open_dataset(str(root), skip_bad=True)
+    assert [s.item_id for s in dataset.skipped] == ["test/crack/001"]
+    assert dataset.summary()["images_per_class"]["crack"] == 5
+
+
+def test_mvtec_layout_split_keeps_the_layouts_parts(tmp_path, capsys):
+    root = _mvtec_category(tmp_path / "tile")
+    out = tmp_path / "split.json"
+    assert main(["split", str(root), "--out", str(out), "--layout-split"]) == 0
+    assert "training half holds no defect images" in capsys.readouterr().err
+    split = Split.load(out)
+    assert split.layout and all(i.startswith("train/") for i in split.train)
+    assert all(i.startswith("test/") for i in split.test) and len(split.test) == 16
+    drawn = make_split(open_dataset(str(root)), seed=0)
+    assert not drawn.layout and any(i.startswith("test/crack") for i in drawn.train)
+    with pytest.raises(ConfigError, match="no train/test parts of its own"):
+        make_split(open_dataset(str(_severstal_at(tmp_path / "sev", 64, 96))), layout=True)
+
+
+def test_mvtec_round_trip(tmp_path):
+    root = _mvtec_category(tmp_path / "tile", per_type=8)
+    results = _round_trip(str(root), tmp_path)
+    assert {run["arm"] for run in results["runs"]} == {"real", "real+gen"}

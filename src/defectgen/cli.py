@@ -171,6 +171,13 @@ def split(
     label_fraction: Annotated[
         float, typer.Option(help="Keep this share of the training half's defect images.")
     ] = 1.0,
+    layout_split: Annotated[
+        bool,
+        typer.Option(
+            "--layout-split",
+            help="Keep the layout's own train/test parts (MVTec AD) instead of a stratified draw.",
+        ),
+    ] = False,
     skip_bad: SkipBad = False,
     labels_complete: LabelsComplete = "true",
     covered_ids: CoveredIds = None,
@@ -183,9 +190,22 @@ def split(
     from defectgen.data.split import make_split, split_report
 
     dataset = _open(data, skip_bad, labels_complete, covered_ids, image_size)
-    result = make_split(dataset, test_fraction=test_fraction, seed=seed, label_fraction=label_fraction)
+    result = make_split(
+        dataset, test_fraction=test_fraction, seed=seed, label_fraction=label_fraction, layout=layout_split
+    )
     result.save(out_path)
     report = split_report(result, dataset)
+    if report["train"]["items"] == report["train"]["defect_free"]:
+        say(
+            ("warning:", "yellow"),
+            " the training half holds no defect images, so `train` and `evaluate` have nothing to "
+            "learn defects from"
+            + (
+                " (MVTec AD keeps every defect in test/); split without --layout-split"
+                if layout_split
+                else ""
+            ),
+        )
     table = Table(title=f"split of {dataset.spec} (seed {seed})")
     parts = list(report)
     table.add_column("")

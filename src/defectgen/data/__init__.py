@@ -3,8 +3,10 @@
 Dataset specs:
 - `severstal:CSV` (labels only) or `severstal:CSV,IMAGES_DIR`;
 - `folder:PATH`: `PATH/images` + `PATH/masks`, or the per-class `PATH/CLASS/Imgs` layout;
+- `mvtec:PATH`: one MVTec AD category (`PATH/train/good`, `PATH/test/TYPE`,
+  `PATH/ground_truth/TYPE`);
 - a bare path: a `.csv` file is Severstal, a folder with `train.csv` + `train_images/` is
-  Severstal, any other folder is a folder dataset.
+  Severstal, an MVTec AD category folder is MVTec, any other folder is a folder dataset.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from defectgen.data.classes import ClassTable
 from defectgen.data.dataset import DefectDataset, Item, Sample, Skipped
 from defectgen.data.folder import ClassFolderDataset, FolderDataset
+from defectgen.data.mvtec import MVTecDataset, is_mvtec_category, mvtec_categories
 from defectgen.data.severstal import SeverstalDataset
 from defectgen.errors import DataError
 from defectgen.fileio import read_text
@@ -29,6 +32,7 @@ __all__ = [
     "SeverstalDataset",
     "FolderDataset",
     "ClassFolderDataset",
+    "MVTecDataset",
 ]
 
 
@@ -82,6 +86,8 @@ def _open(spec, skip_bad, labels_complete, covered_ids, channels, image_shape) -
         )
     if kind == "folder" and rest:
         return _open_folder(Path(rest), skip_bad, channels)
+    if kind == "mvtec" and rest:
+        return MVTecDataset(Path(rest), skip_bad=skip_bad, channels=channels)
     path = Path(spec)
     if path.suffix.lower() == ".csv" and path.is_file():
         return _open(f"severstal:{path}", skip_bad, labels_complete, covered_ids, channels, image_shape)
@@ -91,8 +97,8 @@ def _open(spec, skip_bad, labels_complete, covered_ids, channels, image_shape) -
             return _open(spec, skip_bad, labels_complete, covered_ids, channels, image_shape)
         return _open_folder(path, skip_bad, channels)
     raise DataError(
-        f"{spec}: not a dataset; use severstal:CSV[,IMAGES_DIR], folder:PATH, or an existing "
-        "folder (images/ + masks/, or CLASS/Imgs/)"
+        f"{spec}: not a dataset; use severstal:CSV[,IMAGES_DIR], folder:PATH, mvtec:PATH, or an "
+        "existing folder (images/ + masks/, CLASS/Imgs/, or an MVTec AD category)"
     )
 
 
@@ -101,6 +107,13 @@ def _open_folder(root: Path, skip_bad: bool, channels: int | None) -> DefectData
         raise DataError(f"{root}: folder not found")
     if (root / "images").is_dir():
         dataset: DefectDataset = FolderDataset(root, skip_bad=skip_bad, channels=channels)
+    elif is_mvtec_category(root):
+        dataset = MVTecDataset(root, skip_bad=skip_bad, channels=channels)
+    elif categories := mvtec_categories(root):
+        raise DataError(
+            f"{root} holds {len(categories)} MVTec AD categories ({', '.join(categories[:5])}"
+            f"{', ...' if len(categories) > 5 else ''}); name one, e.g. {root / categories[0]}"
+        )
     else:
         dataset = ClassFolderDataset(root, skip_bad=skip_bad, channels=channels)
     return dataset

@@ -29,6 +29,7 @@ class Item:
     image_path: Path | None  # None for label-only datasets (a Severstal CSV without images)
     class_ids: tuple[int, ...]  # classes present; () = defect-free
     mask_path: Path | None = None  # folder datasets; Severstal keeps its RLE rows instead
+    part: str | None = None  # the layout's own train/test part, where it has one (MVTec AD)
 
 
 @dataclass

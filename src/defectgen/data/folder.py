@@ -41,7 +41,7 @@ class FolderDataset(DefectDataset):
                 raise DataError(f"{folder}: not found; a folder dataset needs images/ and masks/")
         skipped: list[Skipped] = []
         pairs: list[tuple[str, Path, Path]] = []
-        for image_path in _image_files(images_dir):
+        for image_path in image_files(images_dir):
             stem = image_path.stem
             mask_path = masks_dir / f"{stem}.png"
             try:
@@ -108,7 +108,7 @@ class FolderDataset(DefectDataset):
             spec=f"folder:{root}",
             root=root,
             classes=ClassTable(tuple(names)),
-            channels=channels or _guess_channels([p for _, p, _ in pairs]),
+            channels=channels or guess_channels([p for _, p, _ in pairs]),
             items=items,
             skipped=skipped,
             notes=notes,
@@ -152,7 +152,7 @@ class ClassFolderDataset(DefectDataset):
         skipped: list[Skipped] = []
         for folder, name, free in zip(folders, names, is_free, strict=True):
             class_ids = () if free else (classes.names.index(name) + 1,)
-            for image_path in _image_files(folder / "Imgs", exclude_suffix=".png"):
+            for image_path in image_files(folder / "Imgs", exclude_suffix=".png"):
                 item_id = f"{folder.name}/{image_path.stem}"
                 mask_path = image_path.with_suffix(".png")
                 try:
@@ -174,28 +174,34 @@ class ClassFolderDataset(DefectDataset):
             spec=f"folder:{root}",
             root=root,
             classes=classes,
-            channels=channels or _guess_channels([i.image_path for i in items]),
+            channels=channels or guess_channels([i.image_path for i in items]),
             items=items,
             skipped=skipped,
             notes=notes,
         )
 
     def load_masks(self, index: int) -> np.ndarray:
-        item = self.items[index]
-        height, width = self.check_image(index)
-        masks = np.zeros((len(self.classes), height, width), dtype=bool)
-        if item.class_ids and item.mask_path is not None:
-            mask = read_mask(item.mask_path)
-            if mask.shape != (height, width):
-                raise DataError(
-                    f"{item.mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
-                    f"{width}x{height}; masks must have their image's size"
-                )
-            masks[item.class_ids[0] - 1] = mask >= MASK_THRESHOLD
-        return masks
+        return one_class_masks(self, index)
 
 
-def _image_files(folder: Path, exclude_suffix: str | None = None) -> list[Path]:
+def one_class_masks(dataset: DefectDataset, index: int) -> np.ndarray:
+    """bool [K, H, W] for a layout with one class per item and a binary mask file (thresholded
+    at 128) beside it; all false for a defect-free item."""
+    item = dataset.items[index]
+    height, width = dataset.check_image(index)
+    masks = np.zeros((len(dataset.classes), height, width), dtype=bool)
+    if item.class_ids and item.mask_path is not None:
+        mask = read_mask(item.mask_path)
+        if mask.shape != (height, width):
+            raise DataError(
+                f"{item.mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
+                f"{width}x{height}; masks must have their image's size"
+            )
+        masks[item.class_ids[0] - 1] = mask >= MASK_THRESHOLD
+    return masks
+
+
+def image_files(folder: Path, exclude_suffix: str | None = None) -> list[Path]:
     return [
         p
         for p in sorted(folder.iterdir())
@@ -205,7 +211,7 @@ def _image_files(folder: Path, exclude_suffix: str | None = None) -> list[Path]:
     ]
 
 
-def _guess_channels(paths: list[Path]) -> int:
+def guess_channels(paths: list[Path]) -> int:
     """1 for grayscale datasets, 3 for colour, judged from the first image's header."""
     if not paths:
         return 1

@@ -8,6 +8,9 @@ land on both sides. Within a stratum items are shuffled with an explicit seeded
 `numpy.random.Generator`; how many go to test is decided with a running remainder across
 strata, so the total test share is as close to `test_fraction` as integers allow.
 
+With `layout=True` the split is the layout's own (MVTec AD's train/ and test/ folders) instead of
+a draw; `label_fraction` still applies to its training part.
+
 `label_fraction` keeps that fraction of the training half's *defect* images (stratified the
 same way, at least one per class) for low-data experiments; the rest are listed as
 `train_unlabelled` and used by nothing that needs labels. Defect-free training images are
@@ -48,6 +51,7 @@ class Split:
     train: tuple[str, ...]  # labelled training items (defect images at label_fraction + all free)
     test: tuple[str, ...]
     train_unlabelled: tuple[str, ...] = ()  # training-half defect images left out by label_fraction
+    layout: bool = False  # the dataset layout's own train/test parts, not a stratified draw
 
     def __post_init__(self):
         self.check_parts()
@@ -102,6 +106,7 @@ class Split:
             "train": list(self.train),
             "test": list(self.test),
             "train_unlabelled": list(self.train_unlabelled),
+            "layout": self.layout,
         }
 
     def save(self, path: Path) -> None:
@@ -132,6 +137,7 @@ class Split:
                 train=_id_list(data, "train"),
                 test=_id_list(data, "test"),
                 train_unlabelled=_id_list(data, "train_unlabelled", optional=True),
+                layout=_flag(data, "layout"),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise DataError(f"{path}: split file is missing or has a bad field ({err})") from err
@@ -168,6 +174,7 @@ def make_split(
     test_fraction: float = 0.5,
     seed: int = 0,
     label_fraction: float = 1.0,
+    layout: bool = False,
 ) -> Split:
     if not 0.0 < test_fraction < 1.0:
         raise ConfigError(f"--test-fraction must be between 0 and 1 (exclusive), got {test_fraction}")
@@ -175,22 +182,11 @@ def make_split(
         raise ConfigError(f"--label-fraction must be in (0, 1], got {label_fraction}")
     if len(dataset) < 2:
         raise DataError(f"{dataset.spec}: {len(dataset)} item(s) cannot be split in two")
-    rng = np.random.default_rng(seed)
-    strata = stratify(dataset.items)
-    test: list[str] = []
-    train: list[str] = []
-    remainder = 0.0
-    for key in sorted(strata):
-        ids = list(strata[key])
-        rng.shuffle(ids)
-        exact = len(ids) * test_fraction + remainder
-        n_test = int(math.floor(exact + 0.5))
-        n_test = min(max(n_test, 1 if len(ids) > 1 else n_test), len(ids) - (1 if len(ids) > 1 else 0))
-        remainder = exact - n_test
-        test += ids[:n_test]
-        train += ids[n_test:]
-    if not train:  # only single-item strata and a large test_fraction: keep one item to train on
-        train.append(test.pop())
+    if layout:
+        train, test = _layout_parts(dataset)
+        test_fraction = len(test) / (len(train) + len(test))
+    else:
+        train, test = _stratified_draw(dataset, test_fraction, np.random.default_rng(seed))
 
     by_id = {item.item_id: item for item in dataset.items}
     unlabelled: list[str] = []
@@ -215,7 +211,51 @@ def make_split(
         train=tuple(sorted(train)),
         test=tuple(sorted(test)),
         train_unlabelled=tuple(sorted(unlabelled)),
+        layout=layout,
     )
+
+
+def _stratified_draw(dataset: DefectDataset, test_fraction: float, rng) -> tuple[list[str], list[str]]:
+    """(train ids, test ids): each stratum shuffled and cut at the running test share."""
+    strata = stratify(dataset.items)
+    test: list[str] = []
+    train: list[str] = []
+    remainder = 0.0
+    for key in sorted(strata):
+        ids = list(strata[key])
+        rng.shuffle(ids)
+        exact = len(ids) * test_fraction + remainder
+        n_test = int(math.floor(exact + 0.5))
+        n_test = min(max(n_test, 1 if len(ids) > 1 else n_test), len(ids) - (1 if len(ids) > 1 else 0))
+        remainder = exact - n_test
+        test += ids[:n_test]
+        train += ids[n_test:]
+    if not train:  # only single-item strata and a large test_fraction: keep one item to train on
+        train.append(test.pop())
+    return train, test
+
+
+def _layout_parts(dataset: DefectDataset) -> tuple[list[str], list[str]]:
+    """(train ids, test ids) as the dataset's layout has them."""
+    parts = {item.part for item in dataset.items}
+    if None in parts or not parts <= {"train", "test"}:
+        raise ConfigError(
+            f"--layout-split: {dataset.spec} ({dataset.kind}) has no train/test parts of its own "
+            "(MVTec AD has); leave the option out for a stratified split"
+        )
+    train = [item.item_id for item in dataset.items if item.part == "train"]
+    test = [item.item_id for item in dataset.items if item.part == "test"]
+    if not test:
+        raise DataError(f"{dataset.spec}: the layout's test part is empty; leave --layout-split out")
+    return train, test
+
+
+def _flag(data: dict, key: str) -> bool:
+    """An optional true/false field of a split file (absent: false)."""
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} must be true or false")
+    return value
 
 
 def _id_list(data: dict, key: str, optional: bool = False) -> tuple[str, ...]:

@@ -143,3 +143,124 @@ def test_mvtec_round_trip(tmp_path):
     root = _mvtec_category(tmp_path / "tile", per_type=8)
     results = _round_trip(str(root), tmp_path)
     assert {run["arm"] for run in results["runs"]} == {"real", "real+gen"}
+
+
+# --- COCO segmentation JSON ---------------------------------------------------------------------
+
+
+def _coco(root: Path, images: int = 18, seed: int = 0) -> Path:
+    """CVAT's export layout: annotations/instances_default.json + images/. Categories 3 (pit)
+    and 7 (scratch); masks as polygons, uncompressed RLE and compressed RLE in turn; every
+    third image has no annotation (defect-free)."""
+    from pycocotools import mask as coco_mask
+
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    entries, annotations = [], []
+    for i in range(images):
+        name = f"frame_{i:03d}.png"
+        picture = rng.normal(110, 6, (64, 96))
+        entries.append({"id": 100 + i, "file_name": name, "height": 64, "width": 96})
+        if i % 3:
+            mask = np.zeros((64, 96), dtype=np.uint8)
+            y, x = int(rng.integers(4, 44)), int(rng.integers(4, 70))
+            mask[y : y + 12, x : x + 20] = 1
+            picture[mask > 0] += 70
+            rle = coco_mask.encode(np.asfortranarray(mask))
+            segmentation = [
+                [[x, y, x + 20, y, x + 20, y + 12, x, y + 12]],
+                {"size": [64, 96], "counts": _uncompressed(mask)},
+                {"size": [64, 96], "counts": rle["counts"].decode()},
+            ][i % 3]
+            annotations.append(
+                {"id": i, "image_id": 100 + i, "category_id": 3 if i % 2 else 7,
+                 "segmentation": segmentation, "iscrowd": int(isinstance(segmentation, dict))}
+            )  # fmt: skip
+        write_gray(root / "images" / name, picture.clip(0, 255))
+    categories = [{"id": 7, "name": "scratch"}, {"id": 3, "name": "pit"}]
+    document = {"images": entries, "annotations": annotations, "categories": categories}
+    (root / "annotations" / "instances_default.json").write_text(json.dumps(document))
+    return root / "annotations" / "instances_default.json"
+
+
+def _uncompressed(mask: np.ndarray) -> list[int]:
+    """COCO's uncompressed RLE: alternating 0/1 run lengths, column-major, zeros first."""
+    flat = mask.flatten(order="F")
+    edges = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate([[0], edges, [flat.size]])
+    runs = np.diff(bounds).tolist()
+    return runs if flat[0] == 0 else [0, *runs]
+
+
+def test_coco_polygons_and_both_rles(tmp_path):
+    path = _coco(tmp_path / "export")
+    dataset = open_dataset(str(path))
+    assert dataset.kind == "coco" and dataset.classes.names == ("pit", "scratch")  # by category id
+    summary = dataset.summary()
+    assert summary["defect_free"] == 6 and summary["images_per_class"] == {"pit": 6, "scratch": 6}
+    document = json.loads(path.read_text())
+    for annotation in document["annotations"]:
+        sample = dataset[dataset.index_of(f"frame_{annotation['id']:03d}.png")]
+        channel = 0 if annotation["category_id"] == 3 else 1
+        assert sample.masks[1 - channel].sum() == 0
+        area = sample.masks[channel].sum()
+        if isinstance(annotation["segmentation"], dict):
+            assert area == 12 * 20
+        else:  # polygon rasterisation covers the rectangle's pixels up to its edge convention
+            assert abs(area - 12 * 20) <= 12 + 20 + 1
+    assert (
+        open_dataset(f"coco:{path},{tmp_path / 'export' / 'images'}").fingerprint() == dataset.fingerprint()
+    )
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d["annotations"][0].update(segmentation={"size": [64, 96], "counts": "55"}),
+         "does not cover its 96x64 image exactly"),
+        (lambda d: d["annotations"][0].update(segmentation={"size": [64, 96], "counts": "~~"}),
+         "not a COCO RLE character"),
+        (lambda d: d["annotations"][0].update(segmentation={"size": [32, 96], "counts": [0, 3072]}),
+         r"RLE size \[32, 96\] differs"),
+        (lambda d: d["annotations"][0].update(segmentation={"size": [64, 96], "counts": [-5, 6149]}),
+         "non-negative and sum to 6144"),
+        (lambda d: d["annotations"][0].update(segmentation=[[1, 2, 3, 4]]), "at least 3 x,y pairs"),
+        (lambda d: d["annotations"][0].update(segmentation=[[1, 2, 3, 4, 1e300, 5]]), "far outside"),
+        (lambda d: d["annotations"][0].pop("segmentation"), "a bounding box alone"),
+        (lambda d: d["annotations"][0].update(image_id=999), "image_id 999 is not in 'images'"),
+        (lambda d: d["annotations"][0].update(category_id=5), "category_id 5 is not in"),
+        (lambda d: d["images"][0].update(file_name="../outside.png"), "points outside the dataset folder"),
+        (lambda d: d["images"][1].update(file_name="frame_000.png"), "listed twice"),
+        (lambda d: d["images"][0].update(width=0), "not a usable size"),
+        (lambda d: d["images"][0].update(file_name="missing.png"), "missing.png: image listed"),
+        (lambda d: d.pop("categories"), "not a COCO file"),
+    ],
+)  # fmt: skip
+def test_coco_bad_input_names_the_problem(tmp_path, change, message):
+    path = _coco(tmp_path / "export")
+    document = json.loads(path.read_text())
+    change(document)
+    path.write_text(json.dumps(document))
+    with pytest.raises(DataError, match=message):
+        open_dataset(str(path))
+
+
+def test_coco_skip_bad_drops_only_the_bad_image(tmp_path):
+    path = _coco(tmp_path / "export")
+    document = json.loads(path.read_text())
+    document["annotations"][0]["segmentation"] = {"size": [64, 96], "counts": "55"}
+    path.write_text(json.dumps(document))
+    dataset = open_dataset(str(path), skip_bad=True)
+    bad = f"frame_{document['annotations'][0]['id']:03d}.png"
+    assert [s.item_id for s in dataset.skipped] == [bad] and len(dataset) == 17
+    document["images"][2]["file_name"] = "../outside.png"  # an entry dropped, with its annotation
+    path.write_text(json.dumps(document))
+    dataset = open_dataset(str(path), skip_bad=True)
+    assert len(dataset.skipped) == 2 and len(dataset) == 16
+
+
+def test_coco_round_trip(tmp_path):
+    path = _coco(tmp_path / "export", images=24)
+    results = _round_trip(str(path), tmp_path)
+    assert {run["arm"] for run in results["runs"]} == {"real", "real+gen"}

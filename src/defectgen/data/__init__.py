@@ -3,10 +3,12 @@
 Dataset specs:
 - `severstal:CSV` (labels only) or `severstal:CSV,IMAGES_DIR`;
 - `folder:PATH`: `PATH/images` + `PATH/masks`, or the per-class `PATH/CLASS/Imgs` layout;
+- `coco:JSON[,IMAGES_DIR]`: COCO segmentation annotations (polygons or RLE);
 - `mvtec:PATH`: one MVTec AD category (`PATH/train/good`, `PATH/test/TYPE`,
   `PATH/ground_truth/TYPE`);
-- a bare path: a `.csv` file is Severstal, a folder with `train.csv` + `train_images/` is
-  Severstal, an MVTec AD category folder is MVTec, any other folder is a folder dataset.
+- a bare path: a `.csv` file is Severstal, a `.json` file is COCO, a folder with `train.csv` +
+  `train_images/` is Severstal, an MVTec AD category folder is MVTec, any other folder is a
+  folder dataset.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from defectgen.data.classes import ClassTable
+from defectgen.data.coco import CocoDataset, looks_like_coco
 from defectgen.data.dataset import DefectDataset, Item, Sample, Skipped
 from defectgen.data.folder import ClassFolderDataset, FolderDataset
 from defectgen.data.mvtec import MVTecDataset, is_mvtec_category, mvtec_categories
@@ -33,6 +36,7 @@ __all__ = [
     "FolderDataset",
     "ClassFolderDataset",
     "MVTecDataset",
+    "CocoDataset",
 ]
 
 
@@ -86,9 +90,16 @@ def _open(spec, skip_bad, labels_complete, covered_ids, channels, image_shape) -
         )
     if kind == "folder" and rest:
         return _open_folder(Path(rest), skip_bad, channels)
+    if kind == "coco" and rest:
+        json_path, _, images_dir = rest.partition(",")
+        return CocoDataset(
+            Path(json_path), Path(images_dir) if images_dir else None, skip_bad=skip_bad, channels=channels
+        )
     if kind == "mvtec" and rest:
         return MVTecDataset(Path(rest), skip_bad=skip_bad, channels=channels)
     path = Path(spec)
+    if looks_like_coco(path):
+        return _open(f"coco:{path}", skip_bad, labels_complete, covered_ids, channels, image_shape)
     if path.suffix.lower() == ".csv" and path.is_file():
         return _open(f"severstal:{path}", skip_bad, labels_complete, covered_ids, channels, image_shape)
     if path.is_dir():
@@ -97,7 +108,8 @@ def _open(spec, skip_bad, labels_complete, covered_ids, channels, image_shape) -
             return _open(spec, skip_bad, labels_complete, covered_ids, channels, image_shape)
         return _open_folder(path, skip_bad, channels)
     raise DataError(
-        f"{spec}: not a dataset; use severstal:CSV[,IMAGES_DIR], folder:PATH, mvtec:PATH, or an "
+        f"{spec}: not a dataset; use severstal:CSV[,IMAGES_DIR], coco:JSON[,IMAGES_DIR], folder:PATH, "
+        "mvtec:PATH, or an "
         "existing folder (images/ + masks/, CLASS/Imgs/, or an MVTec AD category)"
     )
 

@@ -1,0 +1,260 @@
+"""COCO segmentation JSON, as labelling tools (CVAT, Label Studio, ...) export it.
+
+    coco:ANNOTATIONS.json[,IMAGES_DIR]
+
+`images[].file_name` is relative to IMAGES_DIR (default: an `images/` folder beside the JSON or
+beside its parent folder, else the JSON's own folder). Categories become classes, ordered by
+category id; an image listed without annotations is defect-free (a COCO file lists every image
+it labels). Segmentations may be polygons, uncompressed RLE (`counts` a list) or compressed RLE
+(`counts` a string), rasterised by `pycocotools`; every one is checked first, because the
+library's decoder trusts its input (a malformed RLE string decodes to garbage, not to an
+error). A bounding box without a segmentation is refused: defectgen needs pixel masks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+from pycocotools import mask as coco_mask
+
+from defectgen.data.classes import ClassTable
+from defectgen.data.dataset import DefectDataset, Item, Skipped, inside
+from defectgen.data.folder import guess_channels
+from defectgen.data.imageio import MAX_PIXELS
+from defectgen.errors import DataError
+
+MAX_JSON_BYTES = 2_000_000_000
+
+
+def looks_like_coco(path: Path) -> bool:
+    """A .json file whose first bytes open a JSON object (the full check is the reader's)."""
+    if path.suffix.lower() != ".json" or not path.is_file():
+        return False
+    with open(path, "rb") as handle:
+        return handle.read(64).lstrip().startswith(b"{")
+
+
+def default_images_dir(json_path: Path) -> Path:
+    for candidate in (json_path.parent / "images", json_path.parent.parent / "images"):
+        if candidate.is_dir():
+            return candidate
+    return json_path.parent
+
+
+class CocoDataset(DefectDataset):
+    def __init__(
+        self,
+        json_path: Path,
+        images_dir: Path | None = None,
+        *,
+        skip_bad: bool = False,
+        channels: int | None = None,
+    ):
+        json_path = Path(json_path)
+        root = Path(images_dir) if images_dir else default_images_dir(json_path)
+        if not root.is_dir():
+            raise DataError(f"{root}: image folder not found; name it with coco:JSON,IMAGES_DIR")
+        data = _load(json_path)
+        categories = sorted(data["categories"], key=lambda c: c["id"])
+        try:
+            classes = ClassTable(tuple(str(c["name"]) for c in categories))
+        except DataError as err:
+            raise DataError(f"{json_path}: {err} (class names come from the categories)") from None
+        class_of = {c["id"]: k for k, c in enumerate(categories, start=1)}
+
+        skipped: list[Skipped] = []
+        images: dict[int, dict] = {}
+        bad_images: set = set()  # ids of image entries or images dropped under skip_bad
+        for entry in data["images"]:
+            try:
+                images[_check_image_entry(entry, images, root)] = entry
+            except DataError as err:
+                if not skip_bad:
+                    raise DataError(f"{json_path}: {err}") from None
+                name = entry.get("file_name", entry.get("id")) if isinstance(entry, dict) else entry
+                skipped.append(Skipped(str(name), str(err)))
+                bad_images.add(entry.get("id") if isinstance(entry, dict) else None)
+        self._segments: dict[int, list[tuple[int, object]]] = {i: [] for i in images}
+        for annotation in data["annotations"]:
+            try:
+                image_id, class_id, segmentation = _check_annotation(annotation, images, class_of)
+            except DataError as err:
+                image_id = annotation.get("image_id") if isinstance(annotation, dict) else None
+                if not skip_bad:
+                    raise DataError(f"{json_path}: {err}") from None
+                if image_id not in bad_images:  # an image already dropped is reported once
+                    known = image_id in images and not isinstance(image_id, bool)
+                    skipped.append(
+                        Skipped(images[image_id]["file_name"] if known else "annotation", str(err))
+                    )
+                bad_images.add(image_id)
+                continue
+            self._segments[image_id].append((class_id, segmentation))
+
+        items: list[Item] = []
+        self._image_of: dict[str, int] = {}
+        for image_id, entry in images.items():
+            if image_id in bad_images:
+                continue
+            path = root / entry["file_name"]
+            if not path.is_file():
+                err = DataError(f"{path}: image listed in {json_path.name} not found")
+                if not skip_bad:
+                    raise err
+                skipped.append(Skipped(entry["file_name"], str(err)))
+                continue
+            present = tuple(sorted({k for k, _ in self._segments[image_id]}))
+            items.append(Item(entry["file_name"], path, present))
+            self._image_of[entry["file_name"]] = image_id
+        self._images = images
+        free = sum(1 for item in items if not item.class_ids)
+        super().__init__(
+            kind="coco",
+            spec=f"coco:{json_path}" + (f",{images_dir}" if images_dir else ""),
+            root=root,
+            classes=classes,
+            channels=channels or guess_channels([i.image_path for i in items]),
+            items=items,
+            skipped=skipped,
+            notes=[f"{free} images listed without annotations taken as defect-free"],
+        )
+
+    def load_masks(self, index: int) -> np.ndarray:
+        item = self.items[index]
+        image_id = self._image_of[item.item_id]
+        height, width = self._images[image_id]["height"], self._images[image_id]["width"]
+        masks = np.zeros((len(self.classes), height, width), dtype=bool)
+        for class_id, segmentation in self._segments[image_id]:
+            masks[class_id - 1] |= _rasterise(segmentation, height, width)
+        return masks
+
+
+def _load(json_path: Path) -> dict:
+    if not json_path.is_file():
+        raise DataError(f"{json_path}: COCO annotation file not found")
+    if json_path.stat().st_size > MAX_JSON_BYTES:
+        raise DataError(f"{json_path}: larger than {MAX_JSON_BYTES:,} bytes; not a COCO file defectgen reads")
+    try:
+        data = json.loads(json_path.read_bytes())
+    except (OSError, ValueError) as err:
+        raise DataError(f"{json_path}: not a readable JSON file ({err})") from None
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "categories")):
+        raise DataError(f"{json_path}: not a COCO file (needs lists 'images', 'annotations', 'categories')")
+    data.setdefault("annotations", [])
+    if not isinstance(data["annotations"], list):
+        raise DataError(f"{json_path}: 'annotations' must be a list")
+    ids = [c.get("id") if isinstance(c, dict) else None for c in data["categories"]]
+    if not data["categories"] or not all(_is_int(i) for i in ids) or len(set(ids)) != len(ids):
+        raise DataError(f"{json_path}: 'categories' must be objects with distinct integer ids and names")
+    return data
+
+
+def _check_image_entry(entry, images: dict, root: Path) -> int:
+    if not isinstance(entry, dict) or not _is_int(entry.get("id")):
+        raise DataError(f"image entry {str(entry)[:80]} has no integer id")
+    image_id, name = entry["id"], entry.get("file_name")
+    if image_id in images:
+        raise DataError(f"image id {image_id} is listed twice")
+    if not isinstance(name, str) or not name or "\\" in name or "\0" in name:
+        raise DataError(f"image {image_id}: file_name {name!r} is not a relative file name")
+    if any(e["file_name"] == name for e in images.values()):
+        raise DataError(f"image {image_id}: file_name {name} is listed twice")
+    inside(root, root / name, "image")
+    height, width = entry.get("height"), entry.get("width")
+    if not (_is_int(height) and _is_int(width)) or height < 1 or width < 1 or height * width > MAX_PIXELS:
+        raise DataError(f"image {image_id} ({name}): height/width {height}x{width} are not a usable size")
+    return image_id
+
+
+def _check_annotation(annotation, images: dict, class_of: dict) -> tuple[int, int, object]:
+    """(image id, class id, segmentation) of a valid annotation, or a DataError saying why."""
+    if not isinstance(annotation, dict):
+        raise DataError(f"annotation {str(annotation)[:80]} is not an object")
+    where = f"annotation {annotation.get('id', '?')}"
+    image_id, category = annotation.get("image_id"), annotation.get("category_id")
+    if image_id not in images:
+        raise DataError(f"{where}: image_id {image_id!r} is not in 'images'")
+    if category not in class_of:
+        raise DataError(f"{where}: category_id {category!r} is not in 'categories'")
+    height, width = images[image_id]["height"], images[image_id]["width"]
+    segmentation = annotation.get("segmentation")
+    if not segmentation:
+        raise DataError(f"{where}: no segmentation (a bounding box alone is not a pixel mask)")
+    if isinstance(segmentation, list):
+        reach = 4 * max(height, width) + 16  # labelling tools overshoot edges a little, not by more
+        for polygon in segmentation:
+            if (
+                not isinstance(polygon, list)
+                or len(polygon) < 6
+                or len(polygon) % 2
+                or not all(isinstance(v, int | float) and math.isfinite(v) for v in polygon)
+            ):
+                raise DataError(f"{where}: a polygon must be a flat list of at least 3 x,y pairs")
+            if max(abs(v) for v in polygon) > reach:
+                raise DataError(f"{where}: a polygon point lies far outside its {width}x{height} image")
+    elif isinstance(segmentation, dict):
+        size = segmentation.get("size")
+        if size != [height, width]:
+            raise DataError(f"{where}: RLE size {size} differs from its image's [{height}, {width}]")
+        counts = segmentation.get("counts")
+        if isinstance(counts, list):
+            if not all(_is_int(c) and c >= 0 for c in counts) or sum(counts) != height * width:
+                raise DataError(f"{where}: RLE counts must be non-negative and sum to {height * width}")
+        elif isinstance(counts, str):
+            if sum(_string_counts(counts, where)) != height * width:
+                raise DataError(f"{where}: RLE string does not cover its {width}x{height} image exactly")
+        else:
+            raise DataError(f"{where}: RLE counts must be a list of integers or a string")
+    else:
+        raise DataError(f"{where}: segmentation must be a list of polygons or an RLE object")
+    return image_id, class_of[category], segmentation
+
+
+def _string_counts(text: str, where: str) -> list[int]:
+    """Run lengths of a compressed COCO RLE string (6-bit groups, offset 48, the differential
+    coding pycocotools uses from the third run on); a DataError for a malformed one."""
+    counts: list[int] = []
+    position = 0
+    while position < len(text):
+        value, shift, more = 0, 0, True
+        while more:
+            if position >= len(text):
+                raise DataError(f"{where}: RLE string ends inside a number")
+            code = ord(text[position]) - 48
+            if not 0 <= code < 64:
+                raise DataError(f"{where}: RLE string holds {text[position]!r}, not a COCO RLE character")
+            value |= (code & 0x1F) << shift
+            more = bool(code & 0x20)
+            position += 1
+            shift += 5
+            if shift > 60:
+                raise DataError(f"{where}: RLE string holds a number too large for any image")
+            if not more and code & 0x10:
+                value -= 1 << shift
+        if len(counts) > 2:
+            value += counts[-2]
+        if value < 0:
+            raise DataError(f"{where}: RLE string decodes to a negative run")
+        counts.append(value)
+    return counts
+
+
+def _rasterise(segmentation, height: int, width: int) -> np.ndarray:
+    """bool [H, W] of one checked segmentation."""
+    if isinstance(segmentation, list):
+        rle = coco_mask.merge(coco_mask.frPyObjects(segmentation, height, width))
+    elif isinstance(segmentation["counts"], list):
+        rle = coco_mask.frPyObjects(segmentation, height, width)
+    else:
+        rle = {"size": [height, width], "counts": segmentation["counts"].encode("ascii")}
+    with warnings.catch_warnings():  # pycocotools' own numpy-2 `__array__` notice, not ours to fix
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return coco_mask.decode(rle).astype(bool)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -61,7 +61,19 @@ def _records(folder):
 def test_the_defect_keeps_its_real_pixels_and_only_the_seam_is_repainted(harmonize_run, tmp_path):
     dataset, split, checkpoint, _ = harmonize_run
     out = tmp_path / "out"
-    synthesize(checkpoint, dataset, split, 6, out, mode="harmonize", band=3, rim=1, seed=4, progress=False)
+    synthesize(
+        checkpoint,
+        dataset,
+        split,
+        6,
+        out,
+        mode="harmonize",
+        band=3,
+        rim=1,
+        seed=4,
+        progress=False,
+        background_source="free",
+    )
     params = json.loads((out / "synth.json").read_text())
     assert (params["mode"], params["band"], params["rim"], params["mask_source"]) == (
         "harmonize",
@@ -95,7 +107,15 @@ def test_same_seed_same_files_and_a_resumed_run_matches_one_run(harmonize_run, t
 
     def run(folder, n, seed=2):
         synthesize(
-            checkpoint, dataset, split, n, tmp_path / folder, mode="harmonize", seed=seed, progress=False
+            checkpoint,
+            dataset,
+            split,
+            n,
+            tmp_path / folder,
+            mode="harmonize",
+            seed=seed,
+            progress=False,
+            background_source="free",
         )
 
     run("whole", 5)
@@ -117,7 +137,7 @@ def test_the_cli_writes_a_harmonized_set_with_the_band_asked_for(harmonize_run, 
     command = [
         sys.executable, "-m", "defectgen", "synth", str(root / "data"), "--checkpoint", str(checkpoint),
         "--split", str(root / "split.json"), "--n", "3", "--out", str(out), "--mode", "harmonize",
-        "--band", "2", "--rim", "0", "--precision", "fp32",
+        "--band", "2", "--rim", "0", "--precision", "fp32", "--background-source", "free",
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -146,7 +166,16 @@ def test_the_cli_writes_a_harmonized_set_with_the_band_asked_for(harmonize_run, 
 def test_bad_options_are_refused_before_anything_is_written(harmonize_run, tmp_path, options, message):
     dataset, split, checkpoint, _ = harmonize_run
     with pytest.raises((ConfigError, DataError), match=message):
-        synthesize(checkpoint, dataset, split, 2, tmp_path / "out", progress=False, **options)
+        synthesize(
+            checkpoint,
+            dataset,
+            split,
+            2,
+            tmp_path / "out",
+            progress=False,
+            **options,
+            background_source="free",
+        )
     assert not (tmp_path / "out").exists()
 
 

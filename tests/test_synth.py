@@ -61,7 +61,9 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 def test_folder_format_labels_and_known_pixels(tiny_run, tmp_path):
     dataset, split, checkpoint, _ = tiny_run
-    summary = synthesize(checkpoint, dataset, split, 5, tmp_path / "out", seed=3, progress=False)
+    summary = synthesize(
+        checkpoint, dataset, split, 5, tmp_path / "out", seed=3, progress=False, background_source="free"
+    )
     assert summary["items"] == 5
     records = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
     assert [r["index"] for r in records] == list(range(5))
@@ -84,8 +86,12 @@ def test_folder_format_labels_and_known_pixels(tiny_run, tmp_path):
 def test_same_seed_same_files(tiny_run, tmp_path):
     dataset, split, checkpoint, _ = tiny_run
     for name in ("a", "b"):
-        synthesize(checkpoint, dataset, split, 4, tmp_path / name, seed=1, progress=False)
-    synthesize(checkpoint, dataset, split, 4, tmp_path / "c", seed=2, progress=False)
+        synthesize(
+            checkpoint, dataset, split, 4, tmp_path / name, seed=1, progress=False, background_source="free"
+        )
+    synthesize(
+        checkpoint, dataset, split, 4, tmp_path / "c", seed=2, progress=False, background_source="free"
+    )
     a, b, c = (_files(tmp_path / n) for n in "abc")
     assert a == b
     assert a["images/synth_000000.png"] != c["images/synth_000000.png"]
@@ -107,7 +113,9 @@ def test_the_model_spec_reaches_the_checkpoint_and_synthesis(tmp_path):
     checkpoint = train(dataset, split, config("transposed"), tmp_path / "run", progress=False)
     G, *_ = load_generator(checkpoint)
     assert all(up.mode == "transposed" for up in G.decoder)
-    summary = synthesize(checkpoint, dataset, split, 2, tmp_path / "out", seed=0, progress=False)
+    summary = synthesize(
+        checkpoint, dataset, split, 2, tmp_path / "out", seed=0, progress=False, background_source="free"
+    )
     assert summary["items"] == 2
 
     def before_specs(state: dict, **options) -> dict:
@@ -135,7 +143,15 @@ def test_severstal_format_on_whole_strips(tmp_path):
     split = make_split(dataset, seed=0)
     checkpoint = train(dataset, split, TrainConfig(steps=1, **TINY), tmp_path / "run", progress=False)
     synthesize(
-        checkpoint, dataset, split, 3, tmp_path / "out", fmt="severstal", mask_source="shapes", progress=False
+        checkpoint,
+        dataset,
+        split,
+        3,
+        tmp_path / "out",
+        fmt="severstal",
+        mask_source="shapes",
+        progress=False,
+        background_source="free",
     )
     out = SeverstalDataset(tmp_path / "out" / "train.csv", tmp_path / "out" / "images")
     assert len(out) == 3
@@ -204,11 +220,11 @@ def test_disk_full_keeps_earlier_outputs_and_rerun_completes(tiny_run, tmp_path,
 
     monkeypatch.setattr(synth_module.os, "fsync", failing_fsync)
     with pytest.raises(DefectgenError, match="disk full while writing .*run the same command again"):
-        synthesize(checkpoint, dataset, split, 6, tmp_path / "out", progress=False)
+        synthesize(checkpoint, dataset, split, 6, tmp_path / "out", progress=False, background_source="free")
     kept = _files(tmp_path / "out")
     assert any(name.startswith("images/") for name in kept)
     monkeypatch.setattr(synth_module.os, "fsync", real_fsync)
-    synthesize(checkpoint, dataset, split, 6, tmp_path / "out", progress=False)
+    synthesize(checkpoint, dataset, split, 6, tmp_path / "out", progress=False, background_source="free")
     after = _files(tmp_path / "out")
     for name, data in kept.items():
         if name.startswith(("images/", "masks/")):
@@ -223,32 +239,54 @@ def test_second_writer_is_refused(tiny_run, tmp_path):
     with open(out / ".lock", "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         with pytest.raises(DefectgenError, match="another defectgen synth is writing"):
-            synthesize(checkpoint, dataset, split, 2, out, progress=False)
+            synthesize(checkpoint, dataset, split, 2, out, progress=False, background_source="free")
 
 
 def test_refused_inputs_leave_outputs_untouched(tiny_run, tmp_path, magnetic_tile_dir):
     dataset, split, checkpoint, _ = tiny_run
     with pytest.raises(ConfigError, match=r"--n must be a number of images in 1\.\."):
-        synthesize(checkpoint, dataset, split, 0, tmp_path / "a", progress=False)
+        synthesize(checkpoint, dataset, split, 0, tmp_path / "a", progress=False, background_source="free")
     with pytest.raises(ConfigError, match="--format"):
-        synthesize(checkpoint, dataset, split, 1, tmp_path / "a", fmt="coco", progress=False)
+        synthesize(
+            checkpoint,
+            dataset,
+            split,
+            1,
+            tmp_path / "a",
+            fmt="coco",
+            progress=False,
+            background_source="free",
+        )
     tiles = open_dataset(str(magnetic_tile_dir))
     with pytest.raises(DataError, match="was trained for classes"):
-        synthesize(checkpoint, tiles, make_split(tiles), 1, tmp_path / "a", progress=False)
+        synthesize(
+            checkpoint, tiles, make_split(tiles), 1, tmp_path / "a", progress=False, background_source="free"
+        )
     with pytest.raises(DataError, match="not found|no mask"):
         synthesize(
-            checkpoint, dataset, split, 1, tmp_path / "a", mask_source="folder:/no/such/masks", progress=False
+            checkpoint,
+            dataset,
+            split,
+            1,
+            tmp_path / "a",
+            mask_source="folder:/no/such/masks",
+            progress=False,
+            background_source="free",
         )
     # another run's folder: refused, nothing changed
-    synthesize(checkpoint, dataset, split, 2, tmp_path / "b", seed=0, progress=False)
+    synthesize(
+        checkpoint, dataset, split, 2, tmp_path / "b", seed=0, progress=False, background_source="free"
+    )
     before = _files(tmp_path / "b")
     with pytest.raises(DataError, match="holds another synthesis run"):
-        synthesize(checkpoint, dataset, split, 2, tmp_path / "b", seed=5, progress=False)
+        synthesize(
+            checkpoint, dataset, split, 2, tmp_path / "b", seed=5, progress=False, background_source="free"
+        )
     assert _files(tmp_path / "b") == before
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "notes.txt").write_text("mine")
     with pytest.raises(DataError, match="not empty"):
-        synthesize(checkpoint, dataset, split, 2, tmp_path / "c", progress=False)
+        synthesize(checkpoint, dataset, split, 2, tmp_path / "c", progress=False, background_source="free")
     assert (tmp_path / "c" / "notes.txt").read_text() == "mine"
 
 
@@ -261,19 +299,39 @@ def test_no_defect_free_backgrounds(tmp_path):
     dataset = open_dataset(str(tmp_path / "ds"))
     split = make_split(dataset, seed=0)
     checkpoint = train(dataset, split, TrainConfig(steps=1, **TINY), tmp_path / "run", progress=False)
-    with pytest.raises(DataError, match="no defect-free images.*--backgrounds"):
-        synthesize(checkpoint, dataset, split, 1, tmp_path / "out", progress=False)
+    with pytest.raises(DataError, match="no defect-free images.*cleaned or labelled.*--backgrounds"):
+        synthesize(checkpoint, dataset, split, 1, tmp_path / "out", progress=False, background_source="free")
     write_gray(tmp_path / "bg" / "free.png", np.full((32, 32), 120))
     summary = synthesize(
         checkpoint, dataset, split, 2, tmp_path / "out2", backgrounds_dir=tmp_path / "bg", progress=False
     )
     assert summary["items"] == 2
+    with pytest.raises(ConfigError, match="give one or the other"):
+        synthesize(checkpoint, dataset, split, 1, tmp_path / "out3", backgrounds_dir=tmp_path / "bg",
+                   background_source="labelled", progress=False)  # fmt: skip
+    with pytest.raises(ConfigError, match="--background-source must be one of"):
+        synthesize(
+            checkpoint, dataset, split, 1, tmp_path / "out3", background_source="dirty", progress=False
+        )
+    assert not (tmp_path / "out3").exists()
 
 
 def test_tiled_mode_paints_only_the_holes(tiny_run, tmp_path):
     dataset, split, checkpoint, _ = tiny_run
-    synthesize(checkpoint, dataset, split, 4, tmp_path / "whole", seed=4, progress=False)
-    synthesize(checkpoint, dataset, split, 4, tmp_path / "tiled", seed=4, tile=16, progress=False)
+    synthesize(
+        checkpoint, dataset, split, 4, tmp_path / "whole", seed=4, progress=False, background_source="free"
+    )
+    synthesize(
+        checkpoint,
+        dataset,
+        split,
+        4,
+        tmp_path / "tiled",
+        seed=4,
+        tile=16,
+        progress=False,
+        background_source="free",
+    )
     whole, tiled = open_dataset(str(tmp_path / "whole")), open_dataset(str(tmp_path / "tiled"))
     radius = json.loads((tmp_path / "tiled" / "synth.json").read_text())["hole_dilation"]
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
@@ -284,7 +342,9 @@ def test_tiled_mode_paints_only_the_holes(tiny_run, tmp_path):
         assert np.array_equal(a.image[~hole], b.image[~hole])  # known pixels kept in both modes
         assert hole.any() and not np.array_equal(b.image[hole], a.image[hole])
     with pytest.raises(ConfigError, match="--tile"):
-        synthesize(checkpoint, dataset, split, 1, tmp_path / "bad", tile=20, progress=False)
+        synthesize(
+            checkpoint, dataset, split, 1, tmp_path / "bad", tile=20, progress=False, background_source="free"
+        )
 
 
 def _records(folder: Path) -> list[dict]:
@@ -327,13 +387,25 @@ def _check_painted(dataset, out: Path) -> list[dict]:
 
 def test_manifest_records_the_painted_region(tiny_run, tmp_path):
     dataset, split, checkpoint, _ = tiny_run
-    synthesize(checkpoint, dataset, split, 4, tmp_path / "out", seed=5, progress=False)
+    synthesize(
+        checkpoint, dataset, split, 4, tmp_path / "out", seed=5, progress=False, background_source="free"
+    )
     assert len(_check_painted(dataset, tmp_path / "out")) == 4
 
 
 def test_tiled_synthesis_paints_every_hole_and_records_it(tiny_run, tmp_path):
     dataset, split, checkpoint, _ = tiny_run
-    synthesize(checkpoint, dataset, split, 4, tmp_path / "tiled", seed=6, tile=16, progress=False)
+    synthesize(
+        checkpoint,
+        dataset,
+        split,
+        4,
+        tmp_path / "tiled",
+        seed=6,
+        tile=16,
+        progress=False,
+        background_source="free",
+    )
     assert json.loads((tmp_path / "tiled" / "synth.json").read_text())["tile"] == 16
     assert len(_check_painted(dataset, tmp_path / "tiled")) == 4
 
@@ -343,7 +415,9 @@ def test_backgrounds_come_only_from_the_training_half(tiny_run, tmp_path):
     free = {item.item_id for item in dataset.items if not item.class_ids}
     train_free, test_free = free & set(split.train), free & set(split.test)
     assert train_free and test_free  # a test-half background is available to misuse
-    synthesize(checkpoint, dataset, split, 12, tmp_path / "out", seed=0, progress=False)
+    synthesize(
+        checkpoint, dataset, split, 12, tmp_path / "out", seed=0, progress=False, background_source="free"
+    )
     used = {record["background"] for record in _records(tmp_path / "out")}
     assert used and used <= train_free
     assert not used & set(split.test)
@@ -352,20 +426,28 @@ def test_backgrounds_come_only_from_the_training_half(tiny_run, tmp_path):
 def test_item_seeds_are_keyed_by_index_not_queue_position(tiny_run, tmp_path):
     dataset, split, checkpoint, _ = tiny_run
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
-    synthesize(checkpoint, dataset, split, 4, a, seed=2, batch_size=4, progress=False)
-    synthesize(checkpoint, dataset, split, 4, b, seed=2, batch_size=4, progress=False)
+    synthesize(
+        checkpoint, dataset, split, 4, a, seed=2, batch_size=4, progress=False, background_source="free"
+    )
+    synthesize(
+        checkpoint, dataset, split, 4, b, seed=2, batch_size=4, progress=False, background_source="free"
+    )
     # a partial run: items 0 and 2 missing (files and manifest lines); the rerun makes only those
     for index in (0, 2):
         (b / "images" / f"synth_{index:06d}.png").unlink()
         (b / "masks" / f"synth_{index:06d}.png").unlink()
     kept = [r for r in _records(b) if r["index"] not in (0, 2)]
     (b / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
-    synthesize(checkpoint, dataset, split, 4, b, seed=2, batch_size=4, progress=False)
+    synthesize(
+        checkpoint, dataset, split, 4, b, seed=2, batch_size=4, progress=False, background_source="free"
+    )
     files_a = _files(a)
     assert [n for n in files_a if n.startswith("images/")] == [f"images/synth_{i:06d}.png" for i in range(4)]
     assert _files(b) == files_a
     # a run of 2 is the first 2 items of a run of 4
-    synthesize(checkpoint, dataset, split, 2, c, seed=2, batch_size=4, progress=False)
+    synthesize(
+        checkpoint, dataset, split, 2, c, seed=2, batch_size=4, progress=False, background_source="free"
+    )
     files_c = _files(c)
     for index in range(2):
         for kind in ("images", "masks"):

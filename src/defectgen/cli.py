@@ -327,6 +327,14 @@ def synth(
         ),
     ] = None,
     rim: Annotated[int, typer.Option(help="harmonize: px repainted inside its edge (0: none).")] = 1,
+    background_source: Annotated[
+        str,
+        typer.Option(
+            help="What to paint on: free (defect-free training images) | labelled (defect images, new "
+            "defects away from the old) | cleaned (defect images, their defects erased first) | auto "
+            "(free when the training half has at least 8 defect-free images, else cleaned)."
+        ),
+    ] = "auto",
     skip_bad: SkipBad = False,
     labels_complete: LabelsComplete = "true",
     covered_ids: CoveredIds = None,
@@ -351,6 +359,7 @@ def synth(
         fmt=fmt,
         seed=seed,
         backgrounds_dir=backgrounds,
+        background_source=background_source,
         batch_size=batch_size,
         tile=tile,
         device=device,

@@ -19,6 +19,15 @@ strips work), batched, under bf16 autocast where supported. `tile` instead paint
 around each defect (for images too large for memory — and much less work when defects are
 small compared with the image).
 
+Backgrounds (`background_source`): `free`, the training half's defect-free images; `labelled`,
+its defect images as they are, new defects kept away from the old ones (a margin of the hole
+dilation + 1 px) and the label the union of old and new; `cleaned`, its defect images with their
+defects first erased by the same generator (hole = the defects dilated by the hole dilation + 2
+px, condition = background), then painted like a defect-free image; the erased pixels are
+recorded as painted. `auto` takes `free` when the training half holds at least `MIN_FREE`
+defect-free images and `AUTO_FALLBACK` otherwise. A `--backgrounds DIR` of defect-free images
+replaces the training half.
+
 Two modes: `paint` (default) paints new defects into masks drawn from the mask source;
 `harmonize` pastes real training defects (`defectgen.paste`: real counts, position prior,
 flips) and lets the generator repaint only the seam: a band of `band` px around each pasted
@@ -62,6 +71,11 @@ from defectgen.viz import contact_sheet, overlay
 
 FORMATS = ("severstal", "folder")
 MODES = ("paint", "harmonize")
+BACKGROUND_SOURCES = ("auto", "free", "labelled", "cleaned")
+MIN_FREE = 8  # defect-free training images below which `auto` paints on the defect images instead
+AUTO_FALLBACK = "cleaned"  # see benchmarks/RESULTS.md, "Backgrounds without defect-free images"
+ERASE_MARGIN = 2  # px beyond the hole dilation that erasing covers (soft defect edges)
+CLEANED_CACHE = 256  # erased backgrounds kept in memory
 MAX_BAND, MAX_RIM = 64, 16  # px
 PARAMS_FILE = "synth.json"
 MANIFEST = "manifest.jsonl"
@@ -71,6 +85,8 @@ MANIFEST = "manifest.jsonl"
 class Background:
     key: str  # item id or file name: recorded in the manifest
     load: object  # () -> uint8 [H, W, C]
+    load_masks: object = None  # () -> bool [K, H, W], the defects it holds (labelled / cleaned)
+    load_erased: object = None  # () -> bool [H, W] the generator repainted to erase them (cleaned)
 
 
 MAX_IMAGES = 10_000_000  # per call: a bound on what a typo can ask for (10^12 would not fit a list)
@@ -97,6 +113,7 @@ def synthesize(
     mode: str = "paint",
     band: int | None = None,
     rim: int = 1,
+    background_source: str = "auto",
     progress: bool = True,
 ) -> dict:
     """Write `n` synthetic images with their labels to `out_dir`; returns a summary dict.
@@ -108,7 +125,8 @@ def synthesize(
 
     `mode="harmonize"` pastes real training defects instead of drawing masks and repaints a
     `band` px ring outside each (default: the generator's own hole dilation) and a `rim` px ring
-    inside it (see the module docstring)."""
+    inside it (see the module docstring). `background_source` picks what is painted on (see the
+    module docstring)."""
     if not 1 <= n <= MAX_IMAGES:
         raise ConfigError(f"--n must be a number of images in 1..{MAX_IMAGES:,}, got {n}")
     if not 0 <= seed <= MAX_SEED:
@@ -134,7 +152,9 @@ def synthesize(
         )
     split.check(dataset)
     train_indices = split.indices(dataset, "train")
-    backgrounds = _backgrounds(dataset, train_indices, backgrounds_dir, channels)
+    backgrounds, background_source = _backgrounds(
+        dataset, train_indices, backgrounds_dir, channels, background_source
+    )
     if fmt == "severstal":
         _check_one_size(dataset, train_indices, backgrounds_dir)
     classes = sorted(set(classes)) if classes else None
@@ -142,12 +162,17 @@ def synthesize(
         for class_id in classes:
             dataset.classes.check_id(class_id)
     hole_radius = max(0, config.max_dilation // 2)
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+    if background_source == "cleaned":
+        erase = lambda batch: _paint(G, batch, hole_radius, tile, device, amp)  # noqa: E731
+        backgrounds = _cleaned(backgrounds, seed, erase, hole_radius + ERASE_MARGIN)
     if mode == "harmonize":
         band = max(1, hole_radius) if band is None else band
         draw = _Harmonizer(DefectPaster(dataset, train_indices, progress=progress), band, rim)
         mask_source = "paste"
     else:
-        draw = _Painter(build_mask_source(mask_source, dataset, train_indices, progress=progress))
+        composer = build_mask_source(mask_source, dataset, train_indices, progress=progress)
+        draw = _Painter(composer, hole_radius)
     draw.check(classes)  # before anything is written: an impossible --classes leaves no folder
     judge_model = None
     if judge is not None:
@@ -162,7 +187,7 @@ def synthesize(
         "classes": classes,
         "mask_source": mask_source,
         "seed": seed,
-        "backgrounds": str(backgrounds_dir) if backgrounds_dir else "training half, defect-free",
+        "backgrounds": str(backgrounds_dir) if backgrounds_dir else BACKGROUND_TEXT[background_source],
         "hole_dilation": hole_radius,
         "tile": tile,
         "class_table": dataset.classes.to_json(),
@@ -182,7 +207,6 @@ def synthesize(
     with _locked(out_dir):
         records = _prepare(out_dir, params, n)
         todo = [i for i in range(n) if i not in records]
-        amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
         suffix = ".jpg" if fmt == "severstal" else ".png"
         with Progress(disable=not progress, transient=False) as bar:
             task = bar.add_task("synthesizing", total=n, completed=n - len(todo))
@@ -231,22 +255,80 @@ def painted_region(synth_dir: Path, record: dict, masks: np.ndarray) -> np.ndarr
 # --- inputs ---------------------------------------------------------------------------------
 
 
-def _backgrounds(dataset, train_indices, folder, channels) -> list[Background]:
+BACKGROUND_TEXT = {
+    "free": "training half, defect-free",
+    "labelled": "training half, defect images (new defects away from the old; label: both)",
+    "cleaned": "training half, defect images with their defects erased",
+}
+
+
+def _backgrounds(dataset, train_indices, folder, channels, source: str) -> tuple[list[Background], str]:
+    """The images to paint on and the background source they come from (see module docstring)."""
+    if source not in BACKGROUND_SOURCES:
+        raise ConfigError(
+            f"--background-source must be one of {', '.join(BACKGROUND_SOURCES)}, got {source!r}"
+        )
     if folder is not None:
+        if source not in ("auto", "free"):
+            raise ConfigError(
+                f"--backgrounds DIR holds defect-free images; --background-source {source} paints on the "
+                "training half's defect images instead: give one or the other"
+            )
         folder = Path(folder)
         if not folder.is_dir():
             raise DataError(f"{folder}: --backgrounds folder not found")
         files = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
         if not files:
             raise DataError(f"{folder}: no images for --backgrounds")
-        return [Background(p.name, lambda p=p: read_image(p, channels)) for p in files]
+        return [Background(p.name, lambda p=p: read_image(p, channels)) for p in files], "free"
     free = [i for i in train_indices if not dataset.items[i].class_ids]
-    if not free:
+    labelled = [i for i in train_indices if dataset.items[i].class_ids]
+    if source == "auto":
+        source = "free" if len(free) >= MIN_FREE else AUTO_FALLBACK
+        if source != "free" and not labelled:
+            source = "free"  # nothing else to paint on: say so below if there is nothing at all
+    if source == "free":
+        if not free:
+            raise DataError(
+                f"the training half of {dataset.spec} has no defect-free images to paint on; use "
+                "--background-source cleaned or labelled (its defect images), or --backgrounds DIR"
+            )
+        return [Background(dataset.items[i].item_id, lambda i=i: dataset.load_image(i)) for i in free], source
+    if not labelled:
         raise DataError(
-            f"the training half of {dataset.spec} has no defect-free images to paint on; "
-            "pass --backgrounds DIR with defect-free images"
+            f"the training half of {dataset.spec} has no defect images for --background-source {source}"
         )
-    return [Background(dataset.items[i].item_id, lambda i=i: dataset.load_image(i)) for i in free]
+    return [
+        Background(
+            dataset.items[i].item_id, lambda i=i: dataset.load_image(i), lambda i=i: dataset.load_masks(i)
+        )
+        for i in labelled
+    ], source
+
+
+def _cleaned(backgrounds: list[Background], seed: int, paint, radius: int) -> list[Background]:
+    """The same backgrounds with their defects erased by the generator (`paint`, on items with
+    an explicit hole and empty labels), each erased once per (seed, background) and cached."""
+    cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def erased(background: Background) -> tuple[np.ndarray, np.ndarray]:
+        if background.key not in cache:
+            image, masks = background.load(), background.load_masks()
+            hole = _hole(masks, radius)
+            words = np.random.SeedSequence([seed, 11, *background.key.encode()]).generate_state(1, np.uint64)
+            item = {
+                "image": image,
+                "masks": np.zeros_like(masks),
+                "hole": hole,
+                "noise_seed": int(words[0] >> 1),
+            }
+            ((cleaned, region),) = paint([item])
+            if len(cache) >= CLEANED_CACHE:
+                cache.pop(next(iter(cache)))
+            cache[background.key] = (cleaned, region)
+        return cache[background.key]
+
+    return [Background(b.key, lambda b=b: erased(b)[0], None, lambda b=b: erased(b)[1]) for b in backgrounds]
 
 
 def _check_one_size(dataset, train_indices, folder) -> None:
@@ -272,35 +354,55 @@ def _batches(todo, backgrounds, draw, classes, seed, batch_size) -> Iterator[lis
         yield batch
 
 
+BACKGROUND_TRIES = 10  # labelled backgrounds drawn for an item before there is declared no room
+
+
 def _item(index: int, attempt: int, backgrounds, draw, classes, seed: int) -> dict:
     """Item `index` (draw `attempt`): background and masks, a function of (seed, index, attempt)."""
     rng = np.random.default_rng([seed, index] if attempt == 0 else [seed, index, attempt])
-    background = backgrounds[int(rng.integers(len(backgrounds)))]
-    image, masks, hole, info = draw(rng, background.load(), classes, background.key)
+    for _ in range(BACKGROUND_TRIES):
+        background = backgrounds[int(rng.integers(len(backgrounds)))]
+        existing = background.load_masks() if background.load_masks else None
+        image, masks, hole, info = draw(rng, background.load(), classes, background.key, existing)
+        if existing is None or (masks & ~existing).any():
+            break
+    else:
+        raise DataError(
+            f"no room for a new defect away from the existing ones on {BACKGROUND_TRIES} labelled "
+            "backgrounds in a row; use --background-source cleaned"
+        )
     return {
         "index": index,
         "attempt": attempt,
         "seed": seed,
         "background": background.key,
         "image": image,  # uint8 [H, W, C]
-        "masks": masks,  # bool [K, H, W]
+        "masks": masks,  # bool [K, H, W]: the label (with a labelled background's own defects)
         "hole": hole,  # float32 [1, H, W] to repaint, or None: the masks dilated by the hole radius
+        "erased": background.load_erased() if background.load_erased else None,  # bool [H, W] or None
         "info": info,
     }
 
 
 class _Painter:
-    """`paint` mode: masks from the mask source; the generator paints them whole."""
+    """`paint` mode: masks from the mask source; the generator paints them whole. On a labelled
+    background new defects keep `hole_radius` + 1 px away from the existing ones, so the hole
+    around them never touches those."""
 
-    def __init__(self, composer):
-        self.composer = composer
+    def __init__(self, composer, hole_radius: int):
+        self.composer, self.hole_radius = composer, hole_radius
 
     def check(self, classes) -> None:
         self.composer._allowed(classes)
 
-    def __call__(self, rng, image, classes, key):
-        masks, info = self.composer.compose(rng, image.shape[0], image.shape[1], classes)
-        return image, masks, None, info
+    def __call__(self, rng, image, classes, key, existing=None):
+        height, width = image.shape[:2]
+        if existing is None:
+            masks, info = self.composer.compose(rng, height, width, classes)
+            return image, masks, None, info
+        avoid = _hole(existing, self.hole_radius + 1)[0] > 0
+        new, info = self.composer.compose(rng, height, width, classes, avoid=avoid)
+        return image, new | existing, _hole(new, self.hole_radius), info
 
 
 class _Harmonizer:
@@ -314,12 +416,15 @@ class _Harmonizer:
     def check(self, classes) -> None:
         self.paster.allowed(classes)
 
-    def __call__(self, rng, image, classes, key):
+    def __call__(self, rng, image, classes, key, existing=None):
         for _ in range(self.TRIES):
             plan = self.paster.plan(rng, classes)
-            pasted = self.paster.paste(rng, image, plan)
-            if pasted.masks.any():
-                hole = seam(pasted.masks.any(axis=0), self.band, self.rim)
+            pasted = self.paster.paste(rng, image, plan, existing=existing)
+            new = pasted.masks if existing is None else pasted.masks & ~existing
+            if new.any():
+                hole = seam(new.any(axis=0), self.band, self.rim)
+                if existing is not None:
+                    hole &= ~existing.any(axis=0)  # a seam never repaints a defect already there
                 info = {"defects": pasted.defects, "plan": plan}
                 return pasted.image, pasted.masks, hole[None].astype(np.float32), info
         raise DataError(
@@ -495,6 +600,8 @@ def _hole(masks: np.ndarray, radius: int) -> np.ndarray:
 
 
 def _item_seed(item: dict) -> int:
+    if "noise_seed" in item:
+        return item["noise_seed"]
     key = [item["seed"], item["index"], 7] + ([item["attempt"]] if item.get("attempt") else [])
     words = np.random.SeedSequence(key).generate_state(1, np.uint64)
     return int(words[0] >> 1)
@@ -553,6 +660,8 @@ def _read_manifest(out_dir: Path) -> dict[int, dict]:
 def _write_item(out_dir, item, image, painted, fmt, suffix, mask_source, seed) -> dict:
     name = f"synth_{item['index']:06d}"
     masks = item["masks"]
+    if item.get("erased") is not None:
+        painted = painted | item["erased"]
     record = {
         "index": item["index"],
         "image": f"images/{name}{suffix}",

@@ -276,7 +276,12 @@ class MaskComposer:
         return self.compose(rng, height, width, classes)[0]
 
     def compose(
-        self, rng: np.random.Generator, height: int, width: int, classes: list[int] | None = None
+        self,
+        rng: np.random.Generator,
+        height: int,
+        width: int,
+        classes: list[int] | None = None,
+        avoid: np.ndarray | None = None,
     ) -> tuple[np.ndarray, dict]:
         """-> (masks bool [K, H, W], {"defects": [{source, class_id, area, components}], "plan": ...}).
 
@@ -286,6 +291,10 @@ class MaskComposer:
         count in the result, and a defect with more pieces than still wanted (a pits cluster)
         keeps a random subset of them. A defect that still touches keeps only the pixels no
         other class holds: a pixel belongs to at most one class, the earlier defect wins.
+
+        `avoid` (bool [H, W]) is where no defect may go (the defects an image already holds,
+        with a margin): a defect touching it is redrawn like one touching an earlier defect,
+        and one that still does loses the pixels inside it.
         """
         allowed = self._allowed(classes)
         if self.counts is None:
@@ -300,21 +309,25 @@ class MaskComposer:
         masks = np.zeros((self.num_classes, height, width), dtype=bool)  # [K, H, W]
         taken = np.zeros((height, width), dtype=bool)  # any class
         near = np.zeros((height, width), dtype=bool)  # taken, grown by one pixel
+        if avoid is not None:
+            if np.shape(avoid) != (height, width):
+                raise ValueError(f"avoid must be bool [H, W] = {(height, width)}, got {np.shape(avoid)}")
+            near |= np.asarray(avoid, dtype=bool)
         defects: list[dict] = []
         for class_id, wanted in plan:
             channel = masks[class_id - 1]  # a view: painting it paints `masks`
             if wanted is None:  # one draw, whole
-                self._add(rng, class_id, channel, taken, near, defects, None)
+                self._add(rng, class_id, channel, taken, near, defects, None, avoid)
                 continue
             target = count_components(channel) + wanted
             for _ in range(2 * wanted + 2):  # bounded: a source may return nothing usable
                 missing = target - count_components(channel)
                 if missing <= 0:
                     break
-                self._add(rng, class_id, channel, taken, near, defects, missing)
+                self._add(rng, class_id, channel, taken, near, defects, missing, avoid)
         return masks, {"defects": defects, "plan": plan}
 
-    def _add(self, rng, class_id, channel, taken, near, defects, most) -> None:
+    def _add(self, rng, class_id, channel, taken, near, defects, most, avoid=None) -> None:
         """Draw one defect of `class_id` and paint it into `channel` (bool [H, W], in place),
         keeping at most `most` of its components (None: all)."""
         height, width = channel.shape
@@ -324,6 +337,8 @@ class MaskComposer:
             if not (shape & near).any():
                 break
         shape &= ~(taken & ~channel)  # never paint over another class
+        if avoid is not None:
+            shape &= ~avoid
         pieces = find_components(shape, 1)
         if most is not None and len(pieces) > most:
             shape = np.zeros_like(shape)

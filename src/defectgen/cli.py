@@ -530,6 +530,53 @@ def results_table(results: dict) -> Table:
 
 
 @app.command()
+def studio(
+    data: DataArg,
+    checkpoint: Annotated[
+        Path, typer.Option(help="Training checkpoint, e.g. runs/NAME/checkpoints/last.pt.")
+    ],
+    split_path: Annotated[
+        Path,
+        typer.Option("--split", help="Split file: backgrounds and real shapes come from its training half."),
+    ],
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Where kept images go (the layout of `synth --format folder`).")
+    ],
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (127.0.0.1: this machine only).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8765,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1.")] = "cpu",
+    precision: Annotated[str, typer.Option(help="auto | bf16 | fp32.")] = "auto",
+    skip_bad: SkipBad = False,
+    labels_complete: LabelsComplete = "true",
+    covered_ids: CoveredIds = None,
+    image_size: ImageSize = None,
+):
+    """A local web page: paint a mask on a background, generate defects in it, keep the good ones.
+
+    Example: defectgen studio ../shared/data/magnetic_tile --checkpoint runs/tiles/checkpoints/last.pt --split split.json --out kept/
+    """
+    from defectgen.data.split import Split
+    from defectgen.studio import StudioSession, serve
+
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port must be in 0..65535, got {port}")
+    dataset = _open(data, skip_bad, labels_complete, covered_ids, image_size)
+    session = StudioSession(
+        checkpoint, dataset, Split.load(split_path), out_dir, device=device, precision=precision
+    )
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        say(
+            ("warning:", "yellow"),
+            f" listening on {host}: anyone who can reach it and has the URL can use it",
+        )
+    serve(
+        session, host, port, announce=lambda url: out.print(f"defectgen studio: open {url}", soft_wrap=True)
+    )
+
+
+@app.command()
 def report(
     eval_dir: Annotated[
         Path, typer.Argument(help="Folder written by `defectgen evaluate`.", show_default=False)

@@ -525,6 +525,15 @@ def _paint(
     return [(tensor_to_image(image), region) for image, region in zip(painted, regions, strict=True)]
 
 
+def paint_one(G, image: np.ndarray, masks: np.ndarray, seed: int, hole_radius: int, device, amp):
+    """One draw: paint bool `masks` [K, H, W] into uint8 `image` [H, W, C] with the noise of
+    `seed` (as `synth` paints item 0 of that seed). Returns (uint8 image, bool [H, W] region
+    composited: the masks dilated by `hole_radius`)."""
+    item = {"image": image, "masks": masks, "hole": None, "seed": seed, "index": 0, "attempt": 0}
+    ((painted, region),) = _paint(G, [item], hole_radius, None, device, amp)
+    return painted, region
+
+
 def _run(G, images, hole, labels, generators, device, amp) -> torch.Tensor:
     """G on whole images, padded (reflect) to a multiple of its size step and cropped back."""
     height, width = images.shape[2:]
@@ -681,11 +690,11 @@ def _write_item(out_dir, item, image, painted, fmt, suffix, mask_source, seed) -
         index_mask = np.zeros(masks.shape[1:], dtype=np.uint8)
         for k, channel in enumerate(masks, start=1):
             index_mask[channel] = k
-        _write_bytes(out_dir / record["mask"], _png(index_mask))
+        _write_bytes(out_dir / record["mask"], png_bytes(index_mask))
     else:
         record["rle"] = {str(k): encode(masks[k - 1]) for k in record["classes"]}
     # The image is written last: its presence (with the manifest line) marks the item done.
-    _write_bytes(out_dir / record["image"], _png(image) if suffix == ".png" else _jpeg(image))
+    _write_bytes(out_dir / record["image"], png_bytes(image) if suffix == ".png" else _jpeg(image))
     return record
 
 
@@ -758,7 +767,8 @@ def _sheet(out_dir: Path, records: list[dict], fmt: str, dataset) -> Path:
     return path
 
 
-def _png(pixels: np.ndarray) -> bytes:
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """uint8 [H, W], [H, W, 1] or [H, W, 3] -> PNG file bytes."""
     buffer = io.BytesIO()
     Image.fromarray(pixels[:, :, 0] if pixels.ndim == 3 and pixels.shape[2] == 1 else pixels).save(
         buffer, "PNG"

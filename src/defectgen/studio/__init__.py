@@ -1,0 +1,47 @@
+"""`defectgen studio`: a local web page to paint a mask, generate defects in it, keep the good ones.
+
+`serve` binds the socket (127.0.0.1 by default), prints the URL with a fresh random token and
+runs the Starlette app (`studio.app`) under uvicorn until interrupted.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+from pathlib import Path
+
+from defectgen.errors import ConfigError
+from defectgen.studio.app import create_app
+from defectgen.studio.session import StudioSession
+
+__all__ = ["StudioSession", "create_app", "serve"]
+
+
+def serve(session: StudioSession, host: str = "127.0.0.1", port: int = 8765, announce=print) -> None:
+    """Serve `session` until Ctrl-C; `announce(url)` is told the address with its token."""
+    import uvicorn
+
+    token = secrets.token_urlsafe(24)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port} ({err.strerror}); pass another --port") from None
+    sock.listen(64)
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    announce(f"http://{shown}:{bound}/?token={token}")
+    server = uvicorn.Server(uvicorn.Config(create_app(session, token), log_level="warning"))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        session.close()
+        sock.close()
+
+
+def default_out(checkpoint: Path) -> Path:
+    """Where kept images go when --out is not given: beside the run folder."""
+    return Path(checkpoint).resolve().parent.parent / "studio"

@@ -1,0 +1,382 @@
+"""What `defectgen studio` does behind its page: one generator, the training half's backgrounds
+and mask bank, generation jobs run off the request loop, and kept results written to a folder.
+
+`StudioSession` holds everything; the web layer (`studio.app`) only parses requests. Every
+image a client names is an index into lists built here (backgrounds, uploads, jobs): no client
+string ever becomes a path. Kept results go to `out_dir` in the layout `synth --format folder`
+writes (`images/`, index `masks/`, `classes.txt`, `manifest.jsonl`, `synth.json`), under a
+thread lock and an exclusive file lock, so two browser tabs (or two studios) never write one
+name twice or cut a manifest line.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import io
+import json
+import os
+import tempfile
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from defectgen.checkpoint import load_generator
+from defectgen.data.dataset import DefectDataset
+from defectgen.data.imageio import read_image
+from defectgen.data.rle import encode
+from defectgen.data.split import Split
+from defectgen.distributed import parse_device, resolve_bf16
+from defectgen.errors import ConfigError, DataError, DefectgenError
+from defectgen.fileio import file_digest, write_atomic
+from defectgen.masks.compose import count_components
+
+MAX_UPLOAD_BYTES = 20_000_000
+MAX_UPLOAD_PIXELS = 16_000_000  # the studio paints whole images on a CPU: a 4000x4000 photo at most
+MIN_SIDE = 16
+MAX_DRAWS = 8
+MAX_UPLOADS = 32  # kept in memory; the oldest is forgotten first
+MAX_JOBS = 64  # finished jobs kept for Keep; the oldest is forgotten first
+MANIFEST = "manifest.jsonl"
+PARAMS_FILE = "synth.json"
+
+
+class StudioError(DefectgenError):
+    """A request the studio refuses; `status` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Job:
+    """One Generate press: `draws` results of one mask, class and background."""
+
+    background: str
+    class_id: int
+    seeds: list[int]
+    masks: np.ndarray  # bool [K, H, W]
+    results: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (image, region)
+    pictures: list[str] = field(default_factory=list)  # each result as a PNG data URL, for the page
+    error: str | None = None
+    kept: dict[int, str] = field(default_factory=dict)  # draw -> file written
+
+    @property
+    def done(self) -> int:
+        return len(self.pictures)
+
+    @property
+    def finished(self) -> bool:
+        return self.error is not None or self.done == len(self.seeds)
+
+
+class StudioSession:
+    def __init__(
+        self,
+        checkpoint: Path,
+        dataset: DefectDataset,
+        split: Split,
+        out_dir: Path,
+        *,
+        device: str = "cpu",
+        precision: str = "auto",
+    ):
+        self.device = parse_device(str(device))
+        self.use_bf16 = resolve_bf16(precision, self.device)
+        G, classes, channels, config = load_generator(checkpoint, self.device)
+        if classes != dataset.classes or channels != dataset.channels:
+            raise DataError(
+                f"{checkpoint} was trained for classes {list(classes.names)} with {channels} channel(s); "
+                f"{dataset.spec} has {list(dataset.classes.names)} with {dataset.channels}: use a checkpoint "
+                "trained on this dataset"
+            )
+        split.check(dataset)
+        self.G, self.dataset, self.classes, self.channels = G, dataset, classes, channels
+        self.hole_radius = max(0, config.max_dilation // 2)
+        train = split.indices(dataset, "train")
+        free = [i for i in train if not dataset.items[i].class_ids]
+        self.background_note = (
+            "defect-free training images"
+            if free
+            else "the training half has no defect-free images: these hold defects of their own"
+        )
+        self._backgrounds = {f"train:{dataset.items[i].item_id}": i for i in (free or train)}
+        self._train = train
+        self._bank = None
+        self._uploads: dict[str, np.ndarray] = {}
+        self._jobs: dict[str, Job] = {}
+        self._generator_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="studio-generate")
+        self.writer = KeptWriter(
+            Path(out_dir),
+            dataset,
+            {
+                "format": "folder",
+                "checkpoint_sha256": file_digest(checkpoint),
+                "dataset": dataset.spec,
+                "split_fingerprint": split.fingerprint,
+                "mask_source": "studio",
+                "hole_dilation": self.hole_radius,
+                "class_table": dataset.classes.to_json(),
+            },
+        )
+
+    # --- what the page shows ---------------------------------------------------------------
+
+    def info(self) -> dict:
+        return {
+            "classes": [{"id": k, "name": self.classes.name(k)} for k in self.classes.ids],
+            "backgrounds": [{"id": key, "name": key.partition(":")[2]} for key in self._backgrounds],
+            "background_note": self.background_note,
+            "max_draws": MAX_DRAWS,
+            "hole_dilation": self.hole_radius,
+            "out": str(self.writer.out_dir),
+            "kept": self.writer.count(),
+        }
+
+    def background(self, key: str) -> np.ndarray:
+        """uint8 [H, W, C] of a listed training image or an upload."""
+        if key in self._backgrounds:
+            return self.dataset.load_image(self._backgrounds[key])
+        with self._state_lock:
+            if key in self._uploads:
+                return self._uploads[key]
+        raise StudioError(f"no background {key!r}; pick one from the list or open an image", 404)
+
+    def upload(self, data: bytes) -> dict:
+        """An image of the user's own, checked with the readers' rules; returns its key and size."""
+        if not data:
+            raise StudioError("the upload is empty")
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise StudioError(f"the upload is larger than {MAX_UPLOAD_BYTES // 1_000_000} MB", 413)
+        with tempfile.TemporaryDirectory(prefix="defectgen-studio-") as folder:
+            path = Path(folder) / "upload"
+            path.write_bytes(data)
+            try:
+                image = read_image(path, self.channels, max_pixels=MAX_UPLOAD_PIXELS)
+            except DataError as err:
+                raise StudioError(str(err).replace(str(path), "the upload")) from None
+        height, width = image.shape[:2]
+        if min(height, width) < MIN_SIDE:
+            raise StudioError(f"the image is {width}x{height}; both sides must be at least {MIN_SIDE} px")
+        key = f"upload:{uuid.uuid4().hex[:12]}"
+        with self._state_lock:
+            if len(self._uploads) >= MAX_UPLOADS:
+                self._uploads.pop(next(iter(self._uploads)))
+            self._uploads[key] = image
+        return {"id": key, "name": "your image", "width": width, "height": height}
+
+    def real_shape(self, key: str, class_id: int, seed: int) -> np.ndarray:
+        """bool [H, W]: a real training defect of `class_id` (mask bank: varied and placed by
+        the class's position prior) for background `key`."""
+        self._check_class(class_id)
+        height, width = self.background(key).shape[:2]
+        bank = self._mask_bank()
+        if class_id not in bank.class_ids:
+            raise StudioError(f"the training half has no defect of class {self.classes.name(class_id)}")
+        return bank.draw_defect(np.random.default_rng(seed), height, width, class_id)
+
+    # --- generation --------------------------------------------------------------------------
+
+    def start(self, key: str, mask: np.ndarray, class_id: int, seed: int, draws: int) -> str:
+        """Queue a job painting `mask` (bool [H, W]) as `class_id`, `draws` seeds from `seed`."""
+        self._check_class(class_id)
+        if not 1 <= draws <= MAX_DRAWS:
+            raise StudioError(f"draws must be 1..{MAX_DRAWS}, got {draws}")
+        if not 0 <= seed <= 2**31 - MAX_DRAWS:
+            raise StudioError(f"seed must be 0..{2**31 - MAX_DRAWS}, got {seed}")
+        image = self.background(key)
+        if mask.shape != image.shape[:2]:
+            raise StudioError(
+                f"the mask is {mask.shape[1]}x{mask.shape[0]}, "
+                f"its background {image.shape[1]}x{image.shape[0]}"
+            )
+        if not mask.any():
+            raise StudioError("the mask is empty: paint where the defect goes first")
+        masks = np.zeros((len(self.classes), *mask.shape), dtype=bool)
+        masks[class_id - 1] = mask
+        job = Job(key, class_id, list(range(seed, seed + draws)), masks)
+        job_id = uuid.uuid4().hex[:12]
+        with self._state_lock:
+            if len(self._jobs) >= MAX_JOBS:
+                oldest = next((k for k, j in self._jobs.items() if j.finished), None)
+                if oldest is None:
+                    raise StudioError("too many jobs are still running; wait for one to finish", 429)
+                self._jobs.pop(oldest)
+            self._jobs[job_id] = job
+        self._executor.submit(self._run, job, image)
+        return job_id
+
+    def job(self, job_id: str) -> Job:
+        with self._state_lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            raise StudioError(f"no job {job_id!r} (finished jobs are forgotten after {MAX_JOBS})", 404)
+        return job
+
+    def _run(self, job: Job, image: np.ndarray) -> None:
+        from defectgen.synth import paint_one, png_bytes
+
+        amp = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16)
+        try:
+            for seed in job.seeds:
+                with self._generator_lock:
+                    result = paint_one(self.G, image, job.masks, seed, self.hole_radius, self.device, amp)
+                job.results.append(result)
+                job.pictures.append(
+                    "data:image/png;base64," + base64.b64encode(png_bytes(result[0])).decode()
+                )
+        except Exception as err:  # reported to the page; the server keeps serving
+            job.error = f"generation failed: {err}"
+
+    def keep(self, job_id: str, draw: int) -> dict:
+        """Write draw `draw` of a finished job into the output folder; returns its record."""
+        job = self.job(job_id)
+        if not 0 <= draw < len(job.results):
+            raise StudioError(f"job {job_id} has no finished draw {draw}", 404)
+        if draw in job.kept:
+            return {"image": job.kept[draw], "again": True}
+        image, region = job.results[draw]
+        record = self.writer.keep(image, job.masks, region, job.background, job.seeds[draw])
+        job.kept[draw] = record["image"]
+        return record
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _check_class(self, class_id: int) -> None:
+        if class_id not in self.classes.ids:
+            raise StudioError(f"class id {class_id} is not one of {list(self.classes.ids)}")
+
+    def _mask_bank(self):
+        from defectgen.masks import RealMaskBank, scan_components
+
+        with self._state_lock:
+            if self._bank is None:
+                self._bank = RealMaskBank(scan_components(self.dataset, self._train))
+            return self._bank
+
+
+def mask_from_png(data: bytes, shape: tuple[int, int]) -> np.ndarray:
+    """bool [H, W] from a PNG the page sent (alpha or gray > 127 is painted)."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.format != "PNG":
+                raise StudioError("the mask must be a PNG")
+            if img.size != (shape[1], shape[0]):
+                raise StudioError(
+                    f"the mask is {img.size[0]}x{img.size[1]}, its background {shape[1]}x{shape[0]}"
+                )
+            img.load()
+            pixels = np.asarray(img.getchannel("A") if "A" in img.getbands() else img.convert("L"))
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise StudioError(f"the mask is not a readable PNG ({err})") from None
+    return pixels > 127
+
+
+class KeptWriter:
+    """Writes kept results in `synth --format folder`'s layout; safe across threads and processes."""
+
+    def __init__(self, out_dir: Path, dataset: DefectDataset, params: dict):
+        self.out_dir, self.dataset, self.params = out_dir, dataset, params
+        self._lock = threading.Lock()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            path = out_dir / PARAMS_FILE
+            if path.exists():
+                try:
+                    existing = json.loads(path.read_text())
+                except (OSError, ValueError) as err:
+                    raise DataError(f"{path}: unreadable ({err}); choose another --out") from None
+                changed = sorted(k for k in params if existing.get(k) != params[k])
+                if changed:
+                    raise ConfigError(
+                        f"{out_dir} holds images made with another {', '.join(changed)}; choose another --out"
+                    )
+            elif any(p for p in out_dir.iterdir() if p.name != ".lock"):
+                raise ConfigError(
+                    f"{out_dir} is not empty and holds no defectgen images; choose another --out"
+                )
+            else:
+                write_atomic(path, json.dumps(params, indent=1) + "\n")
+                write_atomic(out_dir / "classes.txt", dataset.classes.to_classes_txt())
+
+    def count(self) -> int:
+        return len(self._records())
+
+    def keep(
+        self, image: np.ndarray, masks: np.ndarray, region: np.ndarray, background: str, seed: int
+    ) -> dict:
+        from defectgen.synth import png_bytes
+
+        with self._lock, self._locked():
+            records = self._records()
+            index = 1 + max((r["index"] for r in records), default=-1)
+            name = f"studio_{index:06d}"
+            present = [int(k) + 1 for k in np.flatnonzero(masks.any(axis=(1, 2)))]
+            record = {
+                "index": index,
+                "image": f"images/{name}.png",
+                "mask": f"masks/{name}.png",
+                "background": background,
+                "classes": present,
+                "areas": {str(k): int(masks[k - 1].sum()) for k in present},
+                "mask_source": "studio",
+                "seed": seed,
+                "defects": [
+                    {
+                        "source": "studio",
+                        "class_id": k,
+                        "area": int(masks[k - 1].sum()),
+                        "components": count_components(masks[k - 1]),
+                    }
+                    for k in present
+                ],  # fmt: skip
+                "painted": encode(region),
+                "painted_pixels": int(region.sum()),
+            }
+            index_mask = np.zeros(masks.shape[1:], dtype=np.uint8)
+            for k in present:
+                index_mask[masks[k - 1]] = k
+            write_atomic(self.out_dir / record["mask"], png_bytes(index_mask))
+            write_atomic(self.out_dir / record["image"], png_bytes(image))
+            with open(self.out_dir / MANIFEST, "a+b") as handle:
+                cut = False  # a last line cut by a kill gets its newline, or the next one is lost too
+                if handle.seek(0, os.SEEK_END):
+                    handle.seek(-1, os.SEEK_END)
+                    cut = handle.read(1) != b"\n"
+                handle.write((b"\n" if cut else b"") + json.dumps(record).encode() + b"\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            return record
+
+    def _records(self) -> list[dict]:
+        path = self.out_dir / MANIFEST
+        if not path.exists():
+            return []
+        records = []
+        for line in path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue  # a line cut by a kill: its index is used again, its files overwritten
+        return records
+
+    @contextmanager
+    def _locked(self):
+        """Exclusive lock on OUT/.lock: one writer at a time, across processes."""
+        with open(self.out_dir / ".lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,95 @@
+"""`defectgen export`: the generator, FFTs included, in ONNX; onnxruntime against PyTorch on
+real images of several sizes, and the export's refusals."""
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from defectgen.cli import main
+from defectgen.config import TrainConfig
+from defectgen.data import open_dataset
+from defectgen.data.split import make_split
+from defectgen.errors import ConfigError, DefectgenError
+from defectgen.export import OnnxGenerator, export_onnx, verify
+from defectgen.train import train
+
+FIXTURE = Path(__file__).parent / "fixtures" / "tiny_folder"
+
+TINY = dict(preset="tiny", model={"resolution": 32}, batch_size=2, sample_every=100, checkpoint_every=100)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    work = tmp_path_factory.mktemp("export")
+    dataset = open_dataset(str(FIXTURE))
+    split = make_split(dataset, seed=0)
+    checkpoint = train(dataset, split, TrainConfig(steps=2, **TINY), work / "run", progress=False)
+    path = work / "g.onnx"
+    metadata = export_onnx(checkpoint, path)
+    return dataset, checkpoint, path, metadata
+
+
+def test_the_graph_holds_dft_nodes_and_says_what_it_needs(exported):
+    _, _, path, metadata = exported
+    model = onnx.load(str(path))
+    assert any(node.op_type == "DFT" for node in model.graph.node)  # the FFT itself, not a fallback
+    assert [i.name for i in model.graph.input] == ["image", "hole", "labels", "z", "noise"]
+    generator = OnnxGenerator(path)
+    assert generator.classes == ["scratch", "pit"] and generator.size_multiple == int(
+        metadata["size_multiple"]
+    )
+
+
+def test_onnxruntime_paints_what_pytorch_paints_on_real_images(exported, magnetic_tile_samples):
+    dataset, checkpoint, path, _ = exported
+    samples = [
+        (dataset[i].image, dataset[i].masks) for i in range(len(dataset)) if dataset.items[i].class_ids
+    ]
+    samples += magnetic_tile_samples(dataset.channels, len(dataset.classes))
+    report = verify(checkpoint, path, samples)
+    assert len({tuple(r["size"]) for r in report}) >= 2  # more than one input size
+    for row in report:
+        assert row["max_abs_difference"] <= 1, row
+        assert row["same_region"] and row["outside_untouched"], row
+
+
+@pytest.fixture
+def magnetic_tile_samples(request):
+    """Real magnetic tile images (sizes differ from the fixture's) with their real masks mapped
+    onto the tiny run's classes; none when ../shared is absent."""
+
+    def take(channels, classes):
+        try:
+            tile = open_dataset(str(request.getfixturevalue("magnetic_tile_dir")))
+        except pytest.skip.Exception:
+            return []
+        picked = [i for i, item in enumerate(tile.items) if item.class_ids][:3]
+        out = []
+        for i in picked:
+            sample = tile[i]
+            masks = np.zeros((classes, *sample.masks.shape[1:]), bool)
+            masks[0] = sample.masks.any(0)
+            out.append((sample.image[:, :, :channels], masks))
+        return out
+
+    return take
+
+
+def test_export_refusals(exported, tmp_path):
+    _, checkpoint, _, _ = exported
+    with pytest.raises(ConfigError, match=r"\.onnx file"):
+        export_onnx(checkpoint, tmp_path / "model.bin")
+    (tmp_path / "notes.onnx").write_text("my notes")
+    with pytest.raises(ConfigError, match="not an ONNX model; refusing to overwrite"):
+        export_onnx(checkpoint, tmp_path / "notes.onnx")
+    with pytest.raises(DefectgenError, match="not a loadable ONNX model"):
+        OnnxGenerator(tmp_path / "notes.onnx")
+
+
+def test_cli_export_checks_before_it_reports(exported, tmp_path, capsys):
+    _, checkpoint, _, _ = exported
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "m.onnx")]) == 0
+    text = capsys.readouterr().out
+    assert text.count("onnxruntime vs PyTorch") == 2 and "wrote" in text

@@ -4,7 +4,9 @@
         [--batch 4] [--device cuda]
 
 A run is PRESET:PRECISION[:TILE]; with TILE the generator paints a TILE x TILE window around
-each defect instead of the whole strip (`defectgen synth --tile`).
+each defect instead of the whole strip (`defectgen synth --tile`). PRESET `null` replaces the
+generator by the identity: what is left is everything synthesis does besides painting (masks,
+backgrounds, encoding, writing), reported as wall and CPU milliseconds per strip.
 
 Each run is `defectgen.synth.synthesize` in its own process (peak RSS is its own) on demo
 strips (256x1600) with real-mask-bank masks, batch 4, and an untrained generator of the preset
@@ -46,6 +48,8 @@ def child(preset: str, precision: str, tile: str, n: int, batch: int, work: Path
     data = generate_demo(work / "demo", n_images=24, seed=0, progress=False)
     dataset = open_dataset(str(data))
     split = make_split(dataset, seed=0)
+    null = preset == "null"
+    preset = "tiny" if null else preset
     G = ModelSpec.from_preset(preset).generator.build(1, 4)
     checkpoint = save_checkpoint(
         {
@@ -59,7 +63,7 @@ def child(preset: str, precision: str, tile: str, n: int, batch: int, work: Path
         work / f"{preset}.pt",
     )
     forward_seconds = [0.0]
-    original = synth_module._run
+    original = (lambda G, images, *rest: images) if null else synth_module._run
 
     def timed_run(*args, **kwargs):
         start = time.perf_counter()
@@ -83,6 +87,8 @@ def child(preset: str, precision: str, tile: str, n: int, batch: int, work: Path
         progress=False,
     )
     forward_seconds[0] = 0.0
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_before = usage.ru_utime + usage.ru_stime
     start = time.perf_counter()
     synth_module.synthesize(
         checkpoint,
@@ -97,7 +103,10 @@ def child(preset: str, precision: str, tile: str, n: int, batch: int, work: Path
         progress=False,
     )
     seconds = time.perf_counter() - start
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
+        "wall_ms_per_strip": 1000 * seconds / n,
+        "cpu_ms_per_strip": 1000 * (usage.ru_utime + usage.ru_stime - cpu_before) / n,
         "images_per_second": n / seconds,
         "seconds": seconds,
         "generator_share": forward_seconds[0] / seconds,
@@ -120,7 +129,17 @@ def main() -> None:
     threads = os.environ.get("BENCH_THREADS", "2")
     where = f"{threads} threads ({platform.machine()})" if args.device == "cpu" else args.device
     table = Table(title=f"synthesis, 1600x256 strips, batch {args.batch}, {where}")
-    for column in ("preset", "precision", "painted", "images/s", "seconds", "in G forward", "peak RSS"):
+    columns = (
+        "preset",
+        "precision",
+        "painted",
+        "images/s",
+        "seconds",
+        "in G forward",
+        "CPU ms/strip",
+        "peak RSS",
+    )
+    for column in columns:
         table.add_column(column, justify="right")
     with tempfile.TemporaryDirectory() as work:
         for run in args.runs:
@@ -145,7 +164,7 @@ def main() -> None:
             result = subprocess.run(command, capture_output=True, text=True)
             if result.returncode:
                 print(result.stderr, file=sys.stderr)
-                table.add_row(preset, precision, painted, "failed", result.stderr.strip()[-60:], "", "")
+                table.add_row(preset, precision, painted, "failed", result.stderr.strip()[-60:], "", "", "")
                 continue
             row = json.loads(result.stdout.strip().splitlines()[-1])
             table.add_row(
@@ -155,6 +174,7 @@ def main() -> None:
                 f"{row['images_per_second']:.2f}",
                 f"{row['seconds']:.1f}",
                 f"{row['generator_share']:.0%}",
+                f"{row['cpu_ms_per_strip']:.1f}",
                 f"{row['peak_rss_mb']:.0f} MB",
             )
     Console().print(table)

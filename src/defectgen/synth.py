@@ -9,6 +9,12 @@ Files are written atomically (temporary name, then rename) and an item is record
 and the contact sheet are rewritten from the manifest at the end. A lock file keeps two
 processes from writing the same folder.
 
+The work runs as a pipeline so that the generator, the costly part, never waits: a thread
+composes the next batches (backgrounds, masks; `prefetched`), the main thread paints, and
+`WRITER_THREADS` threads encode and write finished items (`_Writer`), each stage bounded so
+memory stays flat. Items are independent functions of (seed, i), so the order in which they
+finish changes no file; the manifest is rewritten in index order at the end.
+
 Each manifest record also names the region that was painted (`painted`: Severstal RLE of the
 bool [H, W] hole that was composited, the label masks dilated by `hole_dilation` px, and
 `painted_pixels`), so an evaluation can ignore painted pixels outside the label
@@ -42,7 +48,10 @@ import fcntl
 import io
 import json
 import os
+import queue
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,9 +172,14 @@ def synthesize(
             dataset.classes.check_id(class_id)
     hole_radius = max(0, config.max_dilation // 2)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+    generator_lock = threading.Lock()  # the painting loop and the prefetch thread (erasing) share G
+
+    def paint(batch):
+        with generator_lock:
+            return _paint(G, batch, hole_radius, tile, device, amp)
+
     if background_source == "cleaned":
-        erase = lambda batch: _paint(G, batch, hole_radius, tile, device, amp)  # noqa: E731
-        backgrounds = _cleaned(backgrounds, seed, erase, hole_radius + ERASE_MARGIN)
+        backgrounds = _cleaned(backgrounds, seed, paint, hole_radius + ERASE_MARGIN)
     if mode == "harmonize":
         band = max(1, hole_radius) if band is None else band
         draw = _Harmonizer(DefectPaster(dataset, train_indices, progress=progress), band, rim)
@@ -210,18 +224,25 @@ def synthesize(
         suffix = ".jpg" if fmt == "severstal" else ".png"
         with Progress(disable=not progress, transient=False) as bar:
             task = bar.add_task("synthesizing", total=n, completed=n - len(todo))
-            for batch in _batches(todo, backgrounds, draw, classes, seed, batch_size):
-                painted = _paint(G, batch, hole_radius, tile, device, amp)
-                if judge_model is not None:
-                    batch, painted = _judged(
-                        batch, painted, judge_model, attempts, lambda i, a: _item(i, a, backgrounds, draw,
-                        classes, seed), lambda b: _paint(G, b, hole_radius, tile, device, amp)
-                    )  # fmt: skip
-                for item, (image, region) in zip(batch, painted, strict=True):
-                    record = _write_item(out_dir, item, image, region, fmt, suffix, mask_source, seed)
-                    _append_manifest(out_dir, record)
-                    records[item["index"]] = record
-                    bar.advance(task)
+
+            def written(record):  # in a writer thread, once the item's files are in place
+                _append_manifest(out_dir, record)
+                records[record["index"]] = record
+                bar.advance(task)
+
+            batches = _batches(todo, backgrounds, draw, classes, seed, batch_size)
+            with _Writer(written) as writer:
+                for batch in prefetched(batches, PREFETCH_BATCHES):
+                    painted = paint(batch)
+                    if judge_model is not None:
+                        batch, painted = _judged(
+                            batch, painted, judge_model, attempts,
+                            lambda i, a: _item(i, a, backgrounds, draw, classes, seed), paint,
+                        )  # fmt: skip
+                    for item, (image, region) in zip(batch, painted, strict=True):
+                        writer.submit(
+                            _write_item, out_dir, item, image, region, fmt, suffix, mask_source, seed
+                        )
         return _finish(out_dir, records, fmt, dataset, n, params)
 
 
@@ -338,6 +359,93 @@ def _check_one_size(dataset, train_indices, folder) -> None:
         "--format severstal writes RLE for one fixed image size (Severstal strips); these backgrounds "
         "are not all one size: use --format folder"
     )
+
+
+PREFETCH_BATCHES = 2  # batches composed ahead of the generator
+WRITER_THREADS = 3  # encoding and writing beside the generator
+WRITER_QUEUE = 2 * WRITER_THREADS  # items painted but not yet written, at most
+
+
+def prefetched(iterable, depth: int) -> Iterator:
+    """Iterate `iterable` in a background thread, at most `depth` items ahead of the consumer;
+    an exception in it is raised in the consumer. Stopping early stops the thread."""
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce():
+        try:
+            for value in iterable:
+                while not stop.is_set():
+                    try:
+                        slots.put((value, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put((done, None))
+        except BaseException as err:  # handed to the consumer
+            slots.put((done, err))
+
+    thread = threading.Thread(target=produce, name="synth-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            value, error = slots.get()
+            if value is done:
+                if error is not None:
+                    raise error
+                return
+            yield value
+    finally:
+        stop.set()
+        thread.join()
+
+
+class _Writer:
+    """Encodes and writes items in `WRITER_THREADS` threads while the generator paints the next
+    batch; at most `WRITER_QUEUE` items wait. `on_written(record)` runs (serialised) after an
+    item's files are in place; the first failure is raised in the caller."""
+
+    def __init__(self, on_written):
+        self.on_written = on_written
+        self.pool = ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="synth-write")
+        self.slots = threading.BoundedSemaphore(WRITER_QUEUE)
+        self.lock = threading.Lock()
+        self.errors: list[BaseException] = []
+
+    def submit(self, write, *args) -> None:
+        self._raise()
+        self.slots.acquire()
+
+        def task():
+            try:
+                record = write(*args)
+                with self.lock:
+                    if not self.errors:
+                        self.on_written(record)
+            except BaseException as err:
+                with self.lock:
+                    self.errors.append(err)
+            finally:
+                self.slots.release()
+
+        self.pool.submit(task)
+
+    def _raise(self) -> None:
+        with self.lock:
+            if self.errors:
+                raise self.errors[0]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.pool.shutdown(wait=True)
+        if exc[0] is None:
+            self._raise()
+        return False
 
 
 def _batches(todo, backgrounds, draw, classes, seed, batch_size) -> Iterator[list[dict]]:
@@ -502,9 +610,8 @@ def _paint(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Paint each item's defects; returns (uint8 [H, W, C] image, bool [H, W] region composited)."""
     images = torch.stack([image_to_tensor(item["image"]) for item in batch]).to(device)  # [N, C, H, W]
-    labels = torch.stack([torch.from_numpy(item["masks"]).float() for item in batch]).to(
-        device
-    )  # [N, K, H, W]
+    # one bool -> float pass over [N, K, H, W] (not one per item plus a stack: half the memory traffic)
+    labels = torch.from_numpy(np.stack([item["masks"] for item in batch])).to(device).float()
     holes = [
         _hole(item["masks"], hole_radius) if item.get("hole") is None else item["hole"] for item in batch
     ]  # float32 {0, 1} [1, H, W]

@@ -115,6 +115,23 @@ def test_mvtec_layout_is_read_as_it_ships(tmp_path):
         open_dataset(str(tmp_path / "mvtec"))
 
 
+def test_mvtec_hidden_folders_and_ambiguous_masks(tmp_path):
+    root = _mvtec_category(tmp_path / "tile")
+    (root / "test" / ".ipynb_checkpoints").mkdir()
+    assert open_dataset(str(root)).classes.names == ("crack", "scratch")  # ids do not shift
+    Image.fromarray(np.zeros((64, 96, 3), np.uint8)).save(root / "train" / "good" / "extra.png")
+    (root / "train" / "crack").mkdir()
+    Image.fromarray(np.zeros((64, 96, 3), np.uint8)).save(root / "train" / "crack" / "000.png")
+    with pytest.raises(DataError, match="would both take the mask"):  # a test mask must not leak
+        open_dataset(str(root))
+    (root / "train" / "crack" / "000.png").unlink()
+    Image.fromarray(np.zeros((64, 96, 3), np.uint8)).save(root / "test" / "crack" / "000.jpg")
+    with pytest.raises(DataError, match="share the name 000"):
+        open_dataset(str(root))
+    dataset = open_dataset(str(root), skip_bad=True)
+    assert "test/crack/000" not in {i.item_id for i in dataset.items}
+
+
 def test_mvtec_missing_mask_is_an_error_not_a_free_image(tmp_path):
     root = _mvtec_category(tmp_path / "tile")
     (root / "ground_truth" / "crack" / "001_mask.png").unlink()
@@ -231,10 +248,19 @@ def test_coco_polygons_and_both_rles(tmp_path):
         (lambda d: d["annotations"][0].update(image_id=999), "image_id 999 is not in 'images'"),
         (lambda d: d["annotations"][0].update(category_id=5), "category_id 5 is not in"),
         (lambda d: d["images"][0].update(file_name="../outside.png"), "points outside the dataset folder"),
-        (lambda d: d["images"][1].update(file_name="frame_000.png"), "listed twice"),
+        (lambda d: d["images"][1].update(file_name="frame_000.png"), "listed 2 times"),
         (lambda d: d["images"][0].update(width=0), "not a usable size"),
         (lambda d: d["images"][0].update(file_name="missing.png"), "missing.png: image listed"),
         (lambda d: d.pop("categories"), "not a COCO file"),
+        (lambda d: d["categories"][0].pop("name"), "distinct integer ids and names"),
+        (lambda d: d["annotations"][0].update(image_id=[100]), r"image_id \[100\] is not in"),
+        (lambda d: d["annotations"][0].update(image_id=True), "image_id True is not in"),
+        (lambda d: d["annotations"][0].update(segmentation=[[1, 2, 3, 4, 10**400, 5]]), "finite numbers"),
+        (lambda d: d["annotations"][0].update(segmentation=[[0, 0, 90, 60] * 2000]), "simplify them"),
+        (lambda d: d["annotations"][0].update(segmentation={"size": [64, 96], "counts": "oooooooO"}),
+         "too large for any image"),
+        (lambda d: d["images"].append({**d["images"][0], "id": 999, "file_name": "./frame_000.png"}),
+         "listed 2 times"),
     ],
 )  # fmt: skip
 def test_coco_bad_input_names_the_problem(tmp_path, change, message):

@@ -56,7 +56,8 @@ def test_images_without_rows_are_not_silently_defect_free(severstal_dir):
     partial = SeverstalDataset(severstal_dir / "train.csv", labels_complete=False, **kwargs)
     assert len(partial) == 0
     assert any("11 images have no rows" in note for note in partial.notes)
-    covered = (severstal_dir / "covered_image_ids.txt").read_text().split()
+    lines = (severstal_dir / "covered_image_ids.txt").read_text().splitlines()
+    covered = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     by_list = SeverstalDataset(severstal_dir / "train.csv", covered_ids=covered, **kwargs)
     assert len(by_list) == 0
     # The real defect-free images are in the covered list, so they stay defect-free.
@@ -150,6 +151,27 @@ def test_skip_bad_reports_and_continues(tmp_path):
     )
     assert [i.item_id for i in dataset.items] == ["b.jpg"]
     assert [s.item_id for s in dataset.skipped] == ["a.jpg"]
+
+
+def test_skip_bad_never_turns_a_defect_image_into_a_free_one(tmp_path):
+    images = {"a.jpg": (256, 1600), "b.jpg": (256, 1600)}
+    root = _dataset_dir(
+        tmp_path, ["a.jpg,1,1 10", "a.jpg,7,1 10", "a.jpg ,x,1 10", "b.jpg,2,1 5"], images=images
+    )
+    for kwargs in ({"images_dir": root / "train_images"}, {"covered_ids": ["a.jpg", "b.jpg"]}):
+        dataset = SeverstalDataset(root / "train.csv", skip_bad=True, **kwargs)
+        assert [(i.item_id, i.class_ids) for i in dataset.items] == [("b.jpg", (2,))]
+        assert [s.item_id for s in dataset.skipped] == ["a.jpg"]  # reported once
+
+
+def test_long_rows_and_covered_ids_that_are_not_image_names(tmp_path):
+    mask = np.zeros((400, 600), bool)
+    mask[::2] = True  # 120,000 runs: a row far past csv's default field limit
+    (tmp_path / "big.csv").write_text(f"ImageId,ClassId,EncodedPixels\nbig.png,1,{rle.encode(mask)}\n")
+    labels = open_dataset(str(tmp_path / "big.csv"), image_shape=(400, 600))
+    assert np.array_equal(labels.load_masks(0)[0], mask)
+    with pytest.raises(DataError, match="'10' is not an image file name"):
+        open_dataset(str(tmp_path / "big.csv"), covered_ids=["a.jpg", "10"])
 
 
 def test_duplicate_rows(tmp_path):

@@ -59,7 +59,8 @@ def open_dataset(
         path = Path(covered_ids)
         if not path.is_file():
             raise DataError(f"{path}: covered-ids file not found")
-        covered_ids = read_text(path, "covered-ids file").split()
+        lines = read_text(path, "covered-ids file").splitlines()
+        covered_ids = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     dataset = _open(spec, skip_bad, labels_complete, covered_ids, channels, image_shape)
     if image_shape is not None and dataset.kind != "severstal":
         raise DataError(
@@ -77,40 +78,44 @@ def open_dataset(
 
 
 def _open(spec, skip_bad, labels_complete, covered_ids, channels, image_shape) -> DefectDataset:
-    kind, _, rest = spec.partition(":")
-    if kind == "severstal" and rest:
-        csv_path, _, images_dir = rest.partition(",")
+    def severstal(csv_path: Path, images_dir: Path | None) -> DefectDataset:
         return SeverstalDataset(
-            Path(csv_path),
-            Path(images_dir) if images_dir else None,
+            csv_path,
+            images_dir,
             labels_complete=labels_complete,
             covered_ids=covered_ids,
             skip_bad=skip_bad,
             image_shape=image_shape,
         )
-    if kind == "folder" and rest:
-        return _open_folder(Path(rest), skip_bad, channels)
+
+    def coco(json_path: Path, images_dir: Path | None) -> DefectDataset:
+        return CocoDataset(json_path, images_dir, skip_bad=skip_bad, channels=channels)
+
+    # A bare path is opened as it is: a comma in a folder name must not split it.
+    path = Path(spec)
+    if path.exists():
+        if looks_like_coco(path):
+            return coco(path, None)
+        if path.suffix.lower() == ".csv" and path.is_file():
+            return severstal(path, None)
+        if path.is_dir():
+            if (path / "train.csv").is_file() and (path / "train_images").is_dir():
+                return severstal(path / "train.csv", path / "train_images")
+            return _open_folder(path, skip_bad, channels)
+    kind, _, rest = spec.partition(":")
+    if kind == "severstal" and rest:
+        csv_path, _, images_dir = rest.partition(",")
+        return severstal(Path(csv_path), Path(images_dir) if images_dir else None)
     if kind == "coco" and rest:
         json_path, _, images_dir = rest.partition(",")
-        return CocoDataset(
-            Path(json_path), Path(images_dir) if images_dir else None, skip_bad=skip_bad, channels=channels
-        )
+        return coco(Path(json_path), Path(images_dir) if images_dir else None)
+    if kind == "folder" and rest:
+        return _open_folder(Path(rest), skip_bad, channels)
     if kind == "mvtec" and rest:
         return MVTecDataset(Path(rest), skip_bad=skip_bad, channels=channels)
-    path = Path(spec)
-    if looks_like_coco(path):
-        return _open(f"coco:{path}", skip_bad, labels_complete, covered_ids, channels, image_shape)
-    if path.suffix.lower() == ".csv" and path.is_file():
-        return _open(f"severstal:{path}", skip_bad, labels_complete, covered_ids, channels, image_shape)
-    if path.is_dir():
-        if (path / "train.csv").is_file() and (path / "train_images").is_dir():
-            spec = f"severstal:{path / 'train.csv'},{path / 'train_images'}"
-            return _open(spec, skip_bad, labels_complete, covered_ids, channels, image_shape)
-        return _open_folder(path, skip_bad, channels)
     raise DataError(
         f"{spec}: not a dataset; use severstal:CSV[,IMAGES_DIR], coco:JSON[,IMAGES_DIR], folder:PATH, "
-        "mvtec:PATH, or an "
-        "existing folder (images/ + masks/, CLASS/Imgs/, or an MVTec AD category)"
+        "mvtec:PATH, or an existing folder (images/ + masks/, CLASS/Imgs/, or an MVTec AD category)"
     )
 
 

@@ -14,6 +14,7 @@ never read as "defect-free".
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,12 @@ class MVTecDataset(DefectDataset):
             raise DataError(
                 f"{root}: not an MVTec AD category folder; expected {root}/train/good/ and {root}/test/"
             )
-        folders = [(part, p) for part in PARTS for p in sorted((root / part).iterdir()) if p.is_dir()]
+        folders = [
+            (part, p)
+            for part in PARTS
+            for p in sorted((root / part).iterdir())
+            if p.is_dir() and not p.name.startswith(".")  # .ipynb_checkpoints is not a defect type
+        ]
         defect_types = sorted({p.name for _, p in folders if not FREE_FOLDER.match(p.name)})
         try:
             classes = ClassTable(tuple(defect_types)) if defect_types else None
@@ -57,20 +63,36 @@ class MVTecDataset(DefectDataset):
             raise DataError(f"{root}: no defect folders under test/ (only {FREE_FOLDER.pattern} ones)")
         items: list[Item] = []
         skipped: list[Skipped] = []
+        owner: dict[str, Path] = {}  # mask -> the image that claimed it first
         for part, folder in folders:
             free = bool(FREE_FOLDER.match(folder.name))
             class_ids = () if free else (classes.names.index(folder.name) + 1,)
-            for image_path in image_files(folder):
+            files = image_files(folder)
+            stems = Counter(p.stem for p in files)
+            for image_path in files:
                 item_id = f"{part}/{folder.name}/{image_path.stem}"
                 mask_path = None if free else _mask_of(root, folder.name, image_path)
                 try:
                     inside(root, image_path, "image")
+                    if stems[image_path.stem] > 1:
+                        raise DataError(
+                            f"{image_path}: {stems[image_path.stem]} images in {folder} share the name "
+                            f"{image_path.stem}, so their masks cannot be told apart; rename or remove them"
+                        )
                     if not free:
                         if mask_path is None:
                             raise DataError(
                                 f"{image_path}: no mask ground_truth/{folder.name}/{image_path.stem}_mask.png"
                             )
                         inside(root, mask_path, "mask")
+                        if str(mask_path) in owner:
+                            raise DataError(
+                                f"{image_path} and {owner[str(mask_path)]} would both take the mask "
+                                f"{mask_path}: MVTec AD's ground_truth/ names masks by defect type and "
+                                "file name only, so a defect image in train/ cannot share a name with "
+                                "one in test/; rename one"
+                            )
+                        owner[str(mask_path)] = image_path
                 except DataError as err:
                     if not skip_bad:
                         raise

@@ -26,6 +26,7 @@ from defectgen.errors import DataError, RLEError
 
 SEVERSTAL_CLASSES = ClassTable(("1", "2", "3", "4"))
 CURRENT_HEADER = ["ImageId", "ClassId", "EncodedPixels"]
+MAX_FIELD = 2**31 - 1  # csv's per-field limit while reading; parse_runs bounds each RLE by its image
 ORIGINAL_HEADER = ["ImageId_ClassId", "EncodedPixels"]
 
 
@@ -55,11 +56,20 @@ class SeverstalDataset(DefectDataset):
         spec = f"severstal:{csv_path}" + (f",{images_dir}" if images_dir else "")
         skipped: list[Skipped] = []
         notes: list[str] = []
-        rows, listed = read_csv(csv_path, classes, skip_bad, skipped)
+        rows, listed, bad = read_csv(csv_path, classes, skip_bad, skipped)
         covered = set(listed)  # the original form lists every image it labels
         if covered_ids is not None:
-            covered |= {str(i).strip() for i in covered_ids if str(i).strip()}
+            given = {str(i).strip() for i in covered_ids if str(i).strip()}
+            for image_id in sorted(given):
+                try:
+                    check_image_id(image_id)
+                    if Path(image_id).suffix.lower() not in IMAGE_SUFFIXES:
+                        raise DataError(f"ImageId {image_id!r} is not an image file name")
+                except DataError as err:
+                    raise DataError(f"covered ids: {err}; the file must list one ImageId per line") from None
+            covered |= given
             labels_complete = False
+        covered -= bad  # an image with a bad row is left out whole, never taken as defect-free
 
         items: list[Item] = []
         self._shapes: dict[str, tuple[int, int]] = {}
@@ -97,6 +107,8 @@ class SeverstalDataset(DefectDataset):
             skipped += [Skipped(i, f"image not found in {root}") for i in missing]
             uncovered = 0
             for name, path in files.items():
+                if name in bad:
+                    continue  # already reported as skipped
                 if not (name in rows or labels_complete or name in covered):
                     uncovered += 1
                     continue
@@ -198,13 +210,14 @@ def read_csv(
     classes: ClassTable,
     skip_bad: bool,
     skipped: list[Skipped],
-) -> tuple[dict[str, dict[int, tuple[str, int]]], set[str]]:
+) -> tuple[dict[str, dict[int, tuple[str, int]]], set[str], set[str]]:
     """Parse a Severstal CSV of either form.
 
     Returns ({ImageId: {ClassId: (rle, row number)}} for non-empty rows, ids listed in the
-    file). Every row's form is checked here (ImageId safe, ClassId known, one row per pair);
-    the runs are checked against the image's size by the caller, once the size is known. A bad
-    row raises a DataError naming the file and row, or with `skip_bad` drops that image.
+    file, ids dropped for a bad row). Every row's form is checked here (ImageId safe, ClassId
+    known, one row per pair); the runs are checked against the image's size by the caller, once
+    the size is known. A bad row raises a DataError naming the file and row, or with `skip_bad`
+    drops that image (reported once).
     """
     if not csv_path.is_file():
         raise DataError(f"{csv_path}: CSV not found; give the path to Severstal's train.csv")
@@ -231,8 +244,11 @@ def read_csv(
                 f"{','.join(ORIGINAL_HEADER)}; is this Severstal's train.csv?"
             )
         row_number = 1
+        limit = csv.field_size_limit()
+        csv.field_size_limit(MAX_FIELD)  # an RLE row of a large image is far past csv's 128 kB default
         try:
-            for row_number, row in enumerate(reader, start=2):
+            for row in reader:
+                row_number = reader.line_num
                 if not row or (len(row) == 1 and not row[0].strip()):
                     continue
                 try:
@@ -241,9 +257,10 @@ def read_csv(
                     err = DataError(f"{csv_path} row {row_number}: {err}")
                     if not skip_bad:
                         raise err from None
-                    image_id = row[0].rsplit("_", 1)[0] if original else row[0]
+                    image_id = (row[0].rsplit("_", 1)[0] if original else row[0]).strip()
+                    if image_id not in bad_ids:  # one report per image
+                        skipped.append(Skipped(image_id, str(err)))
                     bad_ids.add(image_id)
-                    skipped.append(Skipped(image_id, str(err)))
                     continue
                 listed.add(image_id)
                 if not rle:
@@ -256,15 +273,18 @@ def read_csv(
                     )
                     if not skip_bad:
                         raise err
+                    if image_id not in bad_ids:
+                        skipped.append(Skipped(image_id, str(err)))
                     bad_ids.add(image_id)
-                    skipped.append(Skipped(image_id, str(err)))
                 per_image[class_id] = (rle, row_number)
         except (csv.Error, UnicodeDecodeError) as err:
-            raise DataError(f"{csv_path} row {row_number}: malformed CSV ({err})") from err
+            raise DataError(f"{csv_path} row {reader.line_num}: malformed CSV ({err})") from err
+        finally:
+            csv.field_size_limit(limit)
     for image_id in bad_ids:  # an image with one bad row is dropped whole
         rows.pop(image_id, None)
         listed.discard(image_id)
-    return rows, listed
+    return rows, listed, bad_ids
 
 
 def _parse_row(row, original, classes) -> tuple[str, int, str]:

@@ -88,6 +88,23 @@ def test_export_refusals(exported, tmp_path):
         OnnxGenerator(tmp_path / "notes.onnx")
 
 
+def test_a_model_that_fails_verification_is_never_written(exported, tmp_path, monkeypatch):
+    import defectgen.export as export_module
+
+    _, checkpoint, good, _ = exported
+    out = tmp_path / "m.onnx"
+    out.write_bytes(good.read_bytes())
+    monkeypatch.setattr(export_module, "verify", lambda *a, **k: [{"size": [8, 8], "max_abs_difference": 5,
+                        "same_region": True, "outside_untouched": True}])  # fmt: skip
+    with pytest.raises(DefectgenError, match="does not reproduce"):
+        export_module.export_verified(checkpoint, out)
+    assert out.read_bytes() == good.read_bytes()  # the earlier good model is still there
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # no unverified file left
+    (tmp_path / "stray.onnx").write_bytes(b"\x0a\x05hello")
+    with pytest.raises(ConfigError, match="not an ONNX model"):
+        export_module.export_verified(checkpoint, tmp_path / "stray.onnx")
+
+
 def test_cli_export_checks_before_it_reports(exported, tmp_path, capsys):
     _, checkpoint, _, _ = exported
     assert main(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "m.onnx")]) == 0

@@ -163,6 +163,7 @@ def test_same_seed_same_picture_as_synth_paints(client, run):
         ({"draws": 0}, 400, "draws must be"),
         ({"draws": 9}, 400, "draws must be"),
         ({"seed": -1}, 400, "seed must be"),
+        ({"mask": _png_url(np.zeros((10000, 20000), bool))}, 400, "not a readable PNG"),
     ],
 )
 def test_generate_refuses_bad_requests(client, change, status, message):
@@ -181,6 +182,11 @@ def test_generate_refuses_bad_requests(client, change, status, message):
 
 def test_uploads_follow_the_readers_rules(client, tmp_path):
     assert client.post("/api/upload", content=b"not an image").status_code == 400
+    gif = io.BytesIO()
+    Image.new("L", (40, 40)).save(gif, "GIF")
+    assert client.post("/api/upload", content=gif.getvalue()).status_code == 400  # not a reader's format
+    background = client.get("/api/info").json()["backgrounds"][0]["id"]
+    assert client.get(f"/api/shape?background={background}&class_id=1&seed=-1").status_code == 400
     assert (
         "at least 16 px" in client.post("/api/upload", content=_png_bytes(np.zeros((8, 40)))).json()["error"]
     )
@@ -195,12 +201,63 @@ def test_uploads_follow_the_readers_rules(client, tmp_path):
     assert record["background"] == info["id"]
     assert client.post("/api/keep", json={"job": state["job"], "draw": 5}).status_code == 404
     assert client.post("/api/keep", content=b"[1, 2]").status_code == 400
+    infinite = b'{"job": "%s", "draw": Infinity}' % state["job"].encode()
+    assert "expected an integer" in client.post("/api/keep", content=infinite).json()["error"]
 
 
 def _png_bytes(pixels) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.asarray(pixels, dtype=np.uint8)).save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def test_two_tabs_keeping_one_draw_write_it_once(client):
+    background = client.get("/api/info").json()["backgrounds"][0]["id"]
+    state = _generate(client, background, _stroke(), draws=1)
+    answers = []
+    threads = [
+        threading.Thread(
+            target=lambda: answers.append(client.post("/api/keep", json={"job": state["job"], "draw": 0}))
+        )
+        for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(bool(a.json().get("again")) for a in answers) == [False, True, True, True]
+    assert len((client.session.writer.out_dir / "manifest.jsonl").read_text().splitlines()) == 1
+
+
+def test_defect_backgrounds_keep_their_defects_in_the_label(run, tmp_path):
+    """With no defect-free training image, backgrounds hold defects: the kept label has them too,
+    and the painted hole never repaints them."""
+    dataset, _, checkpoint, _ = run
+    from defectgen.data.split import Split
+
+    train = [i for i in range(len(dataset)) if dataset.items[i].class_ids]
+    test = [i for i in range(len(dataset)) if i not in train]
+    ids = [tuple(dataset.items[i].item_id for i in part) for part in (train, test)]
+    split = Split(dataset.spec, dataset.kind, dataset.fingerprint(), dataset.classes, 0, 0.5, 1.0, *ids)
+    session = StudioSession(checkpoint, dataset, split, tmp_path / "kept", precision="fp32")
+    key = session.info()["backgrounds"][0]["id"]
+    old = session.existing(key)
+    assert old is not None and old.any()
+    stroke = np.ones((48, 80), bool)  # over everything, the old defect included
+    job = session.start(key, stroke, 1, 0, 1)
+    for _ in range(600):
+        if session.job(job).finished:
+            break
+        time.sleep(0.05)
+    record = session.keep(job, 0)
+    session.close()
+    written = open_dataset(str(tmp_path / "kept"))[0]
+    for k in range(2):
+        assert (written.masks[k] >= old[k]).all()  # the old defect keeps its class
+    from defectgen.data.rle import decode
+
+    painted = decode(record["painted"], (48, 80))
+    assert not (painted & old.any(0)).any()
 
 
 def test_two_tabs_keeping_at_once_never_clash(client):

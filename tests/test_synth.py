@@ -454,3 +454,31 @@ def test_item_seeds_are_keyed_by_index_not_queue_position(tiny_run, tmp_path):
             name = f"{kind}/synth_{index:06d}.png"
             assert files_c[name] == files_a[name]
     assert _records(c) == _records(a)[:2]
+
+
+def test_a_failure_near_the_end_stops_the_run_instead_of_hanging(tiny_run, tmp_path, monkeypatch):
+    """The prefetch thread may be blocked handing over its last batch when a writer fails."""
+    import defectgen.synth as synth_module
+    from defectgen.synth import prefetched
+
+    def numbers():
+        yield from range(3)
+
+    with pytest.raises(RuntimeError, match="consumer"):
+        for _ in prefetched(numbers(), 2):
+            time.sleep(0.3)
+            raise RuntimeError("consumer stops early")
+    dataset, split, checkpoint, _ = tiny_run
+    real_write = synth_module._write_item
+
+    def full_disk(out_dir, item, *args):
+        if item["index"] == 0:  # as _write_bytes reports it
+            raise synth_module._write_error(out_dir / "x.png", OSError(errno.ENOSPC, "No space left"))
+        return real_write(out_dir, item, *args)
+
+    monkeypatch.setattr(synth_module, "_write_item", full_disk)
+    start = time.time()
+    with pytest.raises(DefectgenError, match="disk full"):
+        synthesize(checkpoint, dataset, split, 4, tmp_path / "out", batch_size=1, background_source="free",
+                   progress=False)  # fmt: skip
+    assert time.time() - start < 60

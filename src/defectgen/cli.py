@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 from rich.table import Table
 
@@ -589,26 +588,15 @@ def export(
 
     Example: defectgen export --checkpoint runs/tiles/checkpoints/last.pt --out tiles.onnx
     """
-    from defectgen.export import export_onnx, verify
+    from defectgen.export import export_verified
 
-    metadata = export_onnx(checkpoint, out_path)
-    multiple = int(metadata["size_multiple"])
-    rng = np.random.default_rng(0)
-    samples = []
-    for height, width in ((4 * multiple, 6 * multiple), (5 * multiple + 3, 3 * multiple + 5)):
-        image = rng.integers(0, 256, (height, width, int(metadata["image_channels"])), dtype=np.uint8)
-        masks = np.zeros((len(json.loads(metadata["classes"])), height, width), dtype=bool)
-        masks[0, height // 4 : height // 2, width // 4 : width // 2] = True
-        samples.append((image, masks))
-    report = verify(checkpoint, out_path, samples)
+    report = export_verified(checkpoint, out_path)
     for row in report:
         out.print(
             f"{row['size'][1]}x{row['size'][0]}: onnxruntime vs PyTorch max |difference| "
             f"{row['max_abs_difference']} grey level(s); same region {row['same_region']}; "
             f"outside untouched {row['outside_untouched']}"
         )
-    if not all(r["same_region"] and r["outside_untouched"] and r["max_abs_difference"] <= 1 for r in report):
-        raise DefectgenError(f"{out_path} does not reproduce PyTorch's output; do not use it (report above)")
     out.print(f"wrote {out_path}")
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -183,6 +184,17 @@ def verify(
     return report
 
 
+def _random_samples(channels: int, classes: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    samples = []
+    for height, width in ((64, 96), (83, 61)):
+        image = rng.integers(0, 256, (height, width, channels), dtype=np.uint8)
+        masks = np.zeros((classes, height, width), dtype=bool)
+        masks[0, height // 4 : height // 2, width // 4 : width // 2] = True
+        samples.append((image, masks))
+    return samples
+
+
 def _sample_inputs(G, channels: int, classes: int, batch: int, height: int, width: int, seed: int) -> dict:
     generator = torch.Generator().manual_seed(seed)
     hole = (torch.rand(batch, 1, height, width, generator=generator) < 0.3).float()
@@ -200,10 +212,38 @@ def _sample_inputs(G, channels: int, classes: int, batch: int, height: int, widt
 
 
 def _is_onnx(path: Path) -> bool:
+    """An ONNX model with a graph (an empty or stray protobuf file does not count)."""
     import onnx
 
     try:
-        onnx.load(str(path), load_external_data=False)
+        model = onnx.load(str(path), load_external_data=False)
     except Exception:
         return False
-    return True
+    return len(model.graph.node) > 0 and len(model.graph.input) > 0
+
+
+def export_verified(checkpoint: Path, out: Path, samples: list | None = None) -> list:
+    """`export_onnx` to a temporary file beside `out`, `verify` it on `samples` (default: two
+    random images of different sizes, one not a multiple of the size step, so synth's padding is
+    exercised), and only then move it over `out`: a model that does not reproduce PyTorch never
+    replaces a good one. Returns the report; raises DefectgenError (nothing written) on a mismatch."""
+    out = Path(out)
+    if out.suffix.lower() != ".onnx":
+        raise ConfigError(f"--out must name an .onnx file, got {out}")
+    if out.exists() and not _is_onnx(out):
+        raise ConfigError(f"{out} exists and is not an ONNX model; refusing to overwrite it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.with_name(f".{out.stem}.unverified{os.getpid()}.onnx")
+    try:
+        metadata = export_onnx(checkpoint, staging)
+        if samples is None:
+            samples = _random_samples(int(metadata["image_channels"]), len(json.loads(metadata["classes"])))
+        report = verify(checkpoint, staging, samples)
+        if not all(
+            r["same_region"] and r["outside_untouched"] and r["max_abs_difference"] <= 1 for r in report
+        ):
+            raise DefectgenError(f"the exported model does not reproduce PyTorch's output: {report}")
+        os.replace(staging, out)
+    finally:
+        staging.unlink(missing_ok=True)
+    return report

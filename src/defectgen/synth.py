@@ -161,6 +161,8 @@ def synthesize(
         )
     split.check(dataset)
     train_indices = split.indices(dataset, "train")
+    if background_source == "auto" and backgrounds_dir is None:
+        background_source = _recorded_source(Path(out_dir)) or "auto"  # resume as the run began
     backgrounds, background_source = _backgrounds(
         dataset, train_indices, backgrounds_dir, channels, background_source
     )
@@ -270,7 +272,7 @@ def painted_region(synth_dir: Path, record: dict, masks: np.ndarray) -> np.ndarr
         raise DataError(
             f"{params_path}: cannot read hole_dilation ({err}); is {synth_dir} a `defectgen synth` folder?"
         ) from err
-    return _hole(masks, radius)[0] > 0
+    return hole_of(masks, radius)[0] > 0
 
 
 # --- inputs ---------------------------------------------------------------------------------
@@ -327,6 +329,16 @@ def _backgrounds(dataset, train_indices, folder, channels, source: str) -> tuple
     ], source
 
 
+def _recorded_source(out_dir: Path) -> str | None:
+    """The background source an earlier run into `out_dir` recorded, if any (an `auto` resume
+    keeps it even when today's rule would choose otherwise)."""
+    try:
+        text = json.loads((out_dir / PARAMS_FILE).read_text()).get("backgrounds")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return next((source for source, known in BACKGROUND_TEXT.items() if known == text), None)
+
+
 def _cleaned(backgrounds: list[Background], seed: int, paint, radius: int) -> list[Background]:
     """The same backgrounds with their defects erased by the generator (`paint`, on items with
     an explicit hole and empty labels), each erased once per (seed, background) and cached."""
@@ -335,7 +347,7 @@ def _cleaned(backgrounds: list[Background], seed: int, paint, radius: int) -> li
     def erased(background: Background) -> tuple[np.ndarray, np.ndarray]:
         if background.key not in cache:
             image, masks = background.load(), background.load_masks()
-            hole = _hole(masks, radius)
+            hole = hole_of(masks, radius)
             words = np.random.SeedSequence([seed, 11, *background.key.encode()]).generate_state(1, np.uint64)
             item = {
                 "image": image,
@@ -373,20 +385,24 @@ def prefetched(iterable, depth: int) -> Iterator:
     stop = threading.Event()
     done = object()
 
+    def put(entry) -> bool:
+        """Wait for room, or give up once the consumer has stopped."""
+        while not stop.is_set():
+            try:
+                slots.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce():
         try:
             for value in iterable:
-                while not stop.is_set():
-                    try:
-                        slots.put((value, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put((value, None)):
                     return
-            slots.put((done, None))
+            put((done, None))
         except BaseException as err:  # handed to the consumer
-            slots.put((done, err))
+            put((done, err))
 
     thread = threading.Thread(target=produce, name="synth-prefetch", daemon=True)
     thread.start()
@@ -508,9 +524,9 @@ class _Painter:
         if existing is None:
             masks, info = self.composer.compose(rng, height, width, classes)
             return image, masks, None, info
-        avoid = _hole(existing, self.hole_radius + 1)[0] > 0
+        avoid = hole_of(existing, self.hole_radius + 1)[0] > 0
         new, info = self.composer.compose(rng, height, width, classes, avoid=avoid)
-        return image, new | existing, _hole(new, self.hole_radius), info
+        return image, new | existing, hole_of(new, self.hole_radius), info
 
 
 class _Harmonizer:
@@ -613,7 +629,7 @@ def _paint(
     # one bool -> float pass over [N, K, H, W] (not one per item plus a stack: half the memory traffic)
     labels = torch.from_numpy(np.stack([item["masks"] for item in batch])).to(device).float()
     holes = [
-        _hole(item["masks"], hole_radius) if item.get("hole") is None else item["hole"] for item in batch
+        hole_of(item["masks"], hole_radius) if item.get("hole") is None else item["hole"] for item in batch
     ]  # float32 {0, 1} [1, H, W]
     hole = torch.stack([torch.from_numpy(h) for h in holes]).to(device)
     generators = [torch.Generator().manual_seed(_item_seed(item)) for item in batch]
@@ -632,11 +648,12 @@ def _paint(
     return [(tensor_to_image(image), region) for image, region in zip(painted, regions, strict=True)]
 
 
-def paint_one(G, image: np.ndarray, masks: np.ndarray, seed: int, hole_radius: int, device, amp):
+def paint_one(G, image: np.ndarray, masks: np.ndarray, seed: int, hole_radius: int, device, amp, hole=None):
     """One draw: paint bool `masks` [K, H, W] into uint8 `image` [H, W, C] with the noise of
     `seed` (as `synth` paints item 0 of that seed). Returns (uint8 image, bool [H, W] region
-    composited: the masks dilated by `hole_radius`)."""
-    item = {"image": image, "masks": masks, "hole": None, "seed": seed, "index": 0, "attempt": 0}
+    composited: `hole` when given, else the masks dilated by `hole_radius`)."""
+    explicit = None if hole is None else np.asarray(hole, dtype=np.float32)[None]
+    item = {"image": image, "masks": masks, "hole": explicit, "seed": seed, "index": 0, "attempt": 0}
     ((painted, region),) = _paint(G, [item], hole_radius, None, device, amp)
     return painted, region
 
@@ -707,7 +724,9 @@ def _window(start: int, stop: int, limit: int, tile: int) -> tuple[int, int]:
     return lo, lo + size
 
 
-def _hole(masks: np.ndarray, radius: int) -> np.ndarray:
+def hole_of(masks: np.ndarray, radius: int) -> np.ndarray:
+    """float32 {0, 1} [1, H, W]: the union of bool `masks` [K, H, W] dilated by `radius` px (an
+    ellipse): what synthesis repaints around new defects."""
     union = masks.any(axis=0).astype(np.uint8)
     if radius:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))

@@ -19,6 +19,7 @@ silence. For every file:
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from defectgen.errors import DataError
 # 64 Mpx: far above any defect image (a Severstal strip is 0.4 Mpx) and far below what would
 # exhaust memory. Callers may lower it; PIL's own bomb check is made an error, not a warning.
 MAX_PIXELS = 64_000_000
+MEMORY_FORMATS = ("PNG", "JPEG", "BMP", "TIFF")  # what the readers' file suffixes name
 
 # Modes read as one channel when a dataset's channel count is guessed from its first image.
 GRAY_MODES = frozenset({"1", "L", "LA", "P", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
@@ -55,8 +57,13 @@ def image_size(path: Path, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
         return (height, width) if _orientation(img) in (5, 6, 7, 8) else (width, height)
 
 
-def read_image(path: Path, channels: int, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def read_image(
+    path: Path, channels: int, max_pixels: int = MAX_PIXELS, *, data: bytes | None = None
+) -> np.ndarray:
     """Image file -> uint8 [H, W, C] with C = `channels` (1 = grayscale, 3 = RGB).
+
+    With `data`, the file's bytes are read from memory instead (an upload): `path` only names it
+    in messages, and only the formats the readers take (`MEMORY_FORMATS`) are decoded.
 
     - 8-bit modes (L, RGB, P, CMYK, YCbCr, 1, ...) convert as PIL converts them; an alpha
       channel is dropped, not composited (as OpenCV does).
@@ -69,7 +76,7 @@ def read_image(path: Path, channels: int, max_pixels: int = MAX_PIXELS) -> np.nd
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
-    with _open(path, max_pixels) as img:
+    with _open(path, max_pixels, data) as img:
         deep_colour = _sixteen_bit_colour(img)
         img = _decode(img, path, "image")
         if img.mode in _INTEGER_MODES:
@@ -205,14 +212,14 @@ def _decode(img: Image.Image, path: Path, what: str) -> Image.Image:
     return img.transpose(method) if method is not None else img
 
 
-def _open(path: Path, max_pixels: int) -> Image.Image:
+def _open(path: Path, max_pixels: int, data: bytes | None = None) -> Image.Image:
     path = Path(path)
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise DataError(f"{path}: image file not found; check the dataset path")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            img = Image.open(path) if data is None else Image.open(io.BytesIO(data), formats=MEMORY_FORMATS)
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
         raise DataError(f"{path}: declared size is too large to decode safely ({err})") from err
     except (UnidentifiedImageError, OSError) as err:

@@ -158,7 +158,7 @@ def _int(value) -> int:
         raise StudioError(f"expected an integer, got {value!r}")
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise StudioError(f"expected an integer, got {str(value)[:40]!r}") from None
 
 

@@ -16,8 +16,8 @@ import fcntl
 import io
 import json
 import os
-import tempfile
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -42,8 +42,9 @@ MAX_UPLOAD_BYTES = 20_000_000
 MAX_UPLOAD_PIXELS = 16_000_000  # the studio paints whole images on a CPU: a 4000x4000 photo at most
 MIN_SIDE = 16
 MAX_DRAWS = 8
+LOCK_WAIT = 10.0  # s
 MAX_UPLOADS = 32  # kept in memory; the oldest is forgotten first
-MAX_JOBS = 64  # finished jobs kept for Keep; the oldest is forgotten first
+MAX_JOBS = 16  # finished jobs kept for Keep; the oldest is forgotten first
 MANIFEST = "manifest.jsonl"
 PARAMS_FILE = "synth.json"
 
@@ -63,7 +64,8 @@ class Job:
     background: str
     class_id: int
     seeds: list[int]
-    masks: np.ndarray  # bool [K, H, W]
+    masks: np.ndarray  # bool [K, H, W]: the label (a training background's own defects included)
+    hole: np.ndarray | None = None  # bool [H, W] to repaint; None: the masks dilated
     results: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (image, region)
     pictures: list[str] = field(default_factory=list)  # each result as a PNG data URL, for the page
     error: str | None = None
@@ -109,12 +111,14 @@ class StudioSession:
             else "the training half has no defect-free images: these hold defects of their own"
         )
         self._backgrounds = {f"train:{dataset.items[i].item_id}": i for i in (free or train)}
+        self._bank_lock = threading.Lock()
         self._train = train
         self._bank = None
         self._uploads: dict[str, np.ndarray] = {}
         self._jobs: dict[str, Job] = {}
         self._generator_lock = threading.Lock()
         self._state_lock = threading.Lock()
+        self._keep_lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="studio-generate")
         self.writer = KeptWriter(
             Path(out_dir),
@@ -158,13 +162,10 @@ class StudioSession:
             raise StudioError("the upload is empty")
         if len(data) > MAX_UPLOAD_BYTES:
             raise StudioError(f"the upload is larger than {MAX_UPLOAD_BYTES // 1_000_000} MB", 413)
-        with tempfile.TemporaryDirectory(prefix="defectgen-studio-") as folder:
-            path = Path(folder) / "upload"
-            path.write_bytes(data)
-            try:
-                image = read_image(path, self.channels, max_pixels=MAX_UPLOAD_PIXELS)
-            except DataError as err:
-                raise StudioError(str(err).replace(str(path), "the upload")) from None
+        try:  # decoded in memory, by the readers' rules and formats: nothing is written
+            image = read_image(Path("upload"), self.channels, max_pixels=MAX_UPLOAD_PIXELS, data=data)
+        except DataError as err:
+            raise StudioError(str(err).replace("upload: ", "the upload: ", 1)) from None
         height, width = image.shape[:2]
         if min(height, width) < MIN_SIDE:
             raise StudioError(f"the image is {width}x{height}; both sides must be at least {MIN_SIDE} px")
@@ -175,10 +176,20 @@ class StudioSession:
             self._uploads[key] = image
         return {"id": key, "name": "your image", "width": width, "height": height}
 
+    def existing(self, key: str) -> np.ndarray | None:
+        """bool [K, H, W]: the defects a training background already holds (None for an upload:
+        its labels are unknown, so it is taken as defect-free)."""
+        index = self._backgrounds.get(key)
+        if index is None or not self.dataset.items[index].class_ids:
+            return None
+        return self.dataset.load_masks(index)
+
     def real_shape(self, key: str, class_id: int, seed: int) -> np.ndarray:
         """bool [H, W]: a real training defect of `class_id` (mask bank: varied and placed by
         the class's position prior) for background `key`."""
         self._check_class(class_id)
+        if not 0 <= seed < 2**63:
+            raise StudioError(f"seed must be 0..2**63-1, got {seed}")
         height, width = self.background(key).shape[:2]
         bank = self._mask_bank()
         if class_id not in bank.class_ids:
@@ -200,11 +211,23 @@ class StudioSession:
                 f"the mask is {mask.shape[1]}x{mask.shape[0]}, "
                 f"its background {image.shape[1]}x{image.shape[0]}"
             )
+        existing = self.existing(key)
+        if existing is not None:  # a defect image: its defects stay, labelled, and are not repainted
+            mask = mask & ~existing.any(axis=0)
         if not mask.any():
-            raise StudioError("the mask is empty: paint where the defect goes first")
+            raise StudioError(
+                "the mask is empty: paint where the new defect goes first (not over an old one)"
+            )
         masks = np.zeros((len(self.classes), *mask.shape), dtype=bool)
         masks[class_id - 1] = mask
-        job = Job(key, class_id, list(range(seed, seed + draws)), masks)
+        hole = None
+        if existing is not None:
+            from defectgen.synth import hole_of
+
+            hole = hole_of(masks, self.hole_radius)[0] > 0
+            hole &= ~existing.any(axis=0)
+            masks |= existing
+        job = Job(key, class_id, list(range(seed, seed + draws)), masks, hole)
         job_id = uuid.uuid4().hex[:12]
         with self._state_lock:
             if len(self._jobs) >= MAX_JOBS:
@@ -230,7 +253,9 @@ class StudioSession:
         try:
             for seed in job.seeds:
                 with self._generator_lock:
-                    result = paint_one(self.G, image, job.masks, seed, self.hole_radius, self.device, amp)
+                    result = paint_one(
+                        self.G, image, job.masks, seed, self.hole_radius, self.device, amp, hole=job.hole
+                    )
                 job.results.append(result)
                 job.pictures.append(
                     "data:image/png;base64," + base64.b64encode(png_bytes(result[0])).decode()
@@ -243,11 +268,12 @@ class StudioSession:
         job = self.job(job_id)
         if not 0 <= draw < len(job.results):
             raise StudioError(f"job {job_id} has no finished draw {draw}", 404)
-        if draw in job.kept:
-            return {"image": job.kept[draw], "again": True}
-        image, region = job.results[draw]
-        record = self.writer.keep(image, job.masks, region, job.background, job.seeds[draw])
-        job.kept[draw] = record["image"]
+        with self._keep_lock:  # two tabs pressing Keep on one draw write it once
+            if draw in job.kept:
+                return {"image": job.kept[draw], "again": True}
+            image, region = job.results[draw]
+            record = self.writer.keep(image, job.masks, region, job.background, job.seeds[draw])
+            job.kept[draw] = record["image"]
         return record
 
     def close(self) -> None:
@@ -260,7 +286,7 @@ class StudioSession:
     def _mask_bank(self):
         from defectgen.masks import RealMaskBank, scan_components
 
-        with self._state_lock:
+        with self._bank_lock:  # its own lock: scanning the masks must not stall job polls
             if self._bank is None:
                 self._bank = RealMaskBank(scan_components(self.dataset, self._train))
             return self._bank
@@ -278,7 +304,7 @@ def mask_from_png(data: bytes, shape: tuple[int, int]) -> np.ndarray:
                 )
             img.load()
             pixels = np.asarray(img.getchannel("A") if "A" in img.getbands() else img.convert("L"))
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
         raise StudioError(f"the mask is not a readable PNG ({err})") from None
     return pixels > 127
 
@@ -347,6 +373,7 @@ class KeptWriter:
             index_mask = np.zeros(masks.shape[1:], dtype=np.uint8)
             for k in present:
                 index_mask[masks[k - 1]] = k
+            write_atomic(self.out_dir / "classes.txt", self.dataset.classes.to_classes_txt())
             write_atomic(self.out_dir / record["mask"], png_bytes(index_mask))
             write_atomic(self.out_dir / record["image"], png_bytes(image))
             with open(self.out_dir / MANIFEST, "a+b") as handle:
@@ -373,9 +400,22 @@ class KeptWriter:
 
     @contextmanager
     def _locked(self):
-        """Exclusive lock on OUT/.lock: one writer at a time, across processes."""
+        """Exclusive lock on OUT/.lock: one writer at a time, across processes. Another process
+        (a `synth` run, another studio) holding it for more than `LOCK_WAIT` s is an error."""
         with open(self.out_dir / ".lock", "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            deadline = time.monotonic() + LOCK_WAIT
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise StudioError(
+                            f"another defectgen process is writing to {self.out_dir}; wait for it or "
+                            "choose another --out",
+                            409,
+                        ) from None
+                    time.sleep(0.05)
             try:
                 yield
             finally:

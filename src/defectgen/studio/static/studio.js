@@ -221,7 +221,7 @@ const studio = (() => {
     const keep = document.createElement("button");
     keep.type = "button";
     keep.className = "keep";
-    keep.textContent = result.kept ? `Kept: ${result.kept}` : "Keep";
+    keep.textContent = result.kept ? `Kept: ${result.kept.split("/").pop()}` : "Keep";
     keep.disabled = Boolean(result.kept);
     keep.addEventListener("click", async () => {
       keep.disabled = true;
@@ -231,7 +231,7 @@ const studio = (() => {
           headers: { "Content-Type": "application/json" },
           body: JSON.stringify({ job, draw: result.draw }),
         });
-        keep.textContent = `Kept: ${record.image}`;
+        keep.textContent = `Kept: ${record.image.split("/").pop()}`;
         await refreshCount();
       } catch (error) {
         keep.disabled = false;

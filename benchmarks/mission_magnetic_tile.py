@@ -139,6 +139,14 @@ def main() -> None:
         default=0,
         help="images per background source (labelled, cleaned) for the no-defect-free stage (0: skip)",
     )
+    parser.add_argument(
+        "--no-other",
+        action="store_true",
+        help="leave out the synthetic set on the other base and the label-filtered arm (a CPU budget)",
+    )
+    parser.add_argument(
+        "--gather-last", action="store_true", help="gather (quality, report, JSON) once, at the end"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -208,14 +216,23 @@ def main() -> None:
     # 5. gather (with quality), report, JSON; then everything else, and again: the claim is
     #    against the best of all cheap baselines (a budget cut short still leaves the first result)
     first = ["real", "control", "oversample", stacked]
-    _gather(args, dataset, split_object, config, first, checkpoint, best, start)
+    if not args.gather_last:
+        _gather(args, dataset, split_object, config, first, checkpoint, best, start)
     # 6. the other cheap baselines; the synthetic set on the other base; and label-filtered
     other = "oversample+gan" if best == "real" else "real+gan"
     filtered = f"{stacked}:filtered"  # one call, all seeds: the judge is the real arm's first seed
     bases = [b for b in BASES if b not in args.without]
-    spread(args, config, [b for b in bases if b not in first] + [other], seeds, whole=[filtered])
-    arms = [*bases, stacked, other, filtered]
-    _gather(args, dataset, split_object, config, arms, checkpoint, best, start)
+    extras = [] if args.no_other else [other]
+    spread(
+        args,
+        config,
+        [b for b in bases if b not in first] + extras,
+        seeds,
+        whole=[] if args.no_other else [filtered],
+    )
+    arms = [*bases, stacked, *extras] + ([] if args.no_other else [filtered])
+    if not args.gather_last:
+        _gather(args, dataset, split_object, config, arms, checkpoint, best, start)
     # 7. how synthetic crops enter (own folders, fixed steps, same seeds: paired with step 6)
     steps = done["config"]["steps"]
     variants = {k: v for k, v in VARIANTS.items() if k in args.variants}
@@ -228,13 +245,15 @@ def main() -> None:
         sh([*cli, "synth", str(DATA), "--checkpoint", str(checkpoint), "--split", str(split),
             "--n", str(args.harmonized), "--out", str(harmonized), "--seed", "0",
             "--mode", "harmonize"])  # fmt: skip
-        done = evaluate(dataset, split_object, work / "eval", replace(config, arms=[stacked, other],
+        gan_arms = [stacked, *extras]
+        done = evaluate(dataset, split_object, work / "eval", replace(config, arms=gan_arms,
                         quality_samples=0), synthetic=_sets(work), progress=False)  # fmt: skip
-        gan_arm = max([stacked, other], key=lambda arm: _validation_dice(done, arm))
+        gan_arm = max(gan_arms, key=lambda arm: _validation_dice(done, arm))
         base = gan_arm.split("+")[0]
         spread(args, config, [f"{base}+harmonized"], seeds)
         arms = [*arms, f"{base}+harmonized"]
-        _gather(args, dataset, split_object, config, arms, checkpoint, best, start)
+        if not args.gather_last:
+            _gather(args, dataset, split_object, config, arms, checkpoint, best, start)
         pairs = {"blendpaste - copypaste": ("blendpaste", "copypaste"),
                  f"{base}+harmonized - {gan_arm}": (f"{base}+harmonized", gan_arm),
                  f"{base}+harmonized - blendpaste": (f"{base}+harmonized", "blendpaste")}  # fmt: skip
@@ -253,11 +272,14 @@ def main() -> None:
         base = stacked.split("+")[0]
         spread(args, config, [f"{base}+labelled", f"{base}+cleaned"], seeds)
         arms = [*arms, f"{base}+labelled", f"{base}+cleaned"]
-        _gather(args, dataset, split_object, config, arms, checkpoint, best, start)
+        if not args.gather_last:
+            _gather(args, dataset, split_object, config, arms, checkpoint, best, start)
         extra["backgrounds"] = {
             f"{base}+{a} - {b}": paired_arms(work / "eval", f"{base}+{a}", b, seeds)
             for a, b in (("labelled", stacked), ("cleaned", stacked), ("cleaned", f"{base}+labelled"))
         }
+    if args.gather_last:
+        _gather(args, dataset, split_object, config, arms, checkpoint, best, start)
     print(json.dumps(extra, indent=1))
     if not args.smoke:  # the stages' extras this run did not measure stay as they were
         path.write_text(json.dumps({**previous, **json.loads(path.read_text()), **extra}, indent=1) + "\n")

@@ -84,6 +84,7 @@ def child(preset: str, precision: str, tile: str, n: int, batch: int, work: Path
         batch_size=batch,
         precision=precision,
         device=device,
+        background_source="free",
         progress=False,
     )
     forward_seconds[0] = 0.0
@@ -100,6 +101,7 @@ def child(preset: str, precision: str, tile: str, n: int, batch: int, work: Path
         precision=precision,
         tile=int(tile) or None,
         device=device,
+        background_source="free",
         progress=False,
     )
     seconds = time.perf_counter() - start

@@ -18,14 +18,14 @@ def image_to_tensor(image: np.ndarray) -> torch.Tensor:
         raise ValueError(f"expected a uint8 image [H, W, C], got {image.dtype} {image.shape}")
     if not image.flags.writeable or not image.flags.c_contiguous:  # e.g. np.asarray(PIL image)
         image = np.array(image, order="C")
-    return torch.from_numpy(image).permute(2, 0, 1).float().div(127.5).sub(1.0)
+    return torch.from_numpy(image).permute(2, 0, 1).float().div_(127.5).sub_(1.0)  # one new tensor
 
 
 def tensor_to_image(image: torch.Tensor) -> np.ndarray:
     """float [C, H, W] in [-1, 1] -> uint8 [H, W, C] (rounded, clipped)."""
     if image.ndim != 3:
         raise ValueError(f"expected [C, H, W], got {tuple(image.shape)}")
-    pixels = image.detach().float().add(1.0).mul(127.5).round().clamp(0, 255)
+    pixels = image.detach().to(torch.float32, copy=True).add_(1.0).mul_(127.5).round_().clamp_(0, 255)
     return pixels.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 

@@ -38,15 +38,27 @@ PLACEMENT_TRIES = 5  # redraws of a defect that would touch an earlier one
 def find_components(
     mask: np.ndarray, min_area: int = MIN_AREA
 ) -> list[tuple[tuple[slice, slice], np.ndarray]]:
-    """bool [H, W] -> [(bounding-box slices, bool crop [h, w])] of its components."""
-    labels, _ = ndimage.label(mask, structure=CONNECTIVITY)
+    """bool [H, W] -> [(bounding-box slices, bool crop [h, w])] of its components.
+
+    Only the mask's occupied rectangle is labelled: a small defect on a 1600x256 strip costs
+    its own size, not the strip's."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return []
+    top, left = int(rows[0]), int(cols[0])
+    window = mask[top : rows[-1] + 1, left : cols[-1] + 1]
+    labels, _ = ndimage.label(window, structure=CONNECTIVITY)
     found = []
     for index, box in enumerate(ndimage.find_objects(labels), start=1):
         if box is None:
             continue
         crop = labels[box] == index
         if int(crop.sum()) >= min_area:
-            found.append((box, crop))
+            whole = (
+                slice(box[0].start + top, box[0].stop + top),
+                slice(box[1].start + left, box[1].stop + left),
+            )
+            found.append((whole, crop))
     return found
 
 

@@ -377,6 +377,7 @@ def mission_summary(results: dict, args, minutes: float, best_base: str) -> dict
         "benchmark": "benchmarks/mission_magnetic_tile.py",
         "command": "python benchmarks/mission_magnetic_tile.py " + " ".join(sys.argv[1:]),
         "machine": "dev-cpu, 2 cores",
+        "versions": results.get("versions"),  # numerics differ across library versions
         "minutes_this_invocation": round(minutes, 1),  # earlier invocations: see RESULTS.md
         "dataset": "magnetic tile",
         "label_fraction": args.label_fraction,

@@ -13,7 +13,7 @@ from defectgen.data import open_dataset
 from defectgen.data.rle import decode
 from defectgen.data.split import make_split
 from defectgen.masks import build_mask_source
-from defectgen.synth import read_manifest, synthesize
+from defectgen.synth import BACKGROUND_TEXT, read_manifest, synthesize
 from defectgen.train import train
 
 TINY = dict(preset="tiny", model={"resolution": 32}, batch_size=2, sample_every=100, checkpoint_every=100)
@@ -56,10 +56,17 @@ def _items(out, dataset):
         yield record, synthetic[synthetic.index_of(stem)], dataset[dataset.index_of(record["background"])]
 
 
-def test_auto_erases_the_defects_of_a_half_without_free_images(defects_only, tmp_path):
+def test_auto_paints_on_the_defect_images_of_a_half_without_free_images(defects_only, tmp_path):
     dataset, split, checkpoint = defects_only
-    out = tmp_path / "auto"
-    synthesize(checkpoint, dataset, split, 6, out, seed=1, progress=False)
+    synthesize(checkpoint, dataset, split, 2, tmp_path / "auto", seed=1, progress=False)
+    params = json.loads((tmp_path / "auto" / "synth.json").read_text())
+    assert params["backgrounds"] == BACKGROUND_TEXT["labelled"]
+
+
+def test_cleaned_backgrounds_erase_the_old_defects(defects_only, tmp_path):
+    dataset, split, checkpoint = defects_only
+    out = tmp_path / "cleaned"
+    synthesize(checkpoint, dataset, split, 6, out, seed=1, background_source="cleaned", progress=False)
     params = json.loads((out / "synth.json").read_text())
     assert params["backgrounds"] == "training half, defect images with their defects erased"
     radius = params["hole_dilation"]

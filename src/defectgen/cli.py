@@ -332,7 +332,7 @@ def synth(
         typer.Option(
             help="What to paint on: free (defect-free training images) | labelled (defect images, new "
             "defects away from the old) | cleaned (defect images, their defects erased first) | auto "
-            "(free when the training half has at least 8 defect-free images, else cleaned)."
+            "(free when the training half has at least 8 defect-free images, else labelled)."
         ),
     ] = "auto",
     skip_bad: SkipBad = False,

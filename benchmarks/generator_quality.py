@@ -130,6 +130,7 @@ def measure(args, checkpoint: Path, synth: Path) -> dict:
         "diversity": quality.get("diversity"),
         "diversity_ratio": _ratio(quality.get("diversity")),
         "ladder_lag8": ladder(G, dataset, split),
+        **({"severity": severity_response(G, dataset, split, checkpoint, args.name)} if G.severity else {}),
     }
 
 
@@ -179,6 +180,101 @@ def ladder(G, dataset, split) -> list[float]:
         series = series - series.mean()
         scores.append(round(float(series[:-LAG] @ series[LAG:] / (series @ series)), 3))
     return scores
+
+
+SEVERITY_LEVELS = (0.1, 0.3, 0.5, 0.7, 0.9)
+MASKS_PER_CLASS = 8
+GRID_LEVELS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+@torch.no_grad()
+def severity_response(G, dataset, split, checkpoint: Path, name: str) -> dict:
+    """Does `synth --severity` work? Per class, MASKS_PER_CLASS real training masks of the class
+    (evenly spaced through the training half's components), each painted into the middle of a
+    defect-free training image at every SEVERITY_LEVELS value with one noise draw (only the
+    severity changes), and measured back with the run's own severity table: the Spearman rank
+    correlation between asked and measured severity, and the mean measured severity per asked
+    level. Also writes `docs/severity_<name>.png`: per class one mask at rising severity."""
+    from scipy.stats import spearmanr
+
+    from defectgen.checkpoint import load_checkpoint, load_generator
+    from defectgen.masks.compose import find_components
+    from defectgen.severity import SeverityTable, contrast, grey
+    from defectgen.synth import paint_one
+
+    table = SeverityTable.from_json(load_checkpoint(checkpoint)["severity_table"])
+    train = split.indices(dataset, "train")
+    backgrounds = [dataset.load_image(i) for i in train if not dataset.items[i].class_ids][:MASKS_PER_CLASS]
+    cpu, amp = torch.device("cpu"), torch.autocast("cpu", dtype=torch.bfloat16)
+    radius = max(0, load_generator(checkpoint)[3].max_dilation // 2)  # synth's hole dilation
+    result, grid_rows = {}, []
+    for class_id, class_name in enumerate(dataset.classes.names, start=1):
+        shapes = [
+            crop
+            for index in train
+            if class_id in dataset.items[index].class_ids
+            for _, crop in find_components(dataset.load_masks(index)[class_id - 1])
+        ]
+        if not shapes or not table.quantiles.get(class_id):
+            continue
+        chosen = [shapes[int(j)] for j in np.linspace(0, len(shapes) - 1, min(MASKS_PER_CLASS, len(shapes)))]
+        asked, measured, by_level = [], [], {level: [] for level in SEVERITY_LEVELS}
+        for j, shape in enumerate(chosen):
+            background = backgrounds[j % len(backgrounds)]
+            placed = _placed(shape, background.shape[:2], len(dataset.classes), class_id)
+            if placed is None:
+                continue
+            for level in SEVERITY_LEVELS:
+                painted, _ = paint_one(G, background, placed, j, radius, cpu, amp, severity=level)
+                value = table.severity(class_id, contrast(grey(painted), placed[class_id - 1]))
+                if np.isfinite(value):
+                    asked.append(level)
+                    measured.append(value)
+                    by_level[level].append(value)
+            if j == 0:
+                grid_rows.append(_severity_row(G, background, placed, radius, cpu, amp))
+        rho = spearmanr(asked, measured).statistic if len(set(measured)) > 1 else float("nan")
+        result[class_name] = {
+            "spearman": round(float(rho), 3),
+            "pairs": len(asked),
+            "measured_by_asked": {str(k): round(float(np.mean(v)), 3) for k, v in by_level.items() if v},
+        }
+    if grid_rows:
+        from PIL import Image
+
+        width = max(row.shape[1] for row in grid_rows)
+        rows = [np.pad(row, ((0, 4), (0, width - row.shape[1]))) for row in grid_rows]
+        Image.fromarray(np.concatenate(rows)).save(REPO / "docs" / f"severity_{name}.png")
+    values = [row["spearman"] for row in result.values() if np.isfinite(row["spearman"])]
+    return {
+        "levels": list(SEVERITY_LEVELS),
+        "per_class": result,
+        "mean_spearman": round(float(np.mean(values)), 3) if values else None,
+        "grid": f"docs/severity_{name}.png (columns: severity {', '.join(map(str, GRID_LEVELS))})",
+    }
+
+
+def _placed(shape: np.ndarray, size: tuple[int, int], classes: int, class_id: int) -> np.ndarray | None:
+    """bool [K, H, W]: `shape` in the middle of an image of `size` as class `class_id`, or None
+    when it does not fit with 8 px to spare."""
+    height, width = size
+    if shape.shape[0] + 16 > height or shape.shape[1] + 16 > width:
+        return None
+    masks = np.zeros((classes, height, width), dtype=bool)
+    top, left = (height - shape.shape[0]) // 2, (width - shape.shape[1]) // 2
+    masks[class_id - 1, top : top + shape.shape[0], left : left + shape.shape[1]] = shape
+    return masks
+
+
+def _severity_row(G, background, placed, radius, cpu, amp) -> np.ndarray:
+    """uint8 [h, w * len(GRID_LEVELS)]: a window around the defect painted at each GRID_LEVELS."""
+    from defectgen.synth import paint_one
+
+    rows, cols = np.flatnonzero(placed.any(axis=(0, 2))), np.flatnonzero(placed.any(axis=(0, 1)))
+    top, bottom = max(0, rows[0] - 24), min(placed.shape[1], rows[-1] + 25)
+    left, right = max(0, cols[0] - 24), min(placed.shape[2], cols[-1] + 25)
+    tiles = [paint_one(G, background, placed, 0, radius, cpu, amp, severity=s)[0] for s in GRID_LEVELS]
+    return np.concatenate([np.pad(t[top:bottom, left:right, 0], ((0, 0), (0, 4))) for t in tiles], axis=1)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ def test_the_graph_holds_dft_nodes_and_says_what_it_needs(exported):
     _, _, path, metadata = exported
     model = onnx.load(str(path))
     assert any(node.op_type == "DFT" for node in model.graph.node)  # the FFT itself, not a fallback
-    assert [i.name for i in model.graph.input] == ["image", "hole", "labels", "z", "noise"]
+    assert [i.name for i in model.graph.input] == ["image", "hole", "labels", "z", "noise", "severity"]
+    assert metadata["severity"] == "true"
     generator = OnnxGenerator(path)
     assert generator.classes == ["scratch", "pit"] and generator.size_multiple == int(
         metadata["size_multiple"]

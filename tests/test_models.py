@@ -268,10 +268,10 @@ def test_tiny_preset_step_is_fast(G, D):
 def test_presets_have_the_documented_sizes():
     """Counts from the table in models/presets.py (meta device: no memory, no init time)."""
     expected = {
-        "tiny": (158_545, 75_889),
-        "small": (8_058_721, 1_206_721),
-        "lama": (26_120_149, 9_803_649),
-        "big": (49_369_309, 9_803_649),
+        "tiny": (158_937, 75_889),
+        "small": (8_060_289, 1_206_721),
+        "lama": (26_123_089, 9_803_649),
+        "big": (49_372_249, 9_803_649),
     }
     assert set(expected) == set(PRESETS)
     with torch.device("meta"):
@@ -345,11 +345,26 @@ def test_runs_with_removed_options_are_refused_by_name():
 
     base = {"preset": "tiny", "g_upsampling": "resize"}
     assert upgrade_config({**base, "g_decoder_noise": False, "d_stem_layers": 1}, True)["model"] == {
-        "generator": {"upsampling": "resize", "ratio_g": 0.75}
+        "generator": {"upsampling": "resize", "ratio_g": 0.75, "severity": False}
     }
     for removed in ({"g_decoder_noise": True}, {"d_stem_layers": 2}, {"d_stem_layers": True}):
         with pytest.raises(ConfigError, match="measured worse and was removed"):
             upgrade_config({**base, **removed}, True)
+
+
+def test_runs_written_before_severity_load_without_it():
+    """A run's whole spec from before the severity input builds the generator it trained (no
+    severity channel); a user's partial override still takes the preset's severity."""
+    from defectgen.config import TrainConfig
+
+    old = ModelSpec.from_preset("tiny").to_dict()
+    del old["generator"]["severity"]
+    config = TrainConfig.from_dict({"preset": "tiny", "model": old}, written_by_a_run=True)
+    assert config.model_spec.generator.severity is False
+    G = config.model_spec.generator.build(CHANNELS, CLASSES)
+    assert G.stem[0].in_channels == CHANNELS + 1 + CLASSES + G.noise_channels
+    partial = TrainConfig.from_dict({"preset": "tiny", "model": {"generator": {"width": 16}}})
+    assert partial.model_spec.generator.severity is True
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

@@ -21,7 +21,7 @@ from conftest import write_gray
 from defectgen.config import TrainConfig
 from defectgen.data import open_dataset
 from defectgen.data.split import make_split
-from defectgen.errors import ConfigError
+from defectgen.errors import DataError
 from defectgen.studio import StudioSession, create_app
 from defectgen.train import train
 
@@ -288,12 +288,12 @@ def test_out_folder_must_be_ours(run, tmp_path):
     dataset, split, checkpoint, root = run
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
-    with pytest.raises(ConfigError, match="not empty and holds no defectgen images"):
+    with pytest.raises(DataError, match="not empty and holds no defectgen images"):
         StudioSession(checkpoint, dataset, split, tmp_path / "busy")
     StudioSession(checkpoint, dataset, split, tmp_path / "kept").close()
     params = json.loads((tmp_path / "kept" / "synth.json").read_text())
     (tmp_path / "kept" / "synth.json").write_text(json.dumps({**params, "hole_dilation": 99}))
-    with pytest.raises(ConfigError, match="another hole_dilation"):
+    with pytest.raises(DataError, match="another hole_dilation"):
         StudioSession(checkpoint, dataset, split, tmp_path / "kept")
 
 

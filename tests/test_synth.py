@@ -106,8 +106,8 @@ def test_the_model_spec_reaches_the_checkpoint_and_synthesis(tmp_path):
     dataset = open_dataset(str(FIXTURE))
     split = make_split(dataset, seed=0)
 
-    def config(upsampling):
-        generator = {"upsampling": upsampling}
+    def config(upsampling, severity=True):
+        generator = {"upsampling": upsampling, "severity": severity}
         return TrainConfig(steps=1, **{**TINY, "model": {**TINY["model"], "generator": generator}})
 
     checkpoint = train(dataset, split, config("transposed"), tmp_path / "run", progress=False)
@@ -124,11 +124,13 @@ def test_the_model_spec_reaches_the_checkpoint_and_synthesis(tmp_path):
         old.update(resolution=32, d_conditioning="projection", d_stem_layers=1, **options)
         return {**state, "config": old}
 
-    state = load_checkpoint(train(dataset, split, config("transposed"), tmp_path / "old", progress=False))
+    # runs before model specs had no severity input either
+    old = train(dataset, split, config("transposed", False), tmp_path / "old", progress=False)
+    state = load_checkpoint(old)
     save_checkpoint(before_specs(state), tmp_path / "legacy.pt")
     legacy, *_ = load_generator(tmp_path / "legacy.pt")
     assert all(up.mode == "transposed" for up in legacy.decoder)
-    state = load_checkpoint(train(dataset, split, config("resize"), tmp_path / "then", progress=False))
+    state = load_checkpoint(train(dataset, split, config("resize", False), tmp_path / "then", progress=False))
     save_checkpoint(
         before_specs(state, g_upsampling=None, g_decoder_noise=None, g_ratio_g=None),
         tmp_path / "preset_of_then.pt",

@@ -335,6 +335,14 @@ def synth(
             "(free when the training half has at least 8 defect-free images, else labelled)."
         ),
     ] = "auto",
+    severity: Annotated[
+        str | None,
+        typer.Option(
+            help="LOW:HIGH (or one value): each new defect's severity is drawn from this range of "
+            "quantiles of the real defects' contrast within their class (0 faintest, 1 strongest). "
+            "Default 0:1, the real distribution."
+        ),
+    ] = None,
     skip_bad: SkipBad = False,
     labels_complete: LabelsComplete = "true",
     covered_ids: CoveredIds = None,
@@ -360,6 +368,7 @@ def synth(
         seed=seed,
         backgrounds_dir=backgrounds,
         background_source=background_source,
+        severity=severity,
         batch_size=batch_size,
         tile=tile,
         device=device,

@@ -272,6 +272,8 @@ def upgrade_config(data: dict, written_by_a_run: bool = False) -> dict:
     if not isinstance(data, dict):
         return data
     before_spec_run = written_by_a_run and "model" not in data
+    if written_by_a_run:
+        data = _with_run_defaults(data, before_spec_run)
     if not before_spec_run and not any(key in data for key in (*_BEFORE_SPEC, *_REMOVED)):
         return data
     data = dict(data)
@@ -307,6 +309,24 @@ def upgrade_config(data: dict, written_by_a_run: bool = False) -> dict:
         target[name] = value
     data["model"] = {key: value for key, value in model.items() if value != {}}
     return data
+
+
+# Spec keys added after runs were written, with the value those runs trained with
+_ADDED_GENERATOR_KEYS = {"severity": False}
+
+
+def _with_run_defaults(data: dict, before_spec_run: bool) -> dict:
+    """A run's config with the generator keys it predates filled in as it trained."""
+    model = data.get("model", {})
+    generator = model.get("generator", {}) if isinstance(model, dict) else None
+    if not isinstance(generator, dict):
+        return data  # malformed: from_dict says what is wrong
+    if not before_spec_run and "upsampling" not in generator:
+        return data  # a partial spec (no run writes one): the preset fills it in
+    missing = {key: value for key, value in _ADDED_GENERATOR_KEYS.items() if key not in generator}
+    if not missing:
+        return data
+    return {**data, "model": {**model, "generator": {**generator, **missing}}}
 
 
 def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:

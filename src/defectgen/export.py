@@ -8,6 +8,8 @@ by hand:
     labels float32 [N, K, H, W], one per class
     z      float32 [N, style_dim]               ~ N(0, I)
     noise  float32 [N, noise_maps, H, W]        ~ N(0, I) (only when noise_maps > 0)
+    severity float32 [N, 1, H, W]               each defect's severity on its pixels (only when the
+                                                metadata says severity=true; see defectgen.severity)
     ->  painted float32 [N, C, H, W] in [-1, 1]: the generator inside the hole, `image` outside
 
 N, H and W are dynamic; H and W must be multiples of `size_multiple` (reflect-pad and crop
@@ -16,7 +18,7 @@ through PyTorch's dynamo exporter. The exporter annotates the inverse DFT with t
 while tracing, which onnxruntime then enforces at any other size ("Shape mismatch attempting to
 re-use buffer"), so the intermediate shape annotations (`value_info`) are dropped: onnxruntime
 infers them per run. Metadata (`metadata_props`) records what a caller needs: classes,
-channels, size multiple, style and noise sizes, hole dilation, the checkpoint's digest.
+channels, size multiple, style and noise sizes, the severity input, hole dilation, the checkpoint's digest.
 
 `OnnxGenerator` runs the file in onnxruntime behind the PyTorch generator's interface, and
 `verify` compares the two on real images, painted the way `synth` paints them.
@@ -38,6 +40,7 @@ from defectgen.checkpoint import load_generator
 from defectgen.errors import ConfigError, DefectgenError
 from defectgen.fileio import file_digest, write_atomic
 from defectgen.models import composite
+from defectgen.severity import DEFAULT_SEVERITY
 
 OPSET = 20  # DFT with a dynamic length input
 
@@ -49,8 +52,10 @@ class _Composited(torch.nn.Module):
         super().__init__()
         self.G, self.with_noise = G, with_noise
 
-    def forward(self, image, hole, labels, z, noise=None):
-        raw = self.G(image, hole, labels, z=z, noise=noise if self.with_noise else None)
+    def forward(self, image, hole, labels, z, *extra):
+        noise = extra[0] if self.with_noise else None
+        severity = extra[-1] if self.G.severity else None
+        raw = self.G(image, hole, labels, z=z, noise=noise, severity=severity)
         return composite(raw, image, hole)
 
 
@@ -68,14 +73,14 @@ def export_onnx(checkpoint: Path, out: Path, sample_size: tuple[int, int] | None
     height, width = sample_size or (4 * multiple, 6 * multiple)  # two different sizes: nothing fixed
     inputs = _sample_inputs(G, channels, len(classes), 2, height, width, seed=0)
     names = ["image", "hole", "labels", "z"] + (["noise"] if G.noise_maps else [])
+    names += ["severity"] if G.severity else []
     spatial = {
         0: torch.export.Dim("batch", min=1),
         2: torch.export.Dim("height"),
         3: torch.export.Dim("width"),
     }
     dynamic = {"image": spatial, "hole": spatial, "labels": spatial, "z": {0: spatial[0]}}
-    if G.noise_maps:
-        dynamic["noise"] = spatial
+    dynamic["extra"] = tuple(spatial for _ in names[4:])  # noise and/or severity, in that order
     module = _Composited(G, bool(G.noise_maps)).eval()
     try:
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # it narrates every pass
@@ -101,6 +106,7 @@ def export_onnx(checkpoint: Path, out: Path, sample_size: tuple[int, int] | None
         "size_multiple": str(multiple),
         "style_dim": str(G.style_dim),
         "noise_maps": str(G.noise_maps),
+        "severity": str(G.severity).lower(),
         "hole_dilation": str(max(0, config.max_dilation // 2)),
         "checkpoint_sha256": file_digest(checkpoint),
     }
@@ -138,6 +144,7 @@ class OnnxGenerator:
         self.size_multiple = int(meta["size_multiple"])
         self.style_dim = int(meta["style_dim"])
         self.noise_maps = int(meta["noise_maps"])
+        self.severity = meta.get("severity") == "true"
         self.inputs = [i.name for i in self.session.get_inputs()]
 
     def draw_style(self, batch: int, generator: torch.Generator, device=None) -> torch.Tensor:
@@ -146,8 +153,10 @@ class OnnxGenerator:
     def draw_noise(self, batch: int, height: int, width: int, generator: torch.Generator, device=None):
         return torch.randn((batch, self.noise_maps, height, width), generator=generator)
 
-    def __call__(self, image, hole, labels, z=None, noise=None) -> torch.Tensor:
-        feeds = {"image": image, "hole": hole, "labels": labels, "z": z, "noise": noise}
+    def __call__(self, image, hole, labels, z=None, noise=None, severity=None) -> torch.Tensor:
+        if self.severity and severity is None:  # the median, as the PyTorch generator takes it
+            severity = DEFAULT_SEVERITY * labels.amax(dim=1, keepdim=True)
+        feeds = {"image": image, "hole": hole, "labels": labels, "z": z, "noise": noise, "severity": severity}
         arrays = {name: feeds[name].float().contiguous().numpy() for name in self.inputs}
         return torch.from_numpy(self.session.run(None, arrays)[0])
 
@@ -167,8 +176,11 @@ def verify(
     cpu, fp32 = torch.device("cpu"), torch.autocast("cpu", enabled=False)
     report = []
     for index, (image, masks) in enumerate(samples):
-        expected, region = paint_one(G, image, masks, seed + index, radius, cpu, fp32)
-        got, region_onnx = paint_one(exported, image, masks, seed + index, radius, cpu, fp32)
+        # a severity other than the default, so the graph's severity input is what is compared
+        severity = (0.2 + 0.6 * (index % 2)) if G.severity else None
+        draw = (seed + index, radius, cpu, fp32)
+        expected, region = paint_one(G, image, masks, *draw, severity=severity)
+        got, region_onnx = paint_one(exported, image, masks, *draw, severity=severity)
         outside = ~region
         report.append(
             {
@@ -208,6 +220,8 @@ def _sample_inputs(G, channels: int, classes: int, batch: int, height: int, widt
     }
     if G.noise_maps:
         inputs["noise"] = G.draw_noise(batch, height, width, generator)
+    if G.severity:
+        inputs["severity"] = torch.rand(batch, 1, height, width, generator=generator) * labels.amax(1, True)
     return inputs
 
 

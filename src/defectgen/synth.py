@@ -75,6 +75,7 @@ from defectgen.fileio import file_digest, read_text, write_atomic
 from defectgen.masks import build_mask_source
 from defectgen.models import composite
 from defectgen.paste import DefectPaster
+from defectgen.severity import SeverityTable, drawn_map, measured_map, parse_range
 from defectgen.tensors import image_to_tensor, tensor_to_image
 from defectgen.viz import contact_sheet, overlay
 
@@ -86,6 +87,7 @@ AUTO_FALLBACK = "labelled"  # as good as cleaned, one generator pass cheaper (RE
 ERASE_MARGIN = 2  # px beyond the hole dilation that erasing covers (soft defect edges)
 CLEANED_CACHE = 256  # erased backgrounds kept in memory
 MAX_BAND, MAX_RIM = 64, 16  # px
+SEVERITY_STREAM = 11  # seed-sequence word of an item's severity draws (the masks' stream is untouched)
 PARAMS_FILE = "synth.json"
 MANIFEST = "manifest.jsonl"
 
@@ -123,6 +125,7 @@ def synthesize(
     band: int | None = None,
     rim: int = 1,
     background_source: str = "auto",
+    severity: str | tuple[float, float] | None = None,
     progress: bool = True,
 ) -> dict:
     """Write `n` synthetic images with their labels to `out_dir`; returns a summary dict.
@@ -135,7 +138,9 @@ def synthesize(
     `mode="harmonize"` pastes real training defects instead of drawing masks and repaints a
     `band` px ring outside each (default: the generator's own hole dilation) and a `rim` px ring
     inside it (see the module docstring). `background_source` picks what is painted on (see the
-    module docstring)."""
+    module docstring). `severity` ("LOW:HIGH" or a pair, quantiles of the real defects' contrast
+    within their class, `defectgen.severity`) is the range each new defect's severity is drawn
+    from; default 0:1, the real distribution. It needs a generator trained with severity."""
     if not 1 <= n <= MAX_IMAGES:
         raise ConfigError(f"--n must be a number of images in 1..{MAX_IMAGES:,}, got {n}")
     if not 0 <= seed <= MAX_SEED:
@@ -172,6 +177,7 @@ def synthesize(
     if classes:
         for class_id in classes:
             dataset.classes.check_id(class_id)
+    severity_of, severity_range = _severity_source(G, checkpoint, severity, mode)
     hole_radius = max(0, config.max_dilation // 2)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
     generator_lock = threading.Lock()  # the painting loop and the prefetch thread (erasing) share G
@@ -207,6 +213,7 @@ def synthesize(
         "hole_dilation": hole_radius,
         "tile": tile,
         "class_table": dataset.classes.to_json(),
+        **({"severity": list(severity_range)} if severity_range else {}),
         **({} if mode == "paint" else {"mode": mode, "band": band, "rim": rim}),  # paint: as before modes
         **({"guide_sha256": config.extra["guide_sha256"]} if "guide_sha256" in config.extra else {}),
         **(
@@ -232,14 +239,14 @@ def synthesize(
                 records[record["index"]] = record
                 bar.advance(task)
 
-            batches = _batches(todo, backgrounds, draw, classes, seed, batch_size)
+            batches = _batches(todo, backgrounds, draw, classes, seed, batch_size, severity_of)
             with _Writer(written) as writer:
                 for batch in prefetched(batches, PREFETCH_BATCHES):
                     painted = paint(batch)
                     if judge_model is not None:
                         batch, painted = _judged(
                             batch, painted, judge_model, attempts,
-                            lambda i, a: _item(i, a, backgrounds, draw, classes, seed), paint,
+                            lambda i, a: _item(i, a, backgrounds, draw, classes, seed, severity_of), paint,
                         )  # fmt: skip
                     for item, (image, region) in zip(batch, painted, strict=True):
                         writer.submit(
@@ -464,11 +471,11 @@ class _Writer:
         return False
 
 
-def _batches(todo, backgrounds, draw, classes, seed, batch_size) -> Iterator[list[dict]]:
+def _batches(todo, backgrounds, draw, classes, seed, batch_size, severity_of=None) -> Iterator[list[dict]]:
     """Items grouped into batches of one image size; each item fully determined by (seed, i)."""
     batch: list[dict] = []
     for index in todo:
-        item = _item(index, 0, backgrounds, draw, classes, seed)
+        item = _item(index, 0, backgrounds, draw, classes, seed, severity_of)
         image = item["image"]
         if batch and (len(batch) == batch_size or batch[0]["image"].shape != image.shape):
             yield batch
@@ -481,9 +488,11 @@ def _batches(todo, backgrounds, draw, classes, seed, batch_size) -> Iterator[lis
 BACKGROUND_TRIES = 10  # labelled backgrounds drawn for an item before there is declared no room
 
 
-def _item(index: int, attempt: int, backgrounds, draw, classes, seed: int) -> dict:
-    """Item `index` (draw `attempt`): background and masks, a function of (seed, index, attempt)."""
-    rng = np.random.default_rng([seed, index] if attempt == 0 else [seed, index, attempt])
+def _item(index: int, attempt: int, backgrounds, draw, classes, seed: int, severity_of=None) -> dict:
+    """Item `index` (draw `attempt`): background and masks, a function of (seed, index, attempt);
+    with `severity_of`, also its severity map (from a stream of its own)."""
+    key = [seed, index] if attempt == 0 else [seed, index, attempt]
+    rng = np.random.default_rng(key)
     for _ in range(BACKGROUND_TRIES):
         background = backgrounds[int(rng.integers(len(backgrounds)))]
         existing = background.load_masks() if background.load_masks else None
@@ -495,7 +504,12 @@ def _item(index: int, attempt: int, backgrounds, draw, classes, seed: int) -> di
             f"no room for a new defect away from the existing ones on {BACKGROUND_TRIES} labelled "
             "backgrounds in a row; use --background-source cleaned"
         )
+    severity = {}
+    if severity_of is not None:
+        severity_map, drawn = severity_of(np.random.default_rng([*key, SEVERITY_STREAM]), image, masks)
+        severity = {"severity": severity_map, "severities": drawn}
     return {
+        **severity,  # float32 [1, H, W] each defect's severity, and [(class_id, severity), ...]
         "index": index,
         "attempt": attempt,
         "seed": seed,
@@ -571,6 +585,32 @@ def seam(label: np.ndarray, band: int, rim: int) -> np.ndarray:
     return (outer > 0) & ~(inner > 0)
 
 
+def _severity_source(G, checkpoint: Path, severity, mode: str):
+    """(severity_of(rng, image, masks) -> (map, [(class_id, severity)]) or None, the range
+    drawn from or None): a range for new defects in paint mode, the real defects' measured
+    severity in harmonize mode, nothing for a generator trained without severity."""
+    if not G.severity:
+        if severity is not None:
+            raise ConfigError(
+                f"--severity needs a generator trained with severity; {checkpoint} was trained without it "
+                "(train a new run: every preset has model.generator.severity=true)"
+            )
+        return None, None
+    if mode == "harmonize":
+        if severity is not None:
+            raise ConfigError(
+                "--severity does not apply to --mode harmonize: pasted real defects keep their own severity"
+            )
+        from defectgen.checkpoint import load_checkpoint
+
+        table = SeverityTable.from_json(load_checkpoint(checkpoint).get("severity_table", {}))
+        return lambda rng, image, masks: measured_map(table, image, masks), None
+    low, high = parse_range(severity) if isinstance(severity, str) else (severity or (0.0, 1.0))
+    if severity is not None and not isinstance(severity, str):
+        low, high = parse_range(f"{low}:{high}")
+    return lambda rng, image, masks: drawn_map(masks, low, high, rng), (low, high)
+
+
 def _check_mode(mode: str, mask_source: str, band: int | None, rim: int) -> None:
     if mode not in MODES:
         raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -632,15 +672,26 @@ def _paint(
         hole_of(item["masks"], hole_radius) if item.get("hole") is None else item["hole"] for item in batch
     ]  # float32 {0, 1} [1, H, W]
     hole = torch.stack([torch.from_numpy(h) for h in holes]).to(device)
+    severity = None
+    if all(item.get("severity") is not None for item in batch):
+        severity = torch.stack([torch.from_numpy(item["severity"]) for item in batch]).to(device)
     generators = [torch.Generator().manual_seed(_item_seed(item)) for item in batch]
     if tile is None:
-        painted = _run(G, images, hole, labels, generators, device, amp)
+        painted = _run(G, images, hole, labels, generators, device, amp, severity)
         regions = [h[0] > 0 for h in holes]
     else:
         windows = [
             _run_windows(
-                G, images[i : i + 1], hole[i : i + 1], labels[i : i + 1], generators[i], tile, device, amp
-            )
+                G,
+                images[i : i + 1],
+                hole[i : i + 1],
+                labels[i : i + 1],
+                generators[i],
+                tile,
+                device,
+                amp,
+                None if severity is None else severity[i : i + 1],
+            )  # fmt: skip
             for i in range(len(batch))
         ]
         painted = torch.cat([image for image, _ in windows])
@@ -648,18 +699,32 @@ def _paint(
     return [(tensor_to_image(image), region) for image, region in zip(painted, regions, strict=True)]
 
 
-def paint_one(G, image: np.ndarray, masks: np.ndarray, seed: int, hole_radius: int, device, amp, hole=None):
+def paint_one(
+    G,
+    image: np.ndarray,
+    masks: np.ndarray,
+    seed: int,
+    hole_radius: int,
+    device,
+    amp,
+    hole=None,
+    severity=None,
+):
     """One draw: paint bool `masks` [K, H, W] into uint8 `image` [H, W, C] with the noise of
-    `seed` (as `synth` paints item 0 of that seed). Returns (uint8 image, bool [H, W] region
-    composited: `hole` when given, else the masks dilated by `hole_radius`)."""
+    `seed` (as `synth` paints item 0 of that seed), every defect at `severity` (in [0, 1]; None:
+    the generator's default). Returns (uint8 image, bool [H, W] region composited: `hole` when
+    given, else the masks dilated by `hole_radius`)."""
     explicit = None if hole is None else np.asarray(hole, dtype=np.float32)[None]
     item = {"image": image, "masks": masks, "hole": explicit, "seed": seed, "index": 0, "attempt": 0}
+    if severity is not None:
+        item["severity"] = float(severity) * masks.any(axis=0)[None].astype(np.float32)
     ((painted, region),) = _paint(G, [item], hole_radius, None, device, amp)
     return painted, region
 
 
-def _run(G, images, hole, labels, generators, device, amp) -> torch.Tensor:
-    """G on whole images, padded (reflect) to a multiple of its size step and cropped back."""
+def _run(G, images, hole, labels, generators, device, amp, severity=None) -> torch.Tensor:
+    """G on whole images, padded (reflect) to a multiple of its size step and cropped back
+    (`severity`: the severity map [N, 1, H, W], or None for the generator's default)."""
     height, width = images.shape[2:]
     step = G.size_multiple
     pad = (0, (-width) % step, 0, (-height) % step)
@@ -667,7 +732,7 @@ def _run(G, images, hole, labels, generators, device, amp) -> torch.Tensor:
         F.pad(t, pad, mode="reflect" if t is images else "constant").contiguous(
             memory_format=torch.channels_last
         )
-        for t in (images, hole, labels)
+        for t in (images, hole, labels, *([] if severity is None else [severity]))
     ]
     z = torch.cat([G.draw_style(1, g) for g in generators]).to(device)
     noise = (
@@ -676,12 +741,14 @@ def _run(G, images, hole, labels, generators, device, amp) -> torch.Tensor:
         else None
     )
     with amp:
-        raw = G(*padded, z=z, noise=noise).float()
+        raw = G(*padded[:3], z=z, noise=noise, severity=padded[3] if len(padded) > 3 else None).float()
     raw = raw[:, :, :height, :width]
     return composite(raw, images, hole)
 
 
-def _run_windows(G, image, hole, labels, generator, tile, device, amp) -> tuple[torch.Tensor, np.ndarray]:
+def _run_windows(
+    G, image, hole, labels, generator, tile, device, amp, severity=None
+) -> tuple[torch.Tensor, np.ndarray]:
     """Tiled mode: a window of at least tile x tile around each hole region; every region that
     fits wholly inside a window is painted in that window's one generator call (a pit cluster
     is one call, not one per pit). Returns the image and the bool [H, W] union of the regions
@@ -710,7 +777,10 @@ def _run_windows(G, image, hole, labels, generator, tile, device, amp) -> tuple[
         region = np.isin(components[y0:y1, x0:x1], np.flatnonzero(inside))
         region_hole = torch.from_numpy(region).float()[None, None].to(device)
         region_labels = labels[window] * region_hole  # only the defects painted in this call
-        result[window] = _run(G, result[window], region_hole, region_labels, [generator], device, amp)
+        region_severity = None if severity is None else severity[window] * region_hole
+        result[window] = _run(
+            G, result[window], region_hole, region_labels, [generator], device, amp, region_severity
+        )
         painted[y0:y1, x0:x1] |= region
         done |= inside
     return result, painted
@@ -745,24 +815,32 @@ def _item_seed(item: dict) -> int:
 # --- output ------------------------------------------------------------------------------------
 
 
-def _prepare(out_dir: Path, params: dict, n: int) -> dict[int, dict]:
-    """Check the folder is ours (or empty), clean leftovers of a killed run, read the manifest."""
+def claim_output(out_dir: Path, params: dict) -> bool:
+    """Make `out_dir` (existing) a synthesis folder of `params`: an empty one gets them written as
+    synth.json (returns True); one with synth.json must hold the same values (False); anything
+    else is refused. Shared by `synth` and the studio's kept images."""
     params_path = out_dir / PARAMS_FILE
     if params_path.exists():
         try:
             existing = json.loads(params_path.read_text())
         except (OSError, ValueError) as err:
             raise DataError(f"{params_path}: unreadable ({err}); choose another --out") from err
-        changed = sorted(k for k in params if existing.get(k) != params[k])
+        changed = sorted(k for k in params if not isinstance(existing, dict) or existing.get(k) != params[k])
         if changed:
             raise DataError(
-                f"{out_dir} holds another synthesis run (different {', '.join(changed)}); "
+                f"{out_dir} holds another synthesis run (another {', '.join(changed)}); "
                 "choose another --out or delete that folder"
             )
-    elif any(p for p in out_dir.iterdir() if p.name != ".lock"):
-        raise DataError(f"{out_dir} is not empty and holds no defectgen synthesis run; choose another --out")
-    else:
-        _write_bytes(params_path, (json.dumps(params, indent=1) + "\n").encode())
+        return False
+    if any(p for p in out_dir.iterdir() if p.name != ".lock"):
+        raise DataError(f"{out_dir} is not empty and holds no defectgen images; choose another --out")
+    _write_bytes(params_path, (json.dumps(params, indent=1) + "\n").encode())
+    return True
+
+
+def _prepare(out_dir: Path, params: dict, n: int) -> dict[int, dict]:
+    """Check the folder is ours (or empty), clean leftovers of a killed run, read the manifest."""
+    claim_output(out_dir, params)
     for leftover in out_dir.rglob(".*.tmp*"):
         leftover.unlink(missing_ok=True)
     records = _read_manifest(out_dir)
@@ -810,6 +888,7 @@ def _write_item(out_dir, item, image, painted, fmt, suffix, mask_source, seed) -
         "painted_pixels": int(painted.sum()),
         **{k: item[k] for k in ("label_score", "label_accepted") if k in item},
         **({"attempt": item["attempt"]} if item.get("attempt") else {}),
+        **({"severity": [[int(k), v] for k, v in item["severities"]]} if "severities" in item else {}),
     }
     if fmt == "folder":
         record["mask"] = f"masks/{name}.png"

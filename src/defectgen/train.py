@@ -139,6 +139,8 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
         progress=progress and context.is_main,
     )
     fixed = {k: v.to(device) for k, v in crops.fixed_batch(8).items()}
+    if context.is_main:
+        (out_dir / "severity.json").write_text(json.dumps(crops.severity.to_json()) + "\n")
     use_bf16 = distributed.resolve_bf16(config.precision, device)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
     images_per_step = config.batch_size * context.world_size
@@ -161,7 +163,7 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
         for step in range(start_step, config.steps):
             batch = crops.batch(step, context.rank, config.batch_size, pairs=config.mode_seeking > 0)
             batch = {k: v.to(device) for k, v in batch.items()}
-            real, hole, labels = batch["image"], batch["hole"], batch["labels"]
+            real, hole, labels, severity = batch["image"], batch["hole"], batch["labels"], batch["severity"]
             if config.channels_last:
                 real = real.contiguous(memory_format=torch.channels_last)
             rng = torch.Generator(device=device).manual_seed(_stream(config.seed, step, context.rank))
@@ -171,7 +173,7 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
             # fake, then G learns through the updated, frozen D.
             z = G.draw_style(config.batch_size, rng, device=device)
             with amp:
-                raw = G_step(real, hole, labels, z=z, generator=rng)
+                raw = G_step(real, hole, labels, z=z, generator=rng, severity=severity)
                 fake = composite(raw, real, hole)
 
             # --- D step, lazy R1 ------------------------------------------------------------
@@ -248,6 +250,7 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
                     "opt_g": opt_g.state_dict(),
                     "opt_d": opt_d.state_dict(),
                     "ada": ada.state_dict(),
+                    "severity_table": crops.severity.to_json(),
                 }
                 _write_checkpoint(state, checkpoints, done, config.keep_checkpoints)
     if context.is_main and config.steps == start_step and not last_path.exists():
@@ -369,10 +372,11 @@ def _write_checkpoint(state: dict, checkpoints: Path, step: int, keep: int) -> N
 def _write_samples(ema, fixed: dict, path: Path, seed: int, amp) -> None:
     """Grid, one column per fixed crop: masked input, two EMA draws, real."""
     generator = torch.Generator(device=fixed["image"].device).manual_seed(seed)
-    image, hole, labels = fixed["image"], fixed["hole"], fixed["labels"]
+    image, hole, labels, severity = fixed["image"], fixed["hole"], fixed["labels"], fixed["severity"]
     with amp:
         draws = [
-            composite(ema(image, hole, labels, generator=generator), image, hole).float() for _ in range(2)
+            composite(ema(image, hole, labels, generator=generator, severity=severity), image, hole).float()
+            for _ in range(2)
         ]
     masked = image * (1 - hole) + hole * 0.6  # holes shown light grey
     rows = torch.cat([masked, *draws, image])  # [4N, C, H, W]

@@ -10,7 +10,8 @@ come.
 Batches are a pure function of (seed, step, rank): resuming a run or changing the number of
 processes never replays or skips data by accident, and no sampler state needs saving.
 Classes are drawn uniformly, then a component of that class, so rare classes are seen as
-often as common ones.
+often as common ones. Each crop also carries its severity map (`defectgen.severity`): every
+defect's contrast rank within its class, measured on the crop against the training half's table.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from rich.progress import track
 from defectgen.data.dataset import DefectDataset
 from defectgen.errors import DataError
 from defectgen.masks.compose import find_components
+from defectgen.severity import SeverityTable
 from defectgen.tensors import image_to_tensor
 
 FIXED_STREAM = 2**32 - 1  # seed-sequence word for the fixed sample-grid batch
@@ -68,6 +70,9 @@ class DefectCrops:
                 for (rows, cols), _crop in find_components(masks[class_id - 1]):
                     center = ((rows.start + rows.stop) // 2, (cols.start + cols.stop) // 2)
                     self.components[class_id].append(Component(index, class_id, center))
+        self.severity = SeverityTable.measure(
+            (self._load(i) for i in defect_indices), len(dataset.classes)
+        )  # images come from the cache filled above (up to cache_bytes)
         self.classes_present = [c for c, comps in self.components.items() if comps]
         if not self.classes_present:
             raise DataError(f"{dataset.spec}: the training half's defect masks are all empty")
@@ -77,8 +82,8 @@ class DefectCrops:
         return sum(len(c) for c in self.components.values())
 
     def batch(self, step: int, rank: int = 0, size: int = 4, pairs: bool = True) -> dict[str, torch.Tensor]:
-        """`size` crops as {'image' [N,C,S,S], 'hole' [N,1,S,S], 'labels' [N,K,S,S]}; with
-        `pairs`, size // 2 distinct crops, each twice (for the diversity loss)."""
+        """`size` crops as {'image' [N,C,S,S], 'hole' [N,1,S,S], 'labels' [N,K,S,S], 'severity'
+        [N,1,S,S]}; with `pairs`, size // 2 distinct crops, each twice (for the diversity loss)."""
         rng = np.random.default_rng([self.seed, step, rank])
         return self._draw(rng, size, pairs=pairs)
 
@@ -91,10 +96,10 @@ class DefectCrops:
         crops = [self._crop(rng) for _ in range(distinct)]
         if pairs:
             crops = crops + crops  # sample i and i + N/2 share inputs, differ in noise
-        image, hole, labels = (torch.stack([c[i] for c in crops]) for i in range(3))
-        return {"image": image, "hole": hole, "labels": labels}
+        image, hole, labels, severity = (torch.stack([c[i] for c in crops]) for i in range(4))
+        return {"image": image, "hole": hole, "labels": labels, "severity": severity}
 
-    def _crop(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _crop(self, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
         class_id = self.classes_present[rng.integers(len(self.classes_present))]
         component = self.components[class_id][rng.integers(len(self.components[class_id]))]
         image, masks = self._load(component.index)
@@ -112,15 +117,18 @@ class DefectCrops:
             image, masks = image[:, ::-1], masks[:, :, ::-1]
         if rng.random() < 0.5:
             image, masks = image[::-1], masks[:, ::-1]
+        image, masks = np.ascontiguousarray(image), np.ascontiguousarray(masks)
+        severity = self.severity.severity_map(image, masks)
         union = masks.any(axis=0).astype(np.uint8)
         radius = int(rng.integers(0, self.max_dilation + 1))
         if radius:
             kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
             union = cv2.dilate(union, kernel)
         return (
-            image_to_tensor(np.ascontiguousarray(image)),
+            image_to_tensor(image),
             torch.from_numpy(union[None].astype(np.float32)),
-            torch.from_numpy(np.ascontiguousarray(masks).astype(np.float32)),
+            torch.from_numpy(masks.astype(np.float32)),
+            torch.from_numpy(severity),
         )
 
     def _load(self, index: int) -> tuple[np.ndarray, np.ndarray]:

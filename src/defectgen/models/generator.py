@@ -3,7 +3,10 @@
 Inputs (checked in `FFCGenerator.forward`):
   image  float [N, C, H, W] in [-1, 1]; the hole is erased inside forward,
   hole   float {0, 1} [N, 1, H, W], 1 = pixels to paint,
-  labels float {0, 1} [N, K, H, W], one channel per class: the defect shape in its class.
+  labels float {0, 1} [N, K, H, W], one channel per class: the defect shape in its class,
+  severity float [N, 1, H, W]: each defect's severity in [0, 1] on its pixels
+         (`defectgen.severity`); read only by a generator built with `severity=True`, which
+         takes the median 0.5 on every defect when it is not given.
 
 Architecture (Suvorov et al., LaMa, WACV 2022, "big-lama"/"lama-fourier" generators):
 reflect-padded 7x7 stem -> `n_downsample` stride-2 convolutions (width, 2w, 4w, 8w, capped at
@@ -26,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from defectgen.models.ffc import FFCResnetBlock, init_conv, split_channels
+from defectgen.severity import DEFAULT_SEVERITY
 
 
 def composite(raw: Tensor, image: Tensor, hole: Tensor) -> Tensor:
@@ -181,6 +185,7 @@ class FFCGenerator(nn.Module):
         style_dim: int = 128,
         noise_channels: int = 1,
         upsampling: str = "nearest",
+        severity: bool = False,
     ):
         super().__init__()
         if image_channels < 1 or num_classes < 1:
@@ -198,6 +203,7 @@ class FFCGenerator(nn.Module):
         self.n_downsample = n_downsample
         self.style_dim = style_dim
         self.noise_channels = noise_channels
+        self.severity = severity
 
         max_channels = 8 * width
         channels = [min(width * 2**i, max_channels) for i in range(n_downsample + 1)]
@@ -211,8 +217,8 @@ class FFCGenerator(nn.Module):
             )
         self.local_channels = local_channels
 
-        # masked image, hole, class maps, noise -> width
-        in_channels = image_channels + 1 + num_classes + noise_channels
+        # masked image, hole, class maps, severity map, noise -> width
+        in_channels = image_channels + 1 + num_classes + int(severity) + noise_channels
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, width, 7, padding=3, padding_mode="reflect"),
             nn.ReLU(inplace=True),
@@ -248,6 +254,7 @@ class FFCGenerator(nn.Module):
         labels: Tensor,
         z: Tensor | None,
         noise: Tensor | None,
+        severity: Tensor | None = None,
     ) -> None:
         if image.ndim != 4 or image.shape[1] != self.image_channels:
             raise ValueError(
@@ -274,6 +281,11 @@ class FFCGenerator(nn.Module):
                 f"{2 * multiple}, got {height}x{width}; crop or reflect-pad the image, "
                 f"e.g. to {max(2 * multiple, math.ceil(height / multiple) * multiple)}x"
                 f"{max(2 * multiple, math.ceil(width / multiple) * multiple)}"
+            )
+        if severity is not None and tuple(severity.shape) != (batch, 1, height, width):
+            raise ValueError(
+                f"severity must be [N, 1, H, W] = {(batch, 1, height, width)} like the hole, "
+                f"got {tuple(severity.shape)}"
             )
         if z is not None and tuple(z.shape) != (batch, self.style_dim):
             raise ValueError(f"z must be [N, style_dim] = {(batch, self.style_dim)}, got {tuple(z.shape)}")
@@ -311,9 +323,10 @@ class FFCGenerator(nn.Module):
         z: Tensor | None = None,
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
+        severity: Tensor | None = None,
     ) -> Tensor:
         """Raw output [N, C, H, W] in [-1, 1]; see the class docstring for the inputs."""
-        self._check_inputs(image, hole, labels, z, noise)
+        self._check_inputs(image, hole, labels, z, noise, severity)
         batch, _, height, width = image.shape
         need_noise = noise is None and self.noise_maps > 0
         if (z is None or need_noise) and generator is None:
@@ -331,6 +344,10 @@ class FFCGenerator(nn.Module):
         labels = labels.to(image.dtype)
         masked = image * (1 - hole)  # [N, C, H, W], the hole erased
         inputs = [masked, hole, labels]
+        if self.severity:  # each defect's severity on its pixels; unless given, the median
+            if severity is None:
+                severity = DEFAULT_SEVERITY * labels.amax(dim=1, keepdim=True)
+            inputs.append(severity.to(image.dtype))
         if self.noise_channels > 0:
             inputs.append(noise[:, : self.noise_channels].to(image.dtype) * hole)  # only where we paint
         x = self.stem(torch.cat(inputs, dim=1))  # [N, w, H, W]

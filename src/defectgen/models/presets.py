@@ -5,17 +5,18 @@ class projection):
 
 | preset | resolution | G width, blocks, style | G params   | D width, layers | D params  |
 |--------|-----------:|------------------------|-----------:|-----------------|----------:|
-| tiny   |         64 | 8, 2, 32               |    158,545 | 8, 3            |    75,889 |
-| small  |        128 | 32, 9, 128             |  8,058,721 | 32, 3           | 1,206,721 |
-| lama   |        256 | 60, 9, 128             | 26,120,149 | 64, 4           | 9,803,649 |
-| big    |        256 | 60, 18, 128            | 49,369,309 | 64, 4           | 9,803,649 |
+| tiny   |         64 | 8, 2, 32               |    158,937 | 8, 3            |    75,889 |
+| small  |        128 | 32, 9, 128             |  8,060,289 | 32, 3           | 1,206,721 |
+| lama   |        256 | 60, 9, 128             | 26,123,089 | 64, 4           | 9,803,649 |
+| big    |        256 | 60, 18, 128            | 49,372,249 | 64, 4           | 9,803,649 |
 
 lama / big are sized like LaMa-Fourier (27 M) and Big-LaMa (51 M) (Suvorov et al. 2022); the
 co-modulation mapping network and its FiLM heads (2.4 M in lama, 4.6 M in big) are why their
 width is 60 rather than LaMa's 64. Every preset decodes with nearest-neighbour 2x + a 3x3
 convolution folded into one transposed convolution and, except `tiny` (which keeps one channel
 so tests exercise the path), has no per-pixel input noise: diversity comes from the
-co-modulated style code. Why these choices: `benchmarks/RESULTS.md`.
+co-modulated style code. Every preset takes a severity map (`defectgen.severity`), so `synth
+--severity` can ask for faint or strong defects. Why these choices: `benchmarks/RESULTS.md`.
 
 A run stores its resolved spec whole, so editing this table changes new runs only.
 """
@@ -34,6 +35,7 @@ def _generator(width: int, n_blocks: int, style_dim: int, noise_channels: int = 
         style_dim=style_dim,
         noise_channels=noise_channels,
         upsampling="nearest",
+        severity=True,
     )
 
 

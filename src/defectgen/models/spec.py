@@ -35,6 +35,7 @@ class GeneratorSpec:
     style_dim: int  # co-modulation style code size
     noise_channels: int  # per-pixel noise maps at the input (0: none)
     upsampling: str  # decoder: nearest (nearest 2x + 3x3 conv, folded) | resize | transposed
+    severity: bool  # a severity map input (defectgen.severity): synth --severity controls intensity
 
     def build(self, image_channels: int, num_classes: int) -> FFCGenerator:
         return FFCGenerator(image_channels, num_classes, **dataclasses.asdict(self))

@@ -34,7 +34,7 @@ from defectgen.data.imageio import read_image
 from defectgen.data.rle import encode
 from defectgen.data.split import Split
 from defectgen.distributed import parse_device, resolve_bf16
-from defectgen.errors import ConfigError, DataError, DefectgenError
+from defectgen.errors import DataError, DefectgenError
 from defectgen.fileio import file_digest, write_atomic
 from defectgen.masks.compose import count_components
 
@@ -46,7 +46,6 @@ LOCK_WAIT = 10.0  # s
 MAX_UPLOADS = 32  # kept in memory; the oldest is forgotten first
 MAX_JOBS = 16  # finished jobs kept for Keep; the oldest is forgotten first
 MANIFEST = "manifest.jsonl"
-PARAMS_FILE = "synth.json"
 
 
 class StudioError(DefectgenError):
@@ -316,24 +315,10 @@ class KeptWriter:
         self.out_dir, self.dataset, self.params = out_dir, dataset, params
         self._lock = threading.Lock()
         out_dir.mkdir(parents=True, exist_ok=True)
+        from defectgen.synth import claim_output
+
         with self._locked():
-            path = out_dir / PARAMS_FILE
-            if path.exists():
-                try:
-                    existing = json.loads(path.read_text())
-                except (OSError, ValueError) as err:
-                    raise DataError(f"{path}: unreadable ({err}); choose another --out") from None
-                changed = sorted(k for k in params if existing.get(k) != params[k])
-                if changed:
-                    raise ConfigError(
-                        f"{out_dir} holds images made with another {', '.join(changed)}; choose another --out"
-                    )
-            elif any(p for p in out_dir.iterdir() if p.name != ".lock"):
-                raise ConfigError(
-                    f"{out_dir} is not empty and holds no defectgen images; choose another --out"
-                )
-            else:
-                write_atomic(path, json.dumps(params, indent=1) + "\n")
+            if claim_output(out_dir, params):
                 write_atomic(out_dir / "classes.txt", dataset.classes.to_classes_txt())
 
     def count(self) -> int:

@@ -345,7 +345,8 @@ def test_runs_with_removed_options_are_refused_by_name():
 
     base = {"preset": "tiny", "g_upsampling": "resize"}
     assert upgrade_config({**base, "g_decoder_noise": False, "d_stem_layers": 1}, True)["model"] == {
-        "generator": {"upsampling": "resize", "ratio_g": 0.75, "severity": False}
+        "generator": {"upsampling": "resize", "ratio_g": 0.75, "severity": False},
+        "discriminator": {"kind": "patch"},
     }
     for removed in ({"g_decoder_noise": True}, {"d_stem_layers": 2}, {"d_stem_layers": True}):
         with pytest.raises(ConfigError, match="measured worse and was removed"):

@@ -312,21 +312,23 @@ def upgrade_config(data: dict, written_by_a_run: bool = False) -> dict:
 
 
 # Spec keys added after runs were written, with the value those runs trained with
-_ADDED_GENERATOR_KEYS = {"severity": False}
+_ADDED_KEYS = {"generator": {"severity": False}, "discriminator": {"kind": "patch"}}
 
 
 def _with_run_defaults(data: dict, before_spec_run: bool) -> dict:
-    """A run's config with the generator keys it predates filled in as it trained."""
+    """A run's config with the spec keys it predates filled in as it trained."""
     model = data.get("model", {})
-    generator = model.get("generator", {}) if isinstance(model, dict) else None
-    if not isinstance(generator, dict):
+    if not isinstance(model, dict):
         return data  # malformed: from_dict says what is wrong
-    if not before_spec_run and "upsampling" not in generator:
-        return data  # a partial spec (no run writes one): the preset fills it in
-    missing = {key: value for key, value in _ADDED_GENERATOR_KEYS.items() if key not in generator}
-    if not missing:
+    parts = {part: model.get(part, {}) for part in _ADDED_KEYS}
+    if not all(isinstance(p, dict) for p in parts.values()):
         return data
-    return {**data, "model": {**model, "generator": {**generator, **missing}}}
+    if not before_spec_run and "upsampling" not in parts["generator"]:
+        return data  # a partial spec (no run writes one): the preset fills it in
+    filled = {part: {**defaults, **parts[part]} for part, defaults in _ADDED_KEYS.items()}
+    if filled == parts:
+        return data
+    return {**data, "model": {**model, **filled}}
 
 
 def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:

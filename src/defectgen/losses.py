@@ -205,3 +205,68 @@ def mode_seeking(
     loss = -ratio.clamp(max=bound) if bound > 0 else 1.0 / (ratio + eps)
     loss = torch.where(has_hole, loss, torch.zeros_like(ratio))
     return loss, {"mode_seeking": loss.item(), "mode_seeking_ratio": ratio.item()}
+
+
+# --- the segmenting discriminator (OASIS, Schönfeld et al., ICLR 2021) ------------------------------
+
+FAKE, BACKGROUND = 0, 1  # channels of a segmenting D's logits; class k is channel k + 1
+
+
+def semantic_target(labels: Tensor) -> Tensor:
+    """long [N, H, W]: BACKGROUND where no class is set, else 1 + the (first) class's id."""
+    labels = labels.float()
+    present = labels.amax(dim=1) > 0.5  # [N, H, W]
+    return torch.where(
+        present, labels.argmax(dim=1) + 2, torch.full_like(present, BACKGROUND, dtype=torch.long)
+    )
+
+
+def _balanced_weights(target: Tensor, num_channels: int, where: Tensor) -> Tensor:
+    """OASIS class balancing: each class present among the pixels `where` weighs in inversely to
+    its pixel count, so a small defect counts as much as the surface around it. [N, H, W]."""
+    counts = torch.bincount(target[where], minlength=num_channels).float()
+    present = (counts > 0).sum().clamp_min(1)
+    per_class = counts.sum() / (present * counts.clamp_min(1))
+    return per_class[target] * where
+
+
+def realness(logits: Tensor) -> Tensor:
+    """[N, 1, H, W]: how real a segmenting D finds each pixel, log-odds of any real class
+    against FAKE (the signal ADA and R1 read)."""
+    logits = logits.float()
+    return torch.logsumexp(logits[:, BACKGROUND:], dim=1, keepdim=True) - logits[:, FAKE : FAKE + 1]
+
+
+def d_segmenting(
+    real_logits: Tensor, fake_logits: Tensor, labels: Tensor, hole: Tensor
+) -> tuple[Tensor, dict[str, float]]:
+    """Segmenting D: class-balanced cross-entropy of every real pixel against its label, plus
+    cross-entropy of every painted pixel of the composite (the hole) against FAKE. The
+    composite's other pixels are the real image's and are not counted twice."""
+    real_logits, fake_logits = real_logits.float(), fake_logits.float()
+    target = semantic_target(labels)
+    everywhere = torch.ones_like(target, dtype=torch.bool)
+    weights = _balanced_weights(target, real_logits.shape[1], everywhere)
+    real_loss = (F.cross_entropy(real_logits, target, reduction="none") * weights).mean()
+    inside = hole[:, 0].float()
+    fake_ce = F.cross_entropy(fake_logits, torch.full_like(target, FAKE), reduction="none")
+    fake_loss = _masked_mean(fake_ce, inside)
+    loss = real_loss + fake_loss
+    with torch.no_grad():
+        read = real_logits.argmax(dim=1)
+        accuracy = _masked_mean((read == target).float(), inside).item()
+    return loss, {"d_real": real_loss.item(), "d_fake": fake_loss.item(), "d_accuracy_hole": accuracy}
+
+
+def g_segmenting(fake_logits: Tensor, labels: Tensor, hole: Tensor) -> tuple[Tensor, dict[str, float]]:
+    """Generator side of `d_segmenting`: the painted pixels must read as their label (class k in
+    mask k, surface around it), class-balanced over the hole; 0 for an empty hole."""
+    fake_logits = fake_logits.float()
+    target = semantic_target(labels)
+    inside = hole[:, 0] > 0.5
+    if not inside.any():
+        return fake_logits.sum() * 0, {"g_adversarial": 0.0}
+    weights = _balanced_weights(target, fake_logits.shape[1], inside)
+    ce = F.cross_entropy(fake_logits, target, reduction="none")
+    loss = (ce * weights).sum() / inside.sum()
+    return loss, {"g_adversarial": loss.item()}

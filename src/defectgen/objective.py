@@ -8,8 +8,11 @@
 Each phase returns (scalar loss, floats to log) and leaves stepping the optimisers to the
 caller. The adversarial terms look at the hole only: `relativistic` (default) asks D which of
 real crop i and its repainted twin is real, patch by patch; `standard` is LaMa's non-saturating
-loss with the hole as the fake target. D sees both images under the same augmentation draw
-(`augment_pair`), so patch p of one lies where patch p of the other does. The weighted sum of
+loss with the hole as the fake target. A segmenting discriminator (`D.segmenting`, OASIS)
+replaces either with per-pixel cross-entropy: real pixels towards their label, painted ones
+towards "fake", and for G, painted pixels towards their label (`losses.d_segmenting`). D sees
+both images under the same augmentation draw (`augment_pair`), so patch p of one lies where
+patch p of the other does. The weighted sum of
 the generator terms (adversarial, D-feature matching, L1 in the hole, bounded mode seeking and,
 with a guide (`guide.py`), a frozen real-trained U-Net's segmentation loss in the hole) is the
 generator's loss. The unweighted terms are pure functions in `losses.py`.
@@ -66,7 +69,10 @@ class Objective:
         real_aug, fake_aug, labels_aug, hole_aug = augment_pair(ada, real, fake, labels, hole, rng)
         logits, _ = D(torch.cat([real_aug, fake_aug.to(real_aug.dtype)]), torch.cat([labels_aug] * 2))
         real_logits, fake_logits = logits.float().chunk(2)
-        if self.relativistic:
+        if _segmenting(D):
+            loss, logs = losses.d_segmenting(real_logits, fake_logits, labels_aug, hole_aug)
+            ada.accumulate(losses.realness(real_logits).detach()[hole_aug >= 0.5])
+        elif self.relativistic:
             loss, logs = losses.d_relativistic(real_logits, fake_logits, hole_aug)
             inside = losses.hole_at(hole_aug, real_logits.shape[-2:]) >= 0.5
             ada.accumulate((real_logits - fake_logits).detach()[inside])
@@ -87,6 +93,8 @@ class Objective:
         real_aug, labels_aug, _ = ada(real, labels, hole, rng)
         real_aug = real_aug.detach().requires_grad_(True)
         logits, _ = D(real_aug, labels_aug)
+        if _segmenting(D):
+            logits = losses.realness(logits)  # per pixel; R1 on its sum
         loss, logs = losses.r1_penalty(logits, real_aug, self.r1_gamma)
         return loss * self.r1_interval, logs
 
@@ -108,7 +116,9 @@ class Objective:
         fake_aug, real_aug, labels_aug, hole_aug = augment_pair(ada, fake, real, labels, hole, rng)
         logits, features = D(torch.cat([fake_aug, real_aug.to(fake_aug.dtype)]), torch.cat([labels_aug] * 2))
         fake_logits, real_logits = logits.float().chunk(2)
-        if self.relativistic:
+        if _segmenting(D):
+            loss_adv, adv_logs = losses.g_segmenting(fake_logits, labels_aug, hole_aug)
+        elif self.relativistic:
             loss_adv, adv_logs = losses.g_relativistic(real_logits, fake_logits, hole_aug)
         else:
             loss_adv, adv_logs = losses.g_adversarial(fake_logits, hole_aug.float())
@@ -146,6 +156,11 @@ class Objective:
             terms.append(self.guide_weight * loss_guide)
             logs.update(guide_logs)
         return sum(terms), logs
+
+
+def _segmenting(D) -> bool:
+    """A segmenting (OASIS) discriminator: per-pixel classes instead of real/fake patch logits."""
+    return getattr(D, "segmenting", False)
 
 
 def augment_pair(

@@ -170,3 +170,62 @@ class PatchDiscriminator(nn.Module):
                 x.shape[1]
             )
         return logits, features  # [N, 1, h, w], list
+
+
+class SegmentingDiscriminator(nn.Module):
+    """OASIS-style discriminator (Schönfeld et al., ICLR 2021) that segments:
+    image -> (logits [N, K + 2, H, W], features).
+
+    Per pixel it reads one of K + 2 classes: channel FAKE (0) "painted by the generator",
+    BACKGROUND (1) real surface, and 2..K+1 the defect classes 1..K. Real pixels are trained
+    towards their label and painted ones towards FAKE; the generator is rewarded when the
+    pixels it painted in the mask of class k read as class k (losses.d_segmenting /
+    g_segmenting). So the adversarial question is exactly the product's: is this a defect of
+    the asked class, where it was asked for? The label maps are the target, not an input
+    (`labels` is accepted for the common interface and not used).
+
+    A U-Net: the PatchDiscriminator's stem and `n_layers` ResidualDownBlocks, then per scale
+    a nearest 2x upsampling, the encoder feature of that scale concatenated, a 3x3 conv and
+    lrelu, and a 1x1 conv to the K + 2 logits at full resolution. `features` are the encoder
+    blocks' outputs, for feature matching.
+    """
+
+    segmenting = True
+
+    def __init__(self, image_channels: int, num_classes: int, width: int = 64, n_layers: int = 3):
+        super().__init__()
+        if min(image_channels, num_classes, width, n_layers) < 1:
+            raise ValueError(
+                "need image_channels, num_classes, width, n_layers >= 1; got "
+                f"{image_channels}, {num_classes}, {width}, {n_layers}"
+            )
+        self.image_channels, self.num_classes = image_channels, num_classes
+        channels = [min(width * 2**i, 8 * width) for i in range(n_layers + 1)]
+        self.stem = nn.Sequential(
+            _conv(image_channels, width, 3, False, padding=1), nn.LeakyReLU(LEAKY_SLOPE)
+        )
+        self.blocks = nn.ModuleList(ResidualDownBlock(channels[i], channels[i + 1]) for i in range(n_layers))
+        self.up = nn.ModuleList(
+            nn.Sequential(
+                _conv(channels[i + 1] + channels[i], channels[i], 3, False, padding=1),
+                nn.LeakyReLU(LEAKY_SLOPE),
+            )
+            for i in reversed(range(n_layers))
+        )
+        self.to_logits = _conv(width, num_classes + 2, 1, False, gain=1.0)
+
+    def forward(self, image: Tensor, labels: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:
+        if image.ndim != 4 or image.shape[1] != self.image_channels:
+            raise ValueError(f"image must be [N, {self.image_channels}, H, W], got {tuple(image.shape)}")
+        x = self.stem(image)  # [N, w, H, W]
+        skips, features = [x], []
+        for block in self.blocks:
+            x = block(x)  # [N, c_i, H/2**i, W/2**i]
+            features.append(x)
+            skips.append(x)
+        skips.pop()  # the deepest is x itself
+        for up in self.up:
+            skip = skips.pop()
+            x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
+            x = up(torch.cat([x, skip], dim=1))
+        return self.to_logits(x), features  # [N, K + 2, H, W], list

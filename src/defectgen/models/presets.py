@@ -40,7 +40,7 @@ def _generator(width: int, n_blocks: int, style_dim: int, noise_channels: int = 
 
 
 def _discriminator(width: int, n_layers: int) -> DiscriminatorSpec:
-    return DiscriminatorSpec(width=width, n_layers=n_layers, conditioning="projection")
+    return DiscriminatorSpec(width=width, n_layers=n_layers, conditioning="projection", kind="patch")
 
 
 PRESETS: dict[str, ModelSpec] = {

@@ -18,10 +18,11 @@ import typing
 from dataclasses import dataclass
 
 from defectgen.errors import ConfigError
-from defectgen.models.discriminator import CONDITIONING, PatchDiscriminator
+from defectgen.models.discriminator import CONDITIONING, PatchDiscriminator, SegmentingDiscriminator
 from defectgen.models.generator import UPSAMPLING, FFCGenerator
 
 MAX_WIDTH, MAX_BLOCKS, MAX_LAYERS = 4096, 256, 12  # far beyond any sensible model; bound a typo
+DISCRIMINATOR_KINDS = ("patch", "segmenting")
 
 
 @dataclass(frozen=True)
@@ -53,19 +54,30 @@ class GeneratorSpec:
 
 @dataclass(frozen=True)
 class DiscriminatorSpec:
-    """Arguments of `PatchDiscriminator` besides the data's channels and classes."""
+    """Arguments of the discriminator besides the data's channels and classes."""
 
     width: int  # channels of the first layer; doubled per layer up to 8x
     n_layers: int  # stride-2 layers
-    conditioning: str  # how D sees the label maps: projection | input | none
+    conditioning: str  # how a patch D sees the label maps: projection | input | none
+    kind: str  # patch (real/fake per patch) | segmenting (OASIS: a class or "fake" per pixel)
 
-    def build(self, image_channels: int, num_classes: int) -> PatchDiscriminator:
-        return PatchDiscriminator(image_channels, num_classes, **dataclasses.asdict(self))
+    def build(self, image_channels: int, num_classes: int) -> PatchDiscriminator | SegmentingDiscriminator:
+        if self.kind == "segmenting":
+            return SegmentingDiscriminator(image_channels, num_classes, self.width, self.n_layers)
+        return PatchDiscriminator(
+            image_channels, num_classes, self.width, self.n_layers, conditioning=self.conditioning
+        )
 
     def check(self) -> None:
         _in_range("discriminator.width", self.width, 1, MAX_WIDTH)
         _in_range("discriminator.n_layers", self.n_layers, 1, MAX_LAYERS)
         _one_of("discriminator.conditioning", self.conditioning, CONDITIONING)
+        _one_of("discriminator.kind", self.kind, DISCRIMINATOR_KINDS)
+        if self.kind == "segmenting" and self.conditioning != "none":
+            raise ConfigError(
+                "model.discriminator.kind=segmenting reads the labels as its target, not as an input: "
+                "also set model.discriminator.conditioning=none"
+            )
 
 
 @dataclass(frozen=True)

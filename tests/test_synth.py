@@ -484,3 +484,49 @@ def test_a_failure_near_the_end_stops_the_run_instead_of_hanging(tiny_run, tmp_p
         synthesize(checkpoint, dataset, split, 4, tmp_path / "out", batch_size=1, background_source="free",
                    progress=False)  # fmt: skip
     assert time.time() - start < 60
+
+
+def _torchrun(processes: int, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [*command, "-m", "defectgen", *args], capture_output=True, text=True, timeout=300, env=env
+    )
+
+
+def test_torchrun_shares_the_items_and_writes_the_single_process_folder(tiny_run, tmp_path):
+    """Under torchrun with 2 CPU processes each paints its share (i % 2 == rank) and the folder
+    (images, masks, manifest, classes, contact sheet) is byte for byte the one a single process
+    writes with the same command; a second run finds nothing to do, and with --n raised it
+    paints only the new items."""
+    dataset, split, checkpoint, work = tiny_run
+    common = [
+        "synth", str(FIXTURE), "--checkpoint", str(checkpoint), "--split", str(work / "split.json"),
+        "--precision", "fp32", "--seed", "4", "--background-source", "free",
+    ]  # fmt: skip
+    single = subprocess.run(
+        [sys.executable, "-m", "defectgen", *common, "--n", "9", "--out", str(tmp_path / "single")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert single.returncode == 0, single.stderr[-2000:]
+    shared = _torchrun(2, *common, "-n", "7", "--out", str(tmp_path / "shared"))  # torchrun owns --n
+    assert shared.returncode == 0, shared.stderr[-3000:]
+    again = _torchrun(2, *common, "-n", "9", "--out", str(tmp_path / "shared"))  # resume, 2 more
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _files(tmp_path / "shared") == _files(tmp_path / "single")
+    records = [json.loads(line) for line in (tmp_path / "shared" / "manifest.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in records] == list(range(9))
+
+
+def test_torchrun_failure_on_one_process_stops_all(tiny_run, tmp_path):
+    """Rank 0 refusing the folder (another run's) is heard by every process: no hang, no files."""
+    dataset, split, checkpoint, work = tiny_run
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    result = _torchrun(
+        2, "synth", str(FIXTURE), "--checkpoint", str(checkpoint), "--split", str(work / "split.json"),
+        "-n", "4", "--out", str(tmp_path / "busy"), "--background-source", "free",
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "not empty and holds no defectgen images" in result.stderr + result.stdout
+    assert sorted(p.name for p in (tmp_path / "busy").iterdir()) == [".lock", "notes.txt"]

@@ -286,7 +286,14 @@ def synth(
     split_path: Annotated[
         Path, typer.Option("--split", help="Split file: backgrounds and masks come from its training half.")
     ],
-    n: Annotated[int, typer.Option("--n", help="Number of synthetic images.")],
+    n: Annotated[
+        int,
+        typer.Option(
+            "--n",
+            "-n",
+            help="Number of synthetic images (under torchrun write -n: torchrun reads --n as its own option).",
+        ),
+    ],
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder (resumable: run again to finish).")],
     classes: Annotated[str | None, typer.Option(help="Only these class ids, e.g. 1,3.")] = None,
     mask_source: Annotated[str, typer.Option(help="real | shapes | folder:PATH | mix.")] = "real",

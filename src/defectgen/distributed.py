@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from defectgen.errors import ConfigError
+from defectgen.errors import ConfigError, DefectgenError
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,55 @@ def average_gradients(module: nn.Module, context: Context) -> None:
         count = p.grad.numel()
         p.grad.copy_(flat[offset : offset + count].view_as(p.grad))
         offset += count
+
+
+def on_main(context: Context, work):
+    """`work()` on rank 0; every rank gets its result, or raises its error (a `DefectgenError` as
+    it was, anything else as a DefectgenError naming it). One process: just `work()`."""
+    if context.world_size == 1:
+        return work()
+    payload: list = [None]
+    failure = None
+    if context.is_main:
+        try:
+            payload = [("ok", work())]
+        except Exception as err:  # noqa: BLE001 - every rank must hear of it, or the others wait forever
+            failure = err
+            payload = [("error", _portable(err))]
+    dist.broadcast_object_list(payload, src=0)
+    kind, value = payload[0]
+    if failure is not None:
+        raise failure
+    if kind == "error":
+        raise value
+    return value
+
+
+def settle(context: Context, error: BaseException | None) -> None:
+    """Wait for every rank to finish its share; raise on every rank when any failed (its own
+    error where it failed, one naming the failed ranks elsewhere)."""
+    if context.world_size == 1:
+        if error is not None:
+            raise error
+        return
+    outcomes: list = [None] * context.world_size
+    dist.all_gather_object(outcomes, None if error is None else f"{type(error).__name__}: {error}")
+    if error is not None:
+        raise error
+    failed = [f"rank {rank}: {message}" for rank, message in enumerate(outcomes) if message]
+    if failed:
+        raise DefectgenError(f"{'; '.join(failed)}; run the same command again to finish the work")
+
+
+def _portable(err: Exception) -> Exception:
+    from defectgen.errors import DefectgenError
+
+    if isinstance(err, DefectgenError):
+        try:
+            return type(err)(str(err))
+        except TypeError:
+            pass
+    return DefectgenError(f"rank 0: {type(err).__name__}: {err}")
 
 
 def barrier(context: Context) -> None:

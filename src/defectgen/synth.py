@@ -43,6 +43,7 @@ real texture; the label is the pasted mask; `painted` records the band and rim.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import io
@@ -69,7 +70,7 @@ from defectgen.data.dataset import IMAGE_SUFFIXES, DefectDataset
 from defectgen.data.imageio import read_image
 from defectgen.data.rle import decode, encode
 from defectgen.data.split import Split
-from defectgen.distributed import parse_device, resolve_bf16
+from defectgen.distributed import Context, init, on_main, parse_device, resolve_bf16, settle
 from defectgen.errors import ConfigError, DataError, DefectgenError
 from defectgen.fileio import file_digest, read_text, write_atomic
 from defectgen.masks import build_mask_source
@@ -154,7 +155,9 @@ def synthesize(
     if not 1 <= attempts <= 100 or (attempts > 1 and judge is None):
         raise ConfigError(f"--attempts must be in 1..100 and needs --judge above 1, got {attempts}")
     _check_mode(mode, mask_source, band, rim)
-    device = parse_device(str(device))
+    context = init(str(device)) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+    context = context or Context(rank=0, world_size=1, device=parse_device(str(device)))
+    device = context.device
     use_bf16 = resolve_bf16(precision, device)
     G, trained_classes, channels, config = load_generator(checkpoint, device)
     G = G.to(memory_format=torch.channels_last)  # NHWC: faster convolutions (benchmarks/RESULTS.md)
@@ -227,32 +230,38 @@ def synthesize(
         ),
     }
     out_dir = Path(out_dir)
-    with _locked(out_dir):
-        records = _prepare(out_dir, params, n)
-        todo = [i for i in range(n) if i not in records]
+    # Under torchrun each process paints items i with i % world_size == rank (an item is a
+    # function of (seed, i) alone); rank 0 holds the lock, prepares the folder and finishes it.
+    with _locked(out_dir) if context.is_main else contextlib.nullcontext():
+        done = on_main(context, lambda: sorted(_prepare(out_dir, params, n)))
+        todo = [i for i in range(n) if i not in set(done) and i % context.world_size == context.rank]
         suffix = ".jpg" if fmt == "severstal" else ".png"
-        with Progress(disable=not progress, transient=False) as bar:
-            task = bar.add_task("synthesizing", total=n, completed=n - len(todo))
+        error = None
+        try:
+            with Progress(disable=not (progress and context.is_main), transient=False) as bar:
+                task = bar.add_task("synthesizing", total=len(todo))
 
-            def written(record):  # in a writer thread, once the item's files are in place
-                _append_manifest(out_dir, record)
-                records[record["index"]] = record
-                bar.advance(task)
+                def written(record):  # in a writer thread, once the item's files are in place
+                    _append_manifest(out_dir, record)
+                    bar.advance(task)
 
-            batches = _batches(todo, backgrounds, draw, classes, seed, batch_size, severity_of)
-            with _Writer(written) as writer:
-                for batch in prefetched(batches, PREFETCH_BATCHES):
-                    painted = paint(batch)
-                    if judge_model is not None:
-                        batch, painted = _judged(
-                            batch, painted, judge_model, attempts,
-                            lambda i, a: _item(i, a, backgrounds, draw, classes, seed, severity_of), paint,
-                        )  # fmt: skip
-                    for item, (image, region) in zip(batch, painted, strict=True):
-                        writer.submit(
-                            _write_item, out_dir, item, image, region, fmt, suffix, mask_source, seed
-                        )
-        return _finish(out_dir, records, fmt, dataset, n, params)
+                def redraw(index, attempt):  # item `index` drawn again, for the judge
+                    return _item(index, attempt, backgrounds, draw, classes, seed, severity_of)
+
+                batches = _batches(todo, backgrounds, draw, classes, seed, batch_size, severity_of)
+                with _Writer(written) as writer:
+                    for batch in prefetched(batches, PREFETCH_BATCHES):
+                        painted = paint(batch)
+                        if judge_model is not None:
+                            batch, painted = _judged(batch, painted, judge_model, attempts, redraw, paint)
+                        for item, (image, region) in zip(batch, painted, strict=True):
+                            writer.submit(
+                                _write_item, out_dir, item, image, region, fmt, suffix, mask_source, seed
+                            )
+        except Exception as err:  # noqa: BLE001 - the other processes must hear of it (settle)
+            error = err
+        settle(context, error)
+        return on_main(context, lambda: _finish(out_dir, _complete(out_dir, n), fmt, dataset, n, params))
 
 
 def read_manifest(synth_dir: Path) -> dict[str, dict]:
@@ -843,17 +852,25 @@ def _prepare(out_dir: Path, params: dict, n: int) -> dict[int, dict]:
     claim_output(out_dir, params)
     for leftover in out_dir.rglob(".*.tmp*"):
         leftover.unlink(missing_ok=True)
-    records = _read_manifest(out_dir)
-    too_many = [i for i in records if i >= n]
+    too_many = [i for i in _read_manifest(out_dir) if i >= n]
     if too_many:
         raise DataError(
             f"{out_dir} already holds {max(too_many) + 1} items, more than --n {n}; use a larger --n"
         )
-    for index, record in list(records.items()):
-        files = [record["image"]] + ([record["mask"]] if record.get("mask") else [])
-        if not all((out_dir / f).is_file() for f in files):
-            del records[index]
-    return records
+    return _complete(out_dir, n)
+
+
+def _complete(out_dir: Path, n: int) -> dict[int, dict]:
+    """The manifest's records of items < n whose files are all in place (every process's)."""
+    return {
+        index: record
+        for index, record in _read_manifest(out_dir).items()
+        if index < n
+        and all(
+            (out_dir / f).is_file()
+            for f in [record["image"]] + ([record["mask"]] if record.get("mask") else [])
+        )
+    }
 
 
 def _read_manifest(out_dir: Path) -> dict[int, dict]:
@@ -904,12 +921,17 @@ def _write_item(out_dir, item, image, painted, fmt, suffix, mask_source, seed) -
 
 
 def _append_manifest(out_dir: Path, record: dict) -> None:
+    """One line, in one O_APPEND write: processes of a torchrun synthesis append side by side."""
     path = out_dir / MANIFEST
+    line = (json.dumps(record) + "\n").encode()
     try:
-        with open(path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            if os.write(fd, line) != len(line):
+                raise OSError(errno.EIO, "short write")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     except OSError as err:
         raise _write_error(path, err) from err
 

@@ -545,3 +545,37 @@ def test_synthetic_crops_follow_the_schedule(bench):
     assert len(sampler.batch(4)[0]) == 6  # first half of training: 4 real + 2 synthetic
     assert len(sampler.batch(5)[0]) == 4  # second half: the real crops alone
     assert torch.equal(sampler.batch(5)[0], arm_sampler(ctx, parse_arm("real", ()), seed=0).batch(5)[0])
+
+
+def test_torchrun_shares_the_runs_and_gives_the_single_process_results(bench, tmp_path):
+    """Under torchrun with 2 CPU processes the (arm, seed) runs are shared out (unfiltered arms
+    first, then the filtered ones, whose judge is among the first); the results are those of one
+    process running the same command, value for value (wall-clock seconds aside)."""
+    import os
+    import subprocess
+    import sys
+
+    _, _, checkpoint, work = bench
+    args = [
+        "evaluate", str(work / "data"), "--split", str(work / "split.json"),
+        "--synthetic", f"tiles={work / 'synth'}", "--out", None, "--seeds", "2", "--steps", "3",
+        "--size", "32", "--batch-size", "4", "--arms", "real,oversample,real+tiles,oversample+tiles:filtered",
+        "--precision", "fp32",
+    ]  # fmt: skip
+    at = args.index(None)
+    single = [*args[:at], str(tmp_path / "single"), *args[at + 1 :]]
+    assert main(single) == 0
+    shared = [*args[:at], str(tmp_path / "shared"), *args[at + 1 :]]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    result = subprocess.run(
+        [*launcher, "-m", "defectgen", *shared], capture_output=True, text=True, timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    one = json.loads((tmp_path / "single" / "results.json").read_text())
+    two = json.loads((tmp_path / "shared" / "results.json").read_text())
+    assert _timeless(two["runs"]) == _timeless(one["runs"])
+    assert two["paired"] == one["paired"] and two["label_filter"] == one["label_filter"]
+    assert sorted(p.name for p in (tmp_path / "shared" / "runs").glob("*.json")) == sorted(
+        p.name for p in (tmp_path / "single" / "runs").glob("*.json")
+    )

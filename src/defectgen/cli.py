@@ -386,6 +386,8 @@ def synth(
         band=band,
         rim=rim,
     )
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for all
+        return
     out.print(
         f"{summary['items']} images in {summary['out']} (per class: {summary['images_per_class']}); "
         f"contact sheet {summary['contact_sheet']}"
@@ -513,6 +515,8 @@ def evaluate(
         checkpoint=checkpoint,
         split_file=split_path,
     )
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for all
+        return
     out.print(results_table(results))
     claim = results.get("claim")
     if claim:

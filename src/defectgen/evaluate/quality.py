@@ -125,7 +125,10 @@ def kid(features: nn.Module, real: torch.Tensor, synthetic: torch.Tensor, subset
     subset_size = int(min(len(real), len(synthetic), 100))
     if subset_size < 2:
         return {"value": None, "std": None, "reason": "too few crops"}
-    metric = KernelInceptionDistance(feature=features, subsets=subsets, subset_size=subset_size)
+    # sync_on_compute off: this process holds every crop (under torchrun only rank 0 gets here)
+    metric = KernelInceptionDistance(
+        feature=features, subsets=subsets, subset_size=subset_size, sync_on_compute=False
+    )
     metric.update(real, real=True)
     metric.update(synthetic, real=False)
     mean, std = metric.compute()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import os
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -31,6 +32,7 @@ import torch
 from rich.progress import track
 
 import defectgen
+from defectgen import distributed
 from defectgen.data import SeverstalDataset, open_dataset
 from defectgen.data.dataset import DefectDataset
 from defectgen.data.split import Split, stratify
@@ -110,7 +112,10 @@ def evaluate(
             "use a larger --label-fraction or a larger training half"
         )
     out_dir = Path(out_dir)
-    _claim_folder(out_dir)
+    group = distributed.init("cpu") if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+    group = group or distributed.Context(rank=0, world_size=1, device=torch.device("cpu"))
+    distributed.on_main(group, lambda: _claim_folder(out_dir))
+    progress = progress and group.is_main
     use_bf16 = resolve_bf16(config.precision, torch.device("cpu"))
     context = {
         "dataset": dataset.fingerprint(),
@@ -125,11 +130,16 @@ def evaluate(
     selection = None
     steps = config.steps
     if steps is None:
-        key = _key(config, context, "selection")
-        selection = _load_json(out_dir / "runs" / "step_selection.json", key)
-        if selection is None:
-            selection = _select_steps(ctx)
-            _save_json(out_dir / "runs" / "step_selection.json", {**selection, "key": key})
+
+        def select() -> dict:
+            key = _key(config, context, "selection")
+            chosen = _load_json(out_dir / "runs" / "step_selection.json", key)
+            if chosen is None:
+                chosen = _select_steps(ctx)
+                _save_json(out_dir / "runs" / "step_selection.json", {**chosen, "key": key})
+            return chosen
+
+        selection = distributed.on_main(group, select)
         steps = int(selection["chosen"])
     ctx.steps = steps
 
@@ -139,99 +149,147 @@ def evaluate(
     order = sorted(arms, key=lambda a: (a.name != "real", any(s.endswith(FILTERED) for s in a.sets)))
     if needs_judge and "real" not in [a.name for a in arms]:
         order.insert(0, Arm("real", "real"))
-    runs: dict[tuple[str, int], dict] = {}
-    arrays: dict[tuple[str, int], dict] = {}
-    filters: dict[str, dict] = {}
-    for arm in order:
-        for name in arm.sets:
-            if name.endswith(FILTERED) and name not in filters:
-                judge = runs[("real", judge_seed)]
-                filters[name] = _label_filter(
-                    ctx, name.removesuffix(FILTERED), judge, out_dir, context, set_prints
-                )
-        seeds = config.seeds if arm in arms else [judge_seed]
-        for seed in seeds:
-            record_key = _key(
-                config,
-                context,
-                arm.name,
-                steps=steps,
-                seed=seed,
-                definition=arm.describe(),
-                sets={n: set_prints[n] for n in arm.set_names},
-                kept={n: filters[n]["kept"] for n in arm.sets if n in filters},
-            )
-            name = f"{arm.name}_s{seed}"
-            record = _load_json(out_dir / "runs" / f"{name}.json", record_key)
-            if record is None or not (out_dir / "runs" / f"{name}.npz").exists():
-                record = _train_and_score(ctx, arm, seed, filters, out_dir / "runs", name)
-                _save_json(out_dir / "runs" / f"{name}.json", {**record, "key": record_key})
-            runs[(arm.name, seed)] = {k: v for k, v in record.items() if k != "key"}
-            with np.load(out_dir / "runs" / f"{name}.npz") as data:
-                arrays[(arm.name, seed)] = {k: data[k] for k in data.files}
+    jobs = [(arm, seed) for arm in order for seed in (config.seeds if arm in arms else [judge_seed])]
+    runs_dir = out_dir / "runs"
 
-    arm_names = [a.name for a in arms]
-    judge_record = runs.get(("real", judge_seed))
-    quality_results, figures = (
-        _quality(ctx, used_sets, checkpoint, out_dir, judge_record) if config.quality_samples else ({}, {})
-    )
-    results = {
-        "format": FORMAT,
-        "created": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "versions": _versions(),
-        "dataset": dataset.spec,
-        "classes": dataset.classes.to_json(),
-        "split": {
-            "file": str(split_file) if split_file else None,
-            "seed": split.seed,
-            "test_fraction": split.test_fraction,
-            "label_fraction": split.label_fraction,
-            "train_images": len(train_indices),
-            "fit_images": len(fit),
-            "validation_images": len(validation),
-            "test_images": len(test_indices),
-            "test_images_per_class": {
-                dataset.classes.name(k): sum(1 for i in test_indices if k in dataset.items[i].class_ids)
-                for k in dataset.classes.ids
+    def keyed(arm: Arm, seed: int, filters: dict) -> tuple[str, str]:
+        """(file stem, key) of one run: the key holds everything that changes it."""
+        key = _key(
+            config,
+            context,
+            arm.name,
+            steps=steps,
+            seed=seed,
+            definition=arm.describe(),
+            sets={n: set_prints[n] for n in arm.set_names},
+            kept={n: filters[n]["kept"] for n in arm.sets if n in filters},
+        )
+        return f"{arm.name}_s{seed}", key
+
+    def run(arm: Arm, seed: int, filters: dict) -> dict:
+        """The (arm, seed) run: from its saved files under the same key, else trained now."""
+        name, key = keyed(arm, seed, filters)
+        record = _load_json(runs_dir / f"{name}.json", key)
+        if record is None or not (runs_dir / f"{name}.npz").exists():
+            record = _train_and_score(ctx, arm, seed, filters, runs_dir, name)
+            _save_json(runs_dir / f"{name}.json", {**record, "key": key})
+        return record
+
+    def filters_for(arm_list, judge: dict | None, filters: dict) -> dict:
+        """`filters` with those of the filtered sets `arm_list` uses added (real arm as judge)."""
+        for arm in arm_list:
+            for name in arm.sets:
+                if name.endswith(FILTERED) and name not in filters:
+                    filters[name] = _label_filter(
+                        ctx, name.removesuffix(FILTERED), judge, out_dir, context, set_prints
+                    )
+        return filters
+
+    if group.world_size > 1:
+        # Under torchrun: the processes share the runs, unfiltered ones first (the judge of the
+        # filtered sets is among them), then the filtered ones; rank 0 then gathers them below.
+        unfiltered = [(a, s) for a, s in jobs if not any(n.endswith(FILTERED) for n in a.sets)]
+        filtered = [(a, s) for a, s in jobs if (a, s) not in unfiltered]
+
+        def judged_filters() -> dict:  # on rank 0, once the judge (real arm, first seed) is saved
+            judge = json.loads((runs_dir / f"real_s{judge_seed}.json").read_text())
+            return filters_for([arm for arm, _ in filtered], judge, {})
+
+        shared_filters: dict[str, dict] = {}
+        for phase in (unfiltered, filtered):
+            if phase is filtered and filtered:
+                shared_filters = distributed.on_main(group, judged_filters)
+            error = None
+            try:
+                for j, (arm, seed) in enumerate(phase):
+                    if j % group.world_size == group.rank:
+                        run(arm, seed, shared_filters)
+            except Exception as err:  # noqa: BLE001 - the other processes must hear of it
+                error = err
+            distributed.settle(group, error)
+
+    def gather() -> dict:
+        runs: dict[tuple[str, int], dict] = {}
+        arrays: dict[tuple[str, int], dict] = {}
+        filters: dict[str, dict] = {}
+        for arm, seed in jobs:
+            filters_for([arm], runs.get(("real", judge_seed)), filters)
+            record = run(arm, seed, filters)
+            runs[(arm.name, seed)] = {k: v for k, v in record.items() if k != "key"}
+            with np.load(runs_dir / f"{arm.name}_s{seed}.npz") as data:
+                arrays[(arm.name, seed)] = {k: data[k] for k in data.files}
+        return _results(runs, arrays, filters)
+
+    def _results(runs: dict, arrays: dict, filters: dict) -> dict:
+        """results.json from every run (written, and returned)."""
+        arm_names = [a.name for a in arms]
+        judge_record = runs.get(("real", judge_seed))
+        quality_results, figures = (
+            _quality(ctx, used_sets, checkpoint, out_dir, judge_record)
+            if config.quality_samples
+            else ({}, {})
+        )
+        results = {
+            "format": FORMAT,
+            "created": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "versions": _versions(),
+            "dataset": dataset.spec,
+            "classes": dataset.classes.to_json(),
+            "split": {
+                "file": str(split_file) if split_file else None,
+                "seed": split.seed,
+                "test_fraction": split.test_fraction,
+                "label_fraction": split.label_fraction,
+                "train_images": len(train_indices),
+                "fit_images": len(fit),
+                "validation_images": len(validation),
+                "test_images": len(test_indices),
+                "test_images_per_class": {
+                    dataset.classes.name(k): sum(1 for i in test_indices if k in dataset.items[i].class_ids)
+                    for k in dataset.classes.ids
+                },
             },
-        },
-        "synthetic": {
-            name: {
-                "path": str(synthetic[name]),
-                "images": len(sets[name]),
-                "fingerprint": set_prints[name],
-                "mask_source": _synth_params(synthetic[name]).get("mask_source"),
-            }
-            for name in synthetic
-        },
-        "config": {
-            **asdict(config),
-            "steps": steps,
-            "loss": "BCE + Dice (multilabel) over valid pixels (synthetic seams ignored), AdamW, "
-            "one-cycle LR",
-            "std": "sample standard deviation over seeds (ddof 1)",
-            "interval": "t over seeds (df S-1); se^2 = per-seed sd^2 / S + test-image se^2",
-            "post_processing": {"thresholds": list(THRESHOLDS), "min_areas": list(MIN_AREAS)},
-            "training_data": "the fit part of the training half; its validation part chooses steps and "
-            "post-processing; the test half only scores",
-        },
-        "arm_descriptions": {arm.name: arm.describe() for arm in arms},
-        "step_selection": None if selection is None else {k: v for k, v in selection.items() if k != "key"},
-        "runs": [runs[(a, s)] for a in arm_names for s in config.seeds],
-        "summary": _summary(runs, arm_names, config.seeds, dataset),
-        "paired": {
-            arm: _paired(arrays, arm, "real", config.seeds)
-            for arm in arm_names
-            if arm != "real" and "real" in arm_names
-        },
-        "noise_floor": _noise_floor(arrays, arm_names, config.seeds),
-        "claim": _claim(arms, runs, arrays, config.seeds),
-        "label_filter": filters,
-        "quality": quality_results,
-        "figures": figures,
-    }
-    _save_json(out_dir / "results.json", results)
-    return results
+            "synthetic": {
+                name: {
+                    "path": str(synthetic[name]),
+                    "images": len(sets[name]),
+                    "fingerprint": set_prints[name],
+                    "mask_source": _synth_params(synthetic[name]).get("mask_source"),
+                }
+                for name in synthetic
+            },
+            "config": {
+                **asdict(config),
+                "steps": steps,
+                "loss": "BCE + Dice (multilabel) over valid pixels (synthetic seams ignored), AdamW, "
+                "one-cycle LR",
+                "std": "sample standard deviation over seeds (ddof 1)",
+                "interval": "t over seeds (df S-1); se^2 = per-seed sd^2 / S + test-image se^2",
+                "post_processing": {"thresholds": list(THRESHOLDS), "min_areas": list(MIN_AREAS)},
+                "training_data": "the fit part of the training half; its validation part chooses steps and "
+                "post-processing; the test half only scores",
+            },
+            "arm_descriptions": {arm.name: arm.describe() for arm in arms},
+            "step_selection": None
+            if selection is None
+            else {k: v for k, v in selection.items() if k != "key"},
+            "runs": [runs[(a, s)] for a in arm_names for s in config.seeds],
+            "summary": _summary(runs, arm_names, config.seeds, dataset),
+            "paired": {
+                arm: _paired(arrays, arm, "real", config.seeds)
+                for arm in arm_names
+                if arm != "real" and "real" in arm_names
+            },
+            "noise_floor": _noise_floor(arrays, arm_names, config.seeds),
+            "claim": _claim(arms, runs, arrays, config.seeds),
+            "label_filter": filters,
+            "quality": quality_results,
+            "figures": figures,
+        }
+        _save_json(out_dir / "results.json", results)
+        return results
+
+    return distributed.on_main(group, gather)
 
 
 class EvalContext:

@@ -73,13 +73,14 @@ def _stroke(shape=(48, 80)) -> np.ndarray:
     return mask
 
 
-def _generate(client, background, mask, class_id=1, seed=3, draws=2) -> dict:
+def _generate(client, background, mask, class_id=1, seed=3, draws=2, severity=None) -> dict:
     body = {
         "background": background,
         "class_id": class_id,
         "seed": seed,
         "draws": draws,
         "mask": _png_url(mask),
+        **({} if severity is None else {"severity": severity}),
     }
     response = client.post("/api/generate", json=body)
     assert response.status_code == 200, response.text
@@ -150,6 +151,33 @@ def test_same_seed_same_picture_as_synth_paints(client, run):
     assert state["results"][0]["image"] == expected
 
 
+def test_severity_is_painted_as_synth_paints_it_and_recorded(client, run):
+    """The severity control: what `paint_one(..., severity=s)` paints, kept with its severity."""
+    import contextlib
+
+    from defectgen.checkpoint import load_generator
+    from defectgen.synth import paint_one, png_bytes
+
+    dataset, _, checkpoint, _ = run
+    assert client.get("/api/info").json()["severity"] is True
+    background = client.get("/api/info").json()["backgrounds"][1]["id"]
+    faint = _generate(client, background, _stroke(), class_id=1, seed=7, draws=1, severity=0.0)
+    strong = _generate(client, background, _stroke(), class_id=1, seed=7, draws=1, severity=1.0)
+    assert faint["results"][0]["image"] != strong["results"][0]["image"]
+    G, _, _, config = load_generator(checkpoint)
+    masks = np.zeros((2, 48, 80), bool)
+    masks[0] = _stroke()
+    image = dataset.load_image(dataset.index_of(background.partition(":")[2]))
+    radius = max(0, config.max_dilation // 2)
+    painted, _ = paint_one(G, image, masks, 7, radius, "cpu", contextlib.nullcontext(), severity=1.0)
+    assert (
+        strong["results"][0]["image"]
+        == "data:image/png;base64," + base64.b64encode(png_bytes(painted)).decode()
+    )
+    record = client.post("/api/keep", json={"job": strong["job"], "draw": 0}).json()
+    assert record["severity"] == [[1, 1.0]]
+
+
 @pytest.mark.parametrize(
     "change, status, message",
     [
@@ -163,6 +191,11 @@ def test_same_seed_same_picture_as_synth_paints(client, run):
         ({"draws": 0}, 400, "draws must be"),
         ({"draws": 9}, 400, "draws must be"),
         ({"seed": -1}, 400, "seed must be"),
+        ({"severity": 1.5}, 400, "severity must be in 0..1"),
+        ({"severity": "nan"}, 400, "severity must be in 0..1"),
+        ({"severity": "high"}, 400, "expected a number"),
+        ({"severity": True}, 400, "expected a number"),
+        ({"severity": [0.5]}, 400, "expected a number"),
         ({"mask": _png_url(np.zeros((10000, 20000), bool))}, 400, "not a readable PNG"),
     ],
 )

@@ -93,7 +93,9 @@ def create_app(session: StudioSession, token: str) -> Starlette:
         class_id, seed, draws = (
             _int(body.get(k, d)) for k, d in (("class_id", None), ("seed", 0), ("draws", 1))
         )
-        job = await run_in_threadpool(session.start, key, mask, class_id, seed, draws)
+        severity = body.get("severity")
+        severity = None if severity is None else _number(severity)
+        job = await run_in_threadpool(session.start, key, mask, class_id, seed, draws, severity)
         return JSONResponse({"job": job})
 
     async def job(request: Request) -> Response:
@@ -160,6 +162,15 @@ def _int(value) -> int:
         return int(value)
     except (TypeError, ValueError, OverflowError):
         raise StudioError(f"expected an integer, got {str(value)[:40]!r}") from None
+
+
+def _number(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise StudioError(f"expected a number, got {str(value)[:40]!r}")
+    try:
+        return float(value)
+    except (ValueError, OverflowError):
+        raise StudioError(f"expected a number, got {str(value)[:40]!r}") from None
 
 
 def _data_url(value) -> bytes:

@@ -65,6 +65,7 @@ class Job:
     seeds: list[int]
     masks: np.ndarray  # bool [K, H, W]: the label (a training background's own defects included)
     hole: np.ndarray | None = None  # bool [H, W] to repaint; None: the masks dilated
+    severity: float | None = None  # the new defect's severity in [0, 1]; None: the generator's default
     results: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (image, region)
     pictures: list[str] = field(default_factory=list)  # each result as a PNG data URL, for the page
     error: str | None = None
@@ -141,6 +142,7 @@ class StudioSession:
             "backgrounds": [{"id": key, "name": key.partition(":")[2]} for key in self._backgrounds],
             "background_note": self.background_note,
             "max_draws": MAX_DRAWS,
+            "severity": bool(self.G.severity),  # the generator takes a severity (defectgen.severity)
             "hole_dilation": self.hole_radius,
             "out": str(self.writer.out_dir),
             "kept": self.writer.count(),
@@ -197,9 +199,17 @@ class StudioSession:
 
     # --- generation --------------------------------------------------------------------------
 
-    def start(self, key: str, mask: np.ndarray, class_id: int, seed: int, draws: int) -> str:
-        """Queue a job painting `mask` (bool [H, W]) as `class_id`, `draws` seeds from `seed`."""
+    def start(
+        self, key: str, mask: np.ndarray, class_id: int, seed: int, draws: int, severity: float | None = None
+    ) -> str:
+        """Queue a job painting `mask` (bool [H, W]) as `class_id`, `draws` seeds from `seed`, at
+        `severity` (None: the generator's default, the median)."""
         self._check_class(class_id)
+        if severity is not None:
+            if not self.G.severity:
+                raise StudioError("this generator was trained without severity; leave severity unset")
+            if not 0.0 <= severity <= 1.0:  # NaN fails too
+                raise StudioError(f"severity must be in 0..1, got {severity}")
         if not 1 <= draws <= MAX_DRAWS:
             raise StudioError(f"draws must be 1..{MAX_DRAWS}, got {draws}")
         if not 0 <= seed <= 2**31 - MAX_DRAWS:
@@ -226,7 +236,7 @@ class StudioSession:
             hole = hole_of(masks, self.hole_radius)[0] > 0
             hole &= ~existing.any(axis=0)
             masks |= existing
-        job = Job(key, class_id, list(range(seed, seed + draws)), masks, hole)
+        job = Job(key, class_id, list(range(seed, seed + draws)), masks, hole, severity=severity)
         job_id = uuid.uuid4().hex[:12]
         with self._state_lock:
             if len(self._jobs) >= MAX_JOBS:
@@ -253,8 +263,9 @@ class StudioSession:
             for seed in job.seeds:
                 with self._generator_lock:
                     result = paint_one(
-                        self.G, image, job.masks, seed, self.hole_radius, self.device, amp, hole=job.hole
-                    )
+                        self.G, image, job.masks, seed, self.hole_radius, self.device, amp,
+                        hole=job.hole, severity=job.severity,
+                    )  # fmt: skip
                 job.results.append(result)
                 job.pictures.append(
                     "data:image/png;base64," + base64.b64encode(png_bytes(result[0])).decode()
@@ -271,7 +282,9 @@ class StudioSession:
             if draw in job.kept:
                 return {"image": job.kept[draw], "again": True}
             image, region = job.results[draw]
-            record = self.writer.keep(image, job.masks, region, job.background, job.seeds[draw])
+            record = self.writer.keep(
+                image, job.masks, region, job.background, job.seeds[draw], (job.class_id, job.severity)
+            )
             job.kept[draw] = record["image"]
         return record
 
@@ -325,8 +338,16 @@ class KeptWriter:
         return len(self._records())
 
     def keep(
-        self, image: np.ndarray, masks: np.ndarray, region: np.ndarray, background: str, seed: int
+        self,
+        image: np.ndarray,
+        masks: np.ndarray,
+        region: np.ndarray,
+        background: str,
+        seed: int,
+        severity: tuple[int, float | None] = (0, None),
     ) -> dict:
+        """Write one kept result; `severity` is (class id, severity) of the new defect, recorded
+        as synth records it when the severity was set."""
         from defectgen.synth import png_bytes
 
         with self._lock, self._locked():
@@ -355,6 +376,8 @@ class KeptWriter:
                 "painted": encode(region),
                 "painted_pixels": int(region.sum()),
             }
+            if severity[1] is not None:
+                record["severity"] = [[int(severity[0]), round(float(severity[1]), 4)]]
             index_mask = np.zeros(masks.shape[1:], dtype=np.uint8)
             for k in present:
                 index_mask[masks[k - 1]] = k

@@ -147,6 +147,7 @@ const studio = (() => {
       class_id: Number($("class").value),
       seed: Number($("seed").value),
       draws: Number($("draws").value),
+      severity: $("severity-on").checked ? Number($("severity").value) : null,
       mask: maskDataURL(),
     };
     const outline = outlineOf(data, maskCanvas.width, maskCanvas.height);
@@ -272,6 +273,9 @@ const studio = (() => {
     for (const item of info.backgrounds) $("background").add(new Option(item.name, item.id));
     $("background-note").textContent = `${info.backgrounds.length} ${info.background_note}`;
     $("draws").max = info.max_draws;
+    $("severity-control").hidden = !info.severity;
+    $("severity-on").addEventListener("change", () => ($("severity").disabled = !$("severity-on").checked));
+    $("severity").addEventListener("input", () => ($("severity-value").textContent = Number($("severity").value).toFixed(2)));
     $("background").addEventListener("change", guard(() => loadBackground($("background").value)));
     $("upload").addEventListener("change", guard(() => $("upload").files[0] && upload($("upload").files[0])));
     $("brush").addEventListener("input", () => ($("brush-size").textContent = $("brush").value));

@@ -140,7 +140,7 @@ def test_hostile_checkpoint_runs_no_code(tmp_path):
     assert not marker.exists()
 
 
-FIRST_DECODER = {"resolution": 32, "generator": {"upsampling": "transposed"}}
+FIRST_DECODER = {"resolution": 32, "generator": {"upsampling": "transposed", "severity": False}}  # as then
 
 
 def test_resume_of_a_run_from_before_model_specs_names_its_values(tiny, tmp_path):
@@ -153,7 +153,9 @@ def test_resume_of_a_run_from_before_model_specs_names_its_values(tiny, tmp_path
     del old["model"]
     old.update(resolution=32, d_conditioning="projection", d_stem_layers=1)  # as such runs wrote it
     (run / "config.yaml").write_text(yaml.safe_dump(old))
-    message = "The run's values: --set model.generator.upsampling=transposed"
+    message = (
+        "The run's values: --set model.generator.severity=false --set model.generator.upsampling=transposed"
+    )
     with pytest.raises(ConfigError, match=message):
         train(dataset, split, _config(steps=2), run, resume=True, progress=False)
     train(dataset, split, _config(steps=2, model=FIRST_DECODER), run, resume=True, progress=False)

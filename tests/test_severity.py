@@ -210,3 +210,20 @@ def test_severity_is_refused_where_it_cannot_apply(runs):
     )
     assert "severity" not in json.loads((work / "plain_out" / "synth.json").read_text())
     assert all("severity" not in r for r in read_manifest(work / "plain_out").values())
+
+
+def test_on_labelled_backgrounds_only_new_defects_get_a_severity(runs):
+    """A defect image's own defects are not repainted: the manifest lists one severity per new
+    defect component, none for the old ones."""
+    from defectgen.severity import components
+
+    dataset, split, checkpoint, _, work = runs
+    out = work / "labelled"
+    synthesize(checkpoint, dataset, split, 4, out, seed=1, progress=False, background_source="labelled")
+    written = open_dataset(str(out))
+    for record in read_manifest(out).values():
+        masks = written[written.index_of(Path(record["image"]).stem)].masks
+        old = dataset[dataset.index_of(record["background"])].masks
+        new = masks & ~old
+        expected = [k + 1 for k in range(len(new)) for _ in components(new[k])]
+        assert [k for k, _ in record["severity"]] == expected

@@ -514,8 +514,9 @@ def _item(index: int, attempt: int, backgrounds, draw, classes, seed: int, sever
             "backgrounds in a row; use --background-source cleaned"
         )
     severity = {}
-    if severity_of is not None:
-        severity_map, drawn = severity_of(np.random.default_rng([*key, SEVERITY_STREAM]), image, masks)
+    if severity_of is not None:  # for the new defects only (a labelled background's stay as they are)
+        new = masks if existing is None else masks & ~existing
+        severity_map, drawn = severity_of(np.random.default_rng([*key, SEVERITY_STREAM]), image, new)
         severity = {"severity": severity_map, "severities": drawn}
     return {
         **severity,  # float32 [1, H, W] each defect's severity, and [(class_id, severity), ...]

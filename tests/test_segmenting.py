@@ -109,3 +109,25 @@ def test_a_run_trains_and_synthesises_with_it(tmp_path):
         checkpoint, dataset, split, 2, tmp_path / "out", progress=False, background_source="free"
     )
     assert summary["items"] == 2
+
+
+def test_r1_weighs_the_same_for_both_kinds_of_discriminator():
+    """R1 on the per-pixel realness is taken per patch-sized block: at initialisation the penalty
+    is of the patch discriminator's order, not 4**n_layers**2 times it."""
+    from defectgen.augment import AdaptiveAugment
+    from defectgen.objective import Objective
+
+    torch.manual_seed(0)
+    spec = ModelSpec.from_preset("small")
+    labels, hole = _labels()
+    labels, hole = F.interpolate(labels, size=64), F.interpolate(hole, size=64)
+    real = torch.rand(2, 1, 64, 64) * 2 - 1
+    penalties = {}
+    for name, part in (("patch", {}), ("segmenting", SEGMENTING)):
+        D = spec.merged({"discriminator": part}).discriminator.build(1, 3)
+        objective = Objective(r1_interval=1, r1_gamma=1.0)
+        _, logs = objective.regularise(
+            D, AdaptiveAugment(), real, labels, hole, torch.Generator().manual_seed(0)
+        )
+        penalties[name] = logs["r1_penalty"]
+    assert 0.1 < penalties["segmenting"] / penalties["patch"] < 10, penalties

@@ -176,6 +176,14 @@ def test_severity_is_painted_as_synth_paints_it_and_recorded(client, run):
     )
     record = client.post("/api/keep", json={"job": strong["job"], "draw": 0}).json()
     assert record["severity"] == [[1, 1.0]]
+    # unset, the new defect gets the median; a defect image's own defects get none (synth's rule)
+    plain = _generate(client, background, _stroke(), class_id=1, seed=7, draws=1)
+    assert (
+        plain["results"][0]["image"]
+        == _generate(client, background, _stroke(), class_id=1, seed=7, draws=1, severity=0.5)["results"][0][
+            "image"
+        ]
+    )
 
 
 @pytest.mark.parametrize(

@@ -530,3 +530,14 @@ def test_torchrun_failure_on_one_process_stops_all(tiny_run, tmp_path):
     assert result.returncode != 0
     assert "not empty and holds no defectgen images" in result.stderr + result.stdout
     assert sorted(p.name for p in (tmp_path / "busy").iterdir()) == [".lock", "notes.txt"]
+    # rank 0 finding the folder locked by another synth: every process says so and stops
+    out = tmp_path / "locked"
+    out.mkdir()
+    with open(out / ".lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        result = _torchrun(
+            2, "synth", str(FIXTURE), "--checkpoint", str(checkpoint), "--split", str(work / "split.json"),
+            "-n", "4", "--out", str(out), "--background-source", "free",
+        )  # fmt: skip
+    assert result.returncode != 0
+    assert (result.stderr + result.stdout).count("another defectgen synth is writing") >= 2  # both ranks

@@ -187,6 +187,26 @@ def test_a_run_stores_its_whole_model_spec_and_only_the_spec_builds_its_models(t
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 2
 
 
+def test_resume_without_model_settings_continues_the_runs_own_models(tiny, tmp_path, monkeypatch):
+    """The command that started a run resumes it after the preset changed (e.g. a new input
+    channel): without model settings, --resume takes the run's stored spec."""
+    dataset, split = tiny
+    run = tmp_path / "run"
+    plain = dict(FAST, model={})
+    train(dataset, split, TrainConfig(**plain, steps=1), run, progress=False)
+    edited = dataclasses.replace(
+        PRESETS["tiny"], generator=dataclasses.replace(PRESETS["tiny"].generator, severity=False, width=20)
+    )
+    monkeypatch.setitem(PRESETS, "tiny", edited)
+    train(dataset, split, TrainConfig(**plain, steps=2), run, resume=True, progress=False)
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["step"] == 2 and state["config"]["model"]["generator"]["width"] == 8
+    assert state["config"]["model"]["generator"]["severity"] is True
+    with pytest.raises(ConfigError, match="different config"):  # asked for other models: refused
+        train(dataset, split, TrainConfig(**{**plain, "model": {"generator": {"width": 20}}}, steps=3), run,
+              resume=True, progress=False)  # fmt: skip
+
+
 def test_bad_configs(tiny, tmp_path):
     dataset, split = tiny
     with pytest.raises(ConfigError, match="unknown preset"):

@@ -9,6 +9,7 @@ there, and take double-backward R1 penalties — patterns DDP's reducer does not
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ import torch.distributed as dist
 from torch import nn
 
 from defectgen.errors import ConfigError, DefectgenError
+
+LONG_WAIT = datetime.timedelta(hours=48)  # a whole evaluation's step choice or a set's last write
 
 
 @dataclass(frozen=True)
@@ -49,8 +52,11 @@ def parse_device(text: str) -> torch.device:
     return device
 
 
-def init(device: str | None = None) -> Context:
-    """Join the process group when launched by torchrun; a single process otherwise."""
+def init(device: str | None = None, timeout: datetime.timedelta | None = None) -> Context:
+    """Join the process group when launched by torchrun; a single process otherwise. `timeout`:
+    how long a collective may wait (torch's default, 30 min on gloo, unless given): verbs whose
+    rank 0 works alone for long stretches (synth's folder, evaluate's step choice) pass
+    `LONG_WAIT`."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -62,7 +68,8 @@ def init(device: str | None = None) -> Context:
     if resolved.type == "cuda":
         torch.cuda.set_device(resolved)
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if resolved.type == "cuda" else "gloo")
+        options = {} if timeout is None else {"timeout": timeout}
+        dist.init_process_group(backend="nccl" if resolved.type == "cuda" else "gloo", **options)
     return Context(rank=rank, world_size=world_size, device=resolved)
 
 

@@ -94,7 +94,10 @@ class Objective:
         real_aug = real_aug.detach().requires_grad_(True)
         logits, _ = D(real_aug, labels_aug)
         if _segmenting(D):
-            logits = losses.realness(logits)  # per pixel; R1 on its sum
+            # One realness per pixel; summed as it is, R1 would weigh 4**n_layers times the
+            # gradients a patch D's logits carry (one per 2**n x 2**n patch), ~4000x the penalty
+            # at n = 3, and r1_gamma would mean something else. Per patch-sized block instead.
+            logits = losses.realness(logits) / 4**D.n_layers
         loss, logs = losses.r1_penalty(logits, real_aug, self.r1_gamma)
         return loss * self.r1_interval, logs
 

@@ -51,11 +51,14 @@ def components(mask: np.ndarray) -> list[np.ndarray]:
     return [labelled == k for k in range(1, count)]
 
 
-def defect_contrasts(image: np.ndarray, masks: np.ndarray) -> list[tuple[int, np.ndarray, float]]:
+def defect_contrasts(
+    image: np.ndarray, masks: np.ndarray, others: np.ndarray | None = None
+) -> list[tuple[int, np.ndarray, float]]:
     """(class_id, bool [H, W] component, contrast) for every defect component of bool `masks`
-    [K, H, W] on uint8 `image` [H, W, C]; the ring of each leaves out every defect's pixels."""
+    [K, H, W] on uint8 `image` [H, W, C]; the ring of each leaves out every defect's pixels, and
+    those of bool `others` [H, W] (defects not measured here)."""
     values = grey(image)
-    union = masks.any(axis=0)
+    union = masks.any(axis=0) if others is None else masks.any(axis=0) | others
     found = []
     for k in range(masks.shape[0]):
         if masks[k].any():
@@ -113,13 +116,16 @@ class SeverityTable:
         return cls({int(k): tuple(float(x) for x in v) for k, v in data.items()})
 
 
-def measured_map(table: SeverityTable, image: np.ndarray, masks: np.ndarray):
+def measured_map(
+    table: SeverityTable, image: np.ndarray, masks: np.ndarray, others: np.ndarray | None = None
+):
     """The severity map of the defects bool `masks` [K, H, W] as they are on uint8 `image`
-    (DEFAULT_SEVERITY where one cannot be measured). Returns (float32 [1, H, W],
-    [(class_id, severity), ...] in class then component order)."""
+    (DEFAULT_SEVERITY where one cannot be measured; bool `others` [H, W]: further defects, kept
+    out of the rings). Returns (float32 [1, H, W], [(class_id, severity), ...] in class then
+    component order)."""
     out = np.zeros((1, *masks.shape[1:]), dtype=np.float32)
     found = []
-    for class_id, part, value in defect_contrasts(image, masks):
+    for class_id, part, value in defect_contrasts(image, masks, others):
         level = table.severity(class_id, value)
         level = level if np.isfinite(level) else DEFAULT_SEVERITY
         out[0][part] = level

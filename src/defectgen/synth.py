@@ -70,7 +70,7 @@ from defectgen.data.dataset import IMAGE_SUFFIXES, DefectDataset
 from defectgen.data.imageio import read_image
 from defectgen.data.rle import decode, encode
 from defectgen.data.split import Split
-from defectgen.distributed import Context, init, on_main, parse_device, resolve_bf16, settle
+from defectgen.distributed import LONG_WAIT, Context, init, on_main, parse_device, resolve_bf16, settle
 from defectgen.errors import ConfigError, DataError, DefectgenError
 from defectgen.fileio import file_digest, read_text, write_atomic
 from defectgen.masks import build_mask_source
@@ -155,7 +155,7 @@ def synthesize(
     if not 1 <= attempts <= 100 or (attempts > 1 and judge is None):
         raise ConfigError(f"--attempts must be in 1..100 and needs --judge above 1, got {attempts}")
     _check_mode(mode, mask_source, band, rim)
-    context = init(str(device)) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+    context = init(str(device), LONG_WAIT) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
     context = context or Context(rank=0, world_size=1, device=parse_device(str(device)))
     device = context.device
     use_bf16 = resolve_bf16(precision, device)
@@ -232,9 +232,14 @@ def synthesize(
     out_dir = Path(out_dir)
     # Under torchrun each process paints items i with i % world_size == rank (an item is a
     # function of (seed, i) alone); rank 0 holds the lock, prepares the folder and finishes it.
-    with _locked(out_dir) if context.is_main else contextlib.nullcontext():
-        done = on_main(context, lambda: sorted(_prepare(out_dir, params, n)))
-        todo = [i for i in range(n) if i not in set(done) and i % context.world_size == context.rank]
+    with contextlib.ExitStack() as held:
+
+        def prepare() -> list[int]:  # rank 0: the lock for the whole run, then the folder
+            held.enter_context(_locked(out_dir))
+            return sorted(_prepare(out_dir, params, n))
+
+        done = set(on_main(context, prepare))  # a refusal reaches every process
+        todo = [i for i in range(n) if i not in done and i % context.world_size == context.rank]
         suffix = ".jpg" if fmt == "severstal" else ".png"
         error = None
         try:
@@ -516,7 +521,8 @@ def _item(index: int, attempt: int, backgrounds, draw, classes, seed: int, sever
     severity = {}
     if severity_of is not None:  # for the new defects only (a labelled background's stay as they are)
         new = masks if existing is None else masks & ~existing
-        severity_map, drawn = severity_of(np.random.default_rng([*key, SEVERITY_STREAM]), image, new)
+        rng = np.random.default_rng([*key, SEVERITY_STREAM])
+        severity_map, drawn = severity_of(rng, image, new, masks.any(axis=0))
         severity = {"severity": severity_map, "severities": drawn}
     return {
         **severity,  # float32 [1, H, W] each defect's severity, and [(class_id, severity), ...]
@@ -596,9 +602,10 @@ def seam(label: np.ndarray, band: int, rim: int) -> np.ndarray:
 
 
 def _severity_source(G, checkpoint: Path, severity, mode: str):
-    """(severity_of(rng, image, masks) -> (map, [(class_id, severity)]) or None, the range
-    drawn from or None): a range for new defects in paint mode, the real defects' measured
-    severity in harmonize mode, nothing for a generator trained without severity."""
+    """(severity_of, range) where severity_of(rng, image, new masks, union of all defects) ->
+    (map, [(class_id, severity)]) draws from the range for new defects in paint mode, measures
+    the pasted real defects in harmonize mode (range None), and both are None for a generator
+    trained without severity."""
     if not G.severity:
         if severity is not None:
             raise ConfigError(
@@ -614,11 +621,11 @@ def _severity_source(G, checkpoint: Path, severity, mode: str):
         from defectgen.checkpoint import load_checkpoint
 
         table = SeverityTable.from_json(load_checkpoint(checkpoint).get("severity_table", {}))
-        return lambda rng, image, masks: measured_map(table, image, masks), None
+        return lambda rng, image, new, union: measured_map(table, image, new, union), None
     low, high = parse_range(severity) if isinstance(severity, str) else (severity or (0.0, 1.0))
     if severity is not None and not isinstance(severity, str):
         low, high = parse_range(f"{low}:{high}")
-    return lambda rng, image, masks: drawn_map(masks, low, high, rng), (low, high)
+    return lambda rng, image, new, union: drawn_map(new, low, high, rng), (low, high)
 
 
 def _check_mode(mode: str, mask_source: str, band: int | None, rim: int) -> None:
@@ -726,8 +733,9 @@ def paint_one(
     given, else the masks dilated by `hole_radius`)."""
     explicit = None if hole is None else np.asarray(hole, dtype=np.float32)[None]
     item = {"image": image, "masks": masks, "hole": explicit, "seed": seed, "index": 0, "attempt": 0}
-    if severity is not None:
-        item["severity"] = float(severity) * masks.any(axis=0)[None].astype(np.float32)
+    if severity is not None:  # on the defects that are painted (a given hole may leave old ones out)
+        painted = masks.any(axis=0) if hole is None else masks.any(axis=0) & (np.asarray(hole) > 0)
+        item["severity"] = float(severity) * painted[None].astype(np.float32)
     ((painted, region),) = _paint(G, [item], hole_radius, None, device, amp)
     return painted, region
 

@@ -62,6 +62,8 @@ def train(
 ) -> Path:
     """Train G and D on the training half of `split`; returns the path of `last.pt`."""
     config.validate()
+    if resume and not config.model:  # the run's own models, whatever the preset has become since
+        config = _with_run_model(config, Path(out_dir))
     config = config.resolved()  # the run's files hold its whole model spec, whatever the presets become
     extra = {k: v for k, v in config.extra.items() if k != "guide_sha256"}  # only this run's guide
     if config.guide:  # the guide by content: resuming with another is refused; evaluate's judge must differ
@@ -307,6 +309,21 @@ def _prepare_run_folder(out_dir: Path, config: TrainConfig, resume: bool, datase
             )
     config.save(config_path)
     (out_dir / "classes.json").write_text(json.dumps(dataset.classes.to_json(), indent=1) + "\n")
+
+
+def _with_run_model(config: TrainConfig, out_dir: Path) -> TrainConfig:
+    """`config` with the model spec of the run in `out_dir` (its config.yaml), when the run used
+    the same preset; otherwise unchanged, and `_prepare_run_folder` says what differs."""
+    path = out_dir / "config.yaml"
+    if not path.is_file():
+        return config
+    try:
+        previous = TrainConfig.load(path, written_by_a_run=True)
+    except ConfigError:
+        return config
+    if previous.preset != config.preset:
+        return config
+    return dataclasses.replace(config, model=previous.resolved().model)
 
 
 def _is_run(folder: Path) -> bool:

@@ -112,7 +112,9 @@ def evaluate(
             "use a larger --label-fraction or a larger training half"
         )
     out_dir = Path(out_dir)
-    group = distributed.init("cpu") if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+    group = (
+        distributed.init("cpu", distributed.LONG_WAIT) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+    )
     group = group or distributed.Context(rank=0, world_size=1, device=torch.device("cpu"))
     distributed.on_main(group, lambda: _claim_folder(out_dir))
     progress = progress and group.is_main

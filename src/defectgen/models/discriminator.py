@@ -199,7 +199,7 @@ class SegmentingDiscriminator(nn.Module):
                 "need image_channels, num_classes, width, n_layers >= 1; got "
                 f"{image_channels}, {num_classes}, {width}, {n_layers}"
             )
-        self.image_channels, self.num_classes = image_channels, num_classes
+        self.image_channels, self.num_classes, self.n_layers = image_channels, num_classes, n_layers
         channels = [min(width * 2**i, 8 * width) for i in range(n_layers + 1)]
         self.stem = nn.Sequential(
             _conv(image_channels, width, 3, False, padding=1), nn.LeakyReLU(LEAKY_SLOPE)

@@ -37,6 +37,7 @@ from defectgen.distributed import parse_device, resolve_bf16
 from defectgen.errors import DataError, DefectgenError
 from defectgen.fileio import file_digest, write_atomic
 from defectgen.masks.compose import count_components
+from defectgen.severity import DEFAULT_SEVERITY, components
 
 MAX_UPLOAD_BYTES = 20_000_000
 MAX_UPLOAD_PIXELS = 16_000_000  # the studio paints whole images on a CPU: a 4000x4000 photo at most
@@ -65,7 +66,8 @@ class Job:
     seeds: list[int]
     masks: np.ndarray  # bool [K, H, W]: the label (a training background's own defects included)
     hole: np.ndarray | None = None  # bool [H, W] to repaint; None: the masks dilated
-    severity: float | None = None  # the new defect's severity in [0, 1]; None: the generator's default
+    severity: float | None = None  # the new defect's severity in [0, 1]; None: no severity input
+    parts: int = 1  # components of the new defect's mask (one severity each in the record)
     results: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (image, region)
     pictures: list[str] = field(default_factory=list)  # each result as a PNG data URL, for the page
     error: str | None = None
@@ -236,7 +238,10 @@ class StudioSession:
             hole = hole_of(masks, self.hole_radius)[0] > 0
             hole &= ~existing.any(axis=0)
             masks |= existing
-        job = Job(key, class_id, list(range(seed, seed + draws)), masks, hole, severity=severity)
+        if severity is None and self.G.severity:
+            severity = DEFAULT_SEVERITY  # the median, on the new defect only (synth's rule)
+        parts = len(components(mask))
+        job = Job(key, class_id, list(range(seed, seed + draws)), masks, hole, severity=severity, parts=parts)
         job_id = uuid.uuid4().hex[:12]
         with self._state_lock:
             if len(self._jobs) >= MAX_JOBS:
@@ -282,9 +287,8 @@ class StudioSession:
             if draw in job.kept:
                 return {"image": job.kept[draw], "again": True}
             image, region = job.results[draw]
-            record = self.writer.keep(
-                image, job.masks, region, job.background, job.seeds[draw], (job.class_id, job.severity)
-            )
+            severities = [(job.class_id, job.severity)] * job.parts if job.severity is not None else []
+            record = self.writer.keep(image, job.masks, region, job.background, job.seeds[draw], severities)
             job.kept[draw] = record["image"]
         return record
 
@@ -344,10 +348,10 @@ class KeptWriter:
         region: np.ndarray,
         background: str,
         seed: int,
-        severity: tuple[int, float | None] = (0, None),
+        severities: list[tuple[int, float]] = (),
     ) -> dict:
-        """Write one kept result; `severity` is (class id, severity) of the new defect, recorded
-        as synth records it when the severity was set."""
+        """Write one kept result; `severities`: (class id, severity) per new defect component,
+        recorded as synth records them."""
         from defectgen.synth import png_bytes
 
         with self._lock, self._locked():
@@ -376,8 +380,8 @@ class KeptWriter:
                 "painted": encode(region),
                 "painted_pixels": int(region.sum()),
             }
-            if severity[1] is not None:
-                record["severity"] = [[int(severity[0]), round(float(severity[1]), 4)]]
+            if severities:
+                record["severity"] = [[int(k), round(float(v), 4)] for k, v in severities]
             index_mask = np.zeros(masks.shape[1:], dtype=np.uint8)
             for k in present:
                 index_mask[masks[k - 1]] = k

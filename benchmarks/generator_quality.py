@@ -185,6 +185,7 @@ def ladder(G, dataset, split) -> list[float]:
 SEVERITY_LEVELS = (0.1, 0.3, 0.5, 0.7, 0.9)
 MASKS_PER_CLASS = 8
 GRID_LEVELS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+GRID_HEIGHT = 128  # px per class row of the severity grid
 
 
 @torch.no_grad()
@@ -218,24 +219,32 @@ def severity_response(G, dataset, split, checkpoint: Path, name: str) -> dict:
         if not shapes or not table.quantiles.get(class_id):
             continue
         chosen = [shapes[int(j)] for j in np.linspace(0, len(shapes) - 1, min(MASKS_PER_CLASS, len(shapes)))]
-        asked, measured, by_level = [], [], {level: [] for level in SEVERITY_LEVELS}
+        asked, measured, by_level, within = [], [], {level: [] for level in SEVERITY_LEVELS}, []
+        has_row = False
         for j, shape in enumerate(chosen):
             background = backgrounds[j % len(backgrounds)]
             placed = _placed(shape, background.shape[:2], len(dataset.classes), class_id)
             if placed is None:
                 continue
+            levels, values = [], []
             for level in SEVERITY_LEVELS:
                 painted, _ = paint_one(G, background, placed, j, radius, cpu, amp, severity=level)
                 value = table.severity(class_id, contrast(grey(painted), placed[class_id - 1]))
                 if np.isfinite(value):
-                    asked.append(level)
-                    measured.append(value)
+                    levels.append(level)
+                    values.append(value)
                     by_level[level].append(value)
-            if j == 0:
+            asked += levels
+            measured += values
+            if len(set(values)) > 1:  # the knob on one mask and one noise draw
+                within.append(spearmanr(levels, values).statistic)
+            if not has_row:  # the class's first mask that fits: its row of the grid
                 grid_rows.append(_severity_row(G, background, placed, radius, cpu, amp))
+                has_row = True
         rho = spearmanr(asked, measured).statistic if len(set(measured)) > 1 else float("nan")
         result[class_name] = {
             "spearman": round(float(rho), 3),
+            "spearman_within_mask": round(float(np.mean(within)), 3) if within else None,
             "pairs": len(asked),
             "measured_by_asked": {str(k): round(float(np.mean(v)), 3) for k, v in by_level.items() if v},
         }
@@ -246,10 +255,14 @@ def severity_response(G, dataset, split, checkpoint: Path, name: str) -> dict:
         rows = [np.pad(row, ((0, 4), (0, width - row.shape[1]))) for row in grid_rows]
         Image.fromarray(np.concatenate(rows)).save(REPO / "docs" / f"severity_{name}.png")
     values = [row["spearman"] for row in result.values() if np.isfinite(row["spearman"])]
+    inside = [
+        row["spearman_within_mask"] for row in result.values() if row["spearman_within_mask"] is not None
+    ]
     return {
         "levels": list(SEVERITY_LEVELS),
         "per_class": result,
         "mean_spearman": round(float(np.mean(values)), 3) if values else None,
+        "mean_spearman_within_mask": round(float(np.mean(inside)), 3) if inside else None,
         "grid": f"docs/severity_{name}.png (columns: severity {', '.join(map(str, GRID_LEVELS))})",
     }
 
@@ -268,13 +281,19 @@ def _placed(shape: np.ndarray, size: tuple[int, int], classes: int, class_id: in
 
 def _severity_row(G, background, placed, radius, cpu, amp) -> np.ndarray:
     """uint8 [h, w * len(GRID_LEVELS)]: a window around the defect painted at each GRID_LEVELS."""
+    import cv2
+
     from defectgen.synth import paint_one
 
     rows, cols = np.flatnonzero(placed.any(axis=(0, 2))), np.flatnonzero(placed.any(axis=(0, 1)))
     top, bottom = max(0, rows[0] - 24), min(placed.shape[1], rows[-1] + 25)
     left, right = max(0, cols[0] - 24), min(placed.shape[2], cols[-1] + 25)
     tiles = [paint_one(G, background, placed, 0, radius, cpu, amp, severity=s)[0] for s in GRID_LEVELS]
-    return np.concatenate([np.pad(t[top:bottom, left:right, 0], ((0, 0), (0, 4))) for t in tiles], axis=1)
+    scale = GRID_HEIGHT / (bottom - top)  # every class's row as tall, nearest: pixels stay pixels
+    size = (max(1, round((right - left) * scale)), GRID_HEIGHT)
+    windows = [np.ascontiguousarray(t[top:bottom, left:right, 0]) for t in tiles]
+    crops = [cv2.resize(w, size, interpolation=cv2.INTER_NEAREST) for w in windows]
+    return np.concatenate([np.pad(c, ((0, 0), (0, 4))) for c in crops], axis=1)
 
 
 if __name__ == "__main__":

@@ -122,6 +122,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=16)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--json", type=Path, help="merge each run's figures into this JSON file (benchmarks/throughput.json)"
+    )
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -169,6 +172,8 @@ def main() -> None:
                 table.add_row(preset, precision, painted, "failed", result.stderr.strip()[-60:], "", "", "")
                 continue
             row = json.loads(result.stdout.strip().splitlines()[-1])
+            if args.json:
+                _record(args.json, run, row, painted, where, args)
             table.add_row(
                 preset,
                 precision,
@@ -180,6 +185,24 @@ def main() -> None:
                 f"{row['peak_rss_mb']:.0f} MB",
             )
     Console().print(table)
+
+
+def _record(path: Path, run: str, row: dict, painted: str, where: str, args) -> None:
+    """Merge one run's figures into `path` under synthesis.RUN, with its command and machine."""
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data.setdefault("synthesis", {})[run] = {
+        "painted": painted,
+        "strips_per_second": round(row["images_per_second"], 3),
+        "cpu_ms_per_strip": round(row["cpu_ms_per_strip"], 1),
+        "generator_share": round(row["generator_share"], 3),
+        "peak_rss_mb": round(row["peak_rss_mb"]),
+        "strip": "1600x256 demo strip, real-mask-bank masks, folder format, batch " + str(args.batch),
+        "command": f"BENCH_THREADS={os.environ.get('BENCH_THREADS', '2')} python benchmarks/synth.py "
+        + " ".join(sys.argv[1:]),
+        "machine": f"dev-cpu, {where}",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    path.write_text(json.dumps(data, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -579,3 +579,18 @@ def test_torchrun_shares_the_runs_and_gives_the_single_process_results(bench, tm
     assert sorted(p.name for p in (tmp_path / "shared" / "runs").glob("*.json")) == sorted(
         p.name for p in (tmp_path / "single" / "runs").glob("*.json")
     )
+
+
+def test_kid_is_the_same_when_measured_again():
+    """KID's random subsets come from a fixed seed: remeasuring a set gives the same value, and
+    the caller's global RNG is left as it was."""
+    from defectgen.evaluate.quality import kid
+
+    features = nn.Sequential(nn.Flatten(), nn.Linear(16, 8))
+    real, synthetic = torch.randn(30, 1, 4, 4), torch.randn(30, 1, 4, 4) + 0.5
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    first = kid(features, real, synthetic, subsets=5)
+    assert torch.equal(torch.rand(1), before)  # global RNG untouched
+    assert kid(features, real, synthetic, subsets=5) == first

@@ -121,6 +121,9 @@ def defect_crops(pool: Pool, count: int, size: int, seed: int) -> torch.Tensor:
     return images
 
 
+KID_SUBSET_SEED = 0  # the same subsets every time: a remeasured set gets the same KID
+
+
 def kid(features: nn.Module, real: torch.Tensor, synthetic: torch.Tensor, subsets: int = 50) -> dict:
     subset_size = int(min(len(real), len(synthetic), 100))
     if subset_size < 2:
@@ -131,7 +134,9 @@ def kid(features: nn.Module, real: torch.Tensor, synthetic: torch.Tensor, subset
     )
     metric.update(real, real=True)
     metric.update(synthetic, real=False)
-    mean, std = metric.compute()
+    with torch.random.fork_rng():  # torchmetrics draws the subsets from the global RNG: seed it here
+        torch.manual_seed(KID_SUBSET_SEED)
+        mean, std = metric.compute()
     return {
         "value": float(mean),
         "std": float(std),

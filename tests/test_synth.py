@@ -506,7 +506,7 @@ def test_torchrun_shares_the_items_and_writes_the_single_process_folder(tiny_run
     ]  # fmt: skip
     single = subprocess.run(
         [sys.executable, "-m", "defectgen", *common, "--n", "9", "--out", str(tmp_path / "single")],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     assert single.returncode == 0, single.stderr[-2000:]
     shared = _torchrun(2, *common, "-n", "7", "--out", str(tmp_path / "shared"))  # torchrun owns --n

@@ -49,6 +49,10 @@ def test_onnxruntime_paints_what_pytorch_paints_on_real_images(exported, magneti
         (dataset[i].image, dataset[i].masks) for i in range(len(dataset)) if dataset.items[i].class_ids
     ]
     samples += magnetic_tile_samples(dataset.channels, len(dataset.classes))
+    image, masks = samples[0]  # and one of another size, not a multiple of 8, without ../shared too
+    samples.append(
+        (np.pad(image, ((0, 13), (0, 7), (0, 0)), mode="reflect"), np.pad(masks, ((0, 0), (0, 13), (0, 7))))
+    )
     report = verify(checkpoint, path, samples)
     assert len({tuple(r["size"]) for r in report}) >= 2  # more than one input size
     for row in report:

@@ -70,7 +70,16 @@ from defectgen.data.dataset import IMAGE_SUFFIXES, DefectDataset
 from defectgen.data.imageio import read_image
 from defectgen.data.rle import decode, encode
 from defectgen.data.split import Split
-from defectgen.distributed import LONG_WAIT, Context, init, on_main, parse_device, resolve_bf16, settle
+from defectgen.distributed import (
+    LONG_WAIT,
+    Context,
+    init,
+    on_main,
+    parse_device,
+    resolve_bf16,
+    settle,
+    shutdown,
+)
 from defectgen.errors import ConfigError, DataError, DefectgenError
 from defectgen.fileio import file_digest, read_text, write_atomic
 from defectgen.masks import build_mask_source
@@ -266,7 +275,10 @@ def synthesize(
         except Exception as err:  # noqa: BLE001 - the other processes must hear of it (settle)
             error = err
         settle(context, error)
-        return on_main(context, lambda: _finish(out_dir, _complete(out_dir, n), fmt, dataset, n, params))
+        try:
+            return on_main(context, lambda: _finish(out_dir, _complete(out_dir, n), fmt, dataset, n, params))
+        finally:
+            shutdown(context)  # leave no process-group threads to the interpreter's exit
 
 
 def read_manifest(synth_dir: Path) -> dict[str, dict]:

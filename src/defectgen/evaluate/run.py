@@ -291,7 +291,10 @@ def evaluate(
         _save_json(out_dir / "results.json", results)
         return results
 
-    return distributed.on_main(group, gather)
+    try:
+        return distributed.on_main(group, gather)
+    finally:
+        distributed.shutdown(group)  # leave no process-group threads to the interpreter's exit
 
 
 class EvalContext:

@@ -13,6 +13,16 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 SEVERSTAL = SHARED_DATA / "severstal_sample"
 MAGNETIC_TILE = SHARED_DATA / "magnetic_tile"
+FIXTURE = Path(__file__).parent / "fixtures" / "tiny_folder"  # a 2-class folder dataset
+TINY = dict(  # a tiny-preset GAN run on FIXTURE in seconds (synthesis and severity tests)
+    preset="tiny",
+    model={"resolution": 32},
+    batch_size=2,
+    precision="fp32",
+    log_every=1,
+    sample_every=100,
+    checkpoint_every=100,
+)
 
 
 def _require(path: Path) -> Path:

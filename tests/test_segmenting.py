@@ -3,12 +3,11 @@ synthesises with it."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import FIXTURE
 from defectgen import losses
 from defectgen.checkpoint import load_checkpoint
 from defectgen.config import TrainConfig
@@ -19,7 +18,6 @@ from defectgen.models import ModelSpec
 from defectgen.synth import synthesize
 from defectgen.train import train
 
-FIXTURE = Path(__file__).parent / "fixtures" / "tiny_folder"
 SEGMENTING = {"kind": "segmenting", "conditioning": "none"}
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import FIXTURE, TINY
 from defectgen.checkpoint import load_checkpoint, load_generator
 from defectgen.config import TrainConfig
 from defectgen.data import open_dataset
@@ -28,17 +29,6 @@ from defectgen.severity import (
 )
 from defectgen.synth import read_manifest, synthesize
 from defectgen.train import train
-
-FIXTURE = Path(__file__).parent / "fixtures" / "tiny_folder"
-TINY = dict(
-    preset="tiny",
-    model={"resolution": 32},
-    batch_size=2,
-    precision="fp32",
-    log_every=1,
-    sample_every=100,
-    checkpoint_every=100,
-)
 
 
 def _square(level: int, size: int = 40, background: int = 128) -> tuple[np.ndarray, np.ndarray]:

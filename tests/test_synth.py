@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import write_gray
+from conftest import FIXTURE, TINY, write_gray
 from defectgen.checkpoint import load_checkpoint, load_generator, save_checkpoint
 from defectgen.config import TrainConfig
 from defectgen.data import SeverstalDataset, open_dataset
@@ -28,17 +28,6 @@ from defectgen.data.split import make_split
 from defectgen.errors import ConfigError, DataError, DefectgenError
 from defectgen.synth import painted_region, read_manifest, synthesize
 from defectgen.train import train
-
-FIXTURE = Path(__file__).parent / "fixtures" / "tiny_folder"
-TINY = dict(
-    preset="tiny",
-    model={"resolution": 32},
-    batch_size=2,
-    precision="fp32",
-    log_every=1,
-    sample_every=100,
-    checkpoint_every=100,
-)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/train_step.py [--runs small:128:bf16 small:128:fp32 ...] [--steps 8]
         [--batch 4] [--device cuda]
 
-A run is PRESET:RESOLUTION:PRECISION[:cl][:DECODER]; `cl` trains with `channels_last=True`
+A run is PRESET:RESOLUTION:PRECISION[:cl][:DECODER] (PRESET may be a decoder preset,
+`decoder-small`: the decoder GAN's iteration); `cl` trains with `channels_last=True`
 (memory format of models and batches) and converts the models of the G+D column the same way;
 DECODER (transposed, resize or nearest) trains that decoder without decoder noise
 (`--set model.generator.upsampling=DECODER`) instead
@@ -59,7 +60,7 @@ def child(
     data = generate_demo(work / "demo", n_images=16, seed=0, progress=False)
     dataset = open_dataset(str(data))
     split = make_split(dataset, seed=0)
-    decoder_options = {} if decoder == "preset" else {"generator": {"upsampling": decoder}}
+    decoder_options = {} if decoder == "preset" else {"generator": {"upsampling": decoder}}  # inpainter
     config = TrainConfig(
         preset=preset,
         model={"resolution": resolution, **decoder_options},
@@ -81,7 +82,7 @@ def child(
         "images_per_second": batch / seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else 0.0,
-        "g_params_m": count_parameters(config.model_spec.generator.build(1, 4)) / 1e6,
+        "g_params_m": count_parameters(config.model_spec.build_generator(1, 4)) / 1e6,
     }
 
 
@@ -95,16 +96,18 @@ def model_only(
     warmup: int = 3,
 ) -> float:
     """One G and one D forward + backward on `batch` images, nothing else (median seconds):
-    the "plain G+D iteration" that other FFC implementations quote."""
+    the "plain G+D iteration" that other FFC implementations quote. A decoder draws its batch
+    from noise (classes 0..3 in turn) and D reads its mask as the label map."""
     import time
 
     import torch
 
     from defectgen.models import composite
+    from defectgen.models.stylegan import as_labels, mask_probability
 
     device = torch.device(device)
     resolution = spec.resolution
-    G = spec.generator.build(1, 4).to(device)
+    G = spec.build_generator(1, 4).to(device)
     D = spec.discriminator.build(1, 4).to(device)
     rng = torch.Generator(device=device).manual_seed(0)
     shape = (batch, 1, resolution, resolution)
@@ -118,8 +121,14 @@ def model_only(
     for _ in range(warmup + repeats):
         start = time.perf_counter()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            fake = composite(G(image, hole, labels, generator=rng), image, hole)
-            logits, _ = D(fake, labels)
+            if spec.is_decoder:
+                classes = torch.arange(batch, device=device) % 4
+                output = G(G.draw_style(batch, rng, device=device), classes, generator=rng)
+                drawn = as_labels(mask_probability(output, 1), classes, 4)
+                logits, _ = D(output[:, :1], drawn)
+            else:
+                fake = composite(G(image, hole, labels, generator=rng), image, hole)
+                logits, _ = D(fake, labels)
         logits.float().mean().backward()
         if device.type == "cuda":
             torch.cuda.synchronize()

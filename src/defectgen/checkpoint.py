@@ -95,8 +95,11 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def load_generator(path: Path, device: str | torch.device = "cpu", use_ema: bool = True):
+def load_generator(
+    path: Path, device: str | torch.device = "cpu", use_ema: bool = True, expect: str | None = None
+):
     """The (EMA) generator of a training checkpoint, in eval mode, with what it was trained on.
+    `expect` ("inpainter" or "decoder"): refuse a checkpoint of the other kind, saying so.
 
     Returns (G, classes: ClassTable, image_channels, config: TrainConfig).
     """
@@ -108,7 +111,16 @@ def load_generator(path: Path, device: str | torch.device = "cpu", use_ema: bool
         config = TrainConfig.from_dict(state["config"], written_by_a_run=True)
         classes = ClassTable.from_json(state["classes"])
         channels = int(state["image_channels"])
-        G = config.model_spec.generator.build(channels, len(classes))
+        kind = config.model_spec.kind
+        if expect is not None and kind != expect:
+            what = {
+                "decoder": "a decoder (`train --model decoder`): it draws crops and masks from noise, "
+                "see `defectgen synth`",
+                "inpainter": "an inpainter: it paints into given masks",
+            }[kind]
+            article = "an" if expect == "inpainter" else "a"
+            raise CheckpointError(f"{path} holds {what}; this command needs {article} {expect} checkpoint")
+        G = config.model_spec.build_generator(channels, len(classes))
         G.load_state_dict(state["ema" if use_ema else "G"])
     except (KeyError, RuntimeError, TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: not a complete defectgen training checkpoint ({err})") from err

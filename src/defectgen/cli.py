@@ -225,7 +225,17 @@ def train(
         Path, typer.Option("--out", help="Run folder (config, metrics, checkpoints, samples).")
     ],
     preset: Annotated[
-        str | None, typer.Option(help="Model size: tiny, small, lama, big [default: small].")
+        str | None,
+        typer.Option(
+            help="Model size: tiny, small, lama, big; decoder: tiny, small, large [default: small]."
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="inpainter (paints a defect inside a given mask) or decoder (a class-conditional "
+            "StyleGAN2 drawing crop and mask from noise; sizes tiny, small, large) [default: inpainter]."
+        ),
     ] = None,
     steps: Annotated[int | None, typer.Option(help="G+D iterations (default: the config's).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
@@ -241,7 +251,7 @@ def train(
     covered_ids: CoveredIds = None,
     image_size: ImageSize = None,
 ):
-    """Train the inpainting GAN on the training half of a split.
+    """Train the inpainting GAN (or, with --model decoder, the decoder GAN) on the training half of a split.
 
     Example: defectgen train ../shared/data/magnetic_tile --split split.json --preset small --out runs/tiles --steps 2000
 
@@ -249,9 +259,19 @@ def train(
     """
     from defectgen.config import TrainConfig, apply_overrides
     from defectgen.data.split import Split
+    from defectgen.models.presets import DECODER_PREFIX, preset_for
     from defectgen.train import train as run_training
 
     config = TrainConfig.load(config_file) if config_file else TrainConfig()
+    if model not in (None, "inpainter", "decoder"):
+        raise ConfigError(f"--model must be inpainter or decoder, got {model!r}")
+    if model is not None:
+        chosen = preset or (
+            config.preset.removeprefix(DECODER_PREFIX) if model == "decoder" else config.preset
+        )
+        if model == "inpainter" and chosen.startswith(DECODER_PREFIX):
+            raise ConfigError(f"--model inpainter with preset {chosen}, a decoder preset: drop one of them")
+        preset = preset_for(model, chosen)
     if preset is not None:
         if config.model and preset != config.preset:
             raise ConfigError(
@@ -296,7 +316,10 @@ def synth(
     ],
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder (resumable: run again to finish).")],
     classes: Annotated[str | None, typer.Option(help="Only these class ids, e.g. 1,3.")] = None,
-    mask_source: Annotated[str, typer.Option(help="real | shapes | folder:PATH | mix.")] = "real",
+    mask_source: Annotated[
+        str,
+        typer.Option(help="real | shapes | folder:PATH | learned:RUN (shapes a decoder run draws) | mix."),
+    ] = "real",
     fmt: Annotated[
         str, typer.Option("--format", help="severstal (JPEG + train.csv) or folder (PNG + index masks).")
     ] = "folder",

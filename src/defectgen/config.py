@@ -26,7 +26,7 @@ MAX_SEED = 2**63 - 1  # torch.manual_seed and numpy accept seeds up to this
 @dataclass
 class TrainConfig:
     # --- model -------------------------------------------------------------------------------
-    preset: str = "small"  # models.PRESETS: tiny | small | lama | big
+    preset: str = "small"  # models.PRESETS: tiny | small | lama | big, decoder-tiny | -small | -large
     # models.ModelSpec settings written over the preset's (`--set model.generator.width=48`,
     # `--set model.resolution=96`); a run writes its spec here whole, which then is the model
     # whatever the preset says (see `model_spec`)
@@ -48,7 +48,9 @@ class TrainConfig:
     guide: str = ""  # a real-arm U-Net state dict of `evaluate` (EVAL/runs/real_s<seed>.pt); see guide.py
     guide_encoder: str = "resnet18"  # the guide's smp encoder
     guide_weight: float = 1.0  # weight of the guide's segmentation loss (with a guide)
-    r1_gamma: float = 0.001  # R1 strength, LaMa's; at 1 D could not tell a blurred hole (d_probe.py)
+    # R1 strength; null: the model's. Inpainter: 0.001, LaMa's (at 1 D could not tell a blurred
+    # hole, d_probe.py). Decoder: StyleGAN2-ADA's heuristic 0.0002 * resolution**2 / batch_size.
+    r1_gamma: float | None = None
     r1_interval: int = 16  # lazy regularisation (StyleGAN2): R1 every k D steps, scaled by k
     # --- small-data training -------------------------------------------------------------------
     ada_target: float = 0.6  # StyleGAN2-ADA r_t
@@ -81,7 +83,15 @@ class TrainConfig:
     def resolved(self) -> TrainConfig:
         """This config with its model spec written out whole: what a run stores, so editing a
         preset never changes an old run."""
-        return dataclasses.replace(self, model=self.model_spec.to_dict())
+        spec = self.model_spec
+        return dataclasses.replace(self, model=spec.to_dict(), r1_gamma=self.model_r1_gamma(spec))
+
+    def model_r1_gamma(self, spec=None) -> float:
+        """r1_gamma, or the model's default when it is null (see the field's comment)."""
+        if self.r1_gamma is not None:
+            return self.r1_gamma
+        spec = spec or self.model_spec
+        return 0.0002 * spec.resolution**2 / self.batch_size if spec.is_decoder else 0.001
 
     def validate(self) -> None:
         from defectgen.models import PRESETS
@@ -103,6 +113,8 @@ class TrainConfig:
             raise ConfigError(
                 f"batch_size must be an even number >= 2 (diversity pairs), got {self.batch_size}"
             )
+        if self.guide and self.model_spec.is_decoder:
+            raise ConfigError("guide: a guide steers the inpainter's painting; the decoder takes none")
         if self.adversarial_loss not in ("relativistic", "standard"):
             raise ConfigError(
                 f"adversarial_loss must be relativistic or standard, got {self.adversarial_loss!r}"
@@ -125,10 +137,11 @@ class TrainConfig:
             raise ConfigError("keep_checkpoints must be >= 1")
         if not 0.0 <= self.free_crop_share < 1.0:
             raise ConfigError(f"free_crop_share must be in [0, 1), got {self.free_crop_share}")
+        if self.r1_gamma is not None and self.r1_gamma < 0:
+            raise ConfigError(f"r1_gamma must be >= 0, got {self.r1_gamma}")
         for name in (
             "lr_g",
             "lr_d",
-            "r1_gamma",
             "adversarial",
             "feature_matching",
             "reconstruction",

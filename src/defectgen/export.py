@@ -68,7 +68,7 @@ def export_onnx(checkpoint: Path, out: Path, sample_size: tuple[int, int] | None
         raise ConfigError(f"--out must name an .onnx file, got {out}")
     if out.exists() and not _is_onnx(out):
         raise ConfigError(f"{out} exists and is not an ONNX model; refusing to overwrite it")
-    G, classes, channels, config = load_generator(checkpoint, "cpu")
+    G, classes, channels, config = load_generator(checkpoint, "cpu", expect="inpainter")
     multiple = G.size_multiple
     height, width = sample_size or (4 * multiple, 6 * multiple)  # two different sizes: nothing fixed
     inputs = _sample_inputs(G, channels, len(classes), 2, height, width, seed=0)
@@ -170,7 +170,7 @@ def verify(
     pixel outside it untouched by both."""
     from defectgen.synth import paint_one
 
-    G, _, _, config = load_generator(checkpoint, "cpu")
+    G, _, _, config = load_generator(checkpoint, "cpu", expect="inpainter")
     exported = OnnxGenerator(onnx_path)
     radius = max(0, config.max_dilation // 2)
     cpu, fp32 = torch.device("cpu"), torch.autocast("cpu", enabled=False)

@@ -177,3 +177,74 @@ def augment_pair(
     generator.set_state(state)
     second_aug, _, _ = ada(second, labels, hole, generator)
     return first_aug, second_aug, labels_aug, hole_aug
+
+
+@dataclass(frozen=True)
+class DecoderObjective:
+    """The decoder's losses (`--model decoder`), with the inpainter's phases: StyleGAN2's
+    non-saturating logistic loss over every patch of whole crops (nothing is composited: the
+    decoder draws all of it), lazy R1 on the real image *and* its label maps (D reads both), and
+    ADA fed the sign of D(real). Real and fake crops are unrelated draws, so each is augmented
+    with its own transform; the labels follow their image.
+
+    `real_labels` / `fake_labels` are [N, K, H, W]: the centred defect's mask in its class's
+    channel (`models.stylegan.as_labels`)."""
+
+    r1_gamma: float
+    adversarial: float = 1.0
+    r1_interval: int = 16
+
+    @classmethod
+    def from_config(cls, config) -> DecoderObjective:
+        return cls(
+            r1_gamma=config.model_r1_gamma(), adversarial=config.adversarial, r1_interval=config.r1_interval
+        )
+
+    def discriminator(
+        self,
+        D,
+        ada,
+        real: Tensor,
+        real_labels: Tensor,
+        fake: Tensor,
+        fake_labels: Tensor,
+        rng: torch.Generator,
+    ) -> tuple[Tensor, dict[str, float]]:
+        real_aug, real_labels_aug, _ = ada(real, real_labels, _whole(real), rng)
+        fake_aug, fake_labels_aug, _ = ada(fake, fake_labels, _whole(fake), rng)
+        logits, _ = D(
+            torch.cat([real_aug, fake_aug.to(real_aug.dtype)]),
+            torch.cat([real_labels_aug, fake_labels_aug.to(real_labels_aug.dtype)]),
+        )
+        real_logits, fake_logits = logits.float().chunk(2)
+        loss, logs = losses.d_adversarial(real_logits, fake_logits, _whole(fake_logits))
+        ada.accumulate(real_logits.detach())
+        return loss, logs
+
+    def due(self, step: int) -> bool:
+        """Whether `regularise` runs at `step` (lazy regularisation, StyleGAN2)."""
+        return self.r1_gamma > 0 and step % self.r1_interval == 0
+
+    def regularise(
+        self, D, ada, real: Tensor, real_labels: Tensor, rng: torch.Generator
+    ) -> tuple[Tensor, dict[str, float]]:
+        """Lazy R1 on augmented reals, over image and label maps, scaled by `r1_interval`."""
+        real_aug, labels_aug, _ = ada(real, real_labels, _whole(real), rng)
+        real_aug = real_aug.detach().float().requires_grad_(True)
+        labels_aug = labels_aug.detach().float().requires_grad_(True)
+        logits, _ = D(real_aug, labels_aug)
+        loss, logs = losses.r1_penalty(logits, [real_aug, labels_aug], self.r1_gamma)
+        return loss * self.r1_interval, logs
+
+    def generator(
+        self, D, ada, fake: Tensor, fake_labels: Tensor, rng: torch.Generator
+    ) -> tuple[Tensor, dict[str, float]]:
+        fake_aug, labels_aug, _ = ada(fake, fake_labels, _whole(fake), rng)
+        logits, _ = D(fake_aug, labels_aug)
+        loss, logs = losses.g_adversarial(logits.float(), _whole(logits))
+        return self.adversarial * loss, logs
+
+
+def _whole(x: Tensor) -> Tensor:
+    """A hole covering all of x: [N, 1, H, W] ones (the decoder draws every pixel)."""
+    return torch.ones(len(x), 1, *x.shape[-2:], dtype=torch.float32, device=x.device)

@@ -34,6 +34,12 @@ recorded as painted. `auto` takes `free` when the training half holds at least `
 defect-free images and `AUTO_FALLBACK` otherwise. A `--backgrounds DIR` of defect-free images
 replaces the training half.
 
+A decoder checkpoint (`train --model decoder`) has no background to paint on: each item is one
+crop the decoder draws whole, with its mask channel thresholded at 0.5 as the label of a class
+drawn uniformly from the training half's (`--classes` narrows it), redrawn (attempt a keyed by
+(seed, i, a)) while the mask comes out empty. `painted` records the label dilated by the hole
+dilation, as for painted defects, so an evaluation ignores the uncertain edge of the drawn mask.
+
 Two modes: `paint` (default) paints new defects into masks drawn from the mask source;
 `harmonize` pastes real training defects (`defectgen.paste`: real counts, position prior,
 flips) and lets the generator repaint only the seam: a band of `band` px around each pasted
@@ -83,6 +89,7 @@ from defectgen.distributed import (
 from defectgen.errors import ConfigError, DataError, DefectgenError
 from defectgen.fileio import file_digest, read_text, write_atomic
 from defectgen.masks import build_mask_source
+from defectgen.masks.learned import decoded
 from defectgen.models import composite
 from defectgen.paste import DefectPaster
 from defectgen.severity import SeverityTable, drawn_map, measured_map, parse_range
@@ -178,66 +185,86 @@ def synthesize(
         )
     split.check(dataset)
     train_indices = split.indices(dataset, "train")
-    if background_source == "auto" and backgrounds_dir is None:
-        background_source = _recorded_source(Path(out_dir)) or "auto"  # resume as the run began
-    backgrounds, background_source = _backgrounds(
-        dataset, train_indices, backgrounds_dir, channels, background_source
-    )
-    if fmt == "severstal":
-        _check_one_size(dataset, train_indices, backgrounds_dir)
     classes = sorted(set(classes)) if classes else None
     if classes:
         for class_id in classes:
             dataset.classes.check_id(class_id)
-    severity_of, severity_range = _severity_source(G, checkpoint, severity, mode)
     hole_radius = max(0, config.max_dilation // 2)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
-    generator_lock = threading.Lock()  # the painting loop and the prefetch thread (erasing) share G
-
-    def paint(batch):
-        with generator_lock:
-            return _paint(G, batch, hole_radius, tile, device, amp)
-
-    if background_source == "cleaned":
-        backgrounds = _cleaned(backgrounds, seed, paint, hole_radius + ERASE_MARGIN)
-    if mode == "harmonize":
-        band = max(1, hole_radius) if band is None else band
-        draw = _Harmonizer(DefectPaster(dataset, train_indices, progress=progress), band, rim)
-        mask_source = "paste"
+    if getattr(G, "is_decoder", False):
+        _check_decoder_options(
+            checkpoint, mode, mask_source, backgrounds_dir, background_source, tile, severity, judge, attempts
+        )
+        decoder_classes = _decoder_classes(dataset, train_indices, classes)
+        mask_source, judge_model, paint = "decoder", None, None
+        params = {
+            "format": fmt,
+            "checkpoint_sha256": file_digest(checkpoint),
+            "dataset": dataset.spec,
+            "split_fingerprint": split.fingerprint,
+            "classes": classes,
+            "mask_source": mask_source,
+            "seed": seed,
+            "backgrounds": "none: the decoder draws each crop whole",
+            "hole_dilation": hole_radius,
+            "tile": None,
+            "class_table": dataset.classes.to_json(),
+        }
     else:
-        composer = build_mask_source(mask_source, dataset, train_indices, progress=progress)
-        draw = _Painter(composer, hole_radius)
-    draw.check(classes)  # before anything is written: an impossible --classes leaves no folder
-    judge_model = None
-    if judge is not None:
-        from defectgen.evaluate.judge import LabelJudge
+        if background_source == "auto" and backgrounds_dir is None:
+            background_source = _recorded_source(Path(out_dir)) or "auto"  # resume as the run began
+        backgrounds, background_source = _backgrounds(
+            dataset, train_indices, backgrounds_dir, channels, background_source
+        )
+        if fmt == "severstal":
+            _check_one_size(dataset, train_indices, backgrounds_dir)
+        severity_of, severity_range = _severity_source(G, checkpoint, severity, mode)
+        generator_lock = threading.Lock()  # the painting loop and the prefetch thread (erasing) share G
 
-        judge_model = LabelJudge.from_evaluation(judge, dataset.classes, dataset.channels, use_bf16)
-    params = {
-        "format": fmt,
-        "checkpoint_sha256": file_digest(checkpoint),
-        "dataset": dataset.spec,
-        "split_fingerprint": split.fingerprint,
-        "classes": classes,
-        "mask_source": mask_source,
-        "seed": seed,
-        "backgrounds": str(backgrounds_dir) if backgrounds_dir else BACKGROUND_TEXT[background_source],
-        "hole_dilation": hole_radius,
-        "tile": tile,
-        "class_table": dataset.classes.to_json(),
-        **({"severity": list(severity_range)} if severity_range else {}),
-        **({} if mode == "paint" else {"mode": mode, "band": band, "rim": rim}),  # paint: as before modes
-        **({"guide_sha256": config.extra["guide_sha256"]} if "guide_sha256" in config.extra else {}),
-        **(
-            {}
-            if judge_model is None
-            else {
-                "judge": judge_model.description,
-                "judge_thresholds": {str(k): v for k, v in judge_model.thresholds.items()},
-                "attempts": attempts,
-            }
-        ),
-    }
+        def paint(batch):
+            with generator_lock:
+                return _paint(G, batch, hole_radius, tile, device, amp)
+
+        if background_source == "cleaned":
+            backgrounds = _cleaned(backgrounds, seed, paint, hole_radius + ERASE_MARGIN)
+        if mode == "harmonize":
+            band = max(1, hole_radius) if band is None else band
+            draw = _Harmonizer(DefectPaster(dataset, train_indices, progress=progress), band, rim)
+            mask_source = "paste"
+        else:
+            composer = build_mask_source(mask_source, dataset, train_indices, progress=progress)
+            draw = _Painter(composer, hole_radius)
+        draw.check(classes)  # before anything is written: an impossible --classes leaves no folder
+        judge_model = None
+        if judge is not None:
+            from defectgen.evaluate.judge import LabelJudge
+
+            judge_model = LabelJudge.from_evaluation(judge, dataset.classes, dataset.channels, use_bf16)
+        params = {
+            "format": fmt,
+            "checkpoint_sha256": file_digest(checkpoint),
+            "dataset": dataset.spec,
+            "split_fingerprint": split.fingerprint,
+            "classes": classes,
+            "mask_source": mask_source,
+            "seed": seed,
+            "backgrounds": str(backgrounds_dir) if backgrounds_dir else BACKGROUND_TEXT[background_source],
+            "hole_dilation": hole_radius,
+            "tile": tile,
+            "class_table": dataset.classes.to_json(),
+            **({"severity": list(severity_range)} if severity_range else {}),
+            **({} if mode == "paint" else {"mode": mode, "band": band, "rim": rim}),  # paint: as before modes
+            **({"guide_sha256": config.extra["guide_sha256"]} if "guide_sha256" in config.extra else {}),
+            **(
+                {}
+                if judge_model is None
+                else {
+                    "judge": judge_model.description,
+                    "judge_thresholds": {str(k): v for k, v in judge_model.thresholds.items()},
+                    "attempts": attempts,
+                }
+            ),
+        }
     out_dir = Path(out_dir)
     # Under torchrun each process paints items i with i % world_size == rank (an item is a
     # function of (seed, i) alone); rank 0 holds the lock, prepares the folder and finishes it.
@@ -262,10 +289,16 @@ def synthesize(
                 def redraw(index, attempt):  # item `index` drawn again, for the judge
                     return _item(index, attempt, backgrounds, draw, classes, seed, severity_of)
 
-                batches = _batches(todo, backgrounds, draw, classes, seed, batch_size, severity_of)
+                if paint is None:  # a decoder: each item is drawn whole
+                    batches = _decoder_batches(todo, decoder_classes, seed, batch_size)
+                else:
+                    batches = _batches(todo, backgrounds, draw, classes, seed, batch_size, severity_of)
                 with _Writer(written) as writer:
                     for batch in prefetched(batches, PREFETCH_BATCHES):
-                        painted = paint(batch)
+                        if paint is None:
+                            batch, painted = _decode(G, batch, hole_radius, device, amp)
+                        else:
+                            painted = paint(batch)
                         if judge_model is not None:
                             batch, painted = _judged(batch, painted, judge_model, attempts, redraw, paint)
                         for item, (image, region) in zip(batch, painted, strict=True):
@@ -684,6 +717,100 @@ def _judged(batch, painted, judge, attempts: int, make_item, paint) -> tuple[lis
         kept_items.append(item)
         kept_painted.append(result)
     return kept_items, kept_painted
+
+
+# --- the decoder -------------------------------------------------------------------------------
+
+DECODER_ATTEMPTS = 16  # draws of an item before an empty mask is accepted as what the decoder gives
+
+
+def _check_decoder_options(
+    checkpoint, mode, mask_source, backgrounds_dir, background_source, tile, severity, judge, attempts
+):
+    """Refuse the options that mean painting on a background: a decoder draws whole crops."""
+    given = [
+        name
+        for name, value, default in [
+            ("--mode", mode, "paint"),
+            ("--mask-source", mask_source, "real"),
+            ("--backgrounds", backgrounds_dir, None),
+            ("--background-source", background_source, "auto"),
+            ("--tile", tile, None),
+            ("--severity", severity, None),
+            ("--judge", judge, None),
+            ("--attempts", attempts, 1),
+        ]
+        if value != default
+    ]
+    if given:
+        raise ConfigError(
+            f"{checkpoint} is a decoder: it draws each crop and its mask whole, with no background, mask "
+            f"source or painting; drop {', '.join(given)} (they are for an inpainter's checkpoint)"
+        )
+
+
+def _decoder_classes(dataset, train_indices, classes) -> list[int]:
+    """The classes a decoder's items are drawn from: those of the training half (what it learned),
+    narrowed to `classes` when given."""
+    learned = sorted({k for i in train_indices for k in dataset.items[i].class_ids})
+    if classes is None:
+        return learned
+    missing = [dataset.classes.name(k) for k in classes if k not in learned]
+    if missing:
+        raise ConfigError(
+            f"--classes: the decoder never saw {', '.join(missing)} (no such defect in the training half); "
+            f"it can draw {', '.join(dataset.classes.name(k) for k in learned)}"
+        )
+    return classes
+
+
+def _decoder_item(index: int, attempt: int, classes: list[int], seed: int) -> dict:
+    """Item `index` (draw `attempt`) of a decoder: its class, a function of (seed, index, attempt)."""
+    rng = np.random.default_rng([seed, index] if attempt == 0 else [seed, index, attempt])
+    return {
+        "index": index,
+        "attempt": attempt,
+        "seed": seed,
+        "class_id": int(classes[rng.integers(len(classes))]),
+        "background": "decoder",
+        "erased": None,
+    }
+
+
+def _decoder_batches(todo, classes, seed, batch_size) -> Iterator[list[dict]]:
+    for start in range(0, len(todo), batch_size):
+        yield [_decoder_item(i, 0, classes, seed) for i in todo[start : start + batch_size]]
+
+
+@torch.no_grad()
+def _decode(G, batch: list[dict], hole_radius: int, device, amp) -> tuple[list[dict], list]:
+    """Draw each item's crop and mask (one generator call per draw: noise from the item's own
+    seed, so a draw does not depend on its batch); an empty mask is drawn again, up to
+    `DECODER_ATTEMPTS` draws. Returns the items with image, masks and record, and
+    (uint8 image, bool painted region) per item."""
+    items, painted = [], []
+    for item in batch:
+        for attempt in range(DECODER_ATTEMPTS):
+            if attempt:
+                item = {**item, "attempt": attempt}
+            generator = torch.Generator().manual_seed(_item_seed(item))
+            z = G.draw_style(1, generator, device=device)
+            classes = torch.tensor([item["class_id"] - 1], device=device)
+            with amp:
+                output = G(z, classes, generator=generator).float()
+            image, mask = decoded(output, G.image_channels)
+            if mask.any():
+                break
+        masks = np.zeros((G.num_classes, *mask.shape), dtype=bool)
+        masks[item["class_id"] - 1] = mask
+        defects = (
+            [{"source": "decoder", "class_id": item["class_id"], "area": int(mask.sum())}]
+            if mask.any()
+            else []
+        )
+        items.append({**item, "image": image, "masks": masks, "info": {"defects": defects}})
+        painted.append((image, hole_of(masks, hole_radius)[0] > 0))
+    return items, painted
 
 
 # --- the generator -----------------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """GAN training: `defectgen train`. Reads top to bottom: set-up, then one loop of D step,
 G step, EMA, ADA, logging, samples and checkpoints.
 
-The losses of an iteration are one object with phases (`objective.Objective`: D, lazy R1,
-G); this module owns the loop around them: batches, one G forward, the optimiser steps, the EMA
-generator for samples and synthesis, adaptive augmentation (StyleGAN2-ADA), logging, samples
-and checkpoints.
+The losses of an iteration are one object with phases (`objective.Objective` for the
+inpainter, `objective.DecoderObjective` for the decoder: D, lazy R1, G; `_phases` binds them to
+one batch and one generator forward); this module owns the loop around them: batches, the
+optimiser steps, the EMA generator for samples and synthesis, adaptive augmentation
+(StyleGAN2-ADA), logging, samples and checkpoints.
 
 Determinism: batches and every random draw are functions of (seed, step, rank), and
 checkpoints carry optimiser, EMA and ADA state, so N steps + `--resume` + N steps gives the
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from rich.progress import (
     BarColumn,
@@ -43,7 +45,8 @@ from defectgen.data.split import Split
 from defectgen.errors import ConfigError, DefectgenError
 from defectgen.fileio import OWNER_MARK, claim_folder, file_digest
 from defectgen.models import composite, count_parameters
-from defectgen.objective import Objective
+from defectgen.models.stylegan import as_labels, mask_probability
+from defectgen.objective import DecoderObjective, Objective
 from defectgen.ui import console, say
 
 
@@ -94,7 +97,7 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
     torch.manual_seed(config.seed)  # parameter initialisation only; all sampling is explicit
     channels, num_classes = dataset.channels, len(dataset.classes)
     spec = config.model_spec
-    G = spec.generator.build(channels, num_classes).to(device)
+    G = spec.build_generator(channels, num_classes).to(device)
     D = spec.discriminator.build(channels, num_classes).to(device)
     ema = copy.deepcopy(G).eval().requires_grad_(False)
     opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g, betas=config.betas)
@@ -146,7 +149,9 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
     use_bf16 = distributed.resolve_bf16(config.precision, device)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
     images_per_step = config.batch_size * context.world_size
-    objective = Objective.from_config(config, guide)
+    objective = (
+        DecoderObjective.from_config(config) if spec.is_decoder else Objective.from_config(config, guide)
+    )
     if context.is_main:
         console.print(
             f"G {count_parameters(G) / 1e6:.2f} M, D {count_parameters(D) / 1e6:.2f} M parameters; "
@@ -163,31 +168,29 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
         window: dict[str, list[float]] = {}
         tick = time.perf_counter()
         for step in range(start_step, config.steps):
-            batch = crops.batch(step, context.rank, config.batch_size, pairs=config.mode_seeking > 0)
+            pairs = config.mode_seeking > 0 and not spec.is_decoder
+            batch = crops.batch(step, context.rank, config.batch_size, pairs=pairs)
             batch = {k: v.to(device) for k, v in batch.items()}
-            real, hole, labels, severity = batch["image"], batch["hole"], batch["labels"], batch["severity"]
             if config.channels_last:
-                real = real.contiguous(memory_format=torch.channels_last)
+                batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
             rng = torch.Generator(device=device).manual_seed(_stream(config.seed, step, context.rank))
             logs: dict[str, float] = {}
-
             # One G forward per iteration (pix2pix / LaMa order): D learns from the detached
             # fake, then G learns through the updated, frozen D.
-            z = G.draw_style(config.batch_size, rng, device=device)
-            with amp:
-                raw = G_step(real, hole, labels, z=z, generator=rng, severity=severity)
-                fake = composite(raw, real, hole)
+            d_loss, r1_loss, g_loss = _phases(
+                G, G_step, D, objective, ada, batch, rng, amp, config.batch_size
+            )
 
             # --- D step, lazy R1 ------------------------------------------------------------
             D.requires_grad_(True)
             with amp:
-                loss_d, d_logs = objective.discriminator(D, ada, real, fake.detach(), labels, hole, rng)
+                loss_d, d_logs = d_loss()
             logs.update(d_logs)
             _guard(loss_d, "D loss", step, last_path)
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             if objective.due(step):
-                loss_r1, r1_logs = objective.regularise(D, ada, real, labels, hole, rng)
+                loss_r1, r1_logs = r1_loss()
                 logs.update(r1_logs)
                 _guard(loss_r1, "R1 penalty", step, last_path)
                 loss_r1.backward()
@@ -198,7 +201,7 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
             D.requires_grad_(False)
             aug_rng = torch.Generator(device=device).manual_seed(_stream(config.seed, step, context.rank, 1))
             with amp:
-                loss_g, g_logs = objective.generator(D, ada, real, raw, fake, labels, hole, z, aug_rng)
+                loss_g, g_logs = g_loss(aug_rng)
             logs.update(g_logs)
             _guard(loss_g, "G loss", step, last_path)
             opt_g.zero_grad(set_to_none=True)
@@ -238,7 +241,8 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
                     handle.write(json.dumps(record) + "\n")
                 window, tick = {}, time.perf_counter()
             if context.is_main and (done % config.sample_every == 0 or done == config.steps):
-                _write_samples(ema, fixed, out_dir / "samples" / f"step_{done:07d}.png", config.seed, amp)
+                write = _write_decoder_samples if spec.is_decoder else _write_samples
+                write(ema, fixed, out_dir / "samples" / f"step_{done:07d}.png", config.seed, amp)
             if context.is_main and (done % config.checkpoint_every == 0 or done == config.steps):
                 state = {
                     "step": done,
@@ -261,6 +265,40 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
 
 
 # --- helpers ---------------------------------------------------------------------------------------
+
+
+def _phases(G, G_step, D, objective, ada, batch: dict, rng: torch.Generator, amp, batch_size: int):
+    """One G forward on `batch`, and the objective's three phases bound to it:
+    (d_loss(), r1_loss(), g_loss(aug_rng)), each returning (loss, logs).
+
+    Inpainter: G repaints the hole of each real crop (z and noise from `rng`); D compares the
+    composite with the real crop. Decoder: G draws a crop and mask of each crop's centred class
+    from noise; D compares (image, mask in its class's channel) with the real crop and the mask
+    of its centred class."""
+    real, hole, labels = batch["image"], batch["hole"], batch["labels"]
+    z = G.draw_style(batch_size, rng, device=real.device)
+    if getattr(G, "is_decoder", False):
+        classes, channels, num_classes = batch["class"], G.image_channels, G.num_classes
+        real_labels = labels * F.one_hot(classes, num_classes).to(labels.dtype)[:, :, None, None]
+        with amp:
+            output = G_step(z, classes, generator=rng)
+        fake = output[:, :channels]
+        fake_labels = as_labels(mask_probability(output, channels), classes, num_classes)
+        return (
+            lambda: objective.discriminator(
+                D, ada, real, real_labels, fake.detach(), fake_labels.detach(), rng
+            ),
+            lambda: objective.regularise(D, ada, real, real_labels, rng),
+            lambda aug_rng: objective.generator(D, ada, fake, fake_labels, aug_rng),
+        )
+    with amp:
+        raw = G_step(real, hole, labels, z=z, generator=rng, severity=batch["severity"])
+        fake = composite(raw, real, hole)
+    return (
+        lambda: objective.discriminator(D, ada, real, fake.detach(), labels, hole, rng),
+        lambda: objective.regularise(D, ada, real, labels, hole, rng),
+        lambda aug_rng: objective.generator(D, ada, real, raw, fake, labels, hole, z, aug_rng),
+    )
 
 
 def _stream(*words: int) -> int:
@@ -401,6 +439,26 @@ def _write_samples(ema, fixed: dict, path: Path, seed: int, amp) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     pixels = grid.mul(255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     Image.fromarray(pixels).save(path)
+
+
+@torch.no_grad()
+def _write_decoder_samples(ema, fixed: dict, path: Path, seed: int, amp) -> None:
+    """Grid: per class, one row of EMA draws and one row of their masks (white = defect)."""
+    generator = torch.Generator(device=fixed["image"].device).manual_seed(seed)
+    columns, channels = fixed["image"].shape[0], ema.image_channels
+    rows = []
+    for class_index in range(ema.num_classes):
+        classes = torch.full((columns,), class_index, dtype=torch.long, device=fixed["image"].device)
+        z = ema.draw_style(columns, generator, device=classes.device)
+        with amp:
+            output = ema(z, classes, generator=generator).float()
+        image = output[:, :channels].clamp(-1, 1)
+        mask = (mask_probability(output, channels) * 2 - 1).expand_as(image)
+        rows += [image, mask]
+    grid = make_grid(torch.cat(rows), nrow=columns, padding=2, normalize=True, value_range=(-1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = grid.mul(255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    Image.fromarray(pixels.squeeze(-1) if pixels.shape[-1] == 1 else pixels).save(path)
 
 
 def _progress_bar(enabled: bool) -> Progress:

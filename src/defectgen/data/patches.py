@@ -83,7 +83,8 @@ class DefectCrops:
 
     def batch(self, step: int, rank: int = 0, size: int = 4, pairs: bool = True) -> dict[str, torch.Tensor]:
         """`size` crops as {'image' [N,C,S,S], 'hole' [N,1,S,S], 'labels' [N,K,S,S], 'severity'
-        [N,1,S,S]}; with `pairs`, size // 2 distinct crops, each twice (for the diversity loss)."""
+        [N,1,S,S], 'class' [N] (long: the 0-based class of the defect the crop is centred on)};
+        with `pairs`, size // 2 distinct crops, each twice (for the diversity loss)."""
         rng = np.random.default_rng([self.seed, step, rank])
         return self._draw(rng, size, pairs=pairs)
 
@@ -97,7 +98,8 @@ class DefectCrops:
         if pairs:
             crops = crops + crops  # sample i and i + N/2 share inputs, differ in noise
         image, hole, labels, severity = (torch.stack([c[i] for c in crops]) for i in range(4))
-        return {"image": image, "hole": hole, "labels": labels, "severity": severity}
+        centred = torch.tensor([c[4] for c in crops], dtype=torch.long)
+        return {"image": image, "hole": hole, "labels": labels, "severity": severity, "class": centred}
 
     def _crop(self, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
         class_id = self.classes_present[rng.integers(len(self.classes_present))]
@@ -129,6 +131,7 @@ class DefectCrops:
             torch.from_numpy(union[None].astype(np.float32)),
             torch.from_numpy(masks.astype(np.float32)),
             torch.from_numpy(severity),
+            class_id - 1,
         )
 
     def _load(self, index: int) -> tuple[np.ndarray, np.ndarray]:

@@ -764,8 +764,10 @@ def _diversity(checkpoint, synthetic, features, config, use_bf16, real_crops, sp
     from defectgen.tensors import image_to_tensor
 
     G, _, _, _ = load_generator(Path(checkpoint))
-    windows = []
     size = config.crop_size
+    if getattr(G, "is_decoder", False):
+        return _decoder_diversity(G, synthetic, features, config, use_bf16, real_crops, space)
+    windows = []
     for index in range(min(config.diversity_masks, len(synthetic))):
         sample = synthetic[index]
         ys, xs = np.nonzero(sample.masks.any(axis=0))
@@ -790,6 +792,43 @@ def _diversity(checkpoint, synthetic, features, config, use_bf16, real_crops, sp
         "draws": config.diversity_draws,
         "feature_space": space,
         "note": "generated: same mask and background, different draws; real: different real defects",
+    }
+
+
+def _decoder_diversity(G, synthetic, features, config, use_bf16, real_crops, space) -> dict:
+    """A decoder's diversity: mean pairwise feature distance between `diversity_draws` crops it
+    draws for one class (new z and noise each; the crop centred to the evaluation's crop size),
+    for the classes of the first `diversity_masks` synthetic items. Unlike an inpainter's (same
+    mask and background), the decoder's draws differ in shape and surface too."""
+    size, resolution = config.crop_size, G.resolution
+    distances, used = [], 0
+    for index in range(min(config.diversity_masks, len(synthetic))):
+        present = np.flatnonzero(synthetic[index].masks.any(axis=(1, 2)))
+        if not len(present):
+            continue
+        generator = torch.Generator().manual_seed(index)
+        classes = torch.full((config.diversity_draws,), int(present[0]), dtype=torch.long)
+        z = G.draw_style(config.diversity_draws, generator)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+            output = G(z, classes, generator=generator).float()
+        crops = output[:, : G.image_channels].clamp(-1, 1)
+        if resolution > size:
+            start = (resolution - size) // 2
+            crops = crops[:, :, start : start + size, start : start + size]
+        elif resolution < size:
+            crops = torch.nn.functional.interpolate(
+                crops, size=(size, size), mode="bilinear", align_corners=False
+            )
+        distances.append(float(torch.pdist(features(crops)).mean()))
+        used += 1
+    return {
+        "mean_pairwise_distance": float(np.mean(distances)) if distances else float("nan"),
+        "real_pairwise_distance": quality.pairwise_feature_distance(features, real_crops),
+        "masks": used,
+        "draws": config.diversity_draws,
+        "feature_space": space,
+        "note": "generated: decoder draws of one class (shape, defect and surface vary); "
+        "real: different real defects",
     }
 
 

@@ -6,6 +6,8 @@ explicit `numpy.random.Generator`: the same seed gives the same masks. Kinds:
 - `real`: real training components, varied and re-placed (`RealMaskBank`);
 - `shapes`: procedural strokes / blobs / patches / pits fitted to them (`ProceduralShapes`);
 - `folder:PATH`: masks a user drew (`UserMasks`);
+- `learned:RUN`: shapes drawn by a decoder run (`train --model decoder`), placed as real ones
+  are (`LearnedMasks`);
 - `mix`: per defect, one of the above picked by weight (`MaskComposer`).
 
 `build_mask_source` builds any of them as a `MaskComposer`, whose `compose` also says what it
@@ -27,6 +29,7 @@ from defectgen.masks.compose import (
     find_components,
     place,
 )
+from defectgen.masks.learned import LearnedMasks
 from defectgen.masks.shapes import FAMILIES, ProceduralShapes, choose_family
 from defectgen.masks.user import UserMasks
 
@@ -34,6 +37,7 @@ __all__ = [
     "FAMILIES",
     "ComponentTable",
     "CountDistribution",
+    "LearnedMasks",
     "MaskComposer",
     "PositionPrior",
     "ProceduralShapes",
@@ -48,7 +52,7 @@ __all__ = [
     "scan_components",
 ]
 
-KINDS = ("real", "shapes", "folder:PATH", "mix")
+KINDS = ("real", "shapes", "folder:PATH", "learned:RUN", "mix")
 
 
 def build_mask_source(
@@ -86,6 +90,17 @@ def build_mask_source(
             raise ConfigError("mask kind folder:PATH needs a path, e.g. folder:my_masks")
         user = UserMasks(path, classes)
         return MaskComposer({"folder": user}, class_weights=user.class_frequency)
+    if kind.startswith("learned:"):
+        run = kind.partition(":")[2]
+        if not run:
+            raise ConfigError(
+                "mask kind learned:RUN needs a decoder run folder or checkpoint, e.g. learned:runs/decoder"
+            )
+        if dataset is None or indices is None:
+            raise ConfigError("mask kind learned:RUN places shapes as the real defects lie: give the dataset")
+        table = scan_components(dataset, list(indices), progress=progress)
+        learned = LearnedMasks.from_run(run, RealMaskBank(table), classes)
+        return MaskComposer({"learned": learned}, count_distribution=table.counts)
     if kind not in ("real", "shapes", "mix"):
         raise ConfigError(f"unknown mask kind {kind!r}; use one of {', '.join(KINDS)}")
     if dataset is None or indices is None:

@@ -7,8 +7,13 @@ therefore never changes an old run. Checkpoints written before the spec existed 
 `config.upgrade_config`, the one conversion of old config dicts.
 
     spec = ModelSpec.from_preset("small").merged({"generator": {"width": 48}})
-    G = spec.generator.build(image_channels=1, num_classes=4)
+    G = spec.build_generator(image_channels=1, num_classes=4)
     D = spec.discriminator.build(image_channels=1, num_classes=4)
+
+Two kinds of model (`ModelSpec.kind`): the `inpainter` (default; `GeneratorSpec`, the FFC
+generator that paints inside a given mask) and the `decoder` (`DecoderSpec`, a class-conditional
+StyleGAN2 that draws a crop and its mask from noise; `models/stylegan.py`). Both are judged by
+the same patch discriminator, which the decoder feeds its mask as the class's label map.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ from dataclasses import dataclass
 from defectgen.errors import ConfigError
 from defectgen.models.discriminator import CONDITIONING, PatchDiscriminator, SegmentingDiscriminator
 from defectgen.models.generator import UPSAMPLING, FFCGenerator
+from defectgen.models.stylegan import StyleGenerator
 
 MAX_WIDTH, MAX_BLOCKS, MAX_LAYERS = 4096, 256, 12  # far beyond any sensible model; bound a typo
 DISCRIMINATOR_KINDS = ("patch", "segmenting")
+MODEL_KINDS = ("inpainter", "decoder")
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,29 @@ class GeneratorSpec:
         if not 0.0 < self.ratio_g < 1.0:
             raise ConfigError(f"model.generator.ratio_g must be in (0, 1), got {self.ratio_g}")
         _one_of("generator.upsampling", self.upsampling, UPSAMPLING)
+
+
+@dataclass(frozen=True)
+class DecoderSpec:
+    """Arguments of the decoder (`StyleGenerator`) besides the data's channels and classes and
+    the resolution (the model's)."""
+
+    width: int  # channels at the output resolution; doubled per halving up to max_width
+    max_width: int  # channel cap (the low resolutions)
+    style_dim: int  # z and w size
+    mapping_layers: int  # layers of the mapping MLP
+    mixing: float  # style-mixing probability in training
+
+    def build(self, image_channels: int, num_classes: int, resolution: int) -> StyleGenerator:
+        return StyleGenerator(image_channels, num_classes, resolution, **dataclasses.asdict(self))
+
+    def check(self) -> None:
+        _in_range("generator.width", self.width, 1, MAX_WIDTH)
+        _in_range("generator.max_width", self.max_width, 1, MAX_WIDTH)
+        _in_range("generator.style_dim", self.style_dim, 1, MAX_WIDTH)
+        _in_range("generator.mapping_layers", self.mapping_layers, 1, 16)
+        if not 0.0 <= self.mixing <= 1.0:
+            raise ConfigError(f"model.generator.mixing must be in [0, 1], got {self.mixing}")
 
 
 @dataclass(frozen=True)
@@ -84,9 +114,20 @@ class DiscriminatorSpec:
 class ModelSpec:
     """Both models of a run, and the square crop side they train at."""
 
-    resolution: int  # training crop side in px (a multiple of 8); the models run at any size
-    generator: GeneratorSpec
+    resolution: int  # training crop side in px (a multiple of 8); an inpainter runs at any size
+    generator: GeneratorSpec | DecoderSpec  # DecoderSpec when kind == "decoder"
     discriminator: DiscriminatorSpec
+    kind: str = "inpainter"  # inpainter | decoder (runs written before the decoder: inpainter)
+
+    @property
+    def is_decoder(self) -> bool:
+        return self.kind == "decoder"
+
+    def build_generator(self, image_channels: int, num_classes: int) -> FFCGenerator | StyleGenerator:
+        """The generator this spec describes, for data of `image_channels` and `num_classes`."""
+        if self.is_decoder:
+            return self.generator.build(image_channels, num_classes, self.resolution)
+        return self.generator.build(image_channels, num_classes)
 
     @classmethod
     def from_preset(cls, name: str) -> ModelSpec:
@@ -105,10 +146,14 @@ class ModelSpec:
         checked, values in range."""
         if not isinstance(data, dict):
             raise ConfigError(f"model: expected a mapping, got {data!r}")
+        kind = data.get("kind", "inpainter")
+        if kind not in MODEL_KINDS:
+            raise ConfigError(f"model.kind must be inpainter or decoder, got {kind!r}")
         spec = cls(
             resolution=_field(cls, "resolution", data),
-            generator=_part(GeneratorSpec, "generator", data),
+            generator=_part(DecoderSpec if kind == "decoder" else GeneratorSpec, "generator", data),
             discriminator=_part(DiscriminatorSpec, "discriminator", data),
+            kind=kind,
         )
         spec.check()
         return spec
@@ -118,6 +163,11 @@ class ModelSpec:
         if not isinstance(overrides, dict):
             raise ConfigError(f"model: expected a mapping, got {overrides!r}")
         data = self.to_dict()
+        if overrides.get("kind", self.kind) != self.kind:
+            raise ConfigError(
+                f"model.kind: this preset builds the {self.kind}; choose the model with --model "
+                "inpainter|decoder (or a preset of that kind) instead of overriding model.kind"
+            )
         for key, value in overrides.items():
             if key in ("generator", "discriminator") and isinstance(value, dict):
                 unknown = sorted(set(value) - set(data[key]))
@@ -137,13 +187,24 @@ class ModelSpec:
         if self.resolution % 8:
             raise ConfigError(f"model.resolution must be a multiple of 8, got {self.resolution}")
         self.generator.check()
+        self.discriminator.check()
+        if self.is_decoder:
+            if self.resolution & (self.resolution - 1):
+                raise ConfigError(
+                    f"model.resolution must be a power of two for the decoder, got {self.resolution}"
+                )
+            if self.discriminator.kind != "patch" or self.discriminator.conditioning == "none":
+                raise ConfigError(
+                    "the decoder's discriminator must see the drawn mask: model.discriminator.kind=patch "
+                    "with conditioning input or projection"
+                )
+            return
         step = 2**self.generator.n_downsample  # each downsampling halves the crop exactly
         if self.resolution % step or self.resolution < 2 * step:
             raise ConfigError(
                 f"model.resolution {self.resolution} must be a multiple of {step} and at least {2 * step} "
                 f"for model.generator.n_downsample={self.generator.n_downsample}"
             )
-        self.discriminator.check()
 
 
 def _part(kind: type, name: str, data: dict):

@@ -95,7 +95,7 @@ class StudioSession:
     ):
         self.device = parse_device(str(device))
         self.use_bf16 = resolve_bf16(precision, self.device)
-        G, classes, channels, config = load_generator(checkpoint, self.device)
+        G, classes, channels, config = load_generator(checkpoint, self.device, expect="inpainter")
         if classes != dataset.classes or channels != dataset.channels:
             raise DataError(
                 f"{checkpoint} was trained for classes {list(classes.names)} with {channels} channel(s); "

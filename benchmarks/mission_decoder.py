@@ -1,0 +1,186 @@
+"""The two designs head to head: the decoder (StyleGAN2 drawing crop and mask) against the
+inpainter, in the mission's instrument, plus the inpainter painting into the decoder's masks.
+
+    .venv/bin/python benchmarks/mission_decoder.py --inpainter RUN/checkpoints/step_0001000.pt \
+        [--decoder-steps 3000] [--n 500] [--work bench_runs/mission] [--processes 2]
+
+Stages, each resumable (the same command continues; finished runs and sets are reused):
+
+1. `defectgen train --model decoder --preset small` on the mission split's training half
+   (magnetic tile, 25 % labels), 128 px crops as the inpainter's;
+2. four synthetic sets of --n images, seed 0: `decoder` (drawn whole by the decoder),
+   `inpainter` (--inpainter painting into the real mask bank on defect-free training images, as
+   every earlier round), `learned` (the same inpainter painting into `--mask-source
+   learned:DECODER`), `shapes` (the same inpainter, procedural shapes);
+3. one evaluation (`evaluate` under torchrun, --processes single-thread processes) in the
+   mission's folder with the mission's settings (600 segmenter steps, 96 px crops, 5 seeds):
+   real, oversample, blendpaste, and oversample + each set;
+4. label fidelity (the real arm of seed 0 as the independent judge), KID and diversity of each
+   set (`evaluate.measure_quality`), and the paired differences (seed-aware 95 % intervals):
+   each synthetic arm against oversample and the best cheap baseline, the decoder against the
+   inpainter, learned masks against the real bank and the procedural shapes.
+
+Writes `benchmarks/decoder_result.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "magnetic_tile"
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+SETTINGS = dict(steps=600, crop_size=96, seeds=[0, 1, 2, 3, 4], quality_samples=0)
+CHEAP = ["oversample", "blendpaste"]
+SETS = ["inpainter", "decoder", "learned", "shapes"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--inpainter", type=Path, required=True, help="the inpainter's checkpoint")
+    parser.add_argument("--decoder-steps", type=int, default=3000)
+    parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--work", type=Path, default=REPO / "bench_runs" / "mission")
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args)
+    if not DATA.exists():
+        raise SystemExit(f"magnetic tile data not found at {DATA}")
+    from defectgen.data import open_dataset
+    from defectgen.data.split import Split
+    from defectgen.evaluate import EvalConfig, measure_quality
+    from mission_magnetic_tile import paired_arms
+
+    start = time.time()
+    work, cli = args.work, [sys.executable, "-m", "defectgen"]
+    split = work / "split_0.25.json"
+    decoder_run = work / "decoder"
+    decoder = decoder_run / "checkpoints" / f"step_{args.decoder_steps:07d}.pt"
+    if not decoder.exists():
+        resume = ["--resume"] if decoder_run.exists() else []
+        run([*cli, "train", str(DATA), "--split", str(split), "--out", str(decoder_run), "--model", "decoder",
+             "--preset", "small", "--steps", str(args.decoder_steps), "--set", "sample_every=500",
+             "--set", "checkpoint_every=250", *resume], threads=2)  # fmt: skip
+    train_minutes = _train_minutes(decoder_run)
+    sources = {"inpainter": "real", "learned": f"learned:{decoder_run}", "shapes": "shapes"}
+    for name in SETS:
+        checkpoint, source = (
+            (decoder, []) if name == "decoder" else (args.inpainter, ["--mask-source", sources[name]])
+        )
+        run([*cli, "synth", str(DATA), "--checkpoint", str(checkpoint), "--split", str(split),
+             "-n", str(args.n), "--out", str(work / f"synthetic_{name}"), "--seed", "0", *source],
+            threads=2)  # fmt: skip
+    arms = ["real", *CHEAP, *(f"oversample+{name}" for name in SETS)]
+    launcher = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={args.processes}",
+    ]
+    job = json.dumps({**SETTINGS, "arms": arms})
+    run(
+        [*launcher, __file__, "--worker", job, "--work", str(work), "--inpainter", str(args.inpainter)],
+        threads=1,
+    )
+    eval_dir = work / "eval"
+    dataset, split_object = open_dataset(str(DATA)), Split.load(split)
+    config = EvalConfig(**{**SETTINGS, "arms": arms})
+    sets = {name: work / f"synthetic_{name}" for name in SETS}
+    quality = measure_quality(
+        dataset,
+        split_object,
+        eval_dir,
+        config,
+        {k: v for k, v in sets.items() if k != "decoder"},
+        args.inpainter,
+        0,
+    )
+    quality.update(
+        measure_quality(dataset, split_object, eval_dir, config, {"decoder": sets["decoder"]}, decoder, 0)
+    )
+    seeds = SETTINGS["seeds"]
+    means = {arm: _mean_test(eval_dir, arm, seeds) for arm in arms}
+    best_cheap = max(CHEAP, key=lambda arm: means[arm])
+    pairs = [(f"oversample+{name}", other) for name in SETS for other in ("oversample", best_cheap)]
+    pairs += [
+        ("oversample+decoder", "oversample+inpainter"),
+        ("oversample+learned", "oversample+inpainter"),
+        ("oversample+learned", "oversample+shapes"),
+        ("oversample+learned", "oversample+decoder"),
+    ]
+    record = {
+        "benchmark": "decoder (StyleGAN2, crop and mask from noise) vs inpainter, magnetic tile, 25 % labels",
+        "command": "python benchmarks/mission_decoder.py " + " ".join(sys.argv[1:]),
+        "machine": f"dev-cpu, 2 cores; evaluation in {args.processes} single-thread torchrun processes",
+        "minutes_this_invocation": round((time.time() - start) / 60, 1),
+        "settings": {**SETTINGS, "synthetic_images": args.n},
+        "generators": {
+            "inpainter": {"checkpoint": str(args.inpainter)},
+            "decoder": {
+                "checkpoint": str(decoder),
+                "preset": "decoder-small",
+                "steps": args.decoder_steps,
+                "train_minutes": train_minutes,
+            },
+        },
+        "sets": {
+            name: {
+                "generator": "decoder" if name == "decoder" else "inpainter",
+                "mask_source": "drawn by the decoder" if name == "decoder" else sources[name],
+            }
+            for name in SETS
+        },  # fmt: skip
+        "arms": arms,
+        "seeds": seeds,
+        "test_mean_positive_dice": means,
+        "best_cheap_baseline": best_cheap,
+        "paired": {f"{a} - {b}": paired_arms(eval_dir, a, b, seeds) for a, b in pairs},
+        "quality": quality,
+    }
+    path = REPO / "benchmarks" / "decoder_result.json"
+    path.write_text(json.dumps(record, indent=1, default=float) + "\n")
+    print(json.dumps({k: record[k] for k in ("test_mean_positive_dice", "best_cheap_baseline")}, indent=1))
+
+
+def worker(args) -> None:
+    """One torchrun process: the evaluation, its (arm, seed) runs shared out."""
+    from defectgen.data import open_dataset
+    from defectgen.data.split import Split
+    from defectgen.evaluate import EvalConfig, evaluate
+
+    dataset = open_dataset(str(DATA))
+    split = Split.load(args.work / "split_0.25.json")
+    sets = {name: args.work / f"synthetic_{name}" for name in SETS}
+    evaluate(dataset, split, args.work / "eval", EvalConfig(**json.loads(args.worker)), synthetic=sets,
+             progress=False)  # fmt: skip
+
+
+def _train_minutes(run_dir: Path) -> float:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    seconds = sum(json.loads(line)["seconds_per_step"] * 10 for line in lines)  # log_every = 10
+    return round(seconds / 60, 1)
+
+
+def _mean_test(eval_dir: Path, arm: str, seeds: list[int]) -> float:
+    values = [json.loads((eval_dir / "runs" / f"{arm}_s{s}.json").read_text())["test"]["mean_positive_dice"]
+              for s in seeds]  # fmt: skip
+    return round(sum(values) / len(values), 4)
+
+
+def run(command: list[str], threads: int) -> None:
+    print("$ " + " ".join(command), flush=True)
+    subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+
+
+if __name__ == "__main__":
+    main()

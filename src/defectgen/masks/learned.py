@@ -1,0 +1,103 @@
+"""Masks a decoder draws (`--mask-source learned:RUN`): the shapes of real defects as a
+class-conditional StyleGAN2 (`train --model decoder`) learned them, placed where the training
+half's defects of that class lie.
+
+Per defect: the decoder draws a crop of the class from noise (z and noise seeded from the mask
+generator `rng`, so the same seed gives the same masks); its mask channel is thresholded at 0.5
+(`decoded`); the connected component nearest the crop's centre (the decoder learned from crops
+centred on a defect) is cut out and placed by the class's position prior, exactly as the real
+mask bank places a varied real component. A draw with no mask is drawn again, up to
+`MAX_DRAWS` times.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from defectgen.errors import ConfigError, DataError
+from defectgen.masks.bank import RealMaskBank, prior_centre
+from defectgen.masks.compose import MIN_AREA, place
+from defectgen.tensors import tensor_to_image
+
+MAX_DRAWS = 16
+
+
+def decoded(output: torch.Tensor, image_channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """A decoder output [1, C + 1, R, R] -> (uint8 image [R, R, C], bool mask [R, R]): the mask
+    channel thresholded at probability 0.5, specks under `MIN_AREA` px dropped."""
+    from defectgen.models.stylegan import mask_probability
+
+    image = tensor_to_image(output[0, :image_channels].clamp(-1, 1))
+    mask = (mask_probability(output, image_channels)[0, 0] > 0.5).cpu().numpy()
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    keep = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= MIN_AREA)
+    return image, np.isin(labels, keep[keep > 0])
+
+
+def central_component(mask: np.ndarray) -> np.ndarray:
+    """bool [h, w]: the bounding-box crop of the connected component of bool `mask` [R, R]
+    nearest its centre (by the component's nearest pixel); `mask` must hold one."""
+    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    ys, xs = np.nonzero(labels)
+    centre = (np.asarray(mask.shape) - 1) / 2
+    nearest = labels[ys, xs][np.argmin((ys - centre[0]) ** 2 + (xs - centre[1]) ** 2)]
+    rows, cols = np.nonzero(labels == nearest)
+    return (labels == nearest)[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+
+
+class LearnedMasks:
+    """A mask source (like `RealMaskBank`: `draw_defect`, `class_ids`, `num_classes`) whose
+    shapes come from a decoder `G` and whose positions come from `bank`'s class priors."""
+
+    def __init__(self, G, bank: RealMaskBank):
+        if not getattr(G, "is_decoder", False):
+            raise ConfigError("learned masks need a decoder (train --model decoder)")
+        if G.num_classes != bank.num_classes:
+            raise ConfigError(f"the decoder has {G.num_classes} classes, the data {bank.num_classes}")
+        self.G = G
+        self.bank = bank
+        self.num_classes = bank.num_classes
+        self.class_ids = bank.class_ids
+
+    @classmethod
+    def from_run(cls, run: str | Path, bank: RealMaskBank, classes) -> LearnedMasks:
+        """The decoder of `run` (a run folder: its last checkpoint; or a checkpoint file),
+        checked against the data's class table `classes`."""
+        from defectgen.checkpoint import load_generator
+
+        path = Path(run)
+        if path.is_dir():
+            path = path / "checkpoints" / "last.pt"
+        G, trained, _, _ = load_generator(path, "cpu", expect="decoder")
+        if trained != classes:
+            raise DataError(
+                f"{path} was trained for classes {list(trained.names)}; this data has {list(classes.names)}"
+            )
+        return cls(G, bank)
+
+    def shape(self, rng: np.random.Generator, class_id: int) -> np.ndarray:
+        """bool [h, w]: one decoder-drawn defect shape of `class_id` (the central component)."""
+        for _ in range(MAX_DRAWS):
+            generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
+            z = self.G.draw_style(1, generator)
+            with torch.no_grad():
+                output = self.G(z, torch.tensor([class_id - 1]), generator=generator)
+            _, mask = decoded(output, self.G.image_channels)
+            if mask.any():
+                return central_component(mask)
+        raise DataError(
+            f"the decoder drew no mask of class {class_id} in {MAX_DRAWS} draws; train it longer or use "
+            "--mask-source real"
+        )
+
+    def draw_defect(self, rng: np.random.Generator, height: int, width: int, class_id: int) -> np.ndarray:
+        """bool [H, W]: one decoder-drawn shape of `class_id`, placed by the class prior."""
+        if class_id not in self.class_ids:
+            raise DataError(f"no training defect of class {class_id}: the mask source cannot place one")
+        shape = self.shape(rng, class_id)
+        y, x = prior_centre(rng, self.bank.priors[class_id], shape.shape, 0, height, width)
+        return place(shape, height, width, y, x)

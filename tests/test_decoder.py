@@ -1,0 +1,269 @@
+"""The decoder (`train --model decoder`): a class-conditional StyleGAN2 drawing crop and mask.
+
+Model (shapes, explicit randomness, class conditioning, style mixing, gradients), spec and
+presets, training (run folder, resume = uninterrupted, R1 default), synthesis from it (labels,
+determinism, resume, refused options), the learned mask source, and the commands that need an
+inpainter refusing it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import FIXTURE
+from defectgen.checkpoint import CheckpointError, load_checkpoint, load_generator
+from defectgen.cli import main
+from defectgen.config import TrainConfig
+from defectgen.data import open_dataset
+from defectgen.data.split import make_split
+from defectgen.errors import ConfigError, DataError
+from defectgen.masks import build_mask_source
+from defectgen.masks.learned import central_component
+from defectgen.models import PRESETS, ModelSpec
+from defectgen.models.stylegan import StyleGenerator, as_labels, mask_probability
+from defectgen.synth import synthesize
+from defectgen.train import train
+
+DECODER = dict(
+    preset="decoder-tiny",
+    batch_size=2,
+    precision="fp32",
+    log_every=1,
+    sample_every=100,
+    checkpoint_every=100,
+)
+
+
+def _tiny(mixing: float = 0.9) -> StyleGenerator:
+    torch.manual_seed(0)
+    return StyleGenerator(1, 3, 32, width=8, max_width=16, style_dim=16, mapping_layers=2, mixing=mixing)
+
+
+def test_output_shape_and_explicit_randomness():
+    G = _tiny().eval()
+    for layer in G.layers:  # noise strengths start at 0 (StyleGAN2); as after some training
+        layer.noise_strength.data.fill_(0.1)
+    z = G.draw_style(3, torch.Generator().manual_seed(1))
+    classes = torch.tensor([0, 1, 2])
+    a = G(z, classes, generator=torch.Generator().manual_seed(5))
+    b = G(z, classes, generator=torch.Generator().manual_seed(5))
+    c = G(z, classes, generator=torch.Generator().manual_seed(6))  # other noise
+    assert a.shape == (3, 2, 32, 32)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(G(z, classes), G(z, classes))  # no generator: no noise, no global RNG
+    probability = mask_probability(a, 1)
+    assert probability.shape == (3, 1, 32, 32) and 0 <= probability.min() and probability.max() <= 1
+
+
+def test_the_class_changes_the_draw_and_labels_land_in_its_channel():
+    G = _tiny().eval()
+    z = G.draw_style(1, torch.Generator().manual_seed(1)).repeat(3, 1)
+    out = G(z, torch.tensor([0, 1, 2]))
+    assert not torch.allclose(out[0], out[1]) and not torch.allclose(out[1], out[2])
+    labels = as_labels(mask_probability(out, 1), torch.tensor([0, 1, 2]), 3)
+    assert labels.shape == (3, 3, 32, 32)
+    for k in range(3):  # only the class's own channel carries the mask
+        others = [j for j in range(3) if j != k]
+        assert labels[k, others].abs().max() == 0 and labels[k, k].max() > 0
+
+
+def test_style_mixing_only_in_training_and_only_after_the_crossover():
+    G = _tiny(mixing=1.0)
+    z = G.draw_style(4, torch.Generator().manual_seed(1))
+    classes = torch.tensor([0, 1, 2, 0])
+    G.eval()
+    plain = G.styles(z, classes, torch.Generator().manual_seed(2))
+    assert torch.equal(plain, plain[:, :1].expand_as(plain))  # one w for every layer
+    G.train()
+    mixed = G.styles(z, classes, torch.Generator().manual_seed(2))
+    assert torch.equal(mixed[:, 0], plain[:, 0])  # the first layer always keeps the first w
+    assert not torch.equal(mixed, plain)
+
+
+def test_every_parameter_gets_a_gradient():
+    G = _tiny().train()
+    generator = torch.Generator().manual_seed(0)
+    out = G(G.draw_style(2, generator), torch.tensor([0, 2]), generator=generator)
+    out.square().mean().backward()
+    missing = [name for name, p in G.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+
+
+@pytest.mark.parametrize("bad", [dict(classes=[3]), dict(classes=[-1]), dict(z=torch.zeros(1, 5))])
+def test_bad_inputs_are_refused(bad):
+    G = _tiny().eval()
+    z = bad.get("z", torch.zeros(1, 16))
+    with pytest.raises(ValueError):
+        G(z, torch.tensor(bad.get("classes", [0])))
+
+
+def test_presets_and_spec_rules():
+    for name in ("decoder-tiny", "decoder-small", "decoder-large"):
+        spec = PRESETS[name]
+        assert spec.is_decoder and spec.discriminator.conditioning == "input"
+        G = spec.build_generator(1, 4)
+        assert G.resolution == spec.resolution
+        assert ModelSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(ConfigError, match="--model"):
+        PRESETS["small"].merged({"kind": "decoder"})
+    with pytest.raises(ConfigError, match="see the drawn mask"):
+        PRESETS["decoder-tiny"].merged({"discriminator": {"conditioning": "none"}})
+    with pytest.raises(ConfigError, match="power of two"):
+        PRESETS["decoder-tiny"].merged({"resolution": 48})
+    with pytest.raises(ConfigError, match="unknown key"):
+        PRESETS["decoder-tiny"].merged({"generator": {"n_blocks": 3}})
+    old = PRESETS["small"].to_dict()
+    del old["kind"]  # a run written before the decoder existed
+    assert ModelSpec.from_dict(old).kind == "inpainter"
+
+
+def test_r1_default_and_guide_refused():
+    assert TrainConfig(preset="decoder-small", batch_size=4).resolved().r1_gamma == pytest.approx(
+        0.0002 * 128**2 / 4
+    )
+    assert TrainConfig(preset="small").resolved().r1_gamma == 0.001
+    assert TrainConfig(preset="decoder-small", r1_gamma=2.0).resolved().r1_gamma == 2.0
+    with pytest.raises(ConfigError, match="guide"):
+        TrainConfig(preset="decoder-tiny", guide="some.pt").validate()
+
+
+@pytest.fixture(scope="module")
+def decoder_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("decoder")
+    dataset = open_dataset(str(FIXTURE))
+    split = make_split(dataset, seed=0)
+    split.save(work / "split.json")
+    checkpoint = train(dataset, split, TrainConfig(steps=4, **DECODER), work / "run", progress=False)
+    return dataset, split, checkpoint, work
+
+
+def test_training_writes_a_decoder_run_and_resume_equals_uninterrupted(decoder_run, tmp_path):
+    dataset, split, checkpoint, work = decoder_run
+    state = load_checkpoint(checkpoint)
+    assert state["config"]["model"]["kind"] == "decoder" and state["step"] == 4
+    assert (work / "run" / "samples" / "step_0000004.png").is_file()
+    G, classes, channels, _ = load_generator(checkpoint, expect="decoder")
+    assert isinstance(G, StyleGenerator) and classes == dataset.classes
+    with pytest.raises(CheckpointError, match="decoder"):
+        load_generator(checkpoint, expect="inpainter")
+    train(dataset, split, TrainConfig(steps=2, **DECODER), tmp_path / "resumed", progress=False)
+    train(dataset, split, TrainConfig(steps=4, **DECODER), tmp_path / "resumed", resume=True, progress=False)
+    resumed = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    for key in ("G", "D", "ema"):
+        for name, tensor in state[key].items():
+            assert torch.equal(tensor, resumed[key][name]), (key, name)
+
+
+def test_cli_model_option_picks_the_decoder_presets(tmp_path, capsys):
+    base = ["train", str(FIXTURE), "--split", str(tmp_path / "split.json"), "--out", str(tmp_path / "run")]
+    assert main(["split", str(FIXTURE), "--out", str(tmp_path / "split.json")]) == 0
+    settings = ["--steps", "1", "--set", "batch_size=2", "--set", "precision=fp32"]
+    assert main([*base, "--model", "decoder", "--preset", "tiny", *settings]) == 0
+    assert "preset: decoder-tiny" in (tmp_path / "run" / "config.yaml").read_text()
+    capsys.readouterr()
+    assert main([*base, "--model", "inpainter", "--preset", "decoder-tiny"]) == 2
+    assert "decoder preset" in capsys.readouterr().err
+    assert main([*base, "--model", "painter"]) == 2
+    assert "inpainter or decoder" in capsys.readouterr().err
+
+
+def _manifest(folder):
+    return [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()]
+
+
+def test_synthesis_from_a_decoder_labels_each_crop_with_its_drawn_mask(decoder_run, tmp_path):
+    dataset, split, checkpoint, _ = decoder_run
+    summary = synthesize(checkpoint, dataset, split, 6, tmp_path / "a", seed=2, progress=False)
+    assert summary["items"] == 6 and summary["mask_source"] == "decoder"
+    synthetic = open_dataset(str(tmp_path / "a"))
+    records = _manifest(tmp_path / "a")
+    for index, record in enumerate(records):
+        sample = synthetic[index]
+        assert sample.image.shape[:2] == (32, 32)
+        assert record["background"] == "decoder" and len(record["classes"]) <= 1
+        for class_id in record["classes"]:  # the label is the one class the item was drawn for
+            assert sample.masks[class_id - 1].sum() == record["areas"][str(class_id)]
+        assert sample.masks.sum(axis=0).max() <= 1
+    again = synthesize(checkpoint, dataset, split, 6, tmp_path / "b", seed=2, progress=False)
+    assert again["items"] == 6
+    for name in ("manifest.jsonl", "images/synth_000003.png", "masks/synth_000003.png"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    (tmp_path / "b" / "images" / "synth_000003.png").unlink()  # as after a kill: run again
+    synthesize(checkpoint, dataset, split, 6, tmp_path / "b", seed=2, progress=False)
+    assert (tmp_path / "a" / "images/synth_000003.png").read_bytes() == (
+        tmp_path / "b" / "images/synth_000003.png"
+    ).read_bytes()
+    only = synthesize(checkpoint, dataset, split, 4, tmp_path / "c", seed=2, classes=[2], progress=False)
+    assert set(only["images_per_class"]) and all(r["classes"] in ([], [2]) for r in _manifest(tmp_path / "c"))
+    severstal = synthesize(checkpoint, dataset, split, 2, tmp_path / "d", fmt="severstal", progress=False)
+    assert severstal["items"] == 2 and (tmp_path / "d" / "train.csv").is_file()
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        dict(tile=64),
+        dict(mask_source="shapes"),
+        dict(mode="harmonize"),
+        dict(background_source="cleaned"),
+        dict(severity="0:0.5"),
+    ],
+)
+def test_synthesis_options_for_painting_are_refused_for_a_decoder(decoder_run, tmp_path, option):
+    dataset, split, checkpoint, _ = decoder_run
+    with pytest.raises(ConfigError, match="decoder"):
+        synthesize(checkpoint, dataset, split, 2, tmp_path / "out", progress=False, **option)
+    assert not (tmp_path / "out").exists()
+
+
+def test_learned_masks_come_from_the_decoder_and_are_deterministic(decoder_run, monkeypatch):
+    dataset, split, checkpoint, work = decoder_run
+    train_indices = split.indices(dataset, "train")
+    source = build_mask_source(f"learned:{work / 'run'}", dataset, train_indices)
+    learned = source.sources["learned"]
+    masks_a = source.draw(np.random.default_rng(4), 40, 60)
+    masks_b = source.draw(np.random.default_rng(4), 40, 60)
+    assert masks_a.shape == (len(dataset.classes), 40, 60) and np.array_equal(masks_a, masks_b)
+    # every placed shape is the central component of a decoder draw: replace the draw, see it placed
+    square = np.zeros((32, 32), dtype=bool)
+    square[10:15, 12:20] = True
+    monkeypatch.setattr("defectgen.masks.learned.decoded", lambda output, channels: (None, square))
+    placed = learned.draw_defect(np.random.default_rng(0), 40, 60, learned.class_ids[0])
+    rows, cols = np.nonzero(placed)
+    assert placed.sum() == 40 and (np.ptp(rows) + 1, np.ptp(cols) + 1) == (5, 8)
+
+
+def test_central_component_keeps_the_component_nearest_the_centre():
+    mask = np.zeros((21, 21), dtype=bool)
+    mask[0:3, 0:3] = True  # a corner blob
+    mask[9:12, 8:14] = True  # the central one
+    assert central_component(mask).shape == (3, 6)
+
+
+def test_learned_masks_need_a_decoder_and_the_same_classes(decoder_run, tmp_path):
+    dataset, split, checkpoint, work = decoder_run
+    config = TrainConfig(steps=1, preset="tiny", model={"resolution": 32}, batch_size=2, precision="fp32")
+    inpainter = train(dataset, split, config, tmp_path / "inpainter", progress=False)
+    with pytest.raises(CheckpointError, match="needs a decoder"):
+        build_mask_source(f"learned:{inpainter}", dataset, split.indices(dataset, "train"))
+    with pytest.raises(ConfigError, match="learned:RUN needs"):
+        build_mask_source("learned:", dataset, split.indices(dataset, "train"))
+    with pytest.raises(CheckpointError, match="not found"):
+        build_mask_source(f"learned:{tmp_path / 'nothing'}", dataset, split.indices(dataset, "train"))
+
+
+def test_inpainter_only_commands_refuse_a_decoder(decoder_run, tmp_path):
+    _, _, checkpoint, work = decoder_run
+    from defectgen.export import export_onnx
+
+    with pytest.raises(CheckpointError, match="needs an inpainter"):
+        export_onnx(checkpoint, tmp_path / "model.onnx")
+    with pytest.raises((CheckpointError, DataError), match="inpainter"):
+        from defectgen.studio.session import StudioSession
+
+        StudioSession(
+            checkpoint, open_dataset(str(FIXTURE)), make_split(open_dataset(str(FIXTURE))), tmp_path
+        )

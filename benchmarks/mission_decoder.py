@@ -49,8 +49,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--work", type=Path, default=REPO / "bench_runs" / "mission")
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--sets", default=",".join(SETS), help="synthetic sets to make and evaluate")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.sets = [name for name in args.sets.split(",") if name]
+    if not set(args.sets) <= set(SETS) or "inpainter" not in args.sets:
+        raise SystemExit(f"--sets: some of {', '.join(SETS)}, with inpainter")
     if args.worker:
         return worker(args)
     if not DATA.exists():
@@ -72,14 +76,14 @@ def main() -> None:
              "--set", "checkpoint_every=250", *resume], threads=2)  # fmt: skip
     train_minutes = _train_minutes(decoder_run)
     sources = {"inpainter": "real", "learned": f"learned:{decoder_run}", "shapes": "shapes"}
-    for name in SETS:
+    for name in args.sets:
         checkpoint, source = (
             (decoder, []) if name == "decoder" else (args.inpainter, ["--mask-source", sources[name]])
         )
         run([*cli, "synth", str(DATA), "--checkpoint", str(checkpoint), "--split", str(split),
              "-n", str(args.n), "--out", str(work / f"synthetic_{name}"), "--seed", "0", *source],
             threads=2)  # fmt: skip
-    arms = ["real", *CHEAP, *(f"oversample+{name}" for name in SETS)]
+    arms = ["real", *CHEAP, *(f"oversample+{name}" for name in args.sets)]
     launcher = [
         sys.executable,
         "-m",
@@ -95,7 +99,7 @@ def main() -> None:
     eval_dir = work / "eval"
     dataset, split_object = open_dataset(str(DATA)), Split.load(split)
     config = EvalConfig(**{**SETTINGS, "arms": arms})
-    sets = {name: work / f"synthetic_{name}" for name in SETS}
+    sets = {name: work / f"synthetic_{name}" for name in args.sets}
     quality = measure_quality(
         dataset,
         split_object,
@@ -111,12 +115,16 @@ def main() -> None:
     seeds = SETTINGS["seeds"]
     means = {arm: _mean_test(eval_dir, arm, seeds) for arm in arms}
     best_cheap = max(CHEAP, key=lambda arm: means[arm])
-    pairs = [(f"oversample+{name}", other) for name in SETS for other in ("oversample", best_cheap)]
+    pairs = [(f"oversample+{name}", other) for name in args.sets for other in ("oversample", best_cheap)]
     pairs += [
-        ("oversample+decoder", "oversample+inpainter"),
-        ("oversample+learned", "oversample+inpainter"),
-        ("oversample+learned", "oversample+shapes"),
-        ("oversample+learned", "oversample+decoder"),
+        (f"oversample+{a}", f"oversample+{b}")
+        for a, b in [
+            ("decoder", "inpainter"),
+            ("learned", "inpainter"),
+            ("learned", "shapes"),
+            ("learned", "decoder"),
+        ]
+        if a in args.sets and b in args.sets
     ]
     record = {
         "benchmark": "decoder (StyleGAN2, crop and mask from noise) vs inpainter, magnetic tile, 25 % labels",
@@ -138,8 +146,8 @@ def main() -> None:
                 "generator": "decoder" if name == "decoder" else "inpainter",
                 "mask_source": "drawn by the decoder" if name == "decoder" else sources[name],
             }
-            for name in SETS
-        },  # fmt: skip
+            for name in args.sets
+        },
         "arms": arms,
         "seeds": seeds,
         "test_mean_positive_dice": means,
@@ -160,7 +168,7 @@ def worker(args) -> None:
 
     dataset = open_dataset(str(DATA))
     split = Split.load(args.work / "split_0.25.json")
-    sets = {name: args.work / f"synthetic_{name}" for name in SETS}
+    sets = {name: args.work / f"synthetic_{name}" for name in args.sets}
     evaluate(dataset, split, args.work / "eval", EvalConfig(**json.loads(args.worker)), synthetic=sets,
              progress=False)  # fmt: skip
 

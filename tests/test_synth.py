@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from conftest import FIXTURE, TINY, write_gray
+from defectgen import synth as synth_module
 from defectgen.checkpoint import load_checkpoint, load_generator, save_checkpoint
 from defectgen.config import TrainConfig
 from defectgen.data import SeverstalDataset, open_dataset
@@ -336,6 +337,25 @@ def test_tiled_mode_paints_only_the_holes(tiny_run, tmp_path):
         synthesize(
             checkpoint, dataset, split, 1, tmp_path / "bad", tile=20, progress=False, background_source="free"
         )
+
+
+def test_tiled_windows_are_independent_of_batching_and_of_each_other(tiny_run, tmp_path):
+    """Windows of a batch are painted together, grouped by shape: the files are those of one item
+    per batch, and a window composites only its own regions (overlapping windows included)."""
+    dataset, split, checkpoint, _ = tiny_run
+    common = dict(seed=5, tile=16, progress=False, background_source="free", precision="fp32")
+    synthesize(checkpoint, dataset, split, 6, tmp_path / "one", batch_size=1, **common)
+    synthesize(checkpoint, dataset, split, 6, tmp_path / "four", batch_size=4, **common)
+    assert _files(tmp_path / "one") == _files(tmp_path / "four")
+    hole = np.zeros((40, 60), dtype=np.float32)
+    hole[5:9, 5:9] = hole[5:9, 14:18] = hole[30:34, 40:44] = 1  # two regions share a window
+    windows = synth_module._windows(hole, 16)
+    assert len(windows) == 2
+    union = np.zeros(hole.shape, dtype=bool)
+    for (rows, cols), region in windows:
+        assert not (union[rows, cols] & region).any()  # each region painted once
+        union[rows, cols] |= region
+    assert np.array_equal(union, hole > 0)
 
 
 def _records(folder: Path) -> list[dict]:

@@ -251,6 +251,7 @@ def synthesize(
             "backgrounds": str(backgrounds_dir) if backgrounds_dir else BACKGROUND_TEXT[background_source],
             "hole_dilation": hole_radius,
             "tile": tile,
+            **({"window_noise": "per window"} if tile else {}),  # older tiled runs drew per item
             "class_table": dataset.classes.to_json(),
             **({"severity": list(severity_range)} if severity_range else {}),
             **({} if mode == "paint" else {"mode": mode, "band": band, "rim": rim}),  # paint: as before modes
@@ -831,27 +832,12 @@ def _paint(
     severity = None
     if all(item.get("severity") is not None for item in batch):
         severity = torch.stack([torch.from_numpy(item["severity"]) for item in batch]).to(device)
-    generators = [torch.Generator().manual_seed(_item_seed(item)) for item in batch]
     if tile is None:
+        generators = [torch.Generator().manual_seed(_item_seed(item)) for item in batch]
         painted = _run(G, images, hole, labels, generators, device, amp, severity)
         regions = [h[0] > 0 for h in holes]
     else:
-        windows = [
-            _run_windows(
-                G,
-                images[i : i + 1],
-                hole[i : i + 1],
-                labels[i : i + 1],
-                generators[i],
-                tile,
-                device,
-                amp,
-                None if severity is None else severity[i : i + 1],
-            )  # fmt: skip
-            for i in range(len(batch))
-        ]
-        painted = torch.cat([image for image, _ in windows])
-        regions = [region for _, region in windows]
+        painted, regions = _run_windows(G, batch, images, hole, labels, severity, tile, device, amp)
     return [(tensor_to_image(image), region) for image, region in zip(painted, regions, strict=True)]
 
 
@@ -903,19 +889,62 @@ def _run(G, images, hole, labels, generators, device, amp, severity=None) -> tor
     return composite(raw, images, hole)
 
 
-def _run_windows(
-    G, image, hole, labels, generator, tile, device, amp, severity=None
-) -> tuple[torch.Tensor, np.ndarray]:
-    """Tiled mode: a window of at least tile x tile around each hole region; every region that
-    fits wholly inside a window is painted in that window's one generator call (a pit cluster
-    is one call, not one per pit). Returns the image and the bool [H, W] union of the regions
-    composited (the whole hole: every region lies inside its own window)."""
-    result = image.clone()
-    height, width = image.shape[2:]
-    painted = np.zeros((height, width), dtype=bool)
-    count, components, stats, _ = cv2.connectedComponentsWithStats(hole[0, 0].cpu().numpy().astype(np.uint8))
+WINDOW_BATCH = 8  # windows of one shape painted per generator call
+
+
+def _run_windows(G, batch, images, hole, labels, severity, tile, device, amp) -> tuple[torch.Tensor, list]:
+    """Tiled mode: each hole region of each item is painted in a window of at least tile x tile
+    around it (`_windows`); a window paints every region that lies wholly inside it. The windows
+    of the whole batch are grouped by shape and painted `WINDOW_BATCH` per generator call. Each
+    window composites its own regions only, from the unpainted image, so windows are
+    independent of one another and of the grouping; window w of item i draws its noise from
+    (item seed, w). Returns the images and, per item, the bool [H, W] union of its regions
+    (the whole hole: every region lies inside its own window)."""
+    result = images.clone()
+    height, width = images.shape[2:]
+    jobs, regions = [], []
+    for i, item in enumerate(batch):
+        windows = _windows(hole[i, 0].cpu().numpy(), tile)
+        regions.append(np.zeros((height, width), dtype=bool))
+        for number, (window, region) in enumerate(windows):
+            jobs.append((i, window, region, _window_seed(item, number)))
+            regions[i][window] |= region
+    by_shape: dict[tuple[int, int], list] = {}
+    for job in jobs:
+        window = job[1]
+        by_shape.setdefault((window[0].stop - window[0].start, window[1].stop - window[1].start), []).append(
+            job
+        )
+    for group in by_shape.values():
+        for start in range(0, len(group), WINDOW_BATCH):
+            chunk = group[start : start + WINDOW_BATCH]
+            region_hole = torch.stack(
+                [torch.from_numpy(region).float()[None] for _, _, region, _ in chunk]
+            ).to(device)
+            crops = [(slice(i, i + 1), slice(None), *window) for i, window, _, _ in chunk]
+            window_labels = torch.cat([labels[c] for c in crops]) * region_hole  # only what this call paints
+            window_severity = (
+                None if severity is None else torch.cat([severity[c] for c in crops]) * region_hole
+            )
+            generators = [torch.Generator().manual_seed(seed) for *_, seed in chunk]
+            painted = _run(
+                G, torch.cat([images[c] for c in crops]), region_hole, window_labels, generators, device, amp,
+                window_severity,
+            )  # fmt: skip
+            for crop, out, mask in zip(crops, painted, region_hole, strict=True):
+                result[crop] = torch.where(mask.bool(), out, result[crop][0])[None]
+    return result, regions
+
+
+def _windows(hole: np.ndarray, tile: int) -> list[tuple[tuple[slice, slice], np.ndarray]]:
+    """The windows tiled mode paints for one float hole [H, W]: (window slices, bool region it
+    composites) per window, in order of the hole's connected regions; a region inside an
+    earlier region's window is painted there (a pit cluster is one window, not one per pit)."""
+    height, width = hole.shape
+    count, components, stats, _ = cv2.connectedComponentsWithStats(hole.astype(np.uint8))
     done = np.zeros(count, dtype=bool)
     done[0] = True  # background
+    windows = []
     for k in range(1, count):
         if done[k]:
             continue
@@ -930,17 +959,17 @@ def _run_windows(
             & ~done
         )
         inside[k] = True  # a region larger than any window is painted in its own (clipped) window
-        window = (slice(None), slice(None), slice(y0, y1), slice(x0, x1))
-        region = np.isin(components[y0:y1, x0:x1], np.flatnonzero(inside))
-        region_hole = torch.from_numpy(region).float()[None, None].to(device)
-        region_labels = labels[window] * region_hole  # only the defects painted in this call
-        region_severity = None if severity is None else severity[window] * region_hole
-        result[window] = _run(
-            G, result[window], region_hole, region_labels, [generator], device, amp, region_severity
+        windows.append(
+            ((slice(y0, y1), slice(x0, x1)), np.isin(components[y0:y1, x0:x1], np.flatnonzero(inside)))
         )
-        painted[y0:y1, x0:x1] |= region
         done |= inside
-    return result, painted
+    return windows
+
+
+def _window_seed(item: dict, number: int) -> int:
+    """The noise seed of window `number` of `item` in tiled mode."""
+    words = np.random.SeedSequence([_item_seed(item), number]).generate_state(1, np.uint64)
+    return int(words[0] >> 1)
 
 
 def _window(start: int, stop: int, limit: int, tile: int) -> tuple[int, int]:

@@ -50,9 +50,13 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=REPO / "bench_runs" / "mission")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--sets", default=",".join(SETS), help="synthetic sets to make and evaluate")
+    parser.add_argument("--cheap", default=",".join(CHEAP), help="cheap baselines to evaluate")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.sets = [name for name in args.sets.split(",") if name]
+    args.cheap = [name for name in args.cheap.split(",") if name]
+    if "oversample" not in args.cheap:
+        raise SystemExit("--cheap must include oversample (every synthetic arm stacks on it)")
     if not set(args.sets) <= set(SETS) or "inpainter" not in args.sets:
         raise SystemExit(f"--sets: some of {', '.join(SETS)}, with inpainter")
     if args.worker:
@@ -83,7 +87,7 @@ def main() -> None:
         run([*cli, "synth", str(DATA), "--checkpoint", str(checkpoint), "--split", str(split),
              "-n", str(args.n), "--out", str(work / f"synthetic_{name}"), "--seed", "0", *source],
             threads=2)  # fmt: skip
-    arms = ["real", *CHEAP, *(f"oversample+{name}" for name in args.sets)]
+    arms = ["real", *args.cheap, *(f"oversample+{name}" for name in args.sets)]
     launcher = [
         sys.executable,
         "-m",
@@ -114,8 +118,10 @@ def main() -> None:
     )
     seeds = SETTINGS["seeds"]
     means = {arm: _mean_test(eval_dir, arm, seeds) for arm in arms}
-    best_cheap = max(CHEAP, key=lambda arm: means[arm])
-    pairs = [(f"oversample+{name}", other) for name in args.sets for other in ("oversample", best_cheap)]
+    best_cheap = max(args.cheap, key=lambda arm: means[arm])
+    pairs = [
+        (f"oversample+{name}", other) for name in args.sets for other in sorted({"oversample", best_cheap})
+    ]
     pairs += [
         (f"oversample+{a}", f"oversample+{b}")
         for a, b in [

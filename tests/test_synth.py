@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import io
 import json
 import os
 import signal
@@ -550,3 +551,11 @@ def test_torchrun_failure_on_one_process_stops_all(tiny_run, tmp_path):
         )  # fmt: skip
     assert result.returncode != 0
     assert (result.stderr + result.stdout).count("another defectgen synth is writing") >= 2  # both ranks
+
+
+@pytest.mark.parametrize("shape", [(20, 30), (20, 30, 1), (20, 30, 3)])
+def test_png_bytes_round_trips_every_layout_and_keeps_rgb_order(shape):
+    pixels = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    decoded = np.asarray(Image.open(io.BytesIO(synth_module.png_bytes(pixels))))
+    assert decoded.shape == shape[:2] + ((3,) if shape[-1] == 3 else ())
+    assert np.array_equal(decoded, pixels.reshape(decoded.shape))

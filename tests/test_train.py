@@ -265,7 +265,8 @@ def test_cli_bad_values_exit_2(magnetic_tile_dir, tmp_path, capsys):
     assert "Traceback" not in err
 
 
-def test_two_process_ddp_smoke(tmp_path):
+@pytest.mark.parametrize("model", ["inpainter", "decoder"])
+def test_two_process_ddp_smoke(tmp_path, model):
     split_file = tmp_path / "split.json"
     assert main(["split", str(FIXTURE), "--out", str(split_file)]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -286,6 +287,8 @@ def test_two_process_ddp_smoke(tmp_path):
         str(tmp_path / "ddp"),
         "--preset",
         "tiny",
+        "--model",
+        model,
         "--steps",
         "2",
         *[arg for key, value in FAST.items() if key != "preset" for arg in ("--set", f"{key}={value}")],
@@ -293,7 +296,7 @@ def test_two_process_ddp_smoke(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     state = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")
-    assert state["step"] == 2
+    assert state["step"] == 2 and state["config"]["model"]["kind"] == model
     assert len((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()) == 2  # rank 0 writes only
 
 

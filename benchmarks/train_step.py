@@ -103,7 +103,7 @@ def model_only(
     import torch
 
     from defectgen.models import composite
-    from defectgen.models.stylegan import as_labels, mask_probability
+    from defectgen.models.stylegan import binarised, mask_probability
 
     device = torch.device(device)
     resolution = spec.resolution
@@ -124,7 +124,7 @@ def model_only(
             if spec.is_decoder:
                 classes = torch.arange(batch, device=device) % 4
                 output = G(G.draw_style(batch, rng, device=device), classes, generator=rng)
-                drawn = as_labels(mask_probability(output, 1), classes, 4)
+                drawn = binarised(mask_probability(output, 1))
                 logits, _ = D(output[:, :1], drawn)
             else:
                 fake = composite(G(image, hole, labels, generator=rng), image, hole)

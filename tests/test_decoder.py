@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from conftest import FIXTURE
+from defectgen import synth as synth_module
 from defectgen.checkpoint import CheckpointError, load_checkpoint, load_generator
 from defectgen.cli import main
 from defectgen.config import TrainConfig
@@ -23,7 +24,7 @@ from defectgen.errors import ConfigError, DataError
 from defectgen.masks import build_mask_source
 from defectgen.masks.learned import central_component
 from defectgen.models import PRESETS, ModelSpec
-from defectgen.models.stylegan import StyleGenerator, as_labels, mask_probability
+from defectgen.models.stylegan import StyleGenerator, binarised, mask_probability
 from defectgen.synth import synthesize
 from defectgen.train import train
 
@@ -51,23 +52,30 @@ def test_output_shape_and_explicit_randomness():
     a = G(z, classes, generator=torch.Generator().manual_seed(5))
     b = G(z, classes, generator=torch.Generator().manual_seed(5))
     c = G(z, classes, generator=torch.Generator().manual_seed(6))  # other noise
-    assert a.shape == (3, 2, 32, 32)
+    assert a.shape == (3, 1 + 3, 32, 32)  # the image, then one mask channel per class
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert torch.equal(G(z, classes), G(z, classes))  # no generator: no noise, no global RNG
     probability = mask_probability(a, 1)
-    assert probability.shape == (3, 1, 32, 32) and 0 <= probability.min() and probability.max() <= 1
+    assert probability.shape == (3, 3, 32, 32) and 0 <= probability.min() and probability.max() <= 1
 
 
-def test_the_class_changes_the_draw_and_labels_land_in_its_channel():
+def test_the_class_changes_the_draw():
     G = _tiny().eval()
     z = G.draw_style(1, torch.Generator().manual_seed(1)).repeat(3, 1)
     out = G(z, torch.tensor([0, 1, 2]))
     assert not torch.allclose(out[0], out[1]) and not torch.allclose(out[1], out[2])
-    labels = as_labels(mask_probability(out, 1), torch.tensor([0, 1, 2]), 3)
-    assert labels.shape == (3, 3, 32, 32)
-    for k in range(3):  # only the class's own channel carries the mask
-        others = [j for j in range(3) if j != k]
-        assert labels[k, others].abs().max() == 0 and labels[k, k].max() > 0
+
+
+def test_binarised_labels_are_binary_one_class_per_pixel_and_pass_gradients():
+    probability = torch.tensor([[0.2, 0.7, 0.9], [0.6, 0.4, 0.95], [0.1, 0.3, 0.2]])[
+        None, :, :, None
+    ]  # [1, K=3, 3, 1]
+    probability.requires_grad_(True)
+    labels = binarised(probability)
+    expected = torch.tensor([[0, 1, 0], [1, 0, 1], [0, 0, 0]], dtype=torch.float32)[None, :, :, None]
+    assert torch.equal(labels.detach(), expected)  # argmax class above 0.5, else none
+    (labels * torch.arange(3.0)[None, :, None, None]).sum().backward()
+    assert torch.equal(probability.grad, torch.arange(3.0)[None, :, None, None].expand_as(probability))
 
 
 def test_style_mixing_only_in_training_and_only_after_the_crossover():
@@ -144,6 +152,7 @@ def test_training_writes_a_decoder_run_and_resume_equals_uninterrupted(decoder_r
     dataset, split, checkpoint, work = decoder_run
     state = load_checkpoint(checkpoint)
     assert state["config"]["model"]["kind"] == "decoder" and state["step"] == 4
+    assert state["trained_classes"] == [1, 2]  # the fixture's two classes, both in its training half
     assert (work / "run" / "samples" / "step_0000004.png").is_file()
     G, classes, channels, _ = load_generator(checkpoint, expect="decoder")
     assert isinstance(G, StyleGenerator) and classes == dataset.classes
@@ -168,6 +177,11 @@ def test_cli_model_option_picks_the_decoder_presets(tmp_path, capsys):
     assert "decoder preset" in capsys.readouterr().err
     assert main([*base, "--model", "painter"]) == 2
     assert "inpainter or decoder" in capsys.readouterr().err
+    assert main([*base, "--model", "decoder", "--set", "preset=small"]) == 2
+    assert "builds the inpainter" in capsys.readouterr().err
+    # --resume without --model or --preset continues the run's own kind and size
+    assert main([*base, "--resume", "--steps", "2", "--set", "batch_size=2", "--set", "precision=fp32"]) == 0
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 2
 
 
 def _manifest(folder):
@@ -183,8 +197,9 @@ def test_synthesis_from_a_decoder_labels_each_crop_with_its_drawn_mask(decoder_r
     for index, record in enumerate(records):
         sample = synthetic[index]
         assert sample.image.shape[:2] == (32, 32)
-        assert record["background"] == "decoder" and len(record["classes"]) <= 1
-        for class_id in record["classes"]:  # the label is the one class the item was drawn for
+        assert record["background"] == "decoder"
+        assert [d["class_id"] for d in record["defects"]] == record["classes"]
+        for class_id in record["classes"]:  # every drawn class is labelled, classes never overlap
             assert sample.masks[class_id - 1].sum() == record["areas"][str(class_id)]
         assert sample.masks.sum(axis=0).max() <= 1
     again = synthesize(checkpoint, dataset, split, 6, tmp_path / "b", seed=2, progress=False)
@@ -197,7 +212,9 @@ def test_synthesis_from_a_decoder_labels_each_crop_with_its_drawn_mask(decoder_r
         tmp_path / "b" / "images/synth_000003.png"
     ).read_bytes()
     only = synthesize(checkpoint, dataset, split, 4, tmp_path / "c", seed=2, classes=[2], progress=False)
-    assert set(only["images_per_class"]) and all(r["classes"] in ([], [2]) for r in _manifest(tmp_path / "c"))
+    assert set(only["images_per_class"])
+    for record in _manifest(tmp_path / "c"):  # drawn for class 2; no other class unless no draw managed
+        assert record["classes"] == [2] or record.get("attempt") == synth_module.DECODER_ATTEMPTS - 1
     severstal = synthesize(checkpoint, dataset, split, 2, tmp_path / "d", fmt="severstal", progress=False)
     assert severstal["items"] == 2 and (tmp_path / "d" / "train.csv").is_file()
 
@@ -228,8 +245,8 @@ def test_learned_masks_come_from_the_decoder_and_are_deterministic(decoder_run, 
     masks_b = source.draw(np.random.default_rng(4), 40, 60)
     assert masks_a.shape == (len(dataset.classes), 40, 60) and np.array_equal(masks_a, masks_b)
     # every placed shape is the central component of a decoder draw: replace the draw, see it placed
-    square = np.zeros((32, 32), dtype=bool)
-    square[10:15, 12:20] = True
+    square = np.zeros((len(dataset.classes), 32, 32), dtype=bool)
+    square[:, 10:15, 12:20] = True
     monkeypatch.setattr("defectgen.masks.learned.decoded", lambda output, channels: (None, square))
     placed = learned.draw_defect(np.random.default_rng(0), 40, 60, learned.class_ids[0])
     rows, cols = np.nonzero(placed)
@@ -240,7 +257,10 @@ def test_central_component_keeps_the_component_nearest_the_centre():
     mask = np.zeros((21, 21), dtype=bool)
     mask[0:3, 0:3] = True  # a corner blob
     mask[9:12, 8:14] = True  # the central one
-    assert central_component(mask).shape == (3, 6)
+    shape, cut = central_component(mask)
+    assert shape.shape == (3, 6) and not cut
+    mask[9:12, 0:14] = True  # now it reaches the border
+    assert central_component(mask)[1]
 
 
 def test_learned_masks_need_a_decoder_and_the_same_classes(decoder_run, tmp_path):

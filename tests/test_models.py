@@ -272,9 +272,9 @@ def test_presets_have_the_documented_sizes():
         "small": (8_060_289, 1_206_721),
         "lama": (26_123_089, 9_803_649),
         "big": (49_372_249, 9_803_649),
-        "decoder-tiny": (48_873, 75_921),
-        "decoder-small": (2_735_885, 2_452_545),
-        "decoder-large": (19_614_479, 14_785_665),
+        "decoder-tiny": (49_140, 75_921),
+        "decoder-small": (2_738_144, 2_452_545),
+        "decoder-large": (19_620_530, 14_785_665),
     }
     assert set(expected) == set(PRESETS)
     with torch.device("meta"):

@@ -263,6 +263,8 @@ def train(
     from defectgen.train import train as run_training
 
     config = TrainConfig.load(config_file) if config_file else TrainConfig()
+    if resume and preset is None and model is None and config_file is None:
+        preset = _run_preset(out_dir)  # continue the run's own kind and size
     if model not in (None, "inpainter", "decoder"):
         raise ConfigError(f"--model must be inpainter or decoder, got {model!r}")
     if model is not None:
@@ -282,10 +284,24 @@ def train(
     config = apply_overrides(
         config, list(overrides or []) + ([f"steps={steps}"] if steps is not None else [])
     )
+    if model is not None and config.model_spec.kind != model:
+        raise ConfigError(
+            f"--model {model}, but the config's preset {config.preset} builds the {config.model_spec.kind}"
+        )
     dataset = _open(data, skip_bad, labels_complete, covered_ids, image_size)
     last = run_training(dataset, Split.load(split_path), config, out_dir, resume=resume, device=device)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
         out.print(f"done: {last}")
+
+
+def _run_preset(out_dir: Path) -> str | None:
+    """The preset of the run in `out_dir` (its config.yaml), if there is one that reads."""
+    from defectgen.config import TrainConfig
+
+    try:
+        return TrainConfig.load(out_dir / "config.yaml", written_by_a_run=True).preset
+    except (ConfigError, OSError):
+        return None
 
 
 def _class_list(text: str | None, what: str = "--classes") -> list[int] | None:

@@ -21,6 +21,19 @@ from defectgen.fileio import read_text
 MAX_CONFIG_BYTES = 1_000_000  # a config is a few hundred bytes; anything near this is not one
 MAX_STEPS = 10**9  # far beyond any run; bounds what a typo can ask for
 MAX_SEED = 2**63 - 1  # torch.manual_seed and numpy accept seeds up to this
+INPAINTER_LR, DECODER_LR = 2e-4, 2e-3
+# settings only the inpainter's objective reads (the decoder refuses changed values)
+INPAINTER_ONLY = (
+    "adversarial_loss",
+    "feature_matching",
+    "reconstruction",
+    "reconstruction_pool",
+    "mode_seeking",
+    "mode_seeking_bound",
+    "guide",
+    "guide_weight",
+    "free_crop_share",
+)
 
 
 @dataclass
@@ -34,8 +47,10 @@ class TrainConfig:
     # --- optimisation --------------------------------------------------------------------------
     steps: int = 10_000  # G+D iterations (each: one D step and one G step)
     batch_size: int = 4  # per process; half of it are distinct crops, each drawn twice (diversity pairs)
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
+    # learning rates; null: the model's (inpainter 2e-4; decoder 0.002, StyleGAN2-ADA's scale for
+    # its equalised learning rate, whose mapping network runs at 0.01x)
+    lr_g: float | None = None
+    lr_d: float | None = None
     betas: tuple[float, float] = (0.0, 0.99)  # StyleGAN2 Adam betas
     # --- losses (weights) ----------------------------------------------------------------------
     adversarial: float = 1.0
@@ -84,7 +99,14 @@ class TrainConfig:
         """This config with its model spec written out whole: what a run stores, so editing a
         preset never changes an old run."""
         spec = self.model_spec
-        return dataclasses.replace(self, model=spec.to_dict(), r1_gamma=self.model_r1_gamma(spec))
+        rate = DECODER_LR if spec.is_decoder else INPAINTER_LR
+        return dataclasses.replace(
+            self,
+            model=spec.to_dict(),
+            r1_gamma=self.model_r1_gamma(spec),
+            lr_g=rate if self.lr_g is None else self.lr_g,
+            lr_d=rate if self.lr_d is None else self.lr_d,
+        )
 
     def model_r1_gamma(self, spec=None) -> float:
         """r1_gamma, or the model's default when it is null (see the field's comment)."""
@@ -113,8 +135,6 @@ class TrainConfig:
             raise ConfigError(
                 f"batch_size must be an even number >= 2 (diversity pairs), got {self.batch_size}"
             )
-        if self.guide and self.model_spec.is_decoder:
-            raise ConfigError("guide: a guide steers the inpainter's painting; the decoder takes none")
         if self.adversarial_loss not in ("relativistic", "standard"):
             raise ConfigError(
                 f"adversarial_loss must be relativistic or standard, got {self.adversarial_loss!r}"
@@ -137,11 +157,12 @@ class TrainConfig:
             raise ConfigError("keep_checkpoints must be >= 1")
         if not 0.0 <= self.free_crop_share < 1.0:
             raise ConfigError(f"free_crop_share must be in [0, 1), got {self.free_crop_share}")
-        if self.r1_gamma is not None and self.r1_gamma < 0:
-            raise ConfigError(f"r1_gamma must be >= 0, got {self.r1_gamma}")
+        for name in ("r1_gamma", "lr_g", "lr_d"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.model_spec.is_decoder:
+            self._check_decoder_settings()
         for name in (
-            "lr_g",
-            "lr_d",
             "adversarial",
             "feature_matching",
             "reconstruction",
@@ -152,6 +173,17 @@ class TrainConfig:
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    def _check_decoder_settings(self) -> None:
+        """The decoder reads none of the inpainter's losses: refuse a changed one rather than
+        record a setting that does nothing."""
+        defaults = TrainConfig()
+        changed = [name for name in INPAINTER_ONLY if getattr(self, name) != getattr(defaults, name)]
+        if changed:
+            raise ConfigError(
+                f"{', '.join(changed)}: inpainter settings; the decoder (StyleGAN2) trains with the "
+                "adversarial loss and R1 only. Drop them, or train an inpainter"
+            )
 
     @property
     def crop_size(self) -> int:

@@ -185,10 +185,12 @@ class DecoderObjective:
     non-saturating logistic loss over every patch of whole crops (nothing is composited: the
     decoder draws all of it), lazy R1 on the real image *and* its label maps (D reads both), and
     ADA fed the sign of D(real). Real and fake crops are unrelated draws, so each is augmented
-    with its own transform; the labels follow their image.
+    with its own transform; the labels follow their image. R1 is taken on each image's mean
+    patch logit, the image logit StyleGAN2's gamma is defined for (on the sum of a P-patch
+    grid's logits it would weigh up to P**2 times more).
 
-    `real_labels` / `fake_labels` are [N, K, H, W]: the centred defect's mask in its class's
-    channel (`models.stylegan.as_labels`)."""
+    `real_labels` / `fake_labels` are [N, K, H, W] label maps (the decoder's binarised,
+    `models.stylegan.binarised`)."""
 
     r1_gamma: float
     adversarial: float = 1.0
@@ -233,7 +235,8 @@ class DecoderObjective:
         real_aug = real_aug.detach().float().requires_grad_(True)
         labels_aug = labels_aug.detach().float().requires_grad_(True)
         logits, _ = D(real_aug, labels_aug)
-        loss, logs = losses.r1_penalty(logits, [real_aug, labels_aug], self.r1_gamma)
+        image_logits = logits.float().mean(dim=(1, 2, 3))  # [N]
+        loss, logs = losses.r1_penalty(image_logits, [real_aug, labels_aug], self.r1_gamma)
         return loss * self.r1_interval, logs
 
     def generator(

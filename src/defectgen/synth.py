@@ -35,10 +35,11 @@ defect-free images and `AUTO_FALLBACK` otherwise. A `--backgrounds DIR` of defec
 replaces the training half.
 
 A decoder checkpoint (`train --model decoder`) has no background to paint on: each item is one
-crop the decoder draws whole, with its mask channel thresholded at 0.5 as the label of a class
-drawn uniformly from the training half's (`--classes` narrows it), redrawn (attempt a keyed by
-(seed, i, a)) while the mask comes out empty. `painted` records the label dilated by the hole
-dilation, as for painted defects, so an evaluation ignores the uncertain edge of the drawn mask.
+crop the decoder draws whole for a class drawn uniformly from those it trained on
+(`--classes` narrows it), labelled by its mask channels thresholded at 0.5, redrawn (attempt a
+keyed by (seed, i, a)) while the mask of that class comes out empty. `painted` records the
+label dilated by the hole dilation, as for painted defects, so an evaluation ignores the
+uncertain edge of the drawn mask.
 
 Two modes: `paint` (default) paints new defects into masks drawn from the mask source;
 `harmonize` pastes real training defects (`defectgen.paste`: real counts, position prior,
@@ -89,7 +90,7 @@ from defectgen.distributed import (
 from defectgen.errors import ConfigError, DataError, DefectgenError
 from defectgen.fileio import file_digest, read_text, write_atomic
 from defectgen.masks import build_mask_source
-from defectgen.masks.learned import decoded
+from defectgen.masks.learned import decoded, decoder_checkpoint
 from defectgen.models import composite
 from defectgen.paste import DefectPaster
 from defectgen.severity import SeverityTable, drawn_map, measured_map, parse_range
@@ -195,7 +196,7 @@ def synthesize(
         _check_decoder_options(
             checkpoint, mode, mask_source, backgrounds_dir, background_source, tile, severity, judge, attempts
         )
-        decoder_classes = _decoder_classes(dataset, train_indices, classes)
+        decoder_classes = _decoder_classes(dataset, train_indices, classes, checkpoint)
         mask_source, judge_model, paint = "decoder", None, None
         params = {
             "format": fmt,
@@ -256,6 +257,12 @@ def synthesize(
             **({"severity": list(severity_range)} if severity_range else {}),
             **({} if mode == "paint" else {"mode": mode, "band": band, "rim": rim}),  # paint: as before modes
             **({"guide_sha256": config.extra["guide_sha256"]} if "guide_sha256" in config.extra else {}),
+            # the decoder that drew the shapes, by content (a run's last.pt moves on)
+            **(
+                {"learned_sha256": file_digest(decoder_checkpoint(mask_source.partition(":")[2]))}
+                if mask_source.startswith("learned:")
+                else {}
+            ),
             **(
                 {}
                 if judge_model is None
@@ -297,7 +304,7 @@ def synthesize(
                 with _Writer(written) as writer:
                     for batch in prefetched(batches, PREFETCH_BATCHES):
                         if paint is None:
-                            batch, painted = _decode(G, batch, hole_radius, device, amp)
+                            batch, painted = _decode(G, batch, hole_radius, device, amp, classes)
                         else:
                             painted = paint(batch)
                         if judge_model is not None:
@@ -750,10 +757,13 @@ def _check_decoder_options(
         )
 
 
-def _decoder_classes(dataset, train_indices, classes) -> list[int]:
-    """The classes a decoder's items are drawn from: those of the training half (what it learned),
-    narrowed to `classes` when given."""
-    learned = sorted({k for i in train_indices for k in dataset.items[i].class_ids})
+def _decoder_classes(dataset, train_indices, classes, checkpoint) -> list[int]:
+    """The classes a decoder's items are drawn from: those it trained on (recorded in its
+    checkpoint; else the split's training half's), narrowed to `classes` when given."""
+    from defectgen.checkpoint import load_checkpoint
+
+    recorded = load_checkpoint(checkpoint).get("trained_classes")
+    learned = sorted(recorded or {k for i in train_indices for k in dataset.items[i].class_ids})
     if classes is None:
         return learned
     missing = [dataset.classes.name(k) for k in classes if k not in learned]
@@ -784,11 +794,12 @@ def _decoder_batches(todo, classes, seed, batch_size) -> Iterator[list[dict]]:
 
 
 @torch.no_grad()
-def _decode(G, batch: list[dict], hole_radius: int, device, amp) -> tuple[list[dict], list]:
-    """Draw each item's crop and mask (one generator call per draw: noise from the item's own
-    seed, so a draw does not depend on its batch); an empty mask is drawn again, up to
-    `DECODER_ATTEMPTS` draws. Returns the items with image, masks and record, and
-    (uint8 image, bool painted region) per item."""
+def _decode(G, batch: list[dict], hole_radius: int, device, amp, only=None) -> tuple[list[dict], list]:
+    """Draw each item's crop and label maps (one generator call per draw: noise from the item's
+    own seed, so a draw does not depend on its batch); a draw without a defect of the item's
+    class, or with a defect of a class outside `only` (`--classes`), is drawn again, up to
+    `DECODER_ATTEMPTS` draws (the last is kept). Returns the items with image, masks and
+    record, and (uint8 image, bool painted region) per item."""
     items, painted = [], []
     for item in batch:
         for attempt in range(DECODER_ATTEMPTS):
@@ -799,16 +810,15 @@ def _decode(G, batch: list[dict], hole_radius: int, device, amp) -> tuple[list[d
             classes = torch.tensor([item["class_id"] - 1], device=device)
             with amp:
                 output = G(z, classes, generator=generator).float()
-            image, mask = decoded(output, G.image_channels)
-            if mask.any():
-                break
-        masks = np.zeros((G.num_classes, *mask.shape), dtype=bool)
-        masks[item["class_id"] - 1] = mask
-        defects = (
-            [{"source": "decoder", "class_id": item["class_id"], "area": int(mask.sum())}]
+            image, masks = decoded(output, G.image_channels)
+            present = {k + 1 for k in np.flatnonzero(masks.any(axis=(1, 2)))}
+            if item["class_id"] in present and (only is None or present <= set(only)):
+                break  # the class it was drawn for is there, and no class outside `only`
+        defects = [
+            {"source": "decoder", "class_id": k + 1, "area": int(mask.sum())}
+            for k, mask in enumerate(masks)
             if mask.any()
-            else []
-        )
+        ]
         items.append({**item, "image": image, "masks": masks, "info": {"defects": defects}})
         painted.append((image, hole_of(masks, hole_radius)[0] > 0))
     return items, painted

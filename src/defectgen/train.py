@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from rich.progress import (
     BarColumn,
@@ -45,7 +44,7 @@ from defectgen.data.split import Split
 from defectgen.errors import ConfigError, DefectgenError
 from defectgen.fileio import OWNER_MARK, claim_folder, file_digest
 from defectgen.models import composite, count_parameters
-from defectgen.models.stylegan import as_labels, mask_probability
+from defectgen.models.stylegan import binarised, mask_probability
 from defectgen.objective import DecoderObjective, Objective
 from defectgen.ui import console, say
 
@@ -257,6 +256,7 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
                     "opt_d": opt_d.state_dict(),
                     "ada": ada.state_dict(),
                     "severity_table": crops.severity.to_json(),
+                    "trained_classes": list(crops.classes_present),  # classes it saw defects of
                 }
                 _write_checkpoint(state, checkpoints, done, config.keep_checkpoints)
     if context.is_main and config.steps == start_step and not last_path.exists():
@@ -272,23 +272,19 @@ def _phases(G, G_step, D, objective, ada, batch: dict, rng: torch.Generator, amp
     (d_loss(), r1_loss(), g_loss(aug_rng)), each returning (loss, logs).
 
     Inpainter: G repaints the hole of each real crop (z and noise from `rng`); D compares the
-    composite with the real crop. Decoder: G draws a crop and mask of each crop's centred class
-    from noise; D compares (image, mask in its class's channel) with the real crop and the mask
-    of its centred class."""
+    composite with the real crop. Decoder: G draws a crop and its label maps, conditioned on the
+    class of each real crop's centred defect, from noise; D compares (image, binarised label
+    maps) with the real crop and its labels."""
     real, hole, labels = batch["image"], batch["hole"], batch["labels"]
     z = G.draw_style(batch_size, rng, device=real.device)
     if getattr(G, "is_decoder", False):
-        classes, channels, num_classes = batch["class"], G.image_channels, G.num_classes
-        real_labels = labels * F.one_hot(classes, num_classes).to(labels.dtype)[:, :, None, None]
         with amp:
-            output = G_step(z, classes, generator=rng)
-        fake = output[:, :channels]
-        fake_labels = as_labels(mask_probability(output, channels), classes, num_classes)
+            output = G_step(z, batch["class"], generator=rng)
+        fake = output[:, : G.image_channels]
+        fake_labels = binarised(mask_probability(output, G.image_channels))
         return (
-            lambda: objective.discriminator(
-                D, ada, real, real_labels, fake.detach(), fake_labels.detach(), rng
-            ),
-            lambda: objective.regularise(D, ada, real, real_labels, rng),
+            lambda: objective.discriminator(D, ada, real, labels, fake.detach(), fake_labels.detach(), rng),
+            lambda: objective.regularise(D, ada, real, labels, rng),
             lambda aug_rng: objective.generator(D, ada, fake, fake_labels, aug_rng),
         )
     with amp:
@@ -443,7 +439,7 @@ def _write_samples(ema, fixed: dict, path: Path, seed: int, amp) -> None:
 
 @torch.no_grad()
 def _write_decoder_samples(ema, fixed: dict, path: Path, seed: int, amp) -> None:
-    """Grid: per class, one row of EMA draws and one row of their masks (white = defect)."""
+    """Grid: per class, one row of EMA draws and one row of their masks (white = any defect)."""
     generator = torch.Generator(device=fixed["image"].device).manual_seed(seed)
     columns, channels = fixed["image"].shape[0], ema.image_channels
     rows = []
@@ -453,7 +449,9 @@ def _write_decoder_samples(ema, fixed: dict, path: Path, seed: int, amp) -> None
         with amp:
             output = ema(z, classes, generator=generator).float()
         image = output[:, :channels].clamp(-1, 1)
-        mask = (mask_probability(output, channels) * 2 - 1).expand_as(image)
+        mask = (binarised(mask_probability(output, channels)).amax(dim=1, keepdim=True) * 2 - 1).expand_as(
+            image
+        )
         rows += [image, mask]
     grid = make_grid(torch.cat(rows), nrow=columns, padding=2, normalize=True, value_range=(-1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,11 +3,15 @@ class-conditional StyleGAN2 (`train --model decoder`) learned them, placed where
 half's defects of that class lie.
 
 Per defect: the decoder draws a crop of the class from noise (z and noise seeded from the mask
-generator `rng`, so the same seed gives the same masks); its mask channel is thresholded at 0.5
-(`decoded`); the connected component nearest the crop's centre (the decoder learned from crops
-centred on a defect) is cut out and placed by the class's position prior, exactly as the real
-mask bank places a varied real component. A draw with no mask is drawn again, up to
-`MAX_DRAWS` times.
+generator `rng`, so the same seed gives the same masks); its mask channel of that class is
+thresholded at 0.5 (`decoded`); the connected component nearest the crop's centre (the decoder
+learned from crops centred on a defect) is cut out and placed by the class's position prior,
+exactly as the real mask bank places a varied real component. A draw with no mask of the
+class, or whose component is cut by the crop's border (a straight edge no placed defect
+should have), is drawn again, up to `MAX_DRAWS` times; a cut one is kept only if no draw gave
+a whole one. Classes are those the decoder trained on and the training half holds; each is
+tried once when the source is built, so a class the decoder cannot draw stops synthesis
+before anything is written.
 """
 
 from __future__ import annotations
@@ -27,33 +31,49 @@ MAX_DRAWS = 16
 
 
 def decoded(output: torch.Tensor, image_channels: int) -> tuple[np.ndarray, np.ndarray]:
-    """A decoder output [1, C + 1, R, R] -> (uint8 image [R, R, C], bool mask [R, R]): the mask
-    channel thresholded at probability 0.5, specks under `MIN_AREA` px dropped."""
-    from defectgen.models.stylegan import mask_probability
+    """A decoder output [1, C + K, R, R] -> (uint8 image [R, R, C], bool masks [K, R, R]): per
+    pixel the most likely class if above probability 0.5 (`binarised`), specks under `MIN_AREA`
+    px dropped per class."""
+    from defectgen.models.stylegan import binarised, mask_probability
 
     image = tensor_to_image(output[0, :image_channels].clamp(-1, 1))
-    mask = (mask_probability(output, image_channels)[0, 0] > 0.5).cpu().numpy()
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    keep = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= MIN_AREA)
-    return image, np.isin(labels, keep[keep > 0])
+    masks = binarised(mask_probability(output, image_channels))[0].detach().cpu().numpy() > 0.5
+    for k, mask in enumerate(masks):
+        _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+        keep = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= MIN_AREA)
+        masks[k] = np.isin(labels, keep[keep > 0])
+    return image, masks
 
 
-def central_component(mask: np.ndarray) -> np.ndarray:
-    """bool [h, w]: the bounding-box crop of the connected component of bool `mask` [R, R]
-    nearest its centre (by the component's nearest pixel); `mask` must hold one."""
+def central_component(mask: np.ndarray) -> tuple[np.ndarray, bool]:
+    """(bool [h, w], cut): the bounding-box crop of the connected component of bool `mask`
+    [R, R] nearest its centre (by the component's nearest pixel), and whether it touches the
+    border of `mask`; `mask` must hold one."""
     count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
     ys, xs = np.nonzero(labels)
     centre = (np.asarray(mask.shape) - 1) / 2
     nearest = labels[ys, xs][np.argmin((ys - centre[0]) ** 2 + (xs - centre[1]) ** 2)]
     rows, cols = np.nonzero(labels == nearest)
-    return (labels == nearest)[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    cut = (
+        rows.min() == 0
+        or cols.min() == 0
+        or rows.max() == mask.shape[0] - 1
+        or cols.max() == mask.shape[1] - 1
+    )
+    return (labels == nearest)[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1], bool(cut)
+
+
+def decoder_checkpoint(run: str | Path) -> Path:
+    """The checkpoint `learned:RUN` names: RUN itself, or a run folder's last checkpoint."""
+    path = Path(run)
+    return path / "checkpoints" / "last.pt" if path.is_dir() else path
 
 
 class LearnedMasks:
     """A mask source (like `RealMaskBank`: `draw_defect`, `class_ids`, `num_classes`) whose
     shapes come from a decoder `G` and whose positions come from `bank`'s class priors."""
 
-    def __init__(self, G, bank: RealMaskBank):
+    def __init__(self, G, bank: RealMaskBank, trained_classes: list[int] | None = None):
         if not getattr(G, "is_decoder", False):
             raise ConfigError("learned masks need a decoder (train --model decoder)")
         if G.num_classes != bank.num_classes:
@@ -61,34 +81,43 @@ class LearnedMasks:
         self.G = G
         self.bank = bank
         self.num_classes = bank.num_classes
-        self.class_ids = bank.class_ids
+        known = bank.class_ids if trained_classes is None else set(trained_classes)
+        self.class_ids = tuple(k for k in bank.class_ids if k in known)
+        for class_id in self.class_ids:  # a class it cannot draw fails now, not mid-run
+            self.shape(np.random.default_rng([class_id]), class_id)
 
     @classmethod
     def from_run(cls, run: str | Path, bank: RealMaskBank, classes) -> LearnedMasks:
         """The decoder of `run` (a run folder: its last checkpoint; or a checkpoint file),
         checked against the data's class table `classes`."""
-        from defectgen.checkpoint import load_generator
+        from defectgen.checkpoint import load_checkpoint, load_generator
 
-        path = Path(run)
-        if path.is_dir():
-            path = path / "checkpoints" / "last.pt"
+        path = decoder_checkpoint(run)
         G, trained, _, _ = load_generator(path, "cpu", expect="decoder")
         if trained != classes:
             raise DataError(
                 f"{path} was trained for classes {list(trained.names)}; this data has {list(classes.names)}"
             )
-        return cls(G, bank)
+        return cls(G, bank, load_checkpoint(path).get("trained_classes"))
 
     def shape(self, rng: np.random.Generator, class_id: int) -> np.ndarray:
-        """bool [h, w]: one decoder-drawn defect shape of `class_id` (the central component)."""
+        """bool [h, w]: one decoder-drawn defect shape of `class_id` (the central component of
+        its class's mask; one not cut by the crop border when a draw gives one)."""
+        cut_shape = None
         for _ in range(MAX_DRAWS):
             generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
             z = self.G.draw_style(1, generator)
             with torch.no_grad():
                 output = self.G(z, torch.tensor([class_id - 1]), generator=generator)
-            _, mask = decoded(output, self.G.image_channels)
-            if mask.any():
-                return central_component(mask)
+            mask = decoded(output, self.G.image_channels)[1][class_id - 1]
+            if not mask.any():
+                continue
+            shape, cut = central_component(mask)
+            if not cut:
+                return shape
+            cut_shape = shape if cut_shape is None else cut_shape
+        if cut_shape is not None:
+            return cut_shape
         raise DataError(
             f"the decoder drew no mask of class {class_id} in {MAX_DRAWS} draws; train it longer or use "
             "--mask-source real"

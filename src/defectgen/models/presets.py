@@ -9,9 +9,9 @@ class projection):
 | small  |        128 | 32, 9, 128             |  8,060,289 | 32, 3           | 1,206,721 |
 | lama   |        256 | 60, 9, 128             | 26,123,089 | 64, 4           | 9,803,649 |
 | big    |        256 | 60, 18, 128            | 49,372,249 | 64, 4           | 9,803,649 |
-| decoder-tiny  |   32 | 8-32, mapping 2, 32    |     48,873 | 8, 3 (input)    |    75,921 |
-| decoder-small |  128 | 16-256, mapping 4, 128 |  2,735,885 | 32, 4 (input)   | 2,452,545 |
-| decoder-large |  256 | 32-512, mapping 8, 512 | 19,614,479 | 64, 5 (input)   | 14,785,665 |
+| decoder-tiny  |   32 | 8-32, mapping 2, 32    |     49,140 | 8, 3 (input)    |    75,921 |
+| decoder-small |  128 | 16-256, mapping 4, 128 |  2,738,144 | 32, 4 (input)   | 2,452,545 |
+| decoder-large |  256 | 32-512, mapping 8, 512 | 19,620,530 | 64, 5 (input)   | 14,785,665 |
 
 lama / big are sized like LaMa-Fourier (27 M) and Big-LaMa (51 M) (Suvorov et al. 2022); the
 co-modulation mapping network and its FiLM heads (2.4 M in lama, 4.6 M in big) are why their

@@ -15,10 +15,13 @@ concatenation goes through the mapping MLP to w. The parts, at a CPU-friendly sc
   generator). Bilinear resampling stands in for StyleGAN2's FIR-filtered transposed conv;
 * style mixing: in training, with probability `mixing` a second z of the same class drives
   the layers after a random crossover point (StyleGAN2's mixing regularisation);
-* output: `image_channels + 1` channels: the image (linear, as StyleGAN2, in about [-1, 1])
-  and one mask channel, squashed to a probability by `mask_probability`. The discriminator sees
-  the image with the mask in its class's label-map channel (`as_labels`), so a mask that does
-  not fit its defect is detectably fake.
+* output: `image_channels + num_classes` channels: the image (linear, as StyleGAN2, in about
+  [-1, 1]) and one mask channel per class, squashed to probabilities by `mask_probability`.
+  The class condition is the class of the defect the crop is centred on; a crop may hold
+  defects of other classes too, and draws them with their own labels, as the real crops do.
+  The discriminator reads the image with its masks as label maps, binarised (`binarised`:
+  real label maps are exactly 0 or 1), so a mask that does not fit its defect is detectably
+  fake. The skip outputs are accumulated in fp32 under bf16 autocast.
 
 Modulation is applied to the activations rather than to the weights (StyleGAN2's
 `fused_modconv=False` form): input channels scaled by the style, one ordinary convolution shared
@@ -136,8 +139,9 @@ class SynthesisLayer(nn.Module):
 class StyleGenerator(nn.Module):
     """Class-conditional StyleGAN2 generator of (image, mask) crops; see the module docstring.
 
-    `forward(z, classes, generator)` -> [N, image_channels + 1, resolution, resolution]: the
-    image channels, then the mask channel as a logit-like value (`mask_probability`).
+    `forward(z, classes, generator)` -> [N, image_channels + num_classes, resolution,
+    resolution]: the image channels, then one mask channel per class as a logit-like value
+    (`mask_probability`).
     Channels at resolution r: min(max_width, width * resolution / r).
     """
 
@@ -176,19 +180,16 @@ class StyleGenerator(nn.Module):
         self.mapping = MappingNetwork(style_dim, num_classes, mapping_layers)
         self.const = nn.Parameter(torch.randn(1, channels(4), 4, 4))
         self.layers = nn.ModuleList([SynthesisLayer(channels(4), channels(4), style_dim)])
-        self.to_output = nn.ModuleList(
-            [ModulatedConv(channels(4), image_channels + 1, 1, style_dim, demodulate=False)]
-        )
+        outputs = image_channels + num_classes
+        self.to_output = nn.ModuleList([ModulatedConv(channels(4), outputs, 1, style_dim, demodulate=False)])
         self.sizes = [4]
         for level in range(3, levels + 1):
             size = 2**level
             self.layers.append(SynthesisLayer(channels(size // 2), channels(size), style_dim, up=True))
             self.layers.append(SynthesisLayer(channels(size), channels(size), style_dim))
-            self.to_output.append(
-                ModulatedConv(channels(size), image_channels + 1, 1, style_dim, demodulate=False)
-            )
+            self.to_output.append(ModulatedConv(channels(size), outputs, 1, style_dim, demodulate=False))
             self.sizes.append(size)
-        self.output_bias = nn.Parameter(torch.zeros(image_channels + 1))
+        self.output_bias = nn.Parameter(torch.zeros(outputs))
 
     @property
     def num_ws(self) -> int:
@@ -225,7 +226,7 @@ class StyleGenerator(nn.Module):
         generator: torch.Generator | None = None,
         noise: bool = True,
     ) -> Tensor:
-        """[N, image_channels + 1, R, R] for style codes z [N, style_dim] and 0-based class
+        """[N, image_channels + K, R, R] for style codes z [N, style_dim] and 0-based class
         indices [N]. Per-pixel noise (and, in training, style mixing) comes from `generator`;
         without one (or with noise=False) the noise inputs are zero."""
         if z.ndim != 2 or z.shape[1] != self.style_dim:
@@ -248,22 +249,26 @@ class StyleGenerator(nn.Module):
                 )
             x = layer(x, ws[:, index], field)
             if index % 2 == 0:  # the last layer of a resolution: add its output projection
-                projection = self.to_output[level](x, ws[:, index])
+                projection = self.to_output[level](x, ws[:, index]).float()  # fp32 accumulator
                 if output is not None:
                     output = F.interpolate(output, scale_factor=2, mode="bilinear", align_corners=False)
-                    projection = projection + output.to(projection.dtype)
+                    projection = projection + output
                 output = projection
                 level += 1
-        return output + self.output_bias.to(output.dtype)[None, :, None, None]
+        return output + self.output_bias.float()[None, :, None, None]
 
 
 def mask_probability(output: Tensor, image_channels: int) -> Tensor:
-    """The mask channel of a decoder output as a probability [N, 1, H, W] in (0, 1)."""
-    return (torch.tanh(output[:, image_channels : image_channels + 1].float()) + 1) / 2
+    """The mask channels of a decoder output as probabilities [N, K, H, W] in (0, 1)."""
+    return (torch.tanh(output[:, image_channels:].float()) + 1) / 2
 
 
-def as_labels(mask: Tensor, classes: Tensor, num_classes: int) -> Tensor:
-    """A mask [N, 1, H, W] placed in its class's label-map channel: [N, K, H, W], the form the
-    discriminator (and the inpainter) reads labels in."""
-    onehot = F.one_hot(classes, num_classes).to(mask.dtype)[:, :, None, None]  # [N, K, 1, 1]
-    return mask * onehot
+def binarised(probability: Tensor) -> Tensor:
+    """Label maps {0, 1} [N, K, H, W] from mask probabilities: per pixel the most likely class
+    if its probability exceeds 0.5, else none (classes never overlap, as in real labels). The
+    gradient passes straight through to the probabilities (straight-through estimator), so the
+    discriminator sees binary masks as it does on real crops and the generator still learns."""
+    best = probability.argmax(dim=1, keepdim=True)  # [N, 1, H, W]
+    top = probability.gather(1, best)
+    hard = torch.zeros_like(probability).scatter_(1, best, (top > 0.5).to(probability.dtype))
+    return hard + probability - probability.detach()

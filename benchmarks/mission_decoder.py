@@ -97,7 +97,8 @@ def main() -> None:
     ]
     job = json.dumps({**SETTINGS, "arms": arms})
     run(
-        [*launcher, __file__, "--worker", job, "--work", str(work), "--inpainter", str(args.inpainter)],
+        [*launcher, __file__, "--worker", job, "--work", str(work), "--inpainter", str(args.inpainter),
+         "--sets", ",".join(args.sets), "--cheap", ",".join(args.cheap)],  # fmt: skip
         threads=1,
     )
     eval_dir = work / "eval"

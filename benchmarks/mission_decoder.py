@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,6 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "magnetic_tile"
 sys.path.insert(0, str(REPO / "benchmarks"))
+from mission_generator import _mean_test, run  # noqa: E402 - the same helpers as the round-five script
 
 SETTINGS = dict(steps=600, crop_size=96, seeds=[0, 1, 2, 3, 4], quality_samples=0)
 CHEAP = ["oversample", "blendpaste"]
@@ -97,8 +96,20 @@ def main() -> None:
     ]
     job = json.dumps({**SETTINGS, "arms": arms})
     run(
-        [*launcher, __file__, "--worker", job, "--work", str(work), "--inpainter", str(args.inpainter),
-         "--sets", ",".join(args.sets), "--cheap", ",".join(args.cheap)],  # fmt: skip
+        [
+            *launcher,
+            __file__,
+            "--worker",
+            job,
+            "--work",
+            str(work),
+            "--inpainter",
+            str(args.inpainter),
+            "--sets",
+            ",".join(args.sets),
+            "--cheap",
+            ",".join(args.cheap),
+        ],  # fmt: skip
         threads=1,
     )
     eval_dir = work / "eval"
@@ -184,17 +195,6 @@ def _train_minutes(run_dir: Path) -> float:
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     seconds = sum(json.loads(line)["seconds_per_step"] * 10 for line in lines)  # log_every = 10
     return round(seconds / 60, 1)
-
-
-def _mean_test(eval_dir: Path, arm: str, seeds: list[int]) -> float:
-    values = [json.loads((eval_dir / "runs" / f"{arm}_s{s}.json").read_text())["test"]["mean_positive_dice"]
-              for s in seeds]  # fmt: skip
-    return round(sum(values) / len(values), 4)
-
-
-def run(command: list[str], threads: int) -> None:
-    print("$ " + " ".join(command), flush=True)
-    subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
 
 
 if __name__ == "__main__":

@@ -287,3 +287,39 @@ def test_inpainter_only_commands_refuse_a_decoder(decoder_run, tmp_path):
         StudioSession(
             checkpoint, open_dataset(str(FIXTURE)), make_split(open_dataset(str(FIXTURE))), tmp_path
         )
+
+
+def test_decoder_r1_is_taken_on_each_image_mean_patch_logit():
+    """StyleGAN2's gamma is defined for one logit per image: the patch grid's mean, not its sum."""
+    from defectgen.augment import AdaptiveAugment
+    from defectgen.losses import r1_penalty
+    from defectgen.objective import DecoderObjective
+
+    torch.manual_seed(0)
+    D = PRESETS["decoder-tiny"].discriminator.build(1, 2)
+    real, labels = torch.randn(2, 1, 32, 32), (torch.rand(2, 2, 32, 32) > 0.8).float()
+    ada = AdaptiveAugment()  # p = 0: the inputs pass unchanged
+    loss, _ = DecoderObjective(r1_gamma=0.5, r1_interval=4).regularise(
+        D, ada, real, labels, torch.Generator()
+    )
+    inputs = [real.clone().requires_grad_(True), labels.clone().requires_grad_(True)]
+    logits, _ = D(*inputs)
+    assert logits.shape[-1] > 1  # a grid of patches, so mean and sum differ
+    expected, _ = r1_penalty(logits.mean(dim=(1, 2, 3)), inputs, 0.5)
+    assert loss.item() == pytest.approx(4 * expected.item(), rel=1e-5)
+
+
+def test_learned_shapes_prefer_a_draw_not_cut_by_the_crop_border(decoder_run, monkeypatch):
+    dataset, split, _, work = decoder_run
+    learned = build_mask_source(f"learned:{work / 'run'}", dataset, split.indices(dataset, "train")).sources[
+        "learned"
+    ]
+    cut = np.zeros((len(dataset.classes), 32, 32), dtype=bool)
+    cut[:, 10:20, 0:12] = True  # reaches the crop's left border
+    whole = np.zeros_like(cut)
+    whole[:, 10:13, 12:16] = True
+    draws = iter([cut, whole])
+    monkeypatch.setattr("defectgen.masks.learned.decoded", lambda output, channels: (None, next(draws)))
+    assert learned.shape(np.random.default_rng(0), learned.class_ids[0]).shape == (3, 4)
+    draws = iter([cut] * 16)  # only cut draws: the first is kept rather than failing
+    assert learned.shape(np.random.default_rng(0), learned.class_ids[0]).shape == (10, 12)

@@ -198,19 +198,7 @@ def synthesize(
         )
         decoder_classes = _decoder_classes(dataset, train_indices, classes, checkpoint)
         mask_source, judge_model, paint = "decoder", None, None
-        params = {
-            "format": fmt,
-            "checkpoint_sha256": file_digest(checkpoint),
-            "dataset": dataset.spec,
-            "split_fingerprint": split.fingerprint,
-            "classes": classes,
-            "mask_source": mask_source,
-            "seed": seed,
-            "backgrounds": "none: the decoder draws each crop whole",
-            "hole_dilation": hole_radius,
-            "tile": None,
-            "class_table": dataset.classes.to_json(),
-        }
+        where, particular = "none: the decoder draws each crop whole", {}
     else:
         if background_source == "auto" and backgrounds_dir is None:
             background_source = _recorded_source(Path(out_dir)) or "auto"  # resume as the run began
@@ -241,19 +229,9 @@ def synthesize(
             from defectgen.evaluate.judge import LabelJudge
 
             judge_model = LabelJudge.from_evaluation(judge, dataset.classes, dataset.channels, use_bf16)
-        params = {
-            "format": fmt,
-            "checkpoint_sha256": file_digest(checkpoint),
-            "dataset": dataset.spec,
-            "split_fingerprint": split.fingerprint,
-            "classes": classes,
-            "mask_source": mask_source,
-            "seed": seed,
-            "backgrounds": str(backgrounds_dir) if backgrounds_dir else BACKGROUND_TEXT[background_source],
-            "hole_dilation": hole_radius,
-            "tile": tile,
+        where = str(backgrounds_dir) if backgrounds_dir else BACKGROUND_TEXT[background_source]
+        particular = {  # what only painting records
             **({"window_noise": "per window"} if tile else {}),  # older tiled runs drew per item
-            "class_table": dataset.classes.to_json(),
             **({"severity": list(severity_range)} if severity_range else {}),
             **({} if mode == "paint" else {"mode": mode, "band": band, "rim": rim}),  # paint: as before modes
             **({"guide_sha256": config.extra["guide_sha256"]} if "guide_sha256" in config.extra else {}),
@@ -273,6 +251,20 @@ def synthesize(
                 }
             ),
         }
+    params = {
+        "format": fmt,
+        "checkpoint_sha256": file_digest(checkpoint),
+        "dataset": dataset.spec,
+        "split_fingerprint": split.fingerprint,
+        "classes": classes,
+        "mask_source": mask_source,
+        "seed": seed,
+        "backgrounds": where,
+        "hole_dilation": hole_radius,
+        "tile": tile,
+        "class_table": dataset.classes.to_json(),
+        **particular,
+    }
     out_dir = Path(out_dir)
     # Under torchrun each process paints items i with i % world_size == rank (an item is a
     # function of (seed, i) alone); rank 0 holds the lock, prepares the folder and finishes it.

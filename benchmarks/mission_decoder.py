@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from mission_generator import _mean_test, run  # noqa: E402 - the same helpers as the round-five script
 
 SETTINGS = dict(steps=600, crop_size=96, seeds=[0, 1, 2, 3, 4], quality_samples=0)
+QUALITY_SAMPLES = 200  # synthetic images for label fidelity, crops for KID and diversity
 CHEAP = ["oversample", "blendpaste"]
 SETS = ["inpainter", "decoder", "learned", "shapes"]
 
@@ -114,7 +115,8 @@ def main() -> None:
     )
     eval_dir = work / "eval"
     dataset, split_object = open_dataset(str(DATA)), Split.load(split)
-    config = EvalConfig(**{**SETTINGS, "arms": arms})
+    # The runs were trained without quality figures; the quality step measures 200 of each set.
+    config = EvalConfig(**{**SETTINGS, "arms": arms, "quality_samples": QUALITY_SAMPLES})
     sets = {name: work / f"synthetic_{name}" for name in args.sets}
     quality = measure_quality(
         dataset,

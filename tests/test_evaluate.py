@@ -19,7 +19,7 @@ from defectgen.config import TrainConfig
 from defectgen.data import open_dataset
 from defectgen.data.split import make_split
 from defectgen.errors import ConfigError, DataError
-from defectgen.evaluate import EvalConfig, evaluate, parse_arm, parse_synthetic, postprocess
+from defectgen.evaluate import EvalConfig, evaluate, measure_quality, parse_arm, parse_synthetic, postprocess
 from defectgen.evaluate.metrics import (
     ImageScores,
     contributions,
@@ -445,6 +445,13 @@ def test_an_empty_test_half_is_refused(bench, tmp_path):
     config = EvalConfig(**{**SMALL, "arms": ["real"]})
     with pytest.raises(DataError, match="test half is empty"):
         evaluate(dataset, Split.load(tmp_path / "split.json"), tmp_path / "e", config, progress=False)
+
+
+def test_measuring_quality_of_zero_samples_is_refused_before_any_work(bench, tmp_path):
+    dataset, split, _, _ = bench
+    config = EvalConfig(**{**SMALL, "arms": ["real"], "quality_samples": 0})
+    with pytest.raises(ValueError, match="quality_samples is 0"):
+        measure_quality(dataset, split, tmp_path / "nowhere", config, {})
 
 
 def test_cli_end_to_end_and_report(bench, tmp_path):

@@ -845,6 +845,11 @@ def measure_quality(
     of an existing evaluation folder (`judge_seed`, default its lowest), without training any
     arm: how a generator recipe is compared with another. Figures go to EVAL/figures."""
     eval_dir = Path(eval_dir)
+    if config.quality_samples < 1:
+        raise ValueError(
+            f"quality_samples is {config.quality_samples}: there is nothing to measure; "
+            "give the number of synthetic images (and crops) to judge, e.g. 200"
+        )
     seeds = sorted(int(p.stem.removeprefix("real_s")) for p in eval_dir.glob("runs/real_s*.pt"))
     if not seeds or (judge_seed is not None and judge_seed not in seeds):
         raise DataError(

@@ -87,6 +87,15 @@ def test_subprocess_error_is_one_line(tmp_path):
     assert len(lines) == 1 and "a folder dataset needs images/ and masks/" in lines[0]
 
 
+def test_the_cli_starts_without_torch():
+    # `defectgen --help` and every option default come from the CLI module alone: importing the
+    # evaluation, torch or torchmetrics there made each command wait 10 s before doing anything
+    code = "import sys, defectgen.cli; print(sorted({'torch', 'torchmetrics', 'cv2'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def test_help_shows_an_example():
     for verb in ("inspect", "split"):
         result = subprocess.run(

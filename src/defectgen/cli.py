@@ -684,7 +684,7 @@ def demo(
         "demo_run"
     ),
     quick: Annotated[
-        bool, typer.Option("--quick", help="A smaller run (under 3 minutes on 2 cores).")
+        bool, typer.Option("--quick", help="A smaller run (about 2 minutes on 2 cores).")
     ] = False,
 ):
     """The whole idea on embedded data: generate, split, train, synthesize, evaluate, report.

@@ -47,9 +47,9 @@ FULL = DemoPlan(
     crop_size=64,
 )
 QUICK = DemoPlan(
-    images=32,
-    gan_steps=60,
-    synthetic=24,
+    images=24,
+    gan_steps=40,
+    synthetic=16,
     arms=("real", "copypaste", "real+synthetic"),
     seeds=2,
     segmenter_steps=40,

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torchmetrics.image.kid import KernelInceptionDistance
 
 from defectgen.data.dataset import DefectDataset
 from defectgen.errors import DataError
@@ -129,6 +128,8 @@ def kid(features: nn.Module, real: torch.Tensor, synthetic: torch.Tensor, subset
     if subset_size < 2:
         return {"value": None, "std": None, "reason": "too few crops"}
     # sync_on_compute off: this process holds every crop (under torchrun only rank 0 gets here)
+    from torchmetrics.image.kid import KernelInceptionDistance  # 5 s to import: only when measured
+
     metric = KernelInceptionDistance(
         feature=features, subsets=subsets, subset_size=subset_size, sync_on_compute=False
     )

@@ -142,6 +142,7 @@ def main() -> None:
             ("decoder", "inpainter"),
             ("learned", "inpainter"),
             ("learned", "shapes"),
+            ("shapes", "inpainter"),
             ("learned", "decoder"),
         ]
         if a in args.sets and b in args.sets
@@ -151,7 +152,7 @@ def main() -> None:
         "command": "python benchmarks/mission_decoder.py " + " ".join(sys.argv[1:]),
         "machine": f"dev-cpu, 2 cores; evaluation in {args.processes} single-thread torchrun processes",
         "minutes_this_invocation": round((time.time() - start) / 60, 1),
-        "settings": {**SETTINGS, "synthetic_images": args.n},
+        "settings": {**SETTINGS, "quality_samples": QUALITY_SAMPLES, "synthetic_images": args.n},
         "generators": {
             "inpainter": {"checkpoint": str(args.inpainter)},
             "decoder": {

@@ -99,12 +99,21 @@ def test_a_model_that_fails_verification_is_never_written(exported, tmp_path, mo
     _, checkpoint, good, _ = exported
     out = tmp_path / "m.onnx"
     out.write_bytes(good.read_bytes())
+    exports = []  # the real export is the fixture's; here only its staging file matters
+
+    def export_again(checkpoint, path):
+        exports.append(path)
+        path.write_bytes(good.read_bytes())
+        return dict(exported[3])
+
+    monkeypatch.setattr(export_module, "export_onnx", export_again)
     monkeypatch.setattr(export_module, "verify", lambda *a, **k: [{"size": [8, 8], "max_abs_difference": 5,
                         "same_region": True, "outside_untouched": True}])  # fmt: skip
     with pytest.raises(DefectgenError, match="does not reproduce"):
         export_module.export_verified(checkpoint, out)
     assert out.read_bytes() == good.read_bytes()  # the earlier good model is still there
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # no unverified file left
+    assert len(exports) == 1 and exports[0].parent == tmp_path and exports[0] != out  # staged beside
     (tmp_path / "stray.onnx").write_bytes(b"\x0a\x05hello")
     with pytest.raises(ConfigError, match="not an ONNX model"):
         export_module.export_verified(checkpoint, tmp_path / "stray.onnx")

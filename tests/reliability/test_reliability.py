@@ -66,7 +66,7 @@ def test_kill_9_during_training_then_resume(split_file, tmp_path):
         "--preset",
         "tiny",
         "--steps",
-        "300",
+        "150",
         *TINY_SETS,
     )
     rng = np.random.default_rng(0)
@@ -89,10 +89,10 @@ def test_kill_9_during_training_then_resume(split_file, tmp_path):
         leftovers = [p.name for p in (run / "checkpoints").iterdir() if ".tmp" in p.name]
         assert all(name.startswith(".") for name in leftovers)  # a killed write leaves only hidden files
     before = load_checkpoint(last)["step"]
-    assert before < 300, "the kills should land before the end"
+    assert before < 150, "the kills should land before the end"
     result = subprocess.run(command + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert load_checkpoint(last)["step"] == 300
+    assert load_checkpoint(last)["step"] == 150
     assert "resuming from step" in result.stderr
 
 

@@ -52,7 +52,7 @@ QUICK = DemoPlan(
     synthetic=16,
     arms=("real", "copypaste", "real+synthetic"),
     seeds=2,
-    segmenter_steps=40,
+    segmenter_steps=30,
     crop_size=64,
 )
 

@@ -566,7 +566,7 @@ def test_torchrun_shares_the_runs_and_gives_the_single_process_results(bench, tm
     args = [
         "evaluate", str(work / "data"), "--split", str(work / "split.json"),
         "--synthetic", f"tiles={work / 'synth'}", "--out", None, "--seeds", "2", "--steps", "3",
-        "--size", "32", "--batch-size", "4", "--arms", "real,oversample,real+tiles,oversample+tiles:filtered",
+        "--size", "32", "--batch-size", "4", "--arms", "real,real+tiles,oversample+tiles:filtered",
         "--precision", "fp32",
     ]  # fmt: skip
     at = args.index(None)

@@ -166,6 +166,7 @@ def main() -> None:
             name: {
                 "generator": "decoder" if name == "decoder" else "inpainter",
                 "mask_source": "drawn by the decoder" if name == "decoder" else sources[name],
+                "labels": _label_statistics(sets[name]),
             }
             for name in args.sets
         },
@@ -192,6 +193,22 @@ def worker(args) -> None:
     sets = {name: args.work / f"synthetic_{name}" for name in args.sets}
     evaluate(dataset, split, args.work / "eval", EvalConfig(**json.loads(args.worker)), synthetic=sets,
              progress=False)  # fmt: skip
+
+
+def _label_statistics(folder: Path) -> dict:
+    """Classes per item and labelled pixels per item (all classes) of a synthetic set, from its
+    manifest: how much of each image its labels claim."""
+    import numpy as np
+
+    items = [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines() if line]
+    classes = np.array([len(item["classes"]) for item in items])
+    pixels = np.array([sum(item["areas"].values()) for item in items])
+    return {
+        "items": len(items),
+        "classes_per_item": round(float(classes.mean()), 2),
+        "labelled_px_mean": round(float(pixels.mean())),
+        "labelled_px_median": round(float(np.median(pixels))),
+    }
 
 
 def _train_minutes(run_dir: Path) -> float:

@@ -122,8 +122,8 @@ def measure(args, checkpoint: Path, synth: Path) -> dict:
     return {
         "judge": fidelity.get("segmenter") or fidelity.get("not_independent"),
         "label_fidelity": per_class,
-        "label_fidelity_mean": fidelity.get("synthetic", {}).get("mean_positive_dice"),
-        "judge_real_test_mean": fidelity.get("real_test", {}).get("mean_positive_dice"),
+        "label_fidelity_mean": fidelity.get("synthetic", {}).get("positive_dice_plain"),
+        "judge_real_test_mean": fidelity.get("real_test", {}).get("positive_dice_plain"),
         "worst_judgeable_ratio": min((row["ratio"] for row in judgeable), default=None),
         "mean_judgeable_ratio": float(np.mean([row["ratio"] for row in judgeable])) if judgeable else None,
         "kid": quality.get("kid"),

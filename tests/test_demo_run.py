@@ -17,7 +17,7 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     html = (out / "eval" / "report.html").read_text()
     assert 'id="results"' in html and "data:image/png;base64," in html
     for run in results["runs"]:
-        for key in ("kaggle_dice", "mean_positive_dice", "fp_rate_defect_free"):
+        for key in ("class_mean_pixel_ap", "positive_dice_plain", "kaggle_dice", "fp_rate_defect_free"):
             assert math.isfinite(run["test"][key]), (run["arm"], key)
     assert {r["arm"] for r in results["runs"]} == {"real", "copypaste", "real+synthetic"}
     assert (out / "synthetic" / "train.csv").exists() and (out / "data_sheet.png").exists()

@@ -17,19 +17,11 @@ from torch import nn
 from defectgen.cli import main
 from defectgen.config import TrainConfig
 from defectgen.data import open_dataset
-from defectgen.data.split import make_split
+from defectgen.data.split import carve_validation, make_split
 from defectgen.errors import ConfigError, DataError
 from defectgen.evaluate import EvalConfig, evaluate, measure_quality, parse_arm, parse_synthetic, postprocess
-from defectgen.evaluate.metrics import (
-    ImageScores,
-    contributions,
-    minimal_detectable_effect,
-    pair_scores,
-    paired_difference,
-    seeds_needed,
-    summarize,
-)
-from defectgen.evaluate.run import EvalContext, arm_sampler, carve_validation, choose_steps, synthetic_pool
+from defectgen.evaluate.context import EvalContext, arm_sampler, synthetic_pool
+from defectgen.evaluate.scores import CANDIDATES, PLAIN, ScoreSheet, pair_scores
 from defectgen.evaluate.segmenter import build_segmenter, probabilities, segmentation_loss
 from defectgen.synth import synthesize
 from defectgen.train import train
@@ -65,103 +57,27 @@ def test_pair_scores_hand_computed():
     assert dice[0] == pytest.approx(2 * 2 / (2 + 4)) and iou[0] == pytest.approx(2 / 4)
 
 
-def _scores(seed: int, images: int = 30, classes: int = 3) -> dict:
-    rng = np.random.default_rng(seed)
-    scores = ImageScores(classes)
-    for i in range(images):
-        target = np.zeros((classes, 8, 8), bool)
-        if i % 3:  # two thirds of the images hold defects
-            target[rng.integers(classes), 2:6, 2:6] = True
-        pred = rng.random((classes, 8, 8)) < (0.4 if i % 2 else 0.02)
-        pred |= target & (rng.random((classes, 8, 8)) < 0.7)
-        scores.add(pred, target, rng.random((classes, 8, 8)) * 0.5 + target * 0.5)
-    return scores.arrays()
-
-
-def test_summary_counts_positive_pairs_false_positives_and_auroc():
-    scores = ImageScores(2)
-    target = np.stack([_mask((4, 4), (0, 2, 0, 2)), np.zeros((4, 4), bool)])
-    scores.add(target.copy(), target, target * 0.9)  # perfect on a defect image
-    fp = np.stack([np.zeros((4, 4), bool), _mask((4, 4), (3, 4, 3, 4))])
-    scores.add(fp, np.zeros((2, 4, 4), bool), fp * 0.6)  # FP
-    scores.add(np.zeros((2, 4, 4), bool), np.zeros((2, 4, 4), bool), np.zeros((2, 4, 4)))  # clean
-    summary = summarize(scores.arrays(), ("a", "b"))
-    assert summary["positive_dice"] == {"a": 1.0, "b": None}
-    assert summary["mean_positive_dice"] == 1.0
-    assert summary["kaggle_dice"] == pytest.approx(5 / 6)  # 6 pairs, one is 0
-    assert summary["fp_rate_defect_free"] == 0.5
-    assert summary["auroc"] == {"a": 1.0, "b": None}  # b has no positive image: not defined
-
-
-@pytest.mark.parametrize("metric", ["mean_positive_dice", "kaggle_dice", "fp_rate_defect_free"])
-def test_contributions_sum_to_the_headline_metric(metric):
-    arrays = _scores(1)
-    assert contributions(arrays, metric).sum() == pytest.approx(summarize(arrays, ("a", "b", "c"))[metric])
-
-
-def test_paired_difference_is_seed_aware():
-    base = [_scores(s) for s in range(3)]
-    shares = [contributions(b, "mean_positive_dice") for b in base]
-    same = paired_difference(shares, shares)
-    assert same["difference"] == 0 and same["per_seed"] == [0, 0, 0] and same["ci95"] == [0, 0]
-    # per-seed differences of the issue's example (-0.06, +0.08, -0.01), spread evenly over images:
-    offsets = [-0.06, 0.08, -0.01]
-    arm = [s + d / len(s) for s, d in zip(shares, offsets, strict=True)]
-    result = paired_difference(arm, shares)
-    assert result["per_seed"] == pytest.approx(offsets)
-    assert result["difference"] == pytest.approx(np.mean(offsets))
-    half = (result["ci95"][1] - result["ci95"][0]) / 2
-    assert half == pytest.approx(4.303 * np.std(offsets, ddof=1) / np.sqrt(3), rel=1e-3)  # ~0.18, not 0.03
-    # image noise with no seed spread still widens the interval
-    rng = np.random.default_rng(0)
-    noise = rng.normal(0, 0.01, len(shares[0]))
-    noisy = paired_difference([s + noise for s in shares], shares)
-    assert noisy["seed_sd"] == pytest.approx(0, abs=1e-12) and noisy["ci95"][1] - noisy["ci95"][0] > 0
-
-
-def test_minimal_detectable_effect_and_seed_count():
-    assert minimal_detectable_effect(0.05, 0.0, 5) == pytest.approx(
-        (2.776 + 0.941) * 0.05 / np.sqrt(5), rel=1e-3
-    )
-    assert minimal_detectable_effect(0.05, 0.0, 10) < minimal_detectable_effect(0.05, 0.0, 5)
-    needed = seeds_needed(0.05, 0.0, 0.05)
-    assert (
-        minimal_detectable_effect(0.05, 0.0, needed)
-        <= 0.05
-        < minimal_detectable_effect(0.05, 0.0, needed - 1)
-    )
-    assert seeds_needed(1.0, 0.5, 0.05) is None  # the image term alone is larger than the effect
-
-
-def test_choose_steps_rule():
-    assert choose_steps([(100, 0.1), (200, 0.3), (300, 0.31), (400, 0.30)], 0.02) == (
-        200,
-        True,
-        pytest.approx(0.01),
-    )
-    step, flattened, gain = choose_steps([(100, 0.1), (200, 0.2), (300, 0.3)], 0.02)
-    assert step == 300 and not flattened and gain == pytest.approx(0.1)  # still rising at the cap
-
-
 # --- post-processing ---------------------------------------------------------------------------
 
 
-def test_post_processing_removes_small_noise_and_keeps_the_default_on_ties():
-    targets, probs = [], []
+def test_post_processing_removes_small_noise_and_keeps_the_plain_candidate_on_ties():
+    sheet = ScoreSheet(2)
+    probs, targets = [], []
     for i in range(6):
         target = np.zeros((2, 32, 32), bool)
         target[0, 10:20, 10:20] = True
         prob = np.zeros((2, 32, 32), np.float32)
         prob[0][target[0]] = 0.9
         prob[0, 1 + i, 28:30] = 0.8  # a 2-pixel speck on every image
-        targets.append(target)
+        sheet.add(prob, target)
         probs.append(prob)
-    chosen, table = postprocess.choose(probs, targets)
-    assert chosen[0]["min_area"] > 2 and chosen[0]["validation_dice"] == pytest.approx(1.0)
-    assert table[0]["default_dice"] < 1.0
-    assert chosen[1]["threshold"] == 0.5 and chosen[1]["min_area"] == 0  # nothing to gain: the default
-    cleaned = postprocess.apply(probs[0], chosen)
-    assert np.array_equal(cleaned, targets[0])
+        targets.append(target)
+    chosen, table = postprocess.choose_pooled([sheet.arrays()], ("a", "b"))
+    assert table["a"]["min_area"] > 2 and table["a"]["pooled_validation_dice"] == pytest.approx(1.0)
+    assert table["a"]["plain_validation_dice"] < 1.0
+    assert chosen[0] != PLAIN and CANDIDATES[chosen[0]][0] == 0.5  # ties keep the plain threshold
+    assert chosen[1] == PLAIN  # no positives: the plain candidate
+    assert np.array_equal(postprocess.apply(probs[0], chosen), targets[0])
 
 
 # --- the segmenter -------------------------------------------------------------------------------
@@ -349,7 +265,7 @@ def _evaluate(bench, out: Path, **overrides) -> dict:
         "real+tiles",
         "oversample+tiles:filtered",
     ]
-    config = EvalConfig(**{**SMALL, "arms": arms, **overrides})
+    config = EvalConfig(**{**SMALL, "arms": arms, "declared_arms": ["real+tiles"], **overrides})
     return evaluate(
         dataset,
         split,
@@ -369,20 +285,41 @@ def test_evaluate_end_to_end_repeats_value_for_value(bench, tmp_path):
     fit_ids = {dataset.items[i].item_id for i in EvalContext.create(dataset, split, EvalConfig()).fit}
     for record in results["runs"]:
         assert set(record["real_items_trained_on"]) <= fit_ids
-        assert set(record["post_processing"]) == set(dataset.classes.names)
-    # the paired differences are wired to the right runs: per seed, arm minus real of the headline
+    assert set(results["post_processing"]) == set(dataset.classes.names)  # one for every arm
+    # the paired differences are wired to the right runs: per seed, arm minus real of each metric
+    # (pixel AP is threshold-free: it differs between arms even when none is good)
+    headline = {a: [r["test"]["class_mean_pixel_ap"] for r in results["runs"] if r["arm"] == a] for a in arms}
+    assert len({tuple(v) for v in headline.values()}) == len(arms)  # the arms really differ
     for arm in arms[1:]:
-        per_seed = results["paired"][arm]["mean_positive_dice"]["per_seed"]
-        for seed, value in zip((0, 1), per_seed, strict=True):
-            own = next(r for r in results["runs"] if r["arm"] == arm and r["seed"] == seed)["test"]
-            real = next(r for r in results["runs"] if r["arm"] == "real" and r["seed"] == seed)["test"]
-            assert value == pytest.approx(own["mean_positive_dice"] - real["mean_positive_dice"])
-        values = [r["test"]["mean_positive_dice"] for r in results["runs"] if r["arm"] == arm]
-        assert results["summary"][arm]["mean_positive_dice"]["std"] == pytest.approx(np.std(values, ddof=1))
+        for metric in ("class_mean_pixel_ap", "positive_dice_plain", "kaggle_dice", "fp_rate_defect_free"):
+            per_seed = results["paired"][arm][metric]["per_seed"]
+            for seed, value in zip((0, 1), per_seed, strict=True):
+                own = next(r for r in results["runs"] if r["arm"] == arm and r["seed"] == seed)["test"]
+                real = next(r for r in results["runs"] if r["arm"] == "real" and r["seed"] == seed)["test"]
+                assert value == pytest.approx(own[metric] - real[metric]), (arm, metric)
+        values = headline[arm]
+        assert results["summary"][arm]["class_mean_pixel_ap"]["std"] == pytest.approx(np.std(values, ddof=1))
+        assert results["summary"][arm]["class_mean_pixel_ap"]["mean"] == pytest.approx(np.mean(values))
     assert results["noise_floor"]["minimal_detectable_effect"] >= 0
     claim = results["claim"]
-    assert claim["best_cheap_baseline"] in ("real", "oversample", "copypaste", "classic")
-    assert claim["best_synthetic_arm"] in ("real+tiles", "oversample+tiles:filtered")
+    assert claim["declared_arms"] == ["real+tiles"]
+    assert claim["baselines"] == ["real", "oversample", "copypaste", "classic"]  # every one, control aside
+    for base in claim["baselines"]:
+        per_seed = claim["versus"][base]["class_mean_pixel_ap"]["per_seed"]
+        expected = [a - b for a, b in zip(headline["real+tiles"], headline[base], strict=True)]
+        assert per_seed == pytest.approx(expected)
+    assert claim["crop_matched_baselines"] == ["oversample", "copypaste"]
+    assert results["crops_per_step"] == {
+        "real": 4,
+        "control": 4,
+        "oversample": 6,
+        "copypaste": 6,
+        "classic": 4,
+        "real+tiles": 6,
+        "oversample+tiles:filtered": 8,
+    }
+    curve = results["learning_curve"]
+    assert curve["points"][-1][0] == SMALL["steps"]
     assert results["label_filter"]["tiles:filtered"]["items"] == 8
     assert (
         results["quality"]["tiles"]["label_fidelity"]
@@ -391,12 +328,12 @@ def test_evaluate_end_to_end_repeats_value_for_value(bench, tmp_path):
     assert results["quality"]["tiles"]["diversity"]["mean_pairwise_distance"] >= 0  # made by the checkpoint
     # same command, new folder: identical numbers (the arms' wall-clock seconds aside)
     arms = ["real", "oversample+tiles:filtered"]
-    again = _evaluate(bench, tmp_path / "b", arms=arms)
+    again = _evaluate(bench, tmp_path / "b", arms=arms, declared_arms=[])
     assert _timeless(again["runs"]) == _timeless([r for r in results["runs"] if r["arm"] in arms])
     assert again["paired"]["oversample+tiles:filtered"] == results["paired"]["oversample+tiles:filtered"]
     # an interrupted run redone equals the uninterrupted one
     (tmp_path / "b" / "runs" / "real_s1.json").unlink()
-    resumed = _evaluate(bench, tmp_path / "b", arms=arms)
+    resumed = _evaluate(bench, tmp_path / "b", arms=arms, declared_arms=[])
     assert _timeless(resumed["runs"]) == _timeless(again["runs"])
 
 
@@ -461,13 +398,13 @@ def test_cli_end_to_end_and_report(bench, tmp_path):
     args = [
         "evaluate", str(work / "data"), "--split", str(work / "split.json"),
         "--synthetic", f"tiles={tmp_path / 'synth'}", "--checkpoint", str(checkpoint),
-        "--out", str(eval_dir), "--seeds", "2", "--max-steps", "4", "--eval-every", "2",
+        "--out", str(eval_dir), "--seeds", "2", "--steps", "4", "--eval-every", "2",
         "--size", "32", "--batch-size", "4", "--arms", "real,control,copypaste,oversample+tiles",
     ]  # fmt: skip
     assert main(args) == 0
     results = json.loads((eval_dir / "results.json").read_text())
-    assert results["step_selection"]["chosen"] in (2, 4)
-    assert isinstance(results["step_selection"]["flattened"], bool)
+    assert [p[0] for p in results["learning_curve"]["points"]] == [2, 4]  # the real arm's own schedule
+    assert results["claim"]["declared_arms"] == ["oversample+tiles"]  # the one stacked arm
     first = (eval_dir / "runs" / "real_s0.json").stat().st_mtime_ns
     assert main(args) == 0  # resumable: finished runs are not trained again
     assert (eval_dir / "runs" / "real_s0.json").stat().st_mtime_ns == first

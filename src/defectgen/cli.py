@@ -462,26 +462,25 @@ def evaluate(
     arms: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated arms: bases real, oversample, copypaste, classic, control (noise floor); "
+            help=f"Comma-separated arms: bases {', '.join(_arm_bases())}; "
             "BASE+NAME adds synthetic set NAME; NAME:filtered keeps what the label filter accepts; NAME-only. "
-            "Default: the cheap baselines, plus real+NAME for each --synthetic set."
+            "Default: every base, plus real+NAME for each --synthetic set."
+        ),
+    ] = None,
+    declare: Annotated[
+        str | None,
+        typer.Option(
+            help="The claim's arm, declared before the run (comma-separated: the same recipe with sets from "
+            "generators of different seeds). Default: the one BASE+NAME arm, if there is exactly one."
         ),
     ] = None,
     seeds: Annotated[
         int, typer.Option(help="Seeds per arm (0..N-1), at least 2.", min=2, max=MAX_SEEDS)
     ] = len(_eval_default("seeds")),
-    steps: Annotated[
-        int | None,
-        typer.Option(
-            help="Segmenter steps for every arm (default: chosen on the real arm from a validation part)."
-        ),
-    ] = None,
-    max_steps: Annotated[int, typer.Option(help="Step selection: longest run tried.")] = _eval_default(
-        "max_steps"
-    ),
-    eval_every: Annotated[int, typer.Option(help="Step selection: validate every N steps.")] = _eval_default(
-        "eval_every"
-    ),
+    steps: Annotated[int, typer.Option(help="Segmenter steps of every run.")] = _eval_default("steps"),
+    eval_every: Annotated[
+        int, typer.Option(help="The real arm's first seed scores the validation part every N steps.")
+    ] = _eval_default("eval_every"),
     size: Annotated[int, typer.Option("--size", help="Training crop size (multiple of 32).")] = _eval_default(
         "crop_size"
     ),
@@ -492,6 +491,13 @@ def evaluate(
     encoder: Annotated[str, typer.Option(help="Any segmentation_models_pytorch encoder.")] = _eval_default(
         "encoder"
     ),
+    encoder_depth: Annotated[
+        int, typer.Option(help="Encoder stages the U-Net uses (GPU setting: 5).")
+    ] = _eval_default("encoder_depth"),
+    decoder_channels: Annotated[
+        str,
+        typer.Option(help="Comma-separated decoder widths, one per encoder stage (GPU: 256,128,64,32,16)."),
+    ] = ",".join(str(c) for c in _eval_default("decoder_channels")),
     encoder_weights: Annotated[
         Path | None, typer.Option(help="Local file of pretrained encoder weights (nothing is downloaded).")
     ] = None,
@@ -527,16 +533,22 @@ def evaluate(
         arm_list = [a for a in _eval_default("arms") if "+" not in a] + [f"real+{name}" for name in sets]
     else:
         arm_list = [a.strip() for a in arms.split(",") if a.strip()]
+    try:
+        widths = [int(c) for c in decoder_channels.split(",") if c.strip()]
+    except ValueError:
+        raise ConfigError(f"--decoder-channels takes comma-separated integers, got {decoder_channels!r}") from None
     config = EvalConfig(
         arms=arm_list,
+        declared_arms=[a.strip() for a in (declare or "").split(",") if a.strip()],
         seeds=list(range(seeds)),
         steps=steps,
-        max_steps=max_steps,
         eval_every=eval_every,
         crop_size=size,
         batch_size=batch_size,
         lr=lr,
         encoder=encoder,
+        encoder_depth=encoder_depth,
+        decoder_channels=widths,
         encoder_weights=str(encoder_weights) if encoder_weights else None,
         extra_share=extra_share,
         synthetic_share=synthetic_share,
@@ -557,21 +569,38 @@ def evaluate(
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for all
         return
     out.print(results_table(results))
+    for line in verdict_lines(results):
+        out.print(line)
+    out.print(f"results: {Path(out_dir) / 'results.json'}; make the report with: defectgen report {out_dir}")
+
+
+def verdict_lines(results: dict) -> list[str]:
+    """The claim (declared arm against every baseline) and the noise floor, in words."""
+    lines = []
     claim = results.get("claim")
     if claim:
-        dice = claim["paired"]["mean_positive_dice"]
-        out.print(
-            f"best synthetic arm {claim['best_synthetic_arm']} vs best cheap baseline {claim['best_cheap_baseline']}: "
-            f"{dice['difference']:+.3f} [{dice['ci95'][0]:+.3f}, {dice['ci95'][1]:+.3f}] positive Dice; "
-            f"target {'met' if claim['met'] else 'not met'}"
-        )
+        for base, entry in claim["versus"].items():
+            ap = entry["class_mean_pixel_ap"]
+            if ap["difference"] is not None:
+                lines.append(
+                    f"{' + '.join(claim['declared_arms'])} vs {base}: {ap['difference']:+.3f} "
+                    f"[{ap['ci95'][0]:+.3f}, {ap['ci95'][1]:+.3f}] class-mean pixel AP"
+                )
+        condition = " (conditional on one generator)" if claim["conditional_on_one_generator"] else ""
+        lines.append(f"claim: {'met' if claim['met'] else 'not met'}{condition}")
     floor = results.get("noise_floor")
-    if floor:
-        out.print(
-            f"noise floor (control vs real): minimal detectable effect {floor['minimal_detectable_effect']:.3f} "
+    if floor and floor.get("minimal_detectable_effect") is not None:
+        lines.append(
+            f"noise floor: minimal detectable effect {floor['minimal_detectable_effect']:.3f} class-mean pixel AP "
             f"at {floor['seeds']} seeds"
         )
-    out.print(f"results: {Path(out_dir) / 'results.json'}; make the report with: defectgen report {out_dir}")
+    return lines
+
+
+def _arm_bases() -> list[str]:
+    from defectgen.evaluate.arms import BASES
+
+    return list(BASES)
 
 
 def results_table(results: dict) -> Table:

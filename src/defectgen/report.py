@@ -1,19 +1,19 @@
 """`defectgen report eval/NAME`: one self-contained HTML page from `results.json`.
 
 The page is meant to be judged, not just admired: it states the protocol from the numbers
-actually recorded (not from defaults), opens the results with the headline claim (the best
-synthetic arm against the best cheap baseline, met or not, with its numbers), shows every arm
-with its spread over seeds and its paired, seed-aware difference from the `real` arm, the
-noise floor measured by the `control` arm, the post-processing each run chose on validation
-data, the validation and training curves (and whether the validation curve flattened), the
+actually recorded (not from defaults), opens the results with the claim (the arm declared
+before the run against every baseline, met or not, with its numbers), shows every arm with its
+spread over seeds and its paired difference from the `real` arm (intervals that count seeds,
+generators and test images), the noise floor, the one post-processing that every arm shares,
+the real arm's validation learning curve (and whether it is flat), the training curves, the
 synthetic-data quality checks and the picture grids. Everything is inline (a small <style>,
 plots rendered with matplotlib to PNG and embedded as base64 data URIs), so the file can be
 mailed or opened offline; nothing refers to an external URL and no JavaScript runs.
 
 Every string that comes from `results.json` goes through `html.escape`: arm, class and set
-names and paths are user data. Optional parts of the file (claim, noise floor, quality
-measurements, step selection, label filter, figures, synthetic sets) may be null or empty; the
-page then says "not measured" or "not available" instead of leaving a gap.
+names and paths are user data. Optional parts of the file (claim, noise floor, learning curve,
+post-processing, quality measurements, label filter, figures, synthetic sets) may be null or
+empty; the page then says "not measured" or "not available" instead of leaving a gap.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from defectgen.errors import DataError
 from defectgen.evaluate.arms import BASES
 from defectgen.fileio import check_replaceable, starts_with, write_atomic
 
-FORMAT = "defectgen-eval/2"
+FORMAT = "defectgen-eval/3"
 RESULTS_FILE = "results.json"
 REPORT_FILE = "report.html"
 REQUIRED_KEYS = ("format", "classes", "config", "runs", "summary")
@@ -40,7 +40,9 @@ OPTIONAL_OBJECTS = (
     "split",
     "synthetic",
     "arm_descriptions",
-    "step_selection",
+    "crops_per_step",
+    "learning_curve",
+    "post_processing",
     "paired",
     "noise_floor",
     "claim",
@@ -49,14 +51,35 @@ OPTIONAL_OBJECTS = (
     "figures",
     "versions",
 )
+HEADLINE = "class_mean_pixel_ap"
+# Every metric arms are compared on: (label, higher is better).
 PAIRED_METRICS = {
-    "mean_positive_dice": ("positive Dice", True),
-    "kaggle_dice": ("class-mean (Kaggle) Dice", True),
-    "fp_rate_defect_free": ("FP rate on defect-free images", False),
+    HEADLINE: ("class-mean pixel AP", True),
+    "class_mean_f1_max": ("class-mean F1-max", True),
+    "positive_dice_plain": ("positive Dice (0.5)", True),
+    "kaggle_dice": ("class-mean (Kaggle) Dice, post-processed", True),
+    "fp_rate_defect_free": ("FP rate on defect-free images, post-processed", False),
 }
-NOT_FLATTENED = (
-    "The real arm's validation curve was still rising at the step cap: the CPU budget did not reach "
-    "a flat curve, so longer training could change every number in this report."
+NOISE_METRICS = (HEADLINE, "positive_dice_plain")
+FIDELITY_COLUMNS = (
+    "synthetic",
+    "real_test",
+    "ratio",
+    "synthetic_pixel_ap",
+    "real_test_pixel_ap",
+    "pixel_ap_ratio",
+)
+# per-class fidelity key -> (summary it falls back to, that summary's per-class key)
+FIDELITY_FALLBACK = {
+    "synthetic": ("synthetic", "positive_dice"),
+    "real_test": ("real", "positive_dice"),
+    "synthetic_pixel_ap": ("synthetic", "pixel_ap"),
+    "real_test_pixel_ap": ("real", "pixel_ap"),
+}
+NOT_FLAT = (
+    "The real arm's validation curve (class-mean pixel AP) was still rising in the last third of its "
+    "steps: the training budget did not reach a flat curve, so longer training could change every "
+    "number in this report."
 )
 
 # Last resort only: results.json records each arm's description in "arm_descriptions".
@@ -74,6 +97,7 @@ ARM_COLOURS = {
 FALLBACK_COLOURS = ["#d55e00", "#0072b2", "#cc79a7", "#f0e442", "#000000", "#8c564b", "#17becf"]
 SYNTHETIC_COLOUR = "#d55e00"
 MISSING = "—"
+
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #1d1d1f;
@@ -240,11 +264,20 @@ def _results_section(results: dict) -> str:
         f"{_claim_block(results)}"
         "<h3>Every arm</h3>"
         f"{_results_table(results)}"
-        "<h3>Positive Dice per class</h3>"
-        f"{_per_class_table(results, 'positive_dice', 'Positive Dice on test images that contain the class')}"
-        "<h3>Image-level AUROC per class</h3>"
-        f"{_per_class_table(results, 'auroc', 'Image-level AUROC (score: the maximum class probability)')}"
-        f"{_runs_details(results)}</section>"
+        f"{_paired_details(results)}"
+        "<h3>Pixel AP per class</h3>"
+        + _per_class_table(results, "pixel_ap", "Pixel average precision on the test half (threshold-free)")
+        + "<h3>Positive Dice per class</h3>"
+        + _per_class_table(
+            results,
+            "positive_dice",
+            "Positive Dice at threshold 0.5 without post-processing, on the test images holding the class",
+        )
+        + "<h3>F1-max per class</h3>"
+        + _per_class_table(
+            results, "f1_max", "Best pixel F1 over all thresholds on the test half (an optimistic bound)"
+        )
+        + f"{_runs_details(results)}</section>"
     )
 
 
@@ -252,115 +285,223 @@ def _claim_block(results: dict) -> str:
     claim = results.get("claim")
     if not isinstance(claim, dict):
         return _na(
-            "Claim: not evaluated. It needs at least one cheap baseline arm (real, oversample, "
-            "copypaste, classic) and at least one arm with a synthetic set."
+            "Claim: not evaluated. It needs an arm declared before the run that adds a synthetic set to a "
+            "base (the declared_arms setting, or exactly one such arm among the arms)."
         )
     met = claim.get("met")
-    synthetic = claim.get("best_synthetic_arm", MISSING)
-    cheap = claim.get("best_cheap_baseline", MISSING)
     if met is True:
         css, verdict = "claim met", "Claim met"
     elif met is False:
         css, verdict = "claim not-met", "Claim not met"
     else:
         css, verdict = "claim", "Claim undecided (no verdict recorded)"
-    paired = _object(claim.get("paired"))
+    declared = _names(claim.get("declared_arms"))
+    declared_text = ", ".join(declared) or "(not recorded)"
+    baselines = _names(claim.get("baselines"))
+    versus = _object(claim.get("versus"))
+    baselines += [str(b) for b in versus if str(b) not in baselines]
+    crops = _object(claim.get("crops_per_step"))
+    metric = str(claim.get("metric") or HEADLINE)
+    metric_label = PAIRED_METRICS.get(metric, (metric, True))[0]
+    columns = [(metric, "Per-seed Δ"), ("positive_dice_plain", None), ("fp_rate_defect_free", None)]
     rows = []
-    for metric, (label, higher) in PAIRED_METRICS.items():
-        entry = paired.get(metric)
-        rows.append(
-            f"<tr><td>{_esc(label)}</td>{_paired_cell(entry, higher)}"
-            f"<td>{_esc(_per_seed_text(_object(entry).get('per_seed')))}</td></tr>"
+    for base in baselines:
+        entry = _object(versus.get(base))
+        cells = [f"<td>{_esc(base)}</td>", f"<td>{_esc(_count(crops.get(base)))}</td>"]
+        for key, spread in columns:
+            higher = PAIRED_METRICS.get(key, (key, True))[1]
+            cells.append(_paired_cell(entry.get(key), higher))
+            if spread:
+                cells.append(f"<td>{_esc(_spread_text(_object(entry.get(key))))}</td>")
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    header = [
+        "Baseline",
+        "Crops / step",
+        f"Δ {metric_label} = declared − baseline [95 % CI]",
+        "Per-seed Δ",
+        "Δ positive Dice (0.5) [95 % CI]",
+        "Δ FP rate, defect-free [95 % CI]",
+    ]
+    table = (
+        _table(
+            header,
+            rows,
+            "Paired by seed and test image; 95 % t-interval (Satterthwaite df) whose variance counts the "
+            "seeds, the generators and the shared test images. A lower FP rate is better.",
         )
-    table = _table(
-        ["Metric", f"Δ = {synthetic} − {cheap} [95 % CI]", "Per-seed Δ"],
-        rows,
-        "Paired by seed and test image; t-interval over seeds that includes seed variance.",
+        if rows
+        else _na("No baseline arm ran, so there is nothing to beat: the claim cannot be met.")
     )
-    floor = _object(results.get("noise_floor"))
-    mde = floor.get("minimal_detectable_effect")
-    dice = _object(paired.get("mean_positive_dice")).get("difference")
-    floor_note = ""
+    parts = [
+        f'<p class="verdict"><strong>{_esc(verdict)}</strong>: the declared arm '
+        f"<strong>{_esc(declared_text)}</strong> against every baseline "
+        f"({_esc(', '.join(baselines) or 'none')}), in {_esc(metric_label)}.</p>",
+        f"<p>{_esc(_generator_text(claim, declared))}</p>",
+        table,
+        f"<p>{_esc(_claim_verdict_text(claim, results))}</p>",
+        f"<p>{_esc(_crop_match_text(claim, declared, crops))}</p>",
+        f'<p class="meta">Rule: {_esc(claim.get("rule") or "not recorded")}.</p>',
+    ]
+    return f'<div class="{css}">{"".join(parts)}</div>'
+
+
+def _generator_text(claim: dict, declared: list[str]) -> str:
+    text = (
+        "The arm was declared in the settings before the run, and it is compared with every baseline, so "
+        "nothing here is picked on the test half. "
+    )
+    generators = claim.get("generators")
+    conditional = claim.get("conditional_on_one_generator")
+    if conditional is True:
+        return text + (
+            "It uses one generator: the interval counts seeds and test images but not the generator, so the "
+            "result is conditional on this one generator (another training of it could land elsewhere)."
+        )
+    if conditional is False:
+        return text + (
+            f"It is one recipe with sets from {_count(generators)} generators ({', '.join(declared)}): "
+            "the interval counts the generator-to-generator spread too."
+        )
+    return text + "Whether the result rests on one generator is not recorded."
+
+
+def _claim_verdict_text(claim: dict, results: dict) -> str:
+    every = claim.get("every_interval_above_zero")
+    smallest, target = claim.get("smallest_difference"), claim.get("target_effect")
+    text = {
+        True: "Every interval of the headline difference lies above 0.",
+        False: "Not every interval of the headline difference lies above 0.",
+    }.get(every, "Whether every interval lies above 0 is not recorded.")
+    if _is_number(smallest):
+        text += f" Smallest difference: {_number(smallest, signed=True)}"
+        if _is_number(target):
+            meets = claim.get("meets_target_effect")
+            reached = {True: "reached", False: "not reached"}.get(meets, "not recorded")
+            text += f"; the target effect {_number(target, 2)} is {reached}"
+        text += "."
+    floor = _object(_object(results.get("noise_floor")).get(HEADLINE))
+    mde = floor.get(
+        "minimal_detectable_effect", _object(results.get("noise_floor")).get("minimal_detectable_effect")
+    )
     if _is_number(mde):
-        floor_note = (
-            f" The noise floor (below) puts the smallest positive-Dice effect these seeds can detect at "
+        text += (
+            " The noise floor (below) puts the smallest pixel-AP effect these seeds can detect at "
             f"{_number(mde)}"
         )
-        if _is_number(dice) and abs(dice) < mde:
-            floor_note += f"; this difference ({_number(dice, signed=True)}) is below it."
+        if _is_number(smallest) and abs(smallest) < mde:
+            text += f"; the smallest difference ({_number(smallest, signed=True)}) is below it."
         else:
-            floor_note += "."
-    return (
-        f'<div class="{css}">'
-        f'<p class="verdict"><strong>{_esc(verdict)}</strong>: best synthetic arm '
-        f"<strong>{_esc(synthetic)}</strong> against the best cheap baseline <strong>{_esc(cheap)}"
-        "</strong>.</p>"
-        f"{table}"
-        f"<p>Target: {_esc(claim.get('target') or 'not recorded')}.{_esc(floor_note)}</p>"
-        "<p>Both arms are the best of their kind by mean positive Dice on these same test images; "
-        "picking the best of several arms flatters the winner a little.</p></div>"
+            text += "."
+    return text
+
+
+def _crop_match_text(claim: dict, declared: list[str], crops: dict) -> str:
+    own = crops.get(declared[0]) if declared else None
+    matched = claim.get("crop_matched_baselines")
+    if not isinstance(matched, list):
+        return "Which baselines see as many crops per step as the declared arm is not recorded."
+    head = f"The declared arm sees {_count(own)} crops per training step. "
+    if matched:
+        return head + (
+            f"Baselines that see at least as many: {', '.join(str(b) for b in matched)}; so more crops alone "
+            "cannot explain a win."
+        )
+    return head + (
+        "No baseline sees as many, so a win could come from the extra crops rather than the synthetic data: "
+        "the claim requires a crop-matched baseline and is not met without one."
     )
 
 
 def _results_table(results: dict) -> str:
     header = [
         "Arm",
-        "Positive Dice",
-        "Δ positive Dice vs real [95 % CI]",
+        "Crops / step",
+        "Pixel AP",
+        "Δ pixel AP vs real [95 % CI]",
         "Per-seed Δ",
-        "Class-mean (Kaggle) Dice",
+        "F1-max",
+        "Positive Dice (0.5)",
+        "Δ positive Dice vs real [95 % CI]",
+        "Kaggle Dice",
         "FP rate, defect-free",
         "Δ FP rate vs real [95 % CI]",
-        "Mean AUROC",
+        "Pixel AUROC",
     ]
     rows = []
-    has_real = "real" in _arms(results)
-    for arm in _arms(results):
+    arms = _arms(results)
+    crops = _object(results.get("crops_per_step"))
+    for arm in arms:
         summary = _summary_of(results, arm)
         paired = _object(_object(results.get("paired")).get(arm))
         seeds = len(_runs_of(results, arm))
-        dice_entry = paired.get("mean_positive_dice")
-        cells = [
-            f"<td>{_esc(arm)}</td>",
-            f"<td>{_esc(_mean_std(summary.get('mean_positive_dice'), seeds))}</td>",
-        ]
-        if arm == "real":
-            cells += ["<td>baseline</td>", f"<td>{MISSING}</td>"]
-        else:
-            cells.append(_paired_cell(dice_entry, higher_is_better=True))
-            cells.append(f"<td>{_esc(_per_seed_text(_object(dice_entry).get('per_seed')))}</td>")
-        cells.append(f"<td>{_esc(_mean_std(summary.get('kaggle_dice'), seeds))}</td>")
-        cells.append(f"<td>{_esc(_mean_std(summary.get('fp_rate_defect_free'), seeds))}</td>")
-        if arm == "real":
-            cells.append("<td>baseline</td>")
-        else:
-            cells.append(_paired_cell(paired.get("fp_rate_defect_free"), higher_is_better=False))
-        cells.append(f"<td>{_esc(_mean_std(summary.get('mean_auroc'), seeds))}</td>")
-        rows.append(f"<tr>{''.join(cells)}</tr>")
+
+        def stat(key: str, summary=summary, seeds=seeds) -> str:
+            return f"<td>{_esc(_mean_std(summary.get(key), seeds))}</td>"
+
+        def delta(key: str, arm=arm, paired=paired) -> str:
+            if arm == "real":
+                return "<td>baseline</td>"
+            return _paired_cell(paired.get(key), PAIRED_METRICS[key][1])
+
+        headline = _object(paired.get(HEADLINE))
+        spread = MISSING if arm == "real" else _spread_text(headline)
+        rows.append(
+            "<tr>"
+            + "".join(
+                [
+                    f"<td>{_esc(arm)}</td>",
+                    f"<td>{_esc(_count(crops.get(arm, _run_crops(results, arm))))}</td>",
+                    stat(HEADLINE),
+                    delta(HEADLINE),
+                    f"<td>{_esc(spread)}</td>",
+                    stat("class_mean_f1_max"),
+                    stat("positive_dice_plain"),
+                    delta("positive_dice_plain"),
+                    stat("kaggle_dice"),
+                    stat("fp_rate_defect_free"),
+                    delta("fp_rate_defect_free"),
+                    stat("class_mean_pixel_auroc"),
+                ]
+            )
+            + "</tr>"
+        )
     caption = (
-        "Mean ± std over seeds. Dice and FP rate after each run's post-processing (chosen on the "
-        "validation part). Δ = arm − real, paired by seed and test image, with a 95 % t-interval over "
-        "seeds that includes the seed-to-seed spread; a Δ whose interval excludes 0 is in bold and "
-        "marked ▲ (better) or ▼ (worse). Higher Dice and AUROC are better; a lower FP rate is better."
+        "Mean ± std over seeds, on the test half. Pixel AP (the headline), F1-max and pixel AUROC are "
+        "class means and threshold-free; positive Dice is at threshold 0.5 without post-processing; "
+        "Kaggle Dice and the FP rate are under the one post-processing every arm shares. Δ = arm − real, "
+        "paired by seed and test image, with a 95 % t-interval (Satterthwaite df) whose variance counts "
+        "the seed-to-seed spread and the shared test images; a Δ whose interval excludes 0 is in bold and "
+        "marked ▲ (better) or ▼ (worse). A lower FP rate is better. Crops / step: the crops one training "
+        "step sees (real crops plus whatever the arm adds)."
     )
-    if not has_real:
+    if "real" not in arms:
         caption += " There is no real arm in this evaluation, so no Δ vs real."
     return _table(header, rows, caption)
 
 
+def _run_crops(results: dict, arm: str) -> object:
+    """An arm's crops per step from its runs, when the top-level record lacks it."""
+    values = {
+        run["crops_per_step"]
+        for run in _runs_of(results, arm)
+        if isinstance(run.get("crops_per_step"), int) and not isinstance(run.get("crops_per_step"), bool)
+    }
+    return values.pop() if len(values) == 1 else None
+
+
 def _paired_cell(entry: object, higher_is_better: bool) -> str:
-    if not isinstance(entry, dict) or not _is_number(entry.get("difference")):
+    if not isinstance(entry, dict):
         return f"<td>{MISSING}</td>"
+    detail = _paired_detail(entry)
+    if not _is_number(entry.get("difference")):
+        text = f"{MISSING} (undefined)" if entry.get("note") else MISSING
+        return f'<td title="{_esc(detail)}">{_esc(text)}</td>'
     low, high = _interval(entry)
     if _is_number(low) and _is_number(high):
         interval = f"[{_number(low, signed=True)}, {_number(high, signed=True)}]"
     else:
-        interval = "[no interval: one seed]"
+        interval = "[no interval]"
     text = f"{_number(entry['difference'], signed=True)} {interval}"
-    detail = (
-        f"{_count(entry.get('images'))} test images, {_count(entry.get('seeds'))} seeds; "
-        f"seed sd {_number(entry.get('seed_sd'))}, test-image se {_number(entry.get('image_se'))}"
-    )
     if _is_number(low) and _is_number(high) and (low > 0 or high < 0):
         better = (low > 0) == higher_is_better
         verdict, marker = ("better", "▲") if better else ("worse", "▼")
@@ -369,6 +510,73 @@ def _paired_cell(entry: object, higher_is_better: bool) -> str:
             f"{marker} {verdict}</td>"
         )
     return f'<td title="{_esc(detail)}">{_esc(text)}</td>'
+
+
+def _paired_detail(entry: dict) -> str:
+    generators = entry.get("generators")
+    text = (
+        f"{_count(entry.get('seeds'))} seeds × {_count(generators)} generator(s); se "
+        f"{_number(entry.get('se'))}, df {_number(entry.get('df'), 1)}; seed/generator variance "
+        f"{_number(entry.get('chance_variance'), 6)}, test-image variance "
+        f"{_number(entry.get('image_variance'), 6)}"
+    )
+    if entry.get("note"):
+        text += f"; {entry['note']}"
+    return text
+
+
+def _spread_text(entry: dict) -> str:
+    """Per-seed differences, and per-generator ones when there are several generators."""
+    text = _per_seed_text(entry.get("per_seed"))
+    generators = entry.get("per_generator")
+    if isinstance(generators, list) and len(generators) > 1:
+        text += f" (per generator: {_per_seed_text(generators)})"
+    return text
+
+
+def _paired_details(results: dict) -> str:
+    rows = []
+    for arm, metrics in _object(results.get("paired")).items():
+        metrics = _object(metrics)
+        for key in [*PAIRED_METRICS, *(k for k in metrics if k not in PAIRED_METRICS)]:
+            if key not in metrics:
+                continue
+            entry = _object(metrics.get(key))
+            label, higher = PAIRED_METRICS.get(key, (key, True))
+            values = [
+                _per_seed_text(entry.get("per_seed")),
+                _number(entry.get("se")),
+                _number(entry.get("df"), 1),
+                _number(entry.get("chance_variance"), 6),
+                _number(entry.get("image_variance"), 6),
+                entry.get("note") or "",
+            ]
+            rows.append(
+                f"<tr><td>{_esc(arm)}</td><td>{_esc(label)}</td>{_paired_cell(entry, higher)}"
+                + "".join(f"<td>{_esc(v)}</td>" for v in values)
+                + "</tr>"
+            )
+    if not rows:
+        return ""
+    header = [
+        "Arm",
+        "Metric",
+        "Δ vs real [95 % CI]",
+        "Per-seed Δ",
+        "se",
+        "df",
+        "Seed variance",
+        "Test-image variance",
+        "Note",
+    ]
+    caption = (
+        "se² = seed (and generator) variance of the mean difference + the variance the shared test "
+        "images add; df by Satterthwaite's rule over those terms."
+    )
+    return (
+        f"<details><summary>Every paired difference ({len(rows)})</summary>"
+        f"{_table(header, rows, caption)}</details>"
+    )
 
 
 def _per_class_table(results: dict, key: str, what: str) -> str:
@@ -394,13 +602,16 @@ def _runs_details(results: dict) -> str:
             run.get("arm", MISSING),
             run.get("seed", MISSING),
             run.get("steps", MISSING),
+            _count(run.get("crops_per_step")),
             _number(run.get("seconds"), 1),
-            _number(validation.get("mean_positive_dice")),
-            _number(test.get("mean_positive_dice")),
+            _number(validation.get(HEADLINE)),
+            _number(validation.get("positive_dice_plain")),
+            _number(test.get(HEADLINE)),
+            _number(test.get("class_mean_f1_max")),
+            _number(test.get("positive_dice_plain")),
             _number(test.get("kaggle_dice")),
-            _number(test.get("mean_iou")),
             _number(test.get("fp_rate_defect_free")),
-            _number(test.get("mean_auroc")),
+            _number(test.get("class_mean_pixel_auroc")),
             len(trained_on) if isinstance(trained_on, list) else MISSING,
             f"{_count(test.get('images'))} ({_count(test.get('defect_free_images'))} defect-free)",
         ]
@@ -409,19 +620,23 @@ def _runs_details(results: dict) -> str:
         "Arm",
         "Seed",
         "Steps",
+        "Crops / step",
         "Seconds",
+        "Val. pixel AP",
         "Val. pos. Dice (0.5)",
-        "Pos. Dice",
+        "Pixel AP",
+        "F1-max",
+        "Pos. Dice (0.5)",
         "Kaggle Dice",
-        "IoU",
         "FP rate",
-        "Mean AUROC",
+        "Pixel AUROC",
         "Real images used",
         "Test images",
     ]
     caption = (
-        "Validation: the validation part at threshold 0.5, no post-processing. Test: after "
-        "post-processing. Real images used: distinct real training images whose crops the run saw."
+        "Validation: the validation part, no post-processing. Test: the test half; Kaggle Dice and FP rate "
+        "under the shared post-processing, the rest without. Real images used: distinct real training "
+        "images whose crops the run saw."
     )
     return f"<details><summary>Every run ({len(rows)})</summary>{_table(header, rows, caption)}</details>"
 
@@ -436,43 +651,97 @@ def _noise_floor_section(results: dict) -> str:
         return (
             head
             + _na(
-                "Noise floor: not measured (the evaluation has no control arm; add `control` to the arms "
-                "to measure the smallest effect these seeds can detect)."
+                "Noise floor: not measured (it needs a real arm and at least one other arm compared with it; "
+                "add `control`, real's twin, for a pure-noise estimate)."
             )
             + "</section>"
         )
-    arms = floor.get("arms")
-    pair = " − ".join(str(a) for a in arms) if isinstance(arms, list) and arms else "control − real"
     seeds = floor.get("seeds")
-    mde = floor.get("minimal_detectable_effect")
-    if _is_number(mde):
-        mde_text = (
-            f"With these {_count(seeds)} seeds the smallest true difference in positive Dice that the "
-            f"evaluation detects (two-sided 5 % test, 80 % power) is <strong>{_esc(_number(mde))}</strong>; "
-            "smaller differences between arms cannot be told from training noise."
-        )
-    else:
-        mde_text = (
-            "The smallest detectable effect is <strong>not measurable</strong> here (one seed gives no "
-            "seed-to-seed spread)."
-        )
-    needed = []
-    for effect, count in _object(floor.get("seeds_needed_for")).items():
-        if isinstance(count, int) and not isinstance(count, bool):
-            needed.append(f"an effect of {effect} needs {count} seeds")
-        else:
-            needed.append(f"an effect of {effect} is out of reach of any seed count searched")
-    needed_text = f" Seeds needed at this noise: {'; '.join(needed)}." if needed else ""
+    target = floor.get("target_effect")
+    target_key = _effect_key(target)
+    rows, sentences = [], []
+    for metric in [*NOISE_METRICS, *(k for k in floor if k not in NOISE_METRICS and k in PAIRED_METRICS)]:
+        if metric not in floor:
+            continue
+        entry = _object(floor.get(metric))
+        label = PAIRED_METRICS.get(metric, (metric, True))[0]
+        needed = _object(entry.get("seeds_needed_for"))
+        effects = [target_key, *(k for k in needed if k != target_key)] if target_key else list(needed)
+        control = _object(entry.get("control"))
+        pooled = entry.get("arms_pooled")
+        values = [
+            label,
+            f"{_list_text(pooled)} (df {_count(entry.get('residual_df'))})",
+            _number(entry.get("seed_sd")),
+            _number(entry.get("image_se")),
+            _number(entry.get("minimal_detectable_effect")),
+            "; ".join(f"{effect}: {_seeds_needed_text(needed.get(effect))}" for effect in effects) or MISSING,
+            _per_seed_text(control.get("per_seed_differences")),
+            _number(control.get("minimal_detectable_effect")),
+        ]
+        rows.append("<tr>" + "".join(f"<td>{_esc(v)}</td>" for v in values) + "</tr>")
+        sentences.append(_noise_sentence(label, entry, seeds, target, target_key))
+    table = _table(
+        [
+            "Metric",
+            "Arms pooled (residual df)",
+            "Seed sd",
+            "Test-image se",
+            f"Smallest detectable effect ({_count(seeds)} seeds)",
+            "Seeds needed for an effect of",
+            "Control − real, per seed",
+            "Smallest detectable effect from control alone",
+        ],
+        rows,
+        "Seed sd: of one seed's paired difference, from the per-seed residuals of every arm's difference "
+        "with real, pooled; test-image se: the shared test images' term, which more seeds do not shrink. "
+        f"{MISSING}: not measurable.",
+    )
     return (
-        head + "<p>The control arm is real's twin: same initial weights, same settings, real crops from an "
-        "independent stream. Any difference between the two is noise, so it measures how large a "
-        "difference must be to mean something.</p>"
-        f"<p>Per-seed {_esc(pair)} differences in positive Dice: "
-        f"{_esc(_per_seed_text(floor.get('per_seed_differences')))} (seed sd "
-        f"{_esc(_number(floor.get('seed_sd')))}, test-image se {_esc(_number(floor.get('image_se')))}). "
-        f"{mde_text}{_esc(needed_text)}</p>"
+        head + "<p>How large must a true difference be before these seeds and test images can see it? "
+        "Every arm's paired difference with real varies from seed to seed around its own mean; pooled "
+        "over arms, that spread is the training noise. The test images add a term of their own, shared by "
+        "every run. The control arm, real's twin (same initial weights and settings, real crops from an "
+        "independent stream), differs from real by noise alone and gives a second estimate.</p>"
+        f"{table}<p>{' '.join(sentences)}</p>"
         f'<p class="meta">Rule: {_esc(floor.get("rule") or "not recorded")}.</p></section>'
     )
+
+
+def _effect_key(target: object) -> str | None:
+    return str(target) if _is_number(target) else None
+
+
+def _seeds_needed_text(count: object) -> str:
+    if isinstance(count, int) and not isinstance(count, bool):
+        return f"{count} seeds"
+    return "out of reach"
+
+
+def _noise_sentence(label: str, entry: dict, seeds: object, target: object, target_key: str | None) -> str:
+    mde = entry.get("minimal_detectable_effect")
+    if not _is_number(mde):
+        return _esc(
+            f"In {label} the smallest detectable effect is not measurable here (no residual spread to pool)."
+        )
+    text = (
+        f"With these {_count(seeds)} seeds the smallest true difference in {label} that the evaluation "
+        f"detects (two-sided 5 % test, 80 % power) is <strong>{_esc(_number(mde))}</strong>"
+    )
+    if target_key is not None:
+        needed = _object(entry.get("seeds_needed_for")).get(target_key)
+        if mde <= target:
+            text += f"; the target effect {_esc(_number(target, 2))} is within reach."
+        elif isinstance(needed, int) and not isinstance(needed, bool):
+            text += f"; the target effect {_esc(_number(target, 2))} would need {needed} seeds."
+        else:
+            text += (
+                f"; the target effect {_esc(_number(target, 2))} is out of reach of any seed count "
+                "searched (the test images' term alone is too large)."
+            )
+    else:
+        text += "."
+    return text
 
 
 # --------------------------------------------------------------------------------- protocol
@@ -499,6 +768,7 @@ def _protocol_section(results: dict) -> str:
         f"<p>{' '.join(parts)}</p>"
         f"<p>{_pairing_sentence(results, arms)}</p>"
         f"<p>Arms:</p><ul>{arm_items}</ul>"
+        f"<p>{_declared_sentence(results)}</p>"
         f"<p>{_post_processing_sentence(results['config'])}</p>"
         f"{_post_processing_table(results)}"
         f"<p>{_metrics_sentence(results)}</p>"
@@ -551,7 +821,7 @@ def _split_sentence(split: dict, config: dict) -> str:
         f"defect-free images are kept): {_count(split.get('train_images'))} training images, cut "
         f"into a fit part of {_count(split.get('fit_images'))} images that segmenters train on and a "
         f"stratified validation part of {_count(split.get('validation_images'))} images "
-        f"({_percent(config.get('val_fraction'))}) that chooses the step count and each run's "
+        f"({_percent(config.get('val_fraction'))}) that gives the real arm's learning curve and the shared "
         f"post-processing; {_count(split.get('test_images'))} test images{per_class_text} only score."
     )
     return f"Split <code>{_esc(file)}</code>: {_esc(text)}"
@@ -560,6 +830,10 @@ def _split_sentence(split: dict, config: dict) -> str:
 def _segmenter_sentence(config: dict) -> str:
     weights = config.get("encoder_weights")
     init = "trained from scratch" if not weights else f"initialised with the weights {weights}"
+    depth = config.get("encoder_depth")
+    depth_text = f" ({depth} stages)" if isinstance(depth, int) and not isinstance(depth, bool) else ""
+    decoder = config.get("decoder_channels")
+    decoder_text = f", decoder channels {_list_text(decoder)}" if isinstance(decoder, list) else ""
     crop = config.get("crop_size")
     crop_text = f"{crop}×{crop} px" if crop is not None else "fixed-size"
     defect_share = config.get("defect_crop_share")
@@ -569,32 +843,34 @@ def _segmenter_sentence(config: dict) -> str:
     loss = f"; loss: {config['loss']}" if config.get("loss") else ""
     return _esc(
         f"Segmenter: segmentation_models_pytorch U-Net with a {config.get('encoder', 'unrecorded')} "
-        f"encoder, {init}, on {crop_text} crops cut at native resolution{defect_text}; batch size "
-        f"{config.get('batch_size', MISSING)}, learning rate {config.get('lr', MISSING)}, "
-        f"{config.get('precision', 'unrecorded')} precision{loss}."
+        f"encoder{depth_text}{decoder_text}, {init}, on {crop_text} crops cut at native resolution"
+        f"{defect_text}; batch size {config.get('batch_size', MISSING)}, learning rate "
+        f"{config.get('lr', MISSING)}, {config.get('precision', 'unrecorded')} precision{loss}."
     )
 
 
 def _steps_sentence(results: dict) -> str:
     config = results["config"]
     steps = config.get("steps", MISSING)
-    selection = results.get("step_selection")
-    if not isinstance(selection, dict):
-        how = "the step count was given by the user, not chosen on validation data"
+    curve = results.get("learning_curve")
+    if not isinstance(curve, dict):
+        how = (
+            "no validation learning curve was recorded, so whether that budget reaches a flat curve "
+            "is unknown"
+        )
     else:
-        flat = selection.get("flattened")
+        flat = curve.get("flat")
         flat_text = (
-            "the validation curve flattened"
+            "it is flat"
             if flat is True
-            else "the validation curve was still rising at the step cap"
+            else "it was still rising in its last third"
             if flat is False
-            else "whether the curve flattened is not recorded"
+            else "whether it is flat could not be decided"
         )
         how = (
-            f"the step count was chosen once on the {selection.get('arm', 'real')} arm (seed 0, up to "
-            f"{config.get('max_steps', MISSING)} steps, validated every "
-            f"{config.get('eval_every', MISSING)}) by the rule “{selection.get('rule', 'not recorded')}”: "
-            f"chosen step {selection.get('chosen', MISSING)}; {flat_text}"
+            f"the budget is fixed in advance (nothing is chosen on validation or test data); the real arm's "
+            f"first seed is scored on the validation part every {config.get('eval_every', MISSING)} steps of "
+            f"that run, its learning curve: {flat_text}"
         )
     return _esc(f"Every arm trains for the same {steps} steps; {how}.")
 
@@ -618,6 +894,10 @@ def _pairing_sentence(results: dict, arms: list[str]) -> str:
         f"— oversampled or copy-pasted real defects ({extra} per step), each synthetic set "
         f"({synthetic} per step{until_text}) — or, for classic, augments those same crops."
     )
+    crops = _object(results.get("crops_per_step"))
+    if crops:
+        listed = ", ".join(f"{arm} {_count(count)}" for arm, count in crops.items())
+        text += f" Crops per training step: {listed}."
     if "control" in arms:
         text += (
             " The control arm draws its real crops from an independent stream, so its difference from "
@@ -647,7 +927,25 @@ def _seeds_sentence(results: dict, arms: list[str]) -> str:
     )
     std = results["config"].get("std")
     std_text = f"; std: {std}" if std and count > 1 else ""
-    return _esc(f"Each of the {len(arms)} arms is trained with seeds {seed_text} ({spread}{std_text}).")
+    return _esc(
+        f"Each of the {len(arms)} arms is trained with seeds {seed_text} ({spread}{std_text}); a seed fixes "
+        "the initial weights and the real crops, the same for every arm."
+    )
+
+
+def _declared_sentence(results: dict) -> str:
+    declared = _names(results["config"].get("declared_arms"))
+    if not declared:
+        return _esc(
+            "No arm was declared for the claim before the run, so the evaluation makes no claim; every arm "
+            "is still compared with real below."
+        )
+    many = len(declared) > 1
+    return _esc(
+        f"Declared before the run for the claim: {', '.join(declared)}"
+        + (" (one recipe, sets from different generators)" if many else "")
+        + ". It is compared with every baseline arm; no arm is picked after seeing the test half."
+    )
 
 
 def _post_processing_sentence(config: dict) -> str:
@@ -658,79 +956,79 @@ def _post_processing_sentence(config: dict) -> str:
         if isinstance(thresholds, list) and isinstance(areas, list)
         else "from a grid that is not recorded"
     )
+    rule = f" (recorded rule: {grid['rule']})" if grid.get("rule") else ""
     return _esc(
-        "Post-processing: after training, each run chooses per class a probability threshold and a minimum "
-        f"connected-component area (smaller components are erased), {grid_text}, by the best Dice on the "
-        "validation part; whole test images are then predicted at native resolution and post-processed "
-        "with those values. The test half never chooses anything. Chosen values:"
+        "Post-processing: one per class for every arm and seed, chosen once, after every run has finished, "
+        "on the real arm's validation predictions pooled over its seeds: a probability threshold and a "
+        f"minimum connected-component area (smaller components are erased), {grid_text}, by the best "
+        "pooled Dice (2 × overlap / (predicted + target pixels), summed over all validation images, so "
+        f"predicting nothing cannot win){rule}. It applies to the Kaggle Dice and the FP rate only; "
+        "pixel AP, F1-max and pixel AUROC need no threshold, and positive Dice is taken at 0.5 without it. "
+        "The test half never chooses anything. Chosen values:"
     )
 
 
 def _post_processing_table(results: dict) -> str:
+    table = _object(results.get("post_processing"))
+    if not table:
+        return _na("Post-processing: not recorded.")
     classes = _class_names(results)
     rows = []
-    for arm in _arms(results):
-        runs = _runs_of(results, arm)
-        if not any(isinstance(run.get("post_processing"), dict) for run in runs):
+    for name in classes + [c for c in table if c not in classes]:
+        entry = _object(table.get(name))
+        if not entry:
+            rows.append(f"<tr><td>{_esc(name)}</td>" + f"<td>{MISSING}</td>" * 5 + "</tr>")
             continue
-        cells = [f"<td>{_esc(arm)}</td>"]
-        for name in classes:
-            chosen, details = [], []
-            for run in runs:
-                entry = _object(_object(run.get("post_processing")).get(name))
-                if not entry:
-                    continue
-                value = f"{_number(entry.get('threshold'), 2)} / {_count(entry.get('min_area'))} px"
-                chosen.append((run.get("seed", "?"), value))
-                details.append(
-                    f"seed {run.get('seed', '?')}: validation Dice {_number(entry.get('validation_dice'))} "
-                    f"(threshold 0.5, no area filter: {_number(entry.get('default_dice'))})"
-                )
-            if not chosen:
-                text = MISSING
-            elif len({value for _, value in chosen}) == 1:
-                text = chosen[0][1]
-            else:
-                text = "; ".join(f"{value} (s{seed})" for seed, value in chosen)
-            cells.append(f'<td title="{_esc("; ".join(details))}">{_esc(text)}</td>')
-        rows.append(f"<tr>{''.join(cells)}</tr>")
-    if not rows:
-        return _na("Post-processing per run: not recorded.")
+        values = [
+            name,
+            _number(entry.get("threshold"), 2),
+            _count(entry.get("min_area")),
+            _number(entry.get("pooled_validation_dice")),
+            _number(entry.get("plain_validation_dice")),
+            entry.get("rule") or "not recorded",
+        ]
+        rows.append("<tr>" + "".join(f"<td>{_esc(v)}</td>" for v in values) + "</tr>")
     return _table(
-        ["Arm", *classes],
+        [
+            "Class",
+            "Threshold",
+            "Min. area (px)",
+            "Pooled validation Dice",
+            "Plain (0.5, no area filter)",
+            "Why",
+        ],
         rows,
-        "Threshold / minimum component area chosen on the validation part, per arm and class: one value "
-        "when every seed chose the same, otherwise the value of each seed.",
+        "One post-processing per class for all arms, chosen on the real arm's validation predictions "
+        f"pooled over seeds; {MISSING} = no validation positives to measure.",
     )
 
 
 def _metrics_sentence(results: dict) -> str:
     return (
-        "Metrics on the test half: <strong>positive Dice</strong> per class over only the (image, class) "
-        "pairs whose target contains the class, averaged over classes; class-mean (Kaggle-style) Dice over "
-        "all pairs, where an empty prediction on an empty target counts 1; the image-level false-positive "
-        "rate, the share of defect-free test images with any predicted defect pixel after post-processing; "
-        "and the image-level AUROC per class, an image's score being its maximum class probability."
+        "Metrics on the test half. The headline is <strong>class-mean pixel AP</strong>: per class, the "
+        "average precision of the pixel probabilities against the target pixels of all test images "
+        "(probabilities binned to 1/256), threshold-free, then averaged over the classes that have test "
+        "positives. Beside it: class-mean <strong>F1-max</strong>, the best pixel F1 over all thresholds "
+        "(picked on the test pixels themselves, so an optimistic bound); <strong>positive Dice</strong> at "
+        "a fixed 0.5 threshold without post-processing, per class over only the images that contain the "
+        "class, averaged over classes; class-mean (Kaggle-style) Dice over all (image, class) pairs, where "
+        "an empty prediction on an empty target counts 1, and the image-level false-positive rate, the "
+        "share of defect-free test images with any predicted defect pixel, both under the shared "
+        "post-processing; and class-mean pixel AUROC."
     )
 
 
 def _interval_sentence(results: dict) -> str:
-    interval = results["config"].get("interval") or _first_interval(results) or "not recorded"
+    interval = results["config"].get("interval") or "not recorded"
     return _esc(
         "Comparison: Δ = arm − real, paired by seed (same initial weights and real crops) and by test "
-        "image (same images). The per-seed differences are shown; the 95 % interval is a t-interval over "
-        f"seeds whose standard error adds the seed-to-seed spread of the per-seed differences to the "
-        f"test-image sampling error (recorded rule: {interval}). It is not a bootstrap over test images: "
-        "with few seeds it is wide, and with one seed there is none."
+        "image (same images). The per-seed differences are shown; the 95 % interval is a t-interval with "
+        "Satterthwaite degrees of freedom. Its variance adds the chance term of a crossed generator × seed "
+        "layout (from the ANOVA mean squares; with one generator simply the seed-to-seed variance of the "
+        "differences over the number of seeds, and the result is conditional on that generator) to the "
+        "term of the shared test images (the bootstrap covariance of two cells that share neither seed "
+        f"nor generator) (recorded rule: {interval}). With few seeds it is wide by construction."
     )
-
-
-def _first_interval(results: dict) -> str | None:
-    for arm in _object(results.get("paired")).values():
-        for entry in _object(arm).values():
-            if isinstance(entry, dict) and entry.get("interval"):
-                return str(entry["interval"])
-    return None
 
 
 def _filter_note(results: dict, arm: str) -> str:
@@ -758,13 +1056,8 @@ def _protocol_warnings(results: dict) -> list[str]:
     configured = configured if _is_number(configured) else None
     if steps and configured is not None and steps != {configured}:
         warnings.append(f"The runs' step counts {_sorted(steps)} differ from the configured {configured}.")
-    selection = _object(results.get("step_selection"))
-    if selection.get("chosen") is not None and configured is not None and selection["chosen"] != configured:
-        warnings.append(
-            f"The chosen step {selection['chosen']} differs from the steps trained, {configured}."
-        )
-    if selection.get("flattened") is False:
-        warnings.append(NOT_FLATTENED)
+    if _object(results.get("learning_curve")).get("flat") is False:
+        warnings.append(NOT_FLAT)
     seeds = results["config"].get("seeds")
     if isinstance(seeds, list):
         for arm in _arms(results):
@@ -788,35 +1081,44 @@ def _per_class_section(results: dict) -> str:
     else:
         body = _figure_html(
             _per_class_chart(results, classes, arms),
-            "Grouped bar chart of positive Dice per class and arm",
-            "Bars: mean over seeds; error bars: std over seeds; n/a: no value for that arm and class.",
+            "Grouped bar charts of pixel AP and positive Dice per class and arm",
+            "Top: pixel AP (threshold-free); bottom: positive Dice at 0.5. Bars: mean over seeds; error "
+            "bars: std over seeds; n/a: no value for that arm and class.",
         )
-    return f'<section id="per-class"><h2>Positive Dice per class</h2>{body}</section>'
+    return f'<section id="per-class"><h2>Per class: pixel AP and positive Dice</h2>{body}</section>'
 
 
 def _per_class_chart(results: dict, classes: list[str], arms: list[str]) -> Figure:
-    """Grouped bars: one group per class, one bar per arm, error bars = std over seeds."""
+    """Grouped bars, pixel AP above positive Dice: one group per class, one bar per arm, error
+    bars = std over seeds."""
     figure = Figure(
-        figsize=(min(14.0, max(6.0, 0.3 * len(classes) * len(arms) + 2.0)), 4.0), layout="constrained"
+        figsize=(min(14.0, max(6.0, 0.3 * len(classes) * len(arms) + 2.0)), 6.4), layout="constrained"
     )
-    axes = figure.add_subplot()
     width = 0.8 / len(arms)
-    for index, arm in enumerate(arms):
-        per_class = _object(_summary_of(results, arm).get("positive_dice"))
-        means, stds = zip(*(_mean_and_std(per_class.get(name)) for name in classes), strict=True)
-        positions = [c + (index - (len(arms) - 1) / 2) * width for c in range(len(classes))]
-        axes.bar(
-            positions, means, width, yerr=stds, capsize=2, label=_plain(arm), color=_arm_colour(arms, arm)
+    for row, (key, label) in enumerate((("pixel_ap", "pixel AP (test)"), ("positive_dice", "positive Dice"))):
+        axes = figure.add_subplot(2, 1, row + 1)
+        for index, arm in enumerate(arms):
+            per_class = _object(_summary_of(results, arm).get(key))
+            means, stds = zip(*(_mean_and_std(per_class.get(name)) for name in classes), strict=True)
+            positions = [c + (index - (len(arms) - 1) / 2) * width for c in range(len(classes))]
+            axes.bar(
+                positions,
+                means,
+                width,
+                yerr=stds,
+                capsize=2,
+                label=_plain(arm) if row == 0 else None,
+                color=_arm_colour(arms, arm),
+            )
+            for x, mean in zip(positions, means, strict=True):
+                if math.isnan(mean):
+                    axes.text(x, 0.01, "n/a", rotation=90, ha="center", va="bottom", fontsize="x-small")
+        axes.set_xticks(
+            range(len(classes)), [_plain(name) for name in classes], rotation=20 if len(classes) > 5 else 0
         )
-        for x, mean in zip(positions, means, strict=True):
-            if math.isnan(mean):
-                axes.text(x, 0.01, "n/a", rotation=90, ha="center", va="bottom", fontsize="x-small")
-    axes.set_xticks(
-        range(len(classes)), [_plain(name) for name in classes], rotation=20 if len(classes) > 5 else 0
-    )
-    axes.set_ylabel("positive Dice (test)")
-    axes.set_ylim(0, 1)
-    axes.grid(axis="y", alpha=0.3)
+        axes.set_ylabel(label)
+        axes.set_ylim(0, 1)
+        axes.grid(axis="y", alpha=0.3)
     figure.legend(loc="outside upper center", ncols=min(len(arms), 6), fontsize="small")
     return figure
 
@@ -826,71 +1128,104 @@ def _per_class_chart(results: dict, classes: list[str], arms: list[str]) -> Figu
 
 def _curves_section(results: dict) -> str:
     body = (
-        "<h3>Step selection on validation data</h3>"
-        + _step_selection(results.get("step_selection"), results["config"])
+        "<h3>Learning curve of the real arm on validation data</h3>"
+        + _learning_curve(results)
         + "<h3>Training loss</h3>"
         + _loss_curves(results)
     )
     return f'<section id="curves"><h2>Training curves</h2>{body}</section>'
 
 
-def _step_selection(selection: object, config: dict) -> str:
-    if not isinstance(selection, dict):
+def _learning_curve(results: dict) -> str:
+    config = results["config"]
+    curve = results.get("learning_curve")
+    if not isinstance(curve, dict):
         return _na(
-            f"No step selection: the step count ({config.get('steps', MISSING)}) was given by the user, so "
-            "whether the validation curve flattened is not known."
+            f"No learning curve recorded (the real arm's first seed made no validation point in its "
+            f"{config.get('steps', MISSING)} steps), so whether the training budget reaches a flat curve "
+            "is not known."
         )
-    flattened, late_gain = selection.get("flattened"), selection.get("late_gain")
-    gain_text = f" (late gain {_number(late_gain, signed=True)})" if _is_number(late_gain) else ""
-    if flattened is True:
-        verdict = (
-            f"<p>The validation curve <strong>flattened</strong> before the step cap{_esc(gain_text)}.</p>"
+    flat = curve.get("flat")
+    late, total, share = curve.get("late_gain"), curve.get("total_gain"), curve.get("late_share")
+    gain_text = ""
+    if _is_number(late) and _is_number(total):
+        share_text = f" ({100 * share:.0f} %)" if _is_number(share) else ""
+        gain_text = (
+            f" Its last third gained {_number(late, signed=True)} of a total gain of "
+            f"{_number(total, signed=True)}{share_text}."
         )
-    elif flattened is False:
-        verdict = f'<p class="warning">{_esc(NOT_FLATTENED)}{_esc(gain_text)}</p>'
+    if flat is True:
+        verdict = f"<p>The validation curve is <strong>flat</strong>.{_esc(gain_text)}</p>"
+    elif flat is False:
+        verdict = f'<p class="warning">{_esc(NOT_FLAT)}{_esc(gain_text)}</p>'
     else:
-        verdict = _na("Whether the validation curve flattened: not recorded.")
-    points = _points(selection.get("curve"))
+        verdict = _na(
+            "Whether the validation curve is flat: not decided (fewer than three points, or no gain from "
+            f"the first point to the last).{gain_text}"
+        )
+    points = _points(curve.get("points"), numbers=1)
     if not points:
-        return verdict + _na("Step selection recorded without a validation curve.")
-    columns = selection.get("curve_columns")
+        return verdict + _na("Learning curve recorded without points.")
+    columns = curve.get("columns")
     columns = [str(c) for c in columns] if isinstance(columns, list) else []
     labels = [
         columns[i] if len(columns) > i else default
-        for i, default in ((1, "validation positive Dice"), (2, "validation class-mean Dice"))
+        for i, default in (
+            (0, "step"),
+            (1, "validation class-mean pixel AP"),
+            (2, "validation positive Dice (0.5)"),
+        )
     ]
     figure = Figure(figsize=(6.4, 3.4), layout="constrained")
     axes = figure.add_subplot()
     steps = [p[0] for p in points]
-    for column, (label, colour, style) in enumerate(
-        [(labels[0], "#0072b2", "-"), (labels[1], "#7f7f7f", "--")], start=1
-    ):
+    for column, (colour, style) in enumerate([("#0072b2", "-"), ("#7f7f7f", "--")], start=1):
         values = [p[column] if len(p) > column else math.nan for p in points]
         if any(not math.isnan(v) for v in values):
             axes.plot(
-                steps, values, marker="o", markersize=3, color=colour, linestyle=style, label=_plain(label)
+                steps,
+                values,
+                marker="o",
+                markersize=3,
+                color=colour,
+                linestyle=style,
+                label=_plain(labels[column]),
             )
-    chosen = selection.get("chosen")
-    if _is_number(chosen):
-        axes.axvline(chosen, color="#d55e00", linestyle=":", label=f"chosen step {chosen}")
     axes.set_xlabel("step")
-    axes.set_ylabel("validation Dice")
+    axes.set_ylabel("validation score")
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")
+    images = _object(results.get("split")).get("validation_images")
+    count = f" ({images} images)" if isinstance(images, int) and not isinstance(images, bool) else ""
     caption = (
-        f"{selection.get('arm', 'real')} arm on the validation part"
-        f"{_validation_images(selection)}; rule: {selection.get('rule', 'not recorded')}."
+        f"Real arm, first seed, on the validation part{count}, scored during its own "
+        f"{config.get('steps', '')}-step run (one learning-rate schedule over all its steps, so an early "
+        f"point is not what a shorter run would reach); rule: {curve.get('rule') or 'not recorded'}."
     )
-    return verdict + _figure_html(figure, "Validation Dice against training step", caption)
+    rows = [
+        "<tr>"
+        + "".join(f"<td>{_esc(_curve_value(p[i] if len(p) > i else math.nan, i))}</td>" for i in range(3))
+        + "</tr>"
+        for p in points
+    ]
+    table = _table(labels, rows)
+    return (
+        verdict
+        + _figure_html(figure, "Validation pixel AP and positive Dice against training step", caption)
+        + f"<details><summary>Learning-curve points ({len(points)})</summary>{table}</details>"
+    )
 
 
-def _validation_images(selection: dict) -> str:
-    count = selection.get("validation_images")
-    return f" ({count} images)" if isinstance(count, int) and not isinstance(count, bool) else ""
+def _curve_value(value: float, column: int) -> str:
+    if column == 0:
+        return f"{value:.0f}" if math.isfinite(value) else MISSING
+    return _number(value)
 
 
 def _loss_curves(results: dict) -> str:
-    arms = [arm for arm in _arms(results) if any(_points(run.get("curve")) for run in _runs_of(results, arm))]
+    arms = [
+        arm for arm in _arms(results) if any(_points(run.get("loss_curve")) for run in _runs_of(results, arm))
+    ]
     if not arms:
         return _na("No training-loss curves recorded.")
     columns = min(3, len(arms))
@@ -899,7 +1234,7 @@ def _loss_curves(results: dict) -> str:
     axes_list = figure.subplots(rows, columns, sharex=True, sharey=True, squeeze=False).ravel()
     for axes, arm in zip(axes_list, arms, strict=False):
         for run in _runs_of(results, arm):
-            points = _points(run.get("curve"))
+            points = _points(run.get("loss_curve"))
             if points:
                 axes.plot(
                     [p[0] for p in points],
@@ -989,59 +1324,107 @@ def _label_fidelity(results: dict, set_name: str, fidelity: dict) -> str:
     rows = []
     for name in classes:
         row = _object(per_class.get(name))
-        values = (
-            _object(synthetic.get("positive_dice")).get(name),
-            _object(real.get("positive_dice")).get(name),
-        )
-        verdict = (
-            _number(row.get("ratio")) + "x real"
-            if row.get("judgeable")
-            else ("not judgeable (the judge cannot find it on real images)" if row else "")
-        )
+        values = [_fidelity_value(row, synthetic, real, name, key) for key in FIDELITY_COLUMNS]
+        if row.get("judgeable") is True:
+            verdict = "judgeable"
+        elif row:
+            verdict = "not judgeable (the judge cannot find it on real images; ratios not computed)"
+        else:
+            verdict = ""
         rows.append(
             f"<tr><td>{_esc(name)}</td>"
-            + "".join(f"<td>{_number(v)}</td>" for v in values)
+            + "".join(
+                f"<td>{_number(v)}{'x' if 'ratio' in key and _is_number(v) else ''}</td>"
+                for key, v in zip(FIDELITY_COLUMNS, values, strict=True)
+            )
             + f"<td>{_esc(verdict)}</td></tr>"
         )
-    mean_values = (synthetic.get("mean_positive_dice"), real.get("mean_positive_dice"))
+    means = [
+        synthetic.get("positive_dice_plain"),
+        real.get("positive_dice_plain"),
+        None,
+        synthetic.get(HEADLINE),
+        real.get(HEADLINE),
+        None,
+    ]
     rows.append(
-        "<tr><th>mean</th>" + "".join(f"<th>{_number(v)}</th>" for v in mean_values) + "<th></th></tr>"
+        "<tr><th>class mean</th>"
+        + "".join(f"<th>{_number(v) if v is not None else ''}</th>" for v in means)
+        + "<th></th></tr>"
     )
     intro = (
         f"<p>A segmenter trained on real data ({_esc(fidelity.get('segmenter', 'not recorded'))}) is "
         f"applied to {_esc(_count(synthetic.get('images')))} synthetic images and scored against the masks "
-        "they were generated from, and to the real test images. Similar Dice means the generator paints "
-        "defects where its masks say; much lower Dice on synthetic images means its labels are not "
-        "trustworthy.</p>"
+        "they were generated from, and to the real test images: positive Dice at threshold 0.5 without "
+        "post-processing, and threshold-free pixel AP. Similar scores mean the generator paints defects "
+        "where its masks say; much lower scores on synthetic images mean its labels are not trustworthy.</p>"
     )
-    table = _table(["Class", "Synthetic images", "Real test images", "Fidelity"], rows)
-    return intro + table + _label_fidelity_plot(set_name, classes, synthetic, real)
+    table = _table(
+        [
+            "Class",
+            "Pos. Dice, synthetic",
+            "Pos. Dice, real test",
+            "Dice ratio",
+            "Pixel AP, synthetic",
+            "Pixel AP, real test",
+            "AP ratio",
+            "Judgeable",
+        ],
+        rows,
+    )
+    return intro + table + _label_fidelity_plot(set_name, classes, synthetic, real, per_class)
 
 
-def _label_fidelity_plot(set_name: str, classes: list[str], synthetic: dict, real: dict) -> str:
+def _fidelity_value(row: dict, synthetic: dict, real: dict, name: str, key: str) -> object:
+    """A per-class fidelity number, from the per-class entry or else from the summaries."""
+    if key in row:
+        return row[key]
+    if key not in FIDELITY_FALLBACK:
+        return None
+    source, per_class_key = FIDELITY_FALLBACK[key]
+    summary = synthetic if source == "synthetic" else real
+    return _object(summary.get(per_class_key)).get(name)
+
+
+def _label_fidelity_plot(
+    set_name: str, classes: list[str], synthetic: dict, real: dict, per_class: dict
+) -> str:
     if not classes:
         return ""
-    figure = Figure(figsize=(max(4.5, 1.0 * len(classes) + 1.5), 2.8), layout="constrained")
-    axes = figure.add_subplot()
-    for offset, (label, source, colour) in enumerate(
-        [
-            (f"synthetic ({_plain(set_name)})", synthetic, SYNTHETIC_COLOUR),
-            ("real test", real, ARM_COLOURS["real"]),
-        ]
-    ):
-        values = [_float_or_nan(_object(source.get("positive_dice")).get(name)) for name in classes]
-        axes.bar(
-            [c + (offset - 0.5) * 0.38 for c in range(len(classes))], values, 0.38, label=label, color=colour
-        )
-    axes.set_xticks(range(len(classes)), [_plain(name) for name in classes])
-    axes.set_ylim(0, 1)
-    axes.set_ylabel("positive Dice")
-    axes.grid(axis="y", alpha=0.3)
-    axes.legend(fontsize="small")
+    figure = Figure(figsize=(max(7.0, 2.0 * len(classes) + 3.0), 2.8), layout="constrained")
+    panels = (
+        ("positive Dice (0.5)", "synthetic", "real_test"),
+        ("pixel AP", "synthetic_pixel_ap", "real_test_pixel_ap"),
+    )
+    for index, (ylabel, synthetic_key, real_key) in enumerate(panels):
+        axes = figure.add_subplot(1, 2, index + 1)
+        for offset, (label, key, colour) in enumerate(
+            [
+                (f"synthetic ({_plain(set_name)})", synthetic_key, SYNTHETIC_COLOUR),
+                ("real test", real_key, ARM_COLOURS["real"]),
+            ]
+        ):
+            values = [
+                _float_or_nan(_fidelity_value(_object(per_class.get(name)), synthetic, real, name, key))
+                for name in classes
+            ]
+            axes.bar(
+                [c + (offset - 0.5) * 0.38 for c in range(len(classes))],
+                values,
+                0.38,
+                label=label,
+                color=colour,
+            )
+        axes.set_xticks(range(len(classes)), [_plain(name) for name in classes])
+        axes.set_ylim(0, 1)
+        axes.set_ylabel(ylabel)
+        axes.grid(axis="y", alpha=0.3)
+        if index == 0:
+            axes.legend(fontsize="small")
     return _figure_html(
         figure,
         f"Label fidelity per class: {set_name}",
-        "Positive Dice of the real-data segmenter, per class.",
+        "Positive Dice (left) and pixel AP (right) of the real-data segmenter, per class.",
     )
 
 
@@ -1125,25 +1508,27 @@ def _reading_section() -> str:
     return (
         '<section id="reading"><h2>How to read this report</h2><p>'
         "At one seed every arm starts from the same weights, sees the same real crops and is scored on the "
-        "same test images with post-processing chosen on its own validation predictions; arms differ only "
-        "by what they add. An arm beats <em>real</em> only when its paired difference in positive Dice has "
-        "a 95 % interval entirely above 0 (bold, ▲); an interval that straddles 0 means these seeds and "
-        "test images cannot tell the two apart, whatever the means say. The interval is a t-interval over "
-        "seeds: it already contains training noise between seeds as well as the choice of test images, so "
-        "with 2-3 seeds it is wide by construction. Look at the per-seed differences too: a gain that "
-        "changes sign between seeds is not a gain. The noise floor (control vs real) says how large an "
-        "effect must be before this evaluation can see it at all. "
-        "<strong>Positive Dice is the number to watch.</strong> Most (image, class) pairs are empty, and "
-        "on those the class-mean (Kaggle) score gives 1 for predicting nothing, so a segmenter that never "
-        "finds a defect can still score high there; positive Dice counts only the images that contain "
-        "the class. The opposite trap: an arm can raise positive Dice by painting defects everywhere. "
-        "That shows up in the false-positive rate on defect-free images, so read the two together: a "
-        "Dice gain that comes with a clearly higher FP rate is a trade-off, not a win. AUROC does not "
-        "depend on the threshold: it says whether the model ranks defective images above clean ones. "
-        "If the validation curve had not flattened, every arm was stopped early and the ranking may "
-        "change with longer training. Label fidelity tells whether synthetic masks can be trusted as "
-        "labels; KID (lower = closer to real) and diversity describe the images themselves and do not by "
-        "themselves prove usefulness."
+        "same test images; arms differ only by what they add. <strong>Class-mean pixel AP is the number to "
+        "watch.</strong> It needs no threshold, so no choice made after training can move it, and it ranks "
+        "every pixel of every test image: an arm that paints defects everywhere loses precision, one that "
+        "finds nothing loses recall. An arm beats <em>real</em> only when its paired difference has a 95 % "
+        "interval entirely above 0 (bold, ▲); an interval that straddles 0 means these seeds and test images "
+        "cannot tell the two apart, whatever the means say. The interval already contains the seed-to-seed "
+        "training noise, the generator-to-generator spread when there are several generators, and the "
+        "choice of test images, so with a handful of seeds it is wide by construction. Look at the per-seed "
+        "differences too: a gain that changes sign between seeds is not a gain. The noise floor says how "
+        "large an effect must be before this evaluation can see it at all. The claim is about one arm "
+        "declared before the run, against every baseline: with a single generator it is conditional on that "
+        "generator, and a baseline that sees fewer crops per step cannot by itself settle it. "
+        "Positive Dice at 0.5 is the plain segmentation score on the images that contain a defect; Kaggle "
+        "Dice and the false-positive rate on defect-free images depend on the one shared post-processing "
+        "(chosen on the real arm's validation predictions, the same for every arm). Most (image, class) "
+        "pairs are empty and Kaggle Dice gives 1 for predicting nothing on them, so read it with positive "
+        "Dice; a Dice gain that comes with a clearly higher FP rate is a trade-off, not a win. F1-max picks "
+        "its threshold on the test pixels and is an optimistic bound. If the real arm's validation curve "
+        "was not flat, every arm stopped early and the ranking may change with longer training. Label "
+        "fidelity tells whether synthetic masks can be trusted as labels; KID (lower = closer to real) and "
+        "diversity describe the images themselves and do not by themselves prove usefulness."
         "</p></section>"
     )
 
@@ -1152,13 +1537,25 @@ def _reading_section() -> str:
 
 
 def _arms(results: dict) -> list[str]:
-    """Configured arms first, in their order, then any arm that only appears in runs/summary."""
-    configured = results["config"].get("arms")
-    arms = [str(a) for a in configured] if isinstance(configured, list) else []
-    for arm in [*results["summary"], *(run.get("arm") for run in results["runs"])]:
+    """The arms as the evaluation named them (arm_descriptions, summary, runs), then any configured
+    arm not among them ('tiles' is the arm 'real+tiles')."""
+    arms: list[str] = []
+    for arm in [
+        *_object(results.get("arm_descriptions")),
+        *results["summary"],
+        *(run.get("arm") for run in results["runs"]),
+    ]:
         if arm is not None and str(arm) not in arms:
             arms.append(str(arm))
+    configured = results["config"].get("arms")
+    for arm in configured if isinstance(configured, list) else []:
+        if str(arm) not in arms and f"real+{arm}" not in arms:
+            arms.append(str(arm))
     return arms
+
+
+def _names(values: object) -> list[str]:
+    return [str(v) for v in values] if isinstance(values, list) else []
 
 
 def _class_names(results: dict) -> list[str]:
@@ -1193,15 +1590,15 @@ def _arm_colour(arms: list[str], arm: str) -> str:
     return FALLBACK_COLOURS[others.index(arm) % len(FALLBACK_COLOURS)]
 
 
-def _points(points: object) -> list[tuple[float, ...]]:
-    """[[step, value, ...], ...] -> finite tuples of at least two numbers; malformed points are
-    dropped and a non-numeric later value becomes NaN (not drawn)."""
+def _points(points: object, numbers: int = 2) -> list[tuple[float, ...]]:
+    """[[step, value, ...], ...] -> tuples of at least two values whose first `numbers` are finite
+    numbers; malformed points are dropped and a non-numeric later value becomes NaN (not drawn)."""
     if not isinstance(points, list):
         return []
     return [
         tuple(_float_or_nan(v) for v in p)
         for p in points
-        if isinstance(p, list | tuple) and len(p) >= 2 and _is_number(p[0]) and _is_number(p[1])
+        if isinstance(p, list | tuple) and len(p) >= 2 and all(_is_number(v) for v in p[:numbers])
     ]
 
 

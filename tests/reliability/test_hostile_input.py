@@ -243,7 +243,7 @@ def test_a_folder_of_one_kind_is_not_used_as_another(split_file, tmp_path, capsy
 @pytest.mark.parametrize(
     "verb, name, content",
     [
-        ("report", "results.json", b'{"format": "defectgen-eval/2"}'),
+        ("report", "results.json", b'{"format": "defectgen-eval/3"}'),
         ("report", "page.html", b"<html>someone's page</html>"),
         ("split", "notes.json", b'{"format": "something else"}'),
         ("inspect", "photo.png", b"GIF89a not a png"),

@@ -311,3 +311,46 @@ def split_report(split: Split, dataset: DefectDataset) -> dict:
     if split.train_unlabelled:
         report["train_unlabelled"] = counts(split.train_unlabelled)
     return report
+
+
+def carve_validation(
+    dataset: DefectDataset, indices: list[int], fraction: float, seed: int = 0
+) -> tuple[list[int], list[int]]:
+    """Deterministic, stratified (fit, validation) parts of the training half's `indices`.
+
+    The evaluation trains segmenters on the fit part and reads the validation part for its
+    learning curve and post-processing; the experiment trains its generators and pastes its
+    defects from the fit part only (`fit_split`)."""
+    by_id = {dataset.items[i].item_id: i for i in indices}
+    rng = np.random.default_rng([seed, 77])
+    validation: list[int] = []
+    for _key, ids in sorted(stratify([dataset.items[i] for i in indices]).items()):
+        ids = list(ids)
+        rng.shuffle(ids)
+        take = max(1, int(round(len(ids) * fraction))) if len(ids) > 1 else 0
+        validation += [by_id[i] for i in ids[:take]]
+    chosen = set(validation)
+    return [i for i in indices if i not in chosen], sorted(validation)
+
+
+def fit_split(split: Split, dataset: DefectDataset, val_fraction: float) -> Split:
+    """The split the generator stage uses: its training part is the *fit* part of `split`'s
+    training half (as `carve_validation` cuts it), and everything else (validation part, test
+    half) is its test part, so `train`, `synth` and pasted defects never see a validation or
+    test image."""
+    train = split.indices(dataset, "train")
+    fit, _ = carve_validation(dataset, train, val_fraction)
+    fit_ids = {dataset.items[i].item_id for i in fit}
+    return Split(
+        dataset_spec=split.dataset_spec,
+        dataset_kind=split.dataset_kind,
+        fingerprint=split.fingerprint,
+        classes=split.classes,
+        seed=split.seed,
+        test_fraction=split.test_fraction,
+        label_fraction=split.label_fraction,
+        train=tuple(i for i in split.train if i in fit_ids),
+        test=tuple([*split.test, *(i for i in split.train if i not in fit_ids)]),
+        train_unlabelled=split.train_unlabelled,
+        layout=split.layout,
+    )

@@ -10,12 +10,15 @@ from importlib import import_module
 from defectgen.evaluate.arms import BASES, parse_arm, parse_synthetic
 from defectgen.evaluate.config import EvalConfig
 
-_FROM_RUN = ("RESULT_COLUMNS", "evaluate", "measure_quality", "open_synthetic", "result_rows")
+_FROM_RUN = ("RESULT_COLUMNS", "evaluate", "open_synthetic", "result_rows")
+_FROM_QUALITY = ("measure_quality",)
 
-__all__ = ["BASES", "EvalConfig", "parse_arm", "parse_synthetic", *_FROM_RUN]
+__all__ = ["BASES", "EvalConfig", "parse_arm", "parse_synthetic", *_FROM_RUN, *_FROM_QUALITY]
 
 
 def __getattr__(name: str):
     if name in _FROM_RUN:
         return getattr(import_module("defectgen.evaluate.run"), name)
+    if name in _FROM_QUALITY:
+        return getattr(import_module("defectgen.evaluate.set_quality"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,28 +13,30 @@ from defectgen.config import MAX_SEED, MAX_STEPS
 from defectgen.errors import ConfigError
 
 MAX_SEEDS = 1000  # seeds per evaluation: each trains every arm once
+STEPS = 2000  # the CPU default budget (benchmarks/segmenter_curve.json)
 
-DEFAULT_ARMS = ("real", "oversample", "copypaste", "blendpaste", "classic", "real+synthetic")
-
-# Post-processing grid searched per arm, per class, on the validation part (Severstal practice:
-# a probability threshold and a minimum connected-component area).
-THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
-MIN_AREAS = (0, 16, 32, 64, 128, 256, 512)
+DEFAULT_ARMS = ("real", "control", "oversample", "copypaste", "blendpaste", "classic", "real+synthetic")
 
 
 @dataclass
 class EvalConfig:
     arms: list[str] = field(default_factory=lambda: list(DEFAULT_ARMS))
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
-    steps: int | None = None  # None: chosen on the real arm from the validation part
-    max_steps: int = 1500  # step selection: train this long, validating every `eval_every`
-    eval_every: int = 150
-    tolerance: float = 0.02  # step selection: first step within this of the best validation Dice
-    val_fraction: float = 0.2  # part of the training half held out for steps and post-processing
-    crop_size: int = 128
+    # The claim's arm(s), declared before the run: one arm, or the same recipe with sets from
+    # generators of different seeds (their interval then covers generator variance). Empty: the
+    # one stacked arm of `arms` if there is exactly one, else no claim.
+    declared_arms: list[str] = field(default_factory=list)
+    steps: int = STEPS  # segmenter steps of every run (the CPU default: a flat curve, RESULTS.md)
+    eval_every: int = 250  # the real arm's first seed validates this often: its learning curve
+    val_fraction: float = 0.2  # part of the training half held out for the curve and post-processing
+    crop_size: int = 96
     batch_size: int = 8  # real crops per batch, identical in every arm
     lr: float = 1e-3
+    # The U-Net. The CPU default is a light one (4 resnet18 stages, narrow decoder); the full
+    # resnet18 U-Net (encoder_depth 5, decoder_channels 256,128,64,32,16) is the GPU setting.
     encoder: str = "resnet18"
+    encoder_depth: int = 4
+    decoder_channels: list[int] = field(default_factory=lambda: [64, 32, 16, 8])
     encoder_weights: str | None = None
     extra_share: float = 0.5  # oversample / copy-paste crops added per batch, as a share of batch_size
     synthetic_share: float = 0.5  # synthetic crops added per batch (each named set), share of batch_size
@@ -61,10 +63,24 @@ class EvalConfig:
             raise ConfigError(f"--seeds repeats a seed: {self.seeds}")
         if any(not 0 <= s <= MAX_SEED for s in self.seeds):
             raise ConfigError(f"seeds must be in 0..{MAX_SEED}, got {self.seeds}")
-        if self.steps is not None and not 1 <= self.steps <= MAX_STEPS:
-            raise ConfigError(f"--steps must be in 1..{MAX_STEPS:,}, got {self.steps}")
-        if not 1 <= self.max_steps <= MAX_STEPS or not 1 <= self.eval_every <= MAX_STEPS:
-            raise ConfigError(f"--max-steps and --eval-every must be in 1..{MAX_STEPS:,}")
+        if not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS:
+            raise ConfigError(f"steps must be an integer in 1..{MAX_STEPS:,}, got {self.steps!r}")
+        if not isinstance(self.eval_every, int) or not 1 <= self.eval_every <= MAX_STEPS:
+            raise ConfigError(f"eval_every must be an integer in 1..{MAX_STEPS:,}, got {self.eval_every!r}")
+        if not 1 <= self.encoder_depth <= 5:
+            raise ConfigError(f"encoder_depth must be in 1..5, got {self.encoder_depth}")
+        if len(self.decoder_channels) != self.encoder_depth or any(
+            not isinstance(c, int) or c < 1 for c in self.decoder_channels
+        ):
+            raise ConfigError(
+                f"decoder_channels must be {self.encoder_depth} positive integers (one per encoder stage), "
+                f"got {self.decoder_channels}"
+            )
+        if len(set(self.declared_arms)) != len(self.declared_arms):
+            raise ConfigError(f"declared_arms repeats an arm: {self.declared_arms}")
+        missing = [a for a in self.declared_arms if a not in self.arms]
+        if missing:
+            raise ConfigError(f"declared arm(s) {missing} are not among the arms {self.arms}: add them")
         if not 32 <= self.crop_size <= 4096 or self.crop_size % 32:
             raise ConfigError(f"--size must be a multiple of 32 (U-Net) in 32..4096, got {self.crop_size}")
         if not 2 <= self.batch_size <= 4096:

@@ -23,7 +23,7 @@ import torch
 from defectgen.data.classes import ClassTable
 from defectgen.errors import DataError
 from defectgen.evaluate.config import EvalConfig
-from defectgen.evaluate.metrics import pair_scores
+from defectgen.evaluate.scores import pair_scores
 from defectgen.evaluate.segmenter import build_segmenter, predict
 
 
@@ -76,7 +76,15 @@ class LabelJudge:
         if not encoder:
             raise DataError(f"{record_path}: the record does not say which encoder the U-Net used")
         defaults = EvalConfig()
-        model = build_segmenter(encoder, channels, len(classes))
+        segmenter = record.get("segmenter", {})
+        depth = segmenter.get("encoder_depth", settings.get("encoder_depth", 5))
+        decoder = segmenter.get("decoder_channels", settings.get("decoder_channels", [256, 128, 64, 32, 16]))
+        try:
+            model = build_segmenter(
+                encoder, channels, len(classes), encoder_depth=int(depth), decoder_channels=tuple(decoder)
+            )
+        except (TypeError, ValueError) as err:
+            raise DataError(f"{record_path}: the record's U-Net settings are unusable ({err})") from err
         try:
             state = torch.load(record_path.with_suffix(".pt"), map_location="cpu", weights_only=True)
             model.load_state_dict(state)

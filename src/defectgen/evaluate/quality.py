@@ -20,9 +20,9 @@ from torch import nn
 
 from defectgen.data.dataset import DefectDataset
 from defectgen.errors import DataError
-from defectgen.evaluate.metrics import ImageScores, mean_positive_dice_per_image, pair_scores, summarize
 from defectgen.evaluate.sampling import ArmSampler, Pool
-from defectgen.evaluate.segmenter import predict
+from defectgen.evaluate.scores import PLAIN, ScoreSheet, dice_table, pair_scores, summarize
+from defectgen.evaluate.segmenter import predict, probabilities
 from defectgen.viz import contact_sheet, overlay
 
 
@@ -65,31 +65,40 @@ class InceptionFeatures(nn.Module):
 
 
 def fidelity_per_class(synthetic: dict, real_test: dict, floor: float) -> dict[str, dict]:
-    """Per class: the judge's positive Dice on synthetic images next to its Dice on real test
-    images, and their ratio. A class the judge finds below `floor` on real test images is not
-    judgeable: its synthetic Dice says nothing about the labels (ratio None)."""
+    """Per class: the judge's positive Dice (plain 0.5 threshold) and pixel AP on synthetic
+    images next to the same numbers on real test images, and their ratios. A class the judge
+    finds below `floor` positive Dice on real test images is not judgeable: its synthetic score
+    says nothing about the labels (ratios None)."""
     table = {}
     for name, real in (real_test.get("positive_dice") or {}).items():
         fake = (synthetic.get("positive_dice") or {}).get(name)
+        real_ap = (real_test.get("pixel_ap") or {}).get(name)
+        fake_ap = (synthetic.get("pixel_ap") or {}).get(name)
         judgeable = real is not None and real >= floor and real > 0
         table[name] = {
             "real_test": real,
             "synthetic": fake,
+            "real_test_pixel_ap": real_ap,
+            "synthetic_pixel_ap": fake_ap,
             "judgeable": judgeable,
             "ratio": fake / real if judgeable and fake is not None else None,
+            "pixel_ap_ratio": fake_ap / real_ap if judgeable and fake_ap is not None and real_ap else None,
         }
     return table
 
 
 def label_fidelity(model, synthetic: DefectDataset, limit: int, use_bf16: bool) -> tuple[dict, list[dict]]:
-    """Real-trained segmenter on synthetic images -> (summary, per-image list sorted worst first)."""
-    scores = ImageScores(len(synthetic.classes))
+    """Real-trained segmenter on synthetic images -> (summary, per-image list sorted worst first).
+    The summary holds the same numbers as a run's test summary (`scores.summarize`)."""
+    sheet = ScoreSheet(len(synthetic.classes))
     indices = list(range(min(limit, len(synthetic))))
     for index in indices:
         sample = synthetic[index]
-        scores.add(predict(model, sample.image, use_bf16=use_bf16), sample.masks)
-    arrays = scores.arrays()
-    per_image = mean_positive_dice_per_image(arrays)
+        sheet.add(probabilities(model, sample.image, use_bf16), sample.masks)
+    arrays = sheet.arrays()
+    dice, positive = dice_table(arrays, PLAIN), arrays["target"] > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_image = np.where(positive, dice, 0.0).sum(axis=1) / positive.sum(axis=1)
     ranked = sorted(
         (
             {"index": i, "item": synthetic.items[i].item_id, "dice": float(d)}

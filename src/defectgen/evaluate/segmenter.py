@@ -25,15 +25,32 @@ PAD_MULTIPLE = 32
 
 
 def build_segmenter(
-    encoder: str, in_channels: int, num_classes: int, encoder_weights: Path | None = None, seed: int = 0
+    encoder: str,
+    in_channels: int,
+    num_classes: int,
+    encoder_weights: Path | None = None,
+    seed: int = 0,
+    encoder_depth: int = 5,
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
 ):
     """A U-Net whose initial weights are a function of `seed` alone (the global RNG is left as
-    it was), so every arm at one seed starts from the same weights."""
+    it was), so every arm at one seed starts from the same weights. `encoder_depth` stages of
+    the encoder are used, with one decoder stage of `decoder_channels[i]` channels each."""
+    if len(decoder_channels) != encoder_depth:
+        raise ConfigError(
+            f"decoder_channels has {len(decoder_channels)} stages but encoder_depth is {encoder_depth}: "
+            "give one decoder width per encoder stage"
+        )
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = smp.Unet(
-                encoder_name=encoder, encoder_weights=None, in_channels=in_channels, classes=num_classes
+                encoder_name=encoder,
+                encoder_weights=None,
+                encoder_depth=encoder_depth,
+                decoder_channels=tuple(decoder_channels),
+                in_channels=in_channels,
+                classes=num_classes,
             )
     except (KeyError, ValueError) as err:
         raise ConfigError(
@@ -149,13 +166,21 @@ def predict(
 
 
 @torch.no_grad()
-def probabilities(model: torch.nn.Module, image: np.ndarray, use_bf16: bool = False) -> np.ndarray:
-    """uint8 [H, W, C] -> float32 [K, H, W] per-class probabilities at native resolution."""
-    tensor = image_to_tensor(image)[None]  # [1, C, H, W]
+def probabilities_batch(
+    model: torch.nn.Module, images: list[np.ndarray], use_bf16: bool = False
+) -> np.ndarray:
+    """Images of one size, uint8 [H, W, C] each -> float32 [N, K, H, W] (one forward pass)."""
+    tensor = torch.stack([image_to_tensor(image) for image in images])  # [N, C, H, W]
     height, width = tensor.shape[2:]
     pad = (0, (-width) % PAD_MULTIPLE, 0, (-height) % PAD_MULTIPLE)
     mode = "reflect" if pad[1] < width and pad[3] < height else "replicate"
     tensor = F.pad(tensor, pad, mode=mode).contiguous(memory_format=torch.channels_last)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
         logits = model(tensor).float()
-    return torch.sigmoid(logits[0, :, :height, :width]).numpy()
+    return torch.sigmoid(logits[:, :, :height, :width]).numpy()
+
+
+@torch.no_grad()
+def probabilities(model: torch.nn.Module, image: np.ndarray, use_bf16: bool = False) -> np.ndarray:
+    """uint8 [H, W, C] -> float32 [K, H, W] per-class probabilities at native resolution."""
+    return probabilities_batch(model, [image], use_bf16)[0]

@@ -1,0 +1,153 @@
+"""Learning curves of the evaluation's segmenter on the mission split: is it flat at its budget?
+
+    .venv/bin/python benchmarks/segmenter_curve.py --runs d4:64,32,16,8:2000 d4:64,32,16,8:4000 \
+        [--size 96] [--batch 8] [--lr 1e-3] [--every 250] [--json benchmarks/segmenter_curve.json]
+
+Each run is `dDEPTH:DECODER_CHANNELS:STEPS`: the `real` arm (seed 0) trained STEPS steps on the
+schedule the evaluation uses (one-cycle over STEPS), its validation part scored every `--every`
+steps (class-mean pixel AP and positive Dice at 0.5), then the test half scored once. The split
+is the mission's: magnetic tile, test fraction 0.5, seed 0, label fraction 0.25. A curve is
+*flat* when its last third gained under 10 % of its total gain (first to last point).
+
+Finished runs are kept in the JSON file and skipped when asked again (resumable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "magnetic_tile"
+
+
+def flatness(curve: list[list[float]], column: int) -> dict:
+    """Share of the curve's total gain (first to last point) made in its last third."""
+    values = [point[column] for point in curve]
+    steps = [point[0] for point in curve]
+    cut = steps[-1] * 2 / 3
+    before = max(v for s, v in zip(steps, values, strict=True) if s <= cut)
+    total = values[-1] - values[0]
+    late = values[-1] - before
+    share = late / total if total > 0 else float("nan")
+    return {"late_gain": late, "total_gain": total, "late_share": share, "flat": bool(share < 0.1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", nargs="+", required=True)
+    parser.add_argument("--size", type=int, default=96)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--every", type=int, default=250)
+    parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "segmenter_curve.json")
+    args = parser.parse_args()
+
+    import torch
+
+    from defectgen.data import open_dataset
+    from defectgen.data.split import carve_validation, make_split
+    from defectgen.evaluate.arms import Arm
+    from defectgen.evaluate.config import EvalConfig
+    from defectgen.evaluate.context import EvalContext, arm_sampler
+    from defectgen.evaluate.scores import summarize
+    from defectgen.evaluate.segmenter import train_segmenter
+
+    dataset = open_dataset(str(DATA))
+    split = make_split(dataset, test_fraction=0.5, seed=0, label_fraction=0.25)
+    results = json.loads(args.json.read_text()) if args.json.is_file() else {"runs": {}}
+    for spec in args.runs:
+        name = f"{spec}@{args.size}/b{args.batch}/lr{args.lr}"
+        if name in results["runs"]:
+            print(f"{name}: done before, skipped")
+            continue
+        depth, channels, steps = spec.removeprefix("d").split(":")
+        config = EvalConfig(
+            arms=["real"],
+            steps=int(steps),
+            crop_size=args.size,
+            batch_size=args.batch,
+            lr=args.lr,
+            encoder_depth=int(depth),
+            decoder_channels=[int(c) for c in channels.split(",")],
+        )
+        ctx = EvalContext.create(dataset, split, config)
+        ctx.steps = int(steps)
+        sampler = arm_sampler(ctx, Arm("real", "real"), 0)
+        model = ctx.model(0)
+        curve: list[list[float]] = []
+
+        def on_eval(step: int, model=model, ctx=ctx, curve=curve, name=name) -> None:
+            sheet = ctx.score(model, ctx.validation)
+            summary = summarize(sheet, dataset.classes.names)
+            curve.append([step, summary["class_mean_pixel_ap"], summary["positive_dice_plain"]])
+            print(
+                f"  {name} step {step}: validation pixel AP {curve[-1][1]:.3f}, Dice {curve[-1][2]:.3f}",
+                flush=True,
+            )
+
+        start = time.perf_counter()
+        log = train_segmenter(
+            model,
+            sampler.batch,
+            int(steps),
+            lr=args.lr,
+            use_bf16=ctx.use_bf16,
+            on_eval=on_eval,
+            eval_every=args.every,
+            progress=False,
+        )
+        trained = time.perf_counter() - start
+        start = time.perf_counter()
+        test = summarize(ctx.score(model, ctx.test), dataset.classes.names)
+        scored = time.perf_counter() - start
+        _, validation = carve_validation(dataset, split.indices(dataset, "train"), config.val_fraction)
+        results["runs"][name] = {
+            "depth": int(depth),
+            "decoder_channels": [int(c) for c in channels.split(",")],
+            "steps": int(steps),
+            "crop_size": args.size,
+            "batch_size": args.batch,
+            "lr": args.lr,
+            "curve_columns": ["step", "validation class-mean pixel AP", "validation positive Dice (0.5)"],
+            "curve": curve,
+            "flat_pixel_ap": flatness(curve, 1),
+            "flat_positive_dice": flatness(curve, 2),
+            "train_seconds_with_validation": trained,
+            "train_seconds": log["seconds"],
+            "test_seconds": scored,
+            "test_images": len(ctx.test),
+            "validation_images": len(validation),
+            "test": {
+                k: test[k]
+                for k in (
+                    "class_mean_pixel_ap",
+                    "positive_dice_plain",
+                    "pixel_ap",
+                    "positive_dice",
+                    "prevalence",
+                    "class_mean_f1_max",
+                )
+            },
+            "threads": torch.get_num_threads(),
+        }
+        results["machine"] = f"dev-cpu: {os.cpu_count()} cores, {platform.processor() or platform.machine()}"
+        results["date"] = datetime.date.today().isoformat()
+        results["command"] = "python benchmarks/segmenter_curve.py --runs " + " ".join(args.runs)
+        results["split"] = "magnetic tile, test 0.5, seed 0, label fraction 0.25 (the mission's)"
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+        print(
+            f"{name}: test pixel AP {test['class_mean_pixel_ap']:.3f}, "
+            f"positive Dice {test['positive_dice_plain']:.3f}, "
+            f"train {trained:.0f} s, test {scored:.0f} s, flat {results['runs'][name]['flat_pixel_ap']}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+"""What every run of one evaluation shares (data, its parts, synthetic sets, settings), and one
+(arm, seed) run: its batches, its training and the scores it keeps.
+
+Parts (docs/ARCHITECTURE.md): the training half is cut into a *fit* part (segmenters train on
+its crops) and a stratified *validation* part (the real arm's learning curve and the shared
+post-processing); the test half only scores. Validation and test images are decoded once per
+evaluation and kept in memory.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import track
+
+from defectgen.data import SeverstalDataset, open_dataset
+from defectgen.data.dataset import DefectDataset
+from defectgen.data.split import Split, carve_validation
+from defectgen.distributed import resolve_bf16
+from defectgen.errors import DataError
+from defectgen.evaluate.arms import FILTERED, Arm
+from defectgen.evaluate.config import EvalConfig
+from defectgen.evaluate.sampling import (
+    CONTROL_STREAM,
+    COPYPASTE_STREAM,
+    OVERSAMPLE_STREAM,
+    REAL_STREAM,
+    ArmSampler,
+    Extra,
+    Pool,
+    classic_augmentation,
+    copypaste_pool,
+    dataset_pool,
+    set_stream,
+)
+from defectgen.evaluate.scores import ScoreSheet, summarize
+from defectgen.evaluate.segmenter import build_segmenter, probabilities_batch, train_segmenter
+
+COPYPASTE_IMAGES = 1000  # pasted images per seed (made lazily, when a crop first needs one)
+SCORE_BATCH = 8  # images of one size predicted together
+
+
+class EvalContext:
+    """Data, parts, synthetic sets and settings of one evaluation."""
+
+    @classmethod
+    def create(
+        cls,
+        dataset: DefectDataset,
+        split: Split,
+        config: EvalConfig,
+        synthetic: dict[str, Path] | None = None,
+        progress: bool = False,
+    ) -> EvalContext:
+        """`synthetic`: set name -> `defectgen synth` folder."""
+        synthetic_dirs = {name: Path(path) for name, path in (synthetic or {}).items()}
+        sets = {name: open_synthetic(path, dataset) for name, path in synthetic_dirs.items()}
+        train = split.indices(dataset, "train")
+        fit, validation = carve_validation(dataset, train, config.val_fraction, seed=0)
+        test = split.indices(dataset, "test")
+        use_bf16 = resolve_bf16(config.precision, torch.device("cpu"))
+        return cls(
+            dataset, fit, validation, test, sets or {}, synthetic_dirs or {}, config, use_bf16, progress
+        )
+
+    def __init__(self, dataset, fit, validation, test, sets, synthetic_dirs, config, use_bf16, progress):
+        self.dataset, self.fit, self.validation, self.test = dataset, fit, validation, test
+        self.sets, self.synthetic_dirs = sets, synthetic_dirs
+        self.config, self.use_bf16, self.progress = config, use_bf16, progress
+        self.steps = config.steps
+        self._decoded: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def model(self, seed: int):
+        config = self.config
+        weights = Path(config.encoder_weights) if config.encoder_weights else None
+        return build_segmenter(
+            config.encoder,
+            self.dataset.channels,
+            len(self.dataset.classes),
+            weights,
+            seed=seed,
+            encoder_depth=config.encoder_depth,
+            decoder_channels=tuple(config.decoder_channels),
+        )
+
+    def segmenter_record(self) -> dict:
+        config = self.config
+        return {
+            "encoder": config.encoder,
+            "encoder_depth": config.encoder_depth,
+            "decoder_channels": list(config.decoder_channels),
+            "channels": self.dataset.channels,
+            "classes": len(self.dataset.classes),
+        }
+
+    def decoded(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(image, masks) of a validation or test item, decoded once per evaluation."""
+        if index not in self._decoded:
+            sample = self.dataset[index]
+            self._decoded[index] = (sample.image, sample.masks)
+        return self._decoded[index]
+
+    def score(self, model, indices: list[int], description: str = "scoring") -> dict:
+        """Per-image score arrays (`ScoreSheet`) of `model` on `indices`, images of one size
+        predicted in batches."""
+        sheet = ScoreSheet(len(self.dataset.classes))
+        order = sorted(range(len(indices)), key=lambda j: self.decoded(indices[j])[0].shape)
+        rows: dict[int, tuple] = {}
+        batches = [order[i : i + SCORE_BATCH] for i in range(0, len(order), SCORE_BATCH)]
+        batches = [
+            group
+            for batch in batches
+            for group in _by_shape(batch, lambda j: self.decoded(indices[j])[0].shape)
+        ]
+        model.eval()
+        for batch in track(batches, description=description, transient=True, disable=not self.progress):
+            images = [self.decoded(indices[j])[0] for j in batch]
+            for j, probability in zip(batch, probabilities_batch(model, images, self.use_bf16), strict=True):
+                rows[j] = probability
+        for j in range(len(indices)):  # in the order of `indices`: arrays pair across runs
+            sheet.add(rows.pop(j), self.decoded(indices[j])[1])
+        return sheet.arrays()
+
+
+def _by_shape(batch: list[int], shape_of) -> list[list[int]]:
+    groups: dict[tuple, list[int]] = {}
+    for j in batch:
+        groups.setdefault(tuple(shape_of(j)), []).append(j)
+    return list(groups.values())
+
+
+def open_synthetic(path: Path, dataset: DefectDataset) -> DefectDataset:
+    """A `defectgen synth` output folder (either format) as a dataset with the real classes."""
+    if not path.is_dir():
+        raise DataError(f"{path}: synthetic folder not found; create it with `defectgen synth`")
+    if (path / "train.csv").is_file():
+        synthetic = SeverstalDataset(
+            path / "train.csv",
+            path / "images",
+            classes=dataset.classes,
+        )
+    else:
+        synthetic = open_dataset(f"folder:{path}")
+    if synthetic.classes != dataset.classes or synthetic.channels != dataset.channels:
+        raise DataError(
+            f"{path} has classes {list(synthetic.classes.names)} ({synthetic.channels} channel(s)), but "
+            f"{dataset.spec} has {list(dataset.classes.names)} ({dataset.channels}); "
+            "synthesize for this dataset"
+        )
+    if not len(synthetic):
+        raise DataError(f"{path}: the synthetic set is empty; run `defectgen synth` into it")
+    return synthetic
+
+
+# --- one run -----------------------------------------------------------------------------------
+
+
+def crops_per_step(arm: Arm, config: EvalConfig) -> int:
+    """Crops one training step of `arm` sees: the real batch plus every added source's."""
+    extra = max(1, int(round(config.batch_size * config.extra_share)))
+    synthetic = max(1, int(round(config.batch_size * config.synthetic_share)))
+    if arm.base is None:
+        return config.batch_size
+    added = extra if arm.base in ("oversample", "copypaste", "blendpaste") else 0
+    return config.batch_size + added + synthetic * len(arm.sets)
+
+
+def arm_sampler(ctx: EvalContext, arm: Arm, seed: int, filters: dict | None = None) -> ArmSampler:
+    """The batches of `arm` at `seed` (public for tests: pairing is asserted on it)."""
+    config, dataset = ctx.config, ctx.dataset
+    filters = filters or {}
+    batch = config.batch_size
+    extra_count = max(1, int(round(batch * config.extra_share)))
+    synthetic_count = max(1, int(round(batch * config.synthetic_share)))
+    until = int(round(ctx.steps * config.synthetic_until)) if config.synthetic_until < 1 else None
+    extras: list[Extra] = []
+    if arm.base == "oversample":
+        extras.append(
+            Extra(dataset_pool(dataset, ctx.fit, defects_only=True), extra_count, OVERSAMPLE_STREAM)
+        )
+    elif arm.base in ("copypaste", "blendpaste"):  # one stream: the same placements, pasted or blended
+        pool = copypaste_pool(dataset, ctx.fit, COPYPASTE_IMAGES, seed, blend=arm.base == "blendpaste")
+        extras.append(Extra(pool, extra_count, COPYPASTE_STREAM))
+    set_pools = {}
+    for name in arm.sets:
+        kept = filters[name]["kept_indices"] if name in filters else None
+        set_pools[name] = synthetic_pool(ctx, name.removesuffix(FILTERED), kept)
+        if arm.base is not None:
+            extras.append(Extra(set_pools[name], synthetic_count, set_stream(name), until))
+    real = set_pools[arm.sets[0]] if arm.base is None else dataset_pool(dataset, ctx.fit)
+    return ArmSampler(
+        real,
+        config.crop_size,
+        batch,
+        config.defect_crop_share,
+        seed,
+        real_stream=CONTROL_STREAM if arm.base == "control" else REAL_STREAM,
+        augment=classic_augmentation(seed) if arm.base == "classic" else None,
+        extras=extras,
+    )
+
+
+def synthetic_pool(ctx: EvalContext, name: str, kept: list[int] | None = None) -> Pool:
+    """A synthetic set's items; the pixels each painted outside its label are ignored."""
+    from defectgen.synth import painted_region, read_manifest
+
+    synthetic, folder = ctx.sets[name], ctx.synthetic_dirs[name]
+    manifest = read_manifest(folder)
+
+    def ignore(index, sample):
+        record = manifest.get(Path(synthetic.items[index].item_id).stem)
+        if record is None:
+            return None
+        painted = painted_region(folder, record, sample.masks)
+        return painted & ~sample.masks.any(axis=0)
+
+    indices = list(range(len(synthetic))) if kept is None else kept
+    return dataset_pool(synthetic, indices, ignore=ignore)
+
+
+def train_and_score(ctx: EvalContext, arm: Arm, seed: int, filters: dict, curve: bool = False):
+    """Train `arm` at `seed`; -> (record, validation arrays, test arrays, model). With `curve`,
+    the validation part is scored every `eval_every` steps (the learning curve)."""
+    config, dataset = ctx.config, ctx.dataset
+    sampler = arm_sampler(ctx, arm, seed, filters)
+    model = ctx.model(seed)
+    points: list[list[float]] = []
+
+    def on_eval(step: int) -> None:
+        summary = summarize(ctx.score(model, ctx.validation), dataset.classes.names)
+        points.append([step, summary["class_mean_pixel_ap"], summary["positive_dice_plain"]])
+
+    log = train_segmenter(
+        model,
+        sampler.batch,
+        ctx.steps,
+        lr=config.lr,
+        use_bf16=ctx.use_bf16,
+        on_eval=on_eval if curve else None,
+        eval_every=config.eval_every if curve else None,
+        description=f"{arm.name} seed {seed}",
+        progress=ctx.progress,
+    )
+    validation = ctx.score(model, ctx.validation, f"validating {arm.name} seed {seed}")
+    test = ctx.score(model, ctx.test, f"testing {arm.name} seed {seed}")
+    used: set[str] = set()
+    for pool in [sampler.real, *(e.pool for e in sampler.extras)]:
+        used |= pool.used | pool.sources_used
+    record = {
+        "arm": arm.name,
+        "seed": seed,
+        "steps": ctx.steps,
+        "crops_per_step": crops_per_step(arm, config),
+        "seconds": log["seconds"],
+        "loss_curve": log["curve"],
+        "validation_curve": points or None,
+        "validation": summarize(validation, dataset.classes.names),
+        "test_plain": summarize(test, dataset.classes.names),
+        "real_items_trained_on": sorted(used & {item.item_id for item in dataset.items}),
+        "segmenter": ctx.segmenter_record(),
+    }
+    return record, validation, test, model
+
+
+def state_bytes(model) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getvalue()

@@ -1,0 +1,241 @@
+"""Quality of synthetic sets, judged by the `real` arm's U-Net of an evaluation (its first
+seed): label fidelity per class on the same metric as on real test images, KID in a feature
+space, diversity of a generator's draws, and the figures that show them (`quality.py` holds
+the measurements; this module runs them for an evaluation folder).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from defectgen.data.dataset import DefectDataset
+from defectgen.data.split import Split
+from defectgen.errors import DataError
+from defectgen.evaluate import quality
+from defectgen.evaluate.config import EvalConfig
+from defectgen.evaluate.context import EvalContext
+from defectgen.evaluate.sampling import copypaste_pool, dataset_pool
+from defectgen.fileio import file_digest
+
+
+def synth_params(path: Path) -> dict:
+    """A synthetic folder's synth.json ({} when absent or unreadable)."""
+    try:
+        return json.loads((Path(path) / "synth.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _rel(path: Path, root: Path) -> str:
+    return str(Path(path).relative_to(root))
+
+
+def set_quality(
+    ctx: EvalContext, used_sets: set, checkpoint, out_dir: Path, judge: dict | None
+) -> tuple[dict, dict]:
+    """Label fidelity, KID and diversity of each synthetic set (judge: the real arm's first seed)."""
+    dataset, config = ctx.dataset, ctx.config
+    figures: dict = {}
+    results: dict = {}
+    figures_dir = out_dir / "figures"
+    for base in ("copypaste", "blendpaste"):
+        if any(d.startswith(base) for d in config.arms):
+            pasted = copypaste_pool(dataset, ctx.fit, 8, seed=0, blend=base == "blendpaste")
+            samples = [(e.key, *pasted.get(i)[:2]) for i, e in enumerate(pasted.examples)]
+            figures[f"{base}_examples"] = _rel(
+                quality.overlay_sheet(samples, figures_dir / f"{base}_examples.png"), out_dir
+            )
+    model, judge_digest = None, None
+    if judge is not None:
+        judge_file = out_dir / "runs" / f"real_s{judge['seed']}.pt"
+        model = ctx.model(0)
+        model.load_state_dict(torch.load(judge_file, map_location="cpu", weights_only=True))
+        model.eval()
+        judge_digest = file_digest(judge_file)
+    real_defects = dataset_pool(dataset, ctx.fit, defects_only=True)
+    for name in sorted(used_sets):
+        synthetic = ctx.sets[name]
+        entry: dict = {"label_fidelity": None, "kid": None, "diversity": None}
+        set_figures: dict = {}
+        samples = [
+            (synthetic.items[i].item_id, *(lambda s: (s.image, s.masks))(synthetic[i]))
+            for i in range(min(8, len(synthetic)))
+        ]
+        set_figures["overlays"] = _rel(
+            quality.overlay_sheet(samples, figures_dir / f"{name}_overlays.png"), out_dir
+        )
+        synthetic_pool_all = dataset_pool(synthetic, list(range(len(synthetic))))
+        set_figures["real_vs_synthetic"] = {}
+        for class_id in dataset.classes.ids:
+            real_k = dataset_pool(dataset, [i for i in ctx.fit if class_id in dataset.items[i].class_ids])
+            synth_k = dataset_pool(
+                synthetic, [i for i in range(len(synthetic)) if class_id in synthetic.items[i].class_ids]
+            )
+            if not real_k.examples or not synth_k.examples:
+                continue
+            class_name = dataset.classes.name(class_id)
+            path = quality.crops_sheet(
+                [
+                    (f"real {class_name}", quality.defect_crops(real_k, 8, config.crop_size, 1)),
+                    (f"synthetic {class_name}", quality.defect_crops(synth_k, 8, config.crop_size, 1)),
+                ],
+                figures_dir / f"{name}_real_vs_synthetic_{class_id}.png",
+            )
+            set_figures["real_vs_synthetic"][class_name] = _rel(path, out_dir)
+        figures[name] = set_figures
+        if model is None:
+            results[name] = entry
+            continue
+        if synth_params(ctx.synthetic_dirs[name]).get("guide_sha256") == judge_digest:
+            entry["label_fidelity"] = {
+                "not_independent": f"the judge (real arm, seed {judge['seed']}) is the U-Net this set's "
+                "generator was trained against (its guide); judge it with an evaluation whose first seed "
+                "is another"
+            }
+            results[name] = entry
+            continue
+        summary, ranked = quality.label_fidelity(model, synthetic, config.quality_samples, ctx.use_bf16)
+        entry["label_fidelity"] = {
+            "synthetic": summary,
+            "real_test": judge["test_plain"],
+            "per_class": quality.fidelity_per_class(summary, judge["test_plain"], config.filter_floor),
+            "segmenter": f"real arm, seed {judge['seed']} "
+            "(fit part of the training half; never saw the generator)",
+        }
+        if ranked:
+            set_figures["label_fidelity_failures"] = _rel(
+                quality.failures_sheet(
+                    model,
+                    synthetic,
+                    ranked[:6],
+                    figures_dir / f"{name}_label_fidelity_failures.png",
+                    ctx.use_bf16,
+                ),
+                out_dir,
+            )
+        if config.inception_weights:
+            features = quality.InceptionFeatures(Path(config.inception_weights))
+            space = "InceptionV3 (user weights)"
+        else:
+            features = quality.EncoderFeatures(model)
+            space = "domain encoder (real-arm U-Net encoder, trained on the fit part of the training half)"
+        count = config.quality_samples
+        real_crops = quality.defect_crops(real_defects, count, config.crop_size, seed=2)
+        synthetic_crops = quality.defect_crops(synthetic_pool_all, count, config.crop_size, seed=3)
+        entry["kid"] = {"feature_space": space, **quality.kid(features, real_crops, synthetic_crops)}
+        made_by = synth_params(ctx.synthetic_dirs[name]).get("checkpoint_sha256")
+        if checkpoint is not None and made_by == file_digest(Path(checkpoint)):  # the set it made
+            entry["diversity"] = _diversity(
+                checkpoint, synthetic, features, config, ctx.use_bf16, real_crops, space
+            )
+        results[name] = entry
+    return results, figures
+
+
+def _diversity(checkpoint, synthetic, features, config, use_bf16, real_crops, space) -> dict:
+    from defectgen.checkpoint import load_generator
+    from defectgen.tensors import image_to_tensor
+
+    G, _, _, _ = load_generator(Path(checkpoint))
+    size = config.crop_size
+    if getattr(G, "is_decoder", False):
+        return _decoder_diversity(G, synthetic, features, config, use_bf16, real_crops, space)
+    windows = []
+    for index in range(min(config.diversity_masks, len(synthetic))):
+        sample = synthetic[index]
+        ys, xs = np.nonzero(sample.masks.any(axis=0))
+        if len(ys) == 0 or sample.image.shape[0] < size or sample.image.shape[1] < size:
+            continue
+        top = int(np.clip((ys.min() + ys.max()) // 2 - size // 2, 0, sample.image.shape[0] - size))
+        left = int(np.clip((xs.min() + xs.max()) // 2 - size // 2, 0, sample.image.shape[1] - size))
+        window = (slice(top, top + size), slice(left, left + size))
+        masks = sample.masks[:, window[0], window[1]]
+        windows.append(
+            {
+                "image": image_to_tensor(np.ascontiguousarray(sample.image[window]))[None],
+                "hole": torch.from_numpy(masks.any(axis=0)[None, None].astype(np.float32)),
+                "labels": torch.from_numpy(masks[None].astype(np.float32)),
+            }
+        )
+    generated = quality.diversity(G, features, windows, config.diversity_draws, seed=0, use_bf16=use_bf16)
+    return {
+        "mean_pairwise_distance": generated,
+        "real_pairwise_distance": quality.pairwise_feature_distance(features, real_crops),
+        "masks": len(windows),
+        "draws": config.diversity_draws,
+        "feature_space": space,
+        "note": "generated: same mask and background, different draws; real: different real defects",
+    }
+
+
+def _decoder_diversity(G, synthetic, features, config, use_bf16, real_crops, space) -> dict:
+    """A decoder's diversity: mean pairwise feature distance between `diversity_draws` crops it
+    draws for one class (new z and noise each; the crop centred to the evaluation's crop size),
+    for the classes of the first `diversity_masks` synthetic items. Unlike an inpainter's (same
+    mask and background), the decoder's draws differ in shape and surface too."""
+    size, resolution = config.crop_size, G.resolution
+    distances, used = [], 0
+    for index in range(min(config.diversity_masks, len(synthetic))):
+        present = np.flatnonzero(synthetic[index].masks.any(axis=(1, 2)))
+        if not len(present):
+            continue
+        generator = torch.Generator().manual_seed(index)
+        classes = torch.full((config.diversity_draws,), int(present[0]), dtype=torch.long)
+        z = G.draw_style(config.diversity_draws, generator)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+            output = G(z, classes, generator=generator).float()
+        crops = output[:, : G.image_channels].clamp(-1, 1)
+        if resolution > size:
+            start = (resolution - size) // 2
+            crops = crops[:, :, start : start + size, start : start + size]
+        elif resolution < size:
+            crops = torch.nn.functional.interpolate(
+                crops, size=(size, size), mode="bilinear", align_corners=False
+            )
+        distances.append(float(torch.pdist(features(crops)).mean()))
+        used += 1
+    return {
+        "mean_pairwise_distance": float(np.mean(distances)) if distances else float("nan"),
+        "real_pairwise_distance": quality.pairwise_feature_distance(features, real_crops),
+        "masks": used,
+        "draws": config.diversity_draws,
+        "feature_space": space,
+        "note": "generated: decoder draws of one class (shape, defect and surface vary); "
+        "real: different real defects",
+    }
+
+
+def measure_quality(
+    dataset: DefectDataset,
+    split: Split,
+    eval_dir: Path,
+    config: EvalConfig,
+    synthetic: dict[str, Path],
+    checkpoint: Path | None = None,
+    judge_seed: int | None = None,
+) -> dict:
+    """Label fidelity (per class), KID and diversity of synthetic sets, judged by the `real` run
+    of an existing evaluation folder (`judge_seed`, default its lowest), without training any
+    arm: how a generator recipe is compared with another. Figures go to EVAL/figures."""
+    eval_dir = Path(eval_dir)
+    if config.quality_samples < 1:
+        raise ValueError(
+            f"quality_samples is {config.quality_samples}: there is nothing to measure; "
+            "give the number of synthetic images (and crops) to judge, e.g. 200"
+        )
+    seeds = sorted(int(p.stem.removeprefix("real_s")) for p in eval_dir.glob("runs/real_s*.pt"))
+    if not seeds or (judge_seed is not None and judge_seed not in seeds):
+        raise DataError(
+            f"{eval_dir}: no real-arm U-Net{'' if judge_seed is None else f' of seed {judge_seed}'} to judge "
+            "with; run `defectgen evaluate --arms real` into that folder first"
+        )
+    seed = seeds[0] if judge_seed is None else judge_seed
+    judge = json.loads((eval_dir / "runs" / f"real_s{seed}.json").read_text())
+    ctx = EvalContext.create(dataset, split, replace(config, arms=["real"]), synthetic)
+    results, _ = set_quality(ctx, set(synthetic), checkpoint, eval_dir, {**judge, "seed": seed})
+    return results

@@ -64,3 +64,28 @@ def record_reads(dataset, monkeypatch, names=("load_image", "load_masks")) -> li
 
         monkeypatch.setattr(dataset, name, recorded)
     return reads
+
+
+def folder_dataset(root: Path, images: int, seed: int) -> Path:
+    """images/ + masks/ (index PNGs) + classes.txt: textured grey images, half of them with a dark
+    blob (class 1) and/or a bright scratch (class 2)."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "classes.txt").write_text("blob\nscratch\n")
+    for i in range(images):
+        image = rng.normal(128, 12, (64, 96)).clip(0, 255)
+        mask = np.zeros((64, 96), np.uint8)
+        if i % 2:
+            kinds = [1, 2, (1, 2)][(i // 2) % 3]
+            for k in np.atleast_1d(kinds):
+                y, x = int(rng.integers(8, 48)), int(rng.integers(8, 80))
+                if k == 1:
+                    mask[y : y + 8, x : x + 10] = 1
+                    image[y : y + 8, x : x + 10] -= 60
+                else:
+                    mask[y : y + 2, max(0, x - 8) : x + 8] = 2
+                    image[y : y + 2, max(0, x - 8) : x + 8] += 70
+        Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(root / "images" / f"im_{i:03d}.png")
+        Image.fromarray(mask).save(root / "masks" / f"im_{i:03d}.png")
+    return root

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch import nn
 
+from conftest import folder_dataset
 from defectgen.cli import main
 from defectgen.config import TrainConfig
 from defectgen.data import open_dataset
@@ -139,37 +139,12 @@ def test_arm_grammar():
             parse_synthetic(bad)
 
 
-def _folder_dataset(root: Path, images: int, seed: int) -> Path:
-    """images/ + masks/ (index PNGs) + classes.txt: textured grey images, half of them with a dark
-    blob (class 1) and/or a bright scratch (class 2)."""
-    rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    (root / "classes.txt").write_text("blob\nscratch\n")
-    for i in range(images):
-        image = rng.normal(128, 12, (64, 96)).clip(0, 255)
-        mask = np.zeros((64, 96), np.uint8)
-        if i % 2:
-            kinds = [1, 2, (1, 2)][(i // 2) % 3]
-            for k in np.atleast_1d(kinds):
-                y, x = int(rng.integers(8, 48)), int(rng.integers(8, 80))
-                if k == 1:
-                    mask[y : y + 8, x : x + 10] = 1
-                    image[y : y + 8, x : x + 10] -= 60
-                else:
-                    mask[y : y + 2, max(0, x - 8) : x + 8] = 2
-                    image[y : y + 2, max(0, x - 8) : x + 8] += 70
-        Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(root / "images" / f"im_{i:03d}.png")
-        Image.fromarray(mask).save(root / "masks" / f"im_{i:03d}.png")
-    return root
-
-
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     """A small folder dataset (2 classes, 64x96 images), its split, a 2-step tiny GAN and a
     synthetic set of 8 items: enough for every arm to run in seconds."""
     work = tmp_path_factory.mktemp("bench")
-    data = _folder_dataset(work / "data", images=40, seed=1)
+    data = folder_dataset(work / "data", images=40, seed=1)
     dataset = open_dataset(str(data))
     split = make_split(dataset, test_fraction=0.5, seed=0)
     split.save(work / "split.json")
@@ -543,3 +518,17 @@ def test_kid_is_the_same_when_measured_again():
     first = kid(features, real, synthetic, subsets=5)
     assert torch.equal(torch.rand(1), before)  # global RNG untouched
     assert kid(features, real, synthetic, subsets=5) == first
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 10, 20, 21])
+def test_the_segmenter_trains_any_number_of_steps(steps):
+    """torch's OneCycleLR divides by zero when its warm-up ends on step 0 (e.g. 10 steps at 10 %)."""
+    from defectgen.evaluate.segmenter import train_segmenter
+
+    model = build_segmenter("resnet18", 1, 1, encoder_depth=3, decoder_channels=(16, 8, 4))
+
+    def batch(step):
+        return torch.zeros(2, 1, 32, 32), torch.zeros(2, 1, 32, 32), torch.ones(2, 1, 32, 32)
+
+    log = train_segmenter(model, batch, steps, progress=False, log_every=1)
+    assert len(log["curve"]) == steps

@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from defectgen.config import parse_yaml
 from defectgen.errors import ConfigError, DefectgenError
 from defectgen.evaluate.config import MAX_SEEDS
 from defectgen.fileio import check_replaceable, starts_with
@@ -536,7 +537,9 @@ def evaluate(
     try:
         widths = [int(c) for c in decoder_channels.split(",") if c.strip()]
     except ValueError:
-        raise ConfigError(f"--decoder-channels takes comma-separated integers, got {decoder_channels!r}") from None
+        raise ConfigError(
+            f"--decoder-channels takes comma-separated integers, got {decoder_channels!r}"
+        ) from None
     config = EvalConfig(
         arms=arm_list,
         declared_arms=[a.strip() for a in (declare or "").split(",") if a.strip()],
@@ -725,6 +728,110 @@ def demo(
     summary = run_demo(out_dir, quick=quick)
     out.print(results_table(summary["results_data"]))
     out.print(f"report: {summary['report']}")
+
+
+def _experiment_default(name: str):
+    from defectgen.experiment import ExperimentConfig
+
+    return getattr(ExperimentConfig(), name)
+
+
+@app.command()
+def experiment(
+    data: DataArg,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Experiment folder (every stage's output); resumable.")
+    ],
+    label_fraction: Annotated[
+        float, typer.Option(help="Share of the training half's defect images that keep their labels.")
+    ] = _experiment_default("label_fraction"),
+    test_fraction: Annotated[
+        float, typer.Option(help="Held-out share that only scores.")
+    ] = _experiment_default("test_fraction"),
+    split_seed: Annotated[int, typer.Option(help="Seed of the split.")] = _experiment_default("split_seed"),
+    generators: Annotated[
+        int, typer.Option(help="Generators trained with seeds 0..N-1; 2+ puts their variance in the claim.")
+    ] = _experiment_default("generators"),
+    gan_steps: Annotated[int, typer.Option(help="Steps of each generator.")] = _experiment_default(
+        "gan_steps"
+    ),
+    synthetic: Annotated[
+        int, typer.Option(help="Images each generator paints (and harmonises).")
+    ] = _experiment_default("synthetic"),
+    harmonize: Annotated[
+        bool, typer.Option(help="Also measure the harmonised sets beside the claim.")
+    ] = _experiment_default("harmonize"),
+    seeds: Annotated[int, typer.Option(help="Segmenter seeds per arm.", min=2)] = _experiment_default(
+        "seeds"
+    ),
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="YAML file of experiment settings (the keys of --set).")
+    ] = None,
+    settings: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="A setting: KEY=VALUE, evaluation.FIELD=VALUE (any `evaluate` setting) or generator.FIELD=VALUE "
+            "(any `train` setting); repeatable.",
+        ),
+    ] = None,
+    estimate_only: Annotated[
+        bool, typer.Option("--estimate", help="Print the time estimate (short probes) and stop.")
+    ] = False,
+    skip_bad: SkipBad = False,
+    labels_complete: LabelsComplete = "true",
+    covered_ids: CoveredIds = None,
+    image_size: ImageSize = None,
+):
+    """The whole proof in one command: split, generators on the fit part, synth, evaluate, report.
+
+    Example: defectgen experiment ../shared/data/magnetic_tile --label-fraction 0.25 --out exp/magnetic_tile
+    """
+    from defectgen.experiment import ExperimentConfig, estimate, run_experiment
+
+    base = ExperimentConfig()
+    if config_file is not None:
+        loaded = parse_yaml(_read_config(config_file), str(config_file))
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{config_file}: expected a mapping of experiment settings")
+        base = ExperimentConfig.from_settings([f"{k}={json.dumps(v)}" for k, v in _flatten(loaded)])
+    given = {
+        "label_fraction": label_fraction, "test_fraction": test_fraction, "split_seed": split_seed,
+        "generators": generators, "gan_steps": gan_steps, "synthetic": synthetic, "harmonize": harmonize,
+        "seeds": seeds,
+    }  # fmt: skip
+    flags = [f"{k}={json.dumps(v)}" for k, v in given.items() if v != _experiment_default(k)]
+    config = ExperimentConfig.from_settings([*flags, *(settings or [])], base)
+    dataset = _open(data, skip_bad, labels_complete, covered_ids, image_size)
+    guess = estimate(dataset, config)
+    parts = ", ".join(f"{k} {v / 60:.0f} min" for k, v in guess["seconds"].items())
+    say(("estimate", "bold cyan"), f" about {guess['total_seconds'] / 3600:.1f} h on this machine ({parts})")
+    if estimate_only:
+        return
+    results = run_experiment(dataset, out_dir, config)
+    out.print(results_table(results))
+    for line in verdict_lines(results):
+        out.print(line)
+    out.print(f"report: {Path(out_dir) / 'eval' / 'report.html'}")
+
+
+def _read_config(path: Path) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config file ({err.strerror})") from None
+
+
+def _flatten(data: dict, prefix: str = ""):
+    for key, value in data.items():
+        if isinstance(value, dict) and key in ("evaluation",):
+            yield from _flatten(value, f"{prefix}{key}.")
+        elif isinstance(value, list) and key == "generator":
+            for item in value:
+                name, _, text = str(item).partition("=")
+                yield f"generator.{name}", parse_yaml(text, "generator")
+        else:
+            yield f"{prefix}{key}", value
 
 
 def os_error_line(err: OSError) -> str:

@@ -103,6 +103,16 @@ IGNORE = -1.0
 _DICE = smp.losses.DiceLoss(mode="multilabel", from_logits=True, ignore_index=IGNORE)
 
 
+def _schedule(optimizer, lr: float, steps: int):
+    """One-cycle (10 % warm-up, at least 2 steps of it); under 4 steps a constant rate, since
+    torch's OneCycleLR divides by zero when its warm-up ends on step 0."""
+    if steps < 4:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=steps, pct_start=max(0.1, 2.0 / steps)
+    )
+
+
 def train_segmenter(
     model: torch.nn.Module,
     next_batch: Callable[[int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
@@ -118,9 +128,7 @@ def train_segmenter(
     """Train `model` for `steps` batches (images, masks, valid) from `next_batch(step)`; returns
     {'curve', 'seconds'}. Nothing here draws random numbers: the batches carry all randomness."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1
-    )
+    schedule = _schedule(optimizer, lr, steps)
     curve: list[list[float]] = []
     running: list[float] = []
     start = time.perf_counter()

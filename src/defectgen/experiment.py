@@ -1,0 +1,277 @@
+"""`defectgen experiment`: the whole proof as one resumable command, on any dataset layout.
+
+    split -> generators (fit part only, one per generator seed) -> synth (paint; harmonize)
+          -> evaluate (every baseline, the declared arm with each generator, its siblings)
+          -> report
+
+The declared arm is the generator's own painted set stacked on `real` (`real+painted_gG`, one
+arm per generator); the claim pools the generators, so its interval covers generator variance
+as well as segmenter seeds and test images (`evaluate/statistics.py`). The harmonised sets
+(real defects pasted, their seams repainted) are measured beside it as siblings; they are not
+part of the claim.
+
+Nothing here chooses anything on the test half, and nothing from the validation part or the
+test half reaches a generator or a synthetic set: the generator stage works on `fit_split`
+(training part = the evaluation's fit part). Each stage skips what an earlier call finished,
+so the same command continues after an interruption (kill -9 included). An estimate of the
+time comes first, from short probes of the real code paths on this machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+import time
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from defectgen.config import MAX_SEED, coerce, parse_yaml
+from defectgen.data.dataset import DefectDataset
+from defectgen.errors import ConfigError
+from defectgen.evaluate.config import EvalConfig
+from defectgen.fileio import claim_folder, write_atomic
+from defectgen.ui import say
+
+FORMAT = "defectgen-experiment/1"
+BASELINES = ("real", "control", "oversample", "copypaste", "blendpaste", "classic")
+
+
+@dataclass
+class ExperimentConfig:
+    """Every setting of `defectgen experiment` (the CLI's options come from here)."""
+
+    label_fraction: float = 0.25  # share of the training half's defect images that keep labels
+    test_fraction: float = 0.5  # the held-out half that only scores
+    split_seed: int = 0
+    generators: int = 2  # generators trained with seeds 0..N-1 (2+: the claim covers their variance)
+    gan_steps: int = 1000
+    synthetic: int = 500  # images painted per generator (and harmonised, when `harmonize`)
+    harmonize: bool = True  # also measure the harmonised sets (siblings of the claim)
+    seeds: int = 5  # segmenter seeds per arm
+    generator: list[str] = field(default_factory=list)  # TrainConfig key=value settings
+    evaluation: dict = field(default_factory=dict)  # EvalConfig settings (arms, seeds, declared: set here)
+
+    def validate(self) -> None:
+        if not 0 < self.label_fraction <= 1 or not 0 < self.test_fraction < 1:
+            raise ConfigError("label_fraction must be in (0, 1] and test_fraction in (0, 1)")
+        if not 0 <= self.split_seed <= MAX_SEED:
+            raise ConfigError(f"split_seed must be in 0..{MAX_SEED}, got {self.split_seed}")
+        if not 1 <= self.generators <= 16:
+            raise ConfigError(f"generators must be in 1..16, got {self.generators}")
+        if not 1 <= self.gan_steps <= 10_000_000 or not 1 <= self.synthetic <= 1_000_000:
+            raise ConfigError("gan_steps and synthetic must be positive")
+        reserved = {"arms", "seeds", "declared_arms"} & set(self.evaluation)
+        if reserved:
+            raise ConfigError(
+                f"evaluation.{sorted(reserved)[0]} is set by the experiment itself (seeds: use `seeds`)"
+            )
+        self.eval_config().validate()
+
+    def eval_config(self) -> EvalConfig:
+        known = {f.name for f in dataclasses.fields(EvalConfig)}
+        unknown = sorted(set(self.evaluation) - known)
+        if unknown:
+            raise ConfigError(f"evaluation.{unknown[0]}: unknown setting (known: {', '.join(sorted(known))})")
+        arms = [*BASELINES, *self.declared(), *self.siblings()]
+        return EvalConfig(
+            **self.evaluation, arms=arms, seeds=list(range(self.seeds)), declared_arms=self.declared()
+        )
+
+    def declared(self) -> list[str]:
+        return [f"real+painted_g{g}" for g in range(self.generators)]
+
+    def siblings(self) -> list[str]:
+        return [f"real+harmonized_g{g}" for g in range(self.generators)] if self.harmonize else []
+
+    @classmethod
+    def from_settings(cls, settings: list[str], base: ExperimentConfig | None = None) -> ExperimentConfig:
+        """`["generators=3", "evaluation.steps=1500", "generator.preset=tiny"]` -> a config."""
+        data = dataclasses.asdict(base or cls())
+        hints = typing.get_type_hints(cls)
+        for setting in settings:
+            key, sep, text = setting.partition("=")
+            key = key.strip()
+            if not sep or not key:
+                raise ConfigError(f"--set expects key=value, got {setting!r}")
+            value = parse_yaml(text, f"--set {key}")
+            head, _, rest = key.partition(".")
+            if head == "evaluation" and rest:
+                data["evaluation"][rest] = value
+            elif head == "generator" and rest:
+                data["generator"].append(f"{rest}={text}")
+            elif head in hints and not rest and head not in ("evaluation", "generator"):
+                data[head] = coerce(head, value, hints[head])
+            else:
+                raise ConfigError(
+                    f"--set {key}: unknown setting (known: {', '.join(sorted(hints))}, evaluation.FIELD, "
+                    "generator.FIELD)"
+                )
+        config = cls(**data)
+        config.validate()
+        return config
+
+
+def run_experiment(
+    dataset: DefectDataset, out_dir: Path, config: ExperimentConfig, progress: bool = True
+) -> dict:
+    """Run (or continue) every stage into `out_dir`; returns the evaluation's results."""
+    from defectgen.data.split import Split, fit_split, make_split
+    from defectgen.evaluate import evaluate
+    from defectgen.report import write_report
+
+    config.validate()
+    out_dir = Path(out_dir)
+    claim_folder(out_dir, "experiment")
+    _check_same_experiment(out_dir, dataset, config)
+    eval_config = config.eval_config()
+    split_file = out_dir / "split.json"
+    split = make_split(dataset, config.test_fraction, config.split_seed, config.label_fraction)
+    split.save(split_file)
+    generator_split = fit_split(split, dataset, eval_config.val_fraction)
+    generator_split.save(out_dir / "fit_split.json")
+    _stage(
+        1,
+        "split",
+        f"{len(split.train)} training images ({len(generator_split.train)} in the fit part), "
+        f"{len(split.test)} test images",
+    )
+    sets: dict[str, Path] = {}
+    for g in range(config.generators):
+        checkpoint = _generator(dataset, generator_split, config, g, out_dir, progress)
+        sets[f"painted_g{g}"] = _synth(
+            checkpoint, dataset, generator_split, config, g, "paint", out_dir, progress
+        )
+        if config.harmonize:
+            sets[f"harmonized_g{g}"] = _synth(
+                checkpoint, dataset, generator_split, config, g, "harmonize", out_dir, progress
+            )
+    _stage(
+        4, "evaluate", f"{len(eval_config.arms)} arms x {config.seeds} seeds, {eval_config.steps} steps each"
+    )
+    results = evaluate(
+        dataset, Split.load(split_file), out_dir / "eval", eval_config, synthetic=sets,
+        split_file=split_file, progress=progress,
+    )  # fmt: skip
+    _stage(5, "report", str(write_report(out_dir / "eval")))
+    return results
+
+
+def _generator(dataset, split, config: ExperimentConfig, g: int, out_dir: Path, progress: bool) -> Path:
+    from defectgen.checkpoint import load_checkpoint
+    from defectgen.config import TrainConfig, apply_overrides
+    from defectgen.train import train
+
+    run = out_dir / f"gan_g{g}"
+    last = run / "checkpoints" / "last.pt"
+    if last.is_file() and int(load_checkpoint(last)["step"]) >= config.gan_steps:
+        _stage(2, f"generator {g}", f"done before ({last})")
+        return last
+    _stage(2, f"generator {g}", f"{config.gan_steps} steps on the fit part, seed {g}")
+    train_config = apply_overrides(TrainConfig(steps=config.gan_steps, seed=g), config.generator)
+    return train(dataset, split, train_config, run, resume=last.is_file(), progress=progress)
+
+
+def _synth(checkpoint, dataset, split, config: ExperimentConfig, g: int, mode: str, out_dir: Path, progress):
+    from defectgen.synth import synthesize
+
+    name = "painted" if mode == "paint" else "harmonized"
+    folder = out_dir / f"{name}_g{g}"
+    _stage(3, f"{name} set {g}", f"{config.synthetic} images")
+    synthesize(
+        checkpoint,
+        dataset,
+        split,
+        config.synthetic,
+        folder,
+        seed=g,
+        fmt="folder",
+        mode=mode,
+        progress=progress,
+    )
+    return folder
+
+
+def _check_same_experiment(out_dir: Path, dataset: DefectDataset, config: ExperimentConfig) -> None:
+    """Refuse to continue an experiment folder made with other data or settings."""
+    record = {
+        "format": FORMAT,
+        "dataset": dataset.spec,
+        "fingerprint": dataset.fingerprint(),
+        "config": dataclasses.asdict(config),
+    }
+    path = out_dir / "experiment.json"
+    if path.is_file():
+        try:
+            earlier = json.loads(path.read_text())
+        except (OSError, ValueError):
+            earlier = None
+        if earlier != record:
+            raise ConfigError(
+                f"{out_dir} holds an experiment with other data or settings; continue it with its own "
+                f"settings ({path}) or give another --out"
+            )
+        return
+    write_atomic(path, json.dumps(record, indent=1) + "\n")
+
+
+def _stage(number: int, name: str, text: str) -> None:
+    say(("experiment", "bold cyan"), f" {number}/5 {name}: {text}")
+
+
+# --- the up-front estimate ---------------------------------------------------------------------
+
+
+def estimate(dataset: DefectDataset, config: ExperimentConfig) -> dict:
+    """Seconds each stage should take on this machine, from short probes: a few segmenter steps
+    and a test-image scoring pass, a few generator steps and a few synthetic images."""
+    from defectgen.config import TrainConfig, apply_overrides
+    from defectgen.data.split import fit_split, make_split
+    from defectgen.evaluate.arms import Arm
+    from defectgen.evaluate.context import EvalContext, arm_sampler
+    from defectgen.evaluate.segmenter import train_segmenter
+    from defectgen.synth import synthesize
+    from defectgen.train import train
+
+    config.validate()
+    eval_config = config.eval_config()
+    split = make_split(dataset, config.test_fraction, config.split_seed, config.label_fraction)
+    ctx = EvalContext.create(dataset, split, eval_config)
+    sampler = arm_sampler(ctx, Arm("real", "real"), 0)
+    model = ctx.model(0)
+    train_segmenter(model, sampler.batch, 3, progress=False)  # warm-up
+    step = train_segmenter(model, sampler.batch, 10, progress=False)["seconds"] / 10
+    probe = ctx.test[:16]
+    start = time.perf_counter()
+    ctx.score(model, probe)
+    score = (time.perf_counter() - start) / len(probe) * (len(ctx.test) + len(ctx.validation))
+    runs = len(eval_config.arms) * config.seeds
+    with tempfile.TemporaryDirectory() as tmp:
+        generator_split = fit_split(split, dataset, eval_config.val_fraction)
+        train_config = apply_overrides(TrainConfig(steps=4, seed=0, sample_every=10_000), config.generator)
+        start = time.perf_counter()
+        checkpoint = train(dataset, generator_split, train_config, Path(tmp) / "gan", progress=False)
+        gan_step = (time.perf_counter() - start) / 4
+        start = time.perf_counter()
+        synthesize(checkpoint, dataset, generator_split, 4, Path(tmp) / "synth", fmt="folder", progress=False)
+        image = (time.perf_counter() - start) / 4
+    sets = 2 if config.harmonize else 1
+    stages = {
+        "generators": config.generators * config.gan_steps * gan_step,
+        "synth": config.generators * sets * config.synthetic * image,
+        "evaluate": runs * (eval_config.steps * step + score),
+    }
+    return {
+        "seconds": stages,
+        "total_seconds": sum(stages.values()),
+        "probes": {
+            "segmenter_step": step,
+            "scoring_per_run": score,
+            "generator_step": gan_step,
+            "synthetic_image": image,
+        },
+        "runs": runs,
+        "note": "probes of a few steps overestimate start-up and underestimate nothing else; generator "
+        "steps at this probe's size (its checkpoints and samples are not counted)",
+    }

@@ -1,0 +1,116 @@
+"""`defectgen experiment`: the whole protocol as one command, resumable, fit part only."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import folder_dataset
+
+from defectgen.cli import main
+from defectgen.data import open_dataset
+from defectgen.data.split import Split, carve_validation
+from defectgen.errors import ConfigError
+from defectgen.experiment import ExperimentConfig
+
+TINY_SETTINGS = [
+    "generator.preset=tiny", "generator.model.resolution=32", "generator.batch_size=2",
+    "generator.sample_every=1000", "generator.precision=fp32",
+    "evaluation.steps=3", "evaluation.crop_size=32", "evaluation.batch_size=4",
+    "evaluation.quality_samples=0",
+]  # fmt: skip
+TINY_FLAGS = ["--generators", "2", "--gan-steps", "2", "--synthetic", "4", "--seeds", "2",
+              "--label-fraction", "1"]  # fmt: skip
+
+
+def _args(data: Path, out: Path) -> list[str]:
+    return ["experiment", str(data), "--out", str(out), *TINY_FLAGS,
+            *(x for s in TINY_SETTINGS for x in ("--set", s))]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    work = tmp_path_factory.mktemp("experiment")
+    data = folder_dataset(work / "data", images=40, seed=3)
+    assert main(_args(data, work / "out")) == 0
+    return data, work / "out"
+
+
+def test_the_experiment_declares_the_painted_sets_and_pools_two_generators(finished):
+    _, out = finished
+    results = json.loads((out / "eval" / "results.json").read_text())
+    claim = results["claim"]
+    assert claim["declared_arms"] == ["real+painted_g0", "real+painted_g1"]
+    assert claim["generators"] == 2 and not claim["conditional_on_one_generator"]
+    assert claim["baselines"] == ["real", "oversample", "copypaste", "blendpaste", "classic"]
+    assert len(claim["versus"]["real"]["class_mean_pixel_ap"]["cells"]) == 2  # generators x seeds
+    assert {"real+harmonized_g0", "real+harmonized_g1"} <= set(results["summary"])  # the siblings
+    assert (out / "eval" / "report.html").is_file()
+
+
+def test_generators_and_sets_see_the_fit_part_only(finished):
+    data, out = finished
+    dataset = open_dataset(str(data))
+    split = Split.load(out / "split.json")
+    fit, validation = carve_validation(dataset, split.indices(dataset, "train"), 0.2)
+    fit_ids = {dataset.items[i].item_id for i in fit}
+    generator_split = Split.load(out / "fit_split.json")
+    assert set(generator_split.train) == fit_ids
+    held_out = set(split.test) | {dataset.items[i].item_id for i in validation}
+    assert held_out <= set(generator_split.test)
+    for g in (0, 1):
+        assert f"\nseed: {g}\n" in (out / f"gan_g{g}" / "config.yaml").read_text()
+        for name in ("painted", "harmonized"):
+            for line in (out / f"{name}_g{g}" / "manifest.jsonl").read_text().splitlines():
+                record = json.loads(line)
+                sources = [str(record["background"]), *(str(d["source"]) for d in record["defects"])]
+                assert not [i for i in held_out for s in sources if i in s], (name, record)
+                assert [i for i in fit_ids for s in sources if i in s]  # named sources, from the fit part
+
+
+def test_the_same_command_redoes_nothing(finished):
+    data, out = finished
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.suffix in (".pt", ".npz")}
+    assert main(_args(data, out)) == 0
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_other_settings_in_the_same_folder_are_refused(finished):
+    data, out = finished
+    assert main([*_args(data, out), "--set", "seeds=3"]) == 2
+
+
+def test_settings_are_checked_before_any_work(tmp_path):
+    with pytest.raises(ConfigError, match="unknown setting"):
+        ExperimentConfig.from_settings(["evaluation.stepz=3"])
+    with pytest.raises(ConfigError, match="set by the experiment"):
+        ExperimentConfig.from_settings(["evaluation.seeds=[0,1]"])
+    with pytest.raises(ConfigError, match="generators"):
+        ExperimentConfig.from_settings(["generators=0"])
+    config = ExperimentConfig.from_settings(["generators=1", "evaluation.steps=50"])
+    assert config.eval_config().declared_arms == ["real+painted_g0"] and config.eval_config().steps == 50
+
+
+def test_kill_9_then_the_same_command_continues(tmp_path):
+    data = folder_dataset(tmp_path / "data", images=40, seed=4)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "defectgen", *_args(data, out)]
+    command[command.index("--generators") + 1] = "1"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((out / "eval" / "runs").glob("*.npz")):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.suffix in (".pt", ".npz")}
+    assert any(p.suffix == ".npz" for p in finished), "killed before any evaluation run finished"
+    assert subprocess.run(command, env=env, capture_output=True).returncode == 0
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished  # nothing finished was redone
+    assert (out / "eval" / "results.json").is_file()

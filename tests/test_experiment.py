@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import folder_dataset
 
+from conftest import folder_dataset
 from defectgen.cli import main
 from defectgen.data import open_dataset
 from defectgen.data.split import Split, carve_validation

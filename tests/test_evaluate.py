@@ -17,7 +17,7 @@ from conftest import folder_dataset
 from defectgen.cli import main
 from defectgen.config import TrainConfig
 from defectgen.data import open_dataset
-from defectgen.data.split import carve_validation, make_split
+from defectgen.data.split import Split, carve_validation, make_split
 from defectgen.errors import ConfigError, DataError
 from defectgen.evaluate import EvalConfig, evaluate, measure_quality, parse_arm, parse_synthetic, postprocess
 from defectgen.evaluate.context import EvalContext, arm_sampler, synthetic_pool
@@ -294,7 +294,9 @@ def test_evaluate_end_to_end_repeats_value_for_value(bench, tmp_path):
         "oversample+tiles:filtered": 8,
     }
     curve = results["learning_curve"]
-    assert curve["points"][-1][0] == SMALL["steps"]
+    assert [p[0] for p in curve["points"]] == [0, 1, 2, 3]
+    real_s0 = next(r for r in results["runs"] if r["arm"] == "real" and r["seed"] == 0)
+    assert curve["points"][-1][1] == real_s0["validation"]["class_mean_pixel_ap"]  # the full run itself
     assert results["label_filter"]["tiles:filtered"]["items"] == 8
     assert (
         results["quality"]["tiles"]["label_fidelity"]
@@ -352,7 +354,6 @@ def test_an_empty_test_half_is_refused(bench, tmp_path):
     data["train"] = sorted(data["train"] + data["test"])
     data["test"] = []
     (tmp_path / "split.json").write_text(json.dumps(data))
-    from defectgen.data.split import Split
 
     config = EvalConfig(**{**SMALL, "arms": ["real"]})
     with pytest.raises(DataError, match="test half is empty"):
@@ -373,12 +374,12 @@ def test_cli_end_to_end_and_report(bench, tmp_path):
     args = [
         "evaluate", str(work / "data"), "--split", str(work / "split.json"),
         "--synthetic", f"tiles={tmp_path / 'synth'}", "--checkpoint", str(checkpoint),
-        "--out", str(eval_dir), "--seeds", "2", "--steps", "4", "--eval-every", "2",
+        "--out", str(eval_dir), "--seeds", "2", "--steps", "4",
         "--size", "32", "--batch-size", "4", "--arms", "real,control,copypaste,oversample+tiles",
     ]  # fmt: skip
     assert main(args) == 0
     results = json.loads((eval_dir / "results.json").read_text())
-    assert [p[0] for p in results["learning_curve"]["points"]] == [2, 4]  # the real arm's own schedule
+    assert [p[0] for p in results["learning_curve"]["points"]] == [0, 1, 2, 4]  # budgets, each its own run
     assert results["claim"]["declared_arms"] == ["oversample+tiles"]  # the one stacked arm
     first = (eval_dir / "runs" / "real_s0.json").stat().st_mtime_ns
     assert main(args) == 0  # resumable: finished runs are not trained again
@@ -532,3 +533,16 @@ def test_the_segmenter_trains_any_number_of_steps(steps):
 
     log = train_segmenter(model, batch, steps, progress=False, log_every=1)
     assert len(log["curve"]) == steps
+
+
+def test_a_set_made_from_test_images_or_not_made_by_synth_is_refused(bench, tmp_path):
+    dataset, split, checkpoint, work = bench
+    swapped = Split(**{**split.__dict__, "train": split.test, "test": split.train})
+    synthesize(checkpoint, dataset, swapped, 4, tmp_path / "leaky", seed=0, fmt="folder", progress=False)
+    config = EvalConfig(**{**SMALL, "arms": ["real", "real+tiles"]})
+    with pytest.raises(DataError, match="test image"):
+        evaluate(
+            dataset, split, tmp_path / "e", config, synthetic={"tiles": tmp_path / "leaky"}, progress=False
+        )
+    with pytest.raises(DataError, match="not a `defectgen synth` folder"):
+        evaluate(dataset, split, tmp_path / "e", config, synthetic={"tiles": work / "data"}, progress=False)

@@ -479,9 +479,13 @@ def evaluate(
         int, typer.Option(help="Seeds per arm (0..N-1), at least 2.", min=2, max=MAX_SEEDS)
     ] = len(_eval_default("seeds")),
     steps: Annotated[int, typer.Option(help="Segmenter steps of every run.")] = _eval_default("steps"),
-    eval_every: Annotated[
-        int, typer.Option(help="The real arm's first seed scores the validation part every N steps.")
-    ] = _eval_default("eval_every"),
+    curve: Annotated[
+        bool,
+        typer.Option(
+            help="Also train the real arm's first seed for 1/3 and 2/3 of the steps: the learning curve "
+            "of the runs' own schedule, and whether the budget is flat."
+        ),
+    ] = _eval_default("curve"),
     size: Annotated[int, typer.Option("--size", help="Training crop size (multiple of 32).")] = _eval_default(
         "crop_size"
     ),
@@ -545,7 +549,7 @@ def evaluate(
         declared_arms=[a.strip() for a in (declare or "").split(",") if a.strip()],
         seeds=list(range(seeds)),
         steps=steps,
-        eval_every=eval_every,
+        curve=curve,
         crop_size=size,
         batch_size=batch_size,
         lr=lr,

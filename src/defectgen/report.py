@@ -868,9 +868,9 @@ def _steps_sentence(results: dict) -> str:
             else "whether it is flat could not be decided"
         )
         how = (
-            f"the budget is fixed in advance (nothing is chosen on validation or test data); the real arm's "
-            f"first seed is scored on the validation part every {config.get('eval_every', MISSING)} steps of "
-            f"that run, its learning curve: {flat_text}"
+            "the budget is fixed in advance (nothing is chosen on validation or test data); the real arm's "
+            "first seed is also trained for a third and two thirds of the steps, each on its own schedule, "
+            f"and the validation part scores every budget: {flat_text}"
         )
     return _esc(f"Every arm trains for the same {steps} steps; {how}.")
 

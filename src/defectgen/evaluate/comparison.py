@@ -149,8 +149,10 @@ def higher_is_better(metric: str) -> bool:
 
 
 def learning_curve(points: list[list[float]] | None) -> dict | None:
-    """The real arm's validation curve and whether it is flat: its last third gained under 10 %
-    of its total gain (first to last point), in class-mean pixel AP."""
+    """The real arm's validation curve and whether it is flat. `points`: [step, validation
+    class-mean pixel AP, validation positive Dice], each point a run of that many steps on its
+    own schedule (step 0: untrained). Flat: the last third of the steps gained under 10 % of the
+    total gain (first to last point), in class-mean pixel AP."""
     if not points or len(points) < 3:
         return None if not points else {"points": points, "flat": None, "late_share": None}
     steps = [p[0] for p in points]

@@ -27,7 +27,9 @@ class EvalConfig:
     # one stacked arm of `arms` if there is exactly one, else no claim.
     declared_arms: list[str] = field(default_factory=list)
     steps: int = STEPS  # segmenter steps of every run (the CPU default: a flat curve, RESULTS.md)
-    eval_every: int = 250  # the real arm's first seed validates this often: its learning curve
+    # The learning curve: the real arm's first seed is also trained for 1/3 and 2/3 of `steps`,
+    # each on its own schedule, and the validation part scores every budget (and step 0).
+    curve: bool = True
     val_fraction: float = 0.2  # part of the training half held out for the curve and post-processing
     crop_size: int = 96
     batch_size: int = 8  # real crops per batch, identical in every arm
@@ -65,8 +67,6 @@ class EvalConfig:
             raise ConfigError(f"seeds must be in 0..{MAX_SEED}, got {self.seeds}")
         if not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS:
             raise ConfigError(f"steps must be an integer in 1..{MAX_STEPS:,}, got {self.steps!r}")
-        if not isinstance(self.eval_every, int) or not 1 <= self.eval_every <= MAX_STEPS:
-            raise ConfigError(f"eval_every must be an integer in 1..{MAX_STEPS:,}, got {self.eval_every!r}")
         if not 1 <= self.encoder_depth <= 5:
             raise ConfigError(f"encoder_depth must be in 1..5, got {self.encoder_depth}")
         if len(self.decoder_channels) != self.encoder_depth or any(

@@ -61,6 +61,8 @@ class EvalContext:
         train = split.indices(dataset, "train")
         fit, validation = carve_validation(dataset, train, config.val_fraction, seed=0)
         test = split.indices(dataset, "test")
+        for name, path in synthetic_dirs.items():
+            refuse_test_sources(path, name, {dataset.items[i].item_id for i in test})
         use_bf16 = resolve_bf16(config.precision, torch.device("cpu"))
         return cls(
             dataset, fit, validation, test, sets or {}, synthetic_dirs or {}, config, use_bf16, progress
@@ -155,6 +157,37 @@ def open_synthetic(path: Path, dataset: DefectDataset) -> DefectDataset:
     return synthetic
 
 
+def set_sources(path: Path) -> set[str]:
+    """The real items a synthetic set names as its sources: the backgrounds it was painted on
+    and the real defects it pasted (harmonize), from its manifest."""
+    from defectgen.synth import read_manifest
+
+    sources: set[str] = set()
+    for record in read_manifest(path).values():
+        sources.add(str(record.get("background")))
+        for defect in record.get("defects") or []:
+            if isinstance(defect, dict) and isinstance(defect.get("source"), str):
+                sources.add(defect["source"])
+    return sources
+
+
+def refuse_test_sources(path: Path, name: str, test_ids: set[str]) -> None:
+    """A set painted on (or pasted from) images of this split's test half would bring test
+    images into training: refused, as is a folder without a synthesis manifest."""
+    if not (path / "manifest.jsonl").is_file() or not (path / "synth.json").is_file():
+        raise DataError(
+            f"--synthetic {name}={path}: not a `defectgen synth` folder (no synth.json and manifest.jsonl); "
+            "give a folder written by `defectgen synth`"
+        )
+    leaked = sorted(set_sources(path) & test_ids)
+    if leaked:
+        raise DataError(
+            f"--synthetic {name}={path} was made from {len(leaked)} test image(s) of this split (first: "
+            f"{leaked[0]}): synthesize it with this split (`defectgen synth --split`) so that only its "
+            "training half is used"
+        )
+
+
 # --- one run -----------------------------------------------------------------------------------
 
 
@@ -221,48 +254,47 @@ def synthetic_pool(ctx: EvalContext, name: str, kept: list[int] | None = None) -
     return dataset_pool(synthetic, indices, ignore=ignore)
 
 
-def train_and_score(ctx: EvalContext, arm: Arm, seed: int, filters: dict, curve: bool = False):
-    """Train `arm` at `seed`; -> (record, validation arrays, test arrays, model). With `curve`,
-    the validation part is scored every `eval_every` steps (the learning curve)."""
+def train_and_score(ctx: EvalContext, arm: Arm, seed: int, filters: dict, steps: int | None = None):
+    """Train `arm` at `seed` for `steps` (default: the evaluation's) on its own schedule;
+    -> (record, validation arrays, test arrays or None, model). A run shorter than the
+    evaluation's (a point of the learning curve) scores the validation part only."""
     config, dataset = ctx.config, ctx.dataset
+    steps = ctx.steps if steps is None else steps
     sampler = arm_sampler(ctx, arm, seed, filters)
     model = ctx.model(seed)
-    points: list[list[float]] = []
-
-    def on_eval(step: int) -> None:
-        summary = summarize(ctx.score(model, ctx.validation), dataset.classes.names)
-        points.append([step, summary["class_mean_pixel_ap"], summary["positive_dice_plain"]])
-
     log = train_segmenter(
         model,
         sampler.batch,
-        ctx.steps,
+        steps,
         lr=config.lr,
         use_bf16=ctx.use_bf16,
-        on_eval=on_eval if curve else None,
-        eval_every=config.eval_every if curve else None,
-        description=f"{arm.name} seed {seed}",
+        description=f"{arm.name} seed {seed}, {steps} steps",
         progress=ctx.progress,
     )
     validation = ctx.score(model, ctx.validation, f"validating {arm.name} seed {seed}")
-    test = ctx.score(model, ctx.test, f"testing {arm.name} seed {seed}")
+    test = ctx.score(model, ctx.test, f"testing {arm.name} seed {seed}") if steps == ctx.steps else None
     used: set[str] = set()
     for pool in [sampler.real, *(e.pool for e in sampler.extras)]:
         used |= pool.used | pool.sources_used
     record = {
         "arm": arm.name,
         "seed": seed,
-        "steps": ctx.steps,
+        "steps": steps,
         "crops_per_step": crops_per_step(arm, config),
         "seconds": log["seconds"],
         "loss_curve": log["curve"],
-        "validation_curve": points or None,
         "validation": summarize(validation, dataset.classes.names),
-        "test_plain": summarize(test, dataset.classes.names),
         "real_items_trained_on": sorted(used & {item.item_id for item in dataset.items}),
         "segmenter": ctx.segmenter_record(),
     }
+    if test is not None:
+        record["test_plain"] = summarize(test, dataset.classes.names)
     return record, validation, test, model
+
+
+def untrained_validation(ctx: EvalContext, seed: int) -> dict:
+    """The validation summary of the U-Net at `seed` before any step (the curve's origin)."""
+    return summarize(ctx.score(ctx.model(seed), ctx.validation), ctx.dataset.classes.names)
 
 
 def state_bytes(model) -> bytes:

@@ -7,7 +7,9 @@ Protocol (docs/ARCHITECTURE.md):
 2. Every arm at seed s starts from the same initial weights and sees the same real crops in
    the same order (`sampling.py`); arms only add crops or augment them (`arms.py`).
 3. Each run keeps per-image score records of the validation part and the test half
-   (`scores.py`); the real arm's first seed also records its validation learning curve.
+   (`scores.py`). The real arm's first seed is also trained for 1/3 and 2/3 of the steps, each
+   on its own schedule: with step 0 and the full run, the validation part draws the learning
+   curve of the schedule the runs use, and says whether the budget is flat.
 4. When every run has finished: one post-processing per class for all arms, chosen on the real
    arm's validation records pooled over seeds (`postprocess.py`); summaries; paired
    differences with intervals that count seeds, generators and test images once each
@@ -43,8 +45,10 @@ from defectgen.evaluate.config import EvalConfig
 from defectgen.evaluate.context import (
     EvalContext,
     crops_per_step,
+    open_synthetic,
     state_bytes,
     train_and_score,
+    untrained_validation,
 )
 from defectgen.evaluate.judge import accepts, class_thresholds
 from defectgen.evaluate.scores import MIN_AREAS, THRESHOLDS
@@ -52,6 +56,7 @@ from defectgen.evaluate.set_quality import set_quality, synth_params
 from defectgen.fileio import claim_folder, write_atomic
 
 FORMAT = "defectgen-eval/3"
+__all__ = ["FORMAT", "RESULT_COLUMNS", "evaluate", "open_synthetic", "result_rows"]
 
 
 def evaluate(
@@ -162,7 +167,6 @@ class Evaluation:
 
     def keyed(self, arm: Arm, seed: int, filters: dict) -> tuple[str, str]:
         """(file stem, key) of one run: the key holds everything that changes it."""
-        curve = arm.name == "real" and seed == self.judge_seed
         key = _key(
             self.ctx.config,
             self.context,
@@ -171,7 +175,6 @@ class Evaluation:
             definition=arm.describe(),
             sets={n: self.set_prints[n] for n in arm.set_names},
             kept={n: filters[n]["kept"] for n in arm.sets if n in filters},
-            curve=self.ctx.config.eval_every if curve else None,
         )
         return f"{arm.name}_s{seed}", key
 
@@ -180,8 +183,7 @@ class Evaluation:
         name, key = self.keyed(arm, seed, filters)
         record = _load_json(self.runs_dir / f"{name}.json", key)
         if record is None or not (self.runs_dir / f"{name}.npz").exists():
-            curve = arm.name == "real" and seed == self.judge_seed
-            record, validation, test, model = train_and_score(self.ctx, arm, seed, filters, curve=curve)
+            record, validation, test, model = train_and_score(self.ctx, arm, seed, filters)
             self.runs_dir.mkdir(parents=True, exist_ok=True)
             arrays = {f"test_{k}": v for k, v in test.items()} | {
                 f"val_{k}": v for k, v in validation.items()
@@ -191,6 +193,36 @@ class Evaluation:
                 write_atomic(self.runs_dir / f"{name}.pt", state_bytes(model))
             _save_json(self.runs_dir / f"{name}.json", {**record, "key": key})
         return record
+
+    def curve_points(self) -> list[list[float]]:
+        """[step, validation class-mean pixel AP, validation positive Dice] of the real arm's
+        first seed at step 0, 1/3, 2/3 and all of the steps, each budget on its own schedule
+        (saved and reused like the runs)."""
+        ctx, seed = self.ctx, self.judge_seed
+        points = []
+        for steps in (0, ctx.steps // 3, 2 * ctx.steps // 3):
+            if steps == 0 and points:
+                continue
+            path = self.runs_dir / f"curve_real_{steps}_s{seed}.json"
+            key = _key(ctx.config, self.context, "curve", seed=seed, budget=steps)
+            record = _load_json(path, key)
+            if record is None:
+                if steps == 0:
+                    summary = untrained_validation(ctx, seed)
+                else:
+                    summary = train_and_score(ctx, Arm("real", "real"), seed, {}, steps=steps)[0][
+                        "validation"
+                    ]
+                record = {"validation": summary, "key": key}
+                _save_json(path, record)
+            points.append(
+                [
+                    steps,
+                    record["validation"]["class_mean_pixel_ap"],
+                    record["validation"]["positive_dice_plain"],
+                ]
+            )
+        return points
 
     def arrays(self, arm: Arm, seed: int) -> tuple[dict, dict]:
         with np.load(self.runs_dir / f"{arm.name}_s{seed}.npz") as data:
@@ -289,7 +321,18 @@ class Evaluation:
             "config": self.config_record(),
             "arm_descriptions": {arm.name: arm.describe() for arm in self.arms},
             "crops_per_step": crops,
-            "learning_curve": learning_curve(judge.get("validation_curve")),
+            "learning_curve": learning_curve(
+                [
+                    *self.curve_points(),
+                    [
+                        ctx.steps,
+                        judge["validation"]["class_mean_pixel_ap"],
+                        judge["validation"]["positive_dice_plain"],
+                    ],
+                ]
+            )
+            if config.curve
+            else None,
             "post_processing": verdict.post_processing_table,
             "runs": runs,
             "summary": verdict.summary(arm_names),
@@ -458,7 +501,7 @@ _NOT_IN_RUN_KEY = (
     "arms",
     "seeds",
     "declared_arms",
-    "eval_every",
+    "curve",
     "quality_samples",
     "inception_weights",
     "diversity_masks",

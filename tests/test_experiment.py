@@ -105,12 +105,14 @@ def test_kill_9_then_the_same_command_continues(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
-    while time.time() < deadline and not list((out / "eval" / "runs").glob("*.npz")):
+    runs = out / "eval" / "runs"
+    while time.time() < deadline and not list(runs.glob("*_s*.json")):  # a run's record is written last
         time.sleep(0.2)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    finished = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.suffix in (".pt", ".npz")}
-    assert any(p.suffix == ".npz" for p in finished), "killed before any evaluation run finished"
+    done = [p.with_suffix(".npz") for p in runs.glob("*_s*.json") if not p.name.startswith("curve_")]
+    assert done, "killed before any evaluation run finished"
+    finished = {p: p.stat().st_mtime_ns for p in [*done, *out.glob("gan_g*/checkpoints/last.pt")]}
     assert subprocess.run(command, env=env, capture_output=True).returncode == 0
     assert {p: p.stat().st_mtime_ns for p in finished} == finished  # nothing finished was redone
     assert (out / "eval" / "results.json").is_file()

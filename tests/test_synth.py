@@ -50,6 +50,22 @@ def _files(folder: Path) -> dict[str, bytes]:
     }
 
 
+def _assert_same_folder(a: Path, b: Path) -> None:
+    """Labels, manifest and every other file byte for byte; painted images and the contact
+    sheet within 2 grey levels: oneDNN picks its convolution kernels by batch size, and a
+    process painting other items beside an item can move a pixel by a rounding step."""
+    files_a, files_b = _files(a), _files(b)
+    assert sorted(files_a) == sorted(files_b)
+    for name, data in files_a.items():
+        if name.startswith("images/") or name == "contact_sheet.png":
+            one = np.asarray(Image.open(io.BytesIO(data)), dtype=np.int16)
+            two = np.asarray(Image.open(io.BytesIO(files_b[name])), dtype=np.int16)
+            assert one.shape == two.shape and np.abs(one - two).max() <= 2, name
+            assert (one != two).mean() <= 0.01, name
+        else:
+            assert data == files_b[name], name
+
+
 def test_folder_format_labels_and_known_pixels(tiny_run, tmp_path):
     dataset, split, checkpoint, _ = tiny_run
     summary = synthesize(
@@ -523,7 +539,7 @@ def test_torchrun_shares_the_items_and_writes_the_single_process_folder(tiny_run
     assert shared.returncode == 0, shared.stderr[-3000:]
     again = _torchrun(2, *common, "-n", "9", "--out", str(tmp_path / "shared"))  # resume, 2 more
     assert again.returncode == 0, again.stderr[-3000:]
-    assert _files(tmp_path / "shared") == _files(tmp_path / "single")
+    _assert_same_folder(tmp_path / "shared", tmp_path / "single")
     records = [json.loads(line) for line in (tmp_path / "shared" / "manifest.jsonl").read_text().splitlines()]
     assert [r["index"] for r in records] == list(range(9))
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from defectgen.errors import DataError
-from defectgen.evaluate.segmenter import PAD_MULTIPLE, build_segmenter, segmentation_loss
+from defectgen.evaluate.segmenter import PAD_MULTIPLE, build_segmenter, segmentation_loss, unet_shape
 
 
 def load_guide(path: str | Path, encoder: str, channels: int, num_classes: int) -> nn.Module:
@@ -33,9 +33,10 @@ def load_guide(path: str | Path, encoder: str, channels: int, num_classes: int) 
             f"{path}: guide not found; pass a U-Net that `defectgen evaluate` wrote "
             "(EVAL/runs/real_s<seed>.pt)"
         )
-    model = build_segmenter(encoder, channels, num_classes)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+        depth, widths = unet_shape(state)  # the U-Net's size, from its own weights
+        model = build_segmenter(encoder, channels, num_classes, encoder_depth=depth, decoder_channels=widths)
         model.load_state_dict(state)
     except Exception as err:  # noqa: BLE001 - any failure means the file is not such a U-Net
         raise DataError(

@@ -61,6 +61,17 @@ def build_segmenter(
     return model.to(memory_format=torch.channels_last)  # NHWC: faster CPU prediction (RESULTS.md)
 
 
+def unet_shape(state: dict) -> tuple[int, tuple[int, ...]]:
+    """(encoder_depth, decoder_channels) of a U-Net state dict, read from its decoder blocks,
+    so a U-Net of any size that `evaluate` saved can be rebuilt from its weights alone."""
+    widths = []
+    while f"decoder.blocks.{len(widths)}.conv1.0.weight" in state:
+        widths.append(int(state[f"decoder.blocks.{len(widths)}.conv1.0.weight"].shape[0]))
+    if not widths:
+        raise ValueError("no U-Net decoder blocks in this state dict")
+    return len(widths), tuple(widths)
+
+
 def load_encoder_weights(encoder: torch.nn.Module, path: Path) -> None:
     """Load an encoder state dict from a local file (weights_only). A 3-channel first conv is
     summed over its input channels for grayscale data, as smp does for pretrained weights."""

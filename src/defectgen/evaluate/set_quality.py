@@ -20,6 +20,7 @@ from defectgen.evaluate import quality
 from defectgen.evaluate.config import EvalConfig
 from defectgen.evaluate.context import EvalContext
 from defectgen.evaluate.sampling import copypaste_pool, dataset_pool
+from defectgen.evaluate.segmenter import build_segmenter, unet_shape
 from defectgen.fileio import file_digest
 
 
@@ -53,8 +54,16 @@ def set_quality(
     model, judge_digest = None, None
     if judge is not None:
         judge_file = out_dir / "runs" / f"real_s{judge['seed']}.pt"
-        model = ctx.model(0)
-        model.load_state_dict(torch.load(judge_file, map_location="cpu", weights_only=True))
+        state = torch.load(judge_file, map_location="cpu", weights_only=True)
+        depth, widths = unet_shape(state)  # the judge's own size, whatever `config` says
+        model = build_segmenter(
+            ctx.config.encoder,
+            dataset.channels,
+            len(dataset.classes),
+            encoder_depth=depth,
+            decoder_channels=widths,
+        )
+        model.load_state_dict(state)
         model.eval()
         judge_digest = file_digest(judge_file)
     real_defects = dataset_pool(dataset, ctx.fit, defects_only=True)

@@ -61,7 +61,6 @@ def _scores(ap: float, dice: float, post_processed: bool = True) -> dict:
 
 
 def _run(arm: str, seed: int, ap: float) -> dict:
-    curve = [[150, 0.05, 0.3], [300, 0.12, 0.35], [450, 0.3, 0.4], [600, 0.36, 0.42]]
     return {
         "arm": arm,
         "seed": seed,

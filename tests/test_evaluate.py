@@ -546,3 +546,29 @@ def test_a_set_made_from_test_images_or_not_made_by_synth_is_refused(bench, tmp_
         )
     with pytest.raises(DataError, match="not a `defectgen synth` folder"):
         evaluate(dataset, split, tmp_path / "e", config, synthetic={"tiles": work / "data"}, progress=False)
+
+
+@pytest.mark.parametrize(
+    "settings, field",
+    [
+        ({"arms": "real,oversample"}, "arms"),
+        ({"seeds": "0,1"}, "seeds"),
+        ({"batch_size": 2.5}, "batch_size"),
+        ({"lr": "fast"}, "lr"),
+        ({"steps": True}, "steps"),
+        ({"decoder_channels": [64, 32.5, 16, 8]}, "decoder_channels"),
+        ({"curve": "yes"}, "curve"),
+    ],
+)
+def test_settings_of_the_wrong_type_are_refused_by_name(settings, field):
+    with pytest.raises(ConfigError, match=field):
+        EvalConfig(**settings).validate()
+    config = EvalConfig(batch_size=8.0, seeds=(0, 1))
+    config.validate()
+    assert config.batch_size == 8 and isinstance(config.batch_size, int) and config.seeds == [0, 1]
+
+
+def test_the_python_api_refuses_set_names_the_cli_refuses(bench, tmp_path):
+    dataset, split, _, work = bench
+    with pytest.raises(ConfigError, match="not a base arm name"):
+        evaluate(dataset, split, tmp_path / "e", EvalConfig(**SMALL), synthetic={"real": work / "synth"})

@@ -7,9 +7,10 @@ value changed here changes all of them.
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import dataclass, field, fields
 
-from defectgen.config import MAX_SEED, MAX_STEPS
+from defectgen.config import MAX_SEED, MAX_STEPS, coerce
 from defectgen.errors import ConfigError
 
 MAX_SEEDS = 1000  # seeds per evaluation: each trains every arm once
@@ -53,6 +54,7 @@ class EvalConfig:
     diversity_draws: int = 4
 
     def validate(self) -> None:
+        self._check_types()
         if not self.arms:
             raise ConfigError("--arms must name at least one arm")
         if len(self.seeds) < 2:
@@ -101,6 +103,26 @@ class EvalConfig:
             raise ConfigError(f"--lr must be > 0, got {self.lr}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"--precision must be auto, bf16 or fp32, got {self.precision!r}")
+
+    def _check_types(self) -> None:
+        """Every field of the type it is declared with (a Python caller can pass anything): a list
+        field takes a list of that item type, a number field a number, and so on; integral floats
+        (2.0) become ints. One ConfigError naming the field otherwise."""
+        hints = typing.get_type_hints(EvalConfig)
+        for item in fields(self):
+            value, hint = getattr(self, item.name), hints[item.name]
+            if typing.get_origin(hint) is list:
+                (kind,) = typing.get_args(hint)
+                if not isinstance(value, list | tuple) or not all(
+                    isinstance(v, kind) and not isinstance(v, bool) for v in value
+                ):
+                    example = "['real', 'oversample']" if kind is str else "[0, 1, 2]"
+                    raise ConfigError(
+                        f"{item.name} must be a list of {kind.__name__} values like {example}, got {value!r}"
+                    )
+                setattr(self, item.name, list(value))
+            else:
+                setattr(self, item.name, coerce(item.name, value, hint))
 
 
 def default(name: str):

@@ -39,7 +39,7 @@ from defectgen.data.dataset import DefectDataset
 from defectgen.data.split import Split
 from defectgen.errors import ConfigError, DataError
 from defectgen.evaluate import quality
-from defectgen.evaluate.arms import FILTERED, Arm, parse_arms
+from defectgen.evaluate.arms import FILTERED, Arm, parse_arms, parse_synthetic
 from defectgen.evaluate.comparison import Verdict, learning_curve
 from defectgen.evaluate.config import EvalConfig
 from defectgen.evaluate.context import (
@@ -76,6 +76,7 @@ def evaluate(
     config.validate()
     split.check(dataset)
     dirs = {name: Path(path) for name, path in (synthetic or {}).items()}
+    parse_synthetic([f"{name}={path}" for name, path in dirs.items()])  # the names the CLI accepts
     arms = parse_arms(config.arms, tuple(dirs))
     declared = declared_arms(config, arms)
     ctx = EvalContext.create(dataset, split, config, dirs, progress)

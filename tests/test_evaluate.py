@@ -572,3 +572,24 @@ def test_the_python_api_refuses_set_names_the_cli_refuses(bench, tmp_path):
     dataset, split, _, work = bench
     with pytest.raises(ConfigError, match="not a base arm name"):
         evaluate(dataset, split, tmp_path / "e", EvalConfig(**SMALL), synthetic={"real": work / "synth"})
+
+
+def test_the_declared_arm_is_read_from_the_settings_never_from_scores():
+    from defectgen.evaluate.arms import parse_arms
+    from defectgen.evaluate.run import declared_arms
+
+    def declared(arms, names, sets=("tiles", "b")):
+        config = EvalConfig(arms=arms, declared_arms=names)
+        config.validate()
+        return [a.name for a in declared_arms(config, parse_arms(arms, sets))]
+
+    assert declared(["real", "tiles", "oversample+b"], ["tiles"]) == ["real+tiles"]
+    assert declared(["real", "real+tiles"], []) == ["real+tiles"]  # the one stacked arm
+    assert declared(["real", "real+tiles", "real+b"], []) == []  # two: nothing is picked
+    assert declared(["real", "real+tiles", "real+b"], ["real+tiles", "real+b"]) == ["real+tiles", "real+b"]
+    with pytest.raises(ConfigError, match="add no synthetic set"):
+        declared(["real", "oversample"], ["oversample"])
+    with pytest.raises(ConfigError, match="not one recipe"):
+        declared(["real", "real+tiles", "oversample+b"], ["real+tiles", "oversample+b"])
+    with pytest.raises(ConfigError, match="not among the arms"):
+        declared(["real", "real+tiles"], ["real+b"])

@@ -80,7 +80,7 @@ class EvalConfig:
             )
         if len(set(self.declared_arms)) != len(self.declared_arms):
             raise ConfigError(f"declared_arms repeats an arm: {self.declared_arms}")
-        missing = [a for a in self.declared_arms if a not in self.arms]
+        missing = [a for a in self.declared_arms if a not in self.arms and f"real+{a}" not in self.arms]
         if missing:
             raise ConfigError(f"declared arm(s) {missing} are not among the arms {self.arms}: add them")
         if not 32 <= self.crop_size <= 4096 or self.crop_size % 32:

@@ -282,6 +282,26 @@ def test_paths_print_as_given(name, tmp_path, capsys):
 
 
 @FAST
+@given(code=st.sampled_from(["ok", "smile", "warning", "x", "thumbs_up", "red_circle"]), tail=MARKUP)
+def test_emoji_codes_print_as_written(code, tail, capsys):
+    """`mvtec:ok:` is a name, not an emoji: rich replaces `:ok:` in every plain string a
+    console prints (tables, titles, paths) unless told not to."""
+    from rich.table import Table
+
+    from defectgen.ui import console, out
+
+    text = f"mvtec:{code}:{tail}"
+    table = Table(title=text)
+    table.add_column(text)
+    table.add_row(text)
+    out.print(table)
+    out.print(text)
+    console.print(text)
+    captured = capsys.readouterr()
+    assert captured.out.count(f":{code}:") >= 3 and f":{code}:" in captured.err
+
+
+@FAST
 @given(text=st.sampled_from(["[bold]", "[/]", "[red]x[/red]", "[link=file:///etc]a[/link]", "[[", "]"]))
 def test_error_messages_print_verbatim(text, capsys, monkeypatch):
     import defectgen.cli as cli

@@ -63,17 +63,32 @@ def link_atomically(source: Path, target: Path) -> None:
     _fsync_dir(target.parent)
 
 
+def is_torch_file(path: Path) -> bool:
+    """Does `path` start like a file `torch.save` writes (a zip archive, or a legacy pickle)?"""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError:
+        return False
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
     """Read a checkpoint written by `save_checkpoint`; refuse anything else with a clear error."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
+    if not is_torch_file(path):
+        raise CheckpointError(
+            f"{path}: not a checkpoint (not a file that PyTorch writes); give RUN/checkpoints/last.pt of a "
+            "`defectgen train` run"
+        )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"{path}: refused — the file holds objects other than tensors and plain data "
-            f"(it could run code when loaded); only load checkpoints written by defectgen ({err})"
+            "(it could run code when loaded); only load checkpoints written by defectgen"
         ) from err
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({err})") from err

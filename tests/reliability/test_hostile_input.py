@@ -452,3 +452,21 @@ def test_a_test_half_without_defects_is_not_scored(split_file, tmp_path, capsys)
     out = tmp_path / "eval"
     err = refused(["evaluate", FIXTURE, "--split", no_defects, "--out", out, "--steps", "1"], capsys)
     assert "no defect images" in err and not out.exists()
+
+
+@pytest.mark.parametrize("head", [b"\x89PNG\r\n\x1a\n" + bytes(64), b"%PDF-1.4\n" + bytes(32), b"", b"hello"])
+def test_a_file_that_is_no_checkpoint_is_called_so(head, tmp_path):
+    """A PNG as --checkpoint or --encoder-weights is not 'a hostile pickle', and nobody is
+    advised to load it with weights_only=False."""
+    from defectgen.checkpoint import CheckpointError, load_checkpoint
+    from defectgen.evaluate.segmenter import build_segmenter, load_encoder_weights
+
+    path = tmp_path / "picture.pt"
+    path.write_bytes(head)
+    with pytest.raises(CheckpointError, match="not a checkpoint") as err:
+        load_checkpoint(path)
+    model = build_segmenter("resnet18", 1, 1, encoder_depth=3, decoder_channels=(16, 8, 4))
+    with pytest.raises(DataError, match="not a weights file") as other:
+        load_encoder_weights(model.encoder, path)
+    for message in (str(err.value), str(other.value)):
+        assert "weights_only=False" not in message and "could run code" not in message

@@ -8,6 +8,7 @@ downloaded at run time.
 
 from __future__ import annotations
 
+import pickle
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -77,10 +78,21 @@ def load_encoder_weights(encoder: torch.nn.Module, path: Path) -> None:
     summed over its input channels for grayscale data, as smp does for pretrained weights."""
     if not path.is_file():
         raise DataError(f"{path}: encoder weights file not found")
+    from defectgen.checkpoint import is_torch_file
+
+    if not is_torch_file(path):
+        raise DataError(
+            f"{path}: not a weights file (not a file that PyTorch writes); give a saved state dict"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any failure here means an unusable file
-        raise DataError(f"{path}: not a readable state dict of tensors ({err})") from err
+    except pickle.UnpicklingError as err:
+        raise DataError(
+            f"{path}: refused — it holds objects other than tensors (it could run code when loaded); "
+            "give a plain state dict"
+        ) from err
+    except Exception as err:  # noqa: BLE001 - any other failure means a corrupt or truncated file
+        raise DataError(f"{path}: corrupt or truncated weights file ({type(err).__name__})") from err
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     own = encoder.state_dict()

@@ -64,6 +64,15 @@ def main() -> None:
         },
         "seconds_per_run": {f"{r['arm']}_s{r['seed']}": r["seconds"] for r in results["runs"]},
     }
+    from defectgen.evaluate.statistics import minimal_detectable_effect
+
+    for metric in ("class_mean_pixel_ap", "positive_dice_plain"):  # the same noise at other seed counts
+        entry = floor.get(metric, {})
+        if entry.get("seed_sd") is not None:
+            record.setdefault("minimal_detectable_effect_at", {})[metric] = {
+                str(seeds): minimal_detectable_effect(entry["seed_sd"] ** 2, entry["image_se"] ** 2, seeds)
+                for seeds in (3, 5, 8, 12)
+            }
     args.json.write_text(json.dumps(record, indent=1) + "\n")
     for metric in ("class_mean_pixel_ap", "positive_dice_plain"):
         entry = floor.get(metric, {})

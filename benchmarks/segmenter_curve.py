@@ -29,18 +29,6 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "magnetic_tile"
 
 
-def flatness(curve: list[list[float]], column: int) -> dict:
-    """Share of the curve's total gain (first to last point) made in its last third."""
-    values = [point[column] for point in curve]
-    steps = [point[0] for point in curve]
-    cut = steps[-1] * 2 / 3
-    before = max(v for s, v in zip(steps, values, strict=True) if s <= cut)
-    total = values[-1] - values[0]
-    late = values[-1] - before
-    share = late / total if total > 0 else float("nan")
-    return {"late_gain": late, "total_gain": total, "late_share": share, "flat": bool(share < 0.1)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", nargs="+", required=True)
@@ -56,6 +44,7 @@ def main() -> None:
     from defectgen.data import open_dataset
     from defectgen.data.split import carve_validation, make_split
     from defectgen.evaluate.arms import Arm
+    from defectgen.evaluate.comparison import learning_curve
     from defectgen.evaluate.config import EvalConfig
     from defectgen.evaluate.context import EvalContext, arm_sampler
     from defectgen.evaluate.scores import summarize
@@ -120,7 +109,7 @@ def main() -> None:
             "lr": args.lr,
             "curve_columns": ["step", "validation class-mean pixel AP", "validation positive Dice (0.5)"],
             "curve": curve,
-            "within_run_flat_pixel_ap": flatness(curve, 1) if len(curve) > 2 else None,
+            "within_run_curve": learning_curve(curve) if len(curve) > 2 else None,
             "validation": {k: validation_summary[k] for k in ("class_mean_pixel_ap", "positive_dice_plain")},
             "train_seconds_with_validation": trained,
             "train_seconds": log["seconds"],

@@ -144,7 +144,7 @@ def _ratio(diversity: dict | None) -> float | None:
 def ladder(G, dataset, split) -> list[float]:
     """Lag-8 autocorrelation of the row-mean differences inside the largest training Fray hole,
     for two draws (see the module docstring); near 0 without a ladder, near 1 with one."""
-    from defectgen.masks.compose import find_components
+    from defectgen.geometry import find_components
     from defectgen.models import composite
     from defectgen.tensors import image_to_tensor, tensor_to_image
 
@@ -199,7 +199,7 @@ def severity_response(G, dataset, split, checkpoint: Path, name: str) -> dict:
     from scipy.stats import spearmanr
 
     from defectgen.checkpoint import load_checkpoint, load_generator
-    from defectgen.masks.compose import find_components
+    from defectgen.geometry import find_components, hole_radius
     from defectgen.severity import SeverityTable, contrast, grey
     from defectgen.synth import paint_one
 
@@ -207,7 +207,7 @@ def severity_response(G, dataset, split, checkpoint: Path, name: str) -> dict:
     train = split.indices(dataset, "train")
     backgrounds = [dataset.load_image(i) for i in train if not dataset.items[i].class_ids][:MASKS_PER_CLASS]
     cpu, amp = torch.device("cpu"), torch.autocast("cpu", dtype=torch.bfloat16)
-    radius = max(0, load_generator(checkpoint)[3].max_dilation // 2)  # synth's hole dilation
+    radius = hole_radius(load_generator(checkpoint)[3].max_dilation)  # synth's hole dilation
     result, grid_rows = {}, []
     for class_id, class_name in enumerate(dataset.classes.names, start=1):
         shapes = [

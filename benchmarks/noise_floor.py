@@ -33,10 +33,10 @@ def main() -> None:
     parser.add_argument("--set", dest="settings", action="append", default=[])
     args = parser.parse_args()
 
-    from defectgen.config import parse_yaml
     from defectgen.data import open_dataset
     from defectgen.data.split import make_split
     from defectgen.evaluate import EvalConfig, evaluate
+    from defectgen.settings import parse_yaml
 
     dataset = open_dataset(str(DATA))
     split = make_split(dataset, test_fraction=0.5, seed=0, label_fraction=0.25)

@@ -26,7 +26,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from defectgen.evaluate.segmenter import build_segmenter, train_segmenter
+from defectgen.evaluate.segmenter import train_segmenter
+from defectgen.models.unet import build_segmenter
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -42,7 +42,7 @@ def child(preset: str, precision: str, tile: str, n: int, batch: int, work: Path
     from defectgen.data import open_dataset
     from defectgen.data.demo import generate_demo
     from defectgen.data.split import make_split
-    from defectgen.models import ModelSpec
+    from defectgen.models import PRESETS
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     data = generate_demo(work / "demo", n_images=24, seed=0, progress=False)
@@ -50,7 +50,7 @@ def child(preset: str, precision: str, tile: str, n: int, batch: int, work: Path
     split = make_split(dataset, seed=0)
     null = preset == "null"
     preset = "tiny" if null else preset
-    G = ModelSpec.from_preset(preset).generator.build(1, 4)
+    G = PRESETS[preset].generator.build(1, 4)
     checkpoint = save_checkpoint(
         {
             "step": 0,

@@ -22,7 +22,8 @@ from defectgen.errors import ConfigError, DataError
 from defectgen.evaluate import EvalConfig, evaluate, measure_quality, parse_arm, parse_synthetic, postprocess
 from defectgen.evaluate.context import EvalContext, arm_sampler, synthetic_pool
 from defectgen.evaluate.scores import CANDIDATES, PLAIN, ScoreSheet, pair_scores
-from defectgen.evaluate.segmenter import build_segmenter, probabilities, segmentation_loss
+from defectgen.evaluate.segmenter import probabilities
+from defectgen.models.unet import build_segmenter, segmentation_loss
 from defectgen.synth import synthesize
 from defectgen.train import train
 

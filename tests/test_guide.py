@@ -11,9 +11,9 @@ import torch
 from defectgen.config import TrainConfig
 from defectgen.errors import ConfigError, DataError
 from defectgen.evaluate import EvalConfig, evaluate
-from defectgen.evaluate.segmenter import build_segmenter
 from defectgen.fileio import file_digest
 from defectgen.guide import guide_loss, load_guide
+from defectgen.models.unet import build_segmenter
 from defectgen.synth import synthesize
 from defectgen.train import train
 from test_evaluate import SMALL, TINY_GAN, bench  # noqa: F401 - the shared small benchmark fixture

@@ -12,6 +12,7 @@ from conftest import record_reads, write_gray
 from defectgen.data import open_dataset
 from defectgen.data.split import make_split
 from defectgen.errors import ConfigError, DataError
+from defectgen.geometry import count_components
 from defectgen.masks import (
     CountDistribution,
     MaskComposer,
@@ -20,7 +21,6 @@ from defectgen.masks import (
     UserMasks,
     build_mask_source,
     choose_family,
-    count_components,
     defect_count_histogram,
     place,
     scan_components,

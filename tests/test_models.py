@@ -16,6 +16,7 @@ from defectgen.models import (
     PatchDiscriminator,
     composite,
     count_parameters,
+    preset,
 )
 from defectgen.models.ffc import FFC, FourierUnit
 from defectgen.models.generator import Upsample
@@ -285,7 +286,7 @@ def test_presets_have_the_documented_sizes():
 
 def test_unknown_preset_names_the_choices():
     with pytest.raises(ConfigError, match="tiny, small, lama, big"):
-        ModelSpec.from_preset("huge")
+        preset("huge")
 
 
 def test_count_parameters_trainable_only(D):
@@ -361,7 +362,7 @@ def test_runs_written_before_severity_load_without_it():
     severity channel); a user's partial override still takes the preset's severity."""
     from defectgen.config import TrainConfig
 
-    old = ModelSpec.from_preset("tiny").to_dict()
+    old = preset("tiny").to_dict()
     del old["generator"]["severity"]
     config = TrainConfig.from_dict({"preset": "tiny", "model": old}, written_by_a_run=True)
     assert config.model_spec.generator.severity is False
@@ -373,7 +374,7 @@ def test_runs_written_before_severity_load_without_it():
 
 @pytest.mark.parametrize("name", sorted(n for n, spec in PRESETS.items() if not spec.is_decoder))
 def test_a_spec_round_trips_and_builds_what_it_says(name):  # the decoders': test_decoder.py
-    spec = ModelSpec.from_preset(name)
+    spec = preset(name)
     assert ModelSpec.from_dict(spec.to_dict()) == spec
     with torch.device("meta"):
         G = spec.generator.build(CHANNELS, CLASSES)
@@ -395,11 +396,11 @@ def test_a_spec_round_trips_and_builds_what_it_says(name):  # the decoders': tes
 )
 def test_a_bad_spec_value_is_refused_by_name(change, message):
     with pytest.raises(ConfigError, match=message):
-        ModelSpec.from_preset("tiny").merged(change)
+        preset("tiny").merged(change)
 
 
 def test_a_spec_missing_a_setting_is_refused():
-    data = ModelSpec.from_preset("tiny").to_dict()
+    data = preset("tiny").to_dict()
     del data["generator"]["style_dim"]
     with pytest.raises(ConfigError, match="model.generator.style_dim is missing"):
         ModelSpec.from_dict(data)

@@ -14,7 +14,7 @@ from defectgen.config import TrainConfig
 from defectgen.data import open_dataset
 from defectgen.data.split import make_split
 from defectgen.errors import ConfigError
-from defectgen.models import ModelSpec
+from defectgen.models import preset
 from defectgen.synth import synthesize
 from defectgen.train import train
 
@@ -30,7 +30,7 @@ def _labels() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_it_reads_a_class_or_fake_per_pixel_at_any_size():
-    D = ModelSpec.from_preset("tiny").merged({"discriminator": SEGMENTING}).discriminator.build(1, 3)
+    D = preset("tiny").merged({"discriminator": SEGMENTING}).discriminator.build(1, 3)
     logits, features = D(torch.randn(2, 1, 40, 56))
     assert logits.shape == (2, 3 + 2, 40, 56) and len(features) == 3
     with pytest.raises(ValueError, match=r"\[N, 1, H, W\]"):
@@ -39,9 +39,9 @@ def test_it_reads_a_class_or_fake_per_pixel_at_any_size():
 
 def test_a_patch_conditioning_with_the_segmenting_kind_is_refused():
     with pytest.raises(ConfigError, match="conditioning=none"):
-        ModelSpec.from_preset("tiny").merged({"discriminator": {"kind": "segmenting"}})
+        preset("tiny").merged({"discriminator": {"kind": "segmenting"}})
     with pytest.raises(ConfigError, match="kind"):
-        ModelSpec.from_preset("tiny").merged({"discriminator": {"kind": "oasis"}})
+        preset("tiny").merged({"discriminator": {"kind": "oasis"}})
 
 
 def test_the_target_is_background_or_one_plus_the_class():
@@ -116,7 +116,7 @@ def test_r1_weighs_the_same_for_both_kinds_of_discriminator():
     from defectgen.objective import Objective
 
     torch.manual_seed(0)
-    spec = ModelSpec.from_preset("small")
+    spec = preset("small")
     labels, hole = _labels()
     labels, hole = F.interpolate(labels, size=64), F.interpolate(hole, size=64)
     real = torch.rand(2, 1, 64, 64) * 2 - 1

@@ -205,7 +205,7 @@ def test_severity_is_refused_where_it_cannot_apply(runs):
 def test_on_labelled_backgrounds_only_new_defects_get_a_severity(runs):
     """A defect image's own defects are not repainted: the manifest lists one severity per new
     defect component, none for the old ones."""
-    from defectgen.severity import components
+    from defectgen.geometry import components
 
     dataset, split, checkpoint, _, work = runs
     out = work / "labelled"

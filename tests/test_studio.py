@@ -22,6 +22,7 @@ from defectgen.config import TrainConfig
 from defectgen.data import open_dataset
 from defectgen.data.split import make_split
 from defectgen.errors import DataError
+from defectgen.geometry import hole_radius
 from defectgen.studio import StudioSession, create_app
 from defectgen.train import train
 
@@ -145,7 +146,7 @@ def test_same_seed_same_picture_as_synth_paints(client, run):
     import contextlib
 
     painted, _ = paint_one(
-        G, image, masks, 7, max(0, config.max_dilation // 2), "cpu", contextlib.nullcontext()
+        G, image, masks, 7, hole_radius(config.max_dilation), "cpu", contextlib.nullcontext()
     )
     expected = "data:image/png;base64," + base64.b64encode(png_bytes(painted)).decode()
     assert state["results"][0]["image"] == expected
@@ -168,7 +169,7 @@ def test_severity_is_painted_as_synth_paints_it_and_recorded(client, run):
     masks = np.zeros((2, 48, 80), bool)
     masks[0] = _stroke()
     image = dataset.load_image(dataset.index_of(background.partition(":")[2]))
-    radius = max(0, config.max_dilation // 2)
+    radius = hole_radius(config.max_dilation)
     painted, _ = paint_one(G, image, masks, 7, radius, "cpu", contextlib.nullcontext(), severity=1.0)
     assert (
         strong["results"][0]["image"]

@@ -166,7 +166,7 @@ def test_a_run_stores_its_whole_model_spec_and_only_the_spec_builds_its_models(t
     """config.yaml and every checkpoint hold the whole spec; editing the preset afterwards
     changes neither what synthesis builds nor what a resumed run trains."""
     from defectgen.checkpoint import load_generator
-    from defectgen.models import ModelSpec
+    from defectgen.models import preset
 
     dataset, split = tiny
     run = tmp_path / "run"
@@ -174,7 +174,7 @@ def test_a_run_stores_its_whole_model_spec_and_only_the_spec_builds_its_models(t
     train(dataset, split, config, run, progress=False)
     written = yaml.safe_load((run / "config.yaml").read_text())["model"]
     stored = load_checkpoint(run / "checkpoints" / "last.pt")["config"]["model"]
-    expected = ModelSpec.from_preset("tiny").merged({"resolution": 32, "generator": {"width": 12}})
+    expected = preset("tiny").merged({"resolution": 32, "generator": {"width": 12}})
     assert written == stored == expected.to_dict()
     edited = dataclasses.replace(
         PRESETS["tiny"], generator=dataclasses.replace(PRESETS["tiny"].generator, width=20)

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from defectgen.errors import DefectgenError
+from defectgen.fileio import is_torch_file
 
 FORMAT = "defectgen-checkpoint/1"
 
@@ -61,16 +62,6 @@ def link_atomically(source: Path, target: Path) -> None:
         tmp.write_bytes(Path(source).read_bytes())
     os.replace(tmp, target)
     _fsync_dir(target.parent)
-
-
-def is_torch_file(path: Path) -> bool:
-    """Does `path` start like a file `torch.save` writes (a zip archive, or a legacy pickle)?"""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(4)
-    except OSError:
-        return False
-    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:

@@ -17,10 +17,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from defectgen.config import parse_yaml
 from defectgen.errors import ConfigError, DefectgenError
 from defectgen.evaluate.config import MAX_SEEDS
 from defectgen.fileio import check_replaceable, starts_with
+from defectgen.settings import parse_yaml
 from defectgen.ui import out, say
 
 app = typer.Typer(

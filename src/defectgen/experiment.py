@@ -27,11 +27,11 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from defectgen.config import MAX_SEED, coerce, parse_yaml
 from defectgen.data.dataset import DefectDataset
 from defectgen.errors import ConfigError
 from defectgen.evaluate.config import EvalConfig
 from defectgen.fileio import claim_folder, write_atomic
+from defectgen.settings import MAX_SEED, coerce, parse_yaml
 from defectgen.ui import say
 
 FORMAT = "defectgen-experiment/1"

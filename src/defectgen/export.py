@@ -39,6 +39,7 @@ import torch
 from defectgen.checkpoint import load_generator
 from defectgen.errors import ConfigError, DefectgenError
 from defectgen.fileio import file_digest, write_atomic
+from defectgen.geometry import hole_radius
 from defectgen.models import composite
 from defectgen.severity import DEFAULT_SEVERITY
 
@@ -107,7 +108,7 @@ def export_onnx(checkpoint: Path, out: Path, sample_size: tuple[int, int] | None
         "style_dim": str(G.style_dim),
         "noise_maps": str(G.noise_maps),
         "severity": str(G.severity).lower(),
-        "hole_dilation": str(max(0, config.max_dilation // 2)),
+        "hole_dilation": str(hole_radius(config.max_dilation)),
         "checkpoint_sha256": file_digest(checkpoint),
     }
     for key, value in metadata.items():
@@ -172,7 +173,7 @@ def verify(
 
     G, _, _, config = load_generator(checkpoint, "cpu", expect="inpainter")
     exported = OnnxGenerator(onnx_path)
-    radius = max(0, config.max_dilation // 2)
+    radius = hole_radius(config.max_dilation)
     cpu, fp32 = torch.device("cpu"), torch.autocast("cpu", enabled=False)
     report = []
     for index, (image, masks) in enumerate(samples):

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from defectgen.errors import DataError
-from defectgen.evaluate.segmenter import PAD_MULTIPLE, build_segmenter, segmentation_loss, unet_shape
+from defectgen.models.unet import PAD_MULTIPLE, build_segmenter, segmentation_loss, unet_shape
 
 
 def load_guide(path: str | Path, encoder: str, channels: int, num_classes: int) -> nn.Module:

@@ -7,7 +7,7 @@ Three products share these placement rules: the `copypaste` and `blendpaste` eva
 - **how many defects of which classes**: the counts of the training half (how many classes a
   defect image holds, how many components each), as the mask bank draws them;
 - **which defect**: a real component of that class, uniformly among the class's components,
-  cut from its image by its own mask (8-connected, `masks.compose.find_components`);
+  cut from its image by its own mask (8-connected, `geometry.find_components`);
 - **flips**: left-right and top-bottom, each with probability 1/2;
 - **where**: the class's position prior (`masks.bank.PositionPrior`, conditioned on size);
   a component cut by its image's border goes back against the same border;

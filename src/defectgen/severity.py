@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
+
+from defectgen.geometry import components, dilate
 
 RING_PX = 4  # width of the ring of surface a defect is compared with
 QUANTILES = 101  # points kept per class in the table
@@ -36,19 +37,12 @@ def grey(image: np.ndarray) -> np.ndarray:
 def contrast(grey_image: np.ndarray, defect: np.ndarray, others: np.ndarray | None = None) -> float:
     """|mean grey inside bool `defect` [H, W] - mean grey of the ring around it| (NaN when the
     ring, minus `others` (bool [H, W], e.g. every defect's pixels), has under MIN_RING_PIXELS)."""
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * RING_PX + 1, 2 * RING_PX + 1))
-    ring = cv2.dilate(defect.astype(np.uint8), kernel).astype(bool) & ~defect
+    ring = dilate(defect, RING_PX).astype(bool) & ~defect
     if others is not None:
         ring &= ~others
     if ring.sum() < MIN_RING_PIXELS or not defect.any():
         return float("nan")
     return float(abs(grey_image[defect].mean() - grey_image[ring].mean()))
-
-
-def components(mask: np.ndarray) -> list[np.ndarray]:
-    """The 8-connected components of bool `mask` [H, W], each a bool [H, W]."""
-    count, labelled = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
-    return [labelled == k for k in range(1, count)]
 
 
 def defect_contrasts(

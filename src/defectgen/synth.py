@@ -71,8 +71,8 @@ import torch.nn.functional as F
 from PIL import Image
 from rich.progress import Progress
 
+from defectgen import geometry
 from defectgen.checkpoint import load_generator
-from defectgen.config import MAX_SEED
 from defectgen.data.dataset import IMAGE_SUFFIXES, DefectDataset
 from defectgen.data.imageio import read_image
 from defectgen.data.rle import decode, encode
@@ -89,10 +89,12 @@ from defectgen.distributed import (
 )
 from defectgen.errors import ConfigError, DataError, DefectgenError
 from defectgen.fileio import file_digest, read_text, write_atomic
+from defectgen.geometry import dilate, disc, hole_of
 from defectgen.masks import build_mask_source
 from defectgen.masks.learned import decoded, decoder_checkpoint
 from defectgen.models import composite
 from defectgen.paste import DefectPaster
+from defectgen.settings import MAX_SEED
 from defectgen.severity import SeverityTable, drawn_map, measured_map, parse_range
 from defectgen.tensors import image_to_tensor, tensor_to_image
 from defectgen.viz import contact_sheet, overlay
@@ -190,7 +192,7 @@ def synthesize(
     if classes:
         for class_id in classes:
             dataset.classes.check_id(class_id)
-    hole_radius = max(0, config.max_dilation // 2)
+    hole_radius = geometry.hole_radius(config.max_dilation)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
     if getattr(G, "is_decoder", False):
         _check_decoder_options(
@@ -637,11 +639,7 @@ def seam(label: np.ndarray, band: int, rim: int) -> np.ndarray:
     and `rim` px inside it (elliptic structuring elements; the image border counts as inside,
     so a defect cut by the border is not given a rim along it)."""
     label = label.astype(np.uint8)
-
-    def disc(radius):
-        return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-
-    outer = cv2.dilate(label, disc(band)) if band else label
+    outer = dilate(label, band)
     inner = cv2.erode(label, disc(rim), borderType=cv2.BORDER_REPLICATE) if rim else label
     return (outer > 0) & ~(inner > 0)
 
@@ -980,16 +978,6 @@ def _window(start: int, stop: int, limit: int, tile: int) -> tuple[int, int]:
     centre = (start + stop) // 2
     lo = int(np.clip(centre - size // 2, 0, limit - size))
     return lo, lo + size
-
-
-def hole_of(masks: np.ndarray, radius: int) -> np.ndarray:
-    """float32 {0, 1} [1, H, W]: the union of bool `masks` [K, H, W] dilated by `radius` px (an
-    ellipse): what synthesis repaints around new defects."""
-    union = masks.any(axis=0).astype(np.uint8)
-    if radius:
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-        union = cv2.dilate(union, kernel)
-    return union[None].astype(np.float32)  # [1, H, W]
 
 
 def _item_seed(item: dict) -> int:

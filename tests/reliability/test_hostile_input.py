@@ -17,8 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from defectgen.cli import main
-from defectgen.config import TrainConfig, apply_overrides, parse_yaml
+from defectgen.config import TrainConfig, apply_overrides
 from defectgen.errors import ConfigError, DataError
+from defectgen.settings import parse_yaml
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "tiny_folder"
 TINY = [
@@ -459,7 +460,7 @@ def test_a_file_that_is_no_checkpoint_is_called_so(head, tmp_path):
     """A PNG as --checkpoint or --encoder-weights is not 'a hostile pickle', and nobody is
     advised to load it with weights_only=False."""
     from defectgen.checkpoint import CheckpointError, load_checkpoint
-    from defectgen.evaluate.segmenter import build_segmenter, load_encoder_weights
+    from defectgen.models.unet import build_segmenter, load_encoder_weights
 
     path = tmp_path / "picture.pt"
     path.write_bytes(head)

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 from rich.progress import track
 
 from defectgen.data.dataset import DefectDataset
 from defectgen.errors import DataError
-from defectgen.masks.compose import find_components
+from defectgen.geometry import find_components, hole_of
 from defectgen.severity import SeverityTable
 from defectgen.tensors import image_to_tensor
 
@@ -121,14 +120,10 @@ class DefectCrops:
             image, masks = image[::-1], masks[:, ::-1]
         image, masks = np.ascontiguousarray(image), np.ascontiguousarray(masks)
         severity = self.severity.severity_map(image, masks)
-        union = masks.any(axis=0).astype(np.uint8)
-        radius = int(rng.integers(0, self.max_dilation + 1))
-        if radius:
-            kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-            union = cv2.dilate(union, kernel)
+        hole = hole_of(masks, int(rng.integers(0, self.max_dilation + 1)))
         return (
             image_to_tensor(image),
-            torch.from_numpy(union[None].astype(np.float32)),
+            torch.from_numpy(hole),
             torch.from_numpy(masks.astype(np.float32)),
             torch.from_numpy(severity),
             class_id - 1,

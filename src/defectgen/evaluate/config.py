@@ -10,8 +10,8 @@ import math
 import typing
 from dataclasses import dataclass, field, fields
 
-from defectgen.config import MAX_SEED, MAX_STEPS, coerce
 from defectgen.errors import ConfigError
+from defectgen.settings import MAX_SEED, MAX_STEPS, coerce
 
 MAX_SEEDS = 1000  # seeds per evaluation: each trains every arm once
 STEPS = 2000  # the CPU default budget (benchmarks/segmenter_curve.json)

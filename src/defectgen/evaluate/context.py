@@ -37,7 +37,8 @@ from defectgen.evaluate.sampling import (
     set_stream,
 )
 from defectgen.evaluate.scores import ScoreSheet, summarize
-from defectgen.evaluate.segmenter import build_segmenter, probabilities_batch, train_segmenter
+from defectgen.evaluate.segmenter import probabilities_batch, train_segmenter
+from defectgen.models.unet import build_segmenter
 
 COPYPASTE_IMAGES = 1000  # pasted images per seed (made lazily, when a crop first needs one)
 SCORE_BATCH = 8  # images of one size predicted together

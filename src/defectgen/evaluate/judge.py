@@ -24,7 +24,8 @@ from defectgen.data.classes import ClassTable
 from defectgen.errors import DataError
 from defectgen.evaluate.config import EvalConfig
 from defectgen.evaluate.scores import pair_scores
-from defectgen.evaluate.segmenter import build_segmenter, predict
+from defectgen.evaluate.segmenter import predict
+from defectgen.models.unet import build_segmenter
 
 
 def class_thresholds(

@@ -29,7 +29,7 @@ import torch
 
 from defectgen.data.dataset import DefectDataset
 from defectgen.data.patches import pad_to_crop
-from defectgen.masks.compose import find_components
+from defectgen.geometry import find_components
 from defectgen.paste import DefectPaster
 from defectgen.tensors import image_to_tensor
 

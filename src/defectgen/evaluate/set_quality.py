@@ -20,8 +20,8 @@ from defectgen.evaluate import quality
 from defectgen.evaluate.config import EvalConfig
 from defectgen.evaluate.context import EvalContext
 from defectgen.evaluate.sampling import copypaste_pool, dataset_pool
-from defectgen.evaluate.segmenter import build_segmenter, unet_shape
 from defectgen.fileio import file_digest
+from defectgen.models.unet import build_segmenter, unet_shape
 
 
 def synth_params(path: Path) -> dict:

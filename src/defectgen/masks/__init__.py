@@ -24,9 +24,7 @@ from defectgen.masks.bank import ComponentTable, PositionPrior, RealMaskBank, sc
 from defectgen.masks.compose import (
     CountDistribution,
     MaskComposer,
-    count_components,
     defect_count_histogram,
-    find_components,
     place,
 )
 from defectgen.masks.learned import LearnedMasks
@@ -45,9 +43,7 @@ __all__ = [
     "UserMasks",
     "build_mask_source",
     "choose_family",
-    "count_components",
     "defect_count_histogram",
-    "find_components",
     "place",
     "scan_components",
 ]

@@ -30,14 +30,8 @@ import numpy as np
 from rich.progress import track
 
 from defectgen.errors import DataError
-from defectgen.masks.compose import (
-    MIN_AREA,
-    CountDistribution,
-    MaskComposer,
-    count_components,
-    find_components,
-    place,
-)
+from defectgen.geometry import MIN_AREA, count_components, find_components
+from defectgen.masks.compose import CountDistribution, MaskComposer, place
 
 TOP, BOTTOM, LEFT, RIGHT = 1, 2, 4, 8  # ComponentTable.borders bits
 MIN_BANDWIDTH = 0.02  # of the image size: keeps a prior learned from one defect from being a point

@@ -7,10 +7,8 @@ exclusive. Counts follow the training half (`defect_count_histogram`): how many 
 defect image has, and how many connected components each present class has. A synthetic set
 whose images all hold exactly one defect would teach a segmenter that defects come alone.
 
-Components are counted the same way everywhere in `defectgen.masks` (`find_components`):
-8-connected, so a thin diagonal scratch is one defect and not a trail of pixels, and specks
-under `MIN_AREA` pixels are ignored: they are left-overs of thresholding soft-edged masks,
-not defects.
+Components are counted as everywhere else (`defectgen.geometry`): 8-connected, specks under
+`MIN_AREA` pixels ignored.
 
 Every source satisfies this protocol (duck-typed, nothing to inherit):
 
@@ -26,51 +24,11 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy import ndimage
 
 from defectgen.errors import ConfigError, DataError
+from defectgen.geometry import MIN_AREA, count_components, find_components
 
-CONNECTIVITY = np.ones((3, 3), dtype=bool)  # 8-connected components
-MIN_AREA = 4  # pixels; smaller components are thresholding specks, not defects
 PLACEMENT_TRIES = 5  # redraws of a defect that would touch an earlier one
-
-
-def find_components(
-    mask: np.ndarray, min_area: int = MIN_AREA
-) -> list[tuple[tuple[slice, slice], np.ndarray]]:
-    """bool [H, W] -> [(bounding-box slices, bool crop [h, w])] of its components.
-
-    Only the mask's occupied rectangle is labelled: a small defect on a 1600x256 strip costs
-    its own size, not the strip's."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
-        return []
-    top, left = int(rows[0]), int(cols[0])
-    window = mask[top : rows[-1] + 1, left : cols[-1] + 1]
-    labels, _ = ndimage.label(window, structure=CONNECTIVITY)
-    found = []
-    for index, box in enumerate(ndimage.find_objects(labels), start=1):
-        if box is None:
-            continue
-        crop = labels[box] == index
-        if int(crop.sum()) >= min_area:
-            whole = (
-                slice(box[0].start + top, box[0].stop + top),
-                slice(box[1].start + left, box[1].stop + left),
-            )
-            found.append((whole, crop))
-    return found
-
-
-def count_components(mask: np.ndarray, min_area: int = 1) -> int:
-    """Number of 8-connected components of bool [H, W] with at least `min_area` pixels."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
-        return 0
-    window = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]  # label only the busy part
-    if min_area <= 1:
-        return int(ndimage.label(window, structure=CONNECTIVITY)[1])
-    return len(find_components(window, min_area))
 
 
 def place(shape: np.ndarray, height: int, width: int, centre_y: float, centre_x: float) -> np.ndarray:

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from defectgen.errors import ConfigError, DataError
+from defectgen.geometry import MIN_AREA, components, find_components
 from defectgen.masks.bank import RealMaskBank, prior_centre
-from defectgen.masks.compose import MIN_AREA, place
+from defectgen.masks.compose import place
 from defectgen.tensors import tensor_to_image
 
 MAX_DRAWS = 16
@@ -39,9 +39,10 @@ def decoded(output: torch.Tensor, image_channels: int) -> tuple[np.ndarray, np.n
     image = tensor_to_image(output[0, :image_channels].clamp(-1, 1))
     masks = binarised(mask_probability(output, image_channels))[0].detach().cpu().numpy() > 0.5
     for k, mask in enumerate(masks):
-        _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-        keep = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= MIN_AREA)
-        masks[k] = np.isin(labels, keep[keep > 0])
+        kept = np.zeros_like(mask)
+        for box, crop in find_components(mask, MIN_AREA):
+            kept[box] |= crop
+        masks[k] = kept
     return image, masks
 
 
@@ -49,7 +50,10 @@ def central_component(mask: np.ndarray) -> tuple[np.ndarray, bool]:
     """(bool [h, w], cut): the bounding-box crop of the connected component of bool `mask`
     [R, R] nearest its centre (by the component's nearest pixel), and whether it touches the
     border of `mask`; `mask` must hold one."""
-    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    parts = components(mask)
+    labels = np.zeros(mask.shape, dtype=np.int32)
+    for number, part in enumerate(parts, start=1):
+        labels[part] = number
     ys, xs = np.nonzero(labels)
     centre = (np.asarray(mask.shape) - 1) / 2
     nearest = labels[ys, xs][np.argmin((ys - centre[0]) ** 2 + (xs - centre[1]) ** 2)]

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from defectgen.errors import ConfigError, DataError
+from defectgen.geometry import MIN_AREA, find_components
 from defectgen.masks.bank import (
     ComponentTable,
     PositionPrior,
@@ -36,7 +37,7 @@ from defectgen.masks.bank import (
     supersampling,
     threshold_to_area,
 )
-from defectgen.masks.compose import MIN_AREA, CountDistribution, MaskComposer, find_components, place
+from defectgen.masks.compose import CountDistribution, MaskComposer, place
 
 FAMILIES = ("stroke", "blob", "patch", "pits")
 PATCH_AREA = 0.015  # median component area / image area from which a class is drawn as patches

@@ -1,6 +1,6 @@
 """Models: the FFC inpainting generator, the patch discriminator, and the spec that builds both.
 
-spec = ModelSpec.from_preset("small")                      # or a run's config.model_spec
+spec = preset("small")                      # or a run's config.model_spec
 G = spec.generator.build(image_channels=1, num_classes=4)
 D = spec.discriminator.build(image_channels=1, num_classes=4)
 raw = G(image, hole, labels, generator=torch_generator)   # [N, C, H, W] in [-1, 1]
@@ -14,7 +14,7 @@ from torch import nn
 
 from defectgen.models.discriminator import PatchDiscriminator
 from defectgen.models.generator import FFCGenerator, composite
-from defectgen.models.presets import PRESETS
+from defectgen.models.presets import PRESETS, preset
 from defectgen.models.spec import DiscriminatorSpec, GeneratorSpec, ModelSpec
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "PatchDiscriminator",
     "PRESETS",
     "composite",
+    "preset",
     "count_parameters",
 ]
 

@@ -34,6 +34,7 @@ A run stores its resolved spec whole, so editing this table changes new runs onl
 
 from __future__ import annotations
 
+from defectgen.errors import ConfigError
 from defectgen.models.spec import DecoderSpec, DiscriminatorSpec, GeneratorSpec, ModelSpec
 
 
@@ -80,3 +81,10 @@ def preset_for(model: str, preset: str) -> str:
     if model == "decoder" and not preset.startswith(DECODER_PREFIX):
         return DECODER_PREFIX + preset
     return preset
+
+
+def preset(name: str) -> ModelSpec:
+    """The model spec named `name`, or a `ConfigError` listing the names."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown model preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return PRESETS[name]

@@ -26,6 +26,7 @@ from defectgen.errors import ConfigError
 from defectgen.models.discriminator import CONDITIONING, PatchDiscriminator, SegmentingDiscriminator
 from defectgen.models.generator import UPSAMPLING, FFCGenerator
 from defectgen.models.stylegan import StyleGenerator
+from defectgen.settings import coerce
 
 MAX_WIDTH, MAX_BLOCKS, MAX_LAYERS = 4096, 256, 12  # far beyond any sensible model; bound a typo
 DISCRIMINATOR_KINDS = ("patch", "segmenting")
@@ -129,14 +130,6 @@ class ModelSpec:
             return self.generator.build(image_channels, num_classes, self.resolution)
         return self.generator.build(image_channels, num_classes)
 
-    @classmethod
-    def from_preset(cls, name: str) -> ModelSpec:
-        from defectgen.models.presets import PRESETS
-
-        if name not in PRESETS:
-            raise ConfigError(f"unknown model preset {name!r}; choose one of: {', '.join(PRESETS)}")
-        return PRESETS[name]
-
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -219,8 +212,6 @@ def _part(kind: type, name: str, data: dict):
 
 
 def _field(kind: type, key: str, data: dict, prefix: str = ""):
-    from defectgen.config import coerce
-
     if key not in data:
         raise ConfigError(f"model.{prefix}{key} is missing")
     return coerce(f"model.{prefix}{key}", data[key], typing.get_type_hints(kind)[key])

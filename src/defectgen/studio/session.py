@@ -36,8 +36,8 @@ from defectgen.data.split import Split
 from defectgen.distributed import parse_device, resolve_bf16
 from defectgen.errors import DataError, DefectgenError
 from defectgen.fileio import file_digest, write_atomic
-from defectgen.masks.compose import count_components
-from defectgen.severity import DEFAULT_SEVERITY, components
+from defectgen.geometry import components, count_components, hole_of, hole_radius
+from defectgen.severity import DEFAULT_SEVERITY
 
 MAX_UPLOAD_BYTES = 20_000_000
 MAX_UPLOAD_PIXELS = 16_000_000  # the studio paints whole images on a CPU: a 4000x4000 photo at most
@@ -104,7 +104,7 @@ class StudioSession:
             )
         split.check(dataset)
         self.G, self.dataset, self.classes, self.channels = G, dataset, classes, channels
-        self.hole_radius = max(0, config.max_dilation // 2)
+        self.hole_radius = hole_radius(config.max_dilation)
         train = split.indices(dataset, "train")
         free = [i for i in train if not dataset.items[i].class_ids]
         self.background_note = (
@@ -233,8 +233,6 @@ class StudioSession:
         masks[class_id - 1] = mask
         hole = None
         if existing is not None:
-            from defectgen.synth import hole_of
-
             hole = hole_of(masks, self.hole_radius)[0] > 0
             hole &= ~existing.any(axis=0)
             masks |= existing

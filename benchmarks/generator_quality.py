@@ -200,8 +200,8 @@ def severity_response(G, dataset, split, checkpoint: Path, name: str) -> dict:
 
     from defectgen.checkpoint import load_checkpoint, load_generator
     from defectgen.geometry import find_components, hole_radius
+    from defectgen.painter import paint_one
     from defectgen.severity import SeverityTable, contrast, grey
-    from defectgen.synth import paint_one
 
     table = SeverityTable.from_json(load_checkpoint(checkpoint)["severity_table"])
     train = split.indices(dataset, "train")
@@ -283,7 +283,7 @@ def _severity_row(G, background, placed, radius, cpu, amp) -> np.ndarray:
     """uint8 [h, w * len(GRID_LEVELS)]: a window around the defect painted at each GRID_LEVELS."""
     import cv2
 
-    from defectgen.synth import paint_one
+    from defectgen.painter import paint_one
 
     rows, cols = np.flatnonzero(placed.any(axis=(0, 2))), np.flatnonzero(placed.any(axis=(0, 1)))
     top, bottom = max(0, rows[0] - 24), min(placed.shape[1], rows[-1] + 25)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from defectgen.models import presets
-from defectgen.synth import paint_one
+from defectgen.painter import paint_one
 
 
 def main() -> None:

@@ -36,6 +36,7 @@ DEFAULT_RUNS = ["small:fp32", "small:bf16", "small:bf16:256", "lama:fp32", "lama
 def child(preset: str, precision: str, tile: str, n: int, batch: int, work: Path, device: str) -> dict:
     import torch
 
+    import defectgen.painter as painter
     import defectgen.synth as synth_module
     from defectgen.checkpoint import save_checkpoint
     from defectgen.config import TrainConfig
@@ -63,7 +64,7 @@ def child(preset: str, precision: str, tile: str, n: int, batch: int, work: Path
         work / f"{preset}.pt",
     )
     forward_seconds = [0.0]
-    original = (lambda G, images, *rest: images) if null else synth_module._run
+    original = (lambda G, images, *rest: images) if null else painter.run_generator
 
     def timed_run(*args, **kwargs):
         start = time.perf_counter()
@@ -73,7 +74,7 @@ def child(preset: str, precision: str, tile: str, n: int, batch: int, work: Path
         forward_seconds[0] += time.perf_counter() - start
         return result
 
-    synth_module._run = timed_run
+    painter.run_generator = timed_run
     # warm-up (first-call allocations), then the measured run
     synth_module.synthesize(
         checkpoint,

@@ -42,7 +42,7 @@ def main() -> None:
     from defectgen.data import open_dataset
     from defectgen.data.split import Split
     from defectgen.evaluate import EvalConfig, measure_quality
-    from defectgen.synth import read_manifest
+    from defectgen.synthset import read_manifest
 
     start = time.time()
     tiles = [int(t) for t in args.tiles.split(",")]

@@ -16,7 +16,9 @@ from defectgen.config import TrainConfig
 from defectgen.data import open_dataset
 from defectgen.data.split import make_split
 from defectgen.errors import ConfigError, DataError
-from defectgen.synth import painted_region, read_manifest, seam, synthesize
+from defectgen.painter import seam
+from defectgen.synth import synthesize
+from defectgen.synthset import painted_region, read_manifest
 from defectgen.train import train
 
 SIZE = 48

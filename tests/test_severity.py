@@ -27,7 +27,8 @@ from defectgen.severity import (
     grey,
     parse_range,
 )
-from defectgen.synth import read_manifest, synthesize
+from defectgen.synth import synthesize
+from defectgen.synthset import read_manifest
 from defectgen.train import train
 
 
@@ -222,7 +223,7 @@ def test_on_labelled_backgrounds_only_new_defects_get_a_severity(runs):
 def test_paint_one_gives_the_severity_to_the_painted_defects_only(monkeypatch):
     """With a hole that leaves an old defect out (the studio on a defect image), the old defect
     gets no severity: only what is painted is told how strong to be."""
-    import defectgen.synth as synth
+    import defectgen.painter as painter
 
     seen = {}
 
@@ -230,13 +231,13 @@ def test_paint_one_gives_the_severity_to_the_painted_defects_only(monkeypatch):
         seen["severity"] = severity
         return images
 
-    monkeypatch.setattr(synth, "_run", run)
+    monkeypatch.setattr(painter, "run_generator", run)
     masks = np.zeros((2, 32, 32), dtype=bool)
     masks[0, 2:8, 2:8] = True  # old
     masks[1, 20:26, 20:26] = True  # new
     hole = np.zeros((32, 32), dtype=bool)
     hole[18:28, 18:28] = True
     image = np.zeros((32, 32, 1), dtype=np.uint8)
-    synth.paint_one(None, image, masks, 0, 2, "cpu", None, hole=hole, severity=0.8)
+    painter.paint_one(None, image, masks, 0, 2, "cpu", None, hole=hole, severity=0.8)
     severity = seen["severity"][0, 0].numpy()
     assert (severity[masks[1]] == pytest.approx(0.8)) and (severity[masks[0]] == 0).all()

@@ -134,7 +134,8 @@ def test_generate_and_keep_write_the_painted_mask(client, run):
 
 def test_same_seed_same_picture_as_synth_paints(client, run):
     from defectgen.checkpoint import load_generator
-    from defectgen.synth import paint_one, png_bytes
+    from defectgen.painter import paint_one
+    from defectgen.synthset.writer import png_bytes
 
     dataset, _, checkpoint, _ = run
     background = client.get("/api/info").json()["backgrounds"][1]["id"]
@@ -157,7 +158,8 @@ def test_severity_is_painted_as_synth_paints_it_and_recorded(client, run):
     import contextlib
 
     from defectgen.checkpoint import load_generator
-    from defectgen.synth import paint_one, png_bytes
+    from defectgen.painter import paint_one
+    from defectgen.synthset.writer import png_bytes
 
     dataset, _, checkpoint, _ = run
     assert client.get("/api/info").json()["severity"] is True

@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from conftest import FIXTURE, TINY, write_gray
+from defectgen import painter
 from defectgen import synth as synth_module
 from defectgen.checkpoint import load_checkpoint, load_generator, save_checkpoint
 from defectgen.config import TrainConfig
@@ -28,7 +29,9 @@ from defectgen.data.demo import generate_demo
 from defectgen.data.rle import decode
 from defectgen.data.split import make_split
 from defectgen.errors import ConfigError, DataError, DefectgenError
-from defectgen.synth import painted_region, read_manifest, synthesize
+from defectgen.synth import synthesize
+from defectgen.synthset import painted_region, read_manifest
+from defectgen.synthset import writer as synthset_writer
 from defectgen.train import train
 
 
@@ -217,7 +220,6 @@ def test_kill_9_then_rerun_finishes_exactly_n(tiny_run, tmp_path):
 
 def test_disk_full_keeps_earlier_outputs_and_rerun_completes(tiny_run, tmp_path, monkeypatch):
     dataset, split, checkpoint, _ = tiny_run
-    import defectgen.synth as synth_module
 
     real_fsync, calls = os.fsync, {"n": 0}
 
@@ -227,12 +229,12 @@ def test_disk_full_keeps_earlier_outputs_and_rerun_completes(tiny_run, tmp_path,
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_fsync(fd)
 
-    monkeypatch.setattr(synth_module.os, "fsync", failing_fsync)
+    monkeypatch.setattr(synthset_writer.os, "fsync", failing_fsync)
     with pytest.raises(DefectgenError, match="disk full while writing .*run the same command again"):
         synthesize(checkpoint, dataset, split, 6, tmp_path / "out", progress=False, background_source="free")
     kept = _files(tmp_path / "out")
     assert any(name.startswith("images/") for name in kept)
-    monkeypatch.setattr(synth_module.os, "fsync", real_fsync)
+    monkeypatch.setattr(synthset_writer.os, "fsync", real_fsync)
     synthesize(checkpoint, dataset, split, 6, tmp_path / "out", progress=False, background_source="free")
     after = _files(tmp_path / "out")
     for name, data in kept.items():
@@ -366,7 +368,7 @@ def test_tiled_windows_are_independent_of_batching_and_of_each_other(tiny_run, t
     assert _files(tmp_path / "one") == _files(tmp_path / "four")
     hole = np.zeros((40, 60), dtype=np.float32)
     hole[5:9, 5:9] = hole[5:9, 14:18] = hole[30:34, 40:44] = 1  # two regions share a window
-    windows = synth_module._windows(hole, 16)
+    windows = painter._windows(hole, 16)
     assert len(windows) == 2
     union = np.zeros(hole.shape, dtype=bool)
     for (rows, cols), region in windows:
@@ -486,7 +488,6 @@ def test_item_seeds_are_keyed_by_index_not_queue_position(tiny_run, tmp_path):
 
 def test_a_failure_near_the_end_stops_the_run_instead_of_hanging(tiny_run, tmp_path, monkeypatch):
     """The prefetch thread may be blocked handing over its last batch when a writer fails."""
-    import defectgen.synth as synth_module
     from defectgen.synth import prefetched
 
     def numbers():
@@ -497,14 +498,14 @@ def test_a_failure_near_the_end_stops_the_run_instead_of_hanging(tiny_run, tmp_p
             time.sleep(0.3)
             raise RuntimeError("consumer stops early")
     dataset, split, checkpoint, _ = tiny_run
-    real_write = synth_module._write_item
+    real_write = synth_module.write_item
 
     def full_disk(out_dir, item, *args):
         if item["index"] == 0:  # as _write_bytes reports it
-            raise synth_module._write_error(out_dir / "x.png", OSError(errno.ENOSPC, "No space left"))
+            raise synthset_writer.write_error(out_dir / "x.png", OSError(errno.ENOSPC, "No space left"))
         return real_write(out_dir, item, *args)
 
-    monkeypatch.setattr(synth_module, "_write_item", full_disk)
+    monkeypatch.setattr(synth_module, "write_item", full_disk)
     start = time.time()
     with pytest.raises(DefectgenError, match="disk full"):
         synthesize(checkpoint, dataset, split, 4, tmp_path / "out", batch_size=1, background_source="free",
@@ -572,6 +573,6 @@ def test_torchrun_failure_on_one_process_stops_all(tiny_run, tmp_path):
 @pytest.mark.parametrize("shape", [(20, 30), (20, 30, 1), (20, 30, 3)])
 def test_png_bytes_round_trips_every_layout_and_keeps_rgb_order(shape):
     pixels = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
-    decoded = np.asarray(Image.open(io.BytesIO(synth_module.png_bytes(pixels))))
+    decoded = np.asarray(Image.open(io.BytesIO(synthset_writer.png_bytes(pixels))))
     assert decoded.shape == shape[:2] + ((3,) if shape[-1] == 3 else ())
     assert np.array_equal(decoded, pixels.reshape(decoded.shape))

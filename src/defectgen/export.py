@@ -169,7 +169,7 @@ def verify(
     with PyTorch and with the ONNX model, same seed; per sample: size, max |difference| of the
     uint8 images, and whether the pixels each composited are the same (the hole) with every
     pixel outside it untouched by both."""
-    from defectgen.synth import paint_one
+    from defectgen.painter import paint_one
 
     G, _, _, config = load_generator(checkpoint, "cpu", expect="inpainter")
     exported = OnnxGenerator(onnx_path)

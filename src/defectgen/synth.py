@@ -51,31 +51,22 @@ real texture; the label is the pasted mask; `painted` records the band and rim.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import io
-import json
 import os
 import queue
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 from rich.progress import Progress
 
 from defectgen import geometry
 from defectgen.checkpoint import load_generator
 from defectgen.data.dataset import IMAGE_SUFFIXES, DefectDataset
 from defectgen.data.imageio import read_image
-from defectgen.data.rle import decode, encode
 from defectgen.data.split import Split
 from defectgen.distributed import (
     LONG_WAIT,
@@ -87,17 +78,17 @@ from defectgen.distributed import (
     settle,
     shutdown,
 )
-from defectgen.errors import ConfigError, DataError, DefectgenError
-from defectgen.fileio import file_digest, read_text, write_atomic
-from defectgen.geometry import dilate, disc, hole_of
+from defectgen.errors import ConfigError, DataError
+from defectgen.fileio import file_digest
+from defectgen.geometry import hole_of
 from defectgen.masks import build_mask_source
 from defectgen.masks.learned import decoded, decoder_checkpoint
-from defectgen.models import composite
+from defectgen.painter import item_seed, paint_batch, seam
 from defectgen.paste import DefectPaster
 from defectgen.settings import MAX_SEED
 from defectgen.severity import SeverityTable, drawn_map, measured_map, parse_range
-from defectgen.tensors import image_to_tensor, tensor_to_image
-from defectgen.viz import contact_sheet, overlay
+from defectgen.synthset.reader import read_params
+from defectgen.synthset.writer import append_record, complete, finish, locked, prepare, write_item
 
 FORMATS = ("severstal", "folder")
 MODES = ("paint", "harmonize")
@@ -108,8 +99,6 @@ ERASE_MARGIN = 2  # px beyond the hole dilation that erasing covers (soft defect
 CLEANED_CACHE = 256  # erased backgrounds kept in memory
 MAX_BAND, MAX_RIM = 64, 16  # px
 SEVERITY_STREAM = 11  # seed-sequence word of an item's severity draws (the masks' stream is untouched)
-PARAMS_FILE = "synth.json"
-MANIFEST = "manifest.jsonl"
 
 
 @dataclass(frozen=True)
@@ -214,7 +203,7 @@ def synthesize(
 
         def paint(batch):
             with generator_lock:
-                return _paint(G, batch, hole_radius, tile, device, amp)
+                return paint_batch(G, batch, hole_radius, tile, device, amp)
 
         if background_source == "cleaned":
             backgrounds = _cleaned(backgrounds, seed, paint, hole_radius + ERASE_MARGIN)
@@ -272,11 +261,11 @@ def synthesize(
     # function of (seed, i) alone); rank 0 holds the lock, prepares the folder and finishes it.
     with contextlib.ExitStack() as held:
 
-        def prepare() -> list[int]:  # rank 0: the lock for the whole run, then the folder
-            held.enter_context(_locked(out_dir))
-            return sorted(_prepare(out_dir, params, n))
+        def finished_items() -> list[int]:  # rank 0: the lock for the whole run, then the folder
+            held.enter_context(locked(out_dir))
+            return sorted(prepare(out_dir, params, n))
 
-        done = set(on_main(context, prepare))  # a refusal reaches every process
+        done = set(on_main(context, finished_items))  # a refusal reaches every process
         todo = [i for i in range(n) if i not in done and i % context.world_size == context.rank]
         suffix = ".jpg" if fmt == "severstal" else ".png"
         error = None
@@ -285,7 +274,7 @@ def synthesize(
                 task = bar.add_task("synthesizing", total=len(todo))
 
                 def written(record):  # in a writer thread, once the item's files are in place
-                    _append_manifest(out_dir, record)
+                    append_record(out_dir, record)
                     bar.advance(task)
 
                 def redraw(index, attempt):  # item `index` drawn again, for the judge
@@ -305,42 +294,15 @@ def synthesize(
                             batch, painted = _judged(batch, painted, judge_model, attempts, redraw, paint)
                         for item, (image, region) in zip(batch, painted, strict=True):
                             writer.submit(
-                                _write_item, out_dir, item, image, region, fmt, suffix, mask_source, seed
+                                write_item, out_dir, item, image, region, fmt, suffix, mask_source, seed
                             )
         except Exception as err:  # noqa: BLE001 - the other processes must hear of it (settle)
             error = err
         settle(context, error)
         try:
-            return on_main(context, lambda: _finish(out_dir, _complete(out_dir, n), fmt, dataset, n, params))
+            return on_main(context, lambda: finish(out_dir, complete(out_dir, n), fmt, dataset, n, params))
         finally:
             shutdown(context)  # leave no process-group threads to the interpreter's exit
-
-
-def read_manifest(synth_dir: Path) -> dict[str, dict]:
-    """The records of a synthesis folder's `manifest.jsonl`, keyed by image file stem
-    ("synth_000003"); {} when the folder has no manifest. Lines cut by a kill are skipped."""
-    return {Path(record["image"]).stem: record for record in _read_manifest(Path(synth_dir)).values()}
-
-
-def painted_region(synth_dir: Path, record: dict, masks: np.ndarray) -> np.ndarray:
-    """bool [H, W]: the pixels synthesis painted for `record` (a manifest record; `masks` is the
-    item's labels, bool [K, H, W]). Read from the record's `painted` field; a record written
-    before that field existed gets the hole recomputed from `synth.json`'s `hole_dilation`,
-    exactly as synthesis built it (the dilated union of the masks)."""
-    masks = np.asarray(masks, dtype=bool)
-    if masks.ndim != 3:
-        raise ValueError(f"painted_region expects masks [K, H, W], got shape {masks.shape}")
-    shape = masks.shape[1:]
-    if "painted" in record:
-        return decode(record["painted"], shape)
-    params_path = Path(synth_dir) / PARAMS_FILE
-    try:
-        radius = int(json.loads(params_path.read_text())["hole_dilation"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise DataError(
-            f"{params_path}: cannot read hole_dilation ({err}); is {synth_dir} a `defectgen synth` folder?"
-        ) from err
-    return hole_of(masks, radius)[0] > 0
 
 
 # --- inputs ---------------------------------------------------------------------------------
@@ -400,10 +362,7 @@ def _backgrounds(dataset, train_indices, folder, channels, source: str) -> tuple
 def _recorded_source(out_dir: Path) -> str | None:
     """The background source an earlier run into `out_dir` recorded, if any (an `auto` resume
     keeps it even when today's rule would choose otherwise)."""
-    try:
-        text = json.loads((out_dir / PARAMS_FILE).read_text()).get("backgrounds")
-    except (OSError, ValueError, AttributeError):
-        return None
+    text = read_params(out_dir).get("backgrounds")
     return next((source for source, known in BACKGROUND_TEXT.items() if known == text), None)
 
 
@@ -634,16 +593,6 @@ class _Harmonizer:
         )
 
 
-def seam(label: np.ndarray, band: int, rim: int) -> np.ndarray:
-    """bool [H, W]: what harmonisation repaints around bool label [H, W]: `band` px outside it
-    and `rim` px inside it (elliptic structuring elements; the image border counts as inside,
-    so a defect cut by the border is not given a rim along it)."""
-    label = label.astype(np.uint8)
-    outer = dilate(label, band)
-    inner = cv2.erode(label, disc(rim), borderType=cv2.BORDER_REPLICATE) if rim else label
-    return (outer > 0) & ~(inner > 0)
-
-
 def _severity_source(G, checkpoint: Path, severity, mode: str):
     """(severity_of, range) where severity_of(rng, image, new masks, union of all defects) ->
     (map, [(class_id, severity)]) draws from the range for new defects in paint mode, measures
@@ -795,7 +744,7 @@ def _decode(G, batch: list[dict], hole_radius: int, device, amp, only=None) -> t
         for attempt in range(DECODER_ATTEMPTS):
             if attempt:
                 item = {**item, "attempt": attempt}
-            generator = torch.Generator().manual_seed(_item_seed(item))
+            generator = torch.Generator().manual_seed(item_seed(item))
             z = G.draw_style(1, generator, device=device)
             classes = torch.tensor([item["class_id"] - 1], device=device)
             with amp:
@@ -812,406 +761,3 @@ def _decode(G, batch: list[dict], hole_radius: int, device, amp, only=None) -> t
         items.append({**item, "image": image, "masks": masks, "info": {"defects": defects}})
         painted.append((image, hole_of(masks, hole_radius)[0] > 0))
     return items, painted
-
-
-# --- the generator -----------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def _paint(
-    G, batch: list[dict], hole_radius: int, tile: int | None, device, amp
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Paint each item's defects; returns (uint8 [H, W, C] image, bool [H, W] region composited)."""
-    images = torch.stack([image_to_tensor(item["image"]) for item in batch]).to(device)  # [N, C, H, W]
-    # one bool -> float pass over [N, K, H, W] (not one per item plus a stack: half the memory traffic)
-    labels = torch.from_numpy(np.stack([item["masks"] for item in batch])).to(device).float()
-    holes = [
-        hole_of(item["masks"], hole_radius) if item.get("hole") is None else item["hole"] for item in batch
-    ]  # float32 {0, 1} [1, H, W]
-    hole = torch.stack([torch.from_numpy(h) for h in holes]).to(device)
-    severity = None
-    if all(item.get("severity") is not None for item in batch):
-        severity = torch.stack([torch.from_numpy(item["severity"]) for item in batch]).to(device)
-    if tile is None:
-        generators = [torch.Generator().manual_seed(_item_seed(item)) for item in batch]
-        painted = _run(G, images, hole, labels, generators, device, amp, severity)
-        regions = [h[0] > 0 for h in holes]
-    else:
-        painted, regions = _run_windows(G, batch, images, hole, labels, severity, tile, device, amp)
-    return [(tensor_to_image(image), region) for image, region in zip(painted, regions, strict=True)]
-
-
-def paint_one(
-    G,
-    image: np.ndarray,
-    masks: np.ndarray,
-    seed: int,
-    hole_radius: int,
-    device,
-    amp,
-    hole=None,
-    severity=None,
-):
-    """One draw: paint bool `masks` [K, H, W] into uint8 `image` [H, W, C] with the noise of
-    `seed` (as `synth` paints item 0 of that seed), every defect at `severity` (in [0, 1]; None:
-    the generator's default). Returns (uint8 image, bool [H, W] region composited: `hole` when
-    given, else the masks dilated by `hole_radius`)."""
-    explicit = None if hole is None else np.asarray(hole, dtype=np.float32)[None]
-    item = {"image": image, "masks": masks, "hole": explicit, "seed": seed, "index": 0, "attempt": 0}
-    if severity is not None:  # on the defects that are painted (a given hole may leave old ones out)
-        painted = masks.any(axis=0) if hole is None else masks.any(axis=0) & (np.asarray(hole) > 0)
-        item["severity"] = float(severity) * painted[None].astype(np.float32)
-    ((painted, region),) = _paint(G, [item], hole_radius, None, device, amp)
-    return painted, region
-
-
-def _run(G, images, hole, labels, generators, device, amp, severity=None) -> torch.Tensor:
-    """G on whole images, padded (reflect) to a multiple of its size step and cropped back
-    (`severity`: the severity map [N, 1, H, W], or None for the generator's default)."""
-    height, width = images.shape[2:]
-    step = G.size_multiple
-    pad = (0, (-width) % step, 0, (-height) % step)
-    padded = [
-        F.pad(t, pad, mode="reflect" if t is images else "constant").contiguous(
-            memory_format=torch.channels_last
-        )
-        for t in (images, hole, labels, *([] if severity is None else [severity]))
-    ]
-    z = torch.cat([G.draw_style(1, g) for g in generators]).to(device)
-    noise = (
-        torch.cat([G.draw_noise(1, padded[0].shape[2], padded[0].shape[3], g) for g in generators]).to(device)
-        if G.noise_maps > 0
-        else None
-    )
-    with amp:
-        raw = G(*padded[:3], z=z, noise=noise, severity=padded[3] if len(padded) > 3 else None).float()
-    raw = raw[:, :, :height, :width]
-    return composite(raw, images, hole)
-
-
-WINDOW_BATCH = 8  # windows of one shape painted per generator call
-
-
-def _run_windows(G, batch, images, hole, labels, severity, tile, device, amp) -> tuple[torch.Tensor, list]:
-    """Tiled mode: each hole region of each item is painted in a window of at least tile x tile
-    around it (`_windows`); a window paints every region that lies wholly inside it. The windows
-    of the whole batch are grouped by shape and painted `WINDOW_BATCH` per generator call. Each
-    window composites its own regions only, from the unpainted image, so windows are
-    independent of one another and of the grouping; window w of item i draws its noise from
-    (item seed, w). Returns the images and, per item, the bool [H, W] union of its regions
-    (the whole hole: every region lies inside its own window)."""
-    result = images.clone()
-    height, width = images.shape[2:]
-    jobs, regions = [], []
-    for i, item in enumerate(batch):
-        windows = _windows(hole[i, 0].cpu().numpy(), tile)
-        regions.append(np.zeros((height, width), dtype=bool))
-        for number, (window, region) in enumerate(windows):
-            jobs.append((i, window, region, _window_seed(item, number)))
-            regions[i][window] |= region
-    by_shape: dict[tuple[int, int], list] = {}
-    for job in jobs:
-        window = job[1]
-        by_shape.setdefault((window[0].stop - window[0].start, window[1].stop - window[1].start), []).append(
-            job
-        )
-    for group in by_shape.values():
-        for start in range(0, len(group), WINDOW_BATCH):
-            chunk = group[start : start + WINDOW_BATCH]
-            region_hole = torch.stack(
-                [torch.from_numpy(region).float()[None] for _, _, region, _ in chunk]
-            ).to(device)
-            crops = [(slice(i, i + 1), slice(None), *window) for i, window, _, _ in chunk]
-            window_labels = torch.cat([labels[c] for c in crops]) * region_hole  # only what this call paints
-            window_severity = (
-                None if severity is None else torch.cat([severity[c] for c in crops]) * region_hole
-            )
-            generators = [torch.Generator().manual_seed(seed) for *_, seed in chunk]
-            painted = _run(
-                G, torch.cat([images[c] for c in crops]), region_hole, window_labels, generators, device, amp,
-                window_severity,
-            )  # fmt: skip
-            for crop, out, mask in zip(crops, painted, region_hole, strict=True):
-                result[crop] = torch.where(mask.bool(), out, result[crop][0])[None]
-    return result, regions
-
-
-def _windows(hole: np.ndarray, tile: int) -> list[tuple[tuple[slice, slice], np.ndarray]]:
-    """The windows tiled mode paints for one float hole [H, W]: (window slices, bool region it
-    composites) per window, in order of the hole's connected regions; a region inside an
-    earlier region's window is painted there (a pit cluster is one window, not one per pit)."""
-    height, width = hole.shape
-    count, components, stats, _ = cv2.connectedComponentsWithStats(hole.astype(np.uint8))
-    done = np.zeros(count, dtype=bool)
-    done[0] = True  # background
-    windows = []
-    for k in range(1, count):
-        if done[k]:
-            continue
-        x, y, w, h = stats[k, :4]
-        y0, y1 = _window(y, y + h, height, tile)
-        x0, x1 = _window(x, x + w, width, tile)
-        inside = (
-            (stats[:, 0] >= x0)
-            & (stats[:, 1] >= y0)
-            & (stats[:, 0] + stats[:, 2] <= x1)
-            & (stats[:, 1] + stats[:, 3] <= y1)
-            & ~done
-        )
-        inside[k] = True  # a region larger than any window is painted in its own (clipped) window
-        windows.append(
-            ((slice(y0, y1), slice(x0, x1)), np.isin(components[y0:y1, x0:x1], np.flatnonzero(inside)))
-        )
-        done |= inside
-    return windows
-
-
-def _window_seed(item: dict, number: int) -> int:
-    """The noise seed of window `number` of `item` in tiled mode."""
-    words = np.random.SeedSequence([_item_seed(item), number]).generate_state(1, np.uint64)
-    return int(words[0] >> 1)
-
-
-def _window(start: int, stop: int, limit: int, tile: int) -> tuple[int, int]:
-    """A span of >= tile pixels (rounded up to a multiple of 8) centred on [start, stop)."""
-    size = min(limit, max(tile, -(-(stop - start + 16) // 8) * 8))
-    centre = (start + stop) // 2
-    lo = int(np.clip(centre - size // 2, 0, limit - size))
-    return lo, lo + size
-
-
-def _item_seed(item: dict) -> int:
-    if "noise_seed" in item:
-        return item["noise_seed"]
-    key = [item["seed"], item["index"], 7] + ([item["attempt"]] if item.get("attempt") else [])
-    words = np.random.SeedSequence(key).generate_state(1, np.uint64)
-    return int(words[0] >> 1)
-
-
-# --- output ------------------------------------------------------------------------------------
-
-
-def claim_output(out_dir: Path, params: dict) -> bool:
-    """Make `out_dir` (existing) a synthesis folder of `params`: an empty one gets them written as
-    synth.json (returns True); one with synth.json must hold the same values (False); anything
-    else is refused. Shared by `synth` and the studio's kept images."""
-    params_path = out_dir / PARAMS_FILE
-    if params_path.exists():
-        try:
-            existing = json.loads(params_path.read_text())
-        except (OSError, ValueError) as err:
-            raise DataError(f"{params_path}: unreadable ({err}); choose another --out") from err
-        changed = sorted(k for k in params if not isinstance(existing, dict) or existing.get(k) != params[k])
-        if changed:
-            raise DataError(
-                f"{out_dir} holds another synthesis run (another {', '.join(changed)}); "
-                "choose another --out or delete that folder"
-            )
-        return False
-    if any(p for p in out_dir.iterdir() if p.name != ".lock"):
-        raise DataError(f"{out_dir} is not empty and holds no defectgen images; choose another --out")
-    _write_bytes(params_path, (json.dumps(params, indent=1) + "\n").encode())
-    return True
-
-
-def _prepare(out_dir: Path, params: dict, n: int) -> dict[int, dict]:
-    """Check the folder is ours (or empty), clean leftovers of a killed run, read the manifest."""
-    claim_output(out_dir, params)
-    for leftover in out_dir.rglob(".*.tmp*"):
-        leftover.unlink(missing_ok=True)
-    too_many = [i for i in _read_manifest(out_dir) if i >= n]
-    if too_many:
-        raise DataError(
-            f"{out_dir} already holds {max(too_many) + 1} items, more than --n {n}; use a larger --n"
-        )
-    return _complete(out_dir, n)
-
-
-def _complete(out_dir: Path, n: int) -> dict[int, dict]:
-    """The manifest's records of items < n whose files are all in place (every process's)."""
-    return {
-        index: record
-        for index, record in _read_manifest(out_dir).items()
-        if index < n
-        and all(
-            (out_dir / f).is_file()
-            for f in [record["image"]] + ([record["mask"]] if record.get("mask") else [])
-        )
-    }
-
-
-def _read_manifest(out_dir: Path) -> dict[int, dict]:
-    path = out_dir / MANIFEST
-    records: dict[int, dict] = {}
-    if not path.exists():
-        return records
-    for line in read_text(path, "manifest").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a line cut by a kill: that item is regenerated
-        records[int(record["index"])] = record
-    return records
-
-
-def _write_item(out_dir, item, image, painted, fmt, suffix, mask_source, seed) -> dict:
-    name = f"synth_{item['index']:06d}"
-    masks = item["masks"]
-    if item.get("erased") is not None:
-        painted = painted | item["erased"]
-    record = {
-        "index": item["index"],
-        "image": f"images/{name}{suffix}",
-        "background": item["background"],
-        "classes": [int(k) + 1 for k in np.flatnonzero(masks.any(axis=(1, 2)))],
-        "areas": {str(int(k) + 1): int(masks[k].sum()) for k in range(len(masks)) if masks[k].any()},
-        "mask_source": mask_source,
-        "seed": seed,
-        "defects": item["info"]["defects"],
-        "painted": encode(painted),  # the composited hole, Severstal RLE of bool [H, W]
-        "painted_pixels": int(painted.sum()),
-        **{k: item[k] for k in ("label_score", "label_accepted") if k in item},
-        **({"attempt": item["attempt"]} if item.get("attempt") else {}),
-        **({"severity": [[int(k), v] for k, v in item["severities"]]} if "severities" in item else {}),
-    }
-    if fmt == "folder":
-        record["mask"] = f"masks/{name}.png"
-        index_mask = np.zeros(masks.shape[1:], dtype=np.uint8)
-        for k, channel in enumerate(masks, start=1):
-            index_mask[channel] = k
-        _write_bytes(out_dir / record["mask"], png_bytes(index_mask))
-    else:
-        record["rle"] = {str(k): encode(masks[k - 1]) for k in record["classes"]}
-    # The image is written last: its presence (with the manifest line) marks the item done.
-    _write_bytes(out_dir / record["image"], png_bytes(image) if suffix == ".png" else _jpeg(image))
-    return record
-
-
-def _append_manifest(out_dir: Path, record: dict) -> None:
-    """One line, in one O_APPEND write: processes of a torchrun synthesis append side by side."""
-    path = out_dir / MANIFEST
-    line = (json.dumps(record) + "\n").encode()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            if os.write(fd, line) != len(line):
-                raise OSError(errno.EIO, "short write")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as err:
-        raise _write_error(path, err) from err
-
-
-def _finish(out_dir: Path, records: dict[int, dict], fmt: str, dataset, n: int, params: dict) -> dict:
-    ordered = [records[i] for i in sorted(records)]
-    _write_bytes(out_dir / MANIFEST, "".join(json.dumps(r) + "\n" for r in ordered).encode())
-    if fmt == "severstal":
-        lines = ["ImageId,ClassId,EncodedPixels"]
-        for record in ordered:
-            for class_id, rle in record["rle"].items():
-                lines.append(f"{Path(record['image']).name},{class_id},{rle}")
-        _write_bytes(out_dir / "train.csv", ("\n".join(lines) + "\n").encode())
-    else:
-        _write_bytes(out_dir / "classes.txt", dataset.classes.to_classes_txt())
-    sheet = _sheet(out_dir, ordered[:8], fmt, dataset)
-    per_class = {name: 0 for name in dataset.classes.names}
-    for record in ordered:
-        for class_id in record["classes"]:
-            per_class[dataset.classes.name(class_id)] += 1
-    judged = [r for r in ordered if "label_accepted" in r]
-    return {
-        "out": str(out_dir),
-        "items": len(ordered),
-        "accepted_by_judge": sum(1 for r in judged if r["label_accepted"]) if judged else None,
-        "images_per_class": per_class,
-        "contact_sheet": str(sheet),
-        "format": fmt,
-        "mask_source": params["mask_source"],
-        "seed": params["seed"],
-    }
-
-
-def _sheet(out_dir: Path, records: list[dict], fmt: str, dataset) -> Path:
-    tiles, captions = [], []
-    for record in records:
-        image = np.asarray(
-            Image.open(out_dir / record["image"]).convert("L" if dataset.channels == 1 else "RGB")
-        )
-        image = image[:, :, None] if image.ndim == 2 else image
-        masks = np.zeros((len(dataset.classes), *image.shape[:2]), dtype=bool)
-        if fmt == "folder":
-            index_mask = np.asarray(Image.open(out_dir / record["mask"]))
-            for k in dataset.classes.ids:
-                masks[k - 1] = index_mask == k
-        else:
-            for class_id, rle in record["rle"].items():
-                masks[int(class_id) - 1] = decode(rle, image.shape[:2])
-        tiles.append(overlay(image, masks))
-        names = "+".join(dataset.classes.name(c) for c in record["classes"]) or "none"
-        captions.append(f"{Path(record['image']).name} [{names}]")
-    path = out_dir / "contact_sheet.png"
-    if tiles:
-        wide = tiles[0].shape[1] > 4 * tiles[0].shape[0]
-        buffer = io.BytesIO()
-        contact_sheet(tiles, captions, columns=2 if wide else 4, tile_width=640 if wide else 256).save(
-            buffer, "PNG"
-        )
-        _write_bytes(path, buffer.getvalue())
-    return path
-
-
-PNG_COMPRESSION = 1  # zlib level: lossless either way; level 6 (PIL's default) costs ~4x the CPU
-
-
-def png_bytes(pixels: np.ndarray) -> bytes:
-    """uint8 [H, W], [H, W, 1] or [H, W, 3] (RGB) -> PNG file bytes. OpenCV's encoder: 30 % less
-    CPU than PIL's at the same level on a 1600x256 strip (benchmarks/RESULTS.md)."""
-    pixels = np.ascontiguousarray(pixels)
-    if pixels.ndim == 3 and pixels.shape[2] == 3:
-        pixels = pixels[:, :, ::-1]  # OpenCV writes BGR order
-    ok, encoded = cv2.imencode(".png", pixels, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
-    if not ok:
-        raise DefectgenError(f"could not encode a {pixels.shape} image as PNG")
-    return encoded.tobytes()
-
-
-def _jpeg(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels).save(buffer, "JPEG", quality=95)
-    return buffer.getvalue()
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    try:
-        write_atomic(path, data)
-    except OSError as err:
-        raise _write_error(path, err) from err
-
-
-def _write_error(path: Path, err: OSError) -> DefectgenError:
-    if err.errno == errno.ENOSPC:
-        return DefectgenError(
-            f"disk full while writing {path}; free some space and run the same command again: "
-            "finished items are kept and only the rest is generated"
-        )
-    return DefectgenError(f"cannot write {path} ({err}); fix the problem and run the same command again")
-
-
-@contextmanager
-def _locked(out_dir: Path):
-    """Exclusive lock on OUT/.lock for the whole run: a second synth on the same folder stops."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(out_dir / ".lock", "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise DefectgenError(
-            f"another defectgen synth is writing to {out_dir}; wait for it to finish or choose another --out"
-        ) from None
-    try:
-        yield
-    finally:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()

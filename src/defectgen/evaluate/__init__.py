@@ -10,7 +10,7 @@ from importlib import import_module
 from defectgen.evaluate.arms import BASES, parse_arm, parse_synthetic
 from defectgen.evaluate.config import EvalConfig
 
-_FROM_RUN = ("RESULT_COLUMNS", "evaluate", "open_synthetic", "result_rows")
+_FROM_RUN = ("RESULT_COLUMNS", "evaluate", "result_rows")
 _FROM_QUALITY = ("measure_quality",)
 
 __all__ = ["BASES", "EvalConfig", "parse_arm", "parse_synthetic", *_FROM_RUN, *_FROM_QUALITY]

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from rich.progress import track
 
-from defectgen.data import SeverstalDataset, open_dataset
 from defectgen.data.dataset import DefectDataset
 from defectgen.data.split import Split, carve_validation
 from defectgen.distributed import resolve_bf16
@@ -39,6 +38,7 @@ from defectgen.evaluate.sampling import (
 from defectgen.evaluate.scores import ScoreSheet, summarize
 from defectgen.evaluate.segmenter import probabilities_batch, train_segmenter
 from defectgen.models.unet import build_segmenter
+from defectgen.synthset import is_synthset, open_synthetic, painted_region, read_manifest, set_sources
 
 COPYPASTE_IMAGES = 1000  # pasted images per seed (made lazily, when a crop first needs one)
 SCORE_BATCH = 8  # images of one size predicted together
@@ -135,47 +135,10 @@ def _by_shape(batch: list[int], shape_of) -> list[list[int]]:
     return list(groups.values())
 
 
-def open_synthetic(path: Path, dataset: DefectDataset) -> DefectDataset:
-    """A `defectgen synth` output folder (either format) as a dataset with the real classes."""
-    if not path.is_dir():
-        raise DataError(f"{path}: synthetic folder not found; create it with `defectgen synth`")
-    if (path / "train.csv").is_file():
-        synthetic = SeverstalDataset(
-            path / "train.csv",
-            path / "images",
-            classes=dataset.classes,
-        )
-    else:
-        synthetic = open_dataset(f"folder:{path}")
-    if synthetic.classes != dataset.classes or synthetic.channels != dataset.channels:
-        raise DataError(
-            f"{path} has classes {list(synthetic.classes.names)} ({synthetic.channels} channel(s)), but "
-            f"{dataset.spec} has {list(dataset.classes.names)} ({dataset.channels}); "
-            "synthesize for this dataset"
-        )
-    if not len(synthetic):
-        raise DataError(f"{path}: the synthetic set is empty; run `defectgen synth` into it")
-    return synthetic
-
-
-def set_sources(path: Path) -> set[str]:
-    """The real items a synthetic set names as its sources: the backgrounds it was painted on
-    and the real defects it pasted (harmonize), from its manifest."""
-    from defectgen.synth import read_manifest
-
-    sources: set[str] = set()
-    for record in read_manifest(path).values():
-        sources.add(str(record.get("background")))
-        for defect in record.get("defects") or []:
-            if isinstance(defect, dict) and isinstance(defect.get("source"), str):
-                sources.add(defect["source"])
-    return sources
-
-
 def refuse_test_sources(path: Path, name: str, test_ids: set[str]) -> None:
     """A set painted on (or pasted from) images of this split's test half would bring test
     images into training: refused, as is a folder without a synthesis manifest."""
-    if not (path / "manifest.jsonl").is_file() or not (path / "synth.json").is_file():
+    if not is_synthset(path):
         raise DataError(
             f"--synthetic {name}={path}: not a `defectgen synth` folder (no synth.json and manifest.jsonl); "
             "give a folder written by `defectgen synth`"
@@ -239,8 +202,6 @@ def arm_sampler(ctx: EvalContext, arm: Arm, seed: int, filters: dict | None = No
 
 def synthetic_pool(ctx: EvalContext, name: str, kept: list[int] | None = None) -> Pool:
     """A synthetic set's items; the pixels each painted outside its label are ignored."""
-    from defectgen.synth import painted_region, read_manifest
-
     synthetic, folder = ctx.sets[name], ctx.synthetic_dirs[name]
     manifest = read_manifest(folder)
 

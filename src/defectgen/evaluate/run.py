@@ -45,18 +45,18 @@ from defectgen.evaluate.config import EvalConfig
 from defectgen.evaluate.context import (
     EvalContext,
     crops_per_step,
-    open_synthetic,
     state_bytes,
     train_and_score,
     untrained_validation,
 )
 from defectgen.evaluate.judge import accepts, class_thresholds
 from defectgen.evaluate.scores import MIN_AREAS, THRESHOLDS
-from defectgen.evaluate.set_quality import set_quality, synth_params
+from defectgen.evaluate.set_quality import set_quality
 from defectgen.fileio import claim_folder, write_atomic
+from defectgen.synthset import read_params, set_fingerprint
 
 FORMAT = "defectgen-eval/3"
-__all__ = ["FORMAT", "RESULT_COLUMNS", "evaluate", "open_synthetic", "result_rows"]
+__all__ = ["FORMAT", "RESULT_COLUMNS", "evaluate", "result_rows"]
 
 
 def evaluate(
@@ -153,7 +153,7 @@ class Evaluation:
         self.runs_dir = out_dir / "runs"
         self.seeds = list(ctx.config.seeds)
         self.judge_seed = self.seeds[0]
-        self.set_prints = {name: _set_fingerprint(path) for name, path in ctx.synthetic_dirs.items()}
+        self.set_prints = {name: set_fingerprint(path) for name, path in ctx.synthetic_dirs.items()}
         self.context = {
             "dataset": ctx.dataset.fingerprint(),
             "split": _digest([split.train, split.test]),
@@ -315,7 +315,7 @@ class Evaluation:
                     "path": str(path),
                     "images": len(ctx.sets[name]),
                     "fingerprint": self.set_prints[name],
-                    "mask_source": synth_params(path).get("mask_source"),
+                    "mask_source": read_params(path).get("mask_source"),
                 }
                 for name, path in ctx.synthetic_dirs.items()
             },
@@ -485,14 +485,6 @@ def _is_evaluation(folder: Path) -> bool:
     except (OSError, ValueError, AttributeError):
         return False
     return str(fmt).startswith("defectgen-eval/")
-
-
-def _set_fingerprint(path: Path) -> str:
-    digest = hashlib.sha256()
-    for name in ("synth.json", "manifest.jsonl"):
-        file = Path(path) / name
-        digest.update(file.read_bytes() if file.is_file() else b"-")
-    return digest.hexdigest()[:16]
 
 
 # Settings that do not change how one (arm, seed) is trained and scored: a run finished under

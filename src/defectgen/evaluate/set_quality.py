@@ -22,14 +22,7 @@ from defectgen.evaluate.context import EvalContext
 from defectgen.evaluate.sampling import copypaste_pool, dataset_pool
 from defectgen.fileio import file_digest
 from defectgen.models.unet import build_segmenter, unet_shape
-
-
-def synth_params(path: Path) -> dict:
-    """A synthetic folder's synth.json ({} when absent or unreadable)."""
-    try:
-        return json.loads((Path(path) / "synth.json").read_text())
-    except (OSError, ValueError):
-        return {}
+from defectgen.synthset import read_params
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -100,7 +93,7 @@ def set_quality(
         if model is None:
             results[name] = entry
             continue
-        if synth_params(ctx.synthetic_dirs[name]).get("guide_sha256") == judge_digest:
+        if read_params(ctx.synthetic_dirs[name]).get("guide_sha256") == judge_digest:
             entry["label_fidelity"] = {
                 "not_independent": f"the judge (real arm, seed {judge['seed']}) is the U-Net this set's "
                 "generator was trained against (its guide); judge it with an evaluation whose first seed "
@@ -137,7 +130,7 @@ def set_quality(
         real_crops = quality.defect_crops(real_defects, count, config.crop_size, seed=2)
         synthetic_crops = quality.defect_crops(synthetic_pool_all, count, config.crop_size, seed=3)
         entry["kid"] = {"feature_space": space, **quality.kid(features, real_crops, synthetic_crops)}
-        made_by = synth_params(ctx.synthetic_dirs[name]).get("checkpoint_sha256")
+        made_by = read_params(ctx.synthetic_dirs[name]).get("checkpoint_sha256")
         if checkpoint is not None and made_by == file_digest(Path(checkpoint)):  # the set it made
             entry["diversity"] = _diversity(
                 checkpoint, synthetic, features, config, ctx.use_bf16, real_crops, space

@@ -185,6 +185,6 @@ def _data_url(value) -> bytes:
 
 
 def _png(pixels: np.ndarray) -> bytes:
-    from defectgen.synth import png_bytes
+    from defectgen.synthset.writer import png_bytes
 
     return png_bytes(pixels)

@@ -12,12 +12,8 @@ name twice or cut a manifest line.
 from __future__ import annotations
 
 import base64
-import fcntl
 import io
-import json
-import os
 import threading
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -31,13 +27,15 @@ from PIL import Image, UnidentifiedImageError
 from defectgen.checkpoint import load_generator
 from defectgen.data.dataset import DefectDataset
 from defectgen.data.imageio import read_image
-from defectgen.data.rle import encode
 from defectgen.data.split import Split
 from defectgen.distributed import parse_device, resolve_bf16
 from defectgen.errors import DataError, DefectgenError
 from defectgen.fileio import file_digest, write_atomic
-from defectgen.geometry import components, count_components, hole_of, hole_radius
+from defectgen.geometry import components, hole_of, hole_radius
+from defectgen.painter import paint_one
 from defectgen.severity import DEFAULT_SEVERITY
+from defectgen.synthset import read_records, writer
+from defectgen.synthset.writer import png_bytes
 
 MAX_UPLOAD_BYTES = 20_000_000
 MAX_UPLOAD_PIXELS = 16_000_000  # the studio paints whole images on a CPU: a 4000x4000 photo at most
@@ -46,7 +44,6 @@ MAX_DRAWS = 8
 LOCK_WAIT = 10.0  # s
 MAX_UPLOADS = 32  # kept in memory; the oldest is forgotten first
 MAX_JOBS = 16  # finished jobs kept for Keep; the oldest is forgotten first
-MANIFEST = "manifest.jsonl"
 
 
 class StudioError(DefectgenError):
@@ -259,8 +256,6 @@ class StudioSession:
         return job
 
     def _run(self, job: Job, image: np.ndarray) -> None:
-        from defectgen.synth import paint_one, png_bytes
-
         amp = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16)
         try:
             for seed in job.seeds:
@@ -324,20 +319,19 @@ def mask_from_png(data: bytes, shape: tuple[int, int]) -> np.ndarray:
 
 
 class KeptWriter:
-    """Writes kept results in `synth --format folder`'s layout; safe across threads and processes."""
+    """Writes kept results as a synthetic set (`synthset.writer`, the layout of `synth --format
+    folder`); safe across threads and processes."""
 
     def __init__(self, out_dir: Path, dataset: DefectDataset, params: dict):
         self.out_dir, self.dataset, self.params = out_dir, dataset, params
         self._lock = threading.Lock()
         out_dir.mkdir(parents=True, exist_ok=True)
-        from defectgen.synth import claim_output
-
         with self._locked():
-            if claim_output(out_dir, params):
+            if writer.claim(out_dir, params):
                 write_atomic(out_dir / "classes.txt", dataset.classes.to_classes_txt())
 
     def count(self) -> int:
-        return len(self._records())
+        return len(read_records(self.out_dir))
 
     def keep(
         self,
@@ -350,83 +344,33 @@ class KeptWriter:
     ) -> dict:
         """Write one kept result; `severities`: (class id, severity) per new defect component,
         recorded as synth records them."""
-        from defectgen.synth import png_bytes
-
         with self._lock, self._locked():
-            records = self._records()
-            index = 1 + max((r["index"] for r in records), default=-1)
+            index = 1 + max(read_records(self.out_dir), default=-1)
             name = f"studio_{index:06d}"
-            present = [int(k) + 1 for k in np.flatnonzero(masks.any(axis=(1, 2)))]
             record = {
                 "index": index,
                 "image": f"images/{name}.png",
                 "mask": f"masks/{name}.png",
                 "background": background,
-                "classes": present,
-                "areas": {str(k): int(masks[k - 1].sum()) for k in present},
+                **writer.label_fields(masks),
                 "mask_source": "studio",
                 "seed": seed,
-                "defects": [
-                    {
-                        "source": "studio",
-                        "class_id": k,
-                        "area": int(masks[k - 1].sum()),
-                        "components": count_components(masks[k - 1]),
-                    }
-                    for k in present
-                ],  # fmt: skip
-                "painted": encode(region),
-                "painted_pixels": int(region.sum()),
+                "defects": writer.studio_defects(masks),
+                **writer.painted_fields(region),
             }
             if severities:
                 record["severity"] = [[int(k), round(float(v), 4)] for k, v in severities]
-            index_mask = np.zeros(masks.shape[1:], dtype=np.uint8)
-            for k in present:
-                index_mask[masks[k - 1]] = k
             write_atomic(self.out_dir / "classes.txt", self.dataset.classes.to_classes_txt())
-            write_atomic(self.out_dir / record["mask"], png_bytes(index_mask))
-            write_atomic(self.out_dir / record["image"], png_bytes(image))
-            with open(self.out_dir / MANIFEST, "a+b") as handle:
-                cut = False  # a last line cut by a kill gets its newline, or the next one is lost too
-                if handle.seek(0, os.SEEK_END):
-                    handle.seek(-1, os.SEEK_END)
-                    cut = handle.read(1) != b"\n"
-                handle.write((b"\n" if cut else b"") + json.dumps(record).encode() + b"\n")
-                handle.flush()
-                os.fsync(handle.fileno())
+            writer.write_files(self.out_dir, record, image, masks)
+            writer.append_record(self.out_dir, record)
             return record
-
-    def _records(self) -> list[dict]:
-        path = self.out_dir / MANIFEST
-        if not path.exists():
-            return []
-        records = []
-        for line in path.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                continue  # a line cut by a kill: its index is used again, its files overwritten
-        return records
 
     @contextmanager
     def _locked(self):
-        """Exclusive lock on OUT/.lock: one writer at a time, across processes. Another process
-        (a `synth` run, another studio) holding it for more than `LOCK_WAIT` s is an error."""
-        with open(self.out_dir / ".lock", "a+") as handle:
-            deadline = time.monotonic() + LOCK_WAIT
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise StudioError(
-                            f"another defectgen process is writing to {self.out_dir}; wait for it or "
-                            "choose another --out",
-                            409,
-                        ) from None
-                    time.sleep(0.05)
-            try:
+        """The set's lock (`synthset.writer.locked`), waited for up to `LOCK_WAIT` s: another
+        process (a `synth` run, another studio) holding it longer is an error."""
+        try:
+            with writer.locked(self.out_dir, wait=LOCK_WAIT, who="process"):
                 yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        except writer.FolderBusy as err:
+            raise StudioError(str(err), 409) from None

@@ -30,15 +30,15 @@ from rich.progress import track
 from rich.table import Table
 from torchvision.transforms.functional import gaussian_blur
 
-from defectgen import losses
-from defectgen.augment import AdaptiveAugment
 from defectgen.checkpoint import load_generator
-from defectgen.config import TrainConfig
 from defectgen.data import open_dataset
 from defectgen.data.patches import DefectCrops
 from defectgen.data.split import Split
+from defectgen.gan import losses
+from defectgen.gan.augment import AdaptiveAugment
+from defectgen.gan.config import TrainConfig
+from defectgen.gan.objective import Objective
 from defectgen.models import composite
-from defectgen.objective import Objective
 
 
 def parse_variant(text: str) -> dict:

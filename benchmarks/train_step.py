@@ -11,7 +11,7 @@ DECODER (transposed, resize or nearest) trains that decoder without decoder nois
 of the preset's; `first`
 is the generator's first decoder, transposed.
 
-Each run is `defectgen.train.train` in its own process (so peak RSS is its own) on the
+Each run is `defectgen.gan.train.train` in its own process (so peak RSS is its own) on the
 embedded demo data (256x1600 strips, crops of the given size), batch 4, one process, with
 R1 every 16 steps as in training. The first 2 iterations are warm-up and not counted; the
 figure is the median of the rest (R1 steps included in their share). Prints one table.
@@ -49,12 +49,12 @@ def child(
 ) -> dict:
     import torch
 
-    from defectgen.config import TrainConfig
     from defectgen.data import open_dataset
     from defectgen.data.demo import generate_demo
     from defectgen.data.split import make_split
+    from defectgen.gan.config import TrainConfig
+    from defectgen.gan.train import train
     from defectgen.models import count_parameters
-    from defectgen.train import train
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     data = generate_demo(work / "demo", n_images=16, seed=0, progress=False)

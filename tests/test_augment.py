@@ -8,7 +8,7 @@ import io
 import pytest
 import torch
 
-from defectgen.augment import GEOMETRIC, AdaptiveAugment
+from defectgen.gan.augment import GEOMETRIC, AdaptiveAugment
 
 
 def make_batch(batch: int = 6, height: int = 32, width: int = 32, seed: int = 0):

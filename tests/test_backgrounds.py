@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from conftest import write_gray
-from defectgen.config import TrainConfig
 from defectgen.data import open_dataset
 from defectgen.data.rle import decode
 from defectgen.data.split import make_split
+from defectgen.gan.config import TrainConfig
+from defectgen.gan.train import train
 from defectgen.masks import build_mask_source
 from defectgen.synth import BACKGROUND_TEXT, synthesize
 from defectgen.synthset import read_manifest
-from defectgen.train import train
 
 TINY = dict(preset="tiny", model={"resolution": 32}, batch_size=2, sample_every=100, checkpoint_every=100)
 

@@ -119,10 +119,10 @@ FIXTURE = Path(__file__).parent / "fixtures" / "tiny_folder"
 @pytest.mark.slow
 def test_synthetic_set_with_unusual_names_reads_back(tmp_path):
     """synth's own folder output opens as a dataset with the same class table."""
-    from defectgen.config import TrainConfig
     from defectgen.data.split import make_split
+    from defectgen.gan.config import TrainConfig
+    from defectgen.gan.train import train
     from defectgen.synth import synthesize
-    from defectgen.train import train
 
     root = tmp_path / "ds"
     shutil.copytree(FIXTURE, root)

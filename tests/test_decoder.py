@@ -17,16 +17,16 @@ from conftest import FIXTURE
 from defectgen import synth as synth_module
 from defectgen.checkpoint import CheckpointError, load_checkpoint, load_generator
 from defectgen.cli import main
-from defectgen.config import TrainConfig
 from defectgen.data import open_dataset
 from defectgen.data.split import make_split
 from defectgen.errors import ConfigError, DataError
+from defectgen.gan.config import TrainConfig
+from defectgen.gan.train import train
 from defectgen.masks import build_mask_source
 from defectgen.masks.learned import central_component
 from defectgen.models import PRESETS, ModelSpec
 from defectgen.models.stylegan import StyleGenerator, binarised, mask_probability
 from defectgen.synth import synthesize
-from defectgen.train import train
 
 DECODER = dict(
     preset="decoder-tiny",
@@ -291,9 +291,9 @@ def test_inpainter_only_commands_refuse_a_decoder(decoder_run, tmp_path):
 
 def test_decoder_r1_is_taken_on_each_image_mean_patch_logit():
     """StyleGAN2's gamma is defined for one logit per image: the patch grid's mean, not its sum."""
-    from defectgen.augment import AdaptiveAugment
-    from defectgen.losses import r1_penalty
-    from defectgen.objective import DecoderObjective
+    from defectgen.gan.augment import AdaptiveAugment
+    from defectgen.gan.losses import r1_penalty
+    from defectgen.gan.objective import DecoderObjective
 
     torch.manual_seed(0)
     D = PRESETS["decoder-tiny"].discriminator.build(1, 2)

@@ -15,7 +15,6 @@ from torch import nn
 
 from conftest import folder_dataset
 from defectgen.cli import main
-from defectgen.config import TrainConfig
 from defectgen.data import open_dataset
 from defectgen.data.split import Split, carve_validation, make_split
 from defectgen.errors import ConfigError, DataError
@@ -23,9 +22,10 @@ from defectgen.evaluate import EvalConfig, evaluate, measure_quality, parse_arm,
 from defectgen.evaluate.context import EvalContext, arm_sampler, synthetic_pool
 from defectgen.evaluate.scores import CANDIDATES, PLAIN, ScoreSheet, pair_scores
 from defectgen.evaluate.segmenter import probabilities
+from defectgen.gan.config import TrainConfig
+from defectgen.gan.train import train
 from defectgen.models.unet import build_segmenter, segmentation_loss
 from defectgen.synth import synthesize
-from defectgen.train import train
 
 TINY_GAN = {
     "preset": "tiny",

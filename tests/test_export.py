@@ -8,12 +8,12 @@ import onnx
 import pytest
 
 from defectgen.cli import main
-from defectgen.config import TrainConfig
 from defectgen.data import open_dataset
 from defectgen.data.split import make_split
 from defectgen.errors import ConfigError, DefectgenError
 from defectgen.export import OnnxGenerator, export_onnx, verify
-from defectgen.train import train
+from defectgen.gan.config import TrainConfig
+from defectgen.gan.train import train
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny_folder"
 

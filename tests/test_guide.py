@@ -8,14 +8,14 @@ import json
 import pytest
 import torch
 
-from defectgen.config import TrainConfig
 from defectgen.errors import ConfigError, DataError
 from defectgen.evaluate import EvalConfig, evaluate
 from defectgen.fileio import file_digest
-from defectgen.guide import guide_loss, load_guide
+from defectgen.gan.config import TrainConfig
+from defectgen.gan.guide import guide_loss, load_guide
+from defectgen.gan.train import train
 from defectgen.models.unet import build_segmenter
 from defectgen.synth import synthesize
-from defectgen.train import train
 from test_evaluate import SMALL, TINY_GAN, bench  # noqa: F401 - the shared small benchmark fixture
 
 

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 
 from conftest import write_gray
-from defectgen.config import TrainConfig
 from defectgen.data import open_dataset
 from defectgen.data.split import make_split
 from defectgen.errors import ConfigError, DataError
+from defectgen.gan.config import TrainConfig
+from defectgen.gan.train import train
 from defectgen.painter import seam
 from defectgen.synth import synthesize
 from defectgen.synthset import painted_region, read_manifest
-from defectgen.train import train
 
 SIZE = 48
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from defectgen.losses import (
+from defectgen.gan.losses import (
     d_adversarial,
     d_relativistic,
     feature_matching,

@@ -391,9 +391,9 @@ def test_real_mask_bank_is_built_from_training_masks_only(fixture_split, monkeyp
 def test_synth_mask_bank_is_built_from_training_masks_only(fixture_split, tmp_path, monkeypatch, kind):
     """Through `synthesize` (what `defectgen synth --mask-source real|mix` runs): every real
     component in the bank, and every mask or image read, comes from the split's training half."""
-    from defectgen.config import TrainConfig
+    from defectgen.gan.config import TrainConfig
+    from defectgen.gan.train import train
     from defectgen.synth import synthesize
-    from defectgen.train import train
 
     dataset, split = fixture_split
     config = TrainConfig(preset="tiny", model={"resolution": 32}, batch_size=2, precision="fp32", steps=1)

@@ -345,7 +345,7 @@ def test_a_spec_with_other_values_builds_another_generator():
 
 
 def test_runs_with_removed_options_are_refused_by_name():
-    from defectgen.config import upgrade_config
+    from defectgen.gan.config import upgrade_config
 
     base = {"preset": "tiny", "g_upsampling": "resize"}
     assert upgrade_config({**base, "g_decoder_noise": False, "d_stem_layers": 1}, True)["model"] == {
@@ -360,7 +360,7 @@ def test_runs_with_removed_options_are_refused_by_name():
 def test_runs_written_before_severity_load_without_it():
     """A run's whole spec from before the severity input builds the generator it trained (no
     severity channel); a user's partial override still takes the preset's severity."""
-    from defectgen.config import TrainConfig
+    from defectgen.gan.config import TrainConfig
 
     old = preset("tiny").to_dict()
     del old["generator"]["severity"]

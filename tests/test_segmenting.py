@@ -8,15 +8,15 @@ import torch
 import torch.nn.functional as F
 
 from conftest import FIXTURE
-from defectgen import losses
 from defectgen.checkpoint import load_checkpoint
-from defectgen.config import TrainConfig
 from defectgen.data import open_dataset
 from defectgen.data.split import make_split
 from defectgen.errors import ConfigError
+from defectgen.gan import losses
+from defectgen.gan.config import TrainConfig
+from defectgen.gan.train import train
 from defectgen.models import preset
 from defectgen.synth import synthesize
-from defectgen.train import train
 
 SEGMENTING = {"kind": "segmenting", "conditioning": "none"}
 
@@ -112,8 +112,8 @@ def test_a_run_trains_and_synthesises_with_it(tmp_path):
 def test_r1_weighs_the_same_for_both_kinds_of_discriminator():
     """R1 on the per-pixel realness is taken per patch-sized block: at initialisation the penalty
     is of the patch discriminator's order, not 4**n_layers**2 times it."""
-    from defectgen.augment import AdaptiveAugment
-    from defectgen.objective import Objective
+    from defectgen.gan.augment import AdaptiveAugment
+    from defectgen.gan.objective import Objective
 
     torch.manual_seed(0)
     spec = preset("small")

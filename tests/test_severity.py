@@ -12,11 +12,12 @@ import torch
 
 from conftest import FIXTURE, TINY
 from defectgen.checkpoint import load_checkpoint, load_generator
-from defectgen.config import TrainConfig
 from defectgen.data import open_dataset
 from defectgen.data.patches import DefectCrops
 from defectgen.data.split import make_split
 from defectgen.errors import ConfigError, DataError
+from defectgen.gan.config import TrainConfig
+from defectgen.gan.train import train
 from defectgen.models import PRESETS
 from defectgen.severity import (
     DEFAULT_SEVERITY,
@@ -29,7 +30,6 @@ from defectgen.severity import (
 )
 from defectgen.synth import synthesize
 from defectgen.synthset import read_manifest
-from defectgen.train import train
 
 
 def _square(level: int, size: int = 40, background: int = 128) -> tuple[np.ndarray, np.ndarray]:

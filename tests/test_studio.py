@@ -18,13 +18,13 @@ from PIL import Image
 from starlette.testclient import TestClient
 
 from conftest import write_gray
-from defectgen.config import TrainConfig
 from defectgen.data import open_dataset
 from defectgen.data.split import make_split
 from defectgen.errors import DataError
+from defectgen.gan.config import TrainConfig
+from defectgen.gan.train import train
 from defectgen.geometry import hole_radius
 from defectgen.studio import StudioSession, create_app
-from defectgen.train import train
 
 TINY = dict(preset="tiny", model={"resolution": 32}, batch_size=2, sample_every=100, checkpoint_every=100)
 TOKEN = "test-token-123"

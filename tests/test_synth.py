@@ -23,16 +23,16 @@ from conftest import FIXTURE, TINY, write_gray
 from defectgen import painter
 from defectgen import synth as synth_module
 from defectgen.checkpoint import load_checkpoint, load_generator, save_checkpoint
-from defectgen.config import TrainConfig
 from defectgen.data import SeverstalDataset, open_dataset
 from defectgen.data.demo import generate_demo
 from defectgen.data.rle import decode
 from defectgen.data.split import make_split
 from defectgen.errors import ConfigError, DataError, DefectgenError
+from defectgen.gan.config import TrainConfig
+from defectgen.gan.train import train
 from defectgen.synth import synthesize
 from defectgen.synthset import painted_region, read_manifest
 from defectgen.synthset import writer as synthset_writer
-from defectgen.train import train
 
 
 @pytest.fixture(scope="module")

@@ -15,15 +15,15 @@ import torch
 import yaml
 
 from conftest import record_reads
-from defectgen import losses
 from defectgen.checkpoint import CheckpointError, load_checkpoint
 from defectgen.cli import main
-from defectgen.config import INPAINTER_ONLY, TrainConfig, apply_overrides
 from defectgen.data import open_dataset
 from defectgen.data.split import make_split
 from defectgen.errors import ConfigError, DataError
+from defectgen.gan import losses
+from defectgen.gan.config import INPAINTER_ONLY, TrainConfig, apply_overrides
+from defectgen.gan.train import DivergenceError, train
 from defectgen.models import PRESETS
-from defectgen.train import DivergenceError, train
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny_folder"
 FAST = dict(
@@ -321,7 +321,7 @@ def test_training_crops(tiny):
 
 
 def test_gan_training_crops_come_from_the_training_half_only(tmp_path, monkeypatch):
-    import defectgen.train as train_module
+    import defectgen.gan.train as train_module
 
     dataset = open_dataset(str(FIXTURE))
     split = make_split(dataset, seed=0)

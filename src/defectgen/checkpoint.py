@@ -109,8 +109,8 @@ def load_generator(
 
     Returns (G, classes: ClassTable, image_channels, config: TrainConfig).
     """
-    from defectgen.config import TrainConfig
     from defectgen.data.classes import ClassTable
+    from defectgen.gan.config import TrainConfig
 
     state = load_checkpoint(path, map_location=device)
     try:

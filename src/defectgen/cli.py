@@ -258,10 +258,10 @@ def train(
 
     Several processes (DDP): torchrun --nproc_per_node 2 -m defectgen train DATA --split split.json --out runs/x
     """
-    from defectgen.config import TrainConfig, apply_overrides
     from defectgen.data.split import Split
+    from defectgen.gan.config import TrainConfig, apply_overrides
+    from defectgen.gan.train import train as run_training
     from defectgen.models.presets import DECODER_PREFIX, preset_for
-    from defectgen.train import train as run_training
 
     config = TrainConfig.load(config_file) if config_file else TrainConfig()
     if resume and preset is None and model is None and config_file is None:
@@ -297,7 +297,7 @@ def train(
 
 def _run_preset(out_dir: Path) -> str | None:
     """The preset of the run in `out_dir` (its config.yaml), if there is one that reads."""
-    from defectgen.config import TrainConfig
+    from defectgen.gan.config import TrainConfig
 
     try:
         return TrainConfig.load(out_dir / "config.yaml", written_by_a_run=True).preset

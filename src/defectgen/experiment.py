@@ -160,8 +160,8 @@ def run_experiment(
 
 def _generator(dataset, split, config: ExperimentConfig, g: int, out_dir: Path, progress: bool) -> Path:
     from defectgen.checkpoint import load_checkpoint
-    from defectgen.config import TrainConfig, apply_overrides
-    from defectgen.train import train
+    from defectgen.gan.config import TrainConfig, apply_overrides
+    from defectgen.gan.train import train
 
     run = out_dir / f"gan_g{g}"
     last = run / "checkpoints" / "last.pt"
@@ -226,13 +226,13 @@ def _stage(number: int, name: str, text: str) -> None:
 def estimate(dataset: DefectDataset, config: ExperimentConfig) -> dict:
     """Seconds each stage should take on this machine, from short probes: a few segmenter steps
     and a test-image scoring pass, a few generator steps and a few synthetic images."""
-    from defectgen.config import TrainConfig, apply_overrides
     from defectgen.data.split import fit_split, make_split
     from defectgen.evaluate.arms import Arm
     from defectgen.evaluate.context import EvalContext, arm_sampler
     from defectgen.evaluate.segmenter import train_segmenter
+    from defectgen.gan.config import TrainConfig, apply_overrides
+    from defectgen.gan.train import train
     from defectgen.synth import synthesize
-    from defectgen.train import train
 
     config.validate()
     eval_config = config.eval_config()

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from defectgen.cli import main
-from defectgen.config import TrainConfig, apply_overrides
 from defectgen.errors import ConfigError, DataError
+from defectgen.gan.config import TrainConfig, apply_overrides
 from defectgen.settings import parse_yaml
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "tiny_folder"

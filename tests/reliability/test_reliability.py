@@ -19,11 +19,11 @@ import pytest
 
 from defectgen.checkpoint import CheckpointError, load_checkpoint
 from defectgen.cli import main
-from defectgen.config import TrainConfig
 from defectgen.data import open_dataset
 from defectgen.data.split import make_split
 from defectgen.errors import DataError
-from defectgen.train import train
+from defectgen.gan.config import TrainConfig
+from defectgen.gan.train import train
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "tiny_folder"
 TINY_SETS = [

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from defectgen import losses
+from defectgen.gan import losses
 
 ADVERSARIAL_LOSSES = ("relativistic", "standard")
 
@@ -153,7 +153,7 @@ class Objective:
             terms.append(self.mode_seeking * loss_ms)
             logs.update(ms_logs)
         if self.guide is not None:
-            from defectgen.guide import guide_loss
+            from defectgen.gan.guide import guide_loss
 
             loss_guide, guide_logs = guide_loss(self.guide, fake, labels, hole)
             terms.append(self.guide_weight * loss_guide)

@@ -35,17 +35,17 @@ from rich.text import Text
 from torchvision.utils import make_grid
 
 from defectgen import distributed
-from defectgen.augment import AdaptiveAugment
 from defectgen.checkpoint import CheckpointError, link_atomically, load_checkpoint, save_checkpoint
-from defectgen.config import TrainConfig
 from defectgen.data.dataset import DefectDataset
 from defectgen.data.patches import DefectCrops
 from defectgen.data.split import Split
 from defectgen.errors import ConfigError, DefectgenError
 from defectgen.fileio import OWNER_MARK, claim_folder, file_digest
+from defectgen.gan.augment import AdaptiveAugment
+from defectgen.gan.config import TrainConfig
+from defectgen.gan.objective import DecoderObjective, Objective
 from defectgen.models import composite, count_parameters
 from defectgen.models.stylegan import binarised, mask_probability
-from defectgen.objective import DecoderObjective, Objective
 from defectgen.ui import console, say
 
 
@@ -69,7 +69,7 @@ def train(
     config = config.resolved()  # the run's files hold its whole model spec, whatever the presets become
     extra = {k: v for k, v in config.extra.items() if k != "guide_sha256"}  # only this run's guide
     if config.guide:  # the guide by content: resuming with another is refused; evaluate's judge must differ
-        from defectgen.guide import load_guide
+        from defectgen.gan.guide import load_guide
 
         load_guide(
             config.guide, config.guide_encoder, dataset.channels, len(dataset.classes)
@@ -113,7 +113,7 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
 
     guide = None
     if config.guide:
-        from defectgen.guide import load_guide
+        from defectgen.gan.guide import load_guide
 
         guide = load_guide(config.guide, config.guide_encoder, channels, num_classes).to(device)
         if config.channels_last:

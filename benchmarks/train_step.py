@@ -4,7 +4,7 @@
         [--batch 4] [--device cuda]
 
 A run is PRESET:RESOLUTION:PRECISION[:cl][:DECODER] (PRESET may be a decoder preset,
-`decoder-small`: the decoder GAN's iteration); `cl` trains with `channels_last=True`
+`stylegan-small`: the decoder GAN's iteration); `cl` trains with `channels_last=True`
 (memory format of models and batches) and converts the models of the G+D column the same way;
 DECODER (transposed, resize or nearest) trains that decoder without decoder noise
 (`--set model.generator.upsampling=DECODER`) instead
@@ -121,7 +121,7 @@ def model_only(
     for _ in range(warmup + repeats):
         start = time.perf_counter()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            if spec.is_decoder:
+            if spec.is_stylegan:
                 classes = torch.arange(batch, device=device) % 4
                 output = G(G.draw_style(batch, rng, device=device), classes, generator=rng)
                 drawn = binarised(mask_probability(output, 1))
@@ -169,7 +169,7 @@ def main() -> None:
         "crop",
         "precision",
         "layout",
-        "decoder",
+        "stylegan",
         "G params",
         "s / iteration",
         "images/s",

@@ -273,9 +273,9 @@ def test_presets_have_the_documented_sizes():
         "small": (8_060_289, 1_206_721),
         "lama": (26_123_089, 9_803_649),
         "big": (49_372_249, 9_803_649),
-        "decoder-tiny": (49_140, 75_921),
-        "decoder-small": (2_738_144, 2_452_545),
-        "decoder-large": (19_620_530, 14_785_665),
+        "stylegan-tiny": (49_140, 75_921),
+        "stylegan-small": (2_738_144, 2_452_545),
+        "stylegan-large": (19_620_530, 14_785_665),
     }
     assert set(expected) == set(PRESETS)
     with torch.device("meta"):
@@ -295,31 +295,13 @@ def test_count_parameters_trainable_only(D):
     assert count_parameters(D, trainable_only=True) == total - D.stem[0].weight.numel()
 
 
-def test_resize_upsampling_has_no_phase_pattern():
-    """On a constant input, resize + 3x3 conv gives a constant output; the transposed conv's four
-    output phases have their own weights and give a period-2 pattern (the source of the grid)."""
-    torch.manual_seed(0)
-    constant = torch.ones(1, 4, 8, 8)
-    resize = Upsample(4, 3, "resize")
-    transposed = Upsample(4, 3, "transposed")
-    for layer in (resize, transposed):
-        torch.nn.init.normal_(layer.conv.weight)
-        torch.nn.init.normal_(layer.conv.bias)
-    out = resize(constant)
-    assert out.shape == (1, 3, 16, 16)
-    assert torch.allclose(out, out[:, :, :1, :1].expand_as(out), atol=1e-5)
-    inner = transposed(constant)[:, :, 2:-2, 2:-2]  # away from the borders
-    assert (inner[:, :, 0::2] - inner[:, :, 1::2]).abs().max() > 1e-2
-    with pytest.raises(ValueError, match="transposed, resize, nearest"):
-        Upsample(4, 3, "pixelshuffle")
-
-
 def test_nearest_upsampling_is_folded():
-    """ "nearest" is one transposed convolution that computes nearest-neighbour 2x and then the
-    3x3 convolution exactly (borders and odd sizes included), and gradients reach its weight;
-    like resize, a constant input gives a constant output away from the zero-padded border."""
+    """The upsampling is one transposed convolution that computes nearest-neighbour 2x and then
+    the 3x3 convolution exactly (borders and odd sizes included), and gradients reach its
+    weight; a constant input gives a constant output away from the zero-padded border (no
+    phase pattern, the source of a checkerboard grid)."""
     torch.manual_seed(0)
-    layer = Upsample(5, 3, "nearest").double()
+    layer = Upsample(5, 3).double()
     torch.nn.init.normal_(layer.conv.bias)
     for height, width in ((4, 4), (5, 7)):
         x = torch.randn(2, 5, height, width, dtype=torch.float64)
@@ -335,44 +317,33 @@ def test_nearest_upsampling_is_folded():
 
 
 def test_a_spec_with_other_values_builds_another_generator():
-    G = replace(PRESETS["tiny"].generator, upsampling="transposed", ratio_g=0.5).build(CHANNELS, CLASSES)
-    assert all(up.mode == "transposed" for up in G.decoder)
+    G = replace(PRESETS["tiny"].generator, ratio_g=0.5).build(CHANNELS, CLASSES)
     assert G.blocks[0].global_channels == G.blocks[0].local_channels
     assert G.noise_maps == G.noise_channels == PRESETS["tiny"].generator.noise_channels
     preset = PRESETS["tiny"].generator.build(CHANNELS, CLASSES)
-    assert all(up.mode == "nearest" for up in preset.decoder)
     assert preset.blocks[0].global_channels > preset.blocks[0].local_channels
 
 
-def test_runs_with_removed_options_are_refused_by_name():
-    from defectgen.gan.config import upgrade_config
-
-    base = {"preset": "tiny", "g_upsampling": "resize"}
-    assert upgrade_config({**base, "g_decoder_noise": False, "d_stem_layers": 1}, True)["model"] == {
-        "generator": {"upsampling": "resize", "ratio_g": 0.75, "severity": False},
-        "discriminator": {"kind": "patch"},
-    }
-    for removed in ({"g_decoder_noise": True}, {"d_stem_layers": 2}, {"d_stem_layers": True}):
-        with pytest.raises(ConfigError, match="measured worse and was removed"):
-            upgrade_config({**base, **removed}, True)
-
-
-def test_runs_written_before_severity_load_without_it():
-    """A run's whole spec from before the severity input builds the generator it trained (no
-    severity channel); a user's partial override still takes the preset's severity."""
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda config: config.pop("model"),  # before model specs
+        lambda config: config["model"]["generator"].pop("severity"),  # before the severity input
+        lambda config: config["model"]["generator"].update(upsampling="transposed"),  # a removed option
+        lambda config: config.update(adversarial_loss="standard"),  # a removed loss
+    ],
+)
+def test_a_run_of_another_version_is_refused_not_converted(change):
     from defectgen.gan.config import TrainConfig
 
-    old = preset("tiny").to_dict()
-    del old["generator"]["severity"]
-    config = TrainConfig.from_dict({"preset": "tiny", "model": old}, written_by_a_run=True)
-    assert config.model_spec.generator.severity is False
-    G = config.model_spec.generator.build(CHANNELS, CLASSES)
-    assert G.stem[0].in_channels == CHANNELS + 1 + CLASSES + G.noise_channels
-    partial = TrainConfig.from_dict({"preset": "tiny", "model": {"generator": {"width": 16}}})
-    assert partial.model_spec.generator.severity is True
+    config = TrainConfig(preset="tiny").resolved().to_dict()
+    assert TrainConfig.from_dict(config, written_by_a_run=True).model_spec == preset("tiny")
+    change(config)
+    with pytest.raises(ConfigError, match="written by another defectgen version"):
+        TrainConfig.from_dict(config, written_by_a_run=True)
 
 
-@pytest.mark.parametrize("name", sorted(n for n, spec in PRESETS.items() if not spec.is_decoder))
+@pytest.mark.parametrize("name", sorted(n for n, spec in PRESETS.items() if not spec.is_stylegan))
 def test_a_spec_round_trips_and_builds_what_it_says(name):  # the decoders': test_decoder.py
     spec = preset(name)
     assert ModelSpec.from_dict(spec.to_dict()) == spec

@@ -105,7 +105,7 @@ def load_generator(
     path: Path, device: str | torch.device = "cpu", use_ema: bool = True, expect: str | None = None
 ):
     """The (EMA) generator of a training checkpoint, in eval mode, with what it was trained on.
-    `expect` ("inpainter" or "decoder"): refuse a checkpoint of the other kind, saying so.
+    `expect` ("inpainter" or "stylegan"): refuse a checkpoint of the other kind, saying so.
 
     Returns (G, classes: ClassTable, image_channels, config: TrainConfig).
     """
@@ -120,7 +120,7 @@ def load_generator(
         kind = config.model_spec.kind
         if expect is not None and kind != expect:
             what = {
-                "decoder": "a decoder (`train --model decoder`): it draws crops and masks from noise, "
+                "stylegan": "a StyleGAN (`train --model stylegan`): it draws crops and masks from noise, "
                 "see `defectgen synth`",
                 "inpainter": "an inpainter: it paints into given masks",
             }[kind]

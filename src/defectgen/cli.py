@@ -228,13 +228,13 @@ def train(
     preset: Annotated[
         str | None,
         typer.Option(
-            help="Model size: tiny, small, lama, big; decoder: tiny, small, large [default: small]."
+            help="Model size: tiny, small, lama, big; stylegan: tiny, small, large [default: small]."
         ),
     ] = None,
     model: Annotated[
         str | None,
         typer.Option(
-            help="inpainter (paints a defect inside a given mask) or decoder (a class-conditional "
+            help="inpainter (paints a defect inside a given mask) or stylegan (a class-conditional "
             "StyleGAN2 drawing crop and mask from noise; sizes tiny, small, large) [default: inpainter]."
         ),
     ] = None,
@@ -252,7 +252,7 @@ def train(
     covered_ids: CoveredIds = None,
     image_size: ImageSize = None,
 ):
-    """Train the inpainting GAN (or, with --model decoder, the decoder GAN) on the training half of a split.
+    """Train the inpainting GAN (or, with --model stylegan, the StyleGAN2 generator) on the training half of a split.
 
     Example: defectgen train ../shared/data/magnetic_tile --split split.json --preset small --out runs/tiles --steps 2000
 
@@ -261,19 +261,19 @@ def train(
     from defectgen.data.split import Split
     from defectgen.gan.config import TrainConfig, apply_overrides
     from defectgen.gan.train import train as run_training
-    from defectgen.models.presets import DECODER_PREFIX, preset_for
+    from defectgen.models.presets import STYLEGAN_PREFIX, preset_for
 
     config = TrainConfig.load(config_file) if config_file else TrainConfig()
     if resume and preset is None and model is None and config_file is None:
         preset = _run_preset(out_dir)  # continue the run's own kind and size
-    if model not in (None, "inpainter", "decoder"):
-        raise ConfigError(f"--model must be inpainter or decoder, got {model!r}")
+    if model not in (None, "inpainter", "stylegan"):
+        raise ConfigError(f"--model must be inpainter or stylegan, got {model!r}")
     if model is not None:
         chosen = preset or (
-            config.preset.removeprefix(DECODER_PREFIX) if model == "decoder" else config.preset
+            config.preset.removeprefix(STYLEGAN_PREFIX) if model == "stylegan" else config.preset
         )
-        if model == "inpainter" and chosen.startswith(DECODER_PREFIX):
-            raise ConfigError(f"--model inpainter with preset {chosen}, a decoder preset: drop one of them")
+        if model == "inpainter" and chosen.startswith(STYLEGAN_PREFIX):
+            raise ConfigError(f"--model inpainter with preset {chosen}, a stylegan preset: drop one of them")
         preset = preset_for(model, chosen)
     if preset is not None:
         if config.model and preset != config.preset:
@@ -335,7 +335,7 @@ def synth(
     classes: Annotated[str | None, typer.Option(help="Only these class ids, e.g. 1,3.")] = None,
     mask_source: Annotated[
         str,
-        typer.Option(help="real | shapes | folder:PATH | learned:RUN (shapes a decoder run draws) | mix."),
+        typer.Option(help="real | shapes | folder:PATH | learned:RUN (shapes a stylegan run draws) | mix."),
     ] = "real",
     fmt: Annotated[
         str, typer.Option("--format", help="severstal (JPEG + train.csv) or folder (PNG + index masks).")

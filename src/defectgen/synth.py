@@ -34,8 +34,8 @@ recorded as painted. `auto` takes `free` when the training half holds at least `
 defect-free images and `AUTO_FALLBACK` otherwise. A `--backgrounds DIR` of defect-free images
 replaces the training half.
 
-A decoder checkpoint (`train --model decoder`) has no background to paint on: each item is one
-crop the decoder draws whole for a class drawn uniformly from those it trained on
+A StyleGAN generator checkpoint (`train --model stylegan`) has no background to paint on: each item is one
+crop the StyleGAN generator draws whole for a class drawn uniformly from those it trained on
 (`--classes` narrows it), labelled by its mask channels thresholded at 0.5, redrawn (attempt a
 keyed by (seed, i, a)) while the mask of that class comes out empty. `painted` records the
 label dilated by the hole dilation, as for painted defects, so an evaluation ignores the
@@ -82,7 +82,7 @@ from defectgen.errors import ConfigError, DataError
 from defectgen.fileio import file_digest
 from defectgen.geometry import hole_of
 from defectgen.masks import build_mask_source
-from defectgen.masks.learned import decoded, decoder_checkpoint
+from defectgen.masks.learned import decoded, stylegan_checkpoint
 from defectgen.painter import item_seed, paint_batch, seam
 from defectgen.paste import DefectPaster
 from defectgen.settings import MAX_SEED
@@ -183,13 +183,13 @@ def synthesize(
             dataset.classes.check_id(class_id)
     hole_radius = geometry.hole_radius(config.max_dilation)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
-    if getattr(G, "is_decoder", False):
-        _check_decoder_options(
+    if getattr(G, "is_stylegan", False):
+        _check_stylegan_options(
             checkpoint, mode, mask_source, backgrounds_dir, background_source, tile, severity, judge, attempts
         )
-        decoder_classes = _decoder_classes(dataset, train_indices, classes, checkpoint)
-        mask_source, judge_model, paint = "decoder", None, None
-        where, particular = "none: the decoder draws each crop whole", {}
+        stylegan_classes = _stylegan_classes(dataset, train_indices, classes, checkpoint)
+        mask_source, judge_model, paint = "stylegan", None, None
+        where, particular = "none: the StyleGAN generator draws each crop whole", {}
     else:
         if background_source == "auto" and backgrounds_dir is None:
             background_source = _recorded_source(Path(out_dir)) or "auto"  # resume as the run began
@@ -226,9 +226,9 @@ def synthesize(
             **({"severity": list(severity_range)} if severity_range else {}),
             **({} if mode == "paint" else {"mode": mode, "band": band, "rim": rim}),  # paint: as before modes
             **({"guide_sha256": config.extra["guide_sha256"]} if "guide_sha256" in config.extra else {}),
-            # the decoder that drew the shapes, by content (a run's last.pt moves on)
+            # the StyleGAN generator that drew the shapes, by content (a run's last.pt moves on)
             **(
-                {"learned_sha256": file_digest(decoder_checkpoint(mask_source.partition(":")[2]))}
+                {"learned_sha256": file_digest(stylegan_checkpoint(mask_source.partition(":")[2]))}
                 if mask_source.startswith("learned:")
                 else {}
             ),
@@ -280,8 +280,8 @@ def synthesize(
                 def redraw(index, attempt):  # item `index` drawn again, for the judge
                     return _item(index, attempt, backgrounds, draw, classes, seed, severity_of)
 
-                if paint is None:  # a decoder: each item is drawn whole
-                    batches = _decoder_batches(todo, decoder_classes, seed, batch_size)
+                if paint is None:  # a StyleGAN generator: each item is drawn whole
+                    batches = _stylegan_batches(todo, stylegan_classes, seed, batch_size)
                 else:
                     batches = _batches(todo, backgrounds, draw, classes, seed, batch_size, severity_of)
                 with _Writer(written) as writer:
@@ -666,15 +666,15 @@ def _judged(batch, painted, judge, attempts: int, make_item, paint) -> tuple[lis
     return kept_items, kept_painted
 
 
-# --- the decoder -------------------------------------------------------------------------------
+# --- the StyleGAN generator -------------------------------------------------------------------------------
 
-DECODER_ATTEMPTS = 16  # draws of an item before an empty mask is accepted as what the decoder gives
+STYLEGAN_ATTEMPTS = 16  # draws of an item before an empty mask is accepted as what the StyleGAN gives
 
 
-def _check_decoder_options(
+def _check_stylegan_options(
     checkpoint, mode, mask_source, backgrounds_dir, background_source, tile, severity, judge, attempts
 ):
-    """Refuse the options that mean painting on a background: a decoder draws whole crops."""
+    """Refuse the options that mean painting on a background: a StyleGAN generator draws whole crops."""
     given = [
         name
         for name, value, default in [
@@ -691,13 +691,13 @@ def _check_decoder_options(
     ]
     if given:
         raise ConfigError(
-            f"{checkpoint} is a decoder: it draws each crop and its mask whole, with no background, mask "
+            f"{checkpoint} is a StyleGAN: it draws each crop and its mask whole, with no background, mask "
             f"source or painting; drop {', '.join(given)} (they are for an inpainter's checkpoint)"
         )
 
 
-def _decoder_classes(dataset, train_indices, classes, checkpoint) -> list[int]:
-    """The classes a decoder's items are drawn from: those it trained on (recorded in its
+def _stylegan_classes(dataset, train_indices, classes, checkpoint) -> list[int]:
+    """The classes a StyleGAN generator's items are drawn from: those it trained on (recorded in its
     checkpoint; else the split's training half's), narrowed to `classes` when given."""
     from defectgen.checkpoint import load_checkpoint
 
@@ -708,28 +708,28 @@ def _decoder_classes(dataset, train_indices, classes, checkpoint) -> list[int]:
     missing = [dataset.classes.name(k) for k in classes if k not in learned]
     if missing:
         raise ConfigError(
-            f"--classes: the decoder never saw {', '.join(missing)} (no such defect in the training half); "
+            f"--classes: the StyleGAN never saw {', '.join(missing)} (no such defect in the training half); "
             f"it can draw {', '.join(dataset.classes.name(k) for k in learned)}"
         )
     return classes
 
 
-def _decoder_item(index: int, attempt: int, classes: list[int], seed: int) -> dict:
-    """Item `index` (draw `attempt`) of a decoder: its class, a function of (seed, index, attempt)."""
+def _stylegan_item(index: int, attempt: int, classes: list[int], seed: int) -> dict:
+    """Item `index` (draw `attempt`) of a StyleGAN: its class, a function of (seed, index, attempt)."""
     rng = np.random.default_rng([seed, index] if attempt == 0 else [seed, index, attempt])
     return {
         "index": index,
         "attempt": attempt,
         "seed": seed,
         "class_id": int(classes[rng.integers(len(classes))]),
-        "background": "decoder",
+        "background": "stylegan",
         "erased": None,
     }
 
 
-def _decoder_batches(todo, classes, seed, batch_size) -> Iterator[list[dict]]:
+def _stylegan_batches(todo, classes, seed, batch_size) -> Iterator[list[dict]]:
     for start in range(0, len(todo), batch_size):
-        yield [_decoder_item(i, 0, classes, seed) for i in todo[start : start + batch_size]]
+        yield [_stylegan_item(i, 0, classes, seed) for i in todo[start : start + batch_size]]
 
 
 @torch.no_grad()
@@ -737,11 +737,11 @@ def _decode(G, batch: list[dict], hole_radius: int, device, amp, only=None) -> t
     """Draw each item's crop and label maps (one generator call per draw: noise from the item's
     own seed, so a draw does not depend on its batch); a draw without a defect of the item's
     class, or with a defect of a class outside `only` (`--classes`), is drawn again, up to
-    `DECODER_ATTEMPTS` draws (the last is kept). Returns the items with image, masks and
+    `STYLEGAN_ATTEMPTS` draws (the last is kept). Returns the items with image, masks and
     record, and (uint8 image, bool painted region) per item."""
     items, painted = [], []
     for item in batch:
-        for attempt in range(DECODER_ATTEMPTS):
+        for attempt in range(STYLEGAN_ATTEMPTS):
             if attempt:
                 item = {**item, "attempt": attempt}
             generator = torch.Generator().manual_seed(item_seed(item))
@@ -754,7 +754,7 @@ def _decode(G, batch: list[dict], hole_radius: int, device, amp, only=None) -> t
             if item["class_id"] in present and (only is None or present <= set(only)):
                 break  # the class it was drawn for is there, and no class outside `only`
         defects = [
-            {"source": "decoder", "class_id": k + 1, "area": int(mask.sum())}
+            {"source": "stylegan", "class_id": k + 1, "area": int(mask.sum())}
             for k, mask in enumerate(masks)
             if mask.any()
         ]

@@ -145,8 +145,8 @@ def _diversity(checkpoint, synthetic, features, config, use_bf16, real_crops, sp
 
     G, _, _, _ = load_generator(Path(checkpoint))
     size = config.crop_size
-    if getattr(G, "is_decoder", False):
-        return _decoder_diversity(G, synthetic, features, config, use_bf16, real_crops, space)
+    if getattr(G, "is_stylegan", False):
+        return _stylegan_diversity(G, synthetic, features, config, use_bf16, real_crops, space)
     windows = []
     for index in range(min(config.diversity_masks, len(synthetic))):
         sample = synthetic[index]
@@ -175,11 +175,11 @@ def _diversity(checkpoint, synthetic, features, config, use_bf16, real_crops, sp
     }
 
 
-def _decoder_diversity(G, synthetic, features, config, use_bf16, real_crops, space) -> dict:
-    """A decoder's diversity: mean pairwise feature distance between `diversity_draws` crops it
+def _stylegan_diversity(G, synthetic, features, config, use_bf16, real_crops, space) -> dict:
+    """A StyleGAN generator's diversity: mean pairwise feature distance between `diversity_draws` crops it
     draws for one class (new z and noise each; the crop centred to the evaluation's crop size),
     for the classes of the first `diversity_masks` synthetic items. Unlike an inpainter's (same
-    mask and background), the decoder's draws differ in shape and surface too."""
+    mask and background), the StyleGAN generator's draws differ in shape and surface too."""
     size, resolution = config.crop_size, G.resolution
     distances, used = [], 0
     for index in range(min(config.diversity_masks, len(synthetic))):
@@ -207,7 +207,7 @@ def _decoder_diversity(G, synthetic, features, config, use_bf16, real_crops, spa
         "masks": used,
         "draws": config.diversity_draws,
         "feature_space": space,
-        "note": "generated: decoder draws of one class (shape, defect and surface vary); "
+        "note": "generated: StyleGAN draws of one class (shape, defect and surface vary); "
         "real: different real defects",
     }
 

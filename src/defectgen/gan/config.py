@@ -14,25 +14,22 @@ from pathlib import Path
 from defectgen.errors import ConfigError
 from defectgen.settings import MAX_SEED, MAX_STEPS, coerce, dump_yaml, parse_yaml, read_config_file
 
-INPAINTER_LR, DECODER_LR = 2e-4, 2e-3
-# settings only the inpainter's objective reads (the decoder refuses changed values)
+INPAINTER_LR, STYLEGAN_LR = 2e-4, 2e-3
+# settings only the inpainter's objective reads (the StyleGAN generator refuses changed values)
 INPAINTER_ONLY = (
-    "adversarial_loss",
     "feature_matching",
     "reconstruction",
-    "reconstruction_pool",
     "mode_seeking",
     "mode_seeking_bound",
     "guide",
     "guide_weight",
-    "free_crop_share",
 )
 
 
 @dataclass
 class TrainConfig:
     # --- model -------------------------------------------------------------------------------
-    preset: str = "small"  # models.PRESETS: tiny | small | lama | big, decoder-tiny | -small | -large
+    preset: str = "small"  # models.PRESETS: tiny | small | lama | big, stylegan-tiny | -small | -large
     # models.ModelSpec settings written over the preset's (`--set model.generator.width=48`,
     # `--set model.resolution=96`); a run writes its spec here whole, which then is the model
     # whatever the preset says (see `model_spec`)
@@ -40,17 +37,15 @@ class TrainConfig:
     # --- optimisation --------------------------------------------------------------------------
     steps: int = 10_000  # G+D iterations (each: one D step and one G step)
     batch_size: int = 4  # per process; half of it are distinct crops, each drawn twice (diversity pairs)
-    # learning rates; null: the model's (inpainter 2e-4; decoder 0.002, StyleGAN2-ADA's scale for
+    # learning rates; null: the model's (inpainter 2e-4; StyleGAN generator 0.002, StyleGAN2-ADA's scale for
     # its equalised learning rate, whose mapping network runs at 0.01x)
     lr_g: float | None = None
     lr_d: float | None = None
     betas: tuple[float, float] = (0.0, 0.99)  # StyleGAN2 Adam betas
     # --- losses (weights) ----------------------------------------------------------------------
     adversarial: float = 1.0
-    adversarial_loss: str = "relativistic"  # relativistic (paired, in the hole) | standard (mask-as-fake)
     feature_matching: float = 10.0  # LaMa's weight for D-feature matching
     reconstruction: float = 1.0  # L1 inside the hole; low so it does not blur
-    reconstruction_pool: int = 1  # > 1: L1 on pool x pool averages (layout only, texture left to D)
     mode_seeking: float = 1.0  # diversity term weight (Mao et al. 2019); bounded below, see the next line
     mode_seeking_bound: float = 0.1  # DSGAN -min(ratio, bound); 0: unbounded 1/ratio (bought stripes)
     guide: str = ""  # a real-arm U-Net state dict of `evaluate` (EVAL/runs/real_s<seed>.pt); see guide.py
@@ -68,7 +63,6 @@ class TrainConfig:
     ema_rampup: float = 0.05  # half-life <= this share of images seen so far (StyleGAN2-ADA)
     # --- training pairs ------------------------------------------------------------------------
     max_dilation: int = 6  # hole = defect mask dilated by a random radius in [0, max_dilation]
-    free_crop_share: float = 0.0  # share of crops from defect-free images (no hole) — 0: only defects
     # --- run ---------------------------------------------------------------------------------
     seed: int = 0
     precision: str = "auto"  # auto (bf16 where supported) | bf16 | fp32
@@ -78,7 +72,6 @@ class TrainConfig:
     sample_every: int = 500
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
-    tensorboard: bool = False
     extra: dict = field(default_factory=dict)  # free-form notes carried into the run folder
 
     @property
@@ -92,7 +85,7 @@ class TrainConfig:
         """This config with its model spec written out whole: what a run stores, so editing a
         preset never changes an old run."""
         spec = self.model_spec
-        rate = DECODER_LR if spec.is_decoder else INPAINTER_LR
+        rate = STYLEGAN_LR if spec.is_stylegan else INPAINTER_LR
         return dataclasses.replace(
             self,
             model=spec.to_dict(),
@@ -106,7 +99,7 @@ class TrainConfig:
         if self.r1_gamma is not None:
             return self.r1_gamma
         spec = spec or self.model_spec
-        return 0.0002 * spec.resolution**2 / self.batch_size if spec.is_decoder else 0.001
+        return 0.0002 * spec.resolution**2 / self.batch_size if spec.is_stylegan else 0.001
 
     def validate(self) -> None:
         from defectgen.models import PRESETS
@@ -128,10 +121,6 @@ class TrainConfig:
             raise ConfigError(
                 f"batch_size must be an even number >= 2 (diversity pairs), got {self.batch_size}"
             )
-        if self.adversarial_loss not in ("relativistic", "standard"):
-            raise ConfigError(
-                f"adversarial_loss must be relativistic or standard, got {self.adversarial_loss!r}"
-            )
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
         for name in (
@@ -140,7 +129,6 @@ class TrainConfig:
             "log_every",
             "sample_every",
             "checkpoint_every",
-            "reconstruction_pool",
             "ada_speed_images",
             "ema_half_life_images",
         ):
@@ -148,13 +136,11 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.keep_checkpoints < 1:
             raise ConfigError("keep_checkpoints must be >= 1")
-        if not 0.0 <= self.free_crop_share < 1.0:
-            raise ConfigError(f"free_crop_share must be in [0, 1), got {self.free_crop_share}")
         for name in ("r1_gamma", "lr_g", "lr_d"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.model_spec.is_decoder:
-            self._check_decoder_settings()
+        if self.model_spec.is_stylegan:
+            self._check_stylegan_settings()
         for name in (
             "adversarial",
             "feature_matching",
@@ -167,14 +153,14 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
 
-    def _check_decoder_settings(self) -> None:
-        """The decoder reads none of the inpainter's losses: refuse a changed one rather than
+    def _check_stylegan_settings(self) -> None:
+        """The StyleGAN generator reads none of the inpainter's losses: refuse a changed one rather than
         record a setting that does nothing."""
         defaults = TrainConfig()
         changed = [name for name in INPAINTER_ONLY if getattr(self, name) != getattr(defaults, name)]
         if changed:
             raise ConfigError(
-                f"{', '.join(changed)}: inpainter settings; the decoder (StyleGAN2) trains with the "
+                f"{', '.join(changed)}: inpainter settings; the StyleGAN (StyleGAN2) trains with the "
                 "adversarial loss and R1 only. Drop them, or train an inpainter"
             )
 
@@ -189,9 +175,28 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict, written_by_a_run: bool = False) -> TrainConfig:
-        """A config from a dict (a YAML file, a checkpoint); `written_by_a_run` for what a run
-        wrote (see `upgrade_config`)."""
-        data = upgrade_config(data, written_by_a_run)
+        """A config from a dict (a YAML file, a checkpoint). What a run wrote (`written_by_a_run`)
+        must hold its whole model spec as this version writes it: a run of another version is
+        refused with a message that says so, never converted."""
+        if not written_by_a_run:
+            return cls._from_dict(data)
+        try:
+            from defectgen.models import ModelSpec
+
+            if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+                raise ConfigError("it holds no model spec")
+            ModelSpec.from_dict(data["model"])  # whole, not filled in from a preset
+            return cls._from_dict(data)
+        except ConfigError as err:
+            raise ConfigError(
+                f"written by another defectgen version ({err}); train it again with this version, or "
+                "use the version that trained it"
+            ) from None
+
+    @classmethod
+    def _from_dict(cls, data: dict) -> TrainConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"a config must be a mapping of settings, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -211,97 +216,13 @@ class TrainConfig:
     @classmethod
     def load(cls, path: Path, written_by_a_run: bool = False) -> TrainConfig:
         """A YAML config file; `written_by_a_run` for a run folder's config.yaml (see
-        `upgrade_config`)."""
+        `from_dict`)."""
         path = Path(path)
         data = read_config_file(path)
         try:
             return cls.from_dict(data, written_by_a_run)
         except ConfigError as err:
             raise ConfigError(f"{path}: {err}") from None
-
-
-# Model settings that were top-level config keys before the model spec: key -> (part, spec key)
-_BEFORE_SPEC = {
-    "resolution": (None, "resolution"),
-    "g_upsampling": ("generator", "upsampling"),
-    "g_ratio_g": ("generator", "ratio_g"),
-    "d_conditioning": ("discriminator", "conditioning"),
-}
-# Options removed because they measured worse (benchmarks/RESULTS.md): key -> (the value every
-# run without the option wrote, what it was)
-_REMOVED = {"g_decoder_noise": (False, "decoder noise"), "d_stem_layers": (1, "extra D stem convolutions")}
-
-
-def upgrade_config(data: dict, written_by_a_run: bool = False) -> dict:
-    """A config dict of any defectgen version in today's form: the one conversion of old configs.
-
-    Before the model spec, model settings were top-level keys (`_BEFORE_SPEC`), null meaning
-    "the preset's". They move into `model`. For a config a run wrote without a `model` (its
-    config.yaml, its checkpoints), what the run trained is filled in as it was then: without a
-    `g_upsampling` key, the transposed-convolution decoder; a null meant the presets of that
-    time (bilinear resize decoder, ratio 0.75). Model sizes were the presets' and have not
-    changed since. A run that used a removed option (`_REMOVED`) is refused by name.
-    """
-    if not isinstance(data, dict):
-        return data
-    before_spec_run = written_by_a_run and "model" not in data
-    if written_by_a_run:
-        data = _with_run_defaults(data, before_spec_run)
-    if not before_spec_run and not any(key in data for key in (*_BEFORE_SPEC, *_REMOVED)):
-        return data
-    data = dict(data)
-    for key, (default, what) in _REMOVED.items():
-        value = data.pop(key, None)
-        if value is not None and (type(value), value) != (type(default), default):
-            raise ConfigError(
-                f"{key}={value}: this run used {what}, an option that measured worse and was removed "
-                "(benchmarks/RESULTS.md); use the defectgen version that trained it"
-            )
-    old = {key: data.pop(key) for key in _BEFORE_SPEC if key in data}
-    if before_spec_run:
-        if "g_upsampling" not in old:
-            old.update(g_upsampling="transposed")
-        then = {"g_upsampling": "resize", "g_ratio_g": 0.75}
-        old.update({key: value for key, value in then.items() if old.get(key) is None})
-    model = data.get("model", {})
-    if not isinstance(model, dict) or any(
-        not isinstance(model.get(p, {}), dict) for p in ("generator", "discriminator")
-    ):
-        raise ConfigError(f"model: expected a mapping of model settings, got {model!r}")
-    model = {**model, **{part: dict(model.get(part, {})) for part in ("generator", "discriminator")}}
-    for key, value in old.items():
-        if value is None:
-            continue  # "the preset's"
-        part, name = _BEFORE_SPEC[key]
-        target = model if part is None else model[part]
-        if name in target and target[name] != value:
-            raise ConfigError(
-                f"{key}: {value!r} and model.{part + '.' if part else ''}{name}: {target[name]!r} disagree; "
-                f"keep only model.{part + '.' if part else ''}{name}"
-            )
-        target[name] = value
-    data["model"] = {key: value for key, value in model.items() if value != {}}
-    return data
-
-
-# Spec keys added after runs were written, with the value those runs trained with
-_ADDED_KEYS = {"generator": {"severity": False}, "discriminator": {"kind": "patch"}}
-
-
-def _with_run_defaults(data: dict, before_spec_run: bool) -> dict:
-    """A run's config with the spec keys it predates filled in as it trained."""
-    model = data.get("model", {})
-    if not isinstance(model, dict):
-        return data  # malformed: from_dict says what is wrong
-    parts = {part: model.get(part, {}) for part in _ADDED_KEYS}
-    if not all(isinstance(p, dict) for p in parts.values()):
-        return data
-    if not before_spec_run and "upsampling" not in parts["generator"]:
-        return data  # a partial spec (no run writes one): the preset fills it in
-    filled = {part: {**defaults, **parts[part]} for part, defaults in _ADDED_KEYS.items()}
-    if filled == parts:
-        return data
-    return {**data, "model": {**model, **filled}}
 
 
 def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
@@ -318,13 +239,6 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
             raise ConfigError(
                 f"--set {key}: this config sets `model` itself, which would override the preset; set "
                 "model.* instead, or start from a config without `model`"
-            )
-        if parts[0] in _REMOVED:
-            raise ConfigError(f"--set {key}: {_REMOVED[parts[0]][1]} measured worse and was removed")
-        if parts[0] in _BEFORE_SPEC:
-            part, name = _BEFORE_SPEC[parts[0]]
-            raise ConfigError(
-                f"--set {key}: this setting is now --set model.{part + '.' if part else ''}{name}"
             )
         if parts[0] not in data:
             raise ConfigError(f"--set {key}: unknown key (known: {', '.join(sorted(data))})")

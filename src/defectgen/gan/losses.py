@@ -154,21 +154,14 @@ def feature_matching(
     return loss, {"feature_matching": loss.item()}
 
 
-def hole_reconstruction(
-    output: Tensor, target: Tensor, hole: Tensor, pool: int = 1
-) -> tuple[Tensor, dict[str, float]]:
+def hole_reconstruction(output: Tensor, target: Tensor, hole: Tensor) -> tuple[Tensor, dict[str, float]]:
     """L1 between output and target inside the hole, per hole pixel and channel.
 
     We have the real defect as target (LaMa does not), but the defect is one sample of many
-    possible ones: a per-pixel L1 pulls the output toward the mean of them, which is a blur.
-    With `pool` > 1 output, target and hole are first average-pooled by `pool`, so only the
-    coarse layout (where the defect is dark or bright) is reconstructed and the texture below
-    that scale is left to the adversarial and feature-matching terms. Pixels outside the hole
-    do not count; an empty hole gives 0.
+    possible ones: a per-pixel L1 pulls the output toward the mean of them, which is a blur,
+    so its weight is kept low. Pixels outside the hole do not count; an empty hole gives 0.
     """
     output, target, hole = output.float(), target.float(), hole.float()
-    if pool > 1:
-        output, target, hole = (F.avg_pool2d(t, pool, ceil_mode=True) for t in (output, target, hole))
     loss = _masked_mean((output - target).abs(), hole)  # [N, C, h, w] weighted by the hole share
     return loss, {"hole_l1": loss.item()}
 

@@ -6,15 +6,14 @@
     loss_g, logs = objective.generator(D, ada, real, raw, fake, labels, hole, z, rng)
 
 Each phase returns (scalar loss, floats to log) and leaves stepping the optimisers to the
-caller. The adversarial terms look at the hole only: `relativistic` (default) asks D which of
-real crop i and its repainted twin is real, patch by patch; `standard` is LaMa's non-saturating
-loss with the hole as the fake target. A segmenting discriminator (`D.segmenting`, OASIS)
-replaces either with per-pixel cross-entropy: real pixels towards their label, painted ones
-towards "fake", and for G, painted pixels towards their label (`losses.d_segmenting`). D sees
-both images under the same augmentation draw (`augment_pair`), so patch p of one lies where
-patch p of the other does. The weighted sum of
-the generator terms (adversarial, D-feature matching, L1 in the hole, bounded mode seeking and,
-with a guide (`guide.py`), a frozen real-trained U-Net's segmentation loss in the hole) is the
+caller. The adversarial terms look at the hole only: a relativistic loss asks D which of
+real crop i and its repainted twin is real, patch by patch. A segmenting discriminator
+(`D.segmenting`, OASIS) replaces it with per-pixel cross-entropy: real pixels towards their
+label, painted ones towards "fake", and for G, painted pixels towards their label
+(`losses.d_segmenting`). D sees both images under the same augmentation draw (`augment_pair`),
+so patch p of one lies where patch p of the other does. The weighted sum of the generator
+terms (adversarial, D-feature matching, L1 in the hole, bounded mode seeking and, with a guide
+(`guide.py`), a frozen real-trained U-Net's segmentation loss in the hole) is the
 generator's loss. The unweighted terms are pure functions in `losses.py`.
 """
 
@@ -27,16 +26,12 @@ from torch import Tensor, nn
 
 from defectgen.gan import losses
 
-ADVERSARIAL_LOSSES = ("relativistic", "standard")
-
 
 @dataclass(frozen=True)
 class Objective:
-    adversarial_loss: str = "relativistic"  # relativistic | standard
     adversarial: float = 1.0
     feature_matching: float = 10.0
     reconstruction: float = 1.0
-    reconstruction_pool: int = 1
     mode_seeking: float = 1.0
     mode_seeking_bound: float = 0.1
     r1_gamma: float = 0.001
@@ -44,41 +39,27 @@ class Objective:
     guide_weight: float = 1.0
     guide: nn.Module | None = field(default=None, compare=False)  # frozen U-Net (guide.py) or None
 
-    def __post_init__(self):
-        if self.adversarial_loss not in ADVERSARIAL_LOSSES:
-            raise ValueError(
-                f"adversarial_loss must be relativistic or standard, got {self.adversarial_loss!r}"
-            )
-
     @classmethod
     def from_config(cls, config, guide: nn.Module | None = None) -> Objective:
         """The objective a `TrainConfig` asks for (`guide`: the loaded U-Net of `config.guide`)."""
         names = [name for name in cls.__dataclass_fields__ if name != "guide"]
         return cls(**{name: getattr(config, name) for name in names}, guide=guide)
 
-    @property
-    def relativistic(self) -> bool:
-        return self.adversarial_loss == "relativistic"
-
     def discriminator(
         self, D, ada, real: Tensor, fake: Tensor, labels: Tensor, hole: Tensor, rng: torch.Generator
     ) -> tuple[Tensor, dict[str, float]]:
         """D's loss on real crops and their (detached) composites; feeds ADA its overfitting
-        signal (r_t: the sign of D(real) - D(fake) on patches mostly in the hole, or of D(real)
-        for the standard loss)."""
+        signal (r_t: the sign of D(real) - D(fake) on patches mostly in the hole)."""
         real_aug, fake_aug, labels_aug, hole_aug = augment_pair(ada, real, fake, labels, hole, rng)
         logits, _ = D(torch.cat([real_aug, fake_aug.to(real_aug.dtype)]), torch.cat([labels_aug] * 2))
         real_logits, fake_logits = logits.float().chunk(2)
         if _segmenting(D):
             loss, logs = losses.d_segmenting(real_logits, fake_logits, labels_aug, hole_aug)
             ada.accumulate(losses.realness(real_logits).detach()[hole_aug >= 0.5])
-        elif self.relativistic:
+        else:
             loss, logs = losses.d_relativistic(real_logits, fake_logits, hole_aug)
             inside = losses.hole_at(hole_aug, real_logits.shape[-2:]) >= 0.5
             ada.accumulate((real_logits - fake_logits).detach()[inside])
-        else:
-            loss, logs = losses.d_adversarial(real_logits, fake_logits, hole_aug)
-            ada.accumulate(real_logits.detach())
         return loss, logs
 
     def due(self, step: int) -> bool:
@@ -121,10 +102,8 @@ class Objective:
         fake_logits, real_logits = logits.float().chunk(2)
         if _segmenting(D):
             loss_adv, adv_logs = losses.g_segmenting(fake_logits, labels_aug, hole_aug)
-        elif self.relativistic:
-            loss_adv, adv_logs = losses.g_relativistic(real_logits, fake_logits, hole_aug)
         else:
-            loss_adv, adv_logs = losses.g_adversarial(fake_logits, hole_aug.float())
+            loss_adv, adv_logs = losses.g_relativistic(real_logits, fake_logits, hole_aug)
         terms = [self.adversarial * loss_adv]
         logs.update(adv_logs)
         if self.feature_matching > 0:
@@ -134,9 +113,7 @@ class Objective:
             )
             terms.append(self.feature_matching * loss_fm)
             logs.update(fm_logs)
-        loss_rec, rec_logs = losses.hole_reconstruction(
-            raw.float(), real, hole, pool=self.reconstruction_pool
-        )
+        loss_rec, rec_logs = losses.hole_reconstruction(raw.float(), real, hole)
         terms.append(self.reconstruction * loss_rec)
         logs.update(rec_logs)
         if self.mode_seeking > 0:
@@ -180,16 +157,16 @@ def augment_pair(
 
 
 @dataclass(frozen=True)
-class DecoderObjective:
-    """The decoder's losses (`--model decoder`), with the inpainter's phases: StyleGAN2's
+class StyleGANObjective:
+    """The StyleGAN generator's losses (`--model stylegan`), with the inpainter's phases: StyleGAN2's
     non-saturating logistic loss over every patch of whole crops (nothing is composited: the
-    decoder draws all of it), lazy R1 on the real image *and* its label maps (D reads both), and
+    StyleGAN generator draws all of it), lazy R1 on the real image *and* its label maps (D reads both), and
     ADA fed the sign of D(real). Real and fake crops are unrelated draws, so each is augmented
     with its own transform; the labels follow their image. R1 is taken on each image's mean
     patch logit, the image logit StyleGAN2's gamma is defined for (on the sum of a P-patch
     grid's logits it would weigh up to P**2 times more).
 
-    `real_labels` / `fake_labels` are [N, K, H, W] label maps (the decoder's binarised,
+    `real_labels` / `fake_labels` are [N, K, H, W] label maps (the StyleGAN generator's binarised,
     `models.stylegan.binarised`)."""
 
     r1_gamma: float
@@ -197,7 +174,7 @@ class DecoderObjective:
     r1_interval: int = 16
 
     @classmethod
-    def from_config(cls, config) -> DecoderObjective:
+    def from_config(cls, config) -> StyleGANObjective:
         return cls(
             r1_gamma=config.model_r1_gamma(), adversarial=config.adversarial, r1_interval=config.r1_interval
         )
@@ -249,5 +226,5 @@ class DecoderObjective:
 
 
 def _whole(x: Tensor) -> Tensor:
-    """A hole covering all of x: [N, 1, H, W] ones (the decoder draws every pixel)."""
+    """A hole covering all of x: [N, 1, H, W] ones (the StyleGAN generator draws every pixel)."""
     return torch.ones(len(x), 1, *x.shape[-2:], dtype=torch.float32, device=x.device)

@@ -2,7 +2,7 @@
 G step, EMA, ADA, logging, samples and checkpoints.
 
 The losses of an iteration are one object with phases (`objective.Objective` for the
-inpainter, `objective.DecoderObjective` for the decoder: D, lazy R1, G; `_phases` binds them to
+inpainter, `objective.StyleGANObjective` for the StyleGAN generator: D, lazy R1, G; `_phases` binds them to
 one batch and one generator forward); this module owns the loop around them: batches, the
 optimiser steps, the EMA generator for samples and synthesis, adaptive augmentation
 (StyleGAN2-ADA), logging, samples and checkpoints.
@@ -43,7 +43,7 @@ from defectgen.errors import ConfigError, DefectgenError
 from defectgen.fileio import OWNER_MARK, claim_folder, file_digest
 from defectgen.gan.augment import AdaptiveAugment
 from defectgen.gan.config import TrainConfig
-from defectgen.gan.objective import DecoderObjective, Objective
+from defectgen.gan.objective import Objective, StyleGANObjective
 from defectgen.models import composite, count_parameters
 from defectgen.models.stylegan import binarised, mask_probability
 from defectgen.ui import console, say
@@ -149,7 +149,7 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
     images_per_step = config.batch_size * context.world_size
     objective = (
-        DecoderObjective.from_config(config) if spec.is_decoder else Objective.from_config(config, guide)
+        StyleGANObjective.from_config(config) if spec.is_stylegan else Objective.from_config(config, guide)
     )
     if context.is_main:
         console.print(
@@ -167,7 +167,7 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
         window: dict[str, list[float]] = {}
         tick = time.perf_counter()
         for step in range(start_step, config.steps):
-            pairs = config.mode_seeking > 0 and not spec.is_decoder
+            pairs = config.mode_seeking > 0 and not spec.is_stylegan
             batch = crops.batch(step, context.rank, config.batch_size, pairs=pairs)
             batch = {k: v.to(device) for k, v in batch.items()}
             if config.channels_last:
@@ -240,7 +240,7 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
                     handle.write(json.dumps(record) + "\n")
                 window, tick = {}, time.perf_counter()
             if context.is_main and (done % config.sample_every == 0 or done == config.steps):
-                write = _write_decoder_samples if spec.is_decoder else _write_samples
+                write = _write_stylegan_samples if spec.is_stylegan else _write_samples
                 write(ema, fixed, out_dir / "samples" / f"step_{done:07d}.png", config.seed, amp)
             if context.is_main and (done % config.checkpoint_every == 0 or done == config.steps):
                 state = {
@@ -277,7 +277,7 @@ def _phases(G, G_step, D, objective, ada, batch: dict, rng: torch.Generator, amp
     maps) with the real crop and its labels."""
     real, hole, labels = batch["image"], batch["hole"], batch["labels"]
     z = G.draw_style(batch_size, rng, device=real.device)
-    if getattr(G, "is_decoder", False):
+    if getattr(G, "is_stylegan", False):
         with amp:
             output = G_step(z, batch["class"], generator=rng)
         fake = output[:, : G.image_channels]
@@ -438,7 +438,7 @@ def _write_samples(ema, fixed: dict, path: Path, seed: int, amp) -> None:
 
 
 @torch.no_grad()
-def _write_decoder_samples(ema, fixed: dict, path: Path, seed: int, amp) -> None:
+def _write_stylegan_samples(ema, fixed: dict, path: Path, seed: int, amp) -> None:
     """Grid: per class, one row of EMA draws and one row of their masks (white = any defect)."""
     generator = torch.Generator(device=fixed["image"].device).manual_seed(seed)
     columns, channels = fixed["image"].shape[0], ema.image_channels

@@ -6,7 +6,7 @@ explicit `numpy.random.Generator`: the same seed gives the same masks. Kinds:
 - `real`: real training components, varied and re-placed (`RealMaskBank`);
 - `shapes`: procedural strokes / blobs / patches / pits fitted to them (`ProceduralShapes`);
 - `folder:PATH`: masks a user drew (`UserMasks`);
-- `learned:RUN`: shapes drawn by a decoder run (`train --model decoder`), placed as real ones
+- `learned:RUN`: shapes drawn by a StyleGAN generator run (`train --model stylegan`), placed as real ones
   are (`LearnedMasks`);
 - `mix`: per defect, one of the above picked by weight (`MaskComposer`).
 
@@ -90,7 +90,7 @@ def build_mask_source(
         run = kind.partition(":")[2]
         if not run:
             raise ConfigError(
-                "mask kind learned:RUN needs a decoder run folder or checkpoint, e.g. learned:runs/decoder"
+                "mask kind learned:RUN needs a StyleGAN run folder or checkpoint, e.g. learned:runs/stylegan"
             )
         if dataset is None or indices is None:
             raise ConfigError("mask kind learned:RUN places shapes as the real defects lie: give the dataset")

@@ -1,16 +1,16 @@
-"""Masks a decoder draws (`--mask-source learned:RUN`): the shapes of real defects as a
-class-conditional StyleGAN2 (`train --model decoder`) learned them, placed where the training
+"""Masks a StyleGAN generator draws (`--mask-source learned:RUN`): the shapes of real defects as a
+class-conditional StyleGAN2 (`train --model stylegan`) learned them, placed where the training
 half's defects of that class lie.
 
-Per defect: the decoder draws a crop of the class from noise (z and noise seeded from the mask
+Per defect: the StyleGAN generator draws a crop of the class from noise (z and noise seeded from the mask
 generator `rng`, so the same seed gives the same masks); its mask channel of that class is
-thresholded at 0.5 (`decoded`); the connected component nearest the crop's centre (the decoder
+thresholded at 0.5 (`decoded`); the connected component nearest the crop's centre (the StyleGAN generator
 learned from crops centred on a defect) is cut out and placed by the class's position prior,
 exactly as the real mask bank places a varied real component. A draw with no mask of the
 class, or whose component is cut by the crop's border (a straight edge no placed defect
 should have), is drawn again, up to `MAX_DRAWS` times; a cut one is kept only if no draw gave
-a whole one. Classes are those the decoder trained on and the training half holds; each is
-tried once when the source is built, so a class the decoder cannot draw stops synthesis
+a whole one. Classes are those the StyleGAN generator trained on and the training half holds; each is
+tried once when the source is built, so a class the StyleGAN generator cannot draw stops synthesis
 before anything is written.
 """
 
@@ -31,7 +31,7 @@ MAX_DRAWS = 16
 
 
 def decoded(output: torch.Tensor, image_channels: int) -> tuple[np.ndarray, np.ndarray]:
-    """A decoder output [1, C + K, R, R] -> (uint8 image [R, R, C], bool masks [K, R, R]): per
+    """A StyleGAN generator output [1, C + K, R, R] -> (uint8 image [R, R, C], bool masks [K, R, R]): per
     pixel the most likely class if above probability 0.5 (`binarised`), specks under `MIN_AREA`
     px dropped per class."""
     from defectgen.models.stylegan import binarised, mask_probability
@@ -67,7 +67,7 @@ def central_component(mask: np.ndarray) -> tuple[np.ndarray, bool]:
     return (labels == nearest)[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1], bool(cut)
 
 
-def decoder_checkpoint(run: str | Path) -> Path:
+def stylegan_checkpoint(run: str | Path) -> Path:
     """The checkpoint `learned:RUN` names: RUN itself, or a run folder's last checkpoint."""
     path = Path(run)
     return path / "checkpoints" / "last.pt" if path.is_dir() else path
@@ -75,13 +75,13 @@ def decoder_checkpoint(run: str | Path) -> Path:
 
 class LearnedMasks:
     """A mask source (like `RealMaskBank`: `draw_defect`, `class_ids`, `num_classes`) whose
-    shapes come from a decoder `G` and whose positions come from `bank`'s class priors."""
+    shapes come from a StyleGAN generator `G` and whose positions come from `bank`'s class priors."""
 
     def __init__(self, G, bank: RealMaskBank, trained_classes: list[int] | None = None):
-        if not getattr(G, "is_decoder", False):
-            raise ConfigError("learned masks need a decoder (train --model decoder)")
+        if not getattr(G, "is_stylegan", False):
+            raise ConfigError("learned masks need a StyleGAN generator (train --model stylegan)")
         if G.num_classes != bank.num_classes:
-            raise ConfigError(f"the decoder has {G.num_classes} classes, the data {bank.num_classes}")
+            raise ConfigError(f"the StyleGAN has {G.num_classes} classes, the data {bank.num_classes}")
         self.G = G
         self.bank = bank
         self.num_classes = bank.num_classes
@@ -92,12 +92,12 @@ class LearnedMasks:
 
     @classmethod
     def from_run(cls, run: str | Path, bank: RealMaskBank, classes) -> LearnedMasks:
-        """The decoder of `run` (a run folder: its last checkpoint; or a checkpoint file),
+        """The StyleGAN generator of `run` (a run folder: its last checkpoint; or a checkpoint file),
         checked against the data's class table `classes`."""
         from defectgen.checkpoint import load_checkpoint, load_generator
 
-        path = decoder_checkpoint(run)
-        G, trained, _, _ = load_generator(path, "cpu", expect="decoder")
+        path = stylegan_checkpoint(run)
+        G, trained, _, _ = load_generator(path, "cpu", expect="stylegan")
         if trained != classes:
             raise DataError(
                 f"{path} was trained for classes {list(trained.names)}; this data has {list(classes.names)}"
@@ -105,7 +105,7 @@ class LearnedMasks:
         return cls(G, bank, load_checkpoint(path).get("trained_classes"))
 
     def shape(self, rng: np.random.Generator, class_id: int) -> np.ndarray:
-        """bool [h, w]: one decoder-drawn defect shape of `class_id` (the central component of
+        """bool [h, w]: one StyleGAN-drawn defect shape of `class_id` (the central component of
         its class's mask; one not cut by the crop border when a draw gives one)."""
         cut_shape = None
         for _ in range(MAX_DRAWS):
@@ -123,12 +123,12 @@ class LearnedMasks:
         if cut_shape is not None:
             return cut_shape
         raise DataError(
-            f"the decoder drew no mask of class {class_id} in {MAX_DRAWS} draws; train it longer or use "
+            f"the StyleGAN drew no mask of class {class_id} in {MAX_DRAWS} draws; train it longer or use "
             "--mask-source real"
         )
 
     def draw_defect(self, rng: np.random.Generator, height: int, width: int, class_id: int) -> np.ndarray:
-        """bool [H, W]: one decoder-drawn shape of `class_id`, placed by the class prior."""
+        """bool [H, W]: one StyleGAN-drawn shape of `class_id`, placed by the class prior."""
         if class_id not in self.class_ids:
             raise DataError(f"no training defect of class {class_id}: the mask source cannot place one")
         shape = self.shape(rng, class_id)

@@ -10,8 +10,8 @@ Inputs (checked in `FFCGenerator.forward`):
 
 Architecture (Suvorov et al., LaMa, WACV 2022, "big-lama"/"lama-fourier" generators):
 reflect-padded 7x7 stem -> `n_downsample` stride-2 convolutions (width, 2w, 4w, 8w, capped at
-8w) -> `n_blocks` FFC residual blocks -> `n_downsample` upsamplings (nearest-neighbour or
-bilinear 2x + 3x3 convolution, or 4x4 stride-2 transposed convolution; see `Upsample`) ->
+8w) -> `n_blocks` FFC residual blocks -> `n_downsample` upsamplings (nearest-neighbour 2x + 3x3
+convolution, folded into one transposed convolution; see `Upsample`) ->
 reflect-padded 7x7 conv -> tanh. No normalisation layers (see models/ffc.py for why).
 LaMa has neither a class input nor randomness; we add both:
   * the class label maps are input channels, so the generator knows what to paint where;
@@ -94,9 +94,6 @@ class Downsample(nn.Module):
         return self.activation(self.conv(x))  # [N, out, H/2, W/2]
 
 
-UPSAMPLING = ("transposed", "resize", "nearest")
-
-
 def folded_kernel(weight: Tensor) -> Tensor:
     """3x3 conv weight [out, in, 3, 3] -> the 4x4 stride-2 transposed-conv weight [in, out, 4, 4]
     that computes nearest-neighbour 2x resize followed by that convolution.
@@ -113,55 +110,26 @@ def folded_kernel(weight: Tensor) -> Tensor:
 
 
 class Upsample(nn.Module):
-    """Doubles H and W exactly, then ReLU; three ways (`mode`):
+    """Doubles H and W exactly, then ReLU: nearest-neighbour 2x resize, then a zero-padded 3x3
+    convolution, computed without ever building the resized tensor.
 
-    * "transposed": a 4x4 stride-2 transposed convolution. LaMa's 3x3 stride-2 kernel overlaps
-      unevenly and tends to paint checkerboards (Odena et al., Distill 2016); with a kernel size
-      divisible by the stride every output pixel gets the same number of taps. The four output
-      phases still have their own weights, so a learned periodic pattern (period 2 per layer,
-      2**n_downsample after the decoder) remains possible.
-    * "resize": bilinear 2x resize, then a reflect-padded 3x3 convolution (Odena's other fix).
-      One set of convolution weights serves every output pixel, and the resize treats the two
-      phases alike (mirrored 3/4, 1/4 weights), so nothing can learn a per-phase pattern. The
-      convolution runs at the doubled size: 2.25x the multiply-adds; measured 2.3x slower on a
-      2-core CPU (fwd+bwd of the small preset's decoder: 0.104 s vs 0.045 s, bf16, batch 4 at
-      128 px), 3-18 % on a whole training iteration.
-    * "nearest" (the presets'): nearest-neighbour 2x resize, then a zero-padded 3x3
-      convolution, computed without ever building the resized tensor. Nearest-neighbour 2x is
-      a transposed convolution with a 2x2 box of ones, so resize-then-convolve is one 4x4
-      stride-2 transposed convolution whose kernel is the 3x3 weight convolved with that box
-      (`folded_kernel`). Same output as resize-then-convolve (test:
-      `test_nearest_upsampling_is_folded`), at about the cost of "transposed"; the phases
-      share the 3x3 weight as in "resize" (a constant input gives a constant output away from
-      the border), so the per-phase freedom that laid the grid is gone. Zero padding, as the
-      transposed convolution has: reflect padding would need a padded copy of the input and a
-      crop of the output, which cost more than the folding saves on a 2-core CPU.
+    Nearest-neighbour 2x is a transposed convolution with a 2x2 box of ones, so
+    resize-then-convolve is one 4x4 stride-2 transposed convolution whose kernel is the 3x3
+    weight convolved with that box (`folded_kernel`; test: `test_nearest_upsampling_is_folded`).
+    Its four output phases share the 3x3 weight, so no per-phase (checkerboard) pattern can be
+    learned, at the cost of a plain transposed convolution. Why not the alternatives
+    (transposed, bilinear resize): benchmarks/RESULTS.md.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, mode: str = "nearest"):
+    def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
-        if mode not in UPSAMPLING:
-            raise ValueError(f"upsampling must be one of {', '.join(UPSAMPLING)}, got {mode!r}")
-        self.mode = mode
-        if mode == "transposed":
-            self.conv = nn.ConvTranspose2d(in_channels, out_channels, 4, stride=2, padding=1)
-            # fan-in of a stride-2 4x4 transposed conv: each output sees in_channels * 2 * 2 taps
-            init_conv(self.conv, fan_in=in_channels * 4)
-        else:  # the 3x3 convolution after the resize; "nearest" folds it into a transposed one
-            padding_mode = "reflect" if mode == "resize" else "zeros"
-            self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, padding_mode=padding_mode)
-            init_conv(self.conv)
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        init_conv(self.conv)
         self.activation = nn.ReLU(inplace=True)
 
     def forward(self, x: Tensor) -> Tensor:
         """x [N, in, H, W] -> [N, out, 2H, 2W]."""
-        if self.mode == "resize":
-            x = nn.functional.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
-            x = self.conv(x)
-        elif self.mode == "nearest":
-            x = nn.functional.conv_transpose2d(x, folded_kernel(self.conv.weight), self.conv.bias, 2, 1)
-        else:
-            x = self.conv(x)
+        x = nn.functional.conv_transpose2d(x, folded_kernel(self.conv.weight), self.conv.bias, 2, 1)
         return self.activation(x)  # [N, out, 2H, 2W]
 
 
@@ -184,7 +152,6 @@ class FFCGenerator(nn.Module):
         ratio_g: float = 0.75,
         style_dim: int = 128,
         noise_channels: int = 1,
-        upsampling: str = "nearest",
         severity: bool = False,
     ):
         super().__init__()
@@ -232,7 +199,7 @@ class FFCGenerator(nn.Module):
         )
         self.mapping = MappingNetwork(style_dim, bottleneck, [block.modulation_size for block in self.blocks])
         self.decoder = nn.ModuleList(
-            Upsample(channels[i + 1], channels[i], upsampling) for i in reversed(range(n_downsample))
+            Upsample(channels[i + 1], channels[i]) for i in reversed(range(n_downsample))
         )
         self.head = nn.Conv2d(width, image_channels, 7, padding=3, padding_mode="reflect")
         init_conv(self.head, gain=1.0)

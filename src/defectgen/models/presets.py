@@ -9,9 +9,9 @@ class projection):
 | small  |        128 | 32, 9, 128             |  8,060,289 | 32, 3           | 1,206,721 |
 | lama   |        256 | 60, 9, 128             | 26,123,089 | 64, 4           | 9,803,649 |
 | big    |        256 | 60, 18, 128            | 49,372,249 | 64, 4           | 9,803,649 |
-| decoder-tiny  |   32 | 8-32, mapping 2, 32    |     49,140 | 8, 3 (input)    |    75,921 |
-| decoder-small |  128 | 16-256, mapping 4, 128 |  2,738,144 | 32, 4 (input)   | 2,452,545 |
-| decoder-large |  256 | 32-512, mapping 8, 512 | 19,620,530 | 64, 5 (input)   | 14,785,665 |
+| stylegan-tiny  |   32 | 8-32, mapping 2, 32    |     49,140 | 8, 3 (input)    |    75,921 |
+| stylegan-small |  128 | 16-256, mapping 4, 128 |  2,738,144 | 32, 4 (input)   | 2,452,545 |
+| stylegan-large |  256 | 32-512, mapping 8, 512 | 19,620,530 | 64, 5 (input)   | 14,785,665 |
 
 lama / big are sized like LaMa-Fourier (27 M) and Big-LaMa (51 M) (Suvorov et al. 2022); the
 co-modulation mapping network and its FiLM heads (2.4 M in lama, 4.6 M in big) are why their
@@ -21,10 +21,10 @@ so tests exercise the path), has no per-pixel input noise: diversity comes from 
 co-modulated style code. Every preset takes a severity map (`defectgen.severity`), so `synth
 --severity` can ask for faint or strong defects. Why these choices: `benchmarks/RESULTS.md`.
 
-The decoder (`--model decoder`, a class-conditional StyleGAN2 drawing crop and mask from noise,
-`models/stylegan.py`) has its own presets, named `decoder-<size>`: `decoder-tiny` for tests,
-`decoder-small` for CPU work (sized so that its training iteration at 128 px is no slower than
-`small`'s, `benchmarks/train_step.py`), `decoder-large` for a GPU (StyleGAN2-ADA's 256 px
+The StyleGAN generator (`--model stylegan`, a class-conditional StyleGAN2 drawing crop and mask from noise,
+`models/stylegan.py`) has its own presets, named `stylegan-<size>`: `stylegan-tiny` for tests,
+`stylegan-small` for CPU work (sized so that its training iteration at 128 px is no slower than
+`small`'s, `benchmarks/train_step.py`), `stylegan-large` for a GPU (StyleGAN2-ADA's 256 px
 widths). Its discriminator is the same residual patch D, fed the image with the drawn mask in
 its class's label map (conditioning `input`) and deep enough that its patches see most of the
 crop.
@@ -35,7 +35,7 @@ A run stores its resolved spec whole, so editing this table changes new runs onl
 from __future__ import annotations
 
 from defectgen.errors import ConfigError
-from defectgen.models.spec import DecoderSpec, DiscriminatorSpec, GeneratorSpec, ModelSpec
+from defectgen.models.spec import DiscriminatorSpec, GeneratorSpec, ModelSpec, StyleGANSpec
 
 
 def _generator(width: int, n_blocks: int, style_dim: int, noise_channels: int = 0) -> GeneratorSpec:
@@ -46,7 +46,6 @@ def _generator(width: int, n_blocks: int, style_dim: int, noise_channels: int = 
         ratio_g=0.75,
         style_dim=style_dim,
         noise_channels=noise_channels,
-        upsampling="nearest",
         severity=True,
     )
 
@@ -55,13 +54,13 @@ def _discriminator(width: int, n_layers: int, conditioning: str = "projection") 
     return DiscriminatorSpec(width=width, n_layers=n_layers, conditioning=conditioning, kind="patch")
 
 
-def _decoder(
+def _stylegan(
     resolution: int, width: int, max_width: int, style_dim: int, mapping_layers: int, d: tuple
 ) -> ModelSpec:
-    generator = DecoderSpec(
+    generator = StyleGANSpec(
         width=width, max_width=max_width, style_dim=style_dim, mapping_layers=mapping_layers, mixing=0.9
     )
-    return ModelSpec(resolution, generator, _discriminator(*d, conditioning="input"), kind="decoder")
+    return ModelSpec(resolution, generator, _discriminator(*d, conditioning="input"), kind="stylegan")
 
 
 PRESETS: dict[str, ModelSpec] = {
@@ -69,17 +68,17 @@ PRESETS: dict[str, ModelSpec] = {
     "small": ModelSpec(128, _generator(32, 9, 128), _discriminator(32, 3)),  # CPU work
     "lama": ModelSpec(256, _generator(60, 9, 128), _discriminator(64, 4)),  # LaMa-Fourier size
     "big": ModelSpec(256, _generator(60, 18, 128), _discriminator(64, 4)),  # Big-LaMa size
-    "decoder-tiny": _decoder(32, 8, 32, 32, 2, (8, 3)),  # tests
-    "decoder-small": _decoder(128, 16, 256, 128, 4, (32, 4)),  # CPU work
-    "decoder-large": _decoder(256, 32, 512, 512, 8, (64, 5)),  # GPU (StyleGAN2-ADA's 256 px widths)
+    "stylegan-tiny": _stylegan(32, 8, 32, 32, 2, (8, 3)),  # tests
+    "stylegan-small": _stylegan(128, 16, 256, 128, 4, (32, 4)),  # CPU work
+    "stylegan-large": _stylegan(256, 32, 512, 512, 8, (64, 5)),  # GPU (StyleGAN2-ADA's 256 px widths)
 }
-DECODER_PREFIX = "decoder-"
+STYLEGAN_PREFIX = "stylegan-"
 
 
 def preset_for(model: str, preset: str) -> str:
-    """The preset name `--model MODEL --preset PRESET` means: a decoder takes `decoder-PRESET`."""
-    if model == "decoder" and not preset.startswith(DECODER_PREFIX):
-        return DECODER_PREFIX + preset
+    """The preset name `--model MODEL --preset PRESET` means: a StyleGAN generator takes `stylegan-PRESET`."""
+    if model == "stylegan" and not preset.startswith(STYLEGAN_PREFIX):
+        return STYLEGAN_PREFIX + preset
     return preset
 
 

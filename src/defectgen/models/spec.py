@@ -11,9 +11,9 @@ therefore never changes an old run. Checkpoints written before the spec existed 
     D = spec.discriminator.build(image_channels=1, num_classes=4)
 
 Two kinds of model (`ModelSpec.kind`): the `inpainter` (default; `GeneratorSpec`, the FFC
-generator that paints inside a given mask) and the `decoder` (`DecoderSpec`, a class-conditional
+generator that paints inside a given mask) and the `stylegan` (`StyleGANSpec`, a class-conditional
 StyleGAN2 that draws a crop and its mask from noise; `models/stylegan.py`). Both are judged by
-the same patch discriminator, which the decoder feeds its mask as the class's label map.
+the same patch discriminator, which the StyleGAN generator feeds its mask as the class's label map.
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from dataclasses import dataclass
 
 from defectgen.errors import ConfigError
 from defectgen.models.discriminator import CONDITIONING, PatchDiscriminator, SegmentingDiscriminator
-from defectgen.models.generator import UPSAMPLING, FFCGenerator
+from defectgen.models.generator import FFCGenerator
 from defectgen.models.stylegan import StyleGenerator
 from defectgen.settings import coerce
 
 MAX_WIDTH, MAX_BLOCKS, MAX_LAYERS = 4096, 256, 12  # far beyond any sensible model; bound a typo
 DISCRIMINATOR_KINDS = ("patch", "segmenting")
-MODEL_KINDS = ("inpainter", "decoder")
+MODEL_KINDS = ("inpainter", "stylegan")
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,6 @@ class GeneratorSpec:
     ratio_g: float  # share of global (Fourier) channels, in (0, 1)
     style_dim: int  # co-modulation style code size
     noise_channels: int  # per-pixel noise maps at the input (0: none)
-    upsampling: str  # decoder: nearest (nearest 2x + 3x3 conv, folded) | resize | transposed
     severity: bool  # a severity map input (defectgen.severity): synth --severity controls intensity
 
     def build(self, image_channels: int, num_classes: int) -> FFCGenerator:
@@ -57,12 +56,11 @@ class GeneratorSpec:
         _in_range("generator.noise_channels", self.noise_channels, 0, 64)
         if not 0.0 < self.ratio_g < 1.0:
             raise ConfigError(f"model.generator.ratio_g must be in (0, 1), got {self.ratio_g}")
-        _one_of("generator.upsampling", self.upsampling, UPSAMPLING)
 
 
 @dataclass(frozen=True)
-class DecoderSpec:
-    """Arguments of the decoder (`StyleGenerator`) besides the data's channels and classes and
+class StyleGANSpec:
+    """Arguments of the StyleGAN generator (`StyleGenerator`) besides the data's channels and classes and
     the resolution (the model's)."""
 
     width: int  # channels at the output resolution; doubled per halving up to max_width
@@ -116,17 +114,17 @@ class ModelSpec:
     """Both models of a run, and the square crop side they train at."""
 
     resolution: int  # training crop side in px (a multiple of 8); an inpainter runs at any size
-    generator: GeneratorSpec | DecoderSpec  # DecoderSpec when kind == "decoder"
+    generator: GeneratorSpec | StyleGANSpec  # StyleGANSpec when kind == "stylegan"
     discriminator: DiscriminatorSpec
-    kind: str = "inpainter"  # inpainter | decoder (runs written before the decoder: inpainter)
+    kind: str = "inpainter"  # inpainter | stylegan (runs written before the StyleGAN generator: inpainter)
 
     @property
-    def is_decoder(self) -> bool:
-        return self.kind == "decoder"
+    def is_stylegan(self) -> bool:
+        return self.kind == "stylegan"
 
     def build_generator(self, image_channels: int, num_classes: int) -> FFCGenerator | StyleGenerator:
         """The generator this spec describes, for data of `image_channels` and `num_classes`."""
-        if self.is_decoder:
+        if self.is_stylegan:
             return self.generator.build(image_channels, num_classes, self.resolution)
         return self.generator.build(image_channels, num_classes)
 
@@ -141,10 +139,10 @@ class ModelSpec:
             raise ConfigError(f"model: expected a mapping, got {data!r}")
         kind = data.get("kind", "inpainter")
         if kind not in MODEL_KINDS:
-            raise ConfigError(f"model.kind must be inpainter or decoder, got {kind!r}")
+            raise ConfigError(f"model.kind must be inpainter or stylegan, got {kind!r}")
         spec = cls(
             resolution=_field(cls, "resolution", data),
-            generator=_part(DecoderSpec if kind == "decoder" else GeneratorSpec, "generator", data),
+            generator=_part(StyleGANSpec if kind == "stylegan" else GeneratorSpec, "generator", data),
             discriminator=_part(DiscriminatorSpec, "discriminator", data),
             kind=kind,
         )
@@ -159,7 +157,7 @@ class ModelSpec:
         if overrides.get("kind", self.kind) != self.kind:
             raise ConfigError(
                 f"model.kind: this preset builds the {self.kind}; choose the model with --model "
-                "inpainter|decoder (or a preset of that kind) instead of overriding model.kind"
+                "inpainter | stylegan (or a preset of that kind) instead of overriding model.kind"
             )
         for key, value in overrides.items():
             if key in ("generator", "discriminator") and isinstance(value, dict):
@@ -181,14 +179,14 @@ class ModelSpec:
             raise ConfigError(f"model.resolution must be a multiple of 8, got {self.resolution}")
         self.generator.check()
         self.discriminator.check()
-        if self.is_decoder:
+        if self.is_stylegan:
             if self.resolution & (self.resolution - 1):
                 raise ConfigError(
-                    f"model.resolution must be a power of two for the decoder, got {self.resolution}"
+                    f"model.resolution must be a power of two for the StyleGAN, got {self.resolution}"
                 )
             if self.discriminator.kind != "patch" or self.discriminator.conditioning == "none":
                 raise ConfigError(
-                    "the decoder's discriminator must see the drawn mask: model.discriminator.kind=patch "
+                    "the StyleGAN's discriminator must see the drawn mask: model.discriminator.kind=patch "
                     "with conditioning input or projection"
                 )
             return

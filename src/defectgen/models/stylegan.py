@@ -1,5 +1,5 @@
-"""The decoder-only generator: a class-conditional StyleGAN2 that draws a defect crop *and* its
-mask from noise (`defectgen train --model decoder`).
+"""The StyleGAN generator: a class-conditional StyleGAN2 that draws a defect crop *and* its
+mask from noise (`defectgen train --model stylegan`).
 
 Karras et al., "Analyzing and Improving the Image Quality of StyleGAN" (StyleGAN2, CVPR 2020),
 conditioned on a class as StyleGAN2-ADA (Karras et al., NeurIPS 2020) does it: the class is
@@ -145,7 +145,7 @@ class StyleGenerator(nn.Module):
     Channels at resolution r: min(max_width, width * resolution / r).
     """
 
-    is_decoder = True  # synthesis and training branch on this (the inpainter has no such attribute)
+    is_stylegan = True  # synthesis and training branch on this (the inpainter has no such attribute)
 
     def __init__(
         self,
@@ -161,7 +161,7 @@ class StyleGenerator(nn.Module):
         super().__init__()
         levels = int(math.log2(resolution))
         if 2**levels != resolution or resolution < 8:
-            raise ValueError(f"the decoder's resolution must be a power of two >= 8, got {resolution}")
+            raise ValueError(f"the StyleGAN's resolution must be a power of two >= 8, got {resolution}")
         if min(image_channels, num_classes, width, max_width, style_dim, mapping_layers) < 1:
             raise ValueError(
                 "image_channels, num_classes, width, max_width, style_dim, mapping_layers must be >= 1"
@@ -259,7 +259,7 @@ class StyleGenerator(nn.Module):
 
 
 def mask_probability(output: Tensor, image_channels: int) -> Tensor:
-    """The mask channels of a decoder output as probabilities [N, K, H, W] in (0, 1)."""
+    """The mask channels of a StyleGAN generator output as probabilities [N, K, H, W] in (0, 1)."""
     return (torch.tanh(output[:, image_channels:].float()) + 1) / 2
 
 

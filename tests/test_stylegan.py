@@ -1,4 +1,4 @@
-"""The decoder (`train --model decoder`): a class-conditional StyleGAN2 drawing crop and mask.
+"""The StyleGAN generator (`train --model stylegan`): a class-conditional StyleGAN2 drawing crop and mask.
 
 Model (shapes, explicit randomness, class conditioning, style mixing, gradients), spec and
 presets, training (run folder, resume = uninterrupted, R1 default), synthesis from it (labels,
@@ -29,7 +29,7 @@ from defectgen.models.stylegan import StyleGenerator, binarised, mask_probabilit
 from defectgen.synth import synthesize
 
 DECODER = dict(
-    preset="decoder-tiny",
+    preset="stylegan-tiny",
     batch_size=2,
     precision="fp32",
     log_every=1,
@@ -109,38 +109,38 @@ def test_bad_inputs_are_refused(bad):
 
 
 def test_presets_and_spec_rules():
-    for name in ("decoder-tiny", "decoder-small", "decoder-large"):
+    for name in ("stylegan-tiny", "stylegan-small", "stylegan-large"):
         spec = PRESETS[name]
-        assert spec.is_decoder and spec.discriminator.conditioning == "input"
+        assert spec.is_stylegan and spec.discriminator.conditioning == "input"
         G = spec.build_generator(1, 4)
         assert G.resolution == spec.resolution
         assert ModelSpec.from_dict(spec.to_dict()) == spec
     with pytest.raises(ConfigError, match="--model"):
-        PRESETS["small"].merged({"kind": "decoder"})
+        PRESETS["small"].merged({"kind": "stylegan"})
     with pytest.raises(ConfigError, match="see the drawn mask"):
-        PRESETS["decoder-tiny"].merged({"discriminator": {"conditioning": "none"}})
+        PRESETS["stylegan-tiny"].merged({"discriminator": {"conditioning": "none"}})
     with pytest.raises(ConfigError, match="power of two"):
-        PRESETS["decoder-tiny"].merged({"resolution": 48})
+        PRESETS["stylegan-tiny"].merged({"resolution": 48})
     with pytest.raises(ConfigError, match="unknown key"):
-        PRESETS["decoder-tiny"].merged({"generator": {"n_blocks": 3}})
+        PRESETS["stylegan-tiny"].merged({"generator": {"n_blocks": 3}})
     old = PRESETS["small"].to_dict()
-    del old["kind"]  # a run written before the decoder existed
+    del old["kind"]  # a run written before the StyleGAN generator existed
     assert ModelSpec.from_dict(old).kind == "inpainter"
 
 
 def test_r1_default_and_guide_refused():
-    assert TrainConfig(preset="decoder-small", batch_size=4).resolved().r1_gamma == pytest.approx(
+    assert TrainConfig(preset="stylegan-small", batch_size=4).resolved().r1_gamma == pytest.approx(
         0.0002 * 128**2 / 4
     )
     assert TrainConfig(preset="small").resolved().r1_gamma == 0.001
-    assert TrainConfig(preset="decoder-small", r1_gamma=2.0).resolved().r1_gamma == 2.0
+    assert TrainConfig(preset="stylegan-small", r1_gamma=2.0).resolved().r1_gamma == 2.0
     with pytest.raises(ConfigError, match="guide"):
-        TrainConfig(preset="decoder-tiny", guide="some.pt").validate()
+        TrainConfig(preset="stylegan-tiny", guide="some.pt").validate()
 
 
 @pytest.fixture(scope="module")
-def decoder_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("decoder")
+def stylegan_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("stylegan")
     dataset = open_dataset(str(FIXTURE))
     split = make_split(dataset, seed=0)
     split.save(work / "split.json")
@@ -148,15 +148,15 @@ def decoder_run(tmp_path_factory):
     return dataset, split, checkpoint, work
 
 
-def test_training_writes_a_decoder_run_and_resume_equals_uninterrupted(decoder_run, tmp_path):
-    dataset, split, checkpoint, work = decoder_run
+def test_training_writes_a_stylegan_run_and_resume_equals_uninterrupted(stylegan_run, tmp_path):
+    dataset, split, checkpoint, work = stylegan_run
     state = load_checkpoint(checkpoint)
-    assert state["config"]["model"]["kind"] == "decoder" and state["step"] == 4
+    assert state["config"]["model"]["kind"] == "stylegan" and state["step"] == 4
     assert state["trained_classes"] == [1, 2]  # the fixture's two classes, both in its training half
     assert (work / "run" / "samples" / "step_0000004.png").is_file()
-    G, classes, channels, _ = load_generator(checkpoint, expect="decoder")
+    G, classes, channels, _ = load_generator(checkpoint, expect="stylegan")
     assert isinstance(G, StyleGenerator) and classes == dataset.classes
-    with pytest.raises(CheckpointError, match="decoder"):
+    with pytest.raises(CheckpointError, match="stylegan"):
         load_generator(checkpoint, expect="inpainter")
     train(dataset, split, TrainConfig(steps=2, **DECODER), tmp_path / "resumed", progress=False)
     train(dataset, split, TrainConfig(steps=4, **DECODER), tmp_path / "resumed", resume=True, progress=False)
@@ -166,18 +166,18 @@ def test_training_writes_a_decoder_run_and_resume_equals_uninterrupted(decoder_r
             assert torch.equal(tensor, resumed[key][name]), (key, name)
 
 
-def test_cli_model_option_picks_the_decoder_presets(tmp_path, capsys):
+def test_cli_model_option_picks_the_stylegan_presets(tmp_path, capsys):
     base = ["train", str(FIXTURE), "--split", str(tmp_path / "split.json"), "--out", str(tmp_path / "run")]
     assert main(["split", str(FIXTURE), "--out", str(tmp_path / "split.json")]) == 0
     settings = ["--steps", "1", "--set", "batch_size=2", "--set", "precision=fp32"]
-    assert main([*base, "--model", "decoder", "--preset", "tiny", *settings]) == 0
-    assert "preset: decoder-tiny" in (tmp_path / "run" / "config.yaml").read_text()
+    assert main([*base, "--model", "stylegan", "--preset", "tiny", *settings]) == 0
+    assert "preset: stylegan-tiny" in (tmp_path / "run" / "config.yaml").read_text()
     capsys.readouterr()
-    assert main([*base, "--model", "inpainter", "--preset", "decoder-tiny"]) == 2
-    assert "decoder preset" in capsys.readouterr().err
+    assert main([*base, "--model", "inpainter", "--preset", "stylegan-tiny"]) == 2
+    assert "stylegan preset" in capsys.readouterr().err
     assert main([*base, "--model", "painter"]) == 2
-    assert "inpainter or decoder" in capsys.readouterr().err
-    assert main([*base, "--model", "decoder", "--set", "preset=small"]) == 2
+    assert "inpainter or stylegan" in capsys.readouterr().err
+    assert main([*base, "--model", "stylegan", "--set", "preset=small"]) == 2
     assert "builds the inpainter" in capsys.readouterr().err
     # --resume without --model or --preset continues the run's own kind and size
     assert main([*base, "--resume", "--steps", "2", "--set", "batch_size=2", "--set", "precision=fp32"]) == 0
@@ -188,16 +188,16 @@ def _manifest(folder):
     return [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()]
 
 
-def test_synthesis_from_a_decoder_labels_each_crop_with_its_drawn_mask(decoder_run, tmp_path):
-    dataset, split, checkpoint, _ = decoder_run
+def test_synthesis_from_a_stylegan_labels_each_crop_with_its_drawn_mask(stylegan_run, tmp_path):
+    dataset, split, checkpoint, _ = stylegan_run
     summary = synthesize(checkpoint, dataset, split, 6, tmp_path / "a", seed=2, progress=False)
-    assert summary["items"] == 6 and summary["mask_source"] == "decoder"
+    assert summary["items"] == 6 and summary["mask_source"] == "stylegan"
     synthetic = open_dataset(str(tmp_path / "a"))
     records = _manifest(tmp_path / "a")
     for index, record in enumerate(records):
         sample = synthetic[index]
         assert sample.image.shape[:2] == (32, 32)
-        assert record["background"] == "decoder"
+        assert record["background"] == "stylegan"
         assert [d["class_id"] for d in record["defects"]] == record["classes"]
         for class_id in record["classes"]:  # every drawn class is labelled, classes never overlap
             assert sample.masks[class_id - 1].sum() == record["areas"][str(class_id)]
@@ -214,7 +214,7 @@ def test_synthesis_from_a_decoder_labels_each_crop_with_its_drawn_mask(decoder_r
     only = synthesize(checkpoint, dataset, split, 4, tmp_path / "c", seed=2, classes=[2], progress=False)
     assert set(only["images_per_class"])
     for record in _manifest(tmp_path / "c"):  # drawn for class 2; no other class unless no draw managed
-        assert record["classes"] == [2] or record.get("attempt") == synth_module.DECODER_ATTEMPTS - 1
+        assert record["classes"] == [2] or record.get("attempt") == synth_module.STYLEGAN_ATTEMPTS - 1
     severstal = synthesize(checkpoint, dataset, split, 2, tmp_path / "d", fmt="severstal", progress=False)
     assert severstal["items"] == 2 and (tmp_path / "d" / "train.csv").is_file()
 
@@ -229,22 +229,22 @@ def test_synthesis_from_a_decoder_labels_each_crop_with_its_drawn_mask(decoder_r
         dict(severity="0:0.5"),
     ],
 )
-def test_synthesis_options_for_painting_are_refused_for_a_decoder(decoder_run, tmp_path, option):
-    dataset, split, checkpoint, _ = decoder_run
-    with pytest.raises(ConfigError, match="decoder"):
+def test_synthesis_options_for_painting_are_refused_for_a_stylegan(stylegan_run, tmp_path, option):
+    dataset, split, checkpoint, _ = stylegan_run
+    with pytest.raises(ConfigError, match="stylegan"):
         synthesize(checkpoint, dataset, split, 2, tmp_path / "out", progress=False, **option)
     assert not (tmp_path / "out").exists()
 
 
-def test_learned_masks_come_from_the_decoder_and_are_deterministic(decoder_run, monkeypatch):
-    dataset, split, checkpoint, work = decoder_run
+def test_learned_masks_come_from_the_stylegan_and_are_deterministic(stylegan_run, monkeypatch):
+    dataset, split, checkpoint, work = stylegan_run
     train_indices = split.indices(dataset, "train")
     source = build_mask_source(f"learned:{work / 'run'}", dataset, train_indices)
     learned = source.sources["learned"]
     masks_a = source.draw(np.random.default_rng(4), 40, 60)
     masks_b = source.draw(np.random.default_rng(4), 40, 60)
     assert masks_a.shape == (len(dataset.classes), 40, 60) and np.array_equal(masks_a, masks_b)
-    # every placed shape is the central component of a decoder draw: replace the draw, see it placed
+    # every placed shape is the central component of a StyleGAN draw: replace the draw, see it placed
     square = np.zeros((len(dataset.classes), 32, 32), dtype=bool)
     square[:, 10:15, 12:20] = True
     monkeypatch.setattr("defectgen.masks.learned.decoded", lambda output, channels: (None, square))
@@ -263,11 +263,11 @@ def test_central_component_keeps_the_component_nearest_the_centre():
     assert central_component(mask)[1]
 
 
-def test_learned_masks_need_a_decoder_and_the_same_classes(decoder_run, tmp_path):
-    dataset, split, checkpoint, work = decoder_run
+def test_learned_masks_need_a_stylegan_and_the_same_classes(stylegan_run, tmp_path):
+    dataset, split, checkpoint, work = stylegan_run
     config = TrainConfig(steps=1, preset="tiny", model={"resolution": 32}, batch_size=2, precision="fp32")
     inpainter = train(dataset, split, config, tmp_path / "inpainter", progress=False)
-    with pytest.raises(CheckpointError, match="needs a decoder"):
+    with pytest.raises(CheckpointError, match="needs a stylegan checkpoint"):
         build_mask_source(f"learned:{inpainter}", dataset, split.indices(dataset, "train"))
     with pytest.raises(ConfigError, match="learned:RUN needs"):
         build_mask_source("learned:", dataset, split.indices(dataset, "train"))
@@ -275,8 +275,8 @@ def test_learned_masks_need_a_decoder_and_the_same_classes(decoder_run, tmp_path
         build_mask_source(f"learned:{tmp_path / 'nothing'}", dataset, split.indices(dataset, "train"))
 
 
-def test_inpainter_only_commands_refuse_a_decoder(decoder_run, tmp_path):
-    _, _, checkpoint, work = decoder_run
+def test_inpainter_only_commands_refuse_a_decoder(stylegan_run, tmp_path):
+    _, _, checkpoint, work = stylegan_run
     from defectgen.export import export_onnx
 
     with pytest.raises(CheckpointError, match="needs an inpainter"):
@@ -293,13 +293,13 @@ def test_decoder_r1_is_taken_on_each_image_mean_patch_logit():
     """StyleGAN2's gamma is defined for one logit per image: the patch grid's mean, not its sum."""
     from defectgen.gan.augment import AdaptiveAugment
     from defectgen.gan.losses import r1_penalty
-    from defectgen.gan.objective import DecoderObjective
+    from defectgen.gan.objective import StyleGANObjective
 
     torch.manual_seed(0)
-    D = PRESETS["decoder-tiny"].discriminator.build(1, 2)
+    D = PRESETS["stylegan-tiny"].discriminator.build(1, 2)
     real, labels = torch.randn(2, 1, 32, 32), (torch.rand(2, 2, 32, 32) > 0.8).float()
     ada = AdaptiveAugment()  # p = 0: the inputs pass unchanged
-    loss, _ = DecoderObjective(r1_gamma=0.5, r1_interval=4).regularise(
+    loss, _ = StyleGANObjective(r1_gamma=0.5, r1_interval=4).regularise(
         D, ada, real, labels, torch.Generator()
     )
     inputs = [real.clone().requires_grad_(True), labels.clone().requires_grad_(True)]
@@ -309,8 +309,8 @@ def test_decoder_r1_is_taken_on_each_image_mean_patch_logit():
     assert loss.item() == pytest.approx(4 * expected.item(), rel=1e-5)
 
 
-def test_learned_shapes_prefer_a_draw_not_cut_by_the_crop_border(decoder_run, monkeypatch):
-    dataset, split, _, work = decoder_run
+def test_learned_shapes_prefer_a_draw_not_cut_by_the_crop_border(stylegan_run, monkeypatch):
+    dataset, split, _, work = stylegan_run
     learned = build_mask_source(f"learned:{work / 'run'}", dataset, split.indices(dataset, "train")).sources[
         "learned"
     ]

@@ -3,13 +3,9 @@
     .venv/bin/python benchmarks/train_step.py [--runs small:128:bf16 small:128:fp32 ...] [--steps 8]
         [--batch 4] [--device cuda]
 
-A run is PRESET:RESOLUTION:PRECISION[:cl][:DECODER] (PRESET may be a decoder preset,
-`stylegan-small`: the decoder GAN's iteration); `cl` trains with `channels_last=True`
-(memory format of models and batches) and converts the models of the G+D column the same way;
-DECODER (transposed, resize or nearest) trains that decoder without decoder noise
-(`--set model.generator.upsampling=DECODER`) instead
-of the preset's; `first`
-is the generator's first decoder, transposed.
+A run is PRESET:RESOLUTION:PRECISION[:cl] (PRESET may be a StyleGAN preset, `stylegan-small`);
+`cl` trains with `channels_last=True` (memory format of models and batches) and converts the
+models of the G+D column the same way.
 
 Each run is `defectgen.gan.train.train` in its own process (so peak RSS is its own) on the
 embedded demo data (256x1600 strips, crops of the given size), batch 4, one process, with
@@ -45,7 +41,6 @@ def child(
     work: Path,
     device: str,
     channels_last: bool = False,
-    decoder: str = "preset",
 ) -> dict:
     import torch
 
@@ -60,10 +55,9 @@ def child(
     data = generate_demo(work / "demo", n_images=16, seed=0, progress=False)
     dataset = open_dataset(str(data))
     split = make_split(dataset, seed=0)
-    decoder_options = {} if decoder == "preset" else {"generator": {"upsampling": decoder}}  # inpainter
     config = TrainConfig(
         preset=preset,
-        model={"resolution": resolution, **decoder_options},
+        model={"resolution": resolution},
         precision=precision,
         channels_last=channels_last,
         steps=steps,
@@ -72,7 +66,7 @@ def child(
         sample_every=10**9,
         checkpoint_every=10**9,
     )
-    run = work / f"run_{preset}_{resolution}_{precision}_{channels_last}_{decoder}"
+    run = work / f"run_{preset}_{resolution}_{precision}_{channels_last}"
     train(dataset, split, config, run, progress=False, device=device)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     seconds = statistics.median(r["seconds_per_step"] for r in records[2:])
@@ -139,16 +133,16 @@ def model_only(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--runs", nargs="+", default=DEFAULT_RUNS, help="PRESET:RESOLUTION:PRECISION[:cl][:DECODER]"
+        "--runs", nargs="+", default=DEFAULT_RUNS, help="PRESET:RESOLUTION:PRECISION[:cl]"
     )
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        preset, resolution, precision, layout, decoder = args.child
+        preset, resolution, precision, layout = args.child
         row = child(
             preset,
             int(resolution),
@@ -158,7 +152,6 @@ def main() -> None:
             args.work,
             args.device,
             layout == "cl",
-            decoder,
         )
         print(json.dumps(row))
         return
@@ -169,7 +162,6 @@ def main() -> None:
         "crop",
         "precision",
         "layout",
-        "stylegan",
         "G params",
         "s / iteration",
         "images/s",
@@ -182,8 +174,6 @@ def main() -> None:
         for run in args.runs:
             preset, resolution, precision, *flags = run.split(":")
             layout = "cl" if "cl" in flags else "nchw"
-            named = [flag for flag in flags if flag != "cl"]
-            decoder = {"first": "transposed"}.get(named[0], named[0]) if named else "preset"
             command = [
                 sys.executable,
                 __file__,
@@ -192,7 +182,6 @@ def main() -> None:
                 resolution,
                 precision,
                 layout,
-                decoder,
                 "--steps",
                 str(args.steps),
                 "--batch",
@@ -210,7 +199,6 @@ def main() -> None:
                     resolution,
                     precision,
                     layout,
-                    decoder,
                     "failed",
                     result.stderr.strip()[-60:],
                     "",
@@ -225,7 +213,6 @@ def main() -> None:
                 f"{resolution} px",
                 precision,
                 "channels_last" if layout == "cl" else "NCHW",
-                decoder,
                 f"{row['g_params_m']:.1f} M",
                 f"{row['seconds']:.3f}",
                 f"{row['images_per_second']:.1f}",

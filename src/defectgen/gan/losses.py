@@ -86,7 +86,7 @@ def d_relativistic(real_logits: Tensor, fake_logits: Tensor, hole: Tensor) -> tu
     patch p share position, background and label maps, and D is scored on which of the two is
     the real one. Anything D computes from position or labels alone cancels in the
     difference; only the painted content counts. (With the standard loss and the label maps as
-    input, D learns "label here = fake" quickly and the content slowly: `benchmarks/d_probe.py`.)
+    input, D learns "label here = fake" quickly and the content slowly: RESULTS.md "Discriminator probe".)
     Patches are weighted by their hole share; background patches carry no decision.
     """
     real_logits, fake_logits = real_logits.float(), fake_logits.float()

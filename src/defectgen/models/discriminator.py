@@ -23,7 +23,7 @@ class is detectably fake:
   none                  labels not used (LaMa's D).
 Why projection: the label maps say where the hole is. Fed in at the stem, D learns
 "labelled = painted" before it learns what painted content looks like. Trained against a
-Gaussian-blurred hole (`benchmarks/d_probe.py --fill blur`, 600 steps, the relativistic loss
+Gaussian-blurred hole (RESULTS.md "Discriminator probe", `--fill blur`, 600 steps, the relativistic loss
 of losses.py, R1 gamma 0.001), D told the real patch from its blurred twin in 88 % of pairs
 with `input`, 96 % with `none` and 98 % with `projection`, with the largest median margin
 (0.20 vs 0.14 and 0.10; `benchmarks/RESULTS.md`, "Discriminator probe").

@@ -52,7 +52,8 @@ class TrainConfig:
     guide_encoder: str = "resnet18"  # the guide's smp encoder
     guide_weight: float = 1.0  # weight of the guide's segmentation loss (with a guide)
     # R1 strength; null: the model's. Inpainter: 0.001, LaMa's (at 1 D could not tell a blurred
-    # hole, RESULTS.md "Discriminator probe"). StyleGAN: StyleGAN2-ADA's heuristic 0.0002 * resolution**2 / batch_size.
+    # hole, RESULTS.md "Discriminator probe"). StyleGAN: StyleGAN2-ADA's heuristic
+    # 0.0002 * resolution**2 / batch_size.
     r1_gamma: float | None = None
     r1_interval: int = 16  # lazy regularisation (StyleGAN2): R1 every k D steps, scaled by k
     # --- small-data training -------------------------------------------------------------------

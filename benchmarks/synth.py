@@ -44,6 +44,7 @@ def child(preset: str, precision: str, tile: str, n: int, batch: int, work: Path
     from defectgen.data.split import make_split
     from defectgen.gan.config import TrainConfig
     from defectgen.models import PRESETS
+    from defectgen.synth_config import SynthConfig
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     data = generate_demo(work / "demo", n_images=24, seed=0, progress=False)
@@ -80,12 +81,8 @@ def child(preset: str, precision: str, tile: str, n: int, batch: int, work: Path
         checkpoint,
         dataset,
         split,
-        batch,
         work / f"warm_{preset}_{precision}_{tile}",
-        batch_size=batch,
-        precision=precision,
-        device=device,
-        background_source="free",
+        SynthConfig(n=batch, batch_size=batch, precision=precision, device=device, background_source="free"),
         progress=False,
     )
     forward_seconds[0] = 0.0
@@ -96,13 +93,15 @@ def child(preset: str, precision: str, tile: str, n: int, batch: int, work: Path
         checkpoint,
         dataset,
         split,
-        n,
         work / f"out_{preset}_{precision}_{tile}",
-        batch_size=batch,
-        precision=precision,
-        tile=int(tile) or None,
-        device=device,
-        background_source="free",
+        SynthConfig(
+            n=n,
+            batch_size=batch,
+            precision=precision,
+            tile=int(tile) or None,
+            device=device,
+            background_source="free",
+        ),
         progress=False,
     )
     seconds = time.perf_counter() - start

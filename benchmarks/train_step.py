@@ -132,9 +132,7 @@ def model_only(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--runs", nargs="+", default=DEFAULT_RUNS, help="PRESET:RESOLUTION:PRECISION[:cl]"
-    )
+    parser.add_argument("--runs", nargs="+", default=DEFAULT_RUNS, help="PRESET:RESOLUTION:PRECISION[:cl]")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")

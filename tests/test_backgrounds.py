@@ -15,6 +15,7 @@ from defectgen.gan.config import TrainConfig
 from defectgen.gan.train import train
 from defectgen.masks import build_mask_source
 from defectgen.synth import BACKGROUND_TEXT, synthesize
+from defectgen.synth_config import SynthConfig
 from defectgen.synthset import read_manifest
 
 TINY = dict(preset="tiny", model={"resolution": 32}, batch_size=2, sample_every=100, checkpoint_every=100)
@@ -59,7 +60,7 @@ def _items(out, dataset):
 
 def test_auto_paints_on_the_defect_images_of_a_half_without_free_images(defects_only, tmp_path):
     dataset, split, checkpoint = defects_only
-    synthesize(checkpoint, dataset, split, 2, tmp_path / "auto", seed=1, progress=False)
+    synthesize(checkpoint, dataset, split, tmp_path / "auto", SynthConfig(n=2, seed=1), progress=False)
     params = json.loads((tmp_path / "auto" / "synth.json").read_text())
     assert params["backgrounds"] == BACKGROUND_TEXT["labelled"]
 
@@ -67,7 +68,9 @@ def test_auto_paints_on_the_defect_images_of_a_half_without_free_images(defects_
 def test_cleaned_backgrounds_erase_the_old_defects(defects_only, tmp_path):
     dataset, split, checkpoint = defects_only
     out = tmp_path / "cleaned"
-    synthesize(checkpoint, dataset, split, 6, out, seed=1, background_source="cleaned", progress=False)
+    synthesize(
+        checkpoint, dataset, split, out, SynthConfig(n=6, seed=1, background_source="cleaned"), progress=False
+    )
     params = json.loads((out / "synth.json").read_text())
     assert params["backgrounds"] == "training half, defect images with their defects erased"
     radius = params["hole_dilation"]
@@ -84,7 +87,14 @@ def test_cleaned_backgrounds_erase_the_old_defects(defects_only, tmp_path):
 def test_labelled_backgrounds_keep_their_defects_in_the_label_and_new_ones_away(defects_only, tmp_path):
     dataset, split, checkpoint = defects_only
     out = tmp_path / "labelled"
-    synthesize(checkpoint, dataset, split, 8, out, seed=2, background_source="labelled", progress=False)
+    synthesize(
+        checkpoint,
+        dataset,
+        split,
+        out,
+        SynthConfig(n=8, seed=2, background_source="labelled"),
+        progress=False,
+    )
     radius = json.loads((out / "synth.json").read_text())["hole_dilation"]
     for record, sample, background in _items(out, dataset):
         old = background.masks
@@ -100,8 +110,14 @@ def test_labelled_backgrounds_keep_their_defects_in_the_label_and_new_ones_away(
 def test_harmonize_on_labelled_backgrounds(defects_only, tmp_path):
     dataset, split, checkpoint = defects_only
     out = tmp_path / "harmonized"
-    synthesize(checkpoint, dataset, split, 4, out, seed=3, mode="harmonize", band=2, rim=1,
-               background_source="labelled", progress=False)  # fmt: skip
+    synthesize(
+        checkpoint,
+        dataset,
+        split,
+        out,
+        SynthConfig(n=4, seed=3, mode="harmonize", band=2, rim=1, background_source="labelled"),
+        progress=False,
+    )
     for record, sample, background in _items(out, dataset):
         old = background.masks
         assert (sample.masks >= old).all() and (sample.masks.any(0) & ~old.any(0)).any()
@@ -112,8 +128,14 @@ def test_harmonize_on_labelled_backgrounds(defects_only, tmp_path):
 def test_the_same_command_gives_the_same_files(defects_only, tmp_path):
     dataset, split, checkpoint = defects_only
     for name in ("a", "b"):
-        synthesize(checkpoint, dataset, split, 4, tmp_path / name, seed=5, background_source="cleaned",
-                   batch_size=3, progress=False)  # fmt: skip
+        synthesize(
+            checkpoint,
+            dataset,
+            split,
+            tmp_path / name,
+            SynthConfig(n=4, seed=5, background_source="cleaned", batch_size=3),
+            progress=False,
+        )
     files = sorted(p.name for p in (tmp_path / "a" / "images").iterdir())
     assert files and all(
         (tmp_path / "a" / "images" / f).read_bytes() == (tmp_path / "b" / "images" / f).read_bytes()

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from conftest import write_gray
 from defectgen.data import ClassTable, open_dataset
 from defectgen.errors import DataError
+from defectgen.synth_config import SynthConfig
 
 SETTINGS = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -136,7 +137,7 @@ def test_synthetic_set_with_unusual_names_reads_back(tmp_path):
         sample_every=100, checkpoint_every=100,
     )  # fmt: skip
     checkpoint = train(dataset, split, config, tmp_path / "run", progress=False)
-    synthesize(checkpoint, dataset, split, 2, tmp_path / "out", seed=1, progress=False)
+    synthesize(checkpoint, dataset, split, tmp_path / "out", SynthConfig(n=2, seed=1), progress=False)
     assert open_dataset(str(tmp_path / "out")).classes == dataset.classes == ClassTable(names)
 
 

@@ -26,6 +26,7 @@ from defectgen.gan.config import TrainConfig
 from defectgen.gan.train import train
 from defectgen.models.unet import build_segmenter, segmentation_loss
 from defectgen.synth import synthesize
+from defectgen.synth_config import SynthConfig
 
 TINY_GAN = {
     "preset": "tiny",
@@ -150,7 +151,9 @@ def bench(tmp_path_factory):
     split = make_split(dataset, test_fraction=0.5, seed=0)
     split.save(work / "split.json")
     checkpoint = train(dataset, split, TrainConfig(steps=2, **TINY_GAN), work / "gan", progress=False)
-    synthesize(checkpoint, dataset, split, 8, work / "synth", seed=0, fmt="folder", progress=False)
+    synthesize(
+        checkpoint, dataset, split, work / "synth", SynthConfig(n=8, seed=0, format="folder"), progress=False
+    )
     return dataset, split, checkpoint, work
 
 
@@ -326,7 +329,7 @@ def test_cache_key_follows_the_synthetic_set(bench, tmp_path):
     evaluate(dataset, split, out, config, synthetic={"tiles": work / "synth"}, progress=False)
     stamps = {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")}
     other = tmp_path / "synth2"
-    synthesize(checkpoint, dataset, split, 8, other, seed=5, fmt="folder", progress=False)
+    synthesize(checkpoint, dataset, split, other, SynthConfig(n=8, seed=5, format="folder"), progress=False)
     evaluate(dataset, split, out, config, synthetic={"tiles": other}, progress=False)
     after = {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")}
     assert after["real_s0.json"] == stamps["real_s0.json"]  # real does not use the set: reused
@@ -421,7 +424,12 @@ def test_synth_with_a_judge_records_scores_and_redraws_rejected_items(bench, tmp
         judge_module.LabelJudge, "from_evaluation", classmethod(lambda cls, *a, **k: _PickyJudge())
     )
     summary = synthesize(
-        checkpoint, dataset, split, 4, tmp_path / "judged", seed=0, judge=work, attempts=2, progress=False
+        checkpoint,
+        dataset,
+        split,
+        tmp_path / "judged",
+        SynthConfig(n=4, seed=0, judge=work, attempts=2),
+        progress=False,
     )
     records = [json.loads(line) for line in (tmp_path / "judged" / "manifest.jsonl").read_text().splitlines()]
     assert summary["accepted_by_judge"] == 4
@@ -432,12 +440,19 @@ def test_synth_with_a_judge_records_scores_and_redraws_rejected_items(bench, tmp
     assert [r["defects"] for r in records] != [r["defects"] for r in plain[:4]]  # second draws differ
     # one draw only: a rejected item is kept, marked as not accepted
     synthesize(
-        checkpoint, dataset, split, 2, tmp_path / "once", seed=0, judge=work, attempts=1, progress=False
+        checkpoint,
+        dataset,
+        split,
+        tmp_path / "once",
+        SynthConfig(n=2, seed=0, judge=work, attempts=1),
+        progress=False,
     )
     once = [json.loads(line) for line in (tmp_path / "once" / "manifest.jsonl").read_text().splitlines()]
     assert [r["label_accepted"] for r in once] == [False, True] and "attempt" not in once[0]
     with pytest.raises(ConfigError):
-        synthesize(checkpoint, dataset, split, 2, tmp_path / "x", attempts=3, progress=False)  # needs a judge
+        synthesize(
+            checkpoint, dataset, split, tmp_path / "x", SynthConfig(n=2, attempts=3), progress=False
+        )  # needs a judge
 
 
 def test_the_judge_of_an_evaluation_folder(bench, tmp_path):
@@ -539,7 +554,14 @@ def test_the_segmenter_trains_any_number_of_steps(steps):
 def test_a_set_made_from_test_images_or_not_made_by_synth_is_refused(bench, tmp_path):
     dataset, split, checkpoint, work = bench
     swapped = Split(**{**split.__dict__, "train": split.test, "test": split.train})
-    synthesize(checkpoint, dataset, swapped, 4, tmp_path / "leaky", seed=0, fmt="folder", progress=False)
+    synthesize(
+        checkpoint,
+        dataset,
+        swapped,
+        tmp_path / "leaky",
+        SynthConfig(n=4, seed=0, format="folder"),
+        progress=False,
+    )
     config = EvalConfig(**{**SMALL, "arms": ["real", "real+tiles"]})
     with pytest.raises(DataError, match="test image"):
         evaluate(

@@ -16,6 +16,7 @@ from defectgen.gan.guide import guide_loss, load_guide
 from defectgen.gan.train import train
 from defectgen.models.unet import build_segmenter
 from defectgen.synth import synthesize
+from defectgen.synth_config import SynthConfig
 from test_evaluate import SMALL, TINY_GAN, bench  # noqa: F401 - the shared small benchmark fixture
 
 
@@ -50,7 +51,7 @@ def test_a_guided_run_records_its_guide_and_evaluation_will_not_judge_with_it(be
     assert state["config"]["extra"]["guide_sha256"] == file_digest(guide)
     metrics = [json.loads(line) for line in (tmp_path / "gan" / "metrics.jsonl").read_text().splitlines()]
     assert all("guide" in record for record in metrics)
-    synthesize(checkpoint, dataset, split, 4, tmp_path / "synth", seed=0, progress=False)
+    synthesize(checkpoint, dataset, split, tmp_path / "synth", SynthConfig(n=4, seed=0), progress=False)
     params = json.loads((tmp_path / "synth" / "synth.json").read_text())
     assert params["guide_sha256"] == file_digest(guide)
     # the same seeds and settings: the judge (real arm, seed 0) is the guide itself

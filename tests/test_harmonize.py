@@ -19,6 +19,7 @@ from defectgen.gan.config import TrainConfig
 from defectgen.gan.train import train
 from defectgen.painter import seam
 from defectgen.synth import synthesize
+from defectgen.synth_config import SynthConfig
 from defectgen.synthset import painted_region, read_manifest
 
 SIZE = 48
@@ -67,14 +68,9 @@ def test_the_defect_keeps_its_real_pixels_and_only_the_seam_is_repainted(harmoni
         checkpoint,
         dataset,
         split,
-        6,
         out,
-        mode="harmonize",
-        band=3,
-        rim=1,
-        seed=4,
+        SynthConfig(n=6, mode="harmonize", band=3, rim=1, seed=4, background_source="free"),
         progress=False,
-        background_source="free",
     )
     params = json.loads((out / "synth.json").read_text())
     assert (params["mode"], params["band"], params["rim"], params["mask_source"]) == (
@@ -112,12 +108,9 @@ def test_same_seed_same_files_and_a_resumed_run_matches_one_run(harmonize_run, t
             checkpoint,
             dataset,
             split,
-            n,
             tmp_path / folder,
-            mode="harmonize",
-            seed=seed,
+            SynthConfig(n=n, mode="harmonize", seed=seed, background_source="free"),
             progress=False,
-            background_source="free",
         )
 
     run("whole", 5)
@@ -172,11 +165,9 @@ def test_bad_options_are_refused_before_anything_is_written(harmonize_run, tmp_p
             checkpoint,
             dataset,
             split,
-            2,
             tmp_path / "out",
+            SynthConfig(n=2, **options, background_source="free"),
             progress=False,
-            **options,
-            background_source="free",
         )
     assert not (tmp_path / "out").exists()
 

@@ -25,6 +25,7 @@ from defectgen.masks import (
     place,
     scan_components,
 )
+from defectgen.synth_config import SynthConfig
 
 H, W = 64, 96
 CLASSES = ["scratch", "pit", "patch"]
@@ -408,7 +409,9 @@ def test_synth_mask_bank_is_built_from_training_masks_only(fixture_split, tmp_pa
 
     monkeypatch.setattr(RealMaskBank, "__init__", recorded_init)
     reads = record_reads(dataset, monkeypatch, ("load_masks", "load_image"))
-    synthesize(checkpoint, dataset, split, 2, tmp_path / "synth", mask_source=kind, progress=False)
+    synthesize(
+        checkpoint, dataset, split, tmp_path / "synth", SynthConfig(n=2, mask_source=kind), progress=False
+    )
 
     train_defect_ids = {i for i in split.train if dataset.items[dataset.index_of(i)].class_ids}
     assert banks, "synthesize built no real-mask bank"

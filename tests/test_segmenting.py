@@ -17,6 +17,7 @@ from defectgen.gan.config import TrainConfig
 from defectgen.gan.train import train
 from defectgen.models import preset
 from defectgen.synth import synthesize
+from defectgen.synth_config import SynthConfig
 
 SEGMENTING = {"kind": "segmenting", "conditioning": "none"}
 
@@ -104,7 +105,12 @@ def test_a_run_trains_and_synthesises_with_it(tmp_path):
     assert state["config"]["model"]["discriminator"]["kind"] == "segmenting"
     assert any(k.startswith("up.") for k in state["D"])
     summary = synthesize(
-        checkpoint, dataset, split, 2, tmp_path / "out", progress=False, background_source="free"
+        checkpoint,
+        dataset,
+        split,
+        tmp_path / "out",
+        SynthConfig(n=2, background_source="free"),
+        progress=False,
     )
     assert summary["items"] == 2
 

@@ -29,6 +29,7 @@ from defectgen.severity import (
     parse_range,
 )
 from defectgen.synth import synthesize
+from defectgen.synth_config import SynthConfig
 from defectgen.synthset import read_manifest
 
 
@@ -160,8 +161,14 @@ def test_synth_draws_severities_in_the_asked_range(runs):
 
     def run(name, severity):
         out = work / name
-        synthesize(checkpoint, dataset, split, 4, out, seed=3, severity=severity, progress=False,
-                   background_source="free")  # fmt: skip
+        synthesize(
+            checkpoint,
+            dataset,
+            split,
+            out,
+            SynthConfig(n=4, seed=3, severity=severity, background_source="free"),
+            progress=False,
+        )
         return out
 
     default, high = run("default", None), run("high", "0.9:1")
@@ -187,17 +194,29 @@ def test_severity_is_refused_where_it_cannot_apply(runs):
     G, *_ = load_generator(without)
     assert not G.severity
     with pytest.raises(ConfigError, match="trained without it"):
-        synthesize(without, dataset, split, 1, work / "x", severity="0:1", progress=False)
+        synthesize(without, dataset, split, work / "x", SynthConfig(n=1, severity="0:1"), progress=False)
     with pytest.raises(ConfigError, match="harmonize"):
         synthesize(
-            checkpoint, dataset, split, 1, work / "y", severity="0:1", mode="harmonize", progress=False
+            checkpoint,
+            dataset,
+            split,
+            work / "y",
+            SynthConfig(n=1, severity="0:1", mode="harmonize"),
+            progress=False,
         )
     with pytest.raises(ConfigError, match="--severity"):
-        synthesize(checkpoint, dataset, split, 1, work / "z", severity="0.5:0.1", progress=False)
+        synthesize(
+            checkpoint, dataset, split, work / "z", SynthConfig(n=1, severity="0.5:0.1"), progress=False
+        )
     assert not (work / "x").exists() and not (work / "y").exists() and not (work / "z").exists()
     # a generator without severity still synthesises as before, recording no severity
     synthesize(
-        without, dataset, split, 2, work / "plain_out", seed=0, progress=False, background_source="free"
+        without,
+        dataset,
+        split,
+        work / "plain_out",
+        SynthConfig(n=2, seed=0, background_source="free"),
+        progress=False,
     )
     assert "severity" not in json.loads((work / "plain_out" / "synth.json").read_text())
     assert all("severity" not in r for r in read_manifest(work / "plain_out").values())
@@ -210,7 +229,14 @@ def test_on_labelled_backgrounds_only_new_defects_get_a_severity(runs):
 
     dataset, split, checkpoint, _, work = runs
     out = work / "labelled"
-    synthesize(checkpoint, dataset, split, 4, out, seed=1, progress=False, background_source="labelled")
+    synthesize(
+        checkpoint,
+        dataset,
+        split,
+        out,
+        SynthConfig(n=4, seed=1, background_source="labelled"),
+        progress=False,
+    )
     written = open_dataset(str(out))
     for record in read_manifest(out).values():
         masks = written[written.index_of(Path(record["image"]).stem)].masks

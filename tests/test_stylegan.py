@@ -27,6 +27,7 @@ from defectgen.masks.learned import central_component
 from defectgen.models import PRESETS, ModelSpec
 from defectgen.models.stylegan import StyleGenerator, binarised, mask_probability
 from defectgen.synth import synthesize
+from defectgen.synth_config import SynthConfig
 
 DECODER = dict(
     preset="stylegan-tiny",
@@ -190,7 +191,7 @@ def _manifest(folder):
 
 def test_synthesis_from_a_stylegan_labels_each_crop_with_its_drawn_mask(stylegan_run, tmp_path):
     dataset, split, checkpoint, _ = stylegan_run
-    summary = synthesize(checkpoint, dataset, split, 6, tmp_path / "a", seed=2, progress=False)
+    summary = synthesize(checkpoint, dataset, split, tmp_path / "a", SynthConfig(n=6, seed=2), progress=False)
     assert summary["items"] == 6 and summary["mask_source"] == "stylegan"
     synthetic = open_dataset(str(tmp_path / "a"))
     records = _manifest(tmp_path / "a")
@@ -202,20 +203,24 @@ def test_synthesis_from_a_stylegan_labels_each_crop_with_its_drawn_mask(stylegan
         for class_id in record["classes"]:  # every drawn class is labelled, classes never overlap
             assert sample.masks[class_id - 1].sum() == record["areas"][str(class_id)]
         assert sample.masks.sum(axis=0).max() <= 1
-    again = synthesize(checkpoint, dataset, split, 6, tmp_path / "b", seed=2, progress=False)
+    again = synthesize(checkpoint, dataset, split, tmp_path / "b", SynthConfig(n=6, seed=2), progress=False)
     assert again["items"] == 6
     for name in ("manifest.jsonl", "images/synth_000003.png", "masks/synth_000003.png"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     (tmp_path / "b" / "images" / "synth_000003.png").unlink()  # as after a kill: run again
-    synthesize(checkpoint, dataset, split, 6, tmp_path / "b", seed=2, progress=False)
+    synthesize(checkpoint, dataset, split, tmp_path / "b", SynthConfig(n=6, seed=2), progress=False)
     assert (tmp_path / "a" / "images/synth_000003.png").read_bytes() == (
         tmp_path / "b" / "images/synth_000003.png"
     ).read_bytes()
-    only = synthesize(checkpoint, dataset, split, 4, tmp_path / "c", seed=2, classes=[2], progress=False)
+    only = synthesize(
+        checkpoint, dataset, split, tmp_path / "c", SynthConfig(n=4, seed=2, classes=[2]), progress=False
+    )
     assert set(only["images_per_class"])
     for record in _manifest(tmp_path / "c"):  # drawn for class 2; no other class unless no draw managed
         assert record["classes"] == [2] or record.get("attempt") == synth_module.STYLEGAN_ATTEMPTS - 1
-    severstal = synthesize(checkpoint, dataset, split, 2, tmp_path / "d", fmt="severstal", progress=False)
+    severstal = synthesize(
+        checkpoint, dataset, split, tmp_path / "d", SynthConfig(n=2, format="severstal"), progress=False
+    )
     assert severstal["items"] == 2 and (tmp_path / "d" / "train.csv").is_file()
 
 
@@ -232,7 +237,7 @@ def test_synthesis_from_a_stylegan_labels_each_crop_with_its_drawn_mask(stylegan
 def test_synthesis_options_for_painting_are_refused_for_a_stylegan(stylegan_run, tmp_path, option):
     dataset, split, checkpoint, _ = stylegan_run
     with pytest.raises(ConfigError, match="stylegan"):
-        synthesize(checkpoint, dataset, split, 2, tmp_path / "out", progress=False, **option)
+        synthesize(checkpoint, dataset, split, tmp_path / "out", SynthConfig(n=2, **option), progress=False)
     assert not (tmp_path / "out").exists()
 
 

@@ -31,6 +31,7 @@ from defectgen.errors import ConfigError, DataError, DefectgenError
 from defectgen.gan.config import TrainConfig
 from defectgen.gan.train import train
 from defectgen.synth import synthesize
+from defectgen.synth_config import SynthConfig
 from defectgen.synthset import painted_region, read_manifest
 from defectgen.synthset import writer as synthset_writer
 
@@ -72,7 +73,12 @@ def _assert_same_folder(a: Path, b: Path) -> None:
 def test_folder_format_labels_and_known_pixels(tiny_run, tmp_path):
     dataset, split, checkpoint, _ = tiny_run
     summary = synthesize(
-        checkpoint, dataset, split, 5, tmp_path / "out", seed=3, progress=False, background_source="free"
+        checkpoint,
+        dataset,
+        split,
+        tmp_path / "out",
+        SynthConfig(n=5, seed=3, background_source="free"),
+        progress=False,
     )
     assert summary["items"] == 5
     records = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
@@ -97,10 +103,20 @@ def test_same_seed_same_files(tiny_run, tmp_path):
     dataset, split, checkpoint, _ = tiny_run
     for name in ("a", "b"):
         synthesize(
-            checkpoint, dataset, split, 4, tmp_path / name, seed=1, progress=False, background_source="free"
+            checkpoint,
+            dataset,
+            split,
+            tmp_path / name,
+            SynthConfig(n=4, seed=1, background_source="free"),
+            progress=False,
         )
     synthesize(
-        checkpoint, dataset, split, 4, tmp_path / "c", seed=2, progress=False, background_source="free"
+        checkpoint,
+        dataset,
+        split,
+        tmp_path / "c",
+        SynthConfig(n=4, seed=2, background_source="free"),
+        progress=False,
     )
     a, b, c = (_files(tmp_path / n) for n in "abc")
     assert a == b
@@ -120,7 +136,12 @@ def test_the_model_spec_reaches_the_checkpoint_and_synthesis(tmp_path):
     G, *_ = load_generator(checkpoint)
     assert G.blocks[0].global_channels == G.blocks[0].local_channels
     summary = synthesize(
-        checkpoint, dataset, split, 2, tmp_path / "out", seed=0, progress=False, background_source="free"
+        checkpoint,
+        dataset,
+        split,
+        tmp_path / "out",
+        SynthConfig(n=2, seed=0, background_source="free"),
+        progress=False,
     )
     assert summary["items"] == 2
     state = load_checkpoint(checkpoint)
@@ -141,12 +162,9 @@ def test_severstal_format_on_whole_strips(tmp_path):
         checkpoint,
         dataset,
         split,
-        3,
         tmp_path / "out",
-        fmt="severstal",
-        mask_source="shapes",
+        SynthConfig(n=3, format="severstal", mask_source="shapes", background_source="free"),
         progress=False,
-        background_source="free",
     )
     out = SeverstalDataset(tmp_path / "out" / "train.csv", tmp_path / "out" / "images")
     assert len(out) == 3
@@ -214,11 +232,25 @@ def test_disk_full_keeps_earlier_outputs_and_rerun_completes(tiny_run, tmp_path,
 
     monkeypatch.setattr(synthset_writer.os, "fsync", failing_fsync)
     with pytest.raises(DefectgenError, match="disk full while writing .*run the same command again"):
-        synthesize(checkpoint, dataset, split, 6, tmp_path / "out", progress=False, background_source="free")
+        synthesize(
+            checkpoint,
+            dataset,
+            split,
+            tmp_path / "out",
+            SynthConfig(n=6, background_source="free"),
+            progress=False,
+        )
     kept = _files(tmp_path / "out")
     assert any(name.startswith("images/") for name in kept)
     monkeypatch.setattr(synthset_writer.os, "fsync", real_fsync)
-    synthesize(checkpoint, dataset, split, 6, tmp_path / "out", progress=False, background_source="free")
+    synthesize(
+        checkpoint,
+        dataset,
+        split,
+        tmp_path / "out",
+        SynthConfig(n=6, background_source="free"),
+        progress=False,
+    )
     after = _files(tmp_path / "out")
     for name, data in kept.items():
         if name.startswith(("images/", "masks/")):
@@ -233,54 +265,81 @@ def test_second_writer_is_refused(tiny_run, tmp_path):
     with open(out / ".lock", "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         with pytest.raises(DefectgenError, match="another defectgen synth is writing"):
-            synthesize(checkpoint, dataset, split, 2, out, progress=False, background_source="free")
+            synthesize(
+                checkpoint, dataset, split, out, SynthConfig(n=2, background_source="free"), progress=False
+            )
 
 
 def test_refused_inputs_leave_outputs_untouched(tiny_run, tmp_path, magnetic_tile_dir):
     dataset, split, checkpoint, _ = tiny_run
     with pytest.raises(ConfigError, match=r"--n must be a number of images in 1\.\."):
-        synthesize(checkpoint, dataset, split, 0, tmp_path / "a", progress=False, background_source="free")
+        synthesize(
+            checkpoint,
+            dataset,
+            split,
+            tmp_path / "a",
+            SynthConfig(n=0, background_source="free"),
+            progress=False,
+        )
     with pytest.raises(ConfigError, match="--format"):
         synthesize(
             checkpoint,
             dataset,
             split,
-            1,
             tmp_path / "a",
-            fmt="coco",
+            SynthConfig(n=1, format="coco", background_source="free"),
             progress=False,
-            background_source="free",
         )
     tiles = open_dataset(str(magnetic_tile_dir))
     with pytest.raises(DataError, match="was trained for classes"):
         synthesize(
-            checkpoint, tiles, make_split(tiles), 1, tmp_path / "a", progress=False, background_source="free"
+            checkpoint,
+            tiles,
+            make_split(tiles),
+            tmp_path / "a",
+            SynthConfig(n=1, background_source="free"),
+            progress=False,
         )
     with pytest.raises(DataError, match="not found|no mask"):
         synthesize(
             checkpoint,
             dataset,
             split,
-            1,
             tmp_path / "a",
-            mask_source="folder:/no/such/masks",
+            SynthConfig(n=1, mask_source="folder:/no/such/masks", background_source="free"),
             progress=False,
-            background_source="free",
         )
     # another run's folder: refused, nothing changed
     synthesize(
-        checkpoint, dataset, split, 2, tmp_path / "b", seed=0, progress=False, background_source="free"
+        checkpoint,
+        dataset,
+        split,
+        tmp_path / "b",
+        SynthConfig(n=2, seed=0, background_source="free"),
+        progress=False,
     )
     before = _files(tmp_path / "b")
     with pytest.raises(DataError, match="holds another synthesis run"):
         synthesize(
-            checkpoint, dataset, split, 2, tmp_path / "b", seed=5, progress=False, background_source="free"
+            checkpoint,
+            dataset,
+            split,
+            tmp_path / "b",
+            SynthConfig(n=2, seed=5, background_source="free"),
+            progress=False,
         )
     assert _files(tmp_path / "b") == before
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "notes.txt").write_text("mine")
     with pytest.raises(DataError, match="not empty"):
-        synthesize(checkpoint, dataset, split, 2, tmp_path / "c", progress=False, background_source="free")
+        synthesize(
+            checkpoint,
+            dataset,
+            split,
+            tmp_path / "c",
+            SynthConfig(n=2, background_source="free"),
+            progress=False,
+        )
     assert (tmp_path / "c" / "notes.txt").read_text() == "mine"
 
 
@@ -294,18 +353,41 @@ def test_no_defect_free_backgrounds(tmp_path):
     split = make_split(dataset, seed=0)
     checkpoint = train(dataset, split, TrainConfig(steps=1, **TINY), tmp_path / "run", progress=False)
     with pytest.raises(DataError, match="no defect-free images.*cleaned or labelled.*--backgrounds"):
-        synthesize(checkpoint, dataset, split, 1, tmp_path / "out", progress=False, background_source="free")
+        synthesize(
+            checkpoint,
+            dataset,
+            split,
+            tmp_path / "out",
+            SynthConfig(n=1, background_source="free"),
+            progress=False,
+        )
     write_gray(tmp_path / "bg" / "free.png", np.full((32, 32), 120))
     summary = synthesize(
-        checkpoint, dataset, split, 2, tmp_path / "out2", backgrounds_dir=tmp_path / "bg", progress=False
+        checkpoint,
+        dataset,
+        split,
+        tmp_path / "out2",
+        SynthConfig(n=2, backgrounds=tmp_path / "bg"),
+        progress=False,
     )
     assert summary["items"] == 2
     with pytest.raises(ConfigError, match="give one or the other"):
-        synthesize(checkpoint, dataset, split, 1, tmp_path / "out3", backgrounds_dir=tmp_path / "bg",
-                   background_source="labelled", progress=False)  # fmt: skip
+        synthesize(
+            checkpoint,
+            dataset,
+            split,
+            tmp_path / "out3",
+            SynthConfig(n=1, backgrounds=tmp_path / "bg", background_source="labelled"),
+            progress=False,
+        )
     with pytest.raises(ConfigError, match="--background-source must be one of"):
         synthesize(
-            checkpoint, dataset, split, 1, tmp_path / "out3", background_source="dirty", progress=False
+            checkpoint,
+            dataset,
+            split,
+            tmp_path / "out3",
+            SynthConfig(n=1, background_source="dirty"),
+            progress=False,
         )
     assert not (tmp_path / "out3").exists()
 
@@ -313,18 +395,20 @@ def test_no_defect_free_backgrounds(tmp_path):
 def test_tiled_mode_paints_only_the_holes(tiny_run, tmp_path):
     dataset, split, checkpoint, _ = tiny_run
     synthesize(
-        checkpoint, dataset, split, 4, tmp_path / "whole", seed=4, progress=False, background_source="free"
+        checkpoint,
+        dataset,
+        split,
+        tmp_path / "whole",
+        SynthConfig(n=4, seed=4, background_source="free"),
+        progress=False,
     )
     synthesize(
         checkpoint,
         dataset,
         split,
-        4,
         tmp_path / "tiled",
-        seed=4,
-        tile=16,
+        SynthConfig(n=4, seed=4, tile=16, background_source="free"),
         progress=False,
-        background_source="free",
     )
     whole, tiled = open_dataset(str(tmp_path / "whole")), open_dataset(str(tmp_path / "tiled"))
     radius = json.loads((tmp_path / "tiled" / "synth.json").read_text())["hole_dilation"]
@@ -337,7 +421,12 @@ def test_tiled_mode_paints_only_the_holes(tiny_run, tmp_path):
         assert hole.any() and not np.array_equal(b.image[hole], a.image[hole])
     with pytest.raises(ConfigError, match="--tile"):
         synthesize(
-            checkpoint, dataset, split, 1, tmp_path / "bad", tile=20, progress=False, background_source="free"
+            checkpoint,
+            dataset,
+            split,
+            tmp_path / "bad",
+            SynthConfig(n=1, tile=20, background_source="free"),
+            progress=False,
         )
 
 
@@ -345,9 +434,9 @@ def test_tiled_windows_are_independent_of_batching_and_of_each_other(tiny_run, t
     """Windows of a batch are painted together, grouped by shape: the files are those of one item
     per batch, and a window composites only its own regions (overlapping windows included)."""
     dataset, split, checkpoint, _ = tiny_run
-    common = dict(seed=5, tile=16, progress=False, background_source="free", precision="fp32")
-    synthesize(checkpoint, dataset, split, 6, tmp_path / "one", batch_size=1, **common)
-    synthesize(checkpoint, dataset, split, 6, tmp_path / "four", batch_size=4, **common)
+    common = dict(seed=5, tile=16, background_source="free", precision="fp32")
+    synthesize(checkpoint, dataset, split, tmp_path / "one", SynthConfig(n=6, batch_size=1, **common), False)
+    synthesize(checkpoint, dataset, split, tmp_path / "four", SynthConfig(n=6, batch_size=4, **common), False)
     assert _files(tmp_path / "one") == _files(tmp_path / "four")
     hole = np.zeros((40, 60), dtype=np.float32)
     hole[5:9, 5:9] = hole[5:9, 14:18] = hole[30:34, 40:44] = 1  # two regions share a window
@@ -401,7 +490,12 @@ def _check_painted(dataset, out: Path) -> list[dict]:
 def test_manifest_records_the_painted_region(tiny_run, tmp_path):
     dataset, split, checkpoint, _ = tiny_run
     synthesize(
-        checkpoint, dataset, split, 4, tmp_path / "out", seed=5, progress=False, background_source="free"
+        checkpoint,
+        dataset,
+        split,
+        tmp_path / "out",
+        SynthConfig(n=4, seed=5, background_source="free"),
+        progress=False,
     )
     assert len(_check_painted(dataset, tmp_path / "out")) == 4
 
@@ -412,12 +506,9 @@ def test_tiled_synthesis_paints_every_hole_and_records_it(tiny_run, tmp_path):
         checkpoint,
         dataset,
         split,
-        4,
         tmp_path / "tiled",
-        seed=6,
-        tile=16,
+        SynthConfig(n=4, seed=6, tile=16, background_source="free"),
         progress=False,
-        background_source="free",
     )
     assert json.loads((tmp_path / "tiled" / "synth.json").read_text())["tile"] == 16
     assert len(_check_painted(dataset, tmp_path / "tiled")) == 4
@@ -429,7 +520,12 @@ def test_backgrounds_come_only_from_the_training_half(tiny_run, tmp_path):
     train_free, test_free = free & set(split.train), free & set(split.test)
     assert train_free and test_free  # a test-half background is available to misuse
     synthesize(
-        checkpoint, dataset, split, 12, tmp_path / "out", seed=0, progress=False, background_source="free"
+        checkpoint,
+        dataset,
+        split,
+        tmp_path / "out",
+        SynthConfig(n=12, seed=0, background_source="free"),
+        progress=False,
     )
     used = {record["background"] for record in _records(tmp_path / "out")}
     assert used and used <= train_free
@@ -440,10 +536,20 @@ def test_item_seeds_are_keyed_by_index_not_queue_position(tiny_run, tmp_path):
     dataset, split, checkpoint, _ = tiny_run
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     synthesize(
-        checkpoint, dataset, split, 4, a, seed=2, batch_size=4, progress=False, background_source="free"
+        checkpoint,
+        dataset,
+        split,
+        a,
+        SynthConfig(n=4, seed=2, batch_size=4, background_source="free"),
+        progress=False,
     )
     synthesize(
-        checkpoint, dataset, split, 4, b, seed=2, batch_size=4, progress=False, background_source="free"
+        checkpoint,
+        dataset,
+        split,
+        b,
+        SynthConfig(n=4, seed=2, batch_size=4, background_source="free"),
+        progress=False,
     )
     # a partial run: items 0 and 2 missing (files and manifest lines); the rerun makes only those
     for index in (0, 2):
@@ -452,14 +558,24 @@ def test_item_seeds_are_keyed_by_index_not_queue_position(tiny_run, tmp_path):
     kept = [r for r in _records(b) if r["index"] not in (0, 2)]
     (b / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
     synthesize(
-        checkpoint, dataset, split, 4, b, seed=2, batch_size=4, progress=False, background_source="free"
+        checkpoint,
+        dataset,
+        split,
+        b,
+        SynthConfig(n=4, seed=2, batch_size=4, background_source="free"),
+        progress=False,
     )
     files_a = _files(a)
     assert [n for n in files_a if n.startswith("images/")] == [f"images/synth_{i:06d}.png" for i in range(4)]
     assert _files(b) == files_a
     # a run of 2 is the first 2 items of a run of 4
     synthesize(
-        checkpoint, dataset, split, 2, c, seed=2, batch_size=4, progress=False, background_source="free"
+        checkpoint,
+        dataset,
+        split,
+        c,
+        SynthConfig(n=2, seed=2, batch_size=4, background_source="free"),
+        progress=False,
     )
     files_c = _files(c)
     for index in range(2):
@@ -491,8 +607,14 @@ def test_a_failure_near_the_end_stops_the_run_instead_of_hanging(tiny_run, tmp_p
     monkeypatch.setattr(synth_module, "write_item", full_disk)
     start = time.time()
     with pytest.raises(DefectgenError, match="disk full"):
-        synthesize(checkpoint, dataset, split, 4, tmp_path / "out", batch_size=1, background_source="free",
-                   progress=False)  # fmt: skip
+        synthesize(
+            checkpoint,
+            dataset,
+            split,
+            tmp_path / "out",
+            SynthConfig(n=4, batch_size=1, background_source="free"),
+            progress=False,
+        )
     assert time.time() - start < 60
 
 

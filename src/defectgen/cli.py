@@ -17,10 +17,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from defectgen.cli_config import config_options
 from defectgen.errors import ConfigError, DefectgenError
 from defectgen.evaluate.config import MAX_SEEDS
 from defectgen.fileio import check_replaceable, starts_with
 from defectgen.settings import parse_yaml
+from defectgen.synth_config import SynthConfig
 from defectgen.ui import out, say
 
 app = typer.Typer(
@@ -315,6 +317,7 @@ def _class_list(text: str | None, what: str = "--classes") -> list[int] | None:
 
 
 @app.command()
+@config_options(SynthConfig)
 def synth(
     data: DataArg,
     checkpoint: Annotated[
@@ -323,77 +326,13 @@ def synth(
     split_path: Annotated[
         Path, typer.Option("--split", help="Split file: backgrounds and masks come from its training half.")
     ],
-    n: Annotated[
-        int,
-        typer.Option(
-            "--n",
-            "-n",
-            help="Number of synthetic images (under torchrun write -n: torchrun reads --n as its own option).",
-        ),
-    ],
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder (resumable: run again to finish).")],
-    classes: Annotated[str | None, typer.Option(help="Only these class ids, e.g. 1,3.")] = None,
-    mask_source: Annotated[
-        str,
-        typer.Option(help="real | shapes | folder:PATH | learned:RUN (shapes a stylegan run draws) | mix."),
-    ] = "real",
-    fmt: Annotated[
-        str, typer.Option("--format", help="severstal (JPEG + train.csv) or folder (PNG + index masks).")
-    ] = "folder",
-    seed: Annotated[int, typer.Option(help="Same seed, same files.")] = 0,
-    backgrounds: Annotated[
-        Path | None, typer.Option(help="Folder of defect-free images to paint on.")
-    ] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per generator call.")] = 4,
-    tile: Annotated[
-        int | None,
-        typer.Option(help="Paint a window of this size around each defect instead of the whole image."),
-    ] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1.")] = "cpu",
-    precision: Annotated[str, typer.Option(help="auto | bf16 | fp32.")] = "auto",
-    judge: Annotated[
-        Path | None,
-        typer.Option(
-            help="Evaluation folder whose real-arm U-Net scores each item (scores go into manifest.jsonl)."
-        ),
-    ] = None,
-    attempts: Annotated[
-        int, typer.Option(help="With --judge: draws per item until one is recognised (the best is kept).")
-    ] = 1,
-    mode: Annotated[
-        str,
-        typer.Option(
-            help="paint: new defects in drawn masks | harmonize: real training defects pasted, "
-            "only their seam repainted."
-        ),
-    ] = "paint",
-    band: Annotated[
-        int | None,
-        typer.Option(
-            help="harmonize: px repainted outside each pasted defect (default: the generator's hole dilation)."
-        ),
-    ] = None,
-    rim: Annotated[int, typer.Option(help="harmonize: px repainted inside its edge (0: none).")] = 1,
-    background_source: Annotated[
-        str,
-        typer.Option(
-            help="What to paint on: free (defect-free training images) | labelled (defect images, new "
-            "defects away from the old) | cleaned (defect images, their defects erased first) | auto "
-            "(free when the training half has at least 8 defect-free images, else labelled)."
-        ),
-    ] = "auto",
-    severity: Annotated[
-        str | None,
-        typer.Option(
-            help="LOW:HIGH (or one value): each new defect's severity is drawn from this range of "
-            "quantiles of the real defects' contrast within their class (0 faintest, 1 strongest). "
-            "Default 0:1, the real distribution."
-        ),
-    ] = None,
     skip_bad: SkipBad = False,
     labels_complete: LabelsComplete = "true",
     covered_ids: CoveredIds = None,
     image_size: ImageSize = None,
+    *,
+    config,
 ):
     """Paint new defects into defect-free images: a labelled synthetic dataset.
 
@@ -402,30 +341,9 @@ def synth(
     from defectgen.data.split import Split
     from defectgen.synth import synthesize
 
+    settings = config()
     dataset = _open(data, skip_bad, labels_complete, covered_ids, image_size)
-    summary = synthesize(
-        checkpoint,
-        dataset,
-        Split.load(split_path),
-        n,
-        out_dir,
-        classes=_class_list(classes),
-        mask_source=mask_source,
-        fmt=fmt,
-        seed=seed,
-        backgrounds_dir=backgrounds,
-        background_source=background_source,
-        severity=severity,
-        batch_size=batch_size,
-        tile=tile,
-        device=device,
-        precision=precision,
-        judge=judge,
-        attempts=attempts,
-        mode=mode,
-        band=band,
-        rim=rim,
-    )
+    summary = synthesize(checkpoint, dataset, Split.load(split_path), out_dir, settings)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for all
         return
     out.print(

@@ -21,6 +21,7 @@ from defectgen.gan.config import TrainConfig
 from defectgen.gan.train import train
 from defectgen.report import write_report
 from defectgen.synth import synthesize
+from defectgen.synth_config import SynthConfig
 from defectgen.ui import say
 
 
@@ -93,7 +94,12 @@ def run_demo(out_dir: Path, quick: bool = False, progress: bool = True) -> dict:
     _stage(f"4/6 painting {plan.synthetic} synthetic defect images with their labels")
     synth_dir = out_dir / "synthetic"
     synthesize(
-        checkpoint, dataset, split, plan.synthetic, synth_dir, seed=0, fmt="severstal", progress=progress
+        checkpoint,
+        dataset,
+        split,
+        synth_dir,
+        SynthConfig(n=plan.synthetic, seed=0, format="severstal"),
+        progress=progress,
     )
 
     _stage(

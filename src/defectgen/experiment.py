@@ -32,6 +32,7 @@ from defectgen.errors import ConfigError
 from defectgen.evaluate.config import EvalConfig
 from defectgen.fileio import claim_folder, write_atomic
 from defectgen.settings import MAX_SEED, coerce, parse_yaml
+from defectgen.synth_config import SynthConfig
 from defectgen.ui import say
 
 FORMAT = "defectgen-experiment/1"
@@ -183,11 +184,8 @@ def _synth(checkpoint, dataset, split, config: ExperimentConfig, g: int, mode: s
         checkpoint,
         dataset,
         split,
-        config.synthetic,
         folder,
-        seed=g,
-        fmt="folder",
-        mode=mode,
+        SynthConfig(n=config.synthetic, seed=g, format="folder", mode=mode),
         progress=progress,
     )
     return folder
@@ -257,9 +255,13 @@ def estimate(dataset: DefectDataset, config: ExperimentConfig) -> dict:
         records = (Path(tmp) / "gan" / "metrics.jsonl").read_text().splitlines()
         gan_step = float(json.loads(records[-1])["seconds_per_step"])  # steps 4-6: past start-up
         synth = Path(tmp) / "synth"
-        synthesize(checkpoint, dataset, generator_split, 2, synth, fmt="folder", progress=False)
+        synthesize(
+            checkpoint, dataset, generator_split, synth, SynthConfig(n=2, format="folder"), progress=False
+        )
         start = time.perf_counter()
-        synthesize(checkpoint, dataset, generator_split, 6, synth, fmt="folder", progress=False)
+        synthesize(
+            checkpoint, dataset, generator_split, synth, SynthConfig(n=6, format="folder"), progress=False
+        )
         image = (time.perf_counter() - start) / 4
     sets = 2 if config.harmonize else 1
     stages = {

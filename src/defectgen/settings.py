@@ -5,6 +5,8 @@ coercion of a parsed value to a dataclass field's type. Every verb's config (`Tr
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 import re
 import typing
@@ -142,4 +144,50 @@ def coerce(key: str, value, hint):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return value
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list like [1, 2], got {value!r}")
+        (item,) = typing.get_args(base) or (object,)
+        return [coerce(key, v, item) for v in value]
     return value
+
+
+def setting(default, help: str, flag: str | None = None, parse=None):
+    """A config field with its command-line help: `flag` (default: --FIELD-NAME; several names
+    space-separated; "" for a mapping reached by `--set FIELD.KEY=VALUE` only) and `parse` (what turns the flag's value
+    into the field's, default: a comma list for list fields, the value as typed otherwise)."""
+    metadata = {"help": help, "flag": flag, "parse": parse}
+    if isinstance(default, list | dict):
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def build_config(
+    cls, file: Path | None = None, given: dict | None = None, overrides=(), base: dict | None = None
+):
+    """An instance of config dataclass `cls`, validated. Later sources win: the field defaults,
+    `base` (a caller's defaults), the YAML `file`, `given` (the flags a user typed), then
+    `overrides` ("key=value" strings; "field.key=value" sets a key of a mapping field)."""
+    hints = typing.get_type_hints(cls)
+    data: dict = {}
+    for source in (base or {}, read_config_file(file) if file is not None else {}, given or {}):
+        data.update(source)
+    for item in overrides:
+        key, sep, text = str(item).partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        head, _, rest = key.partition(".")
+        value = parse_yaml(text, f"--set {key}")
+        if rest and typing.get_origin(hints.get(head)) is dict:
+            data[head] = {**data.get(head, {}), rest: value}
+        elif rest or head not in hints:
+            raise ConfigError(f"--set {key}: unknown setting (known: {', '.join(sorted(hints))})")
+        else:
+            data[key] = value
+    unknown = sorted(set(data) - set(hints))
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown setting (known: {', '.join(sorted(hints))})")
+    config = cls(**{key: coerce(key, value, hints[key]) for key, value in data.items()})
+    config.validate()
+    return config

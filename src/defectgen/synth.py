@@ -85,19 +85,15 @@ from defectgen.masks import build_mask_source
 from defectgen.masks.learned import decoded, stylegan_checkpoint
 from defectgen.painter import item_seed, paint_batch, seam
 from defectgen.paste import DefectPaster
-from defectgen.settings import MAX_SEED
 from defectgen.severity import SeverityTable, drawn_map, measured_map, parse_range
+from defectgen.synth_config import SynthConfig
 from defectgen.synthset.reader import read_params
 from defectgen.synthset.writer import append_record, complete, finish, locked, prepare, write_item
 
-FORMATS = ("severstal", "folder")
-MODES = ("paint", "harmonize")
-BACKGROUND_SOURCES = ("auto", "free", "labelled", "cleaned")
 MIN_FREE = 8  # defect-free training images below which `auto` paints on the defect images instead
 AUTO_FALLBACK = "labelled"  # as good as cleaned, one generator pass cheaper (RESULTS.md, round four)
 ERASE_MARGIN = 2  # px beyond the hole dilation that erasing covers (soft defect edges)
 CLEANED_CACHE = 256  # erased backgrounds kept in memory
-MAX_BAND, MAX_RIM = 64, 16  # px
 SEVERITY_STREAM = 11  # seed-sequence word of an item's severity draws (the masks' stream is untouched)
 
 
@@ -109,35 +105,15 @@ class Background:
     load_erased: object = None  # () -> bool [H, W] the generator repainted to erase them (cleaned)
 
 
-MAX_IMAGES = 10_000_000  # per call: a bound on what a typo can ask for (10^12 would not fit a list)
-
-
 def synthesize(
     checkpoint: Path,
     dataset: DefectDataset,
     split: Split,
-    n: int,
     out_dir: Path,
-    *,
-    classes: list[int] | None = None,
-    mask_source: str = "real",
-    fmt: str = "folder",
-    seed: int = 0,
-    backgrounds_dir: Path | None = None,
-    batch_size: int = 4,
-    tile: int | None = None,
-    device: str = "cpu",
-    precision: str = "auto",
-    judge: Path | None = None,
-    attempts: int = 1,
-    mode: str = "paint",
-    band: int | None = None,
-    rim: int = 1,
-    background_source: str = "auto",
-    severity: str | tuple[float, float] | None = None,
+    config: SynthConfig,
     progress: bool = True,
 ) -> dict:
-    """Write `n` synthetic images with their labels to `out_dir`; returns a summary dict.
+    """Write `config.n` synthetic images with their labels to `out_dir`; returns a summary dict.
 
     With `judge` (an evaluation folder, see `defectgen.evaluate.judge`), each item is scored by
     that evaluation's real-trained U-Net; the scores go into the manifest, and up to `attempts`
@@ -150,19 +126,14 @@ def synthesize(
     module docstring). `severity` ("LOW:HIGH" or a pair, quantiles of the real defects' contrast
     within their class, `defectgen.severity`) is the range each new defect's severity is drawn
     from; default 0:1, the real distribution. It needs a generator trained with severity."""
-    if not 1 <= n <= MAX_IMAGES:
-        raise ConfigError(f"--n must be a number of images in 1..{MAX_IMAGES:,}, got {n}")
-    if not 0 <= seed <= MAX_SEED:
-        raise ConfigError(f"--seed must be in 0..{MAX_SEED}, got {seed}")
-    if fmt not in FORMATS:
-        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    if not 1 <= batch_size <= 1024:
-        raise ConfigError(f"--batch-size must be in 1..1024, got {batch_size}")
-    if tile is not None and not (8 <= tile <= 4096 and tile % 8 == 0):
-        raise ConfigError(f"--tile must be a multiple of 8 in 8..4096, got {tile}")
-    if not 1 <= attempts <= 100 or (attempts > 1 and judge is None):
-        raise ConfigError(f"--attempts must be in 1..100 and needs --judge above 1, got {attempts}")
-    _check_mode(mode, mask_source, band, rim)
+    config.validate()
+    n, classes, mask_source, fmt = config.n, config.classes, config.mask_source, config.format
+    seed = config.seed
+    backgrounds_dir = Path(config.backgrounds) if config.backgrounds is not None else None
+    batch_size, tile, device, precision = config.batch_size, config.tile, config.device, config.precision
+    judge = Path(config.judge) if config.judge is not None else None
+    attempts, mode, band, rim = config.attempts, config.mode, config.band, config.rim
+    background_source, severity = config.background_source, config.severity
     context = init(str(device), LONG_WAIT) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
     context = context or Context(rank=0, world_size=1, device=parse_device(str(device)))
     device = context.device
@@ -317,10 +288,6 @@ BACKGROUND_TEXT = {
 
 def _backgrounds(dataset, train_indices, folder, channels, source: str) -> tuple[list[Background], str]:
     """The images to paint on and the background source they come from (see module docstring)."""
-    if source not in BACKGROUND_SOURCES:
-        raise ConfigError(
-            f"--background-source must be one of {', '.join(BACKGROUND_SOURCES)}, got {source!r}"
-        )
     if folder is not None:
         if source not in ("auto", "free"):
             raise ConfigError(
@@ -618,24 +585,6 @@ def _severity_source(G, checkpoint: Path, severity, mode: str):
     if severity is not None and not isinstance(severity, str):
         low, high = parse_range(f"{low}:{high}")
     return lambda rng, image, new, union: drawn_map(new, low, high, rng), (low, high)
-
-
-def _check_mode(mode: str, mask_source: str, band: int | None, rim: int) -> None:
-    if mode not in MODES:
-        raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if mode == "paint":
-        if band is not None or rim != 1:
-            raise ConfigError("--band and --rim belong to --mode harmonize")
-        return
-    if mask_source != "real":
-        raise ConfigError(
-            "--mode harmonize pastes real training defects: their masks are the labels, so it takes no "
-            f"--mask-source (got {mask_source!r})"
-        )
-    if band is not None and not 1 <= band <= MAX_BAND:
-        raise ConfigError(f"--band must be in 1..{MAX_BAND} px, got {band}")
-    if not 0 <= rim <= MAX_RIM:
-        raise ConfigError(f"--rim must be in 0..{MAX_RIM} px, got {rim}")
 
 
 def _judged(batch, painted, judge, attempts: int, make_item, paint) -> tuple[list[dict], list]:

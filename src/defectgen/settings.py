@@ -154,8 +154,9 @@ def coerce(key: str, value, hint):
 
 def setting(default, help: str, flag: str | None = None, parse=None):
     """A config field with its command-line help: `flag` (default: --FIELD-NAME; several names
-    space-separated; "" for a mapping reached by `--set FIELD.KEY=VALUE` only) and `parse` (what turns the flag's value
-    into the field's, default: a comma list for list fields, the value as typed otherwise)."""
+    space-separated; "" for a mapping reached by `--set FIELD.KEY=VALUE` only) and `parse` (what
+    turns the flag's value into the field's; default: a comma list for list fields, the value as
+    typed otherwise)."""
     metadata = {"help": help, "flag": flag, "parse": parse}
     if isinstance(default, list | dict):
         return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)

@@ -18,6 +18,7 @@ from defectgen.data import open_dataset
 from defectgen.data.split import Split, carve_validation
 from defectgen.errors import ConfigError
 from defectgen.experiment import ExperimentConfig
+from defectgen.settings import build_config
 
 TINY_SETTINGS = [
     "generator.preset=tiny", "generator.model.resolution=32", "generator.batch_size=2",
@@ -88,13 +89,21 @@ def test_other_settings_in_the_same_folder_are_refused(finished):
 
 def test_settings_are_checked_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match="unknown setting"):
-        ExperimentConfig.from_settings(["evaluation.stepz=3"])
+        build_config(ExperimentConfig, overrides=["evaluation.stepz=3"])
     with pytest.raises(ConfigError, match="set by the experiment"):
-        ExperimentConfig.from_settings(["evaluation.seeds=[0,1]"])
+        build_config(ExperimentConfig, overrides=["evaluation.seeds=[0,1]"])
     with pytest.raises(ConfigError, match="generators"):
-        ExperimentConfig.from_settings(["generators=0"])
-    config = ExperimentConfig.from_settings(["generators=1", "evaluation.steps=50"])
+        build_config(ExperimentConfig, overrides=["generators=0"])
+    with pytest.raises(ConfigError, match="unknown setting"):
+        build_config(ExperimentConfig, overrides=["generatorz=1"])
+    config = build_config(ExperimentConfig, overrides=["generators=1", "evaluation.steps=50"])
     assert config.eval_config().declared_arms == ["real+painted_g0"] and config.eval_config().steps == 50
+    (tmp_path / "settings.yaml").write_text("generators: 3\nevaluation:\n  steps: 40\n")
+    config = build_config(
+        ExperimentConfig, tmp_path / "settings.yaml", {"generators": 1}, ["evaluation.lr=0.01"]
+    )
+    assert config.generators == 1  # a flag the user typed beats the file
+    assert config.evaluation == {"steps": 40, "lr": 0.01}
 
 
 def test_kill_9_then_the_same_command_continues(tmp_path):

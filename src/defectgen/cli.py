@@ -19,9 +19,9 @@ from rich.table import Table
 
 from defectgen.cli_config import config_options
 from defectgen.errors import ConfigError, DefectgenError
-from defectgen.evaluate.config import MAX_SEEDS
+from defectgen.evaluate.config import DEFAULT_ARMS, EvalConfig
+from defectgen.experiment import ExperimentConfig
 from defectgen.fileio import check_replaceable, starts_with
-from defectgen.settings import parse_yaml
 from defectgen.synth_config import SynthConfig
 from defectgen.ui import out, say
 
@@ -352,13 +352,8 @@ def synth(
     )
 
 
-def _eval_default(name: str):
-    from defectgen.evaluate.config import default
-
-    return default(name)
-
-
 @app.command()
+@config_options(EvalConfig)
 def evaluate(
     data: DataArg,
     split_path: Annotated[
@@ -378,115 +373,30 @@ def evaluate(
         Path | None,
         typer.Option(help="Generator checkpoint of one synthetic set, for the diversity measurement."),
     ] = None,
-    arms: Annotated[
-        str | None,
-        typer.Option(
-            help=f"Comma-separated arms: bases {', '.join(_arm_bases())}; "
-            "BASE+NAME adds synthetic set NAME; NAME:filtered keeps what the label filter accepts; NAME-only. "
-            "Default: every base, plus real+NAME for each --synthetic set."
-        ),
-    ] = None,
-    declare: Annotated[
-        str | None,
-        typer.Option(
-            help="The claim's arm, declared before the run (comma-separated: the same recipe with sets from "
-            "generators of different seeds). Default: the one BASE+NAME arm, if there is exactly one."
-        ),
-    ] = None,
-    seeds: Annotated[
-        int, typer.Option(help="Seeds per arm (0..N-1), at least 2.", min=2, max=MAX_SEEDS)
-    ] = len(_eval_default("seeds")),
-    steps: Annotated[int, typer.Option(help="Segmenter steps of every run.")] = _eval_default("steps"),
-    curve: Annotated[
-        bool,
-        typer.Option(
-            help="Also train the real arm's first seed for 1/3 and 2/3 of the steps: the learning curve "
-            "of the runs' own schedule, and whether the budget is flat."
-        ),
-    ] = _eval_default("curve"),
-    size: Annotated[int, typer.Option("--size", help="Training crop size (multiple of 32).")] = _eval_default(
-        "crop_size"
-    ),
-    batch_size: Annotated[int, typer.Option(help="Real crops per batch, every arm.")] = _eval_default(
-        "batch_size"
-    ),
-    lr: Annotated[float, typer.Option(help="Segmenter learning rate.")] = _eval_default("lr"),
-    encoder: Annotated[str, typer.Option(help="Any segmentation_models_pytorch encoder.")] = _eval_default(
-        "encoder"
-    ),
-    encoder_depth: Annotated[
-        int, typer.Option(help="Encoder stages the U-Net uses (GPU setting: 5).")
-    ] = _eval_default("encoder_depth"),
-    decoder_channels: Annotated[
-        str,
-        typer.Option(help="Comma-separated decoder widths, one per encoder stage (GPU: 256,128,64,32,16)."),
-    ] = ",".join(str(c) for c in _eval_default("decoder_channels")),
-    encoder_weights: Annotated[
-        Path | None, typer.Option(help="Local file of pretrained encoder weights (nothing is downloaded).")
-    ] = None,
-    extra_share: Annotated[
-        float, typer.Option(help="Oversample / copy-paste crops added per batch, as a share of --batch-size.")
-    ] = _eval_default("extra_share"),
-    synthetic_share: Annotated[
-        float, typer.Option(help="Crops added per batch from each synthetic set, as a share of --batch-size.")
-    ] = _eval_default("synthetic_share"),
-    synthetic_until: Annotated[
-        float, typer.Option(help="Add synthetic crops only in this first fraction of the steps (1 = always).")
-    ] = _eval_default("synthetic_until"),
-    inception_weights: Annotated[
-        Path | None,
-        typer.Option(help="torch-fidelity InceptionV3 weights for KID (default: a domain encoder)."),
-    ] = None,
-    precision: Annotated[str, typer.Option(help="auto | bf16 | fp32.")] = "auto",
     skip_bad: SkipBad = False,
     labels_complete: LabelsComplete = "true",
     covered_ids: CoveredIds = None,
     image_size: ImageSize = None,
+    *,
+    config,
 ):
     """Train segmenters on real vs real + synthetic data (and the cheap baselines) and score them on the test half.
 
     Example: defectgen evaluate ../shared/data/magnetic_tile --split split25.json --synthetic tiles=synth/tiles --arms real,control,oversample,copypaste,classic,oversample+tiles --checkpoint runs/tiles/checkpoints/last.pt --out eval/tiles
     """
     from defectgen.data.split import Split
-    from defectgen.evaluate import EvalConfig, parse_synthetic
     from defectgen.evaluate import evaluate as run_evaluation
+    from defectgen.evaluate import parse_synthetic
 
     sets = parse_synthetic(synthetic or [])
-    if arms is None:
-        arm_list = [a for a in _eval_default("arms") if "+" not in a] + [f"real+{name}" for name in sets]
-    else:
-        arm_list = [a.strip() for a in arms.split(",") if a.strip()]
-    try:
-        widths = [int(c) for c in decoder_channels.split(",") if c.strip()]
-    except ValueError:
-        raise ConfigError(
-            f"--decoder-channels takes comma-separated integers, got {decoder_channels!r}"
-        ) from None
-    config = EvalConfig(
-        arms=arm_list,
-        declared_arms=[a.strip() for a in (declare or "").split(",") if a.strip()],
-        seeds=list(range(seeds)),
-        steps=steps,
-        curve=curve,
-        crop_size=size,
-        batch_size=batch_size,
-        lr=lr,
-        encoder=encoder,
-        encoder_depth=encoder_depth,
-        decoder_channels=widths,
-        encoder_weights=str(encoder_weights) if encoder_weights else None,
-        extra_share=extra_share,
-        synthetic_share=synthetic_share,
-        synthetic_until=synthetic_until,
-        precision=precision,
-        inception_weights=str(inception_weights) if inception_weights else None,
-    )
+    bases = [a for a in DEFAULT_ARMS if "+" not in a]
+    settings = config(arms=bases + [f"real+{name}" for name in sets])
     dataset = _open(data, skip_bad, labels_complete, covered_ids, image_size)
     results = run_evaluation(
         dataset,
         Split.load(split_path),
         out_dir,
-        config,
+        settings,
         synthetic={name: Path(path) for name, path in sets.items()},
         checkpoint=checkpoint,
         split_file=split_path,
@@ -520,12 +430,6 @@ def verdict_lines(results: dict) -> list[str]:
             f"at {floor['seeds']} seeds"
         )
     return lines
-
-
-def _arm_bases() -> list[str]:
-    from defectgen.evaluate.arms import BASES
-
-    return list(BASES)
 
 
 def results_table(results: dict) -> Table:
@@ -652,51 +556,13 @@ def demo(
     out.print(f"report: {summary['report']}")
 
 
-def _experiment_default(name: str):
-    from defectgen.experiment import ExperimentConfig
-
-    return getattr(ExperimentConfig(), name)
-
-
 @app.command()
+@config_options(ExperimentConfig)
 def experiment(
     data: DataArg,
     out_dir: Annotated[
         Path, typer.Option("--out", help="Experiment folder (every stage's output); resumable.")
     ],
-    label_fraction: Annotated[
-        float, typer.Option(help="Share of the training half's defect images that keep their labels.")
-    ] = _experiment_default("label_fraction"),
-    test_fraction: Annotated[
-        float, typer.Option(help="Held-out share that only scores.")
-    ] = _experiment_default("test_fraction"),
-    split_seed: Annotated[int, typer.Option(help="Seed of the split.")] = _experiment_default("split_seed"),
-    generators: Annotated[
-        int, typer.Option(help="Generators trained with seeds 0..N-1; 2+ puts their variance in the claim.")
-    ] = _experiment_default("generators"),
-    gan_steps: Annotated[int, typer.Option(help="Steps of each generator.")] = _experiment_default(
-        "gan_steps"
-    ),
-    synthetic: Annotated[
-        int, typer.Option(help="Images each generator paints (and harmonises).")
-    ] = _experiment_default("synthetic"),
-    harmonize: Annotated[
-        bool, typer.Option(help="Also measure the harmonised sets beside the claim.")
-    ] = _experiment_default("harmonize"),
-    seeds: Annotated[int, typer.Option(help="Segmenter seeds per arm.", min=2)] = _experiment_default(
-        "seeds"
-    ),
-    config_file: Annotated[
-        Path | None, typer.Option("--config", help="YAML file of experiment settings (the keys of --set).")
-    ] = None,
-    settings: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            help="A setting: KEY=VALUE, evaluation.FIELD=VALUE (any `evaluate` setting) or generator.FIELD=VALUE "
-            "(any `train` setting); repeatable.",
-        ),
-    ] = None,
     estimate_only: Annotated[
         bool, typer.Option("--estimate", help="Print the time estimate (short probes) and stop.")
     ] = False,
@@ -704,56 +570,31 @@ def experiment(
     labels_complete: LabelsComplete = "true",
     covered_ids: CoveredIds = None,
     image_size: ImageSize = None,
+    *,
+    config,
 ):
     """The whole proof in one command: split, generators on the fit part, synth, evaluate, report.
 
     Example: defectgen experiment ../shared/data/magnetic_tile --label-fraction 0.25 --out exp/magnetic_tile
     """
-    from defectgen.experiment import ExperimentConfig, estimate, run_experiment
+    from defectgen.experiment import estimate, is_started, run_experiment
 
-    base = ExperimentConfig()
-    if config_file is not None:
-        loaded = parse_yaml(_read_config(config_file), str(config_file))
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{config_file}: expected a mapping of experiment settings")
-        base = ExperimentConfig.from_settings([f"{k}={json.dumps(v)}" for k, v in _flatten(loaded)])
-    given = {
-        "label_fraction": label_fraction, "test_fraction": test_fraction, "split_seed": split_seed,
-        "generators": generators, "gan_steps": gan_steps, "synthetic": synthetic, "harmonize": harmonize,
-        "seeds": seeds,
-    }  # fmt: skip
-    flags = [f"{k}={json.dumps(v)}" for k, v in given.items() if v != _experiment_default(k)]
-    config = ExperimentConfig.from_settings([*flags, *(settings or [])], base)
+    settings = config()
     dataset = _open(data, skip_bad, labels_complete, covered_ids, image_size)
-    guess = estimate(dataset, config)
-    parts = ", ".join(f"{k} {v / 60:.0f} min" for k, v in guess["seconds"].items())
-    say(("estimate", "bold cyan"), f" about {guess['total_seconds'] / 3600:.1f} h on this machine ({parts})")
+    if estimate_only or not is_started(out_dir):
+        guess = estimate(dataset, settings)
+        parts = ", ".join(f"{k} {v / 60:.0f} min" for k, v in guess["seconds"].items())
+        say(
+            ("estimate", "bold cyan"),
+            f" about {guess['total_seconds'] / 3600:.1f} h on this machine ({parts})",
+        )
     if estimate_only:
         return
-    results = run_experiment(dataset, out_dir, config)
+    results = run_experiment(dataset, out_dir, settings)
     out.print(results_table(results))
     for line in verdict_lines(results):
         out.print(line)
     out.print(f"report: {Path(out_dir) / 'eval' / 'report.html'}")
-
-
-def _read_config(path: Path) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read the config file ({err.strerror})") from None
-
-
-def _flatten(data: dict, prefix: str = ""):
-    for key, value in data.items():
-        if isinstance(value, dict) and key in ("evaluation",):
-            yield from _flatten(value, f"{prefix}{key}.")
-        elif isinstance(value, list) and key == "generator":
-            for item in value:
-                name, _, text = str(item).partition("=")
-                yield f"generator.{name}", parse_yaml(text, "generator")
-        else:
-            yield f"{prefix}{key}", value
 
 
 def os_error_line(err: OSError) -> str:

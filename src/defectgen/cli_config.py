@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import types
 import typing
 from pathlib import Path
 from typing import Annotated
@@ -43,13 +44,16 @@ def flag_of(field: dataclasses.Field) -> str | None:
     return next(iter(flags_of(field)), None)
 
 
+def _base(hint):
+    """`hint` without its `| None`."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return next(t for t in typing.get_args(hint) if t is not type(None))
+    return hint
+
+
 def _cli_type(hint):
     """The type typer parses for a field: its own for int/float/str/bool, text for lists."""
-    options = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
-    base = options[0]
-    if (typing.get_origin(base) or base) in (list, tuple):
-        return str
-    return base
+    return str if _is_list(hint) else _base(hint)
 
 
 def _from_cli(field: dataclasses.Field, hint, value):
@@ -62,8 +66,8 @@ def _from_cli(field: dataclasses.Field, hint, value):
 
 
 def _is_list(hint) -> bool:
-    options = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
-    return (typing.get_origin(options[0]) or options[0]) in (list, tuple)
+    base = _base(hint)
+    return (typing.get_origin(base) or base) in (list, tuple)
 
 
 def _default_text(field: dataclasses.Field) -> str:
@@ -95,7 +99,7 @@ def config_options(cls, **names: str):
         ]
         added = []
         for field in fields:
-            kind = _cli_type(hints[field.name])
+            kind = field.metadata.get("cli_type") or _cli_type(hints[field.name])
             flag = flag_of(field)
             decls = [f"{flag}/--no-{flag[2:]}"] if kind is bool else flags_of(field)
             help_text = field.metadata.get("help", "") + _default_text(field)

@@ -23,15 +23,14 @@ import dataclasses
 import json
 import tempfile
 import time
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from defectgen.data.dataset import DefectDataset
 from defectgen.errors import ConfigError
 from defectgen.evaluate.config import EvalConfig
 from defectgen.fileio import claim_folder, write_atomic
-from defectgen.settings import MAX_SEED, coerce, parse_yaml
+from defectgen.settings import MAX_SEED, setting
 from defectgen.synth_config import SynthConfig
 from defectgen.ui import say
 
@@ -43,16 +42,20 @@ BASELINES = ("real", "control", "oversample", "copypaste", "blendpaste", "classi
 class ExperimentConfig:
     """Every setting of `defectgen experiment` (the CLI's options come from here)."""
 
-    label_fraction: float = 0.25  # share of the training half's defect images that keep labels
-    test_fraction: float = 0.5  # the held-out half that only scores
-    split_seed: int = 0
-    generators: int = 2  # generators trained with seeds 0..N-1 (2+: the claim covers their variance)
-    gan_steps: int = 1000
-    synthetic: int = 500  # images painted per generator (and harmonised, when `harmonize`)
-    harmonize: bool = True  # also measure the harmonised sets (siblings of the claim)
-    seeds: int = 5  # segmenter seeds per arm
-    generator: list[str] = field(default_factory=list)  # TrainConfig key=value settings
-    evaluation: dict = field(default_factory=dict)  # EvalConfig settings (arms, seeds, declared: set here)
+    label_fraction: float = setting(
+        0.25, "Share of the training half's defect images that keep their labels."
+    )
+    test_fraction: float = setting(0.5, "Held-out share that only scores.")
+    split_seed: int = setting(0, "Seed of the split.")
+    generators: int = setting(2, "Generators trained with seeds 0..N-1; 2+ puts their variance in the claim.")
+    gan_steps: int = setting(1000, "Steps of each generator.")
+    synthetic: int = setting(500, "Images each generator paints (and harmonises).")
+    harmonize: bool = setting(True, "Also measure the harmonised sets beside the claim.")
+    seeds: int = setting(5, "Segmenter seeds per arm (at least 2).")
+    generator: dict = setting({}, "`train` settings of the generators: --set generator.KEY=VALUE.", flag="")
+    evaluation: dict = setting(
+        {}, "`evaluate` settings (not arms, seeds or declared_arms): --set evaluation.KEY=VALUE.", flag=""
+    )
 
     def validate(self) -> None:
         if not 0 < self.label_fraction <= 1 or not 0 < self.test_fraction < 1:
@@ -86,32 +89,10 @@ class ExperimentConfig:
     def siblings(self) -> list[str]:
         return [f"real+harmonized_g{g}" for g in range(self.generators)] if self.harmonize else []
 
-    @classmethod
-    def from_settings(cls, settings: list[str], base: ExperimentConfig | None = None) -> ExperimentConfig:
-        """`["generators=3", "evaluation.steps=1500", "generator.preset=tiny"]` -> a config."""
-        data = dataclasses.asdict(base or cls())
-        hints = typing.get_type_hints(cls)
-        for setting in settings:
-            key, sep, text = setting.partition("=")
-            key = key.strip()
-            if not sep or not key:
-                raise ConfigError(f"--set expects key=value, got {setting!r}")
-            value = parse_yaml(text, f"--set {key}")
-            head, _, rest = key.partition(".")
-            if head == "evaluation" and rest:
-                data["evaluation"][rest] = value
-            elif head == "generator" and rest:
-                data["generator"].append(f"{rest}={text}")
-            elif head in hints and not rest and head not in ("evaluation", "generator"):
-                data[head] = coerce(head, value, hints[head])
-            else:
-                raise ConfigError(
-                    f"--set {key}: unknown setting (known: {', '.join(sorted(hints))}, evaluation.FIELD, "
-                    "generator.FIELD)"
-                )
-        config = cls(**data)
-        config.validate()
-        return config
+
+def is_started(out_dir: Path) -> bool:
+    """Has an experiment been started in `out_dir` (its settings recorded)?"""
+    return (Path(out_dir) / "experiment.json").is_file()
 
 
 def run_experiment(
@@ -170,8 +151,13 @@ def _generator(dataset, split, config: ExperimentConfig, g: int, out_dir: Path, 
         _stage(2, f"generator {g}", f"done before ({last})")
         return last
     _stage(2, f"generator {g}", f"{config.gan_steps} steps on the fit part, seed {g}")
-    train_config = apply_overrides(TrainConfig(steps=config.gan_steps, seed=g), config.generator)
+    train_config = apply_overrides(TrainConfig(steps=config.gan_steps, seed=g), _generator_settings(config))
     return train(dataset, split, train_config, run, resume=last.is_file(), progress=progress)
+
+
+def _generator_settings(config: ExperimentConfig) -> list[str]:
+    """`generator` as `train --set` items."""
+    return [f"{key}={json.dumps(value)}" for key, value in config.generator.items()]
 
 
 def _synth(checkpoint, dataset, split, config: ExperimentConfig, g: int, mode: str, out_dir: Path, progress):
@@ -249,7 +235,7 @@ def estimate(dataset: DefectDataset, config: ExperimentConfig) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         generator_split = fit_split(split, dataset, eval_config.val_fraction)
         train_config = apply_overrides(
-            TrainConfig(steps=6, seed=0, log_every=3, sample_every=10_000), config.generator
+            TrainConfig(steps=6, seed=0, log_every=3, sample_every=10_000), _generator_settings(config)
         )
         checkpoint = train(dataset, generator_split, train_config, Path(tmp) / "gan", progress=False)
         records = (Path(tmp) / "gan" / "metrics.jsonl").read_text().splitlines()

@@ -152,12 +152,12 @@ def coerce(key: str, value, hint):
     return value
 
 
-def setting(default, help: str, flag: str | None = None, parse=None):
+def setting(default, help: str, flag: str | None = None, parse=None, cli_type=None):
     """A config field with its command-line help: `flag` (default: --FIELD-NAME; several names
     space-separated; "" for a mapping reached by `--set FIELD.KEY=VALUE` only) and `parse` (what
     turns the flag's value into the field's; default: a comma list for list fields, the value as
-    typed otherwise)."""
-    metadata = {"help": help, "flag": flag, "parse": parse}
+    typed otherwise) from the flag's type (`cli_type`; default: the field's own, text for lists)."""
+    metadata = {"help": help, "flag": flag, "parse": parse, "cli_type": cli_type}
     if isinstance(default, list | dict):
         return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -180,7 +180,7 @@ def build_config(
             raise ConfigError(f"--set expects key=value, got {item!r}")
         head, _, rest = key.partition(".")
         value = parse_yaml(text, f"--set {key}")
-        if rest and typing.get_origin(hints.get(head)) is dict:
+        if rest and (hints.get(head) is dict or typing.get_origin(hints.get(head)) is dict):
             data[head] = {**data.get(head, {}), rest: value}
         elif rest or head not in hints:
             raise ConfigError(f"--set {key}: unknown setting (known: {', '.join(sorted(hints))})")

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import math
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 from defectgen.errors import ConfigError
-from defectgen.settings import MAX_SEED, MAX_STEPS, coerce
+from defectgen.evaluate.arms import BASES
+from defectgen.settings import MAX_SEED, MAX_STEPS, coerce, setting
 
 MAX_SEEDS = 1000  # seeds per evaluation: each trains every arm once
 STEPS = 2000  # the CPU default budget (benchmarks/segmenter_curve.json)
@@ -19,39 +20,72 @@ STEPS = 2000  # the CPU default budget (benchmarks/segmenter_curve.json)
 DEFAULT_ARMS = ("real", "control", "oversample", "copypaste", "blendpaste", "classic", "real+synthetic")
 
 
+def _seed_count(count: int) -> list[int]:
+    return list(range(int(count)))
+
+
 @dataclass
 class EvalConfig:
-    arms: list[str] = field(default_factory=lambda: list(DEFAULT_ARMS))
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    arms: list[str] = setting(
+        list(DEFAULT_ARMS),
+        f"Comma-separated arms: bases {', '.join(BASES)}; BASE+NAME adds synthetic set NAME; NAME:filtered "
+        "keeps what the label filter accepts; NAME-only. Unset: every base, plus real+NAME for each "
+        "--synthetic NAME=DIR.",
+    )
+    seeds: list[int] = setting(
+        [0, 1, 2, 3, 4], "Segmenter seeds per arm: --seeds N runs seeds 0..N-1 (at least 2).",
+        parse=_seed_count, cli_type=int,
+    )  # fmt: skip
     # The claim's arm(s), declared before the run: one arm, or the same recipe with sets from
     # generators of different seeds (their interval then covers generator variance). Empty: the
     # one stacked arm of `arms` if there is exactly one, else no claim.
-    declared_arms: list[str] = field(default_factory=list)
-    steps: int = STEPS  # segmenter steps of every run (the CPU default: a flat curve, RESULTS.md)
-    # The learning curve: the real arm's first seed is also trained for 1/3 and 2/3 of `steps`,
-    # each on its own schedule, and the validation part scores every budget (and step 0).
-    curve: bool = True
-    val_fraction: float = 0.2  # part of the training half held out for the curve and post-processing
-    crop_size: int = 96
-    batch_size: int = 8  # real crops per batch, identical in every arm
-    lr: float = 1e-3
+    declared_arms: list[str] = setting(
+        [], "The claim's arm(s), declared before the run (comma-separated; several: one recipe over "
+        "generators of different seeds).", flag="--declare",
+    )  # fmt: skip
+    steps: int = setting(STEPS, "Segmenter steps of every run (the CPU default: RESULTS.md).")
+    curve: bool = setting(
+        True, "Also train the real arm's first seed for 1/3 and 2/3 of the steps: the learning curve of the "
+        "runs' own schedule, and whether the budget is flat.",
+    )  # fmt: skip
+    val_fraction: float = setting(
+        0.2, "Part of the training half held out for the curve and post-processing."
+    )
+    crop_size: int = setting(96, "Training crop size (multiple of 32).", flag="--size")
+    batch_size: int = setting(8, "Real crops per batch, identical in every arm.")
+    lr: float = setting(1e-3, "Segmenter learning rate.")
     # The U-Net. The CPU default is a light one (4 resnet18 stages, narrow decoder); the full
     # resnet18 U-Net (encoder_depth 5, decoder_channels 256,128,64,32,16) is the GPU setting.
-    encoder: str = "resnet18"
-    encoder_depth: int = 4
-    decoder_channels: list[int] = field(default_factory=lambda: [64, 32, 16, 8])
-    encoder_weights: str | None = None
-    extra_share: float = 0.5  # oversample / copy-paste crops added per batch, as a share of batch_size
-    synthetic_share: float = 0.5  # synthetic crops added per batch (each named set), share of batch_size
-    synthetic_until: float = 1.0  # synthetic crops only in this first fraction of the steps
-    defect_crop_share: float = 0.5  # share of real crops centred on a defect (class-balanced)
-    filter_floor: float = 0.2  # label filter: classes the judge finds below this Dice are not judged
-    filter_ratio: float = 0.5  # label filter: keep a defect the judge finds with >= ratio x its real Dice
-    precision: str = "auto"
-    quality_samples: int = 200  # synthetic images for label fidelity; crops for KID (0: no quality)
-    inception_weights: str | None = None
-    diversity_masks: int = 16
-    diversity_draws: int = 4
+    encoder: str = setting("resnet18", "Any segmentation_models_pytorch encoder.")
+    encoder_depth: int = setting(4, "Encoder stages the U-Net uses (GPU setting: 5).")
+    decoder_channels: list[int] = setting(
+        [64, 32, 16, 8],
+        "Comma-separated U-Net decoder widths, one per encoder stage (GPU: 256,128,64,32,16).",
+    )
+    encoder_weights: str | None = setting(
+        None, "Local file of pretrained encoder weights (nothing is downloaded)."
+    )
+    extra_share: float = setting(
+        0.5, "Oversample / copy-paste crops added per batch, as a share of batch size."
+    )
+    synthetic_share: float = setting(
+        0.5, "Crops added per batch from each synthetic set, as a share of batch size."
+    )
+    synthetic_until: float = setting(1.0, "Add synthetic crops only in this first fraction of the steps.")
+    defect_crop_share: float = setting(0.5, "Share of real crops centred on a defect (class-balanced).")
+    filter_floor: float = setting(
+        0.2, "Label filter: classes the judge finds below this Dice are not judged."
+    )
+    filter_ratio: float = setting(
+        0.5, "Label filter: keep a defect the judge finds with >= ratio x its real Dice."
+    )
+    precision: str = setting("auto", "auto | bf16 | fp32.")
+    quality_samples: int = setting(200, "Synthetic images for label fidelity; crops for KID (0: no quality).")
+    inception_weights: str | None = setting(
+        None, "torch-fidelity InceptionV3 weights for KID (default: a domain encoder)."
+    )
+    diversity_masks: int = setting(16, "Masks the diversity measurement paints.")
+    diversity_draws: int = setting(4, "Draws per mask for the diversity measurement.")
 
     def validate(self) -> None:
         self._check_types()

@@ -1,0 +1,85 @@
+"""One config per verb: the CLI's options of synth, evaluate and experiment are made from their
+config dataclasses, so every field has a flag (or is a mapping reached by --set) and every
+setting flag is a field; every verb takes --config and --set; later sources win."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import typer
+
+from defectgen.cli import app
+from defectgen.cli_config import flags_of
+from defectgen.errors import ConfigError
+from defectgen.evaluate.config import EvalConfig
+from defectgen.experiment import ExperimentConfig
+from defectgen.settings import build_config
+from defectgen.synth_config import SynthConfig
+
+VERBS = {"synth": SynthConfig, "evaluate": EvalConfig, "experiment": ExperimentConfig}
+# options of a command that are inputs or data-reading switches, not settings of its config
+INPUTS = {"data", "checkpoint", "split_path", "out_dir", "synthetic", "estimate_only", "skip_bad",
+          "labels_complete", "covered_ids", "image_size", "config_file", "settings"}  # fmt: skip
+
+
+def _params(verb: str) -> dict[str, list[str]]:
+    command = typer.main.get_command(app).commands[verb]
+    return {param.name: list(param.opts) for param in command.params}
+
+
+@pytest.mark.parametrize("verb", sorted(VERBS))
+def test_every_field_has_a_flag_and_every_flag_a_field(verb):
+    params = _params(verb)
+    for field in dataclasses.fields(VERBS[verb]):
+        flags = flags_of(field)
+        if not flags:  # a mapping, reached by --set FIELD.KEY=VALUE
+            assert field.type in ("dict", dict), field.name
+            continue
+        assert field.name in params, f"{verb}: setting {field.name} has no flag"
+        assert flags[0] in params[field.name]
+        assert field.metadata.get("help"), f"{verb}: setting {field.name} has no help"
+    settings = {f.name for f in dataclasses.fields(VERBS[verb])}
+    assert not set(params) - INPUTS - settings, f"{verb}: a flag that is no setting"
+
+
+@pytest.mark.parametrize("verb", ["train", "synth", "evaluate", "experiment"])
+def test_every_verb_takes_a_config_file_and_set(verb):
+    params = _params(verb)
+    assert "--config" in sum(params.values(), []) and "--set" in sum(params.values(), [])
+
+
+def test_later_sources_win_and_unknown_settings_are_refused(tmp_path):
+    file = tmp_path / "synth.yaml"
+    file.write_text("n: 5\nseed: 3\nmode: harmonize\n")
+    config = build_config(SynthConfig, file, {"seed": 4}, ["mode=paint"], base={"n": 1, "batch_size": 2})
+    assert (config.n, config.seed, config.mode, config.batch_size) == (5, 4, "paint", 2)
+    with pytest.raises(ConfigError, match="sead: unknown setting"):
+        build_config(SynthConfig, overrides=["n=2", "sead=1"])
+    file.write_text("n: 2\nsead: 1\n")
+    with pytest.raises(ConfigError, match="sead: unknown setting"):
+        build_config(SynthConfig, file)
+    with pytest.raises(ConfigError, match="expected an integer"):
+        build_config(SynthConfig, overrides=["n=many"])
+
+
+def test_the_cli_builds_the_config_from_flags_file_and_set(tmp_path, monkeypatch):
+    """`synth` hands the synthesis the config the three sources make, flags parsed by type."""
+    import defectgen.synth as synth_module
+    from defectgen.cli import main
+
+    seen = {}
+
+    def fake(checkpoint, dataset, split, out_dir, config, progress=True):
+        seen["config"] = config
+        return {"items": 0, "out": str(out_dir), "images_per_class": {}, "contact_sheet": ""}
+
+    monkeypatch.setattr(synth_module, "synthesize", fake)
+    monkeypatch.setattr("defectgen.cli._open", lambda *args: None)
+    monkeypatch.setattr("defectgen.data.split.Split.load", lambda path: None)
+    file = tmp_path / "s.yaml"
+    file.write_text("n: 7\nclasses: [2]\nbatch_size: 3\n")
+    args = ["synth", "x", "--checkpoint", "c", "--split", "s", "--out", str(tmp_path / "o")]
+    assert main([*args, "--config", str(file), "--classes", "1,3", "--set", "batch_size=5"]) == 0
+    assert (seen["config"].n, seen["config"].classes, seen["config"].batch_size) == (7, [1, 3], 5)
+    assert main([*args, "--n", "2", "--set", "seed=x"]) == 2  # a bad --set value: one line, exit 2

@@ -21,11 +21,11 @@ LAYERS = [
                     "geometry", "severity"]),
     ("data", ["data"]),
     ("models", ["models"]),
-    ("runs", ["gan.config", "checkpoint"]),
+    ("configs", ["gan.config", "synth_config", "checkpoint"]),
     ("masks", ["masks", "paste"]),
     ("engines", ["gan", "painter", "synthset", "evaluate"]),
     ("verbs", ["synth", "experiment", "report", "export", "studio", "demo"]),
-    ("cli", ["cli", "__main__"]),
+    ("cli", ["cli", "cli_config", "__main__"]),
 ]  # fmt: skip
 
 

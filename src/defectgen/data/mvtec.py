@@ -101,16 +101,11 @@ class MVTecDataset(DefectDataset):
                 items.append(Item(item_id, image_path, class_ids, mask_path, part=part))
         counts = {part: sum(1 for i in items if i.part == part and i.class_ids) for part in PARTS}
         notes = [f"MVTec AD layout: defect images in train/ {counts['train']}, in test/ {counts['test']}"]
+        channels = channels or guess_channels([i.image_path for i in items])
         super().__init__(
-            kind="mvtec",
-            spec=f"mvtec:{root}",
-            root=root,
-            classes=classes,
-            channels=channels or guess_channels([i.image_path for i in items]),
-            items=items,
-            skipped=skipped,
-            notes=notes,
-        )
+            kind="mvtec", spec=f"mvtec:{root}", root=root, classes=classes, channels=channels, items=items,
+            skipped=skipped, notes=notes,
+        )  # fmt: skip
 
     def load_masks(self, index: int) -> np.ndarray:
         return one_class_masks(self, index)

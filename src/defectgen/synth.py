@@ -54,7 +54,7 @@ import contextlib
 import os
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,151 +127,220 @@ def synthesize(
     within their class, `defectgen.severity`) is the range each new defect's severity is drawn
     from; default 0:1, the real distribution. It needs a generator trained with severity."""
     config.validate()
-    n, classes, mask_source, fmt = config.n, config.classes, config.mask_source, config.format
-    seed = config.seed
-    backgrounds_dir = Path(config.backgrounds) if config.backgrounds is not None else None
-    batch_size, tile, device, precision = config.batch_size, config.tile, config.device, config.precision
-    judge = Path(config.judge) if config.judge is not None else None
-    attempts, mode, band, rim = config.attempts, config.mode, config.band, config.rim
-    background_source, severity = config.background_source, config.severity
+    device = config.device
     context = init(str(device), LONG_WAIT) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
     context = context or Context(rank=0, world_size=1, device=parse_device(str(device)))
-    device = context.device
-    use_bf16 = resolve_bf16(precision, device)
-    G, trained_classes, channels, config = load_generator(checkpoint, device)
-    G = G.to(memory_format=torch.channels_last)  # NHWC: faster convolutions (benchmarks/RESULTS.md)
+    G, trained = _open_generator(checkpoint, dataset, context.device)
+    split.check(dataset)
+    train_indices = split.indices(dataset, "train")
+    classes = sorted(set(config.classes)) if config.classes else None
+    for class_id in classes or []:
+        dataset.classes.check_id(class_id)
+    amp = torch.autocast(
+        context.device.type, dtype=torch.bfloat16, enabled=resolve_bf16(config.precision, context.device)
+    )
+    radius = geometry.hole_radius(trained.max_dilation)
+    job = _Job(G, checkpoint, dataset, train_indices, classes, config, radius, context.device, amp, progress)
+    plan = (
+        _stylegan_plan(job)
+        if getattr(G, "is_stylegan", False)
+        else _painting_plan(job, trained, Path(out_dir))
+    )
+    params = {
+        "format": config.format,
+        "checkpoint_sha256": file_digest(checkpoint),
+        "dataset": dataset.spec,
+        "split_fingerprint": split.fingerprint,
+        "classes": classes,
+        "mask_source": plan.mask_source,
+        "seed": config.seed,
+        "backgrounds": plan.where,
+        "hole_dilation": job.hole_radius,
+        "tile": config.tile,
+        "class_table": dataset.classes.to_json(),
+        **plan.particular,
+    }
+    return _write_set(context, Path(out_dir), params, plan, job)
+
+
+def _open_generator(checkpoint: Path, dataset: DefectDataset, device):
+    """(G in channels-last, its training config), refused unless it was trained for `dataset`'s
+    classes and channels."""
+    G, trained_classes, channels, trained = load_generator(checkpoint, device)
     if trained_classes != dataset.classes or channels != dataset.channels:
         raise DataError(
             f"{checkpoint} was trained for classes {list(trained_classes.names)} with {channels} channel(s); "
             f"{dataset.spec} has classes {list(dataset.classes.names)} with {dataset.channels}: use a "
             "checkpoint trained on this dataset"
         )
-    split.check(dataset)
-    train_indices = split.indices(dataset, "train")
-    classes = sorted(set(classes)) if classes else None
-    if classes:
-        for class_id in classes:
-            dataset.classes.check_id(class_id)
-    hole_radius = geometry.hole_radius(config.max_dilation)
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
-    if getattr(G, "is_stylegan", False):
-        _check_stylegan_options(
-            checkpoint, mode, mask_source, backgrounds_dir, background_source, tile, severity, judge, attempts
-        )
-        stylegan_classes = _stylegan_classes(dataset, train_indices, classes, checkpoint)
-        mask_source, judge_model, paint = "stylegan", None, None
-        where, particular = "none: the StyleGAN generator draws each crop whole", {}
+    return G.to(memory_format=torch.channels_last), trained  # NHWC: faster convolutions (RESULTS.md)
+
+
+@dataclass
+class _Job:
+    """What every stage of one synthesis call reads."""
+
+    G: torch.nn.Module
+    checkpoint: Path
+    dataset: DefectDataset
+    train_indices: list[int]
+    classes: list[int] | None
+    config: SynthConfig
+    hole_radius: int
+    device: torch.device
+    amp: contextlib.AbstractContextManager
+    progress: bool
+
+
+@dataclass
+class _Plan:
+    """How the items are drawn and painted, and what the set records about it. `paint` (batch ->
+    [(image, region)]) is None for a StyleGAN generator, which `decode`s each item whole."""
+
+    batches: Callable[[list[int]], Iterator[list[dict]]]
+    paint: Callable | None
+    decode: Callable | None
+    redraw: Callable | None
+    judge: object | None
+    mask_source: str
+    where: str
+    particular: dict
+
+
+def _stylegan_plan(job: _Job) -> _Plan:
+    c = job.config
+    _check_stylegan_options(job.checkpoint, c)
+    classes = _stylegan_classes(job.dataset, job.train_indices, job.classes, job.checkpoint)
+    return _Plan(
+        batches=lambda todo: _stylegan_batches(todo, classes, c.seed, c.batch_size),
+        paint=None,
+        decode=lambda batch: _decode(job.G, batch, job.hole_radius, job.device, job.amp, job.classes),
+        redraw=None,
+        judge=None,
+        mask_source="stylegan",
+        where="none: the StyleGAN generator draws each crop whole",
+        particular={},
+    )
+
+
+def _painting_plan(job: _Job, trained, out_dir: Path) -> _Plan:
+    """Backgrounds, masks (drawn, or real defects pasted), severities, the judge: an inpainter's plan."""
+    c, dataset = job.config, job.dataset
+    backgrounds_dir = Path(c.backgrounds) if c.backgrounds is not None else None
+    source = c.background_source
+    if source == "auto" and backgrounds_dir is None:
+        source = _recorded_source(out_dir) or "auto"  # resume as the run began
+    backgrounds, source = _backgrounds(dataset, job.train_indices, backgrounds_dir, dataset.channels, source)
+    if c.format == "severstal":
+        _check_one_size(dataset, job.train_indices, backgrounds_dir)
+    severity_of, severity_range = _severity_source(job.G, job.checkpoint, c.severity, c.mode)
+    generator_lock = threading.Lock()  # the painting loop and the prefetch thread (erasing) share G
+
+    def paint(batch):
+        with generator_lock:
+            return paint_batch(job.G, batch, job.hole_radius, c.tile, job.device, job.amp)
+
+    if source == "cleaned":
+        backgrounds = _cleaned(backgrounds, c.seed, paint, job.hole_radius + ERASE_MARGIN)
+    band, mask_source = c.band, c.mask_source
+    if c.mode == "harmonize":
+        band = max(1, job.hole_radius) if band is None else band
+        draw = _Harmonizer(DefectPaster(dataset, job.train_indices, progress=job.progress), band, c.rim)
+        mask_source = "paste"
     else:
-        if background_source == "auto" and backgrounds_dir is None:
-            background_source = _recorded_source(Path(out_dir)) or "auto"  # resume as the run began
-        backgrounds, background_source = _backgrounds(
-            dataset, train_indices, backgrounds_dir, channels, background_source
-        )
-        if fmt == "severstal":
-            _check_one_size(dataset, train_indices, backgrounds_dir)
-        severity_of, severity_range = _severity_source(G, checkpoint, severity, mode)
-        generator_lock = threading.Lock()  # the painting loop and the prefetch thread (erasing) share G
+        composer = build_mask_source(mask_source, dataset, job.train_indices, progress=job.progress)
+        draw = _Painter(composer, job.hole_radius)
+    draw.check(job.classes)  # before anything is written: an impossible --classes leaves no folder
+    judge = None
+    if c.judge is not None:
+        from defectgen.evaluate.judge import LabelJudge
 
-        def paint(batch):
-            with generator_lock:
-                return paint_batch(G, batch, hole_radius, tile, device, amp)
+        use_bf16 = resolve_bf16(c.precision, job.device)
+        judge = LabelJudge.from_evaluation(Path(c.judge), dataset.classes, dataset.channels, use_bf16)
+    learned = mask_source.startswith("learned:")
+    particular = {  # what only painting records
+        **({"window_noise": "per window"} if c.tile else {}),  # older tiled runs drew per item
+        **({"severity": list(severity_range)} if severity_range else {}),
+        **({} if c.mode == "paint" else {"mode": c.mode, "band": band, "rim": c.rim}),
+        **({"guide_sha256": trained.extra["guide_sha256"]} if "guide_sha256" in trained.extra else {}),
+        # the StyleGAN generator that drew the shapes, by content (a run's last.pt moves on)
+        **({"learned_sha256": file_digest(stylegan_checkpoint(mask_source.partition(":")[2]))}
+           if learned else {}),
+        **({} if judge is None else {
+            "judge": judge.description,
+            "judge_thresholds": {str(k): v for k, v in judge.thresholds.items()},
+            "attempts": c.attempts,
+        }),
+    }  # fmt: skip
+    return _Plan(
+        batches=lambda todo: _batches(
+            todo, backgrounds, draw, job.classes, c.seed, c.batch_size, severity_of
+        ),
+        paint=paint,
+        decode=None,
+        redraw=lambda index, attempt: _item(
+            index, attempt, backgrounds, draw, job.classes, c.seed, severity_of
+        ),
+        judge=judge,
+        mask_source=mask_source,
+        where=str(backgrounds_dir) if backgrounds_dir else BACKGROUND_TEXT[source],
+        particular=particular,
+    )
 
-        if background_source == "cleaned":
-            backgrounds = _cleaned(backgrounds, seed, paint, hole_radius + ERASE_MARGIN)
-        if mode == "harmonize":
-            band = max(1, hole_radius) if band is None else band
-            draw = _Harmonizer(DefectPaster(dataset, train_indices, progress=progress), band, rim)
-            mask_source = "paste"
-        else:
-            composer = build_mask_source(mask_source, dataset, train_indices, progress=progress)
-            draw = _Painter(composer, hole_radius)
-        draw.check(classes)  # before anything is written: an impossible --classes leaves no folder
-        judge_model = None
-        if judge is not None:
-            from defectgen.evaluate.judge import LabelJudge
 
-            judge_model = LabelJudge.from_evaluation(judge, dataset.classes, dataset.channels, use_bf16)
-        where = str(backgrounds_dir) if backgrounds_dir else BACKGROUND_TEXT[background_source]
-        particular = {  # what only painting records
-            **({"window_noise": "per window"} if tile else {}),  # older tiled runs drew per item
-            **({"severity": list(severity_range)} if severity_range else {}),
-            **({} if mode == "paint" else {"mode": mode, "band": band, "rim": rim}),  # paint: as before modes
-            **({"guide_sha256": config.extra["guide_sha256"]} if "guide_sha256" in config.extra else {}),
-            # the StyleGAN generator that drew the shapes, by content (a run's last.pt moves on)
-            **(
-                {"learned_sha256": file_digest(stylegan_checkpoint(mask_source.partition(":")[2]))}
-                if mask_source.startswith("learned:")
-                else {}
-            ),
-            **(
-                {}
-                if judge_model is None
-                else {
-                    "judge": judge_model.description,
-                    "judge_thresholds": {str(k): v for k, v in judge_model.thresholds.items()},
-                    "attempts": attempts,
-                }
-            ),
-        }
-    params = {
-        "format": fmt,
-        "checkpoint_sha256": file_digest(checkpoint),
-        "dataset": dataset.spec,
-        "split_fingerprint": split.fingerprint,
-        "classes": classes,
-        "mask_source": mask_source,
-        "seed": seed,
-        "backgrounds": where,
-        "hole_dilation": hole_radius,
-        "tile": tile,
-        "class_table": dataset.classes.to_json(),
-        **particular,
-    }
-    out_dir = Path(out_dir)
-    # Under torchrun each process paints items i with i % world_size == rank (an item is a
-    # function of (seed, i) alone); rank 0 holds the lock, prepares the folder and finishes it.
+def _write_set(context, out_dir: Path, params: dict, plan: _Plan, job: _Job) -> dict:
+    """Paint and write every item this process owns, then (rank 0) finish the folder.
+
+    Under torchrun each process paints items i with i % world_size == rank (an item is a
+    function of (seed, i) alone); rank 0 holds the lock, prepares the folder and finishes it."""
+    c = job.config
     with contextlib.ExitStack() as held:
 
         def finished_items() -> list[int]:  # rank 0: the lock for the whole run, then the folder
             held.enter_context(locked(out_dir))
-            return sorted(prepare(out_dir, params, n))
+            return sorted(prepare(out_dir, params, c.n))
 
         done = set(on_main(context, finished_items))  # a refusal reaches every process
-        todo = [i for i in range(n) if i not in done and i % context.world_size == context.rank]
-        suffix = ".jpg" if fmt == "severstal" else ".png"
+        todo = [i for i in range(c.n) if i not in done and i % context.world_size == context.rank]
+        suffix = ".jpg" if c.format == "severstal" else ".png"
         error = None
         try:
-            with Progress(disable=not (progress and context.is_main), transient=False) as bar:
+            with Progress(disable=not (job.progress and context.is_main), transient=False) as bar:
                 task = bar.add_task("synthesizing", total=len(todo))
 
                 def written(record):  # in a writer thread, once the item's files are in place
                     append_record(out_dir, record)
                     bar.advance(task)
 
-                def redraw(index, attempt):  # item `index` drawn again, for the judge
-                    return _item(index, attempt, backgrounds, draw, classes, seed, severity_of)
-
-                if paint is None:  # a StyleGAN generator: each item is drawn whole
-                    batches = _stylegan_batches(todo, stylegan_classes, seed, batch_size)
-                else:
-                    batches = _batches(todo, backgrounds, draw, classes, seed, batch_size, severity_of)
                 with _Writer(written) as writer:
-                    for batch in prefetched(batches, PREFETCH_BATCHES):
-                        if paint is None:
-                            batch, painted = _decode(G, batch, hole_radius, device, amp, classes)
+                    for batch in prefetched(plan.batches(todo), PREFETCH_BATCHES):
+                        if plan.paint is None:
+                            batch, painted = plan.decode(batch)
                         else:
-                            painted = paint(batch)
-                        if judge_model is not None:
-                            batch, painted = _judged(batch, painted, judge_model, attempts, redraw, paint)
+                            painted = plan.paint(batch)
+                        if plan.judge is not None:
+                            batch, painted = _judged(
+                                batch, painted, plan.judge, c.attempts, plan.redraw, plan.paint
+                            )
                         for item, (image, region) in zip(batch, painted, strict=True):
                             writer.submit(
-                                write_item, out_dir, item, image, region, fmt, suffix, mask_source, seed
+                                write_item,
+                                out_dir,
+                                item,
+                                image,
+                                region,
+                                c.format,
+                                suffix,
+                                plan.mask_source,
+                                c.seed,
                             )
         except Exception as err:  # noqa: BLE001 - the other processes must hear of it (settle)
             error = err
         settle(context, error)
         try:
-            return on_main(context, lambda: finish(out_dir, complete(out_dir, n), fmt, dataset, n, params))
+            return on_main(
+                context, lambda: finish(out_dir, complete(out_dir, c.n), c.format, job.dataset, c.n, params)
+            )
         finally:
             shutdown(context)  # leave no process-group threads to the interpreter's exit
 
@@ -620,23 +689,25 @@ def _judged(batch, painted, judge, attempts: int, make_item, paint) -> tuple[lis
 STYLEGAN_ATTEMPTS = 16  # draws of an item before an empty mask is accepted as what the StyleGAN gives
 
 
-def _check_stylegan_options(
-    checkpoint, mode, mask_source, backgrounds_dir, background_source, tile, severity, judge, attempts
-):
-    """Refuse the options that mean painting on a background: a StyleGAN generator draws whole crops."""
+PAINTING_ONLY = (
+    "mode",
+    "mask_source",
+    "backgrounds",
+    "background_source",
+    "tile",
+    "severity",
+    "judge",
+    "attempts",
+)
+
+
+def _check_stylegan_options(checkpoint, config: SynthConfig) -> None:
+    """Refuse the settings that mean painting on a background: a StyleGAN generator draws whole crops."""
+    default = SynthConfig()
     given = [
-        name
-        for name, value, default in [
-            ("--mode", mode, "paint"),
-            ("--mask-source", mask_source, "real"),
-            ("--backgrounds", backgrounds_dir, None),
-            ("--background-source", background_source, "auto"),
-            ("--tile", tile, None),
-            ("--severity", severity, None),
-            ("--judge", judge, None),
-            ("--attempts", attempts, 1),
-        ]
-        if value != default
+        "--" + name.replace("_", "-")
+        for name in PAINTING_ONLY
+        if getattr(config, name) != getattr(default, name)
     ]
     if given:
         raise ConfigError(

@@ -91,10 +91,81 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
     if context.is_main:
         _prepare_run_folder(out_dir, config, resume, dataset, split)
     distributed.barrier(context)
+    spec = config.model_spec
+    models = _build_models(config, dataset.channels, len(dataset.classes), device)
+    start_step = _resume(models, checkpoints, config, dataset, context) if resume else 0
+    G_step = torch.compile(models.G) if config.compile else models.G
+    crops = DefectCrops(
+        dataset,
+        split.indices(dataset, "train"),
+        crop_size=config.crop_size,
+        max_dilation=config.max_dilation,
+        seed=config.seed,
+        progress=progress and context.is_main,
+    )
+    fixed = {k: v.to(device) for k, v in crops.fixed_batch(8).items()}
+    if context.is_main:
+        (out_dir / "severity.json").write_text(json.dumps(crops.severity.to_json()) + "\n")
+    use_bf16 = distributed.resolve_bf16(config.precision, device)
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+    objective = (
+        StyleGANObjective.from_config(config)
+        if spec.is_stylegan
+        else Objective.from_config(config, models.guide)
+    )
+    if context.is_main:
+        console.print(
+            f"G {count_parameters(models.G) / 1e6:.2f} M, D {count_parameters(models.D) / 1e6:.2f} M "
+            "parameters; "
+            f"{crops.num_components} defects in {len(split.train)} training images; "
+            f"crops {config.crop_size} px, batch {config.batch_size} x {context.world_size} process(es), "
+            f"precision {'bf16' if use_bf16 else 'fp32'} on {device}"
+        )
+    last_path = checkpoints / "last.pt"
+    with _progress_bar(progress and context.is_main) as bar:
+        task = bar.add_task("training", total=config.steps, completed=start_step, losses="")
+        log = _Log(out_dir / "metrics.jsonl", config, context)
+        for step in range(start_step, config.steps):
+            pairs = config.mode_seeking > 0 and not spec.is_stylegan
+            batch = crops.batch(step, context.rank, config.batch_size, pairs=pairs)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            if config.channels_last:
+                batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
+            logs = _iteration(models, G_step, objective, batch, amp, config, step, context, last_path)
+            done = step + 1
+            bar.update(
+                task,
+                completed=done,
+                losses=f"D {logs['loss_d']:.3f} G {logs['loss_g']:.3f} p {models.ada.p:.2f}",
+            )
+            log.add(logs, done)
+            if context.is_main and (done % config.sample_every == 0 or done == config.steps):
+                write = _write_stylegan_samples if spec.is_stylegan else _write_samples
+                write(models.ema, fixed, out_dir / "samples" / f"step_{done:07d}.png", config.seed, amp)
+            if context.is_main and (done % config.checkpoint_every == 0 or done == config.steps):
+                state = _state(models, done, config, dataset, split, crops)
+                _write_checkpoint(state, checkpoints, done, config.keep_checkpoints)
+    if context.is_main and config.steps == start_step and not last_path.exists():
+        raise ConfigError(f"nothing to train: steps={config.steps} and no checkpoint in {checkpoints}")
+    return last_path
 
-    # --- models, optimisers, augmentation -------------------------------------------------
+
+@dataclasses.dataclass
+class _Models:
+    """What training updates and checkpoints: G, D, the EMA of G, their optimisers, ADA, and
+    the frozen guide (or None)."""
+
+    G: torch.nn.Module
+    D: torch.nn.Module
+    ema: torch.nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    ada: AdaptiveAugment
+    guide: torch.nn.Module | None
+
+
+def _build_models(config, channels: int, num_classes: int, device) -> _Models:
     torch.manual_seed(config.seed)  # parameter initialisation only; all sampling is explicit
-    channels, num_classes = dataset.channels, len(dataset.classes)
     spec = config.model_spec
     G = spec.build_generator(channels, num_classes).to(device)
     D = spec.discriminator.build(channels, num_classes).to(device)
@@ -110,7 +181,6 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
     )
     if config.channels_last:
         G, D, ema = (m.to(memory_format=torch.channels_last) for m in (G, D, ema))
-
     guide = None
     if config.guide:
         from defectgen.gan.guide import load_guide
@@ -118,150 +188,107 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
         guide = load_guide(config.guide, config.guide_encoder, channels, num_classes).to(device)
         if config.channels_last:
             guide = guide.to(memory_format=torch.channels_last)
-    start_step = 0
-    if resume:
-        state = _load_resumable(checkpoints)
-        if state is not None:
-            _check_compatible(state, config, dataset)
-            G.load_state_dict(state["G"])
-            D.load_state_dict(state["D"])
-            ema.load_state_dict(state["ema"])
-            opt_g.load_state_dict(state["opt_g"])
-            opt_d.load_state_dict(state["opt_d"])
-            ada.load_state_dict(state["ada"])
-            start_step = int(state["step"])
-            if context.is_main:
-                console.print(f"resuming from step {start_step}")
-    G_step = torch.compile(G) if config.compile else G
+    return _Models(G, D, ema, opt_g, opt_d, ada, guide)
 
-    crops = DefectCrops(
-        dataset,
-        split.indices(dataset, "train"),
-        crop_size=config.crop_size,
-        max_dilation=config.max_dilation,
-        seed=config.seed,
-        progress=progress and context.is_main,
-    )
-    fixed = {k: v.to(device) for k, v in crops.fixed_batch(8).items()}
+
+def _resume(models: _Models, checkpoints: Path, config, dataset, context) -> int:
+    """Load the newest checkpoint that loads into `models`; the step it was written at (0: none)."""
+    state = _load_resumable(checkpoints)
+    if state is None:
+        return 0
+    _check_compatible(state, config, dataset)
+    for name in ("G", "D", "ema", "opt_g", "opt_d", "ada"):
+        getattr(models, name).load_state_dict(state[name])
     if context.is_main:
-        (out_dir / "severity.json").write_text(json.dumps(crops.severity.to_json()) + "\n")
-    use_bf16 = distributed.resolve_bf16(config.precision, device)
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+        console.print(f"resuming from step {int(state['step'])}")
+    return int(state["step"])
+
+
+def _iteration(models: _Models, G_step, objective, batch, amp, config, step: int, context, last_path) -> dict:
+    """One G+D iteration (D step with lazy R1, G step, EMA, ADA); returns what to log."""
+    G, D, device = models.G, models.D, batch["image"].device
+    rng = torch.Generator(device=device).manual_seed(_stream(config.seed, step, context.rank))
+    logs: dict[str, float] = {}
+    # One G forward per iteration (pix2pix / LaMa order): D learns from the detached fake, then
+    # G learns through the updated, frozen D.
+    d_loss, r1_loss, g_loss = _phases(G, G_step, D, objective, models.ada, batch, rng, amp, config.batch_size)
+    D.requires_grad_(True)
+    with amp:
+        loss_d, d_logs = d_loss()
+    logs.update(d_logs)
+    _guard(loss_d, "D loss", step, last_path)
+    models.opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    if objective.due(step):
+        loss_r1, r1_logs = r1_loss()
+        logs.update(r1_logs)
+        _guard(loss_r1, "R1 penalty", step, last_path)
+        loss_r1.backward()
+    distributed.average_gradients(D, context)
+    models.opt_d.step()
+    D.requires_grad_(False)
+    aug_rng = torch.Generator(device=device).manual_seed(_stream(config.seed, step, context.rank, 1))
+    with amp:
+        loss_g, g_logs = g_loss(aug_rng)
+    logs.update(g_logs)
+    _guard(loss_g, "G loss", step, last_path)
+    models.opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    distributed.average_gradients(G, context)
+    models.opt_g.step()
     images_per_step = config.batch_size * context.world_size
-    objective = (
-        StyleGANObjective.from_config(config) if spec.is_stylegan else Objective.from_config(config, guide)
-    )
-    if context.is_main:
-        console.print(
-            f"G {count_parameters(G) / 1e6:.2f} M, D {count_parameters(D) / 1e6:.2f} M parameters; "
-            f"{crops.num_components} defects in {len(split.train)} training images; "
-            f"crops {config.crop_size} px, batch {config.batch_size} x {context.world_size} process(es), "
-            f"precision {'bf16' if use_bf16 else 'fp32'} on {device}"
-        )
+    _update_ema(models, config, step, images_per_step)
+    if context.world_size > 1 and (step + 1) % config.ada_interval == 0:
+        models.ada.all_reduce()  # every process moves p by the same, global r_t
+    logs.update(models.ada.update(images_per_step))
+    logs.update(ada_p=float(models.ada.p), loss_d=loss_d.item(), loss_g=loss_g.item())
+    return logs
 
-    metrics_file = out_dir / "metrics.jsonl"
-    bar = _progress_bar(progress and context.is_main)
-    last_path = checkpoints / "last.pt"
-    with bar:
-        task = bar.add_task("training", total=config.steps, completed=start_step, losses="")
-        window: dict[str, list[float]] = {}
-        tick = time.perf_counter()
-        for step in range(start_step, config.steps):
-            pairs = config.mode_seeking > 0 and not spec.is_stylegan
-            batch = crops.batch(step, context.rank, config.batch_size, pairs=pairs)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            if config.channels_last:
-                batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
-            rng = torch.Generator(device=device).manual_seed(_stream(config.seed, step, context.rank))
-            logs: dict[str, float] = {}
-            # One G forward per iteration (pix2pix / LaMa order): D learns from the detached
-            # fake, then G learns through the updated, frozen D.
-            d_loss, r1_loss, g_loss = _phases(
-                G, G_step, D, objective, ada, batch, rng, amp, config.batch_size
-            )
 
-            # --- D step, lazy R1 ------------------------------------------------------------
-            D.requires_grad_(True)
-            with amp:
-                loss_d, d_logs = d_loss()
-            logs.update(d_logs)
-            _guard(loss_d, "D loss", step, last_path)
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            if objective.due(step):
-                loss_r1, r1_logs = r1_loss()
-                logs.update(r1_logs)
-                _guard(loss_r1, "R1 penalty", step, last_path)
-                loss_r1.backward()
-            distributed.average_gradients(D, context)
-            opt_d.step()
+def _update_ema(models: _Models, config, step: int, images_per_step: int) -> None:
+    half_life = config.ema_half_life_images
+    if config.ema_rampup > 0:  # early on, follow G closely (StyleGAN2-ADA's ramp-up)
+        half_life = min(half_life, (step + 1) * images_per_step * config.ema_rampup)
+    ema_beta = 0.5 ** (images_per_step / max(half_life, 1e-8))
+    with torch.no_grad():
+        for p_ema, p in zip(models.ema.parameters(), models.G.parameters(), strict=True):
+            p_ema.lerp_(p, 1.0 - ema_beta)
+        for b_ema, b in zip(models.ema.buffers(), models.G.buffers(), strict=True):
+            b_ema.copy_(b)
 
-            # --- G step ------------------------------------------------------------------
-            D.requires_grad_(False)
-            aug_rng = torch.Generator(device=device).manual_seed(_stream(config.seed, step, context.rank, 1))
-            with amp:
-                loss_g, g_logs = g_loss(aug_rng)
-            logs.update(g_logs)
-            _guard(loss_g, "G loss", step, last_path)
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            distributed.average_gradients(G, context)
-            opt_g.step()
 
-            # --- EMA, ADA ------------------------------------------------------------------
-            half_life = config.ema_half_life_images
-            if config.ema_rampup > 0:  # early on, follow G closely (StyleGAN2-ADA's ramp-up)
-                half_life = min(half_life, (step + 1) * images_per_step * config.ema_rampup)
-            ema_beta = 0.5 ** (images_per_step / max(half_life, 1e-8))
-            with torch.no_grad():
-                for p_ema, p in zip(ema.parameters(), G.parameters(), strict=True):
-                    p_ema.lerp_(p, 1.0 - ema_beta)
-                for b_ema, b in zip(ema.buffers(), G.buffers(), strict=True):
-                    b_ema.copy_(b)
-            if context.world_size > 1 and (step + 1) % config.ada_interval == 0:
-                ada.all_reduce()  # every process moves p by the same, global r_t
-            logs.update(ada.update(images_per_step))
-            logs["ada_p"] = float(ada.p)
-            logs["loss_d"] = loss_d.item()
-            logs["loss_g"] = loss_g.item()
+class _Log:
+    """metrics.jsonl: the mean of every logged value over each `log_every` steps (rank 0)."""
 
-            # --- logging, samples, checkpoints --------------------------------------------------
-            done = step + 1
-            for key, value in logs.items():
-                window.setdefault(key, []).append(value)
-            bar.update(
-                task, completed=done, losses=f"D {logs['loss_d']:.3f} G {logs['loss_g']:.3f} p {ada.p:.2f}"
-            )
-            if context.is_main and (done % config.log_every == 0 or done == config.steps):
-                seconds = time.perf_counter() - tick
-                record = {"step": done, "seconds_per_step": seconds / len(window["loss_d"])}
-                record.update({k: float(np.mean(v)) for k, v in window.items()})
-                with open(metrics_file, "a") as handle:
-                    handle.write(json.dumps(record) + "\n")
-                window, tick = {}, time.perf_counter()
-            if context.is_main and (done % config.sample_every == 0 or done == config.steps):
-                write = _write_stylegan_samples if spec.is_stylegan else _write_samples
-                write(ema, fixed, out_dir / "samples" / f"step_{done:07d}.png", config.seed, amp)
-            if context.is_main and (done % config.checkpoint_every == 0 or done == config.steps):
-                state = {
-                    "step": done,
-                    "config": config.to_dict(),
-                    "classes": dataset.classes.to_json(),
-                    "image_channels": channels,
-                    "dataset": {"spec": dataset.spec, "fingerprint": split.fingerprint},
-                    "G": G.state_dict(),
-                    "D": D.state_dict(),
-                    "ema": ema.state_dict(),
-                    "opt_g": opt_g.state_dict(),
-                    "opt_d": opt_d.state_dict(),
-                    "ada": ada.state_dict(),
-                    "severity_table": crops.severity.to_json(),
-                    "trained_classes": list(crops.classes_present),  # classes it saw defects of
-                }
-                _write_checkpoint(state, checkpoints, done, config.keep_checkpoints)
-    if context.is_main and config.steps == start_step and not last_path.exists():
-        raise ConfigError(f"nothing to train: steps={config.steps} and no checkpoint in {checkpoints}")
-    return last_path
+    def __init__(self, path: Path, config, context):
+        self.path, self.config, self.context = path, config, context
+        self.window: dict[str, list[float]] = {}
+        self.tick = time.perf_counter()
+
+    def add(self, logs: dict, done: int) -> None:
+        for key, value in logs.items():
+            self.window.setdefault(key, []).append(value)
+        if self.context.is_main and (done % self.config.log_every == 0 or done == self.config.steps):
+            seconds = time.perf_counter() - self.tick
+            record = {"step": done, "seconds_per_step": seconds / len(self.window["loss_d"])}
+            record.update({k: float(np.mean(v)) for k, v in self.window.items()})
+            with open(self.path, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+            self.window, self.tick = {}, time.perf_counter()
+
+
+def _state(models: _Models, done: int, config, dataset, split, crops) -> dict:
+    """A checkpoint: every state dict, the config, the class table and where the data came from."""
+    return {
+        "step": done,
+        "config": config.to_dict(),
+        "classes": dataset.classes.to_json(),
+        "image_channels": dataset.channels,
+        "dataset": {"spec": dataset.spec, "fingerprint": split.fingerprint},
+        **{name: getattr(models, name).state_dict() for name in ("G", "D", "ema", "opt_g", "opt_d", "ada")},
+        "severity_table": crops.severity.to_json(),
+        "trained_classes": list(crops.classes_present),  # classes it saw defects of
+    }
 
 
 # --- helpers ---------------------------------------------------------------------------------------

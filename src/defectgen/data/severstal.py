@@ -59,71 +59,24 @@ class SeverstalDataset(DefectDataset):
         rows, listed, bad = read_csv(csv_path, classes, skip_bad, skipped)
         covered = set(listed)  # the original form lists every image it labels
         if covered_ids is not None:
-            given = {str(i).strip() for i in covered_ids if str(i).strip()}
-            for image_id in sorted(given):
-                try:
-                    check_image_id(image_id)
-                    if Path(image_id).suffix.lower() not in IMAGE_SUFFIXES:
-                        raise DataError(f"ImageId {image_id!r} is not an image file name")
-                except DataError as err:
-                    raise DataError(f"covered ids: {err}; the file must list one ImageId per line") from None
-            covered |= given
+            covered |= _covered(covered_ids)
             labels_complete = False
         covered -= bad  # an image with a bad row is left out whole, never taken as defect-free
 
-        items: list[Item] = []
-        self._shapes: dict[str, tuple[int, int]] = {}
         if images_dir is None:
             root = csv_path.parent
-            shape = image_shape or SEVERSTAL_SHAPE
-            for image_id in sorted(rows):
-                if not _check_rows(csv_path, image_id, rows[image_id], shape, skip_bad, skipped):
-                    rows.pop(image_id)
-                    listed.discard(image_id)
-                    covered.discard(image_id)
-            ids = sorted(set(rows) | covered)
-            items = [Item(i, None, tuple(sorted(rows.get(i, {})))) for i in ids]
-            self._shapes = dict.fromkeys(ids, shape)
-            common = shape
+            items, self._shapes, common = _labels_only(
+                csv_path, rows, listed, covered, image_shape, skip_bad, skipped
+            )
             notes.append(
-                f"labels only: no image folder given; rows checked against {shape[1]}x{shape[0]} images"
+                f"labels only: no image folder given; rows checked against {common[1]}x{common[0]} images"
             )
         else:
             root = Path(images_dir)
-            if not root.is_dir():
-                raise DataError(f"{root}: image folder not found; check severstal:CSV,IMAGES_DIR")
-            files = {
-                p.name: p
-                for p in sorted(root.iterdir())
-                if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-            }
-            missing = sorted(set(rows) - set(files))
-            if missing and not skip_bad:
-                raise DataError(
-                    f"{csv_path}: {len(missing):,} images with rows are not in {root} "
-                    f"(first: {missing[0]}); point to the right folder, or pass --skip-bad "
-                    "to use only the images that are there"
-                )
-            skipped += [Skipped(i, f"image not found in {root}") for i in missing]
-            uncovered = 0
-            for name, path in files.items():
-                if name in bad:
-                    continue  # already reported as skipped
-                if not (name in rows or labels_complete or name in covered):
-                    uncovered += 1
-                    continue
-                try:
-                    inside(root, path, "image")
-                    shape = _header_shape(path, image_shape)
-                except DataError as err:
-                    if not skip_bad:
-                        raise
-                    skipped.append(Skipped(name, str(err)))
-                    continue
-                if not _check_rows(csv_path, name, rows.get(name, {}), shape, skip_bad, skipped):
-                    continue
-                items.append(Item(name, path, tuple(sorted(rows.get(name, {})))))
-                self._shapes[name] = shape
+            found = _with_images(
+                csv_path, root, rows, bad, covered, labels_complete, image_shape, skip_bad, skipped
+            )
+            items, self._shapes, uncovered = found
             if uncovered:
                 notes.append(
                     f"{uncovered} images have no rows and the labels are declared partial: "
@@ -320,3 +273,68 @@ def check_image_id(image_id: str) -> None:
             f"ImageId {image_id!r} is not a plain file name (path separators and '..' are "
             "refused so a CSV cannot point outside its image folder)"
         )
+
+
+def _covered(covered_ids) -> set[str]:
+    """The ImageIds of a covered-ids list, each checked to be an image file name."""
+    given = {str(i).strip() for i in covered_ids if str(i).strip()}
+    for image_id in sorted(given):
+        try:
+            check_image_id(image_id)
+            if Path(image_id).suffix.lower() not in IMAGE_SUFFIXES:
+                raise DataError(f"ImageId {image_id!r} is not an image file name")
+        except DataError as err:
+            raise DataError(f"covered ids: {err}; the file must list one ImageId per line") from None
+    return given
+
+
+def _labels_only(csv_path, rows, listed, covered, image_shape, skip_bad, skipped):
+    """(items, shapes, shape) of a CSV read without images: every image of `image_shape`."""
+    shape = image_shape or SEVERSTAL_SHAPE
+    for image_id in sorted(rows):
+        if not _check_rows(csv_path, image_id, rows[image_id], shape, skip_bad, skipped):
+            rows.pop(image_id)
+            listed.discard(image_id)
+            covered.discard(image_id)
+    ids = sorted(set(rows) | covered)
+    return [Item(i, None, tuple(sorted(rows.get(i, {})))) for i in ids], dict.fromkeys(ids, shape), shape
+
+
+def _with_images(csv_path, root, rows, bad, covered, labels_complete, image_shape, skip_bad, skipped):
+    """(items, shapes, images left out as uncovered) of a CSV with its image folder: each
+    image's size read from its header and its rows checked against it."""
+    if not root.is_dir():
+        raise DataError(f"{root}: image folder not found; check severstal:CSV,IMAGES_DIR")
+    files = {
+        p.name: p
+        for p in sorted(root.iterdir())
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    }
+    missing = sorted(set(rows) - set(files))
+    if missing and not skip_bad:
+        raise DataError(
+            f"{csv_path}: {len(missing):,} images with rows are not in {root} "
+            f"(first: {missing[0]}); point to the right folder, or pass --skip-bad "
+            "to use only the images that are there"
+        )
+    skipped += [Skipped(i, f"image not found in {root}") for i in missing]
+    items, shapes, uncovered = [], {}, 0
+    for name, path in files.items():
+        if name in bad:
+            continue  # already reported as skipped
+        if not (name in rows or labels_complete or name in covered):
+            uncovered += 1
+            continue
+        try:
+            inside(root, path, "image")
+            shape = _header_shape(path, image_shape)
+        except DataError as err:
+            if not skip_bad:
+                raise
+            skipped.append(Skipped(name, str(err)))
+            continue
+        if not _check_rows(csv_path, name, rows.get(name, {}), shape, skip_bad, skipped):
+            continue
+        items.append(Item(name, path, tuple(sorted(rows.get(name, {})))))
+        shapes[name] = shape
+    return items, shapes, uncovered

@@ -21,7 +21,10 @@ DEFAULT_ARMS = ("real", "control", "oversample", "copypaste", "blendpaste", "cla
 
 
 def _seed_count(count: int) -> list[int]:
-    return list(range(int(count)))
+    """`--seeds N`: seeds 0..N-1 (bounded before the list is made)."""
+    if not 2 <= count <= MAX_SEEDS:
+        raise ConfigError(f"--seeds must be in 2..{MAX_SEEDS} (each seed trains every arm once), got {count}")
+    return list(range(count))
 
 
 @dataclass

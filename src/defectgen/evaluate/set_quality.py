@@ -33,110 +33,125 @@ def set_quality(
     ctx: EvalContext, used_sets: set, checkpoint, out_dir: Path, judge: dict | None
 ) -> tuple[dict, dict]:
     """Label fidelity, KID and diversity of each synthetic set (judge: the real arm's first seed)."""
-    dataset, config = ctx.dataset, ctx.config
-    figures: dict = {}
+    figures = _paste_examples(ctx, out_dir)
     results: dict = {}
-    figures_dir = out_dir / "figures"
-    for base in ("copypaste", "blendpaste"):
-        if any(d.startswith(base) for d in config.arms):
-            pasted = copypaste_pool(dataset, ctx.fit, 8, seed=0, blend=base == "blendpaste")
-            samples = [(e.key, *pasted.get(i)[:2]) for i, e in enumerate(pasted.examples)]
-            figures[f"{base}_examples"] = _rel(
-                quality.overlay_sheet(samples, figures_dir / f"{base}_examples.png"), out_dir
-            )
-    model, judge_digest = None, None
-    if judge is not None:
-        judge_file = out_dir / "runs" / f"real_s{judge['seed']}.pt"
-        state = torch.load(judge_file, map_location="cpu", weights_only=True)
-        depth, widths = unet_shape(state)  # the judge's own size, whatever `config` says
-        model = build_segmenter(
-            ctx.config.encoder,
-            dataset.channels,
-            len(dataset.classes),
-            encoder_depth=depth,
-            decoder_channels=widths,
-        )
-        model.load_state_dict(state)
-        model.eval()
-        judge_digest = file_digest(judge_file)
-    real_defects = dataset_pool(dataset, ctx.fit, defects_only=True)
+    model, judge_digest = _load_judge(ctx, out_dir, judge) if judge is not None else (None, None)
     for name in sorted(used_sets):
-        synthetic = ctx.sets[name]
-        entry: dict = {"label_fidelity": None, "kid": None, "diversity": None}
-        set_figures: dict = {}
-        samples = [
-            (synthetic.items[i].item_id, *(lambda s: (s.image, s.masks))(synthetic[i]))
-            for i in range(min(8, len(synthetic)))
-        ]
-        set_figures["overlays"] = _rel(
-            quality.overlay_sheet(samples, figures_dir / f"{name}_overlays.png"), out_dir
-        )
-        synthetic_pool_all = dataset_pool(synthetic, list(range(len(synthetic))))
-        set_figures["real_vs_synthetic"] = {}
-        for class_id in dataset.classes.ids:
-            real_k = dataset_pool(dataset, [i for i in ctx.fit if class_id in dataset.items[i].class_ids])
-            synth_k = dataset_pool(
-                synthetic, [i for i in range(len(synthetic)) if class_id in synthetic.items[i].class_ids]
-            )
-            if not real_k.examples or not synth_k.examples:
-                continue
-            class_name = dataset.classes.name(class_id)
-            path = quality.crops_sheet(
-                [
-                    (f"real {class_name}", quality.defect_crops(real_k, 8, config.crop_size, 1)),
-                    (f"synthetic {class_name}", quality.defect_crops(synth_k, 8, config.crop_size, 1)),
-                ],
-                figures_dir / f"{name}_real_vs_synthetic_{class_id}.png",
-            )
-            set_figures["real_vs_synthetic"][class_name] = _rel(path, out_dir)
-        figures[name] = set_figures
+        figures[name] = _set_figures(ctx, name, out_dir)
         if model is None:
-            results[name] = entry
-            continue
-        if read_params(ctx.synthetic_dirs[name]).get("guide_sha256") == judge_digest:
-            entry["label_fidelity"] = {
-                "not_independent": f"the judge (real arm, seed {judge['seed']}) is the U-Net this set's "
-                "generator was trained against (its guide); judge it with an evaluation whose first seed "
-                "is another"
+            results[name] = {"label_fidelity": None, "kid": None, "diversity": None}
+        elif read_params(ctx.synthetic_dirs[name]).get("guide_sha256") == judge_digest:
+            results[name] = {
+                "label_fidelity": {
+                    "not_independent": f"the judge (real arm, seed {judge['seed']}) is the U-Net this set's "
+                    "generator was trained against (its guide); judge it with an evaluation whose first seed "
+                    "is another"
+                },
+                "kid": None,
+                "diversity": None,
             }
-            results[name] = entry
+        else:
+            results[name] = _measure(ctx, name, model, judge, checkpoint, out_dir, figures[name])
+    return results, figures
+
+
+def _paste_examples(ctx: EvalContext, out_dir: Path) -> dict:
+    """Sheets of what the copy-paste arms that ran add."""
+    figures = {}
+    for base in ("copypaste", "blendpaste"):
+        if any(d.startswith(base) for d in ctx.config.arms):
+            pasted = copypaste_pool(ctx.dataset, ctx.fit, 8, seed=0, blend=base == "blendpaste")
+            samples = [(e.key, *pasted.get(i)[:2]) for i, e in enumerate(pasted.examples)]
+            path = quality.overlay_sheet(samples, out_dir / "figures" / f"{base}_examples.png")
+            figures[f"{base}_examples"] = _rel(path, out_dir)
+    return figures
+
+
+def _load_judge(ctx: EvalContext, out_dir: Path, judge: dict):
+    """(the real arm's U-Net of the judge's seed, rebuilt at its own size, its file digest)."""
+    judge_file = out_dir / "runs" / f"real_s{judge['seed']}.pt"
+    state = torch.load(judge_file, map_location="cpu", weights_only=True)
+    depth, widths = unet_shape(state)  # the judge's own size, whatever the config says
+    model = build_segmenter(
+        ctx.config.encoder, ctx.dataset.channels, len(ctx.dataset.classes), encoder_depth=depth,
+        decoder_channels=widths,
+    )  # fmt: skip
+    model.load_state_dict(state)
+    return model.eval(), file_digest(judge_file)
+
+
+def _set_figures(ctx: EvalContext, name: str, out_dir: Path) -> dict:
+    """A set's overlays and, per class, its defect crops beside real ones."""
+    dataset, synthetic, figures_dir = ctx.dataset, ctx.sets[name], out_dir / "figures"
+    samples = [
+        (synthetic.items[i].item_id, *(lambda s: (s.image, s.masks))(synthetic[i]))
+        for i in range(min(8, len(synthetic)))
+    ]
+    figures: dict = {
+        "overlays": _rel(quality.overlay_sheet(samples, figures_dir / f"{name}_overlays.png"), out_dir),
+        "real_vs_synthetic": {},
+    }
+    for class_id in dataset.classes.ids:
+        real_k = dataset_pool(dataset, [i for i in ctx.fit if class_id in dataset.items[i].class_ids])
+        synth_k = dataset_pool(
+            synthetic, [i for i in range(len(synthetic)) if class_id in synthetic.items[i].class_ids]
+        )
+        if not real_k.examples or not synth_k.examples:
             continue
-        summary, ranked = quality.label_fidelity(model, synthetic, config.quality_samples, ctx.use_bf16)
-        entry["label_fidelity"] = {
+        class_name = dataset.classes.name(class_id)
+        path = quality.crops_sheet(
+            [
+                (f"real {class_name}", quality.defect_crops(real_k, 8, ctx.config.crop_size, 1)),
+                (f"synthetic {class_name}", quality.defect_crops(synth_k, 8, ctx.config.crop_size, 1)),
+            ],
+            figures_dir / f"{name}_real_vs_synthetic_{class_id}.png",
+        )
+        figures["real_vs_synthetic"][class_name] = _rel(path, out_dir)
+    return figures
+
+
+def _measure(
+    ctx: EvalContext, name: str, model, judge: dict, checkpoint, out_dir: Path, figures: dict
+) -> dict:
+    """Label fidelity (with a sheet of the worst items), KID and, for the set `checkpoint` made,
+    diversity."""
+    config, synthetic = ctx.config, ctx.sets[name]
+    summary, ranked = quality.label_fidelity(model, synthetic, config.quality_samples, ctx.use_bf16)
+    entry: dict = {
+        "label_fidelity": {
             "synthetic": summary,
             "real_test": judge["test_plain"],
             "per_class": quality.fidelity_per_class(summary, judge["test_plain"], config.filter_floor),
             "segmenter": f"real arm, seed {judge['seed']} "
             "(fit part of the training half; never saw the generator)",
-        }
-        if ranked:
-            set_figures["label_fidelity_failures"] = _rel(
-                quality.failures_sheet(
-                    model,
-                    synthetic,
-                    ranked[:6],
-                    figures_dir / f"{name}_label_fidelity_failures.png",
-                    ctx.use_bf16,
-                ),
-                out_dir,
-            )
-        if config.inception_weights:
-            features = quality.InceptionFeatures(Path(config.inception_weights))
-            space = "InceptionV3 (user weights)"
-        else:
-            features = quality.EncoderFeatures(model)
-            space = "domain encoder (real-arm U-Net encoder, trained on the fit part of the training half)"
-        count = config.quality_samples
-        real_crops = quality.defect_crops(real_defects, count, config.crop_size, seed=2)
-        synthetic_crops = quality.defect_crops(synthetic_pool_all, count, config.crop_size, seed=3)
-        entry["kid"] = {"feature_space": space, **quality.kid(features, real_crops, synthetic_crops)}
-        made_by = read_params(ctx.synthetic_dirs[name]).get("checkpoint_sha256")
-        if checkpoint is not None and made_by == file_digest(Path(checkpoint)):  # the set it made
-            entry["diversity"] = _diversity(
-                checkpoint, synthetic, features, config, ctx.use_bf16, real_crops, space
-            )
-        results[name] = entry
-    return results, figures
+        },
+        "kid": None,
+        "diversity": None,
+    }
+    if ranked:
+        path = out_dir / "figures" / f"{name}_label_fidelity_failures.png"
+        figures["label_fidelity_failures"] = _rel(
+            quality.failures_sheet(model, synthetic, ranked[:6], path, ctx.use_bf16), out_dir
+        )
+    if config.inception_weights:
+        features = quality.InceptionFeatures(Path(config.inception_weights))
+        space = "InceptionV3 (user weights)"
+    else:
+        features = quality.EncoderFeatures(model)
+        space = "domain encoder (real-arm U-Net encoder, trained on the fit part of the training half)"
+    real_defects = dataset_pool(ctx.dataset, ctx.fit, defects_only=True)
+    real_crops = quality.defect_crops(real_defects, config.quality_samples, config.crop_size, seed=2)
+    synthetic_pool_all = dataset_pool(synthetic, list(range(len(synthetic))))
+    synthetic_crops = quality.defect_crops(
+        synthetic_pool_all, config.quality_samples, config.crop_size, seed=3
+    )
+    entry["kid"] = {"feature_space": space, **quality.kid(features, real_crops, synthetic_crops)}
+    made_by = read_params(ctx.synthetic_dirs[name]).get("checkpoint_sha256")
+    if checkpoint is not None and made_by == file_digest(Path(checkpoint)):  # the set it made
+        entry["diversity"] = _diversity(
+            checkpoint, synthetic, features, config, ctx.use_bf16, real_crops, space
+        )
+    return entry
 
 
 def _diversity(checkpoint, synthetic, features, config, use_bf16, real_crops, space) -> dict:

@@ -18,7 +18,15 @@ from defectgen.cli import main
 from defectgen.data import open_dataset
 from defectgen.data.split import Split, carve_validation, make_split
 from defectgen.errors import ConfigError, DataError
-from defectgen.evaluate import EvalConfig, evaluate, measure_quality, parse_arm, parse_synthetic, postprocess
+from defectgen.evaluate import (
+    EvalConfig,
+    evaluate,
+    measure_quality,
+    parse_arm,
+    parse_synthetic,
+    postprocess,
+    schema,
+)
 from defectgen.evaluate.context import EvalContext, arm_sampler, synthetic_pool
 from defectgen.evaluate.scores import CANDIDATES, PLAIN, ScoreSheet, pair_scores
 from defectgen.evaluate.segmenter import probabilities
@@ -259,6 +267,7 @@ def _evaluate(bench, out: Path, **overrides) -> dict:
 def test_evaluate_end_to_end_repeats_value_for_value(bench, tmp_path):
     dataset, split, _, work = bench
     results = _evaluate(bench, tmp_path / "a")
+    assert set(results) == set(schema.KEYS)  # the one schema the report reads
     arms = results["config"]["arms"]
     assert {(r["arm"], r["seed"]) for r in results["runs"]} == {(a, s) for a in arms for s in (0, 1)}
     fit_ids = {dataset.items[i].item_id for i in EvalContext.create(dataset, split, EvalConfig()).fit}

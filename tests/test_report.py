@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from defectgen import report as report_module
+from defectgen.report import results as report_results
 from defectgen.errors import DataError
 from defectgen.report import render_report, write_report
 
@@ -534,10 +534,10 @@ def test_claim_met_by_several_generators(variant):
 def test_claim_without_a_crop_matched_or_any_baseline_says_so():
     results = _results()
     results["claim"].update(crop_matched_baselines=[], met=False)
-    text = _text(report_module._claim_block(results))
+    text = _text(report_results._claim_block(results))
     assert "No baseline sees as many" in text and "is not met without one" in text
     results["claim"].update(baselines=[], versus={})
-    assert "nothing to beat" in report_module._claim_block(results)
+    assert "nothing to beat" in report_results._claim_block(results)
 
 
 def test_noise_floor_section(report):

@@ -50,13 +50,13 @@ from defectgen.evaluate.context import (
     untrained_validation,
 )
 from defectgen.evaluate.judge import accepts, class_thresholds
+from defectgen.evaluate.schema import FORMAT, RESULTS_FILE
 from defectgen.evaluate.scores import MIN_AREAS, THRESHOLDS
 from defectgen.evaluate.set_quality import set_quality
 from defectgen.fileio import claim_folder, write_atomic
 from defectgen.synthset import read_params, set_fingerprint
 
-FORMAT = "defectgen-eval/3"
-__all__ = ["FORMAT", "RESULT_COLUMNS", "evaluate", "result_rows"]
+__all__ = ["RESULT_COLUMNS", "evaluate", "result_rows"]
 
 
 def evaluate(
@@ -344,7 +344,7 @@ class Evaluation:
             "quality": quality_results,
             "figures": figures,
         }
-        _save_json(self.out_dir / "results.json", results)
+        _save_json(self.out_dir / RESULTS_FILE, results)
         return results
 
     def split_record(self) -> dict:
@@ -481,7 +481,7 @@ def _claim_folder(out_dir: Path) -> None:
 def _is_evaluation(folder: Path) -> bool:
     """An evaluation folder written before folders were marked: its results.json is ours."""
     try:
-        fmt = json.loads((folder / "results.json").read_text()).get("format", "")
+        fmt = json.loads((folder / RESULTS_FILE).read_text()).get("format", "")
     except (OSError, ValueError, AttributeError):
         return False
     return str(fmt).startswith("defectgen-eval/")

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from defectgen.report import results as report_results
 from defectgen.errors import DataError
 from defectgen.report import render_report, write_report
+from defectgen.report import results as report_results
 
 EVIL = '<script>alert("x")</script>'
 CLASSES = ["Blowhole", "Crack", EVIL]

@@ -24,7 +24,6 @@ evaluation continues where it stopped and a changed one never reuses stale runs.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 from dataclasses import asdict
@@ -33,13 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import defectgen
 from defectgen import distributed
 from defectgen.data.dataset import DefectDataset
 from defectgen.data.split import Split
 from defectgen.errors import ConfigError, DataError
 from defectgen.evaluate import quality
 from defectgen.evaluate.arms import FILTERED, Arm, parse_arms, parse_synthetic
+from defectgen.evaluate.cache import claim_evaluation_folder, digest, load_keyed, run_key, save_json, versions
 from defectgen.evaluate.comparison import Verdict, learning_curve
 from defectgen.evaluate.config import EvalConfig
 from defectgen.evaluate.context import (
@@ -53,7 +52,7 @@ from defectgen.evaluate.judge import accepts, class_thresholds
 from defectgen.evaluate.schema import FORMAT, RESULTS_FILE
 from defectgen.evaluate.scores import MIN_AREAS, THRESHOLDS
 from defectgen.evaluate.set_quality import set_quality
-from defectgen.fileio import claim_folder, write_atomic
+from defectgen.fileio import write_atomic
 from defectgen.synthset import read_params, set_fingerprint
 
 __all__ = ["RESULT_COLUMNS", "evaluate", "result_rows"]
@@ -86,7 +85,7 @@ def evaluate(
         distributed.init("cpu", distributed.LONG_WAIT) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
     )
     group = group or distributed.Context(rank=0, world_size=1, device=torch.device("cpu"))
-    distributed.on_main(group, lambda: _claim_folder(out_dir))
+    distributed.on_main(group, lambda: claim_evaluation_folder(out_dir))
     ctx.progress = progress and group.is_main
     evaluation = Evaluation(ctx, arms, declared, out_dir, split, split_file, checkpoint)
     try:
@@ -156,7 +155,7 @@ class Evaluation:
         self.set_prints = {name: set_fingerprint(path) for name, path in ctx.synthetic_dirs.items()}
         self.context = {
             "dataset": ctx.dataset.fingerprint(),
-            "split": _digest([split.train, split.test]),
+            "split": digest([split.train, split.test]),
             "format": FORMAT,
         }
         order = sorted(arms, key=lambda a: (a.name != "real", any(s.endswith(FILTERED) for s in a.sets)))
@@ -168,7 +167,7 @@ class Evaluation:
 
     def keyed(self, arm: Arm, seed: int, filters: dict) -> tuple[str, str]:
         """(file stem, key) of one run: the key holds everything that changes it."""
-        key = _key(
+        key = run_key(
             self.ctx.config,
             self.context,
             arm.name,
@@ -182,7 +181,7 @@ class Evaluation:
     def run(self, arm: Arm, seed: int, filters: dict) -> dict:
         """The (arm, seed) run: from its saved files under the same key, else trained now."""
         name, key = self.keyed(arm, seed, filters)
-        record = _load_json(self.runs_dir / f"{name}.json", key)
+        record = load_keyed(self.runs_dir / f"{name}.json", key)
         if record is None or not (self.runs_dir / f"{name}.npz").exists():
             record, validation, test, model = train_and_score(self.ctx, arm, seed, filters)
             self.runs_dir.mkdir(parents=True, exist_ok=True)
@@ -192,7 +191,7 @@ class Evaluation:
             np.savez_compressed(self.runs_dir / f"{name}.npz", **arrays)
             if arm.name == "real":
                 write_atomic(self.runs_dir / f"{name}.pt", state_bytes(model))
-            _save_json(self.runs_dir / f"{name}.json", {**record, "key": key})
+            save_json(self.runs_dir / f"{name}.json", {**record, "key": key})
         return record
 
     def curve_points(self) -> list[list[float]]:
@@ -205,8 +204,8 @@ class Evaluation:
             if steps == 0 and points:
                 continue
             path = self.runs_dir / f"curve_real_{steps}_s{seed}.json"
-            key = _key(ctx.config, self.context, "curve", seed=seed, budget=steps)
-            record = _load_json(path, key)
+            key = run_key(ctx.config, self.context, "curve", seed=seed, budget=steps)
+            record = load_keyed(path, key)
             if record is None:
                 if steps == 0:
                     summary = untrained_validation(ctx, seed)
@@ -215,7 +214,7 @@ class Evaluation:
                         "validation"
                     ]
                 record = {"validation": summary, "key": key}
-                _save_json(path, record)
+                save_json(path, record)
             points.append(
                 [
                     steps,
@@ -306,7 +305,7 @@ class Evaluation:
         results = {
             "format": FORMAT,
             "created": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "versions": _versions(),
+            "versions": versions(),
             "dataset": ctx.dataset.spec,
             "classes": ctx.dataset.classes.to_json(),
             "split": self.split_record(),
@@ -344,7 +343,7 @@ class Evaluation:
             "quality": quality_results,
             "figures": figures,
         }
-        _save_json(self.out_dir / RESULTS_FILE, results)
+        save_json(self.out_dir / RESULTS_FILE, results)
         return results
 
     def split_record(self) -> dict:
@@ -395,8 +394,8 @@ def _label_filter(
     it recognises (the rule: `defectgen.evaluate.judge`)."""
     config, dataset = ctx.config, ctx.dataset
     path = out_dir / "runs" / f"label_scores_{name}.json"
-    key = _key(config, context, f"scores_{name}", sets={name: set_prints[name]})
-    cached = _load_json(path, key)
+    key = run_key(config, context, f"scores_{name}", sets={name: set_prints[name]})
+    cached = load_keyed(path, key)
     if cached is None:
         weights = out_dir / "runs" / f"real_s{judge['seed']}.pt"
         model = ctx.model(0)
@@ -404,7 +403,7 @@ def _label_filter(
         model.eval()
         scores = quality.label_scores(model, ctx.sets[name], ctx.use_bf16)
         cached = {"scores": [{str(k): v for k, v in s.items()} for s in scores], "key": key}
-        _save_json(path, cached)
+        save_json(path, cached)
     thresholds = class_thresholds(
         judge["validation"]["positive_dice"], dataset.classes, config.filter_floor, config.filter_ratio
     )
@@ -467,71 +466,3 @@ def result_rows(results: dict) -> list[tuple[str, ...]]:
             )
         )
     return rows
-
-
-# --- files -------------------------------------------------------------------------------------
-
-
-def _claim_folder(out_dir: Path) -> None:
-    """Refuse to write into a folder that holds something other than a defectgen evaluation."""
-    claim_folder(out_dir, "evaluation", legacy=_is_evaluation)
-    (out_dir / "runs").mkdir(parents=True, exist_ok=True)
-
-
-def _is_evaluation(folder: Path) -> bool:
-    """An evaluation folder written before folders were marked: its results.json is ours."""
-    try:
-        fmt = json.loads((folder / RESULTS_FILE).read_text()).get("format", "")
-    except (OSError, ValueError, AttributeError):
-        return False
-    return str(fmt).startswith("defectgen-eval/")
-
-
-# Settings that do not change how one (arm, seed) is trained and scored: a run finished under
-# another arm list, seed list or quality setting is reused (so arms can run in parallel
-# processes into one folder, then one more call gathers them).
-_NOT_IN_RUN_KEY = (
-    "arms",
-    "seeds",
-    "declared_arms",
-    "curve",
-    "quality_samples",
-    "inception_weights",
-    "diversity_masks",
-    "diversity_draws",
-)
-
-
-def _key(config: EvalConfig, context: dict, name: str, **extra) -> str:
-    settings = {k: v for k, v in asdict(config).items() if k not in _NOT_IN_RUN_KEY}
-    data = json.dumps({**settings, **context, "name": name, **extra}, sort_keys=True, default=str)
-    return hashlib.sha256(data.encode()).hexdigest()[:16]
-
-
-def _digest(value) -> str:
-    return hashlib.sha256(json.dumps(value, default=list).encode()).hexdigest()[:16]
-
-
-def _load_json(path: Path, key: str) -> dict | None:
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and data.get("key") == key else None
-
-
-def _save_json(path: Path, data: dict) -> None:
-    write_atomic(path, json.dumps(data, indent=1) + "\n")
-
-
-def _versions() -> dict:
-    import segmentation_models_pytorch as smp
-
-    return {
-        "defectgen": defectgen.__version__,
-        "torch": torch.__version__,
-        "segmentation_models_pytorch": smp.__version__,
-        "numpy": np.__version__,
-    }

@@ -23,9 +23,10 @@ from pathlib import Path
 from defectgen.fileio import check_replaceable, starts_with, write_atomic
 from defectgen.report.html import STYLE
 from defectgen.report.load import load_results
+from defectgen.report.noise import _noise_floor_section
 from defectgen.report.protocol import _protocol_section, _reading_section
 from defectgen.report.quality import _curves_section, _grids_section, _per_class_section, _quality_section
-from defectgen.report.results import _noise_floor_section, _results_section
+from defectgen.report.results import _results_section
 from defectgen.report.values import _esc, _object
 
 REPORT_FILE = "report.html"

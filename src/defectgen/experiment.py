@@ -29,7 +29,7 @@ from pathlib import Path
 from defectgen.data.dataset import DefectDataset
 from defectgen.errors import ConfigError
 from defectgen.evaluate.config import EvalConfig
-from defectgen.fileio import claim_folder, write_atomic
+from defectgen.fileio import claim_folder, parse_json, write_atomic
 from defectgen.settings import MAX_SEED, setting
 from defectgen.synth_config import SynthConfig
 from defectgen.ui import say
@@ -188,7 +188,7 @@ def _check_same_experiment(out_dir: Path, dataset: DefectDataset, config: Experi
     path = out_dir / "experiment.json"
     if path.is_file():
         try:
-            earlier = json.loads(path.read_text())
+            earlier = parse_json(path.read_text())
         except (OSError, ValueError):
             earlier = None
         if earlier != record:
@@ -239,7 +239,7 @@ def estimate(dataset: DefectDataset, config: ExperimentConfig) -> dict:
         )
         checkpoint = train(dataset, generator_split, train_config, Path(tmp) / "gan", progress=False)
         records = (Path(tmp) / "gan" / "metrics.jsonl").read_text().splitlines()
-        gan_step = float(json.loads(records[-1])["seconds_per_step"])  # steps 4-6: past start-up
+        gan_step = float(parse_json(records[-1])["seconds_per_step"])  # steps 4-6: past start-up
         synth = Path(tmp) / "synth"
         synthesize(
             checkpoint, dataset, generator_split, synth, SynthConfig(n=2, format="folder"), progress=False

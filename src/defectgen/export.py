@@ -38,7 +38,7 @@ import torch
 
 from defectgen.checkpoint import load_generator
 from defectgen.errors import ConfigError, DefectgenError
-from defectgen.fileio import file_digest, write_atomic
+from defectgen.fileio import file_digest, parse_json, write_atomic
 from defectgen.geometry import hole_radius
 from defectgen.models import composite
 from defectgen.severity import DEFAULT_SEVERITY
@@ -140,7 +140,7 @@ class OnnxGenerator:
         if meta.get("producer") != "defectgen export":
             raise DefectgenError(f"{path} was not written by `defectgen export`")
         self.metadata = meta
-        self.classes = json.loads(meta["classes"])
+        self.classes = parse_json(meta["classes"])
         self.image_channels = int(meta["image_channels"])
         self.size_multiple = int(meta["size_multiple"])
         self.style_dim = int(meta["style_dim"])
@@ -252,7 +252,7 @@ def export_verified(checkpoint: Path, out: Path, samples: list | None = None) ->
     try:
         metadata = export_onnx(checkpoint, staging)
         if samples is None:
-            samples = _random_samples(int(metadata["image_channels"]), len(json.loads(metadata["classes"])))
+            samples = _random_samples(int(metadata["image_channels"]), len(parse_json(metadata["classes"])))
         report = verify(checkpoint, staging, samples)
         if not all(
             r["same_region"] and r["outside_untouched"] and r["max_abs_difference"] <= 1 for r in report

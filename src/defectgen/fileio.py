@@ -61,7 +61,7 @@ def claim_folder(folder: Path, kind: str, legacy=None) -> Path:
     mark = folder / OWNER_MARK
     if mark.exists():
         try:
-            found = json.loads(read_text(mark, "folder mark")).get("kind")
+            found = parse_json(read_text(mark, "folder mark")).get("kind")
         except (OSError, ValueError, AttributeError):
             found = None
         if found != kind:
@@ -125,3 +125,14 @@ def is_torch_file(path: Path) -> bool:
     except OSError:
         return False
     return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
+def parse_json(text: str | bytes):
+    """`json.loads`, with a document nested too deeply for Python's parser (which raises
+    RecursionError) refused as malformed: a ValueError, as for any other broken JSON."""
+    import json
+
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply (no file defectgen reads is)") from None

@@ -70,6 +70,8 @@ def parse_yaml(text: str, name: str = "<--set>"):
         return loader.get_single_data()
     except yaml.YAMLError as err:
         raise ConfigError(f"{name}: not valid YAML ({err})") from None
+    except RecursionError:
+        raise ConfigError(f"{name}: nested too deeply to be a config") from None
     finally:
         loader.dispose()
 

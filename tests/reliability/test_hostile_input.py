@@ -471,3 +471,52 @@ def test_a_file_that_is_no_checkpoint_is_called_so(head, tmp_path):
         load_encoder_weights(model.encoder, path)
     for message in (str(err.value), str(other.value)):
         assert "weights_only=False" not in message and "could run code" not in message
+
+
+# --- round three: links that loop, JSON and YAML nested past the parser's depth -----------------
+
+
+def _copy_fixture(tmp_path: Path) -> Path:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(FIXTURE, data)
+    return data
+
+
+def test_an_image_or_mask_that_links_to_itself_is_one_line_and_skippable(tmp_path, capsys):
+    data = _copy_fixture(tmp_path)
+    image = sorted((data / "images").iterdir())[0]
+    image.unlink()
+    image.symlink_to(image.name)  # a link to itself
+    line = refused(["inspect", data], capsys)
+    assert "symbolic link that loops" in line
+    assert main(["inspect", str(data), "--skip-bad"]) == 0
+    data = _copy_fixture(tmp_path / "masks")
+    mask = sorted((data / "masks").iterdir())[0]
+    mask.unlink()
+    mask.symlink_to(mask.name)
+    line = refused(["inspect", data], capsys)
+    assert "symbolic link" in line and "all-zero mask" not in line  # not "no mask"
+
+
+def test_json_and_yaml_nested_past_the_parser_are_refused_in_one_line(tmp_path, capsys, split_file):
+    deep = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "split.json").write_text(deep)
+    line = refused(["train", FIXTURE, "--split", tmp_path / "split.json", "--out", tmp_path / "run"], capsys)
+    assert "nested too deeply" in line
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "results.json").write_text(deep)
+    assert "nested too deeply" in refused(["report", tmp_path / "eval"], capsys)
+    (tmp_path / "config.yaml").write_text("a: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    args = [
+        "train",
+        FIXTURE,
+        "--split",
+        split_file,
+        "--out",
+        tmp_path / "run",
+        "--config",
+        tmp_path / "config.yaml",
+    ]
+    assert "nested too deeply" in refused(args, capsys)

@@ -13,7 +13,6 @@ error). A bounding box without a segmentation is refused: defectgen needs pixel 
 
 from __future__ import annotations
 
-import json
 import posixpath
 import warnings
 from collections import Counter
@@ -27,6 +26,7 @@ from defectgen.data.dataset import DefectDataset, Item, Skipped, inside
 from defectgen.data.folder import guess_channels
 from defectgen.data.imageio import MAX_PIXELS
 from defectgen.errors import DataError
+from defectgen.fileio import parse_json
 
 MAX_JSON_BYTES = 512_000_000
 MAX_POINTS = 200_000  # polygon points per annotation
@@ -152,7 +152,7 @@ def _load(json_path: Path) -> dict:
     if json_path.stat().st_size > MAX_JSON_BYTES:
         raise DataError(f"{json_path}: larger than {MAX_JSON_BYTES:,} bytes; not a COCO file defectgen reads")
     try:
-        data = json.loads(json_path.read_bytes().decode("utf-8-sig"))
+        data = parse_json(json_path.read_bytes().decode("utf-8-sig"))
     except (OSError, ValueError) as err:
         raise DataError(f"{json_path}: not a readable JSON file ({err})") from None
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "categories")):

@@ -156,14 +156,32 @@ class DefectDataset:
 def inside(root: Path, path: Path, what: str) -> Path:
     """`path` resolved, refused unless it stays inside `root` (no `..`, absolute or symlink
     escapes). Returns the path as given (not resolved) so error messages stay readable."""
-    root_resolved = Path(root).resolve()
-    resolved = Path(path).resolve()
+    try:
+        root_resolved = Path(root).resolve()
+        resolved = Path(path).resolve()
+    except (RuntimeError, OSError) as err:  # Python 3.11 raises RuntimeError for a symlink loop
+        raise DataError(
+            f"{path}: the {what} is a symbolic link that loops ({err}); fix or remove the link"
+        ) from None
     if not resolved.is_relative_to(root_resolved):
         raise DataError(
             f"{path}: {what} points outside the dataset folder {root} (to {resolved}); "
             "refusing to read it. Copy the file into the dataset folder instead of linking it"
         )
     return Path(path)
+
+
+def present(path: Path, what: str) -> bool:
+    """Whether file `path` exists; a symbolic link that loops or points nowhere is an error,
+    not an absent file (it would otherwise read as "no mask")."""
+    path = Path(path)
+    if path.exists():
+        return True
+    if path.is_symlink():
+        raise DataError(
+            f"{path}: the {what} is a symbolic link that loops or points nowhere; fix or remove it"
+        )
+    return False
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")

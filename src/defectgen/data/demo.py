@@ -54,7 +54,7 @@ import numpy as np
 
 from defectgen.data.rle import SEVERSTAL_SHAPE, encode
 from defectgen.errors import ConfigError, DataError
-from defectgen.fileio import write_atomic
+from defectgen.fileio import parse_json, write_atomic
 
 FORMAT = "defectgen-demo/1"
 GENERATOR_VERSION = 1  # bump when the pictures change, so old folders are not taken as current
@@ -282,7 +282,7 @@ def _existing_demo(out_dir: Path, params: dict) -> bool:
     meta = None
     if meta_path.is_file():
         try:
-            meta = json.loads(meta_path.read_text())
+            meta = parse_json(meta_path.read_text())
         except (OSError, ValueError):
             meta = None
     ours = isinstance(meta, dict) and meta.get("format") == FORMAT

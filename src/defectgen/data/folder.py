@@ -23,7 +23,7 @@ import numpy as np
 from rich.progress import track
 
 from defectgen.data.classes import ClassTable
-from defectgen.data.dataset import IMAGE_SUFFIXES, DefectDataset, Item, Skipped, inside
+from defectgen.data.dataset import IMAGE_SUFFIXES, DefectDataset, Item, Skipped, inside, present
 from defectgen.data.imageio import GRAY_MODES, image_size, read_image_pil_mode, read_mask
 from defectgen.errors import DataError
 
@@ -46,7 +46,7 @@ class FolderDataset(DefectDataset):
             mask_path = masks_dir / f"{stem}.png"
             try:
                 inside(root, image_path, "image")
-                if not mask_path.exists():
+                if not present(mask_path, "mask"):
                     raise DataError(
                         f"{image_path}: no mask {mask_path}; save an all-zero mask for a defect-free image"
                     )
@@ -96,11 +96,11 @@ class FolderDataset(DefectDataset):
         for stem, image_path, mask_path in pairs:
             if stem not in values:
                 continue
-            present = values[stem]
+            mask_values = values[stem]
             if binary:
-                class_ids = (1,) if int(present.max()) >= MASK_THRESHOLD else ()
+                class_ids = (1,) if int(mask_values.max()) >= MASK_THRESHOLD else ()
             else:
-                class_ids = tuple(int(v) for v in present if v > 0)
+                class_ids = tuple(int(v) for v in mask_values if v > 0)
             items.append(Item(stem, image_path, class_ids, mask_path))
         notes = ["binary masks thresholded at 128: one class 'defect'"] if binary else []
         super().__init__(
@@ -157,7 +157,7 @@ class ClassFolderDataset(DefectDataset):
                 mask_path = image_path.with_suffix(".png")
                 try:
                     inside(root, image_path, "image")
-                    if mask_path.exists():
+                    if present(mask_path, "mask"):
                         inside(root, mask_path, "mask")
                     elif not free:
                         raise DataError(f"{image_path}: no mask {mask_path.name} beside it")
@@ -166,7 +166,9 @@ class ClassFolderDataset(DefectDataset):
                         raise
                     skipped.append(Skipped(item_id, str(err)))
                     continue
-                items.append(Item(item_id, image_path, class_ids, mask_path if mask_path.exists() else None))
+                items.append(
+                    Item(item_id, image_path, class_ids, mask_path if present(mask_path, "mask") else None)
+                )
         free_names = [f.name for f, free in zip(folders, is_free, strict=True) if free]
         notes = [f"defect-free folders: {', '.join(free_names) or 'none'}"]
         super().__init__(

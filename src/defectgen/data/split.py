@@ -34,7 +34,7 @@ import numpy as np
 from defectgen.data.classes import ClassTable
 from defectgen.data.dataset import DefectDataset, Item
 from defectgen.errors import ConfigError, DataError
-from defectgen.fileio import check_replaceable, starts_with, write_atomic
+from defectgen.fileio import check_replaceable, parse_json, starts_with, write_atomic
 
 FORMAT = "defectgen-split/1"
 
@@ -118,7 +118,7 @@ class Split:
     def load(cls, path: Path) -> Split:
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
+            data = parse_json(path.read_text())
         except FileNotFoundError:
             raise DataError(f"{path}: split file not found; create it with `defectgen split`") from None
         except (OSError, ValueError) as err:

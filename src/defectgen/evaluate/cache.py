@@ -14,7 +14,7 @@ import torch
 import defectgen
 from defectgen.evaluate.config import EvalConfig
 from defectgen.evaluate.schema import RESULTS_FILE
-from defectgen.fileio import claim_folder, write_atomic
+from defectgen.fileio import claim_folder, parse_json, write_atomic
 
 
 def claim_evaluation_folder(out_dir: Path) -> None:
@@ -26,7 +26,7 @@ def claim_evaluation_folder(out_dir: Path) -> None:
 def _is_evaluation(folder: Path) -> bool:
     """An evaluation folder written before folders were marked: its results.json is ours."""
     try:
-        fmt = json.loads((folder / RESULTS_FILE).read_text()).get("format", "")
+        fmt = parse_json((folder / RESULTS_FILE).read_text()).get("format", "")
     except (OSError, ValueError, AttributeError):
         return False
     return str(fmt).startswith("defectgen-eval/")
@@ -64,7 +64,7 @@ def load_keyed(path: Path, key: str) -> dict | None:
     if not path.exists():
         return None
     try:
-        data = json.loads(path.read_text())
+        data = parse_json(path.read_text())
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) and data.get("key") == key else None

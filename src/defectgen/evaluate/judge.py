@@ -13,7 +13,6 @@ Used by `defectgen evaluate` (arms `BASE+NAME:filtered`) and `defectgen synth --
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from defectgen.errors import DataError
 from defectgen.evaluate.config import EvalConfig
 from defectgen.evaluate.scores import pair_scores
 from defectgen.evaluate.segmenter import predict
+from defectgen.fileio import parse_json
 from defectgen.models.unet import build_segmenter
 
 
@@ -68,9 +68,9 @@ class LabelJudge:
             )
         record_path = candidates[0]
         try:
-            record = json.loads(record_path.read_text())
+            record = parse_json(record_path.read_text())
             results = eval_dir / "results.json"
-            settings = json.loads(results.read_text())["config"] if results.is_file() else {}
+            settings = parse_json(results.read_text())["config"] if results.is_file() else {}
         except (OSError, ValueError, KeyError) as err:
             raise DataError(f"{record_path}: unreadable evaluation record ({err})") from err
         encoder = record.get("segmenter", {}).get("encoder") or settings.get("encoder")

@@ -24,7 +24,6 @@ evaluation continues where it stopped and a changed one never reuses stale runs.
 from __future__ import annotations
 
 import datetime
-import json
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -52,7 +51,7 @@ from defectgen.evaluate.judge import accepts, class_thresholds
 from defectgen.evaluate.schema import FORMAT, RESULTS_FILE
 from defectgen.evaluate.scores import MIN_AREAS, THRESHOLDS
 from defectgen.evaluate.set_quality import set_quality
-from defectgen.fileio import write_atomic
+from defectgen.fileio import parse_json, write_atomic
 from defectgen.synthset import read_params, set_fingerprint
 
 __all__ = ["RESULT_COLUMNS", "evaluate", "result_rows"]
@@ -252,7 +251,7 @@ class Evaluation:
         filtered = [(a, s) for a, s in self.jobs if (a, s) not in unfiltered]
 
         def judged_filters() -> dict:  # on rank 0, once the judge (real arm, first seed) is saved
-            judge = json.loads((self.runs_dir / f"real_s{self.judge_seed}.json").read_text())
+            judge = parse_json((self.runs_dir / f"real_s{self.judge_seed}.json").read_text())
             return self.filters_for([arm for arm, _ in filtered], judge, {})
 
         shared: dict[str, dict] = {}

@@ -6,7 +6,6 @@ the measurements; this module runs them for an evaluation folder).
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from defectgen.evaluate import quality
 from defectgen.evaluate.config import EvalConfig
 from defectgen.evaluate.context import EvalContext
 from defectgen.evaluate.sampling import copypaste_pool, dataset_pool
-from defectgen.fileio import file_digest
+from defectgen.fileio import file_digest, parse_json
 from defectgen.models.unet import build_segmenter, unet_shape
 from defectgen.synthset import read_params
 
@@ -252,7 +251,7 @@ def measure_quality(
             "with; run `defectgen evaluate --arms real` into that folder first"
         )
     seed = seeds[0] if judge_seed is None else judge_seed
-    judge = json.loads((eval_dir / "runs" / f"real_s{seed}.json").read_text())
+    judge = parse_json((eval_dir / "runs" / f"real_s{seed}.json").read_text())
     ctx = EvalContext.create(dataset, split, replace(config, arms=["real"]), synthetic)
     results, _ = set_quality(ctx, set(synthetic), checkpoint, eval_dir, {**judge, "seed": seed})
     return results

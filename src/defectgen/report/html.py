@@ -57,8 +57,11 @@ def _inlined_figure(eval_dir: Path, relative: object, title: str) -> str:
     """A figure file under eval_dir, inlined; otherwise a note saying why it is not shown."""
     if not isinstance(relative, str) or not relative:
         return _na(f"{title}: not available (not recorded in results.json).")
-    root = eval_dir.resolve()
-    path = (root / relative).resolve()
+    try:
+        root = eval_dir.resolve()
+        path = (root / relative).resolve()
+    except (RuntimeError, OSError):  # a symbolic link that loops
+        return _na(f"{title}: not available ({relative} is a link that cannot be followed).")
     if not path.is_relative_to(root):
         return _na(f"{title}: not available ({relative} is outside the evaluation folder).")
     if not path.is_file():

@@ -3,11 +3,11 @@ anything is drawn."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from defectgen.errors import DataError
 from defectgen.evaluate.schema import FORMAT, OPTIONAL_OBJECTS, REQUIRED_KEYS, RESULTS_FILE
+from defectgen.fileio import parse_json
 
 
 def load_results(eval_dir: Path) -> dict:
@@ -18,8 +18,8 @@ def load_results(eval_dir: Path) -> dict:
         where = "" if Path(eval_dir).is_dir() else f" (the folder {eval_dir} does not exist either)"
         raise DataError(f"{path} not found{where}: {rerun}")
     try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        results = parse_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise DataError(f"{path} is not readable JSON ({err}): {rerun}") from err
     if not isinstance(results, dict):
         raise DataError(f"{path} holds {type(results).__name__}, not an object: {rerun}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 from importlib import resources
 
 import numpy as np
@@ -22,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from defectgen.fileio import parse_json
 from defectgen.studio.session import MAX_UPLOAD_BYTES, StudioError, StudioSession, mask_from_png
 
 MAX_JSON_BYTES = 40_000_000  # a generate request carries the mask as a PNG data URL
@@ -147,7 +147,7 @@ async def _body(request: Request, limit: int) -> bytes:
 
 async def _json(request: Request) -> dict:
     try:
-        body = json.loads(await _body(request, MAX_JSON_BYTES))
+        body = parse_json(await _body(request, MAX_JSON_BYTES))
     except (ValueError, UnicodeDecodeError):
         raise StudioError("the request body is not JSON") from None
     if not isinstance(body, dict):

@@ -4,7 +4,6 @@ items it was made from, and the set as a dataset with the real classes."""
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ from defectgen.data import SeverstalDataset, open_dataset
 from defectgen.data.dataset import DefectDataset
 from defectgen.data.rle import decode
 from defectgen.errors import DataError
-from defectgen.fileio import read_text
+from defectgen.fileio import parse_json, read_text
 from defectgen.geometry import hole_of
 
 PARAMS_FILE = "synth.json"
@@ -28,7 +27,7 @@ def is_synthset(path: Path) -> bool:
 def read_params(path: Path) -> dict:
     """A synthetic set's synth.json ({} when absent, unreadable or not a mapping)."""
     try:
-        params = json.loads((Path(path) / PARAMS_FILE).read_text())
+        params = parse_json((Path(path) / PARAMS_FILE).read_text())
     except (OSError, ValueError):
         return {}
     return params if isinstance(params, dict) else {}
@@ -43,7 +42,7 @@ def read_records(path: Path) -> dict[int, dict]:
         return records
     for line in read_text(manifest, "manifest").splitlines():
         try:
-            record = json.loads(line)
+            record = parse_json(line)
         except ValueError:
             continue
         records[int(record["index"])] = record
@@ -67,7 +66,7 @@ def painted_region(path: Path, record: dict, masks: np.ndarray) -> np.ndarray:
         return decode(record["painted"], shape)
     params_path = Path(path) / PARAMS_FILE
     try:
-        radius = int(json.loads(params_path.read_text())["hole_dilation"])
+        radius = int(parse_json(params_path.read_text())["hole_dilation"])
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise DataError(
             f"{params_path}: cannot read hole_dilation ({err}); is {path} a `defectgen synth` folder?"

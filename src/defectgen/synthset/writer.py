@@ -31,7 +31,7 @@ from PIL import Image
 
 from defectgen.data.rle import decode, encode
 from defectgen.errors import DataError, DefectgenError
-from defectgen.fileio import write_atomic
+from defectgen.fileio import parse_json, write_atomic
 from defectgen.geometry import count_components
 from defectgen.synthset.reader import MANIFEST, PARAMS_FILE, read_records
 from defectgen.viz import contact_sheet, overlay
@@ -48,7 +48,7 @@ def claim(out_dir: Path, params: dict) -> bool:
     params_path = out_dir / PARAMS_FILE
     if params_path.exists():
         try:
-            existing = json.loads(params_path.read_text())
+            existing = parse_json(params_path.read_text())
         except (OSError, ValueError) as err:
             raise DataError(f"{params_path}: unreadable ({err}); choose another --out") from err
         changed = sorted(k for k in params if not isinstance(existing, dict) or existing.get(k) != params[k])

@@ -19,7 +19,7 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     for run in results["runs"]:
         for key in ("class_mean_pixel_ap", "positive_dice_plain", "kaggle_dice", "fp_rate_defect_free"):
             assert math.isfinite(run["test"][key]), (run["arm"], key)
-    assert {r["arm"] for r in results["runs"]} == {"real", "copypaste", "real+synthetic"}
+    assert {r["arm"] for r in results["runs"]} == {"real", "real+synthetic"}
     assert (out / "synthetic" / "train.csv").exists() and (out / "data_sheet.png").exists()
     # running it again continues: nothing is retrained, the same results come back
     before = (out / "gan" / "checkpoints" / "last.pt").stat().st_mtime

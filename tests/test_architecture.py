@@ -18,7 +18,7 @@ SRC = ROOT / "src" / "defectgen"
 # import its own layer and those below.
 LAYERS = [
     ("foundation", ["defectgen", "errors", "ui", "fileio", "tensors", "settings", "viz", "distributed",
-                    "geometry", "severity"]),
+                    "geometry", "severity", "launch"]),
     ("data", ["data"]),
     ("models", ["models"]),
     ("configs", ["gan.config", "synth_config", "checkpoint"]),

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import re
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from defectgen import launch
 from defectgen.cli_config import config_options
 from defectgen.errors import ConfigError, DefectgenError
 from defectgen.evaluate.config import DEFAULT_ARMS, EvalConfig
@@ -293,7 +293,7 @@ def train(
         )
     dataset = _open(data, skip_bad, labels_complete, covered_ids, image_size)
     last = run_training(dataset, Split.load(split_path), config, out_dir, resume=resume, device=device)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
+    if launch.is_main():  # under torchrun, rank 0 speaks for all
         out.print(f"done: {last}")
 
 
@@ -344,7 +344,7 @@ def synth(
     settings = config()
     dataset = _open(data, skip_bad, labels_complete, covered_ids, image_size)
     summary = synthesize(checkpoint, dataset, Split.load(split_path), out_dir, settings)
-    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for all
+    if not launch.is_main():  # under torchrun, rank 0 speaks for all
         return
     out.print(
         f"{summary['items']} images in {summary['out']} (per class: {summary['images_per_class']}); "
@@ -401,7 +401,7 @@ def evaluate(
         checkpoint=checkpoint,
         split_file=split_path,
     )
-    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for all
+    if not launch.is_main():  # under torchrun, rank 0 speaks for all
         return
     out.print(results_table(results))
     for line in verdict_lines(results):

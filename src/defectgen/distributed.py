@@ -10,7 +10,6 @@ there, and take double-backward R1 penalties — patterns DDP's reducer does not
 from __future__ import annotations
 
 import datetime
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from defectgen import launch
 from defectgen.errors import ConfigError, DefectgenError
+from defectgen.settings import check_precision
 
 LONG_WAIT = datetime.timedelta(hours=48)  # a whole evaluation's step choice or a set's last write
 
@@ -57,9 +58,7 @@ def init(device: str | None = None, timeout: datetime.timedelta | None = None) -
     how long a collective may wait (torch's default, 30 min on gloo, unless given): verbs whose
     rank 0 works alone for long stretches (synth's folder, evaluate's step choice) pass
     `LONG_WAIT`."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    world_size, rank, local_rank = launch.world_size(), launch.rank(), launch.local_rank()
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     resolved = parse_device(device)
@@ -154,8 +153,7 @@ def shutdown(context: Context) -> None:
 
 def resolve_bf16(precision: str, device: torch.device) -> bool:
     """Whether to run under bf16 autocast: `auto` uses it where the hardware supports it."""
-    if precision not in ("auto", "bf16", "fp32"):
-        raise ConfigError(f"precision must be auto, bf16 or fp32, got {precision!r}")
+    check_precision(precision)
     if precision == "fp32":
         return False
     supported = bf16_supported(device)

@@ -20,6 +20,13 @@ from defectgen.fileio import read_text
 MAX_CONFIG_BYTES = 1_000_000  # a config is a few hundred bytes; anything near this is not one
 MAX_STEPS = 10**9  # far beyond any run; bounds what a typo can ask for
 MAX_SEED = 2**63 - 1  # torch.manual_seed and numpy accept seeds up to this
+PRECISIONS = ("auto", "bf16", "fp32")  # auto: bf16 autocast where the hardware supports it
+
+
+def check_precision(value: str, name: str = "precision") -> None:
+    """Refuse a precision setting that is not one of `PRECISIONS`."""
+    if value not in PRECISIONS:
+        raise ConfigError(f"{name} must be auto, bf16 or fp32, got {value!r}")
 
 
 class _ConfigLoader(yaml.SafeLoader):

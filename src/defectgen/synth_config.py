@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from defectgen.errors import ConfigError
-from defectgen.settings import MAX_SEED, setting
+from defectgen.settings import MAX_SEED, check_precision, setting
 
 FORMATS = ("severstal", "folder")
 MODES = ("paint", "harmonize")
@@ -89,6 +89,7 @@ class SynthConfig:
                 f"--background-source must be one of {', '.join(BACKGROUND_SOURCES)}, "
                 f"got {self.background_source!r}"
             )
+        check_precision(self.precision, "--precision")
         self._check_mode()
 
     def _check_mode(self) -> None:

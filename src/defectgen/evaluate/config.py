@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 
 from defectgen.errors import ConfigError
 from defectgen.evaluate.arms import BASES
-from defectgen.settings import MAX_SEED, MAX_STEPS, coerce, setting
+from defectgen.settings import MAX_SEED, MAX_STEPS, check_precision, coerce, setting
 
 MAX_SEEDS = 1000  # seeds per evaluation: each trains every arm once
 STEPS = 2000  # the CPU default budget (benchmarks/segmenter_curve.json)
@@ -138,8 +138,7 @@ class EvalConfig:
             raise ConfigError("val_fraction must be in (0, 1)")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"--lr must be > 0, got {self.lr}")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise ConfigError(f"--precision must be auto, bf16 or fp32, got {self.precision!r}")
+        check_precision(self.precision, "--precision")
 
     def _check_types(self) -> None:
         """Every field of the type it is declared with (a Python caller can pass anything): a list

@@ -24,14 +24,13 @@ evaluation continues where it stopped and a changed one never reuses stale runs.
 from __future__ import annotations
 
 import datetime
-import os
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from defectgen import distributed
+from defectgen import distributed, launch
 from defectgen.data.dataset import DefectDataset
 from defectgen.data.split import Split
 from defectgen.errors import ConfigError, DataError
@@ -80,9 +79,7 @@ def evaluate(
     ctx = EvalContext.create(dataset, split, config, dirs, progress)
     _check_parts(ctx)
     out_dir = Path(out_dir)
-    group = (
-        distributed.init("cpu", distributed.LONG_WAIT) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
-    )
+    group = distributed.init("cpu", distributed.LONG_WAIT) if launch.world_size() > 1 else None
     group = group or distributed.Context(rank=0, world_size=1, device=torch.device("cpu"))
     distributed.on_main(group, lambda: claim_evaluation_folder(out_dir))
     ctx.progress = progress and group.is_main

@@ -12,7 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from defectgen.errors import ConfigError
-from defectgen.settings import MAX_SEED, MAX_STEPS, coerce, dump_yaml, parse_yaml, read_config_file
+from defectgen.settings import (
+    MAX_SEED,
+    MAX_STEPS,
+    check_precision,
+    coerce,
+    dump_yaml,
+    parse_yaml,
+    read_config_file,
+)
 
 INPAINTER_LR, STYLEGAN_LR = 2e-4, 2e-3
 # settings only the inpainter's objective reads (the StyleGAN generator refuses changed values)
@@ -122,8 +130,7 @@ class TrainConfig:
             raise ConfigError(
                 f"batch_size must be an even number >= 2 (diversity pairs), got {self.batch_size}"
             )
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise ConfigError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
+        check_precision(self.precision)
         for name in (
             "r1_interval",
             "ada_interval",

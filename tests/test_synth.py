@@ -681,3 +681,18 @@ def test_png_bytes_round_trips_every_layout_and_keeps_rgb_order(shape):
     decoded = np.asarray(Image.open(io.BytesIO(synthset_writer.png_bytes(pixels))))
     assert decoded.shape == shape[:2] + ((3,) if shape[-1] == 3 else ())
     assert np.array_equal(decoded, pixels.reshape(decoded.shape))
+
+
+def test_severstal_format_takes_backgrounds_of_one_size_and_names_two_sizes_otherwise(tiny_run, tmp_path):
+    """The fixture's images are all 64x48: the Severstal format is written (it was refused with
+    a message saying the sizes differ); backgrounds of two sizes are refused, naming both."""
+    dataset, split, checkpoint, _ = tiny_run
+    config = SynthConfig(n=2, format="severstal", background_source="free")
+    summary = synthesize(checkpoint, dataset, split, tmp_path / "one", config, progress=False)
+    assert summary["items"] == 2 and (tmp_path / "one" / "train.csv").is_file()
+    (tmp_path / "bg").mkdir()
+    write_gray(tmp_path / "bg" / "a.png", np.full((48, 64), 90, np.uint8))
+    write_gray(tmp_path / "bg" / "b.png", np.full((64, 96), 90, np.uint8))
+    config = SynthConfig(n=2, format="severstal", backgrounds=str(tmp_path / "bg"))
+    with pytest.raises(ConfigError, match=r"2 sizes \(e\.g\. 64x48 and 96x64\)"):
+        synthesize(checkpoint, dataset, split, tmp_path / "two", config, progress=False)

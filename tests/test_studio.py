@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from starlette.testclient import TestClient
 
-from conftest import write_gray
+from conftest import FIXTURE, write_gray
 from defectgen.data import open_dataset
 from defectgen.data.split import make_split
 from defectgen.errors import DataError
@@ -429,3 +429,39 @@ def test_paint_generate_keep_in_a_real_browser(run, tmp_path):
             browser.quit()
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_studio_refuses_other_hosts_fractional_ids_and_leaves_no_lock_in_a_foreign_folder(tmp_path):
+    """Host header guard, `class_id: 1.9` refused rather than truncated, an undecodable upload
+    named as data (not an object repr), and a foreign --out left exactly as it was."""
+    from starlette.testclient import TestClient
+
+    dataset = open_dataset(str(FIXTURE))
+    split = make_split(dataset, seed=0)
+    checkpoint = train(dataset, split, TrainConfig(steps=1, **TINY), tmp_path / "run", progress=False)
+    session = StudioSession(checkpoint, dataset, split, tmp_path / "kept")
+    app = create_app(session, "t", ["127.0.0.1"])
+    local = TestClient(app, base_url="http://127.0.0.1")
+    assert local.get("/api/info", headers={"x-studio-token": "t"}).status_code == 200
+    other = TestClient(app, base_url="http://evil.example")
+    assert other.get("/api/info", headers={"x-studio-token": "t"}).status_code == 400
+    key = session.info()["backgrounds"][0]["id"]
+    mask = np.zeros(session.background(key).shape[:2], dtype=bool)
+    mask[4:12, 4:20] = True
+    body = {"background": key, "class_id": 1.9, "seed": 0, "draws": 1, "mask": _png_url(mask)}
+    reply = local.post("/api/generate", json=body, headers={"x-studio-token": "t"})
+    assert reply.status_code == 400 and "expected an integer" in reply.json()["error"]
+    reply = local.post("/api/upload", content=b"not an image at all", headers={"x-studio-token": "t"})
+    assert reply.status_code == 400 and "BytesIO" not in reply.json()["error"]
+    session.close()
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(DataError):
+        StudioSession(checkpoint, dataset, split, foreign)
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+    from defectgen.errors import ConfigError
+    from defectgen.studio import serve
+
+    with pytest.raises(ConfigError, match="pass another --host"):  # not "--port"
+        serve(session, host="no-such-host.invalid", port=0, announce=lambda url: None)

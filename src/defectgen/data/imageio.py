@@ -20,6 +20,7 @@ silence. For every file:
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from pathlib import Path
 
@@ -223,7 +224,9 @@ def _open(path: Path, max_pixels: int, data: bytes | None = None) -> Image.Image
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
         raise DataError(f"{path}: declared size is too large to decode safely ({err})") from err
     except (UnidentifiedImageError, OSError) as err:
-        raise DataError(f"{path}: not a readable image file ({err}); replace or remove it") from err
+        # PIL names an in-memory file by its object repr ("<_io.BytesIO object at 0x…>"): say what it is
+        reason = re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "the data", str(err))
+        raise DataError(f"{path}: not a readable image file ({reason}); replace or remove it") from err
     try:
         _check_header(img, path, max_pixels)
     except BaseException:

@@ -6,6 +6,7 @@ runs the Starlette app (`studio.app`) under uvicorn until interrupted.
 
 from __future__ import annotations
 
+import errno
 import secrets
 import socket
 from pathlib import Path
@@ -29,12 +30,19 @@ def serve(session: StudioSession, host: str = "127.0.0.1", port: int = 8765, ann
         sock.bind((host, port))
     except OSError as err:
         sock.close()
+        if isinstance(err, socket.gaierror) or err.errno == errno.EADDRNOTAVAIL:
+            raise ConfigError(
+                f"cannot listen on {host} ({err.strerror}): not an address of this machine; pass another "
+                "--host (127.0.0.1 for this machine only)"
+            ) from None
         raise ConfigError(f"cannot listen on {host}:{port} ({err.strerror}); pass another --port") from None
     sock.listen(64)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     announce(f"http://{shown}:{bound}/?token={token}")
-    server = uvicorn.Server(uvicorn.Config(create_app(session, token), log_level="warning"))
+    everywhere = host in ("0.0.0.0", "::", "")
+    allowed = ["*"] if everywhere else sorted({host, shown, "localhost", "127.0.0.1", "[::1]"})
+    server = uvicorn.Server(uvicorn.Config(create_app(session, token, allowed), log_level="warning"))
     try:
         server.run(sockets=[sock])
     finally:

@@ -17,6 +17,8 @@ from importlib import resources
 import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -43,7 +45,10 @@ def page_html() -> str:
     return html.replace("/*STUDIO_JS*/", (folder / "studio.js").read_text(encoding="utf-8"))
 
 
-def create_app(session: StudioSession, token: str) -> Starlette:
+def create_app(session: StudioSession, token: str, allowed_hosts: list[str] | None = None) -> Starlette:
+    """The studio's routes behind the token check; with `allowed_hosts`, requests whose Host
+    header names another host are refused (a page of another site rebinding its name to this
+    address cannot reach the studio)."""
     page = page_html()
 
     def authorised(request: Request) -> bool:
@@ -124,7 +129,8 @@ def create_app(session: StudioSession, token: str) -> Starlette:
         Route("/api/jobs/{job}", endpoint(job)),
         Route("/api/keep", endpoint(keep), methods=["POST"]),
     ]
-    return Starlette(routes=routes)
+    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)] if allowed_hosts else []
+    return Starlette(routes=routes, middleware=middleware)
 
 
 def _error(message: str, status: int) -> JSONResponse:
@@ -156,8 +162,8 @@ async def _json(request: Request) -> dict:
 
 
 def _int(value) -> int:
-    if isinstance(value, bool):
-        raise StudioError(f"expected an integer, got {value!r}")
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise StudioError(f"expected an integer, got {value!r}")  # never 1.9 -> 1
     try:
         return int(value)
     except (TypeError, ValueError, OverflowError):

@@ -278,6 +278,7 @@ def locked(out_dir: Path, wait: float = 0.0, who: str = "synth"):
     its whole run and gives up at once when another holds it (`wait` 0); the studio holds it
     per kept image and waits up to `wait` s. Busy past that: `FolderBusy`."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    created = not (out_dir / ".lock").exists()
     handle = open(out_dir / ".lock", "a+")
     deadline = time.monotonic() + wait
     while True:
@@ -294,6 +295,10 @@ def locked(out_dir: Path, wait: float = 0.0, who: str = "synth"):
             time.sleep(0.05)
     try:
         yield
+    except BaseException:
+        if created and not (out_dir / PARAMS_FILE).exists():  # refused before it was ours: leave no trace
+            (out_dir / ".lock").unlink(missing_ok=True)
+        raise
     finally:
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()

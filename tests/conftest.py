@@ -66,9 +66,9 @@ def record_reads(dataset, monkeypatch, names=("load_image", "load_masks")) -> li
     return reads
 
 
-def folder_dataset(root: Path, images: int, seed: int) -> Path:
-    """images/ + masks/ (index PNGs) + classes.txt: textured grey images, half of them with a dark
-    blob (class 1) and/or a bright scratch (class 2)."""
+def folder_dataset(root: Path, images: int, seed: int, defect_free: bool = True) -> Path:
+    """images/ + masks/ (index PNGs) + classes.txt: textured grey images, half of them (all,
+    without `defect_free`) with a dark blob (class 1) and/or a bright scratch (class 2)."""
     rng = np.random.default_rng(seed)
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
@@ -76,7 +76,7 @@ def folder_dataset(root: Path, images: int, seed: int) -> Path:
     for i in range(images):
         image = rng.normal(128, 12, (64, 96)).clip(0, 255)
         mask = np.zeros((64, 96), np.uint8)
-        if i % 2:
+        if i % 2 or not defect_free:
             kinds = [1, 2, (1, 2)][(i // 2) % 3]
             for k in np.atleast_1d(kinds):
                 y, x = int(rng.integers(8, 48)), int(rng.integers(8, 80))

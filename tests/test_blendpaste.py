@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import write_gray
+from conftest import folder_dataset, write_gray
 from defectgen.data import open_dataset
 from defectgen.evaluate.sampling import copypaste_pool
 
@@ -135,3 +135,22 @@ def test_a_defect_blended_next_to_another_keeps_its_contrast(two_brightness_data
     full[30:47, 30:47] = label
     assert (image[full] < 120).all(), image[full].max()
     assert not (region & taken).any() and np.array_equal(image[taken], before[taken])
+
+
+def test_without_defect_free_images_defects_are_pasted_beside_the_old_ones(tmp_path):
+    """A training half with no defect-free image (many steel sets): copy-paste and blendpaste
+    paste onto the defect images, off their defects, and label both (it stopped with a
+    ValueError after the first arms had trained)."""
+    dataset = open_dataset(str(folder_dataset(tmp_path / "data", images=12, seed=5, defect_free=False)))
+    indices = list(range(len(dataset)))
+    assert all(dataset.items[i].class_ids for i in indices)
+    for blend in (False, True):
+        pool = copypaste_pool(dataset, indices, 10, seed=1, blend=blend)
+        pasted_any = False
+        for n in range(10):
+            image, masks, _, _ = pool.get(n)
+            backgrounds = [i for i in indices if dataset.items[i].item_id in pool.sources_used]
+            own = [dataset[i].masks for i in backgrounds if dataset[i].image.shape == image.shape]
+            assert any((m <= masks).all() for m in own)  # some background's own defects stay labelled
+            pasted_any |= int(masks.sum()) > min(int(m.sum()) for m in own)
+        assert pasted_any

@@ -29,6 +29,7 @@ import torch
 
 from defectgen.data.dataset import DefectDataset
 from defectgen.data.patches import pad_to_crop
+from defectgen.errors import DataError
 from defectgen.geometry import find_components
 from defectgen.paste import DefectPaster
 from defectgen.tensors import image_to_tensor
@@ -125,22 +126,29 @@ def copypaste_pool(
     rules of `defectgen.paste` (real counts, position prior, flips, no overlap); with `blend`,
     Poisson-blended, the blended ring outside the label ignored by the loss. Image n is a
     function of (seed, n): the same placements with and without `blend`. The classes of each
-    image are planned up front, so crops are class-balanced like every other extra stream."""
+    image are planned up front, so crops are class-balanced like every other extra stream.
+
+    Without defect-free images (many steel sets), the defects are pasted onto the defect
+    images instead, away from the defects they hold, and both are labelled: `synth`'s
+    `labelled` backgrounds."""
     free = [i for i in indices if not dataset.items[i].class_ids]
-    if not free or not any(dataset.items[i].class_ids for i in indices):
-        raise ValueError("copy-paste needs defect-free and defect images in the training half")
+    defective = [i for i in indices if dataset.items[i].class_ids]
+    if not defective:
+        raise DataError("copy-paste needs defect images in the training half; use a larger --label-fraction")
+    backgrounds = free or defective
     paster = DefectPaster(dataset, indices)
     used: set[str] = set()
     prefix = "blendpaste" if blend else "copypaste"
 
     def draw(number: int) -> tuple[np.random.Generator, int, list[int]]:
         rng = np.random.default_rng([seed, number, COPYPASTE_STREAM])
-        return rng, free[int(rng.integers(len(free)))], paster.plan(rng)
+        return rng, backgrounds[int(rng.integers(len(backgrounds)))], paster.plan(rng)
 
     def load(number: int):
         rng, background, plan = draw(number)
         used.add(dataset.items[background].item_id)
-        pasted = paster.paste(rng, dataset.load_image(background), plan, blend=blend)
+        existing = None if free else dataset.load_masks(background)
+        pasted = paster.paste(rng, dataset.load_image(background), plan, blend=blend, existing=existing)
         used.update(d["source"] for d in pasted.defects)
         ignore = pasted.changed & ~pasted.masks.any(axis=0) if blend else None
         return pasted.image, pasted.masks, ignore

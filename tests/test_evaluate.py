@@ -505,7 +505,7 @@ def test_torchrun_shares_the_runs_and_gives_the_single_process_results(bench, tm
         "evaluate", str(work / "data"), "--split", str(work / "split.json"),
         "--synthetic", f"tiles={work / 'synth'}", "--out", None, "--seeds", "2", "--steps", "3",
         "--size", "32", "--batch-size", "4", "--arms", "real,real+tiles,oversample+tiles:filtered",
-        "--precision", "fp32",
+        "--precision", "fp32", "--quality-samples", "0", "--no-curve",  # the sharing, not the extras
     ]  # fmt: skip
     at = args.index(None)
     one_thread = {**os.environ, "OMP_NUM_THREADS": "1"}  # float sums depend on the thread count

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from starlette.testclient import TestClient
 
-from conftest import FIXTURE, write_gray
+from conftest import write_gray
 from defectgen.data import open_dataset
 from defectgen.data.split import make_split
 from defectgen.errors import DataError
@@ -431,14 +431,10 @@ def test_paint_generate_keep_in_a_real_browser(run, tmp_path):
         server.wait(timeout=30)
 
 
-def test_studio_refuses_other_hosts_fractional_ids_and_leaves_no_lock_in_a_foreign_folder(tmp_path):
+def test_studio_refuses_other_hosts_fractional_ids_and_leaves_no_lock_in_a_foreign_folder(run, tmp_path):
     """Host header guard, `class_id: 1.9` refused rather than truncated, an undecodable upload
     named as data (not an object repr), and a foreign --out left exactly as it was."""
-    from starlette.testclient import TestClient
-
-    dataset = open_dataset(str(FIXTURE))
-    split = make_split(dataset, seed=0)
-    checkpoint = train(dataset, split, TrainConfig(steps=1, **TINY), tmp_path / "run", progress=False)
+    dataset, split, checkpoint, _ = run
     session = StudioSession(checkpoint, dataset, split, tmp_path / "kept")
     app = create_app(session, "t", ["127.0.0.1"])
     local = TestClient(app, base_url="http://127.0.0.1")

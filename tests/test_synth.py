@@ -661,7 +661,7 @@ def test_torchrun_failure_on_one_process_stops_all(tiny_run, tmp_path):
     )  # fmt: skip
     assert result.returncode != 0
     assert "not empty and holds no defectgen images" in result.stderr + result.stdout
-    assert sorted(p.name for p in (tmp_path / "busy").iterdir()) == [".lock", "notes.txt"]
+    assert sorted(p.name for p in (tmp_path / "busy").iterdir()) == ["notes.txt"]  # untouched, no .lock
     # rank 0 finding the folder locked by another synth: every process says so and stops
     out = tmp_path / "locked"
     out.mkdir()

@@ -104,10 +104,10 @@ def _train_seconds(gan: Path) -> float:
 
 
 def measure(args, checkpoint: Path, synth: Path) -> dict:
-    from defectgen.checkpoint import load_generator
     from defectgen.data import open_dataset
     from defectgen.data.split import Split
     from defectgen.evaluate import EvalConfig, measure_quality
+    from defectgen.gan.checkpoint import load_generator
 
     dataset = open_dataset(str(DATA))
     split = Split.load(args.split)
@@ -198,7 +198,7 @@ def severity_response(G, dataset, split, checkpoint: Path, name: str) -> dict:
     level. Also writes `docs/severity_<name>.png`: per class one mask at rising severity."""
     from scipy.stats import spearmanr
 
-    from defectgen.checkpoint import load_checkpoint, load_generator
+    from defectgen.gan.checkpoint import load_checkpoint, load_generator
     from defectgen.geometry import find_components, hole_radius
     from defectgen.painter import paint_one
     from defectgen.severity import SeverityTable, contrast, grey

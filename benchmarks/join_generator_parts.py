@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from defectgen.checkpoint import FORMAT, save_checkpoint
+from defectgen.gan.checkpoint import FORMAT, save_checkpoint
 
 
 def main(src: Path, out: Path) -> None:

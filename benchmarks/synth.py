@@ -38,10 +38,10 @@ def child(preset: str, precision: str, tile: str, n: int, batch: int, work: Path
 
     import defectgen.painter as painter
     import defectgen.synth as synth_module
-    from defectgen.checkpoint import save_checkpoint
     from defectgen.data import open_dataset
     from defectgen.data.demo import generate_demo
     from defectgen.data.split import make_split
+    from defectgen.gan.checkpoint import save_checkpoint
     from defectgen.gan.config import TrainConfig
     from defectgen.models import PRESETS
     from defectgen.synth_config import SynthConfig

@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from conftest import FIXTURE
-from defectgen.checkpoint import load_checkpoint
 from defectgen.data import open_dataset
 from defectgen.data.split import make_split
 from defectgen.errors import ConfigError
 from defectgen.gan import losses
+from defectgen.gan.checkpoint import load_checkpoint
 from defectgen.gan.config import TrainConfig
 from defectgen.gan.train import train
 from defectgen.models import preset

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from conftest import FIXTURE, TINY
-from defectgen.checkpoint import load_checkpoint, load_generator
 from defectgen.data import open_dataset
 from defectgen.data.patches import DefectCrops
 from defectgen.data.split import make_split
 from defectgen.errors import ConfigError, DataError
+from defectgen.gan.checkpoint import load_checkpoint, load_generator
 from defectgen.gan.config import TrainConfig
 from defectgen.gan.train import train
 from defectgen.models import PRESETS

@@ -133,7 +133,7 @@ def test_generate_and_keep_write_the_painted_mask(client, run):
 
 
 def test_same_seed_same_picture_as_synth_paints(client, run):
-    from defectgen.checkpoint import load_generator
+    from defectgen.gan.checkpoint import load_generator
     from defectgen.painter import paint_one
     from defectgen.synthset.writer import png_bytes
 
@@ -157,7 +157,7 @@ def test_severity_is_painted_as_synth_paints_it_and_recorded(client, run):
     """The severity control: what `paint_one(..., severity=s)` paints, kept with its severity."""
     import contextlib
 
-    from defectgen.checkpoint import load_generator
+    from defectgen.gan.checkpoint import load_generator
     from defectgen.painter import paint_one
     from defectgen.synthset.writer import png_bytes
 

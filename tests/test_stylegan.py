@@ -15,11 +15,11 @@ import torch
 
 from conftest import FIXTURE
 from defectgen import synth as synth_module
-from defectgen.checkpoint import CheckpointError, load_checkpoint, load_generator
 from defectgen.cli import main
 from defectgen.data import open_dataset
 from defectgen.data.split import make_split
 from defectgen.errors import ConfigError, DataError
+from defectgen.gan.checkpoint import CheckpointError, load_checkpoint, load_generator
 from defectgen.gan.config import TrainConfig
 from defectgen.gan.train import train
 from defectgen.masks import build_mask_source

@@ -22,12 +22,12 @@ from PIL import Image
 from conftest import FIXTURE, TINY, write_gray
 from defectgen import painter
 from defectgen import synth as synth_module
-from defectgen.checkpoint import load_checkpoint, load_generator, save_checkpoint
 from defectgen.data import SeverstalDataset, open_dataset
 from defectgen.data.demo import generate_demo
 from defectgen.data.rle import decode
 from defectgen.data.split import make_split
 from defectgen.errors import ConfigError, DataError, DefectgenError
+from defectgen.gan.checkpoint import load_checkpoint, load_generator, save_checkpoint
 from defectgen.gan.config import TrainConfig
 from defectgen.gan.train import train
 from defectgen.synth import synthesize

@@ -15,12 +15,12 @@ import torch
 import yaml
 
 from conftest import record_reads
-from defectgen.checkpoint import CheckpointError, load_checkpoint
 from defectgen.cli import main
 from defectgen.data import open_dataset
 from defectgen.data.split import make_split
 from defectgen.errors import ConfigError, DataError
 from defectgen.gan import losses
+from defectgen.gan.checkpoint import CheckpointError, load_checkpoint
 from defectgen.gan.config import INPAINTER_ONLY, TrainConfig, apply_overrides
 from defectgen.gan.train import DivergenceError, train
 from defectgen.models import PRESETS
@@ -146,7 +146,7 @@ def test_resume_of_a_run_from_another_version_is_refused_with_what_to_do(tiny, t
 def test_a_run_stores_its_whole_model_spec_and_only_the_spec_builds_its_models(tiny, tmp_path, monkeypatch):
     """config.yaml and every checkpoint hold the whole spec; editing the preset afterwards
     changes neither what synthesis builds nor what a resumed run trains."""
-    from defectgen.checkpoint import load_generator
+    from defectgen.gan.checkpoint import load_generator
     from defectgen.models import preset
 
     dataset, split = tiny

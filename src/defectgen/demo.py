@@ -11,12 +11,12 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from defectgen.checkpoint import CheckpointError, load_checkpoint
 from defectgen.data import open_dataset
 from defectgen.data.demo import generate_demo, write_demo_sheet
 from defectgen.data.split import Split, make_split
 from defectgen.evaluate import EvalConfig, evaluate
 from defectgen.fileio import claim_folder
+from defectgen.gan.checkpoint import CheckpointError, load_checkpoint
 from defectgen.gan.config import TrainConfig
 from defectgen.gan.train import train
 from defectgen.report import write_report

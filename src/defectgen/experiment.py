@@ -141,7 +141,7 @@ def run_experiment(
 
 
 def _generator(dataset, split, config: ExperimentConfig, g: int, out_dir: Path, progress: bool) -> Path:
-    from defectgen.checkpoint import load_checkpoint
+    from defectgen.gan.checkpoint import load_checkpoint
     from defectgen.gan.config import TrainConfig, apply_overrides
     from defectgen.gan.train import train
 

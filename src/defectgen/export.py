@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from defectgen.checkpoint import load_generator
 from defectgen.errors import ConfigError, DefectgenError
 from defectgen.fileio import file_digest, parse_json, write_atomic
+from defectgen.gan.checkpoint import load_generator
 from defectgen.geometry import hole_radius
 from defectgen.models import composite
 from defectgen.severity import DEFAULT_SEVERITY

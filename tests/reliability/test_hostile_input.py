@@ -459,7 +459,7 @@ def test_a_test_half_without_defects_is_not_scored(split_file, tmp_path, capsys)
 def test_a_file_that_is_no_checkpoint_is_called_so(head, tmp_path):
     """A PNG as --checkpoint or --encoder-weights is not 'a hostile pickle', and nobody is
     advised to load it with weights_only=False."""
-    from defectgen.checkpoint import CheckpointError, load_checkpoint
+    from defectgen.gan.checkpoint import CheckpointError, load_checkpoint
     from defectgen.models.unet import build_segmenter, load_encoder_weights
 
     path = tmp_path / "picture.pt"

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from defectgen.checkpoint import CheckpointError, load_checkpoint
 from defectgen.cli import main
 from defectgen.data import open_dataset
 from defectgen.data.split import make_split
 from defectgen.errors import DataError
+from defectgen.gan.checkpoint import CheckpointError, load_checkpoint
 from defectgen.gan.config import TrainConfig
 from defectgen.gan.train import train
 
@@ -97,7 +97,7 @@ def test_kill_9_during_training_then_resume(split_file, tmp_path):
 
 
 def test_disk_full_while_checkpointing(tmp_path, monkeypatch):
-    import defectgen.checkpoint as checkpoint_module
+    import defectgen.gan.checkpoint as checkpoint_module
 
     dataset = open_dataset(str(FIXTURE))
     split = make_split(dataset, seed=0)

@@ -154,7 +154,7 @@ def _measure(
 
 
 def _diversity(checkpoint, synthetic, features, config, use_bf16, real_crops, space) -> dict:
-    from defectgen.checkpoint import load_generator
+    from defectgen.gan.checkpoint import load_generator
     from defectgen.tensors import image_to_tensor
 
     G, _, _, _ = load_generator(Path(checkpoint))

@@ -35,13 +35,13 @@ from rich.text import Text
 from torchvision.utils import make_grid
 
 from defectgen import distributed
-from defectgen.checkpoint import CheckpointError, link_atomically, load_checkpoint, save_checkpoint
 from defectgen.data.dataset import DefectDataset
 from defectgen.data.patches import DefectCrops
 from defectgen.data.split import Split
 from defectgen.errors import ConfigError, DefectgenError
 from defectgen.fileio import OWNER_MARK, claim_folder, file_digest
 from defectgen.gan.augment import AdaptiveAugment
+from defectgen.gan.checkpoint import CheckpointError, link_atomically, load_checkpoint, save_checkpoint
 from defectgen.gan.config import TrainConfig
 from defectgen.gan.objective import Objective, StyleGANObjective
 from defectgen.models import composite, count_parameters

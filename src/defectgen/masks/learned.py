@@ -94,7 +94,7 @@ class LearnedMasks:
     def from_run(cls, run: str | Path, bank: RealMaskBank, classes) -> LearnedMasks:
         """The StyleGAN generator of `run` (a run folder: its last checkpoint; or a checkpoint file),
         checked against the data's class table `classes`."""
-        from defectgen.checkpoint import load_checkpoint, load_generator
+        from defectgen.gan.checkpoint import load_checkpoint, load_generator
 
         path = stylegan_checkpoint(run)
         G, trained, _, _ = load_generator(path, "cpu", expect="stylegan")

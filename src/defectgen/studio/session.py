@@ -24,13 +24,13 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from defectgen.checkpoint import load_generator
 from defectgen.data.dataset import DefectDataset
 from defectgen.data.imageio import read_image
 from defectgen.data.split import Split
 from defectgen.distributed import parse_device, resolve_bf16
 from defectgen.errors import DataError, DefectgenError
 from defectgen.fileio import file_digest, write_atomic
+from defectgen.gan.checkpoint import load_generator
 from defectgen.geometry import components, hole_of, hole_radius
 from defectgen.painter import paint_one
 from defectgen.severity import DEFAULT_SEVERITY

@@ -155,3 +155,40 @@ def test_composed_masks_never_enter_the_avoided_region(defects_only):
         assert not (masks.any(0) & avoid).any()
     with pytest.raises(ValueError, match="avoid must be bool"):
         composer.compose(rng, 48, 96, avoid=np.zeros((4, 4), bool))
+
+
+def test_backgrounds_folder_with_test_images_is_refused_and_defect_images_warned(
+    defects_only, tmp_path, capsys
+):
+    """Lineage (#32 item 3): a --backgrounds folder holding a copy of a test-half image is refused
+    (the test image would reach training), one holding a training defect image is painted on with
+    a warning (its defects are not labelled); byte-identical copies under any name count."""
+    import shutil
+
+    from defectgen.errors import DataError
+
+    dataset, split, checkpoint = defects_only
+    test_item = dataset.items[dataset.index_of(split.test[0])]
+    train_item = dataset.items[dataset.index_of(split.train[0])]
+    leaky = tmp_path / "leaky"
+    leaky.mkdir()
+    shutil.copy(test_item.image_path, leaky / "renamed.png")
+    with pytest.raises(
+        DataError, match=f"copies of this split's test half.*renamed.png = {test_item.item_id}"
+    ):
+        synthesize(
+            checkpoint, dataset, split, tmp_path / "a", SynthConfig(n=2, backgrounds=leaky), progress=False
+        )
+    assert not (tmp_path / "a").exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    shutil.copy(train_item.image_path, mine / "copy.png")
+    write_gray(mine / "other.png", np.full((48, 96), 90.0))
+    from defectgen.ui import console
+
+    with console.capture() as captured:
+        synthesize(
+            checkpoint, dataset, split, tmp_path / "b", SynthConfig(n=2, backgrounds=mine), progress=False
+        )
+    text = " ".join(captured.get().split())
+    assert "1 image(s) are the dataset's own defect images (first: copy.png)" in text

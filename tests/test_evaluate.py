@@ -16,7 +16,7 @@ from torch import nn
 from conftest import folder_dataset
 from defectgen.cli import main
 from defectgen.data import open_dataset
-from defectgen.data.split import Split, carve_validation, make_split
+from defectgen.data.split import Split, carve_validation, fit_split, make_split
 from defectgen.errors import ConfigError, DataError
 from defectgen.evaluate import (
     EvalConfig,
@@ -152,15 +152,18 @@ def test_arm_grammar():
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     """A small folder dataset (2 classes, 64x96 images), its split, a 2-step tiny GAN and a
-    synthetic set of 8 items: enough for every arm to run in seconds."""
+    synthetic set of 8 items, both made on the fit part (as `experiment` does): enough for every
+    arm to run in seconds."""
     work = tmp_path_factory.mktemp("bench")
     data = folder_dataset(work / "data", images=40, seed=1)
     dataset = open_dataset(str(data))
     split = make_split(dataset, test_fraction=0.5, seed=0)
     split.save(work / "split.json")
-    checkpoint = train(dataset, split, TrainConfig(steps=2, **TINY_GAN), work / "gan", progress=False)
+    fit = fit_split(split, dataset, EvalConfig().val_fraction)
+    fit.save(work / "fit_split.json")
+    checkpoint = train(dataset, fit, TrainConfig(steps=2, **TINY_GAN), work / "gan", progress=False)
     synthesize(
-        checkpoint, dataset, split, work / "synth", SynthConfig(n=8, seed=0, format="folder"), progress=False
+        checkpoint, dataset, fit, work / "synth", SynthConfig(n=8, seed=0, format="folder"), progress=False
     )
     return dataset, split, checkpoint, work
 
@@ -560,24 +563,84 @@ def test_the_segmenter_trains_any_number_of_steps(steps):
     assert len(log["curve"]) == steps
 
 
+def _edited_set(source: Path, target: Path, params=None, background=None) -> Path:
+    """A copy of the set at `source` whose synth.json is changed by `params` (a dict -> dict
+    function) and whose first manifest record names `background`."""
+    shutil.copytree(source, target)
+    if params is not None:
+        (target / "synth.json").write_text(
+            json.dumps(params(json.loads((target / "synth.json").read_text())))
+        )
+    if background is not None:
+        lines = (target / "manifest.jsonl").read_text().splitlines()
+        lines[0] = json.dumps({**json.loads(lines[0]), "background": background})
+        (target / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    return target
+
+
 def test_a_set_made_from_test_images_or_not_made_by_synth_is_refused(bench, tmp_path):
+    """Lineage (#32): a set whose split, generator or manifest reaches this split's test half, a set
+    of another dataset, a set without lineage and a folder that is not a set are refused; the
+    untouched set is accepted."""
+    from defectgen.data.lineage import lineage
+
     dataset, split, checkpoint, work = bench
     swapped = Split(**{**split.__dict__, "train": split.test, "test": split.train})
-    synthesize(
-        checkpoint,
-        dataset,
-        swapped,
-        tmp_path / "leaky",
-        SynthConfig(n=4, seed=0, format="folder"),
-        progress=False,
+    with pytest.raises(DataError, match="test half"):  # synth refuses the generator for that split
+        synthesize(
+            checkpoint, dataset, swapped, tmp_path / "x", SynthConfig(n=4, format="folder"), progress=False
+        )
+    test_item = split.test[0]
+    cases = {
+        "split": (
+            lambda p: {**p, "lineage": {**p["lineage"], **lineage(swapped, swapped.train)}},
+            None,
+            "test half",
+        ),
+        "generator": (
+            lambda p: {**p, "lineage": {**p["lineage"], "generator": lineage(swapped, swapped.train)}},
+            None,
+            "test half",
+        ),
+        "manifest": (None, test_item, "test image"),
+        "dataset": (
+            lambda p: {**p, "lineage": {**p["lineage"], "dataset_fingerprint": "0" * 16}},
+            None,
+            "another dataset",
+        ),
+        "unrecorded": (lambda p: {k: v for k, v in p.items() if k != "lineage"}, None, "does not record"),
+    }  # fmt: skip
+    config = EvalConfig(**{**SMALL, "arms": ["real", "real+tiles"], "declared_arms": []})
+    for name, (params, background, message) in cases.items():
+        leaky = _edited_set(work / "synth", tmp_path / name, params, background)
+        with pytest.raises(DataError, match=message):
+            EvalContext.create(dataset, split, config, {"tiles": leaky})
+    with pytest.raises(DataError, match="not a `defectgen synth` folder"):
+        EvalContext.create(dataset, split, config, {"tiles": work / "data"})
+    ctx = EvalContext.create(dataset, split, config, {"tiles": work / "synth"})
+    assert ctx.lineages["tiles"]["validation_items_read"] == 0 and ctx.lineages["tiles"]["items_read"] > 0
+
+
+def test_a_set_made_from_validation_items_is_measured_but_cannot_carry_the_claim(bench, tmp_path):
+    from defectgen.data.lineage import lineage
+    from defectgen.evaluate.arms import parse_arms
+    from defectgen.evaluate.run import declared_arms
+
+    dataset, split, _, work = bench
+    whole = _edited_set(
+        work / "synth", tmp_path / "whole", lambda p: {**p, "lineage": lineage(split, split.train)}
     )
     config = EvalConfig(**{**SMALL, "arms": ["real", "real+tiles"]})
-    with pytest.raises(DataError, match="test image"):
-        evaluate(
-            dataset, split, tmp_path / "e", config, synthetic={"tiles": tmp_path / "leaky"}, progress=False
-        )
-    with pytest.raises(DataError, match="not a `defectgen synth` folder"):
-        evaluate(dataset, split, tmp_path / "e", config, synthetic={"tiles": work / "data"}, progress=False)
+    ctx = EvalContext.create(dataset, split, config, {"tiles": whole})
+    assert ctx.lineages["tiles"]["validation_items_read"] == len(ctx.validation) > 0
+    arms = parse_arms(config.arms, ("tiles",))
+    assert declared_arms(config, arms, ctx.lineages) == []  # the implicit claim is dropped
+    assert [a.name for a in declared_arms(config, arms, {"tiles": {"validation_items_read": 0}})] == [
+        "real+tiles"
+    ]
+    explicit = EvalConfig(**{**SMALL, "arms": ["real", "real+tiles"], "declared_arms": ["real+tiles"]})
+    with pytest.raises(DataError, match="validation items"):
+        declared_arms(explicit, arms, ctx.lineages)
 
 
 @pytest.mark.parametrize(

@@ -55,6 +55,22 @@ def test_the_experiment_declares_the_painted_sets_and_pools_two_generators(finis
     assert (out / "eval" / "report.html").is_file()
 
 
+def test_a_generator_killed_before_its_first_checkpoint_trains_again(finished, tmp_path):
+    """A generator folder holding only its config (killed before the first checkpoint) is
+    continued, not refused with "already holds a run" (the mission's own run stopped there)."""
+    import shutil
+
+    from defectgen.experiment import _generator
+
+    data, out = finished
+    dataset, split = open_dataset(str(data)), Split.load(out / "fit_split.json")
+    shutil.copytree(out / "gan_g1", tmp_path / "gan_g1")
+    shutil.rmtree(tmp_path / "gan_g1" / "checkpoints")
+    config = build_config(ExperimentConfig, overrides=["gan_steps=2", *TINY_SETTINGS])
+    last = _generator(dataset, split, config, 1, tmp_path, progress=False)
+    assert last == tmp_path / "gan_g1" / "checkpoints" / "last.pt" and last.is_file()
+
+
 def test_generators_and_sets_see_the_fit_part_only(finished):
     data, out = finished
     dataset = open_dataset(str(data))

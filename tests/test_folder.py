@@ -2,6 +2,8 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from conftest import write_gray
@@ -121,3 +123,48 @@ def test_decompression_bomb_refused_before_decoding(tmp_path):
 def test_unknown_spec():
     with pytest.raises(DataError, match="not a dataset"):
         open_dataset("/no/such/place")
+
+
+def _rgb_folder(root, images, suffix=".png"):
+    """images/ + masks/ of the given uint8 [H, W, 3] arrays, one class."""
+    (root / "images").mkdir(parents=True)
+    for i, image in enumerate(images):
+        Image.fromarray(image, "RGB").save(root / "images" / f"im{i}{suffix}", quality=95)
+        mask = np.zeros(image.shape[:2], np.uint8)
+        mask[2:6, 2:6] = 1 if i % 2 else 0
+        write_gray(root / "masks" / f"im{i}.png", mask)
+    return root
+
+
+def test_grey_content_stored_as_colour_is_read_as_grey(tmp_path):
+    """#32 item 14: grey images saved as RGB (PNG exactly, JPEG within rounding) are a grey
+    dataset, said in the notes; one image with colour in the sample makes it colour."""
+    rng = np.random.default_rng(0)
+    grey = [np.repeat(rng.integers(0, 256, (32, 48, 1), dtype=np.uint8), 3, axis=2) for _ in range(6)]
+    for suffix in (".png", ".jpg"):
+        dataset = open_dataset(str(_rgb_folder(tmp_path / suffix[1:], grey, suffix)))
+        assert dataset.channels == 1 and dataset[0].image.shape == (32, 48, 1)
+        assert any("grey images stored as RGB" in note for note in dataset.notes)
+    tinted = [image.copy() for image in grey]
+    tinted[3][10, 10, 0] = tinted[3][10, 10, 1] ^ 0x40  # one pixel of colour
+    colour = open_dataset(str(_rgb_folder(tmp_path / "colour", tinted)))
+    assert colour.channels == 3 and not any("grey images" in note for note in colour.notes)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 20), st.integers(1, 20)),
+    seed=st.integers(0, 2**32 - 1),
+    shift=st.integers(-255, 255),
+)
+def test_a_colour_file_is_grey_exactly_when_its_channels_agree(tmp_path_factory, shape, seed, shift):
+    from defectgen.data.imageio import GREY_TOLERANCE, stored_mode
+
+    rng = np.random.default_rng(seed)
+    image = np.repeat(rng.integers(0, 256, (*shape, 1), dtype=np.uint8), 3, axis=2)
+    y, x = rng.integers(0, shape[0]), rng.integers(0, shape[1])
+    image[y, x, 2] = np.clip(int(image[y, x, 2]) + shift, 0, 255)
+    path = tmp_path_factory.mktemp("grey") / "image.png"
+    Image.fromarray(image, "RGB").save(path)
+    spread = int(image[y, x].max()) - int(image[y, x].min())
+    assert stored_mode(path) == ("RGB", spread <= GREY_TOLERANCE)

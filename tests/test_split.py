@@ -70,6 +70,52 @@ def test_foreign_split_refused(magnetic_tile_dir, tmp_path):
         split.check(tiles)
 
 
+def _two_images(root: Path, value: float) -> DefectDataset:
+    for name, mask in (("a", np.zeros((8, 8))), ("b", np.ones((8, 8)))):
+        write_gray(root / "images" / f"{name}.png", np.full((8, 8), value) + np.arange(8))
+        write_gray(root / "masks" / f"{name}.png", mask)
+    return open_dataset(str(root))
+
+
+def test_the_fingerprint_reads_content_not_only_names(tmp_path):
+    """Lineage (#32 item 5): the same file names with other pixels (same file sizes) or other
+    labels are another dataset; the same content under another root is the same one."""
+    first = _two_images(tmp_path / "first", 10)
+    split = make_split(first, seed=0)
+    assert _two_images(tmp_path / "copy", 10).fingerprint() == first.fingerprint()
+    other = _two_images(tmp_path / "other", 20)
+    assert (tmp_path / "other/images/a.png").stat().st_size == (
+        tmp_path / "first/images/a.png"
+    ).stat().st_size
+    assert other.fingerprint() != first.fingerprint()
+    with pytest.raises(DataError, match="other content"):
+        split.check(other)
+    relabelled = _two_images(tmp_path / "relabelled", 10)
+    assert relabelled.fingerprint() == first.fingerprint()
+    write_gray(tmp_path / "relabelled/masks/b.png", np.pad(np.ones((4, 4)), 2))  # same class, other pixels
+    assert open_dataset(str(tmp_path / "relabelled")).fingerprint() != first.fingerprint()
+    assert relabelled.fingerprint() == first.fingerprint()  # computed once per opened dataset
+
+
+def test_fit_out_writes_the_fit_part_as_a_split(tiny_dataset, tmp_path):
+    """`split --fit-out`: the training half without the evaluation's validation part, the rest
+    its test part; what `experiment` trains generators on."""
+    from defectgen.data.split import carve_validation
+
+    assert (
+        main(["split", str(TINY), "--out", str(tmp_path / "s.json"), "--fit-out", str(tmp_path / "f.json")])
+        == 0
+    )
+    dataset = tiny_dataset
+    split, fit = Split.load(tmp_path / "s.json"), Split.load(tmp_path / "f.json")
+    keep, validation = carve_validation(dataset, split.indices(dataset, "train"), 0.2)
+    assert set(fit.train) == {dataset.items[i].item_id for i in keep}
+    assert set(fit.test) == set(split.test) | {dataset.items[i].item_id for i in validation}
+    assert validation and fit.digest() != split.digest()
+    assert main(["split", str(TINY), "--out", str(tmp_path / "t.json"), "--fit-out", str(tmp_path / "g.json"),
+                 "--val-fraction", "1.5"]) == 2  # fmt: skip
+
+
 def test_bad_split_files_and_options(tmp_path, magnetic_tile_dir):
     dataset = open_dataset(str(magnetic_tile_dir))
     with pytest.raises(ConfigError, match="test-fraction"):

@@ -21,6 +21,7 @@ from conftest import write_gray
 from defectgen.data import open_dataset
 from defectgen.data.split import make_split
 from defectgen.errors import DataError
+from defectgen.gan.checkpoint import load_checkpoint
 from defectgen.gan.config import TrainConfig
 from defectgen.gan.train import train
 from defectgen.geometry import hole_radius
@@ -224,6 +225,21 @@ def test_generate_refuses_bad_requests(client, change, status, message):
     assert response.status_code == status and message in response.json()["error"]
 
 
+def test_an_upload_of_a_test_image_is_refused(client, run):
+    """Lineage (#32): a byte copy of a test-half image cannot become a background; a training
+    defect image is accepted with a warning (an upload is taken as defect-free)."""
+    dataset, split, _, _ = run
+    test_path = dataset.items[dataset.index_of(split.test[0])].image_path
+    reply = client.post("/api/upload", content=test_path.read_bytes())
+    assert reply.status_code == 400 and f"{split.test[0]} of this split's test half" in reply.json()["error"]
+    defect = next(i for i in split.train if dataset.items[dataset.index_of(i)].class_ids)
+    reply = client.post(
+        "/api/upload", content=dataset.items[dataset.index_of(defect)].image_path.read_bytes()
+    )
+    assert reply.status_code == 200 and "holds defects" in reply.json()["warning"]
+    assert "warning" not in client.post("/api/upload", content=_png_bytes(np.full((40, 64), 90))).json()
+
+
 def test_uploads_follow_the_readers_rules(client, tmp_path):
     assert client.post("/api/upload", content=b"not an image").status_code == 400
     gif = io.BytesIO()
@@ -280,7 +296,10 @@ def test_defect_backgrounds_keep_their_defects_in_the_label(run, tmp_path):
     from defectgen.data.split import Split
 
     train = [i for i in range(len(dataset)) if dataset.items[i].class_ids]
-    test = [i for i in range(len(dataset)) if i not in train]
+    generator_read = set(load_checkpoint(checkpoint)["lineage"]["read"])
+    test = [
+        i for i in range(len(dataset)) if i not in train and dataset.items[i].item_id not in generator_read
+    ]
     ids = [tuple(dataset.items[i].item_id for i in part) for part in (train, test)]
     split = Split(dataset.spec, dataset.kind, dataset.fingerprint(), dataset.classes, 0, 0.5, 1.0, *ids)
     session = StudioSession(checkpoint, dataset, split, tmp_path / "kept", precision="fp32")

@@ -83,6 +83,27 @@ def test_resume_gives_the_same_weights(tiny, tmp_path):
     assert a["ada"] == b["ada"]
 
 
+def test_checkpoints_record_their_lineage_and_resume_only_with_their_split(tiny, tmp_path):
+    """Lineage (#32 item 4): a checkpoint names the dataset, the split and the items it trained on;
+    --resume with another split is refused before a step is taken."""
+    from defectgen.data.split import make_split
+
+    dataset, split = tiny
+    run = tmp_path / "run"
+    train(dataset, split, _config(steps=1), run, progress=False)
+    lineage = load_checkpoint(run / "checkpoints" / "last.pt")["lineage"]
+    assert lineage == {
+        "dataset_fingerprint": dataset.fingerprint(),
+        "split_digest": split.digest(),
+        "read": sorted(split.train),
+    }
+    other = make_split(dataset, seed=split.seed + 1)
+    assert other.digest() != split.digest()
+    with pytest.raises(ConfigError, match="another split"):
+        train(dataset, other, _config(steps=2), run, resume=True, progress=False)
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 1
+
+
 def test_nan_stops_cleanly_and_keeps_last_good_checkpoint(tiny, tmp_path, monkeypatch):
     dataset, split = tiny
     real = losses.hole_reconstruction

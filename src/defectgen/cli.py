@@ -181,6 +181,17 @@ def split(
             help="Keep the layout's own train/test parts (MVTec AD) instead of a stratified draw.",
         ),
     ] = False,
+    fit_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--fit-out",
+            help="Also write the fit part as a split for `train` and `synth`: the training half without "
+            "the evaluation's validation part, so a generator never sees the images its claim is chosen on.",
+        ),
+    ] = None,
+    val_fraction: Annotated[
+        float, typer.Option(help="With --fit-out: the validation share, as `evaluate --set val_fraction=`.")
+    ] = EvalConfig.val_fraction,
     skip_bad: SkipBad = False,
     labels_complete: LabelsComplete = "true",
     covered_ids: CoveredIds = None,
@@ -190,13 +201,17 @@ def split(
 
     Example: defectgen split ../shared/data/magnetic_tile --out split.json --test-fraction 0.5 --seed 0
     """
-    from defectgen.data.split import make_split, split_report
+    from defectgen.data.split import fit_split, make_split, split_report
 
+    if not 0 < val_fraction < 1:
+        raise ConfigError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
     dataset = _open(data, skip_bad, labels_complete, covered_ids, image_size)
     result = make_split(
         dataset, test_fraction=test_fraction, seed=seed, label_fraction=label_fraction, layout=layout_split
     )
     result.save(out_path)
+    if fit_out is not None:
+        fit_split(result, dataset, val_fraction).save(fit_out)
     report = split_report(result, dataset)
     if report["train"]["items"] == report["train"]["defect_free"]:
         say(
@@ -217,7 +232,7 @@ def split(
     for key in report["train"]:
         table.add_row(key, *(str(report[p][key]) for p in parts))
     out.print(table)
-    out.print(f"wrote {out_path}")
+    out.print(f"wrote {out_path}" + (f" and its fit part {fit_out}" if fit_out is not None else ""))
 
 
 @app.command()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from defectgen.data import open_dataset
 from defectgen.data.demo import generate_demo, write_demo_sheet
-from defectgen.data.split import Split, make_split
+from defectgen.data.split import Split, fit_split, make_split
 from defectgen.evaluate import EvalConfig, evaluate
 from defectgen.fileio import claim_folder
 from defectgen.gan.checkpoint import CheckpointError, load_checkpoint
@@ -64,7 +64,15 @@ QUICK = DemoPlan(
 )
 
 
-DEMO_ENTRIES = {"data", "data_sheet.png", "split.json", "gan", "synthetic", "eval"}  # what a demo writes
+DEMO_ENTRIES = {
+    "data",
+    "data_sheet.png",
+    "split.json",
+    "fit_split.json",
+    "gan",
+    "synthetic",
+    "eval",
+}  # what a demo writes
 
 
 def run_demo(out_dir: Path, quick: bool = False, progress: bool = True) -> dict:
@@ -81,6 +89,10 @@ def run_demo(out_dir: Path, quick: bool = False, progress: bool = True) -> dict:
     split = make_split(dataset, test_fraction=0.5, seed=0)
     if not split_file.exists() or Split.load(split_file) != split:
         split.save(split_file)
+    # The generator and its set see the fit part only, as in `defectgen experiment`: the
+    # evaluation's validation part stays unseen, so the set can carry the claim.
+    generator_split = fit_split(split, dataset, EvalConfig().val_fraction)
+    generator_split.save(out_dir / "fit_split.json")
 
     _stage(f"3/6 training the inpainting GAN (tiny preset, {plan.gan_steps} steps)")
     run_dir = out_dir / "gan"
@@ -95,14 +107,14 @@ def run_demo(out_dir: Path, quick: bool = False, progress: bool = True) -> dict:
     )
     checkpoint = run_dir / "checkpoints" / "last.pt"
     if _finished_step(checkpoint) != plan.gan_steps:
-        train(dataset, split, config, run_dir, resume=run_dir.exists(), progress=progress)
+        train(dataset, generator_split, config, run_dir, resume=run_dir.exists(), progress=progress)
 
     _stage(f"4/6 painting {plan.synthetic} synthetic defect images with their labels")
     synth_dir = out_dir / "synthetic"
     synthesize(
         checkpoint,
         dataset,
-        split,
+        generator_split,
         synth_dir,
         SynthConfig(n=plan.synthetic, seed=0, format="severstal"),
         progress=progress,

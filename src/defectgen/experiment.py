@@ -152,7 +152,8 @@ def _generator(dataset, split, config: ExperimentConfig, g: int, out_dir: Path, 
         return last
     _stage(2, f"generator {g}", f"{config.gan_steps} steps on the fit part, seed {g}")
     train_config = apply_overrides(TrainConfig(steps=config.gan_steps, seed=g), _generator_settings(config))
-    return train(dataset, split, train_config, run, resume=last.is_file(), progress=progress)
+    # resume whatever the folder holds: a run killed before its first checkpoint has only its config
+    return train(dataset, split, train_config, run, resume=run.is_dir(), progress=progress)
 
 
 def _generator_settings(config: ExperimentConfig) -> list[str]:

@@ -23,7 +23,7 @@ from pycocotools import mask as coco_mask
 
 from defectgen.data.classes import ClassTable
 from defectgen.data.dataset import DefectDataset, Item, Skipped, inside
-from defectgen.data.folder import guess_channels
+from defectgen.data.folder import channels_and_notes
 from defectgen.data.imageio import MAX_PIXELS
 from defectgen.errors import DataError
 from defectgen.fileio import parse_json
@@ -125,15 +125,17 @@ class CocoDataset(DefectDataset):
             self._image_of[entry["file_name"]] = image_id
         self._images = images
         free = sum(1 for item in items if not item.class_ids)
+        notes = [f"{free} images listed without annotations taken as defect-free"]
+        channels, notes = channels_and_notes([i.image_path for i in items], channels, notes)
         super().__init__(
             kind="coco",
             spec=f"coco:{json_path}" + (f",{images_dir}" if images_dir else ""),
             root=root,
             classes=classes,
-            channels=channels or guess_channels([i.image_path for i in items]),
+            channels=channels,
             items=items,
             skipped=skipped,
-            notes=[f"{free} images listed without annotations taken as defect-free"],
+            notes=notes,
         )
 
     def load_masks(self, index: int) -> np.ndarray:

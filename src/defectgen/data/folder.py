@@ -24,7 +24,7 @@ from rich.progress import track
 
 from defectgen.data.classes import ClassTable
 from defectgen.data.dataset import IMAGE_SUFFIXES, DefectDataset, Item, Skipped, inside, present
-from defectgen.data.imageio import GRAY_MODES, image_size, read_image_pil_mode, read_mask
+from defectgen.data.imageio import GRAY_MODES, image_size, read_mask, stored_mode
 from defectgen.errors import DataError
 
 MASK_THRESHOLD = 128
@@ -103,12 +103,13 @@ class FolderDataset(DefectDataset):
                 class_ids = tuple(int(v) for v in mask_values if v > 0)
             items.append(Item(stem, image_path, class_ids, mask_path))
         notes = ["binary masks thresholded at 128: one class 'defect'"] if binary else []
+        channels, notes = channels_and_notes([p for _, p, _ in pairs], channels, notes)
         super().__init__(
             kind="folder",
             spec=f"folder:{root}",
             root=root,
             classes=ClassTable(tuple(names)),
-            channels=channels or guess_channels([p for _, p, _ in pairs]),
+            channels=channels,
             items=items,
             skipped=skipped,
             notes=notes,
@@ -171,12 +172,13 @@ class ClassFolderDataset(DefectDataset):
                 )
         free_names = [f.name for f, free in zip(folders, is_free, strict=True) if free]
         notes = [f"defect-free folders: {', '.join(free_names) or 'none'}"]
+        channels, notes = channels_and_notes([i.image_path for i in items], channels, notes)
         super().__init__(
             kind="class-folders",
             spec=f"folder:{root}",
             root=root,
             classes=classes,
-            channels=channels or guess_channels([i.image_path for i in items]),
+            channels=channels,
             items=items,
             skipped=skipped,
             notes=notes,
@@ -213,11 +215,35 @@ def image_files(folder: Path, exclude_suffix: str | None = None) -> list[Path]:
     ]
 
 
-def guess_channels(paths: list[Path]) -> int:
-    """1 for grayscale datasets, 3 for colour, judged from the first image's header."""
-    if not paths:
-        return 1
-    return 1 if read_image_pil_mode(paths[0]) in GRAY_MODES else 3
+CHANNEL_SAMPLE = 16  # images, spread over the dataset, whose content decides grey or colour
+
+
+def guess_channels(paths: list[Path]) -> tuple[int, list[str]]:
+    """(1 for a grey dataset, 3 for colour; notes for the summary), judged from the content of
+    up to `CHANNEL_SAMPLE` images spread over `paths`: grey when every readable one is grey
+    (`imageio.stored_mode`), so grey images stored as RGB are read as grey, not painted with
+    colour fringes. Unreadable files are left to the readers' own checks."""
+    sample = paths[:: max(1, len(paths) // CHANNEL_SAMPLE)][:CHANNEL_SAMPLE]
+    seen = []
+    for path in sample:
+        try:
+            seen.append(stored_mode(path))
+        except (DataError, OSError):
+            continue
+    if not all(grey for _, grey in seen):
+        return 3, []
+    colour = sorted({mode for mode, _ in seen if mode not in GRAY_MODES})
+    if colour:
+        return 1, [f"grey images stored as {'/'.join(colour)} files: read as grey (1 channel)"]
+    return 1, []
+
+
+def channels_and_notes(paths: list[Path], channels: int | None, notes: list[str]) -> tuple[int, list[str]]:
+    """`channels` when the user gave it, else the content's (`guess_channels`), with its note."""
+    if channels:
+        return channels, notes
+    guessed, more = guess_channels(paths)
+    return guessed, [*notes, *more]
 
 
 def _shared_prefix(names: list[str]) -> str:

@@ -131,10 +131,19 @@ def read_mask(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     raise DataError(f"{path}: mask mode {mode} is not supported; {_MASK_ADVICE}")
 
 
-def read_image_pil_mode(path: Path, max_pixels: int = MAX_PIXELS) -> str:
-    """The PIL mode ('L', 'RGB', ...) from the header, used to guess a dataset's channels."""
+GREY_TOLERANCE = 2  # levels two channels of grey content may differ by (JPEG chroma rounding)
+
+
+def stored_mode(path: Path, max_pixels: int = MAX_PIXELS) -> tuple[str, bool]:
+    """(PIL mode from the header, whether the content is grey): a grey mode, or a colour file
+    whose R, G and B differ by at most `GREY_TOLERANCE` levels at every pixel (grey content
+    saved as colour, as Severstal's JPEGs and many steel sets are)."""
     with _open(path, max_pixels) as img:
-        return img.mode
+        if img.mode in GRAY_MODES:
+            return img.mode, True
+        rgb = np.asarray(img.convert("RGB"), dtype=np.int16)
+    spread = rgb.max(axis=2) - rgb.min(axis=2)
+    return img.mode, bool(spread.max(initial=0) <= GREY_TOLERANCE)
 
 
 def _colour_mask(pixels: np.ndarray, path: Path) -> np.ndarray:

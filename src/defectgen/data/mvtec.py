@@ -21,7 +21,7 @@ import numpy as np
 
 from defectgen.data.classes import ClassTable
 from defectgen.data.dataset import DefectDataset, Item, Skipped, inside
-from defectgen.data.folder import FREE_FOLDER, guess_channels, image_files, one_class_masks
+from defectgen.data.folder import FREE_FOLDER, channels_and_notes, image_files, one_class_masks
 from defectgen.errors import DataError
 
 PARTS = ("train", "test")
@@ -101,7 +101,7 @@ class MVTecDataset(DefectDataset):
                 items.append(Item(item_id, image_path, class_ids, mask_path, part=part))
         counts = {part: sum(1 for i in items if i.part == part and i.class_ids) for part in PARTS}
         notes = [f"MVTec AD layout: defect images in train/ {counts['train']}, in test/ {counts['test']}"]
-        channels = channels or guess_channels([i.image_path for i in items])
+        channels, notes = channels_and_notes([i.image_path for i in items], channels, notes)
         super().__init__(
             kind="mvtec", spec=f"mvtec:{root}", root=root, classes=classes, channels=channels, items=items,
             skipped=skipped, notes=notes,

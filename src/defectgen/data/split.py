@@ -23,6 +23,7 @@ again in `check`, so every command stops on such a file before doing any work.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections import Counter, defaultdict
@@ -160,6 +161,17 @@ class Split:
                 f"split names {len(missing)} items that {dataset.spec} does not have (first: "
                 f"{missing[0]}); it was made for another dataset or another version of it"
             )
+        if self.fingerprint != dataset.fingerprint():
+            raise DataError(
+                f"split was made for a dataset with other content than {dataset.spec} (files added, "
+                "removed, resized or changed since): make a new split with `defectgen split`, and "
+                "train and synthesize again with it"
+            )
+
+    def digest(self) -> str:
+        """16 hex digits naming this split: its dataset's fingerprint and its parts."""
+        parts = [self.fingerprint, sorted(self.train), sorted(self.test), sorted(self.train_unlabelled)]
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
     def indices(self, dataset: DefectDataset, part: str) -> list[int]:
         """Dataset indices of `part` ('train', 'test' or 'train_unlabelled')."""

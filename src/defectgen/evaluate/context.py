@@ -17,6 +17,7 @@ import torch
 from rich.progress import track
 
 from defectgen.data.dataset import DefectDataset
+from defectgen.data.lineage import check_lineage, read_items
 from defectgen.data.split import Split, carve_validation
 from defectgen.distributed import resolve_bf16
 from defectgen.errors import DataError
@@ -38,7 +39,14 @@ from defectgen.evaluate.sampling import (
 from defectgen.evaluate.scores import ScoreSheet, summarize
 from defectgen.evaluate.segmenter import probabilities_batch, train_segmenter
 from defectgen.models.unet import build_segmenter
-from defectgen.synthset import is_synthset, open_synthetic, painted_region, read_manifest, set_sources
+from defectgen.synthset import (
+    is_synthset,
+    open_synthetic,
+    painted_region,
+    read_manifest,
+    read_params,
+    set_sources,
+)
 
 COPYPASTE_IMAGES = 1000  # pasted images per seed (made lazily, when a crop first needs one)
 SCORE_BATCH = 8  # images of one size predicted together
@@ -62,18 +70,22 @@ class EvalContext:
         train = split.indices(dataset, "train")
         fit, validation = carve_validation(dataset, train, config.val_fraction, seed=0)
         test = split.indices(dataset, "test")
-        for name, path in synthetic_dirs.items():
-            refuse_test_sources(path, name, {dataset.items[i].item_id for i in test})
+        validation_ids = [dataset.items[i].item_id for i in validation]
+        dirs = synthetic_dirs.items()
+        lineages = {name: set_lineage(path, name, dataset, split, validation_ids) for name, path in dirs}
         use_bf16 = resolve_bf16(config.precision, torch.device("cpu"))
-        return cls(
+        context = cls(
             dataset, fit, validation, test, sets or {}, synthetic_dirs or {}, config, use_bf16, progress
         )
+        context.lineages = lineages
+        return context
 
     def __init__(self, dataset, fit, validation, test, sets, synthetic_dirs, config, use_bf16, progress):
         self.dataset, self.fit, self.validation, self.test = dataset, fit, validation, test
         self.sets, self.synthetic_dirs = sets, synthetic_dirs
         self.config, self.use_bf16, self.progress = config, use_bf16, progress
         self.steps = config.steps
+        self.lineages: dict[str, dict] = {}  # set name -> what it was made from (`set_lineage`)
         self._decoded: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def model(self, seed: int):
@@ -135,21 +147,33 @@ def _by_shape(batch: list[int], shape_of) -> list[list[int]]:
     return list(groups.values())
 
 
-def refuse_test_sources(path: Path, name: str, test_ids: set[str]) -> None:
-    """A set painted on (or pasted from) images of this split's test half would bring test
-    images into training: refused, as is a folder without a synthesis manifest."""
+def set_lineage(path: Path, name: str, dataset: DefectDataset, split: Split, validation_ids: list) -> dict:
+    """What the synthetic set `name` at `path` was made from, for results.json. Refused: a folder
+    that is not a synthesis folder, a set of another dataset, a set whose generator, mask source,
+    backgrounds or pasted defects came from this split's test half (`check_lineage`)."""
+    what = f"--synthetic {name}={path}"
     if not is_synthset(path):
         raise DataError(
-            f"--synthetic {name}={path}: not a `defectgen synth` folder (no synth.json and manifest.jsonl); "
+            f"{what}: not a `defectgen synth` folder (no synth.json and manifest.jsonl); "
             "give a folder written by `defectgen synth`"
         )
-    leaked = sorted(set_sources(path) & test_ids)
-    if leaked:
+    record = read_params(path).get("lineage")
+    fix = "synthesize it with this split (`defectgen synth --split`), from a generator trained with it"
+    check_lineage(record, what, dataset, split, fix)
+    leaked = sorted(set_sources(path) & set(split.test))
+    if leaked:  # the manifest names them, whatever synth.json says
         raise DataError(
-            f"--synthetic {name}={path} was made from {len(leaked)} test image(s) of this split (first: "
-            f"{leaked[0]}): synthesize it with this split (`defectgen synth --split`) so that only its "
-            "training half is used"
+            f"{what} was made from {len(leaked)} test image(s) of this split ({leaked[0]}, …): {fix}"
         )
+    seen = sorted((read_items(record) | set_sources(path)) & set(validation_ids))
+    return {
+        "dataset_fingerprint": record["dataset_fingerprint"],
+        "split_digest": record.get("split_digest"),
+        "generator_split_digest": (record.get("generator") or {}).get("split_digest"),
+        "items_read": len(read_items(record)),
+        "validation_items_read": len(seen),
+        **({"first_validation_item": seen[0]} if seen else {}),
+    }
 
 
 # --- one run -----------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ from defectgen.evaluate.scores import MIN_AREAS, THRESHOLDS
 from defectgen.evaluate.set_quality import set_quality
 from defectgen.fileio import parse_json, write_atomic
 from defectgen.synthset import read_params, set_fingerprint
+from defectgen.ui import say
 
 __all__ = ["RESULT_COLUMNS", "evaluate", "result_rows"]
 
@@ -75,8 +76,8 @@ def evaluate(
     dirs = {name: Path(path) for name, path in (synthetic or {}).items()}
     parse_synthetic([f"{name}={path}" for name, path in dirs.items()])  # the names the CLI accepts
     arms = parse_arms(config.arms, tuple(dirs))
-    declared = declared_arms(config, arms)
     ctx = EvalContext.create(dataset, split, config, dirs, progress)
+    declared = declared_arms(config, arms, ctx.lineages)
     _check_parts(ctx)
     out_dir = Path(out_dir)
     group = distributed.init("cpu", distributed.LONG_WAIT) if launch.world_size() > 1 else None
@@ -92,11 +93,30 @@ def evaluate(
         distributed.shutdown(group)  # leave no process-group threads to the interpreter's exit
 
 
-def declared_arms(config: EvalConfig, arms: list[Arm]) -> list[Arm]:
-    """The claim's arm(s): `config.declared_arms`, else the one stacked arm if there is one."""
+def declared_arms(config: EvalConfig, arms: list[Arm], lineages: dict[str, dict] | None = None) -> list[Arm]:
+    """The claim's arm(s): `config.declared_arms`, else the one stacked arm if there is one.
+    `lineages` (set name -> `set_lineage`): a set made from validation items cannot be declared
+    (the evaluation's choices are made on them); an implicit claim on one is dropped, saying so."""
     by_name = {arm.name: arm for arm in arms}
+    saw = {name: entry for name, entry in (lineages or {}).items() if entry.get("validation_items_read")}
+    if saw:
+        name, entry = next(iter(saw.items()))
+        say(
+            ("warning:", "yellow"),
+            f" synthetic set(s) {sorted(saw)} were made from items of this evaluation's validation part "
+            f"({entry['validation_items_read']} in {name}, first: {entry.get('first_validation_item')}); "
+            "they are measured but cannot carry the claim. Train and synthesize with the fit split "
+            "(`defectgen split --fit-out`), as `defectgen experiment` does",
+        )
     if config.declared_arms:
         chosen = [by_name[parse_arm_name(name, arms)] for name in config.declared_arms]
+        tainted = [arm.name for arm in chosen if any(s.removesuffix(FILTERED) in saw for s in arm.sets)]
+        if tainted:
+            raise DataError(
+                f"declared arm(s) {tainted} use a set made from validation items: the claim needs sets "
+                "whose generator and sources never saw them; train and synthesize with the fit split "
+                "(`defectgen split --fit-out`), or use `defectgen experiment`"
+            )
         plain = [arm.name for arm in chosen if not arm.sets or arm.base is None]
         if plain:
             raise ConfigError(
@@ -110,7 +130,8 @@ def declared_arms(config: EvalConfig, arms: list[Arm]) -> list[Arm]:
             )
         return chosen
     stacked = [arm for arm in arms if arm.sets and arm.base is not None]
-    return stacked if len(stacked) == 1 else []
+    clean = len(stacked) == 1 and not any(s.removesuffix(FILTERED) in saw for s in stacked[0].sets)
+    return stacked if clean else []
 
 
 def parse_arm_name(name: str, arms: list[Arm]) -> str:
@@ -311,6 +332,7 @@ class Evaluation:
                     "images": len(ctx.sets[name]),
                     "fingerprint": self.set_prints[name],
                     "mask_source": read_params(path).get("mask_source"),
+                    "lineage": ctx.lineages.get(name),
                 }
                 for name, path in ctx.synthetic_dirs.items()
             },

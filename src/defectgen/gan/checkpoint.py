@@ -88,6 +88,13 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     return state
 
 
+def checkpoint_lineage(path: Path) -> dict | None:
+    """What the checkpoint at `path` was trained on (`defectgen.data.lineage`; None when it
+    does not say)."""
+    lineage = load_checkpoint(path).get("lineage")
+    return lineage if isinstance(lineage, dict) else None
+
+
 def _fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)

@@ -36,6 +36,7 @@ from torchvision.utils import make_grid
 
 from defectgen import distributed
 from defectgen.data.dataset import DefectDataset
+from defectgen.data.lineage import lineage
 from defectgen.data.patches import DefectCrops
 from defectgen.data.split import Split
 from defectgen.errors import ConfigError, DefectgenError
@@ -93,7 +94,7 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
     distributed.barrier(context)
     spec = config.model_spec
     models = _build_models(config, dataset.channels, len(dataset.classes), device)
-    start_step = _resume(models, checkpoints, config, dataset, context) if resume else 0
+    start_step = _resume(models, checkpoints, config, dataset, split, context) if resume else 0
     G_step = torch.compile(models.G) if config.compile else models.G
     crops = DefectCrops(
         dataset,
@@ -191,12 +192,12 @@ def _build_models(config, channels: int, num_classes: int, device) -> _Models:
     return _Models(G, D, ema, opt_g, opt_d, ada, guide)
 
 
-def _resume(models: _Models, checkpoints: Path, config, dataset, context) -> int:
+def _resume(models: _Models, checkpoints: Path, config, dataset, split, context) -> int:
     """Load the newest checkpoint that loads into `models`; the step it was written at (0: none)."""
     state = _load_resumable(checkpoints)
     if state is None:
         return 0
-    _check_compatible(state, config, dataset)
+    _check_compatible(state, config, dataset, split)
     for name in ("G", "D", "ema", "opt_g", "opt_d", "ada"):
         getattr(models, name).load_state_dict(state[name])
     if context.is_main:
@@ -285,6 +286,7 @@ def _state(models: _Models, done: int, config, dataset, split, crops) -> dict:
         "classes": dataset.classes.to_json(),
         "image_channels": dataset.channels,
         "dataset": {"spec": dataset.spec, "fingerprint": split.fingerprint},
+        "lineage": lineage(split, split.train),  # every crop came from the split's training part
         **{name: getattr(models, name).state_dict() for name in ("G", "D", "ema", "opt_g", "opt_d", "ada")},
         "severity_table": crops.severity.to_json(),
         "trained_classes": list(crops.classes_present),  # classes it saw defects of
@@ -428,7 +430,7 @@ def _load_resumable(checkpoints: Path) -> dict | None:
     raise CheckpointError(f"{checkpoints}: no checkpoint could be read; start a new run with another --out")
 
 
-def _check_compatible(state: dict, config: TrainConfig, dataset: DefectDataset) -> None:
+def _check_compatible(state: dict, config: TrainConfig, dataset: DefectDataset, split: Split) -> None:
     trained = TrainConfig.from_dict(state["config"], written_by_a_run=True).model_spec
     if trained != config.model_spec:
         raise ConfigError(
@@ -437,6 +439,11 @@ def _check_compatible(state: dict, config: TrainConfig, dataset: DefectDataset) 
         )
     if state["classes"] != dataset.classes.to_json() or state["image_channels"] != dataset.channels:
         raise ConfigError("checkpoint was trained on other classes or channels than this dataset")
+    if (state.get("lineage") or {}).get("split_digest") != split.digest():
+        raise ConfigError(
+            "the checkpoint was trained with another split (or dataset content) than this one: resume "
+            "with the run's own --split, or train into a new --out"
+        )
 
 
 def _write_checkpoint(state: dict, checkpoints: Path, step: int, keep: int) -> None:

@@ -67,12 +67,28 @@ def _dataset_sentence(results: dict) -> str:
                 f"<code>{_esc(name)}</code> (<code>{_esc(entry.get('path', MISSING))}</code>, "
                 f"{_esc(_count(entry.get('images')))} images, masks from "
                 f"{_esc(entry.get('mask_source') or 'an unrecorded source')}, fingerprint "
-                f"{_esc(entry.get('fingerprint') or MISSING)})"
+                f"{_esc(entry.get('fingerprint') or MISSING)}; {_lineage_text(entry.get('lineage'))})"
             )
         text += f" Synthetic sets: {'; '.join(described)}."
     else:
         text += " No synthetic set was given."
     return text
+
+
+def _lineage_text(lineage: object) -> str:
+    """What a set was made from, as evaluate checked it (no test item: it would have refused)."""
+    lineage = _object(lineage)
+    if not lineage:
+        return "its lineage is not recorded"
+    read, seen = lineage.get("items_read"), lineage.get("validation_items_read")
+    text = (
+        f"made from {_count(read)} items of this dataset's training half (split "
+        f"{_esc(lineage.get('split_digest') or MISSING)}, generator's split "
+        f"{_esc(lineage.get('generator_split_digest') or MISSING)}), none of the test half"
+    )
+    if _is_number(seen) and seen > 0:
+        return text + f"; {_count(seen)} of the validation part, so it cannot carry the claim"
+    return text + ("; none of the validation part" if _is_number(seen) else "")
 
 
 def _split_sentence(split: dict, config: dict) -> str:

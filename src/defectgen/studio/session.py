@@ -26,11 +26,12 @@ from PIL import Image, UnidentifiedImageError
 
 from defectgen.data.dataset import DefectDataset
 from defectgen.data.imageio import read_image
+from defectgen.data.lineage import DatasetCopies, check_lineage, lineage
 from defectgen.data.split import Split
 from defectgen.distributed import parse_device, resolve_bf16
 from defectgen.errors import DataError, DefectgenError
 from defectgen.fileio import file_digest, write_atomic
-from defectgen.gan.checkpoint import load_generator
+from defectgen.gan.checkpoint import checkpoint_lineage, load_generator
 from defectgen.geometry import components, hole_of, hole_radius
 from defectgen.painter import paint_one
 from defectgen.severity import DEFAULT_SEVERITY
@@ -100,6 +101,9 @@ class StudioSession:
                 "trained on this dataset"
             )
         split.check(dataset)
+        generator = checkpoint_lineage(checkpoint)
+        fix = "train a generator with this split (`defectgen train --split`) or use the split it had"
+        check_lineage(generator, f"checkpoint {checkpoint}", dataset, split, fix)
         self.G, self.dataset, self.classes, self.channels = G, dataset, classes, channels
         self.hole_radius = hole_radius(config.max_dilation)
         train = split.indices(dataset, "train")
@@ -114,6 +118,7 @@ class StudioSession:
         self._train = train
         self._bank = None
         self._uploads: dict[str, np.ndarray] = {}
+        self._copies, self._test_ids = DatasetCopies(dataset), set(split.test)
         self._jobs: dict[str, Job] = {}
         self._generator_lock = threading.Lock()
         self._state_lock = threading.Lock()
@@ -127,6 +132,7 @@ class StudioSession:
                 "checkpoint_sha256": file_digest(checkpoint),
                 "dataset": dataset.spec,
                 "split_fingerprint": split.fingerprint,
+                "lineage": lineage(split, split.train, generator=generator),
                 "mask_source": "studio",
                 "hole_dilation": self.hole_radius,
                 "class_table": dataset.classes.to_json(),
@@ -166,6 +172,12 @@ class StudioSession:
             image = read_image(Path("upload"), self.channels, max_pixels=MAX_UPLOAD_PIXELS, data=data)
         except DataError as err:
             raise StudioError(str(err).replace("upload: ", "the upload: ", 1)) from None
+        copies = [self.dataset.items[i] for i in self._copies.find(data)]
+        if any(item.item_id in self._test_ids for item in copies):
+            raise StudioError(
+                f"the image is {copies[0].item_id} of this split's test half; test images must not reach "
+                "training: open another image"
+            )
         height, width = image.shape[:2]
         if min(height, width) < MIN_SIDE:
             raise StudioError(f"the image is {width}x{height}; both sides must be at least {MIN_SIDE} px")
@@ -174,7 +186,13 @@ class StudioSession:
             if len(self._uploads) >= MAX_UPLOADS:
                 self._uploads.pop(next(iter(self._uploads)))
             self._uploads[key] = image
-        return {"id": key, "name": "your image", "width": width, "height": height}
+        answer = {"id": key, "name": "your image", "width": width, "height": height}
+        if any(item.class_ids for item in copies):
+            answer["warning"] = (
+                f"the image is the training image {copies[0].item_id}, which holds defects; an upload is "
+                "taken as defect-free, so they are not labelled: pick it from the list instead"
+            )
+        return answer
 
     def existing(self, key: str) -> np.ndarray | None:
         """bool [K, H, W]: the defects a training background already holds (None for an upload:

@@ -61,6 +61,7 @@ from rich.progress import Progress
 
 from defectgen import geometry, launch
 from defectgen.data.dataset import DefectDataset
+from defectgen.data.lineage import check_lineage, lineage
 from defectgen.data.split import Split
 from defectgen.distributed import (
     LONG_WAIT,
@@ -74,7 +75,7 @@ from defectgen.distributed import (
 )
 from defectgen.errors import DataError
 from defectgen.fileio import file_digest
-from defectgen.gan.checkpoint import load_generator
+from defectgen.gan.checkpoint import checkpoint_lineage, load_generator
 from defectgen.masks import build_mask_source
 from defectgen.masks.learned import stylegan_checkpoint
 from defectgen.painter import paint_batch
@@ -127,6 +128,7 @@ def synthesize(
     context = context or Context(rank=0, world_size=1, device=parse_device(str(device)))
     G, trained = _open_generator(checkpoint, dataset, context.device)
     split.check(dataset)
+    made_from = _lineage(checkpoint, dataset, split, config)
     train_indices = split.indices(dataset, "train")
     classes = sorted(set(config.classes)) if config.classes else None
     for class_id in classes or []:
@@ -138,6 +140,7 @@ def synthesize(
         G,
         checkpoint,
         dataset,
+        split,
         train_indices,
         classes,
         config,
@@ -157,6 +160,7 @@ def synthesize(
         "checkpoint_sha256": file_digest(checkpoint),
         "dataset": dataset.spec,
         "split_fingerprint": split.fingerprint,
+        "lineage": made_from,
         "classes": classes,
         "mask_source": plan.mask_source,
         "seed": config.seed,
@@ -182,6 +186,21 @@ def _open_generator(checkpoint: Path, dataset: DefectDataset, device):
     return G.to(memory_format=torch.channels_last), trained  # NHWC: faster convolutions (RESULTS.md)
 
 
+def _lineage(checkpoint: Path, dataset: DefectDataset, split: Split, config: SynthConfig) -> dict:
+    """The set's lineage (`defectgen.data.lineage`): the split's training part, which backgrounds,
+    shapes and pasted defects come from, and the lineages of the generator and of a learned mask
+    source; refused when either was trained on another dataset or on this split's test half."""
+    fix = "train a generator with this split (`defectgen train --split`), or synthesize with its own split"
+    generator = checkpoint_lineage(checkpoint)
+    check_lineage(generator, f"checkpoint {checkpoint}", dataset, split, fix)
+    shapes = None
+    if str(config.mask_source).startswith("learned:"):
+        path = stylegan_checkpoint(str(config.mask_source).partition(":")[2])
+        shapes = checkpoint_lineage(path)
+        check_lineage(shapes, f"learned mask source {path}", dataset, split, fix)
+    return lineage(split, split.train, generator=generator, mask_generator=shapes)
+
+
 @dataclass
 class _Job:
     """What every stage of one synthesis call reads."""
@@ -189,6 +208,7 @@ class _Job:
     G: torch.nn.Module
     checkpoint: Path
     dataset: DefectDataset
+    split: Split
     train_indices: list[int]
     classes: list[int] | None
     config: SynthConfig
@@ -238,7 +258,7 @@ def _painting_plan(job: _Job, trained, out_dir: Path) -> _Plan:
     if source == "auto" and backgrounds_dir is None:
         source = recorded_source(out_dir) or "auto"  # resume as the run began
     backgrounds, source = load_backgrounds(
-        dataset, job.train_indices, backgrounds_dir, dataset.channels, source
+        dataset, job.train_indices, backgrounds_dir, dataset.channels, source, set(job.split.test)
     )
     if c.format == "severstal":
         check_one_size(dataset, job.train_indices, backgrounds_dir)

@@ -10,9 +10,11 @@ import numpy as np
 
 from defectgen.data.dataset import IMAGE_SUFFIXES
 from defectgen.data.imageio import image_size, read_image
+from defectgen.data.lineage import DatasetCopies
 from defectgen.errors import ConfigError, DataError
 from defectgen.geometry import hole_of
 from defectgen.synthset.reader import read_params
+from defectgen.ui import say
 
 MIN_FREE = 8  # defect-free training images below which `auto` paints on the defect images instead
 
@@ -41,8 +43,11 @@ BACKGROUND_TEXT = {
 }
 
 
-def load_backgrounds(dataset, train_indices, folder, channels, source: str) -> tuple[list[Background], str]:
-    """The images to paint on and the background source they come from (see module docstring)."""
+def load_backgrounds(
+    dataset, train_indices, folder, channels, source: str, test_ids: set[str] = frozenset()
+) -> tuple[list[Background], str]:
+    """The images to paint on and the background source they come from (see module docstring).
+    A `folder` holding copies of the test half's images (`test_ids`) is refused."""
     if folder is not None:
         if source not in ("auto", "free"):
             raise ConfigError(
@@ -55,6 +60,7 @@ def load_backgrounds(dataset, train_indices, folder, channels, source: str) -> t
         files = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
         if not files:
             raise DataError(f"{folder}: no images for --backgrounds")
+        check_outside_backgrounds(files, dataset, test_ids)
         return [Background(p.name, lambda p=p: read_image(p, channels)) for p in files], "free"
     free = [i for i in train_indices if not dataset.items[i].class_ids]
     labelled = [i for i in train_indices if dataset.items[i].class_ids]
@@ -79,6 +85,29 @@ def load_backgrounds(dataset, train_indices, folder, channels, source: str) -> t
         )
         for i in labelled
     ], source
+
+
+def check_outside_backgrounds(files: list[Path], dataset, test_ids: set[str]) -> None:
+    """Refuse `--backgrounds` files that are copies of the dataset's test-half images (the test
+    images would reach training); warn about copies of its defect images (their defects would
+    be painted over as if the image were defect-free, and are not labelled)."""
+    copies = DatasetCopies(dataset)
+    found = {path: [dataset.items[i] for i in copies.find_file(path)] for path in files}
+    test = [(path, i.item_id) for path, items in found.items() for i in items if i.item_id in test_ids]
+    if test:
+        (path, item_id), count = test[0], len({path for path, _ in test})
+        raise DataError(
+            f"--backgrounds: {count} image(s) are copies of this split's test half (first: {path.name} = "
+            f"{item_id}), so the test images would reach training: give a folder without them"
+        )
+    defects = [path for path, items in found.items() if any(i.class_ids for i in items)]
+    if defects:
+        say(
+            ("warning:", "yellow"),
+            f" --backgrounds: {len(defects)} image(s) are the dataset's own defect images (first: "
+            f"{defects[0].name}); their defects are not labelled in the synthetic set. Give defect-free "
+            "images, or use --background-source labelled",
+        )
 
 
 def recorded_source(out_dir: Path) -> str | None:

@@ -51,6 +51,7 @@ const studio = (() => {
     $("background").add(option, 0);
     $("background").value = info.id;
     await loadBackground(info.id);
+    if (info.warning) say(info.warning, true);
   }
 
   // --- painting -------------------------------------------------------------------------------

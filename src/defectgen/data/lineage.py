@@ -1,0 +1,119 @@
+"""What an artifact was made from, and the refusal when that reaches the test half.
+
+Every artifact that can carry real images into a segmenter's training — a generator checkpoint,
+a synthetic set, a studio folder — records a *lineage*:
+
+- `dataset_fingerprint`: the dataset's content fingerprint (`DefectDataset.fingerprint`);
+- `split_digest`: which split of it (`Split.digest`);
+- `read`: the ids of every item it could read (a split's training part: the generator's
+  crops, the backgrounds, the mask bank's shapes, the pasted defects all come from there);
+- for a synthetic set, `generator` and (learned masks) `mask_generator`: the checkpoints'
+  own lineages.
+
+A consumer checks a lineage against its own dataset and split (`check_lineage`): another
+dataset, or any item read from its test half, is refused in one line that says what to do.
+Evaluation also counts the items of its validation part a set read: such a set may be
+measured, but not declared for the claim.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+
+from defectgen.data.dataset import DefectDataset
+from defectgen.data.split import Split
+from defectgen.errors import DataError
+
+
+def lineage(split: Split, read: Iterable[str], **parents: dict | None) -> dict:
+    """The lineage of an artifact made with `split` that read the items `read`; `parents` are
+    the lineages of the artifacts it was made with (None entries are left out)."""
+    record = {
+        "dataset_fingerprint": split.fingerprint,
+        "split_digest": split.digest(),
+        "read": sorted(set(read)),
+    }
+    record.update({name: parent for name, parent in parents.items() if parent is not None})
+    return record
+
+
+def read_items(record: dict) -> set[str]:
+    """Every item id a lineage (and the lineages it names) read."""
+    items = {str(i) for i in record.get("read") or []}
+    for value in record.values():
+        if isinstance(value, dict):
+            items |= read_items(value)
+    return items
+
+
+def check_lineage(record: object, what: str, dataset: DefectDataset, split: Split, fix: str) -> None:
+    """Refuse the artifact `what` (a path and its kind, for the message) unless its lineage
+    `record` is for `dataset` and read nothing of `split`'s test half. `fix`: what to do."""
+    if not isinstance(record, dict) or "dataset_fingerprint" not in record:
+        raise DataError(f"{what} does not record what it was made from (an older defectgen wrote it): {fix}")
+    fingerprints = _fingerprints(record)
+    if any(f != dataset.fingerprint() for f in fingerprints):
+        raise DataError(
+            f"{what} was made from another dataset (or another version of its files) than "
+            f"{dataset.spec}: {fix}"
+        )
+    leaked = sorted(read_items(record) & set(split.test))
+    if leaked:
+        raise DataError(
+            f"{what} was made from {len(leaked)} image(s) of this split's test half (first: {leaked[0]}), "
+            f"so the test images would reach training: {fix}"
+        )
+
+
+def _fingerprints(record: dict) -> set[str]:
+    found = {str(record.get("dataset_fingerprint"))}
+    for value in record.values():
+        if isinstance(value, dict) and "dataset_fingerprint" in value:
+            found |= _fingerprints(value)
+    return found
+
+
+class DatasetCopies:
+    """Finds byte-identical copies of a dataset's image files among outside images (a
+    `--backgrounds` folder, a studio upload): candidates by file size, confirmed by SHA-256, so
+    a folder of thousands is checked in seconds. A re-encoded copy (other bytes, same pixels)
+    is not found."""
+
+    def __init__(self, dataset: DefectDataset):
+        self.dataset = dataset
+        self._by_size: dict[int, list[int]] = defaultdict(list)
+        for index, item in enumerate(dataset.items):
+            if item.image_path is not None:
+                try:
+                    self._by_size[item.image_path.stat().st_size].append(index)
+                except OSError:
+                    continue
+        self._digests: dict[int, str] = {}
+
+    def find(self, data: bytes) -> list[int]:
+        """Indices of the dataset items whose image file holds exactly `data`."""
+        candidates = self._by_size.get(len(data), [])
+        if not candidates:
+            return []
+        digest = hashlib.sha256(data).hexdigest()
+        return [i for i in candidates if self._digest(i) == digest]
+
+    def find_file(self, path: Path) -> list[int]:
+        try:
+            if Path(path).stat().st_size not in self._by_size:
+                return []
+            return self.find(Path(path).read_bytes())
+        except OSError:
+            return []  # unreadable: the image reader says so when it is used
+
+    def _digest(self, index: int) -> str:
+        if index not in self._digests:
+            try:
+                data = self.dataset.items[index].image_path.read_bytes()
+            except OSError:
+                data = b""
+            self._digests[index] = hashlib.sha256(data).hexdigest()
+        return self._digests[index]

@@ -688,3 +688,20 @@ def test_the_declared_arm_is_read_from_the_settings_never_from_scores():
         declared(["real", "real+tiles", "oversample+b"], ["real+tiles", "oversample+b"])
     with pytest.raises(ConfigError, match="not among the arms"):
         declared(["real", "real+tiles"], ["real+b"])
+
+
+def test_an_arm_the_data_cannot_feed_stops_the_evaluation_before_the_first_run(bench, tmp_path, monkeypatch):
+    """#32 item 16: every arm draws its first batch before any run trains; the one that cannot
+    is named, and no run file is written."""
+    import defectgen.evaluate.context as context_module
+
+    dataset, split, _, _ = bench
+
+    def no_room(*args, **kwargs):
+        raise ValueError("no room to paste a defect")
+
+    monkeypatch.setattr(context_module, "copypaste_pool", no_room)
+    config = EvalConfig(**{**SMALL, "arms": ["real", "oversample", "copypaste"]})
+    with pytest.raises(DataError, match="arm copypaste cannot run on this data: no room to paste"):
+        evaluate(dataset, split, tmp_path / "e", config, progress=False)
+    assert not list((tmp_path / "e").glob("runs/*.json"))

@@ -119,8 +119,18 @@ def test_a_model_that_fails_verification_is_never_written(exported, tmp_path, mo
         export_module.export_verified(checkpoint, tmp_path / "stray.onnx")
 
 
-def test_cli_export_checks_before_it_reports(exported, tmp_path, capsys):
-    _, checkpoint, _, _ = exported
+def test_cli_export_checks_before_it_reports(exported, tmp_path, capsys, monkeypatch):
+    """The verb verifies (onnxruntime against PyTorch, twice) before it says it wrote the model;
+    the export itself is the fixture's (its graph is tested above), copied, not made again."""
+    import defectgen.export as export_module
+
+    _, checkpoint, good, metadata = exported
+
+    def copy_of_the_fixture(checkpoint, path):
+        path.write_bytes(good.read_bytes())
+        return dict(metadata)
+
+    monkeypatch.setattr(export_module, "export_onnx", copy_of_the_fixture)
     assert main(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "m.onnx")]) == 0
     text = capsys.readouterr().out
     assert text.count("onnxruntime vs PyTorch") == 2 and "wrote" in text

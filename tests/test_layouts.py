@@ -290,3 +290,56 @@ def test_coco_round_trip(tmp_path):
     path = _coco(tmp_path / "export", images=24)
     results = _round_trip(str(path), tmp_path)
     assert {run["arm"] for run in results["runs"]} == {"real", "real+gen"}
+
+
+def _rename_masks(root: Path, suffix: str, value: int) -> None:
+    """Every ground-truth mask saved again with `value` for defect pixels, named `.{suffix}`."""
+    for path in sorted((root / "ground_truth").rglob("*.png")):
+        mask = np.asarray(Image.open(path)) > 0
+        path.unlink()
+        Image.fromarray((mask * value).astype(np.uint8)).save(path.with_suffix(f".{suffix}"), format="PNG")
+
+
+@pytest.mark.parametrize("suffix", ["png", "PNG", "Png"])
+@pytest.mark.parametrize("value", [1, 128, 255])
+def test_mvtec_masks_of_any_suffix_case_and_0_1_values_are_read(tmp_path, suffix, value):
+    """#32 item 13: `000_mask.PNG` is the mask (images of .PNG are read too), and a mask saved as
+    0/1 holds its defect instead of reading as empty."""
+    reference = open_dataset(str(_mvtec_category(tmp_path / "a" / "tile")))
+    root = _mvtec_category(tmp_path / "b" / "tile")
+    _rename_masks(root, suffix, value)
+    dataset = open_dataset(str(root))
+    for index, item in enumerate(dataset.items):
+        expected = reference[reference.index_of(item.item_id)].masks
+        assert np.array_equal(dataset[index].masks, expected), item.item_id
+    assert sum(bool(dataset[i].masks.any()) for i in range(len(dataset))) == 12
+
+
+def test_linked_class_folders_and_folders_named_like_images(tmp_path):
+    """#32 item 13: a defect-type folder that is a link to another is refused (its images would
+    count twice, under two classes); a folder named `sub.png` among images or user masks is not
+    an image."""
+    from defectgen.masks.user import UserMasks
+
+    root = _mvtec_category(tmp_path / "tile")
+    (root / "test" / "dent").symlink_to(root / "test" / "crack", target_is_directory=True)
+    with pytest.raises(DataError, match="one folder .a link to the other"):
+        open_dataset(str(root))
+    (root / "test" / "dent").unlink()
+    (root / "test" / "crack" / "sub.png").mkdir()
+    assert len(open_dataset(str(root))) == 24
+    tiles = tmp_path / "tiles"
+    for name in ("MT_Crack", "MT_Free"):
+        write_gray(tiles / name / "Imgs" / "a.jpg", np.full((20, 20), 90.0))
+        write_gray(tiles / name / "Imgs" / "a.PNG", np.pad(np.full((4, 4), 255.0), 8))
+    (tiles / "MT_Dent").symlink_to(tiles / "MT_Crack", target_is_directory=True)
+    with pytest.raises(DataError, match="one folder"):
+        open_dataset(str(tiles))
+    (tiles / "MT_Dent").unlink()
+    dataset = open_dataset(str(tiles))
+    assert dataset[dataset.index_of("MT_Crack/a")].masks.sum() == 16  # the .PNG mask beside its image
+    masks = tmp_path / "masks"
+    write_gray(masks / "c1_one.png", np.pad(np.ones((4, 4)), 8))  # 0/1 binary mask
+    (masks / "sub.png").mkdir()
+    user = UserMasks(masks, dataset.classes)
+    assert len(user) == 1 and user.index_mask(0, 20, 20).sum() == 16

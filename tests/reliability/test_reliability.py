@@ -242,3 +242,46 @@ def test_every_verb_help_shows_a_real_example(verb):
     )
     assert result.returncode == 0
     assert f"Example: defectgen {verb}" in result.stdout
+
+
+def test_plain_progress_prints_a_steady_line_with_an_estimate():
+    """#32 item 15: output that is not a terminal gets a plain line per task every PLAIN_EVERY
+    seconds (stage, done/total, elapsed, estimate) and one at the end; nothing in between, and
+    nothing when disabled."""
+    from defectgen import ui
+
+    now = [0.0]
+    plain = ui.PlainProgress(clock=lambda: now[0])
+    with ui.console.capture() as captured:
+        task = plain.add_task("training", total=100, losses="")
+        for step in range(100):
+            now[0] += 1.0
+            plain.advance(task)
+            if step == 49:
+                plain.update(task, losses="loss_g 1.25")
+    lines = captured.get().splitlines()
+    assert lines == [
+        "training: 30/100 (30%), 0:30 elapsed, about 1:10 left",
+        "training: 60/100 (60%), 1:00 elapsed, about 0:40 left; loss_g 1.25",
+        "training: 90/100 (90%), 1:30 elapsed, about 0:10 left; loss_g 1.25",
+        "training: 100/100 (100%), 1:40; loss_g 1.25",
+    ]
+    quiet = ui.PlainProgress(disable=True, clock=lambda: now[0])
+    with ui.console.capture() as captured:
+        task = quiet.add_task("x", total=2)
+        now[0] += 100
+        quiet.advance(task, 2)
+    assert captured.get() == ""
+
+
+def test_a_command_in_a_log_file_reports_its_progress(split_file, tmp_path, monkeypatch):
+    """`train` with its output in a file (not a terminal) prints plain progress lines."""
+    from defectgen import ui
+
+    monkeypatch.setattr(ui, "PLAIN_EVERY", 0.0)
+    assert not ui.console.is_terminal
+    with ui.console.capture() as captured:
+        args = ["train", str(FIXTURE), "--split", str(split_file), "--out", str(tmp_path / "run")]
+        assert main([*args, "--preset", "tiny", "--steps", "3", *TINY_SETS]) == 0
+    text = captured.get()
+    assert "training: 1/3 (33%)" in text and "training: 3/3 (100%)" in text and "about" in text

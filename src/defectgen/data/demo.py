@@ -52,6 +52,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from defectgen import ui
 from defectgen.data.rle import SEVERSTAL_SHAPE, encode
 from defectgen.errors import ConfigError, DataError
 from defectgen.fileio import parse_json, write_atomic
@@ -126,9 +127,7 @@ def generate_demo(
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(make, range(n_images))
         if progress:
-            from rich.progress import track
-
-            results = track(results, total=n_images, description="painting demo", transient=True)
+            results = ui.track(results, total=n_images, description="painting demo", transient=True)
         rles = list(results)
 
     _write_text(out_dir / "README.txt", _readme(params, plan))

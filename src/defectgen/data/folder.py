@@ -16,12 +16,13 @@ masks have soft edges).
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
 import numpy as np
-from rich.progress import track
 
+from defectgen import ui
 from defectgen.data.classes import ClassTable
 from defectgen.data.dataset import IMAGE_SUFFIXES, DefectDataset, Item, Skipped, inside, present
 from defectgen.data.imageio import GRAY_MODES, image_size, read_mask, stored_mode
@@ -43,7 +44,7 @@ class FolderDataset(DefectDataset):
         pairs: list[tuple[str, Path, Path]] = []
         for image_path in image_files(images_dir):
             stem = image_path.stem
-            mask_path = masks_dir / f"{stem}.png"
+            mask_path = find_file(masks_dir, f"{stem}.png")
             try:
                 inside(root, image_path, "image")
                 if not present(mask_path, "mask"):
@@ -62,7 +63,7 @@ class FolderDataset(DefectDataset):
         names = list(ClassTable.from_classes_txt(names_file).names) if names_file.is_file() else None
         # Class presence per image needs the mask pixels: folder datasets are read once here.
         values: dict[str, np.ndarray] = {}
-        for stem, image_path, mask_path in track(pairs, description="indexing masks", transient=True):
+        for stem, image_path, mask_path in ui.track(pairs, description="indexing masks", transient=True):
             try:
                 mask = read_mask(mask_path)
                 width, height = image_size(image_path)
@@ -98,7 +99,7 @@ class FolderDataset(DefectDataset):
                 continue
             mask_values = values[stem]
             if binary:
-                class_ids = (1,) if int(mask_values.max()) >= MASK_THRESHOLD else ()
+                class_ids = (1,) if binary_defect(mask_values).any() else ()
             else:
                 class_ids = tuple(int(v) for v in mask_values if v > 0)
             items.append(Item(stem, image_path, class_ids, mask_path))
@@ -119,7 +120,7 @@ class FolderDataset(DefectDataset):
         item = self.items[index]
         mask = read_mask(item.mask_path)
         if self.binary:
-            return (mask >= MASK_THRESHOLD)[None]
+            return binary_defect(mask)[None]
         return np.stack([mask == k for k in self.classes.ids])
 
 
@@ -136,6 +137,7 @@ class ClassFolderDataset(DefectDataset):
         folders = sorted(p for p in root.iterdir() if (p / "Imgs").is_dir())
         if not folders:
             raise DataError(f"{root}: no CLASS/Imgs/ folders; expected e.g. {root}/Scratch/Imgs/*.jpg")
+        refuse_linked_folders(folders)
         prefix = _shared_prefix([f.name for f in folders])
         names = [f.name[len(prefix) :] for f in folders]
         if free_folders is None:
@@ -155,7 +157,7 @@ class ClassFolderDataset(DefectDataset):
             class_ids = () if free else (classes.names.index(name) + 1,)
             for image_path in image_files(folder / "Imgs", exclude_suffix=".png"):
                 item_id = f"{folder.name}/{image_path.stem}"
-                mask_path = image_path.with_suffix(".png")
+                mask_path = find_file(image_path.parent, f"{image_path.stem}.png")
                 try:
                     inside(root, image_path, "image")
                     if present(mask_path, "mask"):
@@ -188,6 +190,48 @@ class ClassFolderDataset(DefectDataset):
         return one_class_masks(self, index)
 
 
+def binary_defect(mask: np.ndarray) -> np.ndarray:
+    """bool: the defect pixels of a binary mask: >= 128 (0/255 masks, soft edges), or 1 in a mask
+    whose values are all 0/1 (masks saved as 0/1 would otherwise read as empty)."""
+    return mask >= (1 if int(mask.max(initial=0)) == 1 else MASK_THRESHOLD)
+
+
+def find_file(folder: Path, name: str) -> Path:
+    """`folder / name`, or the file of `folder` whose name differs from it only in case
+    (`000_mask.PNG` for `000_mask.png`); `folder / name` when there is none."""
+    path = folder / name
+    if path.is_file() or not folder.is_dir():
+        return path
+    wanted = name.lower()
+    for entry in _listing(folder, folder.stat().st_mtime_ns):
+        if entry.name.lower() == wanted and entry.is_file():
+            return entry
+    return path
+
+
+@functools.lru_cache(maxsize=64)
+def _listing(folder: Path, modified: int) -> tuple[Path, ...]:
+    """The folder's entries, listed once per change of the folder (`modified`: its mtime)."""
+    return tuple(sorted(folder.iterdir()))
+
+
+def refuse_linked_folders(folders: list[Path]) -> None:
+    """Refuse class folders of which two are one folder on disk (a link to another): its images
+    would be read twice, under two classes."""
+    seen: dict[Path, Path] = {}
+    for folder in folders:
+        try:
+            real = folder.resolve()
+        except (OSError, RuntimeError):
+            continue  # a link that loops: the readers say so for its files
+        if real in seen:
+            raise DataError(
+                f"{seen[real]} and {folder} are one folder (a link to the other), so its images would be "
+                "read twice, under two classes; remove the link"
+            )
+        seen[real] = folder
+
+
 def one_class_masks(dataset: DefectDataset, index: int) -> np.ndarray:
     """bool [K, H, W] for a layout with one class per item and a binary mask file (thresholded
     at 128) beside it; all false for a defect-free item."""
@@ -201,7 +245,7 @@ def one_class_masks(dataset: DefectDataset, index: int) -> np.ndarray:
                 f"{item.mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
                 f"{width}x{height}; masks must have their image's size"
             )
-        masks[item.class_ids[0] - 1] = mask >= MASK_THRESHOLD
+        masks[item.class_ids[0] - 1] = binary_defect(mask)
     return masks
 
 
@@ -212,6 +256,7 @@ def image_files(folder: Path, exclude_suffix: str | None = None) -> list[Path]:
         if p.suffix.lower() in IMAGE_SUFFIXES
         and p.suffix.lower() != exclude_suffix
         and not p.name.startswith(".")
+        and not p.is_dir()  # a folder named like an image is not one
     ]
 
 

@@ -6,8 +6,8 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from rich.progress import Progress
 
+from defectgen import ui
 from defectgen.data.dataset import DefectDataset
 from defectgen.data.rle import area as rle_area
 from defectgen.data.severstal import SeverstalDataset
@@ -25,7 +25,7 @@ def inspect_dataset(dataset: DefectDataset, skip_bad: bool = False) -> dict:
     empty: list[str] = []  # items labelled with a class whose mask has no pixel
     bad: list[str] = []
     labels_only = isinstance(dataset, SeverstalDataset) and all(i.image_path is None for i in dataset.items)
-    with Progress(transient=True) as progress:
+    with ui.progress(transient=True) as progress:
         task = progress.add_task("inspecting", total=len(dataset))
         for index, item in enumerate(dataset.items):
             progress.advance(task)

@@ -21,7 +21,14 @@ import numpy as np
 
 from defectgen.data.classes import ClassTable
 from defectgen.data.dataset import DefectDataset, Item, Skipped, inside
-from defectgen.data.folder import FREE_FOLDER, channels_and_notes, image_files, one_class_masks
+from defectgen.data.folder import (
+    FREE_FOLDER,
+    channels_and_notes,
+    find_file,
+    image_files,
+    one_class_masks,
+    refuse_linked_folders,
+)
 from defectgen.errors import DataError
 
 PARTS = ("train", "test")
@@ -54,6 +61,7 @@ class MVTecDataset(DefectDataset):
             for p in sorted((root / part).iterdir())
             if p.is_dir() and not p.name.startswith(".")  # .ipynb_checkpoints is not a defect type
         ]
+        refuse_linked_folders([p for _, p in folders])
         defect_types = sorted({p.name for _, p in folders if not FREE_FOLDER.match(p.name)})
         try:
             classes = ClassTable(tuple(defect_types)) if defect_types else None
@@ -114,7 +122,7 @@ class MVTecDataset(DefectDataset):
 def _mask_of(root: Path, defect_type: str, image_path: Path) -> Path | None:
     """ground_truth/<type>/<stem>_mask.png (the MVTec AD name), or <stem>.png; None if neither."""
     for name in (f"{image_path.stem}_mask.png", f"{image_path.stem}.png"):
-        path = root / "ground_truth" / defect_type / name
+        path = find_file(root / "ground_truth" / defect_type, name)
         if path.is_file():
             return path
     return None

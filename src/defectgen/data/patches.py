@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from rich.progress import track
 
+from defectgen import ui
 from defectgen.data.dataset import DefectDataset
 from defectgen.errors import DataError
 from defectgen.geometry import find_components, hole_of
@@ -61,7 +61,7 @@ class DefectCrops:
             raise DataError(f"{dataset.spec}: the training half has no defect images to learn from")
         self.source_indices = tuple(defect_indices)  # what crops are cut from: tests check it's train only
         self.components: dict[int, list[Component]] = {c: [] for c in dataset.classes.ids}
-        steps = track(defect_indices, description="finding defects", transient=True, disable=not progress)
+        steps = ui.track(defect_indices, description="finding defects", transient=True, disable=not progress)
         for index in steps:
             _, masks = self._load(index)
             for class_id in dataset.items[index].class_ids:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.progress import track
 
+from defectgen import ui
 from defectgen.data.dataset import DefectDataset
 from defectgen.data.lineage import check_lineage, read_items
 from defectgen.data.split import Split, carve_validation
@@ -131,7 +131,7 @@ class EvalContext:
             for group in _by_shape(batch, lambda j: self.decoded(indices[j])[0].shape)
         ]
         model.eval()
-        for batch in track(batches, description=description, transient=True, disable=not self.progress):
+        for batch in ui.track(batches, description=description, transient=True, disable=not self.progress):
             images = [self.decoded(indices[j])[0] for j in batch]
             for j, probability in zip(batch, probabilities_batch(model, images, self.use_bf16), strict=True):
                 rows[j] = probability

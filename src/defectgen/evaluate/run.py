@@ -41,6 +41,7 @@ from defectgen.evaluate.comparison import Verdict, learning_curve
 from defectgen.evaluate.config import EvalConfig
 from defectgen.evaluate.context import (
     EvalContext,
+    arm_sampler,
     crops_per_step,
     state_bytes,
     train_and_score,
@@ -79,6 +80,7 @@ def evaluate(
     ctx = EvalContext.create(dataset, split, config, dirs, progress)
     declared = declared_arms(config, arms, ctx.lineages)
     _check_parts(ctx)
+    _check_arms(ctx, arms)
     out_dir = Path(out_dir)
     group = distributed.init("cpu", distributed.LONG_WAIT) if launch.world_size() > 1 else None
     group = group or distributed.Context(rank=0, world_size=1, device=torch.device("cpu"))
@@ -158,6 +160,16 @@ def _check_parts(ctx: EvalContext) -> None:
             "the training half is too small to hold out a validation part with defects; "
             "use a larger --label-fraction or a larger training half"
         )
+
+
+def _check_arms(ctx: EvalContext, arms: list[Arm]) -> None:
+    """Every arm draws its first batch before any run starts: an arm this data cannot feed stops
+    the evaluation now, naming the arm, not after the others have trained."""
+    for arm in arms:
+        try:
+            arm_sampler(ctx, arm, ctx.config.seeds[0]).batch(0)
+        except (ValueError, IndexError, DataError) as err:
+            raise DataError(f"arm {arm.name} cannot run on this data: {err}") from err
 
 
 class Evaluation:

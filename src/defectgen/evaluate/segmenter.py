@@ -11,8 +11,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.progress import Progress
 
+from defectgen import ui
 from defectgen.errors import ConfigError
 from defectgen.models.unet import PAD_MULTIPLE, segmentation_loss
 from defectgen.tensors import image_to_tensor
@@ -48,7 +48,7 @@ def train_segmenter(
     running: list[float] = []
     start = time.perf_counter()
     model.train()
-    with Progress(disable=not progress, transient=True) as bar:
+    with ui.progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(description, total=steps)
         for step in range(steps):
             images, masks, valid = next_batch(step)

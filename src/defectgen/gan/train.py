@@ -26,7 +26,6 @@ from PIL import Image
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress,
     ProgressColumn,
     TextColumn,
     TimeRemainingColumn,
@@ -34,7 +33,7 @@ from rich.progress import (
 from rich.text import Text
 from torchvision.utils import make_grid
 
-from defectgen import distributed
+from defectgen import distributed, ui
 from defectgen.data.dataset import DefectDataset
 from defectgen.data.lineage import lineage
 from defectgen.data.patches import DefectCrops
@@ -493,15 +492,14 @@ def _write_stylegan_samples(ema, fixed: dict, path: Path, seed: int, amp) -> Non
     Image.fromarray(pixels.squeeze(-1) if pixels.shape[-1] == 1 else pixels).save(path)
 
 
-def _progress_bar(enabled: bool) -> Progress:
-    return Progress(
+def _progress_bar(enabled: bool):
+    return ui.progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         SpeedColumn(),
         TextColumn("{task.fields[losses]}"),
         TimeRemainingColumn(),
-        console=console,
         disable=not enabled,
         transient=False,
     )

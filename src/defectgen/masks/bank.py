@@ -27,8 +27,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from rich.progress import track
 
+from defectgen import ui
 from defectgen.errors import DataError
 from defectgen.geometry import MIN_AREA, count_components, find_components
 from defectgen.masks.compose import CountDistribution, MaskComposer, place
@@ -186,7 +186,9 @@ def scan_components(
     rows: list[tuple] = []
     packed: list[np.ndarray] = []
     counts: list[list[int]] = []
-    steps = track(defect_indices, description="scanning defect masks", transient=True, disable=not progress)
+    steps = ui.track(
+        defect_indices, description="scanning defect masks", transient=True, disable=not progress
+    )
     for index in steps:
         masks = dataset.load_masks(index)  # bool [K, H, W]
         height, width = masks.shape[1:]

@@ -4,7 +4,7 @@ The folder holds PNG files, one image's masks per file. The class comes from the
 
 - `c<k>_<anything>.png` (e.g. `c2_scratch.png`, case-insensitive `c`): a *binary* mask of
   class k; pixels >= 128 are defect (soft, anti-aliased edges are thresholded at 128, as for
-  dataset masks), whatever their exact value.
+  dataset masks), or 1 in a mask of 0/1 values (`defectgen.data.folder.binary_defect`).
 - any other `*.png`: an *index* mask: 0 = background, value k = class k, k in 1..K.
 
 A value above K in an index mask, or a prefix k above K, is a DataError that names the file.
@@ -25,11 +25,11 @@ import cv2
 import numpy as np
 
 from defectgen.data.classes import ClassTable
+from defectgen.data.folder import binary_defect
 from defectgen.data.imageio import read_mask
 from defectgen.errors import DataError
 
 BINARY_NAME = re.compile(r"^c(\d+)_.*\.png$", re.IGNORECASE)
-THRESHOLD = 128
 
 
 class UserMasks:
@@ -42,7 +42,9 @@ class UserMasks:
         if not self.folder.is_dir():
             raise DataError(f"{self.folder}: mask folder not found; give a folder of PNG masks")
         paths = sorted(
-            p for p in self.folder.iterdir() if p.suffix.lower() == ".png" and not p.name.startswith(".")
+            p
+            for p in self.folder.iterdir()
+            if p.suffix.lower() == ".png" and not p.name.startswith(".") and not p.is_dir()
         )
         if not paths:
             raise DataError(
@@ -75,7 +77,7 @@ class UserMasks:
                     f"{path}: the name says class {class_id} but the class table has {self.num_classes} "
                     f"classes ({names}); rename it c<k>_{rest} with k in 1..{self.num_classes}"
                 )
-            index = np.where(raw >= THRESHOLD, class_id, 0).astype(np.uint8)
+            index = np.where(binary_defect(raw), class_id, 0).astype(np.uint8)
         else:
             top = int(raw.max(initial=0))
             if top > self.num_classes:

@@ -57,9 +57,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from rich.progress import Progress
 
-from defectgen import geometry, launch
+from defectgen import geometry, launch, ui
 from defectgen.data.dataset import DefectDataset
 from defectgen.data.lineage import check_lineage, lineage
 from defectgen.data.split import Split
@@ -331,7 +330,7 @@ def _write_set(context, out_dir: Path, params: dict, plan: _Plan, job: _Job) -> 
         suffix = ".jpg" if c.format == "severstal" else ".png"
         error = None
         try:
-            with Progress(disable=not (job.progress and context.is_main), transient=False) as bar:
+            with ui.progress(disable=not (job.progress and context.is_main), transient=False) as bar:
                 task = bar.add_task("synthesizing", total=len(todo))
 
                 def written(record):  # in a writer thread, once the item's files are in place

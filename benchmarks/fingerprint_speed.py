@@ -27,7 +27,6 @@ def build(work: Path, items: int) -> Path:
     shutil.rmtree(root, ignore_errors=True)
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
-    (root / "classes.txt").write_text("\n".join(tiles.classes.names) + "\n")
     for n in range(items):
         item = tiles.items[n % len(tiles)]
         _link(item.image_path, root / "images" / f"{n:05d}.jpg")

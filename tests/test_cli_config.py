@@ -83,3 +83,47 @@ def test_the_cli_builds_the_config_from_flags_file_and_set(tmp_path, monkeypatch
     assert main([*args, "--config", str(file), "--classes", "1,3", "--set", "batch_size=5"]) == 0
     assert (seen["config"].n, seen["config"].classes, seen["config"].batch_size) == (7, [1, 3], 5)
     assert main([*args, "--n", "2", "--set", "seed=x"]) == 2  # a bad --set value: one line, exit 2
+
+
+FIXTURE_DATA = __import__("pathlib").Path(__file__).parent / "fixtures" / "tiny_folder"
+
+
+@pytest.mark.parametrize(
+    "args, config, flag_text, field_text",
+    [
+        (["synth", "--n", "0"], lambda: __import__("defectgen.synth_config").synth_config.SynthConfig(n=0),
+         "--n must be a number", "`n` must be a number"),
+        (["evaluate", "--size", "33"], lambda: EvalConfig(crop_size=33),
+         "--size must be a multiple of 32", "`crop_size` must be a multiple of 32"),
+        (["evaluate", "--set", "extra_share=2"], lambda: EvalConfig(extra_share=2),
+         "--extra-share must be in [0, 1]", "`extra_share` must be in [0, 1]"),
+        (["experiment", "--generators", "0"], lambda: ExperimentConfig(generators=0),
+         "--generators must be in 1..16", "`generators` must be in 1..16"),
+    ],
+)  # fmt: skip
+def test_errors_name_flags_on_the_command_line_and_fields_in_python(
+    tmp_path, args, config, flag_text, field_text
+):
+    """#32 item 12 / #33: one validation, two readers: a Python caller reads the field it set, a
+    command-line user the option they typed (or `--set KEY` where the setting has no flag)."""
+    from defectgen.cli import main
+    from defectgen.ui import console
+
+    with pytest.raises(ConfigError) as refused:
+        config().validate()
+    assert field_text in str(refused.value) and "--" not in str(refused.value).split(" must")[0]
+    verb, *options = args
+    extra = ["--split", str(tmp_path / "s.json")] if verb in ("synth", "evaluate") else []
+    extra += ["--checkpoint", str(tmp_path / "c.pt")] if verb == "synth" else []
+    with console.capture() as captured:
+        code = main([verb, str(FIXTURE_DATA), *extra, "--out", str(tmp_path / "o"), *options])
+    assert code == 2 and flag_text in " ".join(captured.get().split())
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_setting_without_a_flag_is_named_as_set():
+    from defectgen.cli_config import as_flags
+
+    assert as_flags("`evaluation` and `gan_steps`, not `gan_step`", ExperimentConfig) == (
+        "--set evaluation and --gan-steps, not `gan_step`"
+    )

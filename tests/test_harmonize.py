@@ -147,12 +147,12 @@ def test_the_cli_writes_a_harmonized_set_with_the_band_asked_for(harmonize_run, 
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"mode": "blend"}, "--mode must be one of paint, harmonize"),
-        ({"mode": "harmonize", "mask_source": "shapes"}, "takes no --mask-source"),
-        ({"mode": "harmonize", "band": 0}, "--band must be in 1..64"),
-        ({"mode": "harmonize", "band": 65}, "--band must be in 1..64"),
-        ({"mode": "harmonize", "rim": -1}, "--rim must be in 0..16"),
-        ({"band": 3}, "belong to --mode harmonize"),
+        ({"mode": "blend"}, "`mode` must be one of paint, harmonize"),
+        ({"mode": "harmonize", "mask_source": "shapes"}, "takes no `mask_source`"),
+        ({"mode": "harmonize", "band": 0}, "`band` must be in 1..64"),
+        ({"mode": "harmonize", "band": 65}, "`band` must be in 1..64"),
+        ({"mode": "harmonize", "rim": -1}, "`rim` must be in 0..16"),
+        ({"band": 3}, "belong to `mode` harmonize"),
         ({"mode": "harmonize", "classes": [2, 4]}, "class id 4"),
         ({"mode": "harmonize", "classes": [3]}, r"no defect of class\(es\) \[3\]"),  # a class with no defect
         ({"classes": [3]}, r"no mask source can draw class"),

@@ -272,7 +272,7 @@ def test_second_writer_is_refused(tiny_run, tmp_path):
 
 def test_refused_inputs_leave_outputs_untouched(tiny_run, tmp_path, magnetic_tile_dir):
     dataset, split, checkpoint, _ = tiny_run
-    with pytest.raises(ConfigError, match=r"--n must be a number of images in 1\.\."):
+    with pytest.raises(ConfigError, match=r"`n` must be a number of images in 1\.\."):
         synthesize(
             checkpoint,
             dataset,
@@ -281,7 +281,7 @@ def test_refused_inputs_leave_outputs_untouched(tiny_run, tmp_path, magnetic_til
             SynthConfig(n=0, background_source="free"),
             progress=False,
         )
-    with pytest.raises(ConfigError, match="--format"):
+    with pytest.raises(ConfigError, match="`format`"):
         synthesize(
             checkpoint,
             dataset,
@@ -380,7 +380,7 @@ def test_no_defect_free_backgrounds(tmp_path):
             SynthConfig(n=1, backgrounds=tmp_path / "bg", background_source="labelled"),
             progress=False,
         )
-    with pytest.raises(ConfigError, match="--background-source must be one of"):
+    with pytest.raises(ConfigError, match="`background_source` must be one of"):
         synthesize(
             checkpoint,
             dataset,
@@ -419,7 +419,7 @@ def test_tiled_mode_paints_only_the_holes(tiny_run, tmp_path):
         hole = cv2.dilate(b.masks.any(0).astype(np.uint8), kernel).astype(bool)
         assert np.array_equal(a.image[~hole], b.image[~hole])  # known pixels kept in both modes
         assert hole.any() and not np.array_equal(b.image[hole], a.image[hole])
-    with pytest.raises(ConfigError, match="--tile"):
+    with pytest.raises(ConfigError, match="`tile`"):
         synthesize(
             checkpoint,
             dataset,

@@ -10,6 +10,8 @@ comma-separated values), plus `--config FILE` (YAML of the same keys) and `--set
 what the user typed overrides the file. The command receives `config`: call it (optionally with
 defaults of its own, e.g. arms that depend on other options) to get the validated config;
 later sources win: field defaults, the command's defaults, the file, the flags, `--set`.
+A config's errors name its settings as `field` (what a Python caller typed); the command's
+errors name them by their options instead (`as_flags`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Annotated
 
 import typer
 
+from defectgen.errors import ConfigError
 from defectgen.settings import build_config, parse_yaml
 
 CONFIG_HELP = "YAML file of settings (the keys of --set)."
@@ -83,6 +86,16 @@ def _default_text(field: dataclasses.Field) -> str:
     return f" (default: {text})" if text else ""
 
 
+def as_flags(message: str, cls) -> str:
+    """`message` with each setting of `cls` it names as `field` (how a config's errors name
+    settings, for Python callers) written as the command line's option: its flag, or
+    `--set field` for a setting without one."""
+    for field in dataclasses.fields(cls):
+        flag = flag_of(field)
+        message = message.replace(f"`{field.name}`", flag or f"--set {field.name}")
+    return message
+
+
 def config_options(cls, **names: str):
     """Decorator: the command gets one option per field of `cls` (see the module docstring);
     `names` renames a field's keyword in the command (field=keyword) where it would clash."""
@@ -135,7 +148,10 @@ def config_options(cls, **names: str):
             def config(**defaults):
                 return build_config(cls, file, given, overrides, base=defaults)
 
-            return command(*args, config=config, **kwargs)
+            try:
+                return command(*args, config=config, **kwargs)
+            except ConfigError as err:  # the config names settings as fields: name the flags
+                raise ConfigError(as_flags(str(err), cls)) from None
 
         positional = [p for p in kept if p.kind is not inspect.Parameter.KEYWORD_ONLY]
         keyword = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in kept if p not in positional]

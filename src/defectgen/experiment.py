@@ -59,13 +59,13 @@ class ExperimentConfig:
 
     def validate(self) -> None:
         if not 0 < self.label_fraction <= 1 or not 0 < self.test_fraction < 1:
-            raise ConfigError("label_fraction must be in (0, 1] and test_fraction in (0, 1)")
+            raise ConfigError("`label_fraction` must be in (0, 1] and `test_fraction` in (0, 1)")
         if not 0 <= self.split_seed <= MAX_SEED:
-            raise ConfigError(f"split_seed must be in 0..{MAX_SEED}, got {self.split_seed}")
+            raise ConfigError(f"`split_seed` must be in 0..{MAX_SEED}, got {self.split_seed}")
         if not 1 <= self.generators <= 16:
-            raise ConfigError(f"generators must be in 1..16, got {self.generators}")
+            raise ConfigError(f"`generators` must be in 1..16, got {self.generators}")
         if not 1 <= self.gan_steps <= 10_000_000 or not 1 <= self.synthetic <= 1_000_000:
-            raise ConfigError("gan_steps and synthetic must be positive")
+            raise ConfigError("`gan_steps` and `synthetic` must be positive")
         reserved = {"arms", "seeds", "declared_arms"} & set(self.evaluation)
         if reserved:
             raise ConfigError(

@@ -23,7 +23,7 @@ MAX_SEED = 2**63 - 1  # torch.manual_seed and numpy accept seeds up to this
 PRECISIONS = ("auto", "bf16", "fp32")  # auto: bf16 autocast where the hardware supports it
 
 
-def check_precision(value: str, name: str = "precision") -> None:
+def check_precision(value: str, name: str = "`precision`") -> None:
     """Refuse a precision setting that is not one of `PRECISIONS`."""
     if value not in PRECISIONS:
         raise ConfigError(f"{name} must be auto, bf16 or fp32, got {value!r}")

@@ -71,40 +71,40 @@ class SynthConfig:
 
     def validate(self) -> None:
         if self.n is None:
-            raise ConfigError("--n: give the number of images to synthesize")
+            raise ConfigError("`n`: give the number of images to synthesize")
         if not 1 <= self.n <= MAX_IMAGES:
-            raise ConfigError(f"--n must be a number of images in 1..{MAX_IMAGES:,}, got {self.n}")
+            raise ConfigError(f"`n` must be a number of images in 1..{MAX_IMAGES:,}, got {self.n}")
         if not 0 <= self.seed <= MAX_SEED:
-            raise ConfigError(f"--seed must be in 0..{MAX_SEED}, got {self.seed}")
+            raise ConfigError(f"`seed` must be in 0..{MAX_SEED}, got {self.seed}")
         if self.format not in FORMATS:
-            raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+            raise ConfigError(f"`format` must be one of {', '.join(FORMATS)}, got {self.format!r}")
         if not 1 <= self.batch_size <= 1024:
-            raise ConfigError(f"--batch-size must be in 1..1024, got {self.batch_size}")
+            raise ConfigError(f"`batch_size` must be in 1..1024, got {self.batch_size}")
         if self.tile is not None and not (8 <= self.tile <= 4096 and self.tile % 8 == 0):
-            raise ConfigError(f"--tile must be a multiple of 8 in 8..4096, got {self.tile}")
+            raise ConfigError(f"`tile` must be a multiple of 8 in 8..4096, got {self.tile}")
         if not 1 <= self.attempts <= 100 or (self.attempts > 1 and self.judge is None):
-            raise ConfigError(f"--attempts must be in 1..100 and needs --judge above 1, got {self.attempts}")
+            raise ConfigError(f"`attempts` must be in 1..100 and needs `judge` above 1, got {self.attempts}")
         if self.background_source not in BACKGROUND_SOURCES:
             raise ConfigError(
-                f"--background-source must be one of {', '.join(BACKGROUND_SOURCES)}, "
+                f"`background_source` must be one of {', '.join(BACKGROUND_SOURCES)}, "
                 f"got {self.background_source!r}"
             )
-        check_precision(self.precision, "--precision")
+        check_precision(self.precision, "`precision`")
         self._check_mode()
 
     def _check_mode(self) -> None:
         if self.mode not in MODES:
-            raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+            raise ConfigError(f"`mode` must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.mode == "paint":
             if self.band is not None or self.rim != 1:
-                raise ConfigError("--band and --rim belong to --mode harmonize")
+                raise ConfigError("`band` and `rim` belong to `mode` harmonize")
             return
         if self.mask_source != "real":
             raise ConfigError(
-                "--mode harmonize pastes real training defects: their masks are the labels, so it takes no "
-                f"--mask-source (got {self.mask_source!r})"
+                "`mode` harmonize pastes real training defects: their masks are the labels, so it takes no "
+                f"`mask_source` (got {self.mask_source!r})"
             )
         if self.band is not None and not 1 <= self.band <= MAX_BAND:
-            raise ConfigError(f"--band must be in 1..{MAX_BAND} px, got {self.band}")
+            raise ConfigError(f"`band` must be in 1..{MAX_BAND} px, got {self.band}")
         if not 0 <= self.rim <= MAX_RIM:
-            raise ConfigError(f"--rim must be in 0..{MAX_RIM} px, got {self.rim}")
+            raise ConfigError(f"`rim` must be in 0..{MAX_RIM} px, got {self.rim}")

@@ -93,37 +93,39 @@ class EvalConfig:
     def validate(self) -> None:
         self._check_types()
         if not self.arms:
-            raise ConfigError("--arms must name at least one arm")
+            raise ConfigError("`arms` must name at least one arm")
         if len(self.seeds) < 2:
             raise ConfigError(
-                "--seeds must be at least 2: the interval of a paired difference needs seed variance"
+                "`seeds` must be at least 2: the interval of a paired difference needs seed variance"
             )
         if len(self.seeds) > MAX_SEEDS:
-            raise ConfigError(f"--seeds must be at most {MAX_SEEDS} (each seed trains every arm once)")
+            raise ConfigError(f"`seeds` must be at most {MAX_SEEDS} (each seed trains every arm once)")
         if len(set(self.seeds)) != len(self.seeds):
-            raise ConfigError(f"--seeds repeats a seed: {self.seeds}")
+            raise ConfigError(f"`seeds` repeats a seed: {self.seeds}")
         if any(not 0 <= s <= MAX_SEED for s in self.seeds):
-            raise ConfigError(f"seeds must be in 0..{MAX_SEED}, got {self.seeds}")
+            raise ConfigError(f"`seeds` must be in 0..{MAX_SEED}, got {self.seeds}")
         if not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS:
-            raise ConfigError(f"steps must be an integer in 1..{MAX_STEPS:,}, got {self.steps!r}")
+            raise ConfigError(f"`steps` must be an integer in 1..{MAX_STEPS:,}, got {self.steps!r}")
         if not 1 <= self.encoder_depth <= 5:
-            raise ConfigError(f"encoder_depth must be in 1..5, got {self.encoder_depth}")
+            raise ConfigError(f"`encoder_depth` must be in 1..5, got {self.encoder_depth}")
         if len(self.decoder_channels) != self.encoder_depth or any(
             not isinstance(c, int) or c < 1 for c in self.decoder_channels
         ):
             raise ConfigError(
-                f"decoder_channels must be {self.encoder_depth} positive integers (one per encoder stage), "
+                f"`decoder_channels` must be {self.encoder_depth} positive integers (one per encoder stage), "
                 f"got {self.decoder_channels}"
             )
         if len(set(self.declared_arms)) != len(self.declared_arms):
-            raise ConfigError(f"declared_arms repeats an arm: {self.declared_arms}")
+            raise ConfigError(f"`declared_arms` repeats an arm: {self.declared_arms}")
         missing = [a for a in self.declared_arms if a not in self.arms and f"real+{a}" not in self.arms]
         if missing:
             raise ConfigError(f"declared arm(s) {missing} are not among the arms {self.arms}: add them")
         if not 32 <= self.crop_size <= 4096 or self.crop_size % 32:
-            raise ConfigError(f"--size must be a multiple of 32 (U-Net) in 32..4096, got {self.crop_size}")
+            raise ConfigError(
+                f"`crop_size` must be a multiple of 32 (U-Net) in 32..4096, got {self.crop_size}"
+            )
         if not 2 <= self.batch_size <= 4096:
-            raise ConfigError(f"--batch-size must be in 2..4096 (batch norm needs 2), got {self.batch_size}")
+            raise ConfigError(f"`batch_size` must be in 2..4096 (batch norm needs 2), got {self.batch_size}")
         for name in (
             "extra_share",
             "synthetic_share",
@@ -133,12 +135,12 @@ class EvalConfig:
         ):
             value = getattr(self, name)
             if not 0 <= value <= 1:
-                raise ConfigError(f"{name} must be in [0, 1], got {value}")
+                raise ConfigError(f"`{name}` must be in [0, 1], got {value}")
         if not 0 < self.val_fraction < 1:
-            raise ConfigError("val_fraction must be in (0, 1)")
+            raise ConfigError("`val_fraction` must be in (0, 1)")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"--lr must be > 0, got {self.lr}")
-        check_precision(self.precision, "--precision")
+            raise ConfigError(f"`lr` must be > 0, got {self.lr}")
+        check_precision(self.precision, "`precision`")
 
     def _check_types(self) -> None:
         """Every field of the type it is declared with (a Python caller can pass anything): a list

@@ -114,6 +114,8 @@ def test_fit_out_writes_the_fit_part_as_a_split(tiny_dataset, tmp_path):
     assert validation and fit.digest() != split.digest()
     assert main(["split", str(TINY), "--out", str(tmp_path / "t.json"), "--fit-out", str(tmp_path / "g.json"),
                  "--val-fraction", "1.5"]) == 2  # fmt: skip
+    same = str(tmp_path / "same.json")
+    assert main(["split", str(TINY), "--out", same, "--fit-out", same]) == 2 and not Path(same).exists()
 
 
 def test_bad_split_files_and_options(tmp_path, magnetic_tile_dir):

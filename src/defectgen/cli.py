@@ -205,6 +205,8 @@ def split(
 
     if not 0 < val_fraction < 1:
         raise ConfigError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
+    if fit_out is not None and fit_out.resolve() == out_path.resolve():
+        raise ConfigError(f"--fit-out {fit_out} is the --out file: give the fit part its own file")
     dataset = _open(data, skip_bad, labels_complete, covered_ids, image_size)
     result = make_split(
         dataset, test_fraction=test_fraction, seed=seed, label_fraction=label_fraction, layout=layout_split

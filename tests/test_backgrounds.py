@@ -192,3 +192,19 @@ def test_backgrounds_folder_with_test_images_is_refused_and_defect_images_warned
         )
     text = " ".join(captured.get().split())
     assert "1 image(s) are the dataset's own defect images (first: copy.png)" in text
+
+
+def test_a_mask_folder_holding_test_labels_is_refused(defects_only, tmp_path):
+    """`--mask-source folder:DIR` with a copy of a test item's mask would paint the test labels."""
+    import shutil
+
+    from defectgen.errors import DataError
+
+    dataset, split, checkpoint = defects_only
+    folder = tmp_path / "masks"
+    folder.mkdir()
+    shutil.copy(dataset.items[dataset.index_of(split.test[0])].mask_path, folder / "mine.png")
+    config = SynthConfig(n=2, mask_source=f"folder:{folder}", background_source="labelled")
+    with pytest.raises(DataError, match=f"mine.png is a copy of the mask of {split.test[0]}"):
+        synthesize(checkpoint, dataset, split, tmp_path / "out", config, progress=False)
+    assert not (tmp_path / "out").exists()

@@ -609,6 +609,12 @@ def test_a_set_made_from_test_images_or_not_made_by_synth_is_refused(bench, tmp_
             "another dataset",
         ),
         "unrecorded": (lambda p: {k: v for k, v in p.items() if k != "lineage"}, None, "does not record"),
+        "no generator": (
+            lambda p: {**p, "lineage": {k: v for k, v in p["lineage"].items() if k != "generator"}},
+            None,
+            "does not record its generator",
+        ),
+        "read not a list": (lambda p: {**p, "lineage": {**p["lineage"], "read": 5}}, None, "not a list"),
     }  # fmt: skip
     config = EvalConfig(**{**SMALL, "arms": ["real", "real+tiles"], "declared_arms": []})
     for name, (params, background, message) in cases.items():
@@ -617,6 +623,18 @@ def test_a_set_made_from_test_images_or_not_made_by_synth_is_refused(bench, tmp_
             EvalContext.create(dataset, split, config, {"tiles": leaky})
     with pytest.raises(DataError, match="not a `defectgen synth` folder"):
         EvalContext.create(dataset, split, config, {"tiles": work / "data"})
+    test_image = dataset.items[dataset.index_of(split.test[0])].image_path
+    extra = _edited_set(work / "synth", tmp_path / "extra")  # an image the manifest does not list
+    shutil.copy(test_image, extra / "images" / "renamed.png")
+    shutil.copy(extra / "masks" / "synth_000000.png", extra / "masks" / "renamed.png")
+    with pytest.raises(DataError, match="does not list .first: renamed"):
+        EvalContext.create(dataset, split, config, {"tiles": extra})
+    swapped_in = _edited_set(
+        work / "synth", tmp_path / "swapped_in"
+    )  # a listed image replaced by a test image
+    shutil.copy(test_image, swapped_in / "images" / "synth_000000.png")
+    with pytest.raises(DataError, match=f"synth_000000.png is a copy of the image of {split.test[0]}"):
+        EvalContext.create(dataset, split, config, {"tiles": swapped_in})
     ctx = EvalContext.create(dataset, split, config, {"tiles": work / "synth"})
     assert ctx.lineages["tiles"]["validation_items_read"] == 0 and ctx.lineages["tiles"]["items_read"] > 0
 
@@ -628,7 +646,9 @@ def test_a_set_made_from_validation_items_is_measured_but_cannot_carry_the_claim
 
     dataset, split, _, work = bench
     whole = _edited_set(
-        work / "synth", tmp_path / "whole", lambda p: {**p, "lineage": lineage(split, split.train)}
+        work / "synth",
+        tmp_path / "whole",
+        lambda p: {**p, "lineage": {**lineage(split, split.train), "generator": p["lineage"]["generator"]}},
     )
     config = EvalConfig(**{**SMALL, "arms": ["real", "real+tiles"]})
     ctx = EvalContext.create(dataset, split, config, {"tiles": whole})
@@ -639,7 +659,7 @@ def test_a_set_made_from_validation_items_is_measured_but_cannot_carry_the_claim
         "real+tiles"
     ]
     explicit = EvalConfig(**{**SMALL, "arms": ["real", "real+tiles"], "declared_arms": ["real+tiles"]})
-    with pytest.raises(DataError, match="validation items"):
+    with pytest.raises(DataError, match="validation or unlabelled items"):
         declared_arms(explicit, arms, ctx.lineages)
 
 
@@ -705,3 +725,21 @@ def test_an_arm_the_data_cannot_feed_stops_the_evaluation_before_the_first_run(b
     with pytest.raises(DataError, match="arm copypaste cannot run on this data: no room to paste"):
         evaluate(dataset, split, tmp_path / "e", config, progress=False)
     assert not list((tmp_path / "e").glob("runs/*.json"))
+
+
+def test_a_set_that_read_labels_the_split_holds_back_cannot_carry_the_claim(bench):
+    """A generator trained at a higher label fraction read labels this split withholds
+    (`train_unlabelled`): measured, counted, never the claim's set."""
+    from defectgen.evaluate.arms import parse_arms
+    from defectgen.evaluate.run import declared_arms
+
+    dataset, split, _, work = bench
+    fit = Split.load(work / "fit_split.json")
+    held_back = next(i for i in fit.train if dataset.items[dataset.index_of(i)].class_ids)
+    low = Split(**{**split.__dict__, "train": tuple(i for i in split.train if i != held_back),
+                   "train_unlabelled": (held_back,)})  # fmt: skip
+    config = EvalConfig(**{**SMALL, "arms": ["real", "real+tiles"]})
+    ctx = EvalContext.create(dataset, low, config, {"tiles": work / "synth"})
+    assert ctx.lineages["tiles"]["unlabelled_items_read"] == 1
+    assert ctx.lineages["tiles"]["first_unlabelled_item"] == held_back
+    assert declared_arms(config, parse_arms(config.arms, ("tiles",)), ctx.lineages) == []

@@ -42,20 +42,29 @@ def lineage(split: Split, read: Iterable[str], **parents: dict | None) -> dict:
 
 def read_items(record: dict) -> set[str]:
     """Every item id a lineage (and the lineages it names) read."""
-    items = {str(i) for i in record.get("read") or []}
+    read = record.get("read") or []
+    if not isinstance(read, list):
+        raise DataError(f"a lineage's `read` is {type(read).__name__}, not a list of item ids")
+    items = {str(i) for i in read}
     for value in record.values():
         if isinstance(value, dict):
             items |= read_items(value)
     return items
 
 
-def check_lineage(record: object, what: str, dataset: DefectDataset, split: Split, fix: str) -> None:
+def check_lineage(
+    record: object, what: str, dataset: DefectDataset, split: Split, fix: str, needs: tuple[str, ...] = ()
+) -> None:
     """Refuse the artifact `what` (a path and its kind, for the message) unless its lineage
-    `record` is for `dataset` and read nothing of `split`'s test half. `fix`: what to do."""
-    if not isinstance(record, dict) or "dataset_fingerprint" not in record:
+    `record` is complete (with the parent lineages `needs` names), is for `dataset` and read
+    nothing of `split`'s test half. `fix`: what to do."""
+    if not isinstance(record, dict) or not {"dataset_fingerprint", "split_digest", "read"} <= set(record):
         raise DataError(f"{what} does not record what it was made from (an older defectgen wrote it): {fix}")
+    missing = [name for name in needs if not isinstance(record.get(name), dict)]
+    if missing:
+        raise DataError(f"{what} does not record its {missing[0]}'s lineage: {fix}")
     fingerprints = _fingerprints(record)
-    if any(f != dataset.fingerprint() for f in fingerprints):
+    if fingerprints != {dataset.fingerprint()}:
         raise DataError(
             f"{what} was made from another dataset (or another version of its files) than "
             f"{dataset.spec}: {fix}"
@@ -77,18 +86,20 @@ def _fingerprints(record: dict) -> set[str]:
 
 
 class DatasetCopies:
-    """Finds byte-identical copies of a dataset's image files among outside images (a
-    `--backgrounds` folder, a studio upload): candidates by file size, confirmed by SHA-256, so
-    a folder of thousands is checked in seconds. A re-encoded copy (other bytes, same pixels)
-    is not found."""
+    """Finds byte-identical copies of a dataset's image (or mask) files among outside files (a
+    `--backgrounds` folder, a studio upload, a synthetic set, a mask folder): candidates by file
+    size, confirmed by SHA-256, so a folder of thousands is checked in seconds. A re-encoded
+    copy (other bytes, same pixels) is not found."""
 
-    def __init__(self, dataset: DefectDataset):
-        self.dataset = dataset
+    def __init__(self, dataset: DefectDataset, files: str = "image_path"):
+        """`files`: which file of each item to look for ("image_path" or "mask_path")."""
+        self.dataset, self.files = dataset, files
         self._by_size: dict[int, list[int]] = defaultdict(list)
         for index, item in enumerate(dataset.items):
-            if item.image_path is not None:
+            path = getattr(item, files)
+            if path is not None:
                 try:
-                    self._by_size[item.image_path.stat().st_size].append(index)
+                    self._by_size[path.stat().st_size].append(index)
                 except OSError:
                     continue
         self._digests: dict[int, str] = {}
@@ -112,8 +123,23 @@ class DatasetCopies:
     def _digest(self, index: int) -> str:
         if index not in self._digests:
             try:
-                data = self.dataset.items[index].image_path.read_bytes()
+                data = getattr(self.dataset.items[index], self.files).read_bytes()
             except OSError:
                 data = b""
             self._digests[index] = hashlib.sha256(data).hexdigest()
         return self._digests[index]
+
+
+def refuse_test_copies(files: list[Path], dataset: DefectDataset, split: Split, what: str, kind: str) -> None:
+    """Refuse when any of `files` is a byte copy of a test-half item's image (`kind` "image_path")
+    or mask (`kind` "mask_path"): the test item would reach training through it."""
+    copies, test = DatasetCopies(dataset, kind), set(split.test)
+    for path in files:
+        found = [dataset.items[i].item_id for i in copies.find_file(path)]
+        leaked = [item_id for item_id in found if item_id in test]
+        if leaked:
+            noun = "image" if kind == "image_path" else "mask"
+            raise DataError(
+                f"{what}: {path.name} is a copy of the {noun} of {leaked[0]}, of this split's test half, "
+                "so the test item would reach training: remove it"
+            )

@@ -17,7 +17,7 @@ import torch
 
 from defectgen import ui
 from defectgen.data.dataset import DefectDataset
-from defectgen.data.lineage import check_lineage, read_items
+from defectgen.data.lineage import check_lineage, read_items, refuse_test_copies
 from defectgen.data.split import Split, carve_validation
 from defectgen.distributed import resolve_bf16
 from defectgen.errors import DataError
@@ -70,9 +70,11 @@ class EvalContext:
         train = split.indices(dataset, "train")
         fit, validation = carve_validation(dataset, train, config.val_fraction, seed=0)
         test = split.indices(dataset, "test")
-        validation_ids = [dataset.items[i].item_id for i in validation]
-        dirs = synthetic_dirs.items()
-        lineages = {name: set_lineage(path, name, dataset, split, validation_ids) for name, path in dirs}
+        held_out = [dataset.items[i].item_id for i in validation]
+        lineages = {
+            name: set_lineage(path, name, sets[name], dataset, split, held_out)
+            for name, path in synthetic_dirs.items()
+        }
         use_bf16 = resolve_bf16(config.precision, torch.device("cpu"))
         context = cls(
             dataset, fit, validation, test, sets or {}, synthetic_dirs or {}, config, use_bf16, progress
@@ -147,10 +149,15 @@ def _by_shape(batch: list[int], shape_of) -> list[list[int]]:
     return list(groups.values())
 
 
-def set_lineage(path: Path, name: str, dataset: DefectDataset, split: Split, validation_ids: list) -> dict:
-    """What the synthetic set `name` at `path` was made from, for results.json. Refused: a folder
-    that is not a synthesis folder, a set of another dataset, a set whose generator, mask source,
-    backgrounds or pasted defects came from this split's test half (`check_lineage`)."""
+def set_lineage(
+    path: Path, name: str, synthetic, dataset: DefectDataset, split: Split, validation_ids
+) -> dict:
+    """What the synthetic set `name` at `path` (opened: `synthetic`) was made from, for
+    results.json. Refused: a folder that is not a synthesis folder, a set of another dataset, a
+    set whose generator, mask source, backgrounds or pasted defects came from this split's test
+    half (`check_lineage`), images its manifest does not list, byte copies of test images.
+    Counted: the validation items and the split's unlabelled items it read (either keeps it from
+    the claim)."""
     what = f"--synthetic {name}={path}"
     if not is_synthset(path):
         raise DataError(
@@ -159,13 +166,24 @@ def set_lineage(path: Path, name: str, dataset: DefectDataset, split: Split, val
         )
     record = read_params(path).get("lineage")
     fix = "synthesize it with this split (`defectgen synth --split`), from a generator trained with it"
-    check_lineage(record, what, dataset, split, fix)
+    check_lineage(record, what, dataset, split, fix, needs=("generator",))
+    listed = set(read_manifest(path))
+    extra = [item.item_id for item in synthetic.items if Path(item.item_id).stem not in listed]
+    if extra:
+        raise DataError(
+            f"{what} holds {len(extra)} image(s) its manifest does not list (first: {extra[0]}): remove "
+            "them, or synthesize the set again"
+        )
+    images = [item.image_path for item in synthetic.items if item.image_path is not None]
+    refuse_test_copies(images, dataset, split, what, "image_path")
     leaked = sorted(set_sources(path) & set(split.test))
     if leaked:  # the manifest names them, whatever synth.json says
         raise DataError(
             f"{what} was made from {len(leaked)} test image(s) of this split ({leaked[0]}, …): {fix}"
         )
-    seen = sorted((read_items(record) | set_sources(path)) & set(validation_ids))
+    read = read_items(record) | set_sources(path)
+    seen = sorted(read & set(validation_ids))
+    unlabelled = sorted(read & set(split.train_unlabelled))
     return {
         "dataset_fingerprint": record["dataset_fingerprint"],
         "split_digest": record.get("split_digest"),
@@ -173,6 +191,8 @@ def set_lineage(path: Path, name: str, dataset: DefectDataset, split: Split, val
         "items_read": len(read_items(record)),
         "validation_items_read": len(seen),
         **({"first_validation_item": seen[0]} if seen else {}),
+        "unlabelled_items_read": len(unlabelled),  # labels this split holds back (label_fraction)
+        **({"first_unlabelled_item": unlabelled[0]} if unlabelled else {}),
     }
 
 

@@ -100,14 +100,20 @@ def declared_arms(config: EvalConfig, arms: list[Arm], lineages: dict[str, dict]
     `lineages` (set name -> `set_lineage`): a set made from validation items cannot be declared
     (the evaluation's choices are made on them); an implicit claim on one is dropped, saying so."""
     by_name = {arm.name: arm for arm in arms}
-    saw = {name: entry for name, entry in (lineages or {}).items() if entry.get("validation_items_read")}
+    saw = {
+        name: entry
+        for name, entry in (lineages or {}).items()
+        if entry.get("validation_items_read") or entry.get("unlabelled_items_read")
+    }
     if saw:
         name, entry = next(iter(saw.items()))
         say(
             ("warning:", "yellow"),
-            f" synthetic set(s) {sorted(saw)} were made from items of this evaluation's validation part "
-            f"({entry['validation_items_read']} in {name}, first: {entry.get('first_validation_item')}); "
-            "they are measured but cannot carry the claim. Train and synthesize with the fit split "
+            f" synthetic set(s) {sorted(saw)} were made from items this evaluation holds out ("
+            f"{entry['validation_items_read']} of its validation part and {entry['unlabelled_items_read']} "
+            f"unlabelled ones in {name}, first: "
+            f"{entry.get('first_validation_item') or entry.get('first_unlabelled_item')}); they are "
+            "measured but cannot carry the claim. Train and synthesize with the fit split of this split "
             "(`defectgen split --fit-out`), as `defectgen experiment` does",
         )
     if config.declared_arms:
@@ -115,9 +121,9 @@ def declared_arms(config: EvalConfig, arms: list[Arm], lineages: dict[str, dict]
         tainted = [arm.name for arm in chosen if any(s.removesuffix(FILTERED) in saw for s in arm.sets)]
         if tainted:
             raise DataError(
-                f"declared arm(s) {tainted} use a set made from validation items: the claim needs sets "
-                "whose generator and sources never saw them; train and synthesize with the fit split "
-                "(`defectgen split --fit-out`), or use `defectgen experiment`"
+                f"declared arm(s) {tainted} use a set made from validation or unlabelled items: the claim "
+                "needs sets whose generator and sources never saw them; train and synthesize with the fit "
+                "split (`defectgen split --fit-out`), or use `defectgen experiment`"
             )
         plain = [arm.name for arm in chosen if not arm.sets or arm.base is None]
         if plain:

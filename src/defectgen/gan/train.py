@@ -438,7 +438,8 @@ def _check_compatible(state: dict, config: TrainConfig, dataset: DefectDataset, 
         )
     if state["classes"] != dataset.classes.to_json() or state["image_channels"] != dataset.channels:
         raise ConfigError("checkpoint was trained on other classes or channels than this dataset")
-    if (state.get("lineage") or {}).get("split_digest") != split.digest():
+    lineage = state.get("lineage")
+    if not isinstance(lineage, dict) or lineage.get("split_digest") != split.digest():
         raise ConfigError(
             "the checkpoint was trained with another split (or dataset content) than this one: resume "
             "with the run's own --split, or train into a new --out"

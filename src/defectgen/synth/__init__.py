@@ -60,7 +60,7 @@ import torch
 
 from defectgen import geometry, launch, ui
 from defectgen.data.dataset import DefectDataset
-from defectgen.data.lineage import check_lineage, lineage
+from defectgen.data.lineage import check_lineage, lineage, refuse_test_copies
 from defectgen.data.split import Split
 from defectgen.distributed import (
     LONG_WAIT,
@@ -193,6 +193,10 @@ def _lineage(checkpoint: Path, dataset: DefectDataset, split: Split, config: Syn
     generator = checkpoint_lineage(checkpoint)
     check_lineage(generator, f"checkpoint {checkpoint}", dataset, split, fix)
     shapes = None
+    if str(config.mask_source).startswith("folder:"):  # the user's masks: not copies of test labels
+        folder = Path(str(config.mask_source).partition(":")[2])
+        files = sorted(p for p in folder.glob("*") if p.suffix.lower() == ".png") if folder.is_dir() else []
+        refuse_test_copies(files, dataset, split, f"--mask-source {config.mask_source}", "mask_path")
     if str(config.mask_source).startswith("learned:"):
         path = stylegan_checkpoint(str(config.mask_source).partition(":")[2])
         shapes = checkpoint_lineage(path)

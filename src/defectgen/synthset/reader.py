@@ -43,9 +43,9 @@ def read_records(path: Path) -> dict[int, dict]:
     for line in read_text(manifest, "manifest").splitlines():
         try:
             record = parse_json(line)
-        except ValueError:
+            records[int(record["index"])] = record
+        except (ValueError, KeyError, TypeError):  # cut by a kill, or not a record
             continue
-        records[int(record["index"])] = record
     return records
 
 
@@ -79,7 +79,7 @@ def set_sources(path: Path) -> set[str]:
     and the real defects it pasted (harmonize)."""
     sources: set[str] = set()
     for record in read_records(path).values():
-        sources.add(str(record.get("background")))
+        sources.add(str(record.get("background")).removeprefix("train:"))  # the studio's keys
         for defect in record.get("defects") or []:
             if isinstance(defect, dict) and isinstance(defect.get("source"), str):
                 sources.add(defect["source"])

@@ -413,8 +413,9 @@ class _PickyJudge:
     description = "picky test judge"
     thresholds = {1: 0.5, 2: 0.5}
 
-    def __init__(self):
+    def __init__(self, trained_on=()):
         self.calls = 0
+        self.trained_on = tuple(trained_on)  # the items its U-Net trained on (lineage)
 
     def score(self, image, masks):
         self.calls += 1
@@ -445,6 +446,7 @@ def test_synth_with_a_judge_records_scores_and_redraws_rejected_items(bench, tmp
     )
     records = [json.loads(line) for line in (tmp_path / "judged" / "manifest.jsonl").read_text().splitlines()]
     assert summary["accepted_by_judge"] == 4
+    assert json.loads((tmp_path / "judged" / "synth.json").read_text())["lineage"]["judge"] == {"read": []}
     for record in records:
         assert record["attempt"] == 1 and record["label_accepted"] is True
         assert set(record["label_score"]) == {str(k) for k in record["classes"]}
@@ -743,3 +745,25 @@ def test_a_set_that_read_labels_the_split_holds_back_cannot_carry_the_claim(benc
     assert ctx.lineages["tiles"]["unlabelled_items_read"] == 1
     assert ctx.lineages["tiles"]["first_unlabelled_item"] == held_back
     assert declared_arms(config, parse_arms(config.arms, ("tiles",)), ctx.lineages) == []
+
+
+def test_a_judge_that_trained_on_test_images_is_refused(bench, tmp_path, monkeypatch):
+    """The items a judged set keeps are chosen by the judge's U-Net: one trained on this split's
+    test half is refused before anything is written."""
+    from defectgen.evaluate import judge as judge_module
+
+    dataset, split, checkpoint, work = bench
+    picky = _PickyJudge(trained_on=[split.test[0]])
+    monkeypatch.setattr(judge_module.LabelJudge, "from_evaluation", classmethod(lambda cls, *a, **k: picky))
+    with pytest.raises(
+        DataError, match=f"trained on 1 image.s. of this split's test half .first: {split.test[0]}"
+    ):
+        synthesize(
+            checkpoint,
+            dataset,
+            split,
+            tmp_path / "j",
+            SynthConfig(n=2, judge=work, attempts=2),
+            progress=False,
+        )
+    assert not (tmp_path / "j").exists()

@@ -102,6 +102,13 @@ def test_checkpoints_record_their_lineage_and_resume_only_with_their_split(tiny,
     with pytest.raises(ConfigError, match="another split"):
         train(dataset, other, _config(steps=2), run, resume=True, progress=False)
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 1
+    from defectgen.gan.checkpoint import save_checkpoint
+
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    del state["lineage"]  # as a run of an older version wrote it
+    save_checkpoint(state, run / "checkpoints" / "last.pt")
+    with pytest.raises(ConfigError, match="another defectgen version"):
+        train(dataset, split, _config(steps=2), run, resume=True, progress=False)
 
 
 def test_nan_stops_cleanly_and_keeps_last_good_checkpoint(tiny, tmp_path, monkeypatch):

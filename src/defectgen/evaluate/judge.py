@@ -50,6 +50,7 @@ class LabelJudge:
     thresholds: dict[int, float | None]
     description: str
     use_bf16: bool = False
+    trained_on: tuple[str, ...] = ()  # the real items its U-Net trained on (lineage)
 
     @classmethod
     def from_evaluation(
@@ -101,9 +102,11 @@ class LabelJudge:
             settings.get("filter_floor", defaults.filter_floor),
             settings.get("filter_ratio", defaults.filter_ratio),
         )
-        return cls(
-            model, thresholds, f"{record_path.parent.parent} real arm, seed {record['seed']}", use_bf16
-        )
+        trained_on = record.get("real_items_trained_on")
+        if not isinstance(trained_on, list):
+            raise DataError(f"{record_path}: the record does not say which images the U-Net trained on")
+        description = f"{record_path.parent.parent} real arm, seed {record['seed']}"
+        return cls(model, thresholds, description, use_bf16, tuple(str(i) for i in trained_on))
 
     def score(self, image: np.ndarray, masks: np.ndarray) -> dict[int, float]:
         """uint8 [H, W, C] and bool [K, H, W] -> {class id: Dice of the judge on that class}."""

@@ -439,7 +439,12 @@ def _check_compatible(state: dict, config: TrainConfig, dataset: DefectDataset, 
     if state["classes"] != dataset.classes.to_json() or state["image_channels"] != dataset.channels:
         raise ConfigError("checkpoint was trained on other classes or channels than this dataset")
     lineage = state.get("lineage")
-    if not isinstance(lineage, dict) or lineage.get("split_digest") != split.digest():
+    if not isinstance(lineage, dict):
+        raise ConfigError(
+            "the checkpoint does not record what it was trained on (written by another defectgen version): "
+            "train it again into a new --out"
+        )
+    if lineage.get("split_digest") != split.digest():
         raise ConfigError(
             "the checkpoint was trained with another split (or dataset content) than this one: resume "
             "with the run's own --split, or train into a new --out"

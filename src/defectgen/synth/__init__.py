@@ -159,7 +159,7 @@ def synthesize(
         "checkpoint_sha256": file_digest(checkpoint),
         "dataset": dataset.spec,
         "split_fingerprint": split.fingerprint,
-        "lineage": made_from,
+        "lineage": {**made_from, **({"judge": {"read": list(plan.judge.trained_on)}} if plan.judge else {})},
         "classes": classes,
         "mask_source": plan.mask_source,
         "seed": config.seed,
@@ -288,6 +288,12 @@ def _painting_plan(job: _Job, trained, out_dir: Path) -> _Plan:
         from defectgen.evaluate.judge import LabelJudge
 
         judge = LabelJudge.from_evaluation(Path(c.judge), dataset.classes, dataset.channels, job.use_bf16)
+        leaked = sorted(set(judge.trained_on) & set(job.split.test))
+        if leaked:  # the items it keeps would be chosen by a model that saw the test half
+            raise DataError(
+                f"--judge {c.judge}: its U-Net trained on {len(leaked)} image(s) of this split's test half "
+                f"(first: {leaked[0]}); judge with an evaluation of this split"
+            )
     learned = mask_source.startswith("learned:")
     particular = {  # what only painting records
         **({"window_noise": "per window"} if c.tile else {}),  # older tiled runs drew per item

@@ -767,3 +767,23 @@ def test_a_judge_that_trained_on_test_images_is_refused(bench, tmp_path, monkeyp
             progress=False,
         )
     assert not (tmp_path / "j").exists()
+
+
+def test_a_judged_set_cannot_carry_the_claim(bench, tmp_path):
+    """A judge keeps items by thresholds chosen on its evaluation's validation part: such a set is
+    measured, never the claim's."""
+    from defectgen.evaluate.arms import parse_arms
+    from defectgen.evaluate.run import declared_arms
+
+    dataset, split, _, work = bench
+    judged = _edited_set(
+        work / "synth",
+        tmp_path / "judged",
+        lambda p: {**p, "lineage": {**p["lineage"], "judge": {"read": []}}},
+    )
+    config = EvalConfig(**{**SMALL, "arms": ["real", "real+tiles"]})
+    ctx = EvalContext.create(dataset, split, config, {"tiles": judged})
+    assert ctx.lineages["tiles"]["judged"] and not ctx.lineages["tiles"]["validation_items_read"]
+    assert declared_arms(config, parse_arms(config.arms, ("tiles",)), ctx.lineages) == []
+    plain = EvalContext.create(dataset, split, config, {"tiles": work / "synth"})
+    assert not plain.lineages["tiles"]["judged"]

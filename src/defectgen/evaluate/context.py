@@ -156,8 +156,8 @@ def set_lineage(
     results.json. Refused: a folder that is not a synthesis folder, a set of another dataset, a
     set whose generator, mask source, backgrounds or pasted defects came from this split's test
     half (`check_lineage`), images its manifest does not list, byte copies of test images.
-    Counted: the validation items and the split's unlabelled items it read (either keeps it from
-    the claim)."""
+    Counted: the validation items and the split's unlabelled items it read, and whether a judge
+    chose its items (each keeps it from the claim)."""
     what = f"--synthetic {name}={path}"
     if not is_synthset(path):
         raise DataError(
@@ -193,6 +193,8 @@ def set_lineage(
         **({"first_validation_item": seen[0]} if seen else {}),
         "unlabelled_items_read": len(unlabelled),  # labels this split holds back (label_fraction)
         **({"first_unlabelled_item": unlabelled[0]} if unlabelled else {}),
+        # a judge keeps items by thresholds chosen on its own evaluation's validation part
+        "judged": isinstance(record.get("judge"), dict),
     }
 
 

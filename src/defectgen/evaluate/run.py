@@ -103,27 +103,26 @@ def declared_arms(config: EvalConfig, arms: list[Arm], lineages: dict[str, dict]
     saw = {
         name: entry
         for name, entry in (lineages or {}).items()
-        if entry.get("validation_items_read") or entry.get("unlabelled_items_read")
+        if entry.get("validation_items_read") or entry.get("unlabelled_items_read") or entry.get("judged")
     }
     if saw:
         name, entry = next(iter(saw.items()))
         say(
             ("warning:", "yellow"),
-            f" synthetic set(s) {sorted(saw)} were made from items this evaluation holds out ("
-            f"{entry['validation_items_read']} of its validation part and {entry['unlabelled_items_read']} "
-            f"unlabelled ones in {name}, first: "
-            f"{entry.get('first_validation_item') or entry.get('first_unlabelled_item')}); they are "
-            "measured but cannot carry the claim. Train and synthesize with the fit split of this split "
-            "(`defectgen split --fit-out`), as `defectgen experiment` does",
+            f" synthetic set(s) {sorted(saw)} saw what this evaluation holds out (in {name}: "
+            f"{entry['validation_items_read']} validation and {entry['unlabelled_items_read']} unlabelled "
+            f"items{', and a judge chose its items by validation scores' if entry.get('judged') else ''}); "
+            "they are measured but cannot carry the claim. Train and synthesize with the fit split of "
+            "this split (`defectgen split --fit-out`) and no --judge, as `defectgen experiment` does",
         )
     if config.declared_arms:
         chosen = [by_name[parse_arm_name(name, arms)] for name in config.declared_arms]
         tainted = [arm.name for arm in chosen if any(s.removesuffix(FILTERED) in saw for s in arm.sets)]
         if tainted:
             raise DataError(
-                f"declared arm(s) {tainted} use a set made from validation or unlabelled items: the claim "
-                "needs sets whose generator and sources never saw them; train and synthesize with the fit "
-                "split (`defectgen split --fit-out`), or use `defectgen experiment`"
+                f"declared arm(s) {tainted} use a set made from validation or unlabelled items (or chosen "
+                "by a judge): the claim needs sets whose generator and sources never saw them; train and "
+                "synthesize with the fit split (`defectgen split --fit-out`), or use `defectgen experiment`"
             )
         plain = [arm.name for arm in chosen if not arm.sets or arm.base is None]
         if plain:

@@ -135,7 +135,11 @@ def refuse_test_copies(files: list[Path], dataset: DefectDataset, split: Split, 
     or mask (`kind` "mask_path"): the test item would reach training through it."""
     copies, test = DatasetCopies(dataset, kind), set(split.test)
     for path in files:
-        found = [dataset.items[i].item_id for i in copies.find_file(path)]
+        found = [
+            dataset.items[i].item_id
+            for i in copies.find_file(path)
+            if kind == "image_path" or dataset.items[i].class_ids  # an empty mask carries no label
+        ]
         leaked = [item_id for item_id in found if item_id in test]
         if leaked:
             noun = "image" if kind == "image_path" else "mask"

@@ -11,6 +11,7 @@ import typer
 
 from defectgen.cli import app
 from defectgen.cli_config import flags_of
+from defectgen.data.split import SplitConfig
 from defectgen.errors import ConfigError
 from defectgen.evaluate.config import EvalConfig
 from defectgen.experiment import ExperimentConfig
@@ -99,6 +100,8 @@ FIXTURE_DATA = __import__("pathlib").Path(__file__).parent / "fixtures" / "tiny_
          "--extra-share must be in [0, 1]", "`extra_share` must be in [0, 1]"),
         (["experiment", "--generators", "0"], lambda: ExperimentConfig(generators=0),
          "--generators must be in 1..16", "`generators` must be in 1..16"),
+        (["split", "--test-fraction", "1"], lambda: SplitConfig(test_fraction=1),
+         "--test-fraction must be between 0 and 1", "`test_fraction` must be between 0 and 1"),
     ],
 )  # fmt: skip
 def test_errors_name_flags_on_the_command_line_and_fields_in_python(

@@ -114,15 +114,34 @@ def test_fit_out_writes_the_fit_part_as_a_split(tiny_dataset, tmp_path):
     assert validation and fit.digest() != split.digest()
     assert main(["split", str(TINY), "--out", str(tmp_path / "t.json"), "--fit-out", str(tmp_path / "g.json"),
                  "--val-fraction", "1.5"]) == 2  # fmt: skip
+    settings = tmp_path / "split.yaml"
+    settings.write_text("test_fraction: 0.25\nlabel_fraction: 0.5\n")
+    args = [
+        "split",
+        str(TINY),
+        "--out",
+        str(tmp_path / "c.json"),
+        "--config",
+        str(settings),
+        "--set",
+        "seed=3",
+    ]
+    assert main(args) == 0  # one config for the verb: a file and --set, as every verb with settings
+    made = Split.load(tmp_path / "c.json")
+    assert (made.test_fraction, made.label_fraction, made.seed) == (
+        make_split(tiny_dataset, 0.25, 3, 0.5).test_fraction,
+        0.5,
+        3,
+    )
     same = str(tmp_path / "same.json")
     assert main(["split", str(TINY), "--out", same, "--fit-out", same]) == 2 and not Path(same).exists()
 
 
 def test_bad_split_files_and_options(tmp_path, magnetic_tile_dir):
     dataset = open_dataset(str(magnetic_tile_dir))
-    with pytest.raises(ConfigError, match="test-fraction"):
+    with pytest.raises(ConfigError, match="`test_fraction`"):
         make_split(dataset, test_fraction=1.0)
-    with pytest.raises(ConfigError, match="label-fraction"):
+    with pytest.raises(ConfigError, match="`label_fraction`"):
         make_split(dataset, label_fraction=0)
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(DataError, match="not a readable split file"):

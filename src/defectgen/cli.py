@@ -18,6 +18,7 @@ from rich.table import Table
 
 from defectgen import launch
 from defectgen.cli_config import config_options
+from defectgen.data.split import SplitConfig
 from defectgen.errors import ConfigError, DefectgenError
 from defectgen.evaluate.config import DEFAULT_ARMS, EvalConfig
 from defectgen.experiment import ExperimentConfig
@@ -166,21 +167,10 @@ def inspect(
 
 
 @app.command()
+@config_options(SplitConfig)
 def split(
     data: DataArg,
     out_path: Annotated[Path, typer.Option("--out", help="Split file to write.")] = Path("split.json"),
-    test_fraction: Annotated[float, typer.Option(help="Share of items in the test half.")] = 0.5,
-    seed: Annotated[int, typer.Option(help="Random seed: same seed, same split.")] = 0,
-    label_fraction: Annotated[
-        float, typer.Option(help="Keep this share of the training half's defect images.")
-    ] = 1.0,
-    layout_split: Annotated[
-        bool,
-        typer.Option(
-            "--layout-split",
-            help="Keep the layout's own train/test parts (MVTec AD) instead of a stratified draw.",
-        ),
-    ] = False,
     fit_out: Annotated[
         Path | None,
         typer.Option(
@@ -189,13 +179,12 @@ def split(
             "the evaluation's validation part, so a generator never sees the images its claim is chosen on.",
         ),
     ] = None,
-    val_fraction: Annotated[
-        float, typer.Option(help="With --fit-out: the validation share, as `evaluate --set val_fraction=`.")
-    ] = EvalConfig.val_fraction,
     skip_bad: SkipBad = False,
     labels_complete: LabelsComplete = "true",
     covered_ids: CoveredIds = None,
     image_size: ImageSize = None,
+    *,
+    config,
 ):
     """Deterministic train/test split, stratified by class presence, written to a file.
 
@@ -203,17 +192,16 @@ def split(
     """
     from defectgen.data.split import fit_split, make_split, split_report
 
-    if not 0 < val_fraction < 1:
-        raise ConfigError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
+    settings = config()
     if fit_out is not None and fit_out.resolve() == out_path.resolve():
         raise ConfigError(f"--fit-out {fit_out} is the --out file: give the fit part its own file")
     dataset = _open(data, skip_bad, labels_complete, covered_ids, image_size)
     result = make_split(
-        dataset, test_fraction=test_fraction, seed=seed, label_fraction=label_fraction, layout=layout_split
+        dataset, settings.test_fraction, settings.seed, settings.label_fraction, settings.layout
     )
     result.save(out_path)
     if fit_out is not None:
-        fit_split(result, dataset, val_fraction).save(fit_out)
+        fit_split(result, dataset, settings.val_fraction).save(fit_out)
     report = split_report(result, dataset)
     if report["train"]["items"] == report["train"]["defect_free"]:
         say(
@@ -222,11 +210,11 @@ def split(
             "learn defects from"
             + (
                 " (MVTec AD keeps every defect in test/); split without --layout-split"
-                if layout_split
+                if settings.layout
                 else ""
             ),
         )
-    table = Table(title=f"split of {dataset.spec} (seed {seed})")
+    table = Table(title=f"split of {dataset.spec} (seed {settings.seed})")
     parts = list(report)
     table.add_column("")
     for part in parts:

@@ -36,8 +36,38 @@ from defectgen.data.classes import ClassTable
 from defectgen.data.dataset import DefectDataset, Item
 from defectgen.errors import ConfigError, DataError
 from defectgen.fileio import check_replaceable, parse_json, starts_with, write_atomic
+from defectgen.settings import MAX_SEED, setting
 
 FORMAT = "defectgen-split/1"
+VAL_FRACTION = 0.2  # the evaluation's validation share of the training half (EvalConfig.val_fraction)
+
+
+@dataclass
+class SplitConfig:
+    """The settings of a split: what `split` takes as options and `make_split` as arguments."""
+
+    test_fraction: float = setting(0.5, "Share of items in the test half.")
+    seed: int = setting(0, "Random seed: same seed, same split.")
+    label_fraction: float = setting(1.0, "Keep this share of the training half's defect images.")
+    layout: bool = setting(
+        False, "Keep the layout's own train/test parts (MVTec AD) instead of a stratified draw.",
+        flag="--layout-split",
+    )  # fmt: skip
+    val_fraction: float = setting(
+        VAL_FRACTION, "With --fit-out: the validation share, as `evaluate --set val_fraction=`."
+    )
+
+    def validate(self) -> None:
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ConfigError(
+                f"`test_fraction` must be between 0 and 1 (exclusive), got {self.test_fraction}"
+            )
+        if not 0.0 < self.label_fraction <= 1.0:
+            raise ConfigError(f"`label_fraction` must be in (0, 1], got {self.label_fraction}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"`seed` must be in 0..{MAX_SEED}, got {self.seed}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"`val_fraction` must be between 0 and 1, got {self.val_fraction}")
 
 
 @dataclass(frozen=True)
@@ -188,10 +218,8 @@ def make_split(
     label_fraction: float = 1.0,
     layout: bool = False,
 ) -> Split:
-    if not 0.0 < test_fraction < 1.0:
-        raise ConfigError(f"--test-fraction must be between 0 and 1 (exclusive), got {test_fraction}")
-    if not 0.0 < label_fraction <= 1.0:
-        raise ConfigError(f"--label-fraction must be in (0, 1], got {label_fraction}")
+    """A split of `dataset` with the settings of `SplitConfig` (validated there)."""
+    SplitConfig(test_fraction, seed, label_fraction, layout).validate()
     if len(dataset) < 2:
         raise DataError(f"{dataset.spec}: {len(dataset)} item(s) cannot be split in two")
     if layout:

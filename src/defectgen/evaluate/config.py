@@ -10,6 +10,7 @@ import math
 import typing
 from dataclasses import dataclass, fields
 
+from defectgen.data.split import VAL_FRACTION
 from defectgen.errors import ConfigError
 from defectgen.evaluate.arms import BASES
 from defectgen.settings import MAX_SEED, MAX_STEPS, check_precision, coerce, setting
@@ -52,7 +53,7 @@ class EvalConfig:
         "runs' own schedule, and whether the budget is flat.",
     )  # fmt: skip
     val_fraction: float = setting(
-        0.2, "Part of the training half held out for the curve and post-processing."
+        VAL_FRACTION, "Part of the training half held out for the curve and post-processing."
     )
     crop_size: int = setting(96, "Training crop size (multiple of 32).", flag="--size")
     batch_size: int = setting(8, "Real crops per batch, identical in every arm.")

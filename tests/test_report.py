@@ -945,3 +945,19 @@ def test_renders_what_the_evaluation_writes(tmp_path):
 
 
 MISSING_CELL = "<td>—</td>"
+
+
+def test_the_protocol_says_what_a_set_saw_of_what_the_evaluation_holds_out():
+    from defectgen.report.protocol import _lineage_text
+
+    clean = {"items_read": 41, "split_digest": "a", "generator_split_digest": "b", "validation_items_read": 0,
+             "unlabelled_items_read": 0, "judged": False}  # fmt: skip
+    assert _lineage_text(clean).endswith("none of the test half; nothing the evaluation holds out")
+    assert "cannot carry" not in _lineage_text(clean)
+    for change, words in [
+        ({"validation_items_read": 3}, "3 of the validation part, so it cannot carry the claim"),
+        ({"unlabelled_items_read": 2}, "2 whose labels the split holds back, so it cannot carry the claim"),
+        ({"judged": True}, "its items chosen by a judge's validation scores, so it cannot carry the claim"),
+    ]:
+        assert _lineage_text({**clean, **change}).endswith(words)
+    assert _lineage_text(None) == "its lineage is not recorded"

@@ -62,6 +62,7 @@ class _Task:
     fields: dict
     start: float
     printed: float  # when its last line was printed
+    closed: bool = False  # its final line is out
 
 
 class PlainProgress:
@@ -99,9 +100,9 @@ class PlainProgress:
             now = self.clock()
             ended = task.total is not None and task.completed >= task.total
             due = now - task.printed >= PLAIN_EVERY or (ended and now - task.start >= 1.0)
-            if self.disable or not due or (ended and task.printed == -1):
+            if self.disable or not due or task.closed:
                 return
-            task.printed = -1 if ended else now
+            task.printed, task.closed = now, ended
             line = self.line(task, now)
         say(line)
 

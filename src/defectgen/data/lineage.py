@@ -23,7 +23,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
-from defectgen.data.dataset import DefectDataset
+from defectgen.data.dataset import DefectDataset, Item
 from defectgen.data.split import Split
 from defectgen.errors import DataError
 
@@ -130,17 +130,23 @@ class DatasetCopies:
         return self._digests[index]
 
 
+def copies_in(files: list[Path], dataset: DefectDataset, kind: str = "image_path") -> dict[Path, list[Item]]:
+    """Each of `files` -> the dataset items whose image (`kind` "image_path") or mask
+    ("mask_path") it is a byte copy of; an empty mask (a defect-free item's) is no label."""
+    copies = DatasetCopies(dataset, kind)
+    found = {}
+    for path in files:
+        items = [dataset.items[i] for i in copies.find_file(path)]
+        found[path] = [item for item in items if kind == "image_path" or item.class_ids]
+    return found
+
+
 def refuse_test_copies(files: list[Path], dataset: DefectDataset, split: Split, what: str, kind: str) -> None:
     """Refuse when any of `files` is a byte copy of a test-half item's image (`kind` "image_path")
     or mask (`kind` "mask_path"): the test item would reach training through it."""
-    copies, test = DatasetCopies(dataset, kind), set(split.test)
-    for path in files:
-        found = [
-            dataset.items[i].item_id
-            for i in copies.find_file(path)
-            if kind == "image_path" or dataset.items[i].class_ids  # an empty mask carries no label
-        ]
-        leaked = [item_id for item_id in found if item_id in test]
+    test = set(split.test)
+    for path, items in copies_in(files, dataset, kind).items():
+        leaked = [item.item_id for item in items if item.item_id in test]
         if leaked:
             noun = "image" if kind == "image_path" else "mask"
             raise DataError(

@@ -70,9 +70,9 @@ class EvalContext:
         train = split.indices(dataset, "train")
         fit, validation = carve_validation(dataset, train, config.val_fraction, seed=0)
         test = split.indices(dataset, "test")
-        held_out = [dataset.items[i].item_id for i in validation]
+        validation_ids = [dataset.items[i].item_id for i in validation]
         lineages = {
-            name: set_lineage(path, name, sets[name], dataset, split, held_out)
+            name: set_lineage(path, name, sets[name], dataset, split, validation_ids)
             for name, path in synthetic_dirs.items()
         }
         use_bf16 = resolve_bf16(config.precision, torch.device("cpu"))
@@ -176,12 +176,13 @@ def set_lineage(
         )
     images = [item.image_path for item in synthetic.items if item.image_path is not None]
     refuse_test_copies(images, dataset, split, what, "image_path")
-    leaked = sorted(set_sources(path) & set(split.test))
+    sources = set_sources(path)
+    leaked = sorted(sources & set(split.test))
     if leaked:  # the manifest names them, whatever synth.json says
         raise DataError(
             f"{what} was made from {len(leaked)} test image(s) of this split ({leaked[0]}, …): {fix}"
         )
-    read = read_items(record) | set_sources(path)
+    read = read_items(record) | sources
     seen = sorted(read & set(validation_ids))
     unlabelled = sorted(read & set(split.train_unlabelled))
     return {

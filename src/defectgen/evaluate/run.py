@@ -97,15 +97,16 @@ def evaluate(
 
 def declared_arms(config: EvalConfig, arms: list[Arm], lineages: dict[str, dict] | None = None) -> list[Arm]:
     """The claim's arm(s): `config.declared_arms`, else the one stacked arm if there is one.
-    `lineages` (set name -> `set_lineage`): a set made from validation items cannot be declared
-    (the evaluation's choices are made on them); an implicit claim on one is dropped, saying so."""
+    `lineages` (set name -> `set_lineage`): a set that saw what the evaluation holds out (its
+    validation items, on which the evaluation's choices are made; labels the split withholds; a
+    judge's validation scores) cannot be declared; an implicit claim on one is dropped, saying so."""
     by_name = {arm.name: arm for arm in arms}
     saw = {
         name: entry
         for name, entry in (lineages or {}).items()
         if entry.get("validation_items_read") or entry.get("unlabelled_items_read") or entry.get("judged")
     }
-    if saw:
+    if saw and launch.is_main():  # under torchrun, rank 0 speaks for all
         name, entry = next(iter(saw.items()))
         say(
             ("warning:", "yellow"),

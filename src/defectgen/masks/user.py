@@ -32,6 +32,15 @@ from defectgen.errors import DataError
 BINARY_NAME = re.compile(r"^c(\d+)_.*\.png$", re.IGNORECASE)
 
 
+def mask_files(folder: Path) -> list[Path]:
+    """The PNG masks of a user's mask folder, sorted (hidden files and folders left out)."""
+    return sorted(
+        p
+        for p in Path(folder).iterdir()
+        if p.suffix.lower() == ".png" and not p.name.startswith(".") and not p.is_dir()
+    )
+
+
 class UserMasks:
     """All PNG masks of `folder`, read and checked once (user folders are small)."""
 
@@ -41,11 +50,7 @@ class UserMasks:
         self.num_classes = len(classes)
         if not self.folder.is_dir():
             raise DataError(f"{self.folder}: mask folder not found; give a folder of PNG masks")
-        paths = sorted(
-            p
-            for p in self.folder.iterdir()
-            if p.suffix.lower() == ".png" and not p.name.startswith(".") and not p.is_dir()
-        )
+        paths = mask_files(self.folder)
         if not paths:
             raise DataError(
                 f"{self.folder}: no PNG masks; save index masks (0 = background, k = class k) or binary "

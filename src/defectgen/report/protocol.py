@@ -80,15 +80,23 @@ def _lineage_text(lineage: object) -> str:
     lineage = _object(lineage)
     if not lineage:
         return "its lineage is not recorded"
-    read, seen = lineage.get("items_read"), lineage.get("validation_items_read")
+    read = lineage.get("items_read")
     text = (
         f"made from {_count(read)} items of this dataset's training half (split "
         f"{_esc(lineage.get('split_digest') or MISSING)}, generator's split "
         f"{_esc(lineage.get('generator_split_digest') or MISSING)}), none of the test half"
     )
-    if _is_number(seen) and seen > 0:
-        return text + f"; {_count(seen)} of the validation part, so it cannot carry the claim"
-    return text + ("; none of the validation part" if _is_number(seen) else "")
+    held_out = [
+        f"{_count(lineage[key])} {what}"
+        for key, what in (("validation_items_read", "of the validation part"),
+                          ("unlabelled_items_read", "whose labels the split holds back"))
+        if _is_number(lineage.get(key)) and lineage[key] > 0
+    ]  # fmt: skip
+    if lineage.get("judged") is True:
+        held_out.append("its items chosen by a judge's validation scores")
+    if held_out:
+        return text + f"; {', '.join(held_out)}, so it cannot carry the claim"
+    return text + ("; nothing the evaluation holds out" if "validation_items_read" in lineage else "")
 
 
 def _split_sentence(split: dict, config: dict) -> str:

@@ -77,6 +77,7 @@ from defectgen.fileio import file_digest
 from defectgen.gan.checkpoint import checkpoint_lineage, load_generator
 from defectgen.masks import build_mask_source
 from defectgen.masks.learned import stylegan_checkpoint
+from defectgen.masks.user import mask_files
 from defectgen.painter import paint_batch
 from defectgen.paste import DefectPaster
 from defectgen.synth.backgrounds import (
@@ -195,7 +196,7 @@ def _lineage(checkpoint: Path, dataset: DefectDataset, split: Split, config: Syn
     shapes = None
     if str(config.mask_source).startswith("folder:"):  # the user's masks: not copies of test labels
         folder = Path(str(config.mask_source).partition(":")[2])
-        files = sorted(p for p in folder.glob("*") if p.suffix.lower() == ".png") if folder.is_dir() else []
+        files = mask_files(folder) if folder.is_dir() else []  # a missing folder: UserMasks says so
         refuse_test_copies(files, dataset, split, f"--mask-source {config.mask_source}", "mask_path")
     if str(config.mask_source).startswith("learned:"):
         path = stylegan_checkpoint(str(config.mask_source).partition(":")[2])

@@ -10,7 +10,7 @@ import numpy as np
 
 from defectgen.data.dataset import IMAGE_SUFFIXES
 from defectgen.data.imageio import image_size, read_image
-from defectgen.data.lineage import DatasetCopies
+from defectgen.data.lineage import copies_in
 from defectgen.errors import ConfigError, DataError
 from defectgen.geometry import hole_of
 from defectgen.synthset.reader import read_params
@@ -91,8 +91,7 @@ def check_outside_backgrounds(files: list[Path], dataset, test_ids: set[str]) ->
     """Refuse `--backgrounds` files that are copies of the dataset's test-half images (the test
     images would reach training); warn about copies of its defect images (their defects would
     be painted over as if the image were defect-free, and are not labelled)."""
-    copies = DatasetCopies(dataset)
-    found = {path: [dataset.items[i] for i in copies.find_file(path)] for path in files}
+    found = copies_in(files, dataset)
     test = [(path, i.item_id) for path, items in found.items() for i in items if i.item_id in test_ids]
     if test:
         (path, item_id), count = test[0], len({path for path, _ in test})

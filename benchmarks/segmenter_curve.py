@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/segmenter_curve.py --runs d4:64,32,16,8:667 d4:64,32,16,8:1333 \
         d4:64,32,16,8:2000 d4:64,32,16,8:4000 [--size 96] [--batch 8] [--lr 1e-3] [--every 0]
+        [--encoder resnet18]
         [--json benchmarks/segmenter_curve.json]
 
 Each run is `dDEPTH:DECODER_CHANNELS:STEPS`: the `real` arm (seed 0) trained STEPS steps on the
@@ -22,6 +23,7 @@ import datetime
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -35,6 +37,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--encoder", default="resnet18")
     parser.add_argument("--every", type=int, default=0)
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "segmenter_curve.json")
     args = parser.parse_args()
@@ -55,6 +58,8 @@ def main() -> None:
     results = json.loads(args.json.read_text()) if args.json.is_file() else {"runs": {}}
     for spec in args.runs:
         name = f"{spec}@{args.size}/b{args.batch}/lr{args.lr}"
+        if args.encoder != "resnet18":
+            name = f"{args.encoder}/{name}"
         if name in results["runs"]:
             print(f"{name}: done before, skipped")
             continue
@@ -65,6 +70,7 @@ def main() -> None:
             crop_size=args.size,
             batch_size=args.batch,
             lr=args.lr,
+            encoder=args.encoder,
             encoder_depth=int(depth),
             decoder_channels=[int(c) for c in channels.split(",")],
         )
@@ -101,6 +107,7 @@ def main() -> None:
         validation_summary = summarize(ctx.score(model, ctx.validation), dataset.classes.names)
         _, validation = carve_validation(dataset, split.indices(dataset, "train"), config.val_fraction)
         results["runs"][name] = {
+            "encoder": args.encoder,
             "depth": int(depth),
             "decoder_channels": [int(c) for c in channels.split(",")],
             "steps": int(steps),
@@ -128,6 +135,7 @@ def main() -> None:
                 )
             },
             "threads": torch.get_num_threads(),
+            "command": "python benchmarks/segmenter_curve.py " + " ".join(sys.argv[1:]),
         }
         results["machine"] = f"dev-cpu: {os.cpu_count()} cores, {platform.processor() or platform.machine()}"
         results["date"] = datetime.date.today().isoformat()

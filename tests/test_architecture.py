@@ -21,7 +21,7 @@ LAYERS = [
                     "geometry", "severity", "launch"]),
     ("data", ["data"]),
     ("models", ["models"]),
-    ("configs", ["gan.config", "gan.checkpoint", "synth_config"]),
+    ("configs", ["gan.config", "gan.checkpoint", "synth_config", "studio_config"]),
     ("masks", ["masks", "paste"]),
     ("engines", ["gan", "painter", "synthset", "evaluate"]),
     ("verbs", ["synth", "experiment", "report", "export", "studio", "demo"]),

@@ -16,12 +16,14 @@ from defectgen.errors import ConfigError
 from defectgen.evaluate.config import EvalConfig
 from defectgen.experiment import ExperimentConfig
 from defectgen.settings import build_config
+from defectgen.studio_config import StudioConfig
 from defectgen.synth_config import SynthConfig
 
-VERBS = {"synth": SynthConfig, "evaluate": EvalConfig, "experiment": ExperimentConfig}
+VERBS = {"split": SplitConfig, "synth": SynthConfig, "evaluate": EvalConfig, "experiment": ExperimentConfig,
+         "studio": StudioConfig}  # fmt: skip
 # options of a command that are inputs or data-reading switches, not settings of its config
-INPUTS = {"data", "checkpoint", "split_path", "out_dir", "synthetic", "estimate_only", "skip_bad",
-          "labels_complete", "covered_ids", "image_size", "config_file", "settings"}  # fmt: skip
+INPUTS = {"data", "checkpoint", "split_path", "out_dir", "out_path", "fit_out", "synthetic", "estimate_only",
+          "skip_bad", "labels_complete", "covered_ids", "image_size", "config_file", "settings"}  # fmt: skip
 
 
 def _params(verb: str) -> dict[str, list[str]]:
@@ -44,7 +46,7 @@ def test_every_field_has_a_flag_and_every_flag_a_field(verb):
     assert not set(params) - INPUTS - settings, f"{verb}: a flag that is no setting"
 
 
-@pytest.mark.parametrize("verb", ["train", "synth", "evaluate", "experiment"])
+@pytest.mark.parametrize("verb", ["split", "train", "synth", "evaluate", "experiment", "studio"])
 def test_every_verb_takes_a_config_file_and_set(verb):
     params = _params(verb)
     assert "--config" in sum(params.values(), []) and "--set" in sum(params.values(), [])
@@ -102,6 +104,8 @@ FIXTURE_DATA = __import__("pathlib").Path(__file__).parent / "fixtures" / "tiny_
          "--generators must be in 1..16", "`generators` must be in 1..16"),
         (["split", "--test-fraction", "1"], lambda: SplitConfig(test_fraction=1),
          "--test-fraction must be between 0 and 1", "`test_fraction` must be between 0 and 1"),
+        (["studio", "--port", "70000"], lambda: StudioConfig(port=70000),
+         "--port must be in 0..65535", "`port` must be in 0..65535"),
     ],
 )  # fmt: skip
 def test_errors_name_flags_on_the_command_line_and_fields_in_python(
@@ -116,8 +120,8 @@ def test_errors_name_flags_on_the_command_line_and_fields_in_python(
         config().validate()
     assert field_text in str(refused.value) and "--" not in str(refused.value).split(" must")[0]
     verb, *options = args
-    extra = ["--split", str(tmp_path / "s.json")] if verb in ("synth", "evaluate") else []
-    extra += ["--checkpoint", str(tmp_path / "c.pt")] if verb == "synth" else []
+    extra = ["--split", str(tmp_path / "s.json")] if verb in ("synth", "evaluate", "studio") else []
+    extra += ["--checkpoint", str(tmp_path / "c.pt")] if verb in ("synth", "studio") else []
     with console.capture() as captured:
         code = main([verb, str(FIXTURE_DATA), *extra, "--out", str(tmp_path / "o"), *options])
     assert code == 2 and flag_text in " ".join(captured.get().split())

@@ -39,7 +39,7 @@ def _args(data: Path, out: Path) -> list[str]:
 def finished(tmp_path_factory):
     work = tmp_path_factory.mktemp("experiment")
     data = folder_dataset(work / "data", images=40, seed=3)
-    assert main(_args(data, work / "out")) == 0
+    assert main([*_args(data, work / "out"), "--workers", "2"]) == 0  # the evaluation in two processes
     return data, work / "out"
 
 
@@ -92,10 +92,16 @@ def test_generators_and_sets_see_the_fit_part_only(finished):
 
 
 def test_the_same_command_redoes_nothing(finished):
+    """Also with another number of evaluation processes: they share the work, not define it."""
     data, out = finished
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.suffix in (".pt", ".npz")}
-    assert main(_args(data, out)) == 0
+    assert main([*_args(data, out), "--workers", "1"]) == 0
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    timings = [json.loads(line) for line in (out / "timings.jsonl").read_text().splitlines()]
+    stages = [t["stage"] for t in timings]
+    assert stages[:6] == ["generator_g0", "painted_g0", "harmonized_g0", "generator_g1", "painted_g1",
+                          "harmonized_g1"]  # fmt: skip
+    assert [t.get("workers") for t in timings if t["stage"] == "evaluate"] == [2, 1]
 
 
 def test_other_settings_in_the_same_folder_are_refused(finished):
@@ -129,16 +135,39 @@ def test_kill_9_then_the_same_command_continues(tmp_path):
     command[command.index("--generators") + 1] = "1"
     command.append("--no-harmonize")  # one set and one arm fewer: the resume is what is tested
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command += ["--workers", "2"]  # the evaluation's processes must die with the command
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     runs = out / "eval" / "runs"
     while time.time() < deadline and not list(runs.glob("*_s*.json")):  # a run's record is written last
         time.sleep(0.2)
+    workers = _children(process.pid)
     process.send_signal(signal.SIGKILL)
     process.wait()
+    if sys.platform.startswith("linux"):  # the workers die with it (they would finish the tiny runs)
+        assert workers, "the evaluation ran in no worker process"
+        records = set(runs.glob("*.json"))
+        deadline = time.time() + 3
+        while time.time() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
+            time.sleep(0.1)
+        assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], "workers outlived the command"
+        assert set(runs.glob("*.json")) == records and not (out / "eval" / "results.json").exists()
     done = [p.with_suffix(".npz") for p in runs.glob("*_s*.json") if not p.name.startswith("curve_")]
     assert done, "killed before any evaluation run finished"
     finished = {p: p.stat().st_mtime_ns for p in [*done, *out.glob("gan_g*/checkpoints/last.pt")]}
     assert subprocess.run(command, env=env, capture_output=True).returncode == 0
     assert {p: p.stat().st_mtime_ns for p in finished} == finished  # nothing finished was redone
     assert (out / "eval" / "results.json").is_file()
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (Linux /proc; empty elsewhere)."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(pid):
+            found.append(int(status.parent.name))
+    return found

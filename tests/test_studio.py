@@ -25,7 +25,7 @@ from defectgen.gan.checkpoint import load_checkpoint
 from defectgen.gan.config import TrainConfig
 from defectgen.gan.train import train
 from defectgen.geometry import hole_radius
-from defectgen.studio import StudioSession, create_app
+from defectgen.studio import StudioConfig, StudioSession, create_app
 
 TINY = dict(preset="tiny", model={"resolution": 32}, batch_size=2, sample_every=100, checkpoint_every=100)
 TOKEN = "test-token-123"
@@ -56,7 +56,7 @@ def run(tmp_path_factory):
 @pytest.fixture
 def client(run, tmp_path):
     dataset, split, checkpoint, _ = run
-    session = StudioSession(checkpoint, dataset, split, tmp_path / "kept", precision="fp32")
+    session = StudioSession(checkpoint, dataset, split, tmp_path / "kept", StudioConfig(precision="fp32"))
     with TestClient(create_app(session, TOKEN), headers={"X-Studio-Token": TOKEN}) as test_client:
         test_client.session = session
         yield test_client
@@ -302,7 +302,7 @@ def test_defect_backgrounds_keep_their_defects_in_the_label(run, tmp_path):
     ]
     ids = [tuple(dataset.items[i].item_id for i in part) for part in (train, test)]
     split = Split(dataset.spec, dataset.kind, dataset.fingerprint(), dataset.classes, 0, 0.5, 1.0, *ids)
-    session = StudioSession(checkpoint, dataset, split, tmp_path / "kept", precision="fp32")
+    session = StudioSession(checkpoint, dataset, split, tmp_path / "kept", StudioConfig(precision="fp32"))
     key = session.info()["backgrounds"][0]["id"]
     old = session.existing(key)
     assert old is not None and old.any()
@@ -479,4 +479,4 @@ def test_studio_refuses_other_hosts_fractional_ids_and_leaves_no_lock_in_a_forei
     from defectgen.studio import serve
 
     with pytest.raises(ConfigError, match="pass another --host"):  # not "--port"
-        serve(session, host="no-such-host.invalid", port=0, announce=lambda url: None)
+        serve(session, StudioConfig(host="no-such-host.invalid", port=0), announce=lambda url: None)

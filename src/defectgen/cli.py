@@ -23,6 +23,7 @@ from defectgen.errors import ConfigError, DefectgenError
 from defectgen.evaluate.config import DEFAULT_ARMS, EvalConfig
 from defectgen.experiment import ExperimentConfig
 from defectgen.fileio import check_replaceable, starts_with
+from defectgen.studio_config import StudioConfig
 from defectgen.synth_config import SynthConfig
 from defectgen.ui import out, say
 
@@ -452,6 +453,7 @@ def results_table(results: dict) -> Table:
 
 
 @app.command()
+@config_options(StudioConfig)
 def studio(
     data: DataArg,
     checkpoint: Annotated[
@@ -464,16 +466,12 @@ def studio(
     out_dir: Annotated[
         Path, typer.Option("--out", help="Where kept images go (the layout of `synth --format folder`).")
     ],
-    host: Annotated[
-        str, typer.Option(help="Address to listen on (127.0.0.1: this machine only).")
-    ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8765,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1.")] = "cpu",
-    precision: Annotated[str, typer.Option(help="auto | bf16 | fp32.")] = "auto",
     skip_bad: SkipBad = False,
     labels_complete: LabelsComplete = "true",
     covered_ids: CoveredIds = None,
     image_size: ImageSize = None,
+    *,
+    config,
 ):
     """A local web page: paint a mask on a background, generate defects in it, keep the good ones.
 
@@ -482,20 +480,15 @@ def studio(
     from defectgen.data.split import Split
     from defectgen.studio import StudioSession, serve
 
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"--port must be in 0..65535, got {port}")
+    settings = config()
     dataset = _open(data, skip_bad, labels_complete, covered_ids, image_size)
-    session = StudioSession(
-        checkpoint, dataset, Split.load(split_path), out_dir, device=device, precision=precision
-    )
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    session = StudioSession(checkpoint, dataset, Split.load(split_path), out_dir, settings)
+    if settings.host not in ("127.0.0.1", "localhost", "::1"):
         say(
             ("warning:", "yellow"),
-            f" listening on {host}: anyone who can reach it and has the URL can use it",
+            f" listening on {settings.host}: anyone who can reach it and has the URL can use it",
         )
-    serve(
-        session, host, port, announce=lambda url: out.print(f"defectgen studio: open {url}", soft_wrap=True)
-    )
+    serve(session, settings, announce=lambda url: out.print(f"defectgen studio: open {url}", soft_wrap=True))
 
 
 @app.command()

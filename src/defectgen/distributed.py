@@ -10,6 +10,7 @@ there, and take double-backward R1 penalties — patterns DDP's reducer does not
 from __future__ import annotations
 
 import datetime
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,3 +179,55 @@ def _cpu_has_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def run_local(work, args: tuple, processes: int) -> None:
+    """`work(*args)` in `processes` spawned processes on this machine, joined as one process group
+    as `torchrun --standalone --nproc_per_node processes` would join them, the cores shared out
+    between them (what `work` returns is dropped: it writes its results). A `DefectgenError`
+    raised in any process is raised here with its own message. torch's spawn asks Linux to stop
+    each process when this one dies (PR_SET_PDEATHSIG), kill -9 included, so an interrupted call
+    leaves nothing running that a rerun would race (`tests/test_experiment.py` kills one)."""
+    import socket
+
+    import torch.multiprocessing as mp
+    from torch.multiprocessing.spawn import ProcessException
+
+    with socket.socket() as probe:  # a free port for the group's rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    threads = max(1, torch.get_num_threads() // processes)
+    context = mp.get_context("spawn")
+    answers = context.SimpleQueue()
+    try:
+        mp.start_processes(
+            _local_process,
+            args=(work, args, processes, port, threads, answers),
+            nprocs=processes,
+            join=True,
+            start_method="spawn",
+        )
+    except ProcessException as err:
+        failures = _drain(answers)
+        errors = [value for kind, value in failures if kind == "error"]
+        raise (errors[0] if errors else DefectgenError(f"a worker process failed: {err}")) from None
+
+
+def _drain(queue) -> list:
+    items = []
+    while not queue.empty():
+        items.append(queue.get())
+    return items
+
+
+def _local_process(rank, work, args, processes, port, threads, answers) -> None:
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(processes), LOCAL_WORLD_SIZE=str(processes),
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+    )  # fmt: skip
+    torch.set_num_threads(threads)
+    try:
+        work(*args)
+    except DefectgenError as err:  # its message is the user's answer: carry it to the parent
+        answers.put(("error", _portable(err)))
+        raise

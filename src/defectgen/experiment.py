@@ -19,8 +19,12 @@ time comes first, from short probes of the real code paths on this machine.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import datetime
 import json
+import math
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -36,6 +40,8 @@ from defectgen.ui import say
 
 FORMAT = "defectgen-experiment/1"
 BASELINES = ("real", "control", "oversample", "copypaste", "blendpaste", "classic")
+MAX_AUTO_WORKERS = 8
+NOT_IDENTITY = ("workers",)  # settings a folder may continue with changed
 
 
 @dataclass
@@ -56,6 +62,12 @@ class ExperimentConfig:
     evaluation: dict = setting(
         {}, "`evaluate` settings (not arms, seeds or declared_arms): --set evaluation.KEY=VALUE.", flag=""
     )
+    # Not part of what the experiment is: a folder continues with any number of workers.
+    workers: int = setting(
+        0,
+        "Evaluation processes sharing the runs, the cores split between them (0: one per core, at "
+        f"most {MAX_AUTO_WORKERS}; 1: one process using every core).",
+    )
 
     def validate(self) -> None:
         if not 0 < self.label_fraction <= 1 or not 0 < self.test_fraction < 1:
@@ -66,6 +78,8 @@ class ExperimentConfig:
             raise ConfigError(f"`generators` must be in 1..16, got {self.generators}")
         if not 1 <= self.gan_steps <= 10_000_000 or not 1 <= self.synthetic <= 1_000_000:
             raise ConfigError("`gan_steps` and `synthetic` must be positive")
+        if not 0 <= self.workers <= 64:
+            raise ConfigError(f"`workers` must be in 0..64 (0: one per core), got {self.workers}")
         reserved = {"arms", "seeds", "declared_arms"} & set(self.evaluation)
         if reserved:
             raise ConfigError(
@@ -82,6 +96,10 @@ class ExperimentConfig:
         return EvalConfig(
             **self.evaluation, arms=arms, seeds=list(range(self.seeds)), declared_arms=self.declared()
         )
+
+    def evaluation_workers(self) -> int:
+        """Processes of the evaluate stage: `workers`, or one per core (at most MAX_AUTO_WORKERS)."""
+        return self.workers or max(1, min(os.cpu_count() or 1, MAX_AUTO_WORKERS))
 
     def declared(self) -> list[str]:
         return [f"real+painted_g{g}" for g in range(self.generators)]
@@ -100,6 +118,7 @@ def run_experiment(
 ) -> dict:
     """Run (or continue) every stage into `out_dir`; returns the evaluation's results."""
     from defectgen.data.split import Split, fit_split, make_split
+    from defectgen.distributed import run_local
     from defectgen.evaluate import evaluate
     from defectgen.report import write_report
 
@@ -121,23 +140,54 @@ def run_experiment(
     )
     sets: dict[str, Path] = {}
     for g in range(config.generators):
-        checkpoint = _generator(dataset, generator_split, config, g, out_dir, progress)
-        sets[f"painted_g{g}"] = _synth(
-            checkpoint, dataset, generator_split, config, g, "paint", out_dir, progress
-        )
-        if config.harmonize:
-            sets[f"harmonized_g{g}"] = _synth(
-                checkpoint, dataset, generator_split, config, g, "harmonize", out_dir, progress
-            )
+        with _timed(out_dir, f"generator_g{g}"):
+            checkpoint = _generator(dataset, generator_split, config, g, out_dir, progress)
+        for mode, name in (("paint", "painted"), ("harmonize", "harmonized"))[: 1 + config.harmonize]:
+            with _timed(out_dir, f"{name}_g{g}"):
+                sets[f"{name}_g{g}"] = _synth(
+                    checkpoint, dataset, generator_split, config, g, mode, out_dir, progress
+                )
+    workers = config.evaluation_workers()
     _stage(
-        4, "evaluate", f"{len(eval_config.arms)} arms x {config.seeds} seeds, {eval_config.steps} steps each"
+        4,
+        "evaluate",
+        f"{len(eval_config.arms)} arms x {config.seeds} seeds, {eval_config.steps} steps each"
+        + (f", {workers} processes" if workers > 1 else ""),
     )
-    results = evaluate(
-        dataset, Split.load(split_file), out_dir / "eval", eval_config, synthetic=sets,
-        split_file=split_file, progress=progress,
-    )  # fmt: skip
+    arguments = (
+        dataset,
+        Split.load(split_file),
+        out_dir / "eval",
+        eval_config,
+        sets,
+        None,
+        split_file,
+        progress,
+    )
+    with _timed(out_dir, "evaluate", workers=workers):
+        if workers > 1:  # each process trains its share of the runs; rank 0 writes results.json
+            run_local(evaluate, arguments, workers)
+            results = parse_json((out_dir / "eval" / "results.json").read_text())
+        else:
+            results = evaluate(*arguments)
     _stage(5, "report", str(write_report(out_dir / "eval")))
     return results
+
+
+TIMINGS = "timings.jsonl"
+
+
+@contextlib.contextmanager
+def _timed(out_dir: Path, stage: str, **details):
+    """Append one line to OUT/timings.jsonl when `stage` finishes: its wall seconds in this call
+    (a stage finished by an earlier call takes about 0 s). A stage continued after an
+    interruption has one line per call that worked on it; their sum is its time."""
+    start = time.perf_counter()
+    yield
+    line = {"stage": stage, "seconds": round(time.perf_counter() - start, 1), **details}
+    line["finished"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with open(out_dir / TIMINGS, "a", encoding="utf-8") as log:
+        log.write(json.dumps(line) + "\n")
 
 
 def _generator(dataset, split, config: ExperimentConfig, g: int, out_dir: Path, progress: bool) -> Path:
@@ -184,7 +234,7 @@ def _check_same_experiment(out_dir: Path, dataset: DefectDataset, config: Experi
         "format": FORMAT,
         "dataset": dataset.spec,
         "fingerprint": dataset.fingerprint(),
-        "config": dataclasses.asdict(config),
+        "config": {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_IDENTITY},
     }
     path = out_dir / "experiment.json"
     if path.is_file():
@@ -211,6 +261,8 @@ def _stage(number: int, name: str, text: str) -> None:
 def estimate(dataset: DefectDataset, config: ExperimentConfig) -> dict:
     """Seconds each stage should take on this machine, from short probes: a few segmenter steps
     and a test-image scoring pass, a few generator steps and a few synthetic images."""
+    import torch
+
     from defectgen.data.split import fit_split, make_split
     from defectgen.evaluate.arms import Arm
     from defectgen.evaluate.context import EvalContext, arm_sampler
@@ -225,13 +277,18 @@ def estimate(dataset: DefectDataset, config: ExperimentConfig) -> dict:
     ctx = EvalContext.create(dataset, split, eval_config)
     sampler = arm_sampler(ctx, Arm("real", "real"), 0)
     model = ctx.model(0)
-    train_segmenter(model, sampler.batch, 3, progress=False)  # warm-up
-    step = train_segmenter(model, sampler.batch, 10, progress=False)["seconds"] / 10
-    probe = ctx.test[:: max(1, len(ctx.test) // 16)][:16]  # spread over the test half's sizes
-    ctx.score(model, probe[:2])  # warm-up
-    start = time.perf_counter()
-    ctx.score(model, probe)
-    score = (time.perf_counter() - start) / len(probe) * (len(ctx.test) + len(ctx.validation))
+    workers, threads = config.evaluation_workers(), torch.get_num_threads()
+    torch.set_num_threads(max(1, threads // workers))  # one worker's share of the cores, as it will run
+    try:
+        train_segmenter(model, sampler.batch, 3, progress=False)  # warm-up
+        step = train_segmenter(model, sampler.batch, 10, progress=False)["seconds"] / 10
+        probe = ctx.test[:: max(1, len(ctx.test) // 16)][:16]  # spread over the test half's sizes
+        ctx.score(model, probe[:2])  # warm-up
+        start = time.perf_counter()
+        ctx.score(model, probe)
+        score = (time.perf_counter() - start) / len(probe) * (len(ctx.test) + len(ctx.validation))
+    finally:
+        torch.set_num_threads(threads)
     runs = len(eval_config.arms) * config.seeds
     with tempfile.TemporaryDirectory() as tmp:
         generator_split = fit_split(split, dataset, eval_config.val_fraction)
@@ -254,7 +311,7 @@ def estimate(dataset: DefectDataset, config: ExperimentConfig) -> dict:
     stages = {
         "generators": config.generators * config.gan_steps * gan_step,
         "synth": config.generators * sets * config.synthetic * image,
-        "evaluate": runs * (eval_config.steps * step + score),
+        "evaluate": math.ceil(runs / workers) * (eval_config.steps * step + score),
     }
     return {
         "seconds": stages,
@@ -266,6 +323,7 @@ def estimate(dataset: DefectDataset, config: ExperimentConfig) -> dict:
             "synthetic_image": image,
         },
         "runs": runs,
+        "workers": workers,
         "note": "steady-state probes (warm-up excluded); a generator's checkpoints and sample grids "
         "and each stage's start-up are not counted",
     }

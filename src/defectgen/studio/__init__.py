@@ -14,14 +14,19 @@ from pathlib import Path
 from defectgen.errors import ConfigError
 from defectgen.studio.app import create_app
 from defectgen.studio.session import StudioSession
+from defectgen.studio_config import StudioConfig
 
-__all__ = ["StudioSession", "create_app", "serve"]
+__all__ = ["StudioConfig", "StudioSession", "create_app", "serve"]
 
 
-def serve(session: StudioSession, host: str = "127.0.0.1", port: int = 8765, announce=print) -> None:
-    """Serve `session` until Ctrl-C; `announce(url)` is told the address with its token."""
+def serve(session: StudioSession, config: StudioConfig | None = None, announce=print) -> None:
+    """Serve `session` on `config.host`:`config.port` until Ctrl-C; `announce(url)` is told the
+    address with its token."""
     import uvicorn
 
+    config = config or StudioConfig()
+    config.validate()
+    host, port = config.host, config.port
     token = secrets.token_urlsafe(24)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

@@ -35,6 +35,7 @@ from defectgen.gan.checkpoint import checkpoint_lineage, load_generator
 from defectgen.geometry import components, hole_of, hole_radius
 from defectgen.painter import paint_one
 from defectgen.severity import DEFAULT_SEVERITY
+from defectgen.studio_config import StudioConfig
 from defectgen.synthset import read_records, writer
 from defectgen.synthset.writer import png_bytes
 
@@ -87,12 +88,12 @@ class StudioSession:
         dataset: DefectDataset,
         split: Split,
         out_dir: Path,
-        *,
-        device: str = "cpu",
-        precision: str = "auto",
+        config: StudioConfig | None = None,
     ):
-        self.device = parse_device(str(device))
-        self.use_bf16 = resolve_bf16(precision, self.device)
+        config = config or StudioConfig()
+        config.validate()
+        self.device = parse_device(config.device)
+        self.use_bf16 = resolve_bf16(config.precision, self.device)
         G, classes, channels, config = load_generator(checkpoint, self.device, expect="inpainter")
         if classes != dataset.classes or channels != dataset.channels:
             raise DataError(

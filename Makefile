@@ -32,7 +32,7 @@ demo: $(STAMP)
 	$(VENV)/bin/defectgen demo --out demo_run
 
 test: $(STAMP) $(BROWSER)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

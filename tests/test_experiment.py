@@ -128,6 +128,17 @@ def test_settings_are_checked_before_any_work(tmp_path):
     assert config.evaluation == {"steps": 40, "lr": 0.01}
 
 
+def test_data_the_evaluation_would_refuse_is_refused_before_any_generator_trains(tmp_path):
+    """Six images leave no validation part with defects: said at once, not after the generators."""
+    from defectgen.ui import console
+
+    data = folder_dataset(tmp_path / "data", images=6, seed=1)
+    with console.capture() as captured:
+        code = main(_args(data, tmp_path / "out"))
+    assert code == 2 and "too small to hold out a validation part" in " ".join(captured.get().split())
+    assert not list((tmp_path / "out").glob("gan_g*"))
+
+
 def test_kill_9_then_the_same_command_continues(tmp_path):
     data = folder_dataset(tmp_path / "data", images=40, seed=4)
     out = tmp_path / "out"

@@ -130,6 +130,7 @@ def run_experiment(
     split_file = out_dir / "split.json"
     split = make_split(dataset, config.test_fraction, config.split_seed, config.label_fraction)
     split.save(split_file)
+    check_experiment_data(dataset, split, eval_config)
     generator_split = fit_split(split, dataset, eval_config.val_fraction)
     generator_split.save(out_dir / "fit_split.json")
     _stage(
@@ -188,6 +189,17 @@ def _timed(out_dir: Path, stage: str, **details):
     line["finished"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     with open(out_dir / TIMINGS, "a", encoding="utf-8") as log:
         log.write(json.dumps(line) + "\n")
+
+
+def check_experiment_data(dataset: DefectDataset, split, eval_config: EvalConfig) -> None:
+    """What the evaluate stage would refuse, asked before any generator trains: a test half and a
+    fit and a validation part that hold defects."""
+    from defectgen.data.split import carve_validation, check_parts
+
+    fit, validation = carve_validation(
+        dataset, split.indices(dataset, "train"), eval_config.val_fraction, seed=0
+    )
+    check_parts(dataset, fit, validation, split.indices(dataset, "test"))
 
 
 def _generator(dataset, split, config: ExperimentConfig, g: int, out_dir: Path, progress: bool) -> Path:
@@ -261,9 +273,15 @@ def _stage(number: int, name: str, text: str) -> None:
 def estimate(dataset: DefectDataset, config: ExperimentConfig) -> dict:
     """Seconds each stage should take on this machine, from short probes: a few segmenter steps
     and a test-image scoring pass, a few generator steps and a few synthetic images."""
+    from defectgen.data.split import fit_split, make_split
+
+    config.validate()
+    eval_config = config.eval_config()
+    split = make_split(dataset, config.test_fraction, config.split_seed, config.label_fraction)
+    check_experiment_data(dataset, split, eval_config)  # before the probes' imports and work
+
     import torch
 
-    from defectgen.data.split import fit_split, make_split
     from defectgen.evaluate.arms import Arm
     from defectgen.evaluate.context import EvalContext, arm_sampler
     from defectgen.evaluate.segmenter import train_segmenter
@@ -271,9 +289,6 @@ def estimate(dataset: DefectDataset, config: ExperimentConfig) -> dict:
     from defectgen.gan.train import train
     from defectgen.synth import synthesize
 
-    config.validate()
-    eval_config = config.eval_config()
-    split = make_split(dataset, config.test_fraction, config.split_seed, config.label_fraction)
     ctx = EvalContext.create(dataset, split, eval_config)
     sampler = arm_sampler(ctx, Arm("real", "real"), 0)
     model = ctx.model(0)

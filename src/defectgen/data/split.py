@@ -394,3 +394,23 @@ def fit_split(split: Split, dataset: DefectDataset, val_fraction: float) -> Spli
         train_unlabelled=split.train_unlabelled,
         layout=split.layout,
     )
+
+
+def check_parts(dataset: DefectDataset, fit: list[int], validation: list[int], test: list[int]) -> None:
+    """Refuse parts an evaluation cannot use: an empty test half or one without defects, and a
+    fit or validation part without defects (`evaluate`; `experiment` asks before its generators train)."""
+    items = dataset.items
+    if not test:
+        raise DataError(
+            "the split's test half is empty: nothing to score; make a split with --test-fraction > 0"
+        )
+    if not any(items[i].class_ids for i in test):
+        raise DataError(
+            "the split's test half has no defect images: nothing to score; make a split with a larger "
+            "--test-fraction"
+        )
+    if not any(items[i].class_ids for i in validation) or not any(items[i].class_ids for i in fit):
+        raise DataError(
+            "the training half is too small to hold out a validation part with defects; "
+            "use a larger --label-fraction or a larger training half"
+        )

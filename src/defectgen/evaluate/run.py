@@ -32,7 +32,7 @@ import torch
 
 from defectgen import distributed, launch
 from defectgen.data.dataset import DefectDataset
-from defectgen.data.split import Split
+from defectgen.data.split import Split, check_parts
 from defectgen.errors import ConfigError, DataError
 from defectgen.evaluate import quality
 from defectgen.evaluate.arms import FILTERED, Arm, parse_arms, parse_synthetic
@@ -151,21 +151,7 @@ def parse_arm_name(name: str, arms: list[Arm]) -> str:
 
 
 def _check_parts(ctx: EvalContext) -> None:
-    items = ctx.dataset.items
-    if not ctx.test:
-        raise DataError(
-            "the split's test half is empty: nothing to score; make a split with --test-fraction > 0"
-        )
-    if not any(items[i].class_ids for i in ctx.test):
-        raise DataError(
-            "the split's test half has no defect images: nothing to score; make a split with a larger "
-            "--test-fraction"
-        )
-    if not any(items[i].class_ids for i in ctx.validation) or not any(items[i].class_ids for i in ctx.fit):
-        raise DataError(
-            "the training half is too small to hold out a validation part with defects; "
-            "use a larger --label-fraction or a larger training half"
-        )
+    check_parts(ctx.dataset, ctx.fit, ctx.validation, ctx.test)
 
 
 def _check_arms(ctx: EvalContext, arms: list[Arm]) -> None:

@@ -59,12 +59,13 @@ class EvalConfig:
     batch_size: int = setting(8, "Real crops per batch, identical in every arm.")
     lr: float = setting(1e-3, "Segmenter learning rate.")
     # The U-Net. The CPU default is a light one (4 resnet18 stages, narrow decoder); the full
-    # resnet18 U-Net (encoder_depth 5, decoder_channels 256,128,64,32,16) is the GPU setting.
+    # resnet18 U-Net (encoder_depth 5, decoder_channels 256,128,64,32,16) is the setting for a
+    # machine with many cores (the segmenters train on the CPU: there is no GPU path yet).
     encoder: str = setting("resnet18", "Any segmentation_models_pytorch encoder.")
-    encoder_depth: int = setting(4, "Encoder stages the U-Net uses (GPU setting: 5).")
+    encoder_depth: int = setting(4, "Encoder stages the U-Net uses (full U-Net: 5).")
     decoder_channels: list[int] = setting(
         [64, 32, 16, 8],
-        "Comma-separated U-Net decoder widths, one per encoder stage (GPU: 256,128,64,32,16).",
+        "Comma-separated U-Net decoder widths, one per encoder stage (full U-Net: 256,128,64,32,16).",
     )
     encoder_weights: str | None = setting(
         None, "Local file of pretrained encoder weights (nothing is downloaded)."

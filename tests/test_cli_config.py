@@ -104,6 +104,8 @@ FIXTURE_DATA = __import__("pathlib").Path(__file__).parent / "fixtures" / "tiny_
          "--generators must be in 1..16", "`generators` must be in 1..16"),
         (["split", "--test-fraction", "1"], lambda: SplitConfig(test_fraction=1),
          "--test-fraction must be between 0 and 1", "`test_fraction` must be between 0 and 1"),
+        (["evaluate", "--device", "gpu"], lambda: EvalConfig(device="gpu"),
+         "--device must be cpu, cuda or cuda:N", "`device` must be cpu, cuda or cuda:N"),
         (["studio", "--port", "70000"], lambda: StudioConfig(port=70000),
          "--port must be in 0..65535", "`port` must be in 0..65535"),
     ],

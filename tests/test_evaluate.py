@@ -117,6 +117,25 @@ def test_same_seed_same_initial_weights_whatever_ran_before():
     assert not all(torch.equal(first[k], other[k]) for k in first)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_a_device_this_machine_lacks_is_refused_before_any_run():
+    dataset = open_dataset(str(Path(__file__).parent / "fixtures" / "tiny_folder"))
+    with pytest.raises(ConfigError, match="CUDA is not available on this machine; use --device cpu"):
+        EvalContext.create(dataset, make_split(dataset, 0.5, 0), EvalConfig(arms=["real"], device="cuda"))
+
+
+def test_the_model_is_where_the_evaluation_runs_and_its_saved_weights_load_anywhere():
+    from defectgen.evaluate.context import state_bytes
+
+    dataset = open_dataset(str(Path(__file__).parent / "fixtures" / "tiny_folder"))
+    ctx = EvalContext.create(dataset, make_split(dataset, 0.5, 0), EvalConfig(arms=["real"], device="cpu"))
+    model = ctx.model(0)
+    assert next(model.parameters()).device == ctx.device == torch.device("cpu")
+    assert ctx.segmenter_record()["device"] == "cpu"
+    state = torch.load(__import__("io").BytesIO(state_bytes(model)), map_location="cpu", weights_only=True)
+    assert all(v.device.type == "cpu" for v in state.values())
+
+
 def test_loss_ignores_invalid_pixels():
     logits = torch.zeros(1, 2, 8, 8, requires_grad=True)
     masks = torch.zeros(1, 2, 8, 8)

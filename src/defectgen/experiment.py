@@ -98,8 +98,13 @@ class ExperimentConfig:
         )
 
     def evaluation_workers(self) -> int:
-        """Processes of the evaluate stage: `workers`, or one per core (at most MAX_AUTO_WORKERS)."""
-        return self.workers or max(1, min(os.cpu_count() or 1, MAX_AUTO_WORKERS))
+        """Processes of the evaluate stage: `workers`, or one per core (at most MAX_AUTO_WORKERS),
+        or one when the U-Nets train on a GPU (`--set evaluation.device=cuda`)."""
+        if self.workers:
+            return self.workers
+        if self.evaluation.get("device", "cpu") != "cpu":
+            return 1  # the U-Nets train on one GPU; several GPUs: torchrun with `defectgen evaluate`
+        return max(1, min(os.cpu_count() or 1, MAX_AUTO_WORKERS))
 
     def declared(self) -> list[str]:
         return [f"real+painted_g{g}" for g in range(self.generators)]

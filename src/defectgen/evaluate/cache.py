@@ -36,6 +36,7 @@ def _is_evaluation(folder: Path) -> bool:
 # another arm list, seed list or quality setting is reused (so arms can run in parallel
 # processes into one folder, then one more call gathers them).
 NOT_IN_RUN_KEY = (
+    "device",  # where a run trains changes its floats, not what it is (each record says where)
     "arms",
     "seeds",
     "declared_arms",

@@ -7,6 +7,7 @@ value changed here changes all of them.
 from __future__ import annotations
 
 import math
+import re
 import typing
 from dataclasses import dataclass, fields
 
@@ -60,7 +61,7 @@ class EvalConfig:
     lr: float = setting(1e-3, "Segmenter learning rate.")
     # The U-Net. The CPU default is a light one (4 resnet18 stages, narrow decoder); the full
     # resnet18 U-Net (encoder_depth 5, decoder_channels 256,128,64,32,16) is the setting for a
-    # machine with many cores (the segmenters train on the CPU: there is no GPU path yet).
+    # GPU (`device`) or a machine with many cores.
     encoder: str = setting("resnet18", "Any segmentation_models_pytorch encoder.")
     encoder_depth: int = setting(4, "Encoder stages the U-Net uses (full U-Net: 5).")
     decoder_channels: list[int] = setting(
@@ -85,6 +86,10 @@ class EvalConfig:
         0.5, "Label filter: keep a defect the judge finds with >= ratio x its real Dice."
     )
     precision: str = setting("auto", "auto | bf16 | fp32.")
+    device: str = setting(
+        "cpu", "cpu, cuda or cuda:N: where the U-Nets train and predict (under torchrun, cuda is each "
+        "process's own GPU).",
+    )  # fmt: skip
     quality_samples: int = setting(200, "Synthetic images for label fidelity; crops for KID (0: no quality).")
     inception_weights: str | None = setting(
         None, "torch-fidelity InceptionV3 weights for KID (default: a domain encoder)."
@@ -143,6 +148,8 @@ class EvalConfig:
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"`lr` must be > 0, got {self.lr}")
         check_precision(self.precision, "`precision`")
+        if not isinstance(self.device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
+            raise ConfigError(f"`device` must be cpu, cuda or cuda:N, got {self.device!r}")
 
     def _check_types(self) -> None:
         """Every field of the type it is declared with (a Python caller can pass anything): a list

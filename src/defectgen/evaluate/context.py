@@ -19,7 +19,7 @@ from defectgen import ui
 from defectgen.data.dataset import DefectDataset
 from defectgen.data.lineage import check_lineage, read_items, refuse_test_copies
 from defectgen.data.split import Split, carve_validation
-from defectgen.distributed import resolve_bf16
+from defectgen.distributed import parse_device, resolve_bf16
 from defectgen.errors import DataError
 from defectgen.evaluate.arms import FILTERED, Arm
 from defectgen.evaluate.config import EvalConfig
@@ -75,22 +75,27 @@ class EvalContext:
             name: set_lineage(path, name, sets[name], dataset, split, validation_ids)
             for name, path in synthetic_dirs.items()
         }
-        use_bf16 = resolve_bf16(config.precision, torch.device("cpu"))
-        context = cls(
-            dataset, fit, validation, test, sets or {}, synthetic_dirs or {}, config, use_bf16, progress
-        )
+        context = cls(dataset, fit, validation, test, sets or {}, synthetic_dirs or {}, config, progress)
         context.lineages = lineages
         return context
 
-    def __init__(self, dataset, fit, validation, test, sets, synthetic_dirs, config, use_bf16, progress):
+    def __init__(self, dataset, fit, validation, test, sets, synthetic_dirs, config, progress):
         self.dataset, self.fit, self.validation, self.test = dataset, fit, validation, test
         self.sets, self.synthetic_dirs = sets, synthetic_dirs
-        self.config, self.use_bf16, self.progress = config, use_bf16, progress
+        self.config, self.progress = config, progress
+        self.place(parse_device(config.device))
         self.steps = config.steps
         self.lineages: dict[str, dict] = {}  # set name -> what it was made from (`set_lineage`)
         self._decoded: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
+    def place(self, device: torch.device) -> None:
+        """Train and predict on `device` (under torchrun: the process's own GPU)."""
+        self.device = device
+        self.use_bf16 = resolve_bf16(self.config.precision, device)
+
     def model(self, seed: int):
+        """The U-Net of `seed`, initialised on the CPU (the same weights on every device), on
+        this evaluation's device."""
         config = self.config
         weights = Path(config.encoder_weights) if config.encoder_weights else None
         return build_segmenter(
@@ -101,7 +106,7 @@ class EvalContext:
             seed=seed,
             encoder_depth=config.encoder_depth,
             decoder_channels=tuple(config.decoder_channels),
-        )
+        ).to(self.device)
 
     def segmenter_record(self) -> dict:
         config = self.config
@@ -111,6 +116,7 @@ class EvalContext:
             "decoder_channels": list(config.decoder_channels),
             "channels": self.dataset.channels,
             "classes": len(self.dataset.classes),
+            "device": str(self.device),
         }
 
     def decoded(self, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -307,6 +313,7 @@ def untrained_validation(ctx: EvalContext, seed: int) -> dict:
 
 
 def state_bytes(model) -> bytes:
+    """The model's weights as `torch.save` bytes, on the CPU (they load on any machine)."""
     buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
+    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, buffer)
     return buffer.getvalue()

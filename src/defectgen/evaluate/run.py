@@ -82,8 +82,9 @@ def evaluate(
     _check_parts(ctx)
     _check_arms(ctx, arms)
     out_dir = Path(out_dir)
-    group = distributed.init("cpu", distributed.LONG_WAIT) if launch.world_size() > 1 else None
-    group = group or distributed.Context(rank=0, world_size=1, device=torch.device("cpu"))
+    group = distributed.init(config.device, distributed.LONG_WAIT) if launch.world_size() > 1 else None
+    group = group or distributed.Context(rank=0, world_size=1, device=ctx.device)
+    ctx.place(group.device)
     distributed.on_main(group, lambda: claim_evaluation_folder(out_dir))
     ctx.progress = progress and group.is_main
     evaluation = Evaluation(ctx, arms, declared, out_dir, split, split_file, checkpoint)

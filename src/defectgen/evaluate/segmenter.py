@@ -47,11 +47,12 @@ def train_segmenter(
     curve: list[list[float]] = []
     running: list[float] = []
     start = time.perf_counter()
+    device = next(model.parameters()).device  # batches are drawn on the CPU, trained where the model is
     model.train()
     with ui.progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(description, total=steps)
         for step in range(steps):
-            images, masks, valid = next_batch(step)
+            images, masks, valid = (t.to(device, non_blocking=True) for t in next_batch(step))
             images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(
                 "cpu" if images.device.type == "cpu" else images.device.type,
@@ -97,10 +98,11 @@ def probabilities_batch(
     height, width = tensor.shape[2:]
     pad = (0, (-width) % PAD_MULTIPLE, 0, (-height) % PAD_MULTIPLE)
     mode = "reflect" if pad[1] < width and pad[3] < height else "replicate"
-    tensor = F.pad(tensor, pad, mode=mode).contiguous(memory_format=torch.channels_last)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+    device = next(model.parameters()).device
+    tensor = F.pad(tensor, pad, mode=mode).to(device).contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
         logits = model(tensor).float()
-    return torch.sigmoid(logits[:, :, :height, :width]).numpy()
+    return torch.sigmoid(logits[:, :, :height, :width]).cpu().numpy()
 
 
 @torch.no_grad()

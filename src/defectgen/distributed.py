@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime
 import os
+import signal
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,9 +187,9 @@ def run_local(work, args: tuple, processes: int) -> None:
     """`work(*args)` in `processes` spawned processes on this machine, joined as one process group
     as `torchrun --standalone --nproc_per_node processes` would join them, the cores shared out
     between them (what `work` returns is dropped: it writes its results). A `DefectgenError`
-    raised in any process is raised here with its own message. torch's spawn asks Linux to stop
-    each process when this one dies (PR_SET_PDEATHSIG), kill -9 included, so an interrupted call
-    leaves nothing running that a rerun would race (`tests/test_experiment.py` kills one)."""
+    raised in any process is raised here with its own message. Each process is killed when this
+    one dies (kill -9 included), so an interrupted call leaves nothing running that a rerun would
+    race (`tests/test_experiment.py` kills one)."""
     import socket
 
     import torch.multiprocessing as mp
@@ -221,6 +223,7 @@ def _drain(queue) -> list:
 
 
 def _local_process(rank, work, args, processes, port, threads, answers) -> None:
+    _die_with_parent()
     os.environ.update(
         RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(processes), LOCAL_WORLD_SIZE=str(processes),
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
@@ -231,3 +234,13 @@ def _local_process(rank, work, args, processes, port, threads, answers) -> None:
     except DefectgenError as err:  # its message is the user's answer: carry it to the parent
         answers.put(("error", _portable(err)))
         raise
+
+
+def _die_with_parent() -> None:
+    """On Linux, SIGKILL this process when its parent dies (prctl PR_SET_PDEATHSIG). torch's
+    spawn asks for SIGINT, which unwinds through `finally` blocks that may wait on the other
+    processes; the files a run writes are atomic, so an immediate kill loses nothing."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG

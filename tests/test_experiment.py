@@ -128,6 +128,21 @@ def test_settings_are_checked_before_any_work(tmp_path):
     assert config.evaluation == {"steps": 40, "lr": 0.01}
 
 
+def test_automatic_workers_fit_the_memory_their_images_need(monkeypatch):
+    """One process per core, but no more than the memory holds each one's decoded images (a
+    full Severstal test half is about 13 GB per process)."""
+    from defectgen import experiment
+
+    monkeypatch.setattr(experiment.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(experiment, "available_memory", lambda: 20 * 10**9)
+    config = ExperimentConfig()
+    assert config.evaluation_workers(10**8) == 4  # small images: every core
+    assert config.evaluation_workers(3 * 10**9) == 2  # 0.6 x 20 GB / (3 + 1.5 GB)
+    assert config.evaluation_workers(13 * 10**9) == 1  # never fewer than one
+    assert ExperimentConfig(workers=3).evaluation_workers(13 * 10**9) == 3  # what the user asked
+    assert ExperimentConfig(evaluation={"device": "cuda"}).evaluation_workers(10**8) == 1
+
+
 def test_data_the_evaluation_would_refuse_is_refused_before_any_generator_trains(tmp_path):
     """Six images leave no validation part with defects: said at once, not after the generators."""
     from defectgen.ui import console

@@ -41,6 +41,8 @@ from defectgen.ui import say
 FORMAT = "defectgen-experiment/1"
 BASELINES = ("real", "control", "oversample", "copypaste", "blendpaste", "classic")
 MAX_AUTO_WORKERS = 8
+PROCESS_BYTES = 1_500_000_000  # what one evaluation process holds besides its images (torch, U-Nets)
+MEMORY_SHARE = 0.6  # of the memory available when the evaluate stage starts
 NOT_IDENTITY = ("workers",)  # settings a folder may continue with changed
 
 
@@ -97,14 +99,20 @@ class ExperimentConfig:
             **self.evaluation, arms=arms, seeds=list(range(self.seeds)), declared_arms=self.declared()
         )
 
-    def evaluation_workers(self) -> int:
-        """Processes of the evaluate stage: `workers`, or one per core (at most MAX_AUTO_WORKERS),
-        or one when the U-Nets train on a GPU (`--set evaluation.device=cuda`)."""
+    def evaluation_workers(self, memory_per_worker: int | None = None) -> int:
+        """Processes of the evaluate stage: `workers`, or one per core (at most MAX_AUTO_WORKERS)
+        as far as memory holds `memory_per_worker` bytes (the decoded images each one keeps) for
+        each, or one when the U-Nets train on a GPU (`--set evaluation.device=cuda`)."""
         if self.workers:
             return self.workers
         if self.evaluation.get("device", "cpu") != "cpu":
             return 1  # the U-Nets train on one GPU; several GPUs: torchrun with `defectgen evaluate`
-        return max(1, min(os.cpu_count() or 1, MAX_AUTO_WORKERS))
+        workers = max(1, min(os.cpu_count() or 1, MAX_AUTO_WORKERS))
+        available = available_memory()
+        if memory_per_worker is not None and available is not None:
+            fits = int(MEMORY_SHARE * available // (memory_per_worker + PROCESS_BYTES))
+            workers = max(1, min(workers, fits))
+        return workers
 
     def declared(self) -> list[str]:
         return [f"real+painted_g{g}" for g in range(self.generators)]
@@ -153,7 +161,7 @@ def run_experiment(
                 sets[f"{name}_g{g}"] = _synth(
                     checkpoint, dataset, generator_split, config, g, mode, out_dir, progress
                 )
-    workers = config.evaluation_workers()
+    workers = config.evaluation_workers(worker_memory(dataset, split, eval_config))
     _stage(
         4,
         "evaluate",
@@ -194,6 +202,34 @@ def _timed(out_dir: Path, stage: str, **details):
     line["finished"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     with open(out_dir / TIMINGS, "a", encoding="utf-8") as log:
         log.write(json.dumps(line) + "\n")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (Linux /proc/meminfo's MemAvailable); None elsewhere."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def worker_memory(dataset: DefectDataset, split, eval_config: EvalConfig) -> int:
+    """Bytes one evaluation process keeps of decoded validation and test images (image and
+    masks, as `EvalContext.decoded` keeps them), from 8 items spread over them."""
+    from defectgen.data.split import carve_validation
+
+    _, validation = carve_validation(
+        dataset, split.indices(dataset, "train"), eval_config.val_fraction, seed=0
+    )
+    scored = [*validation, *split.indices(dataset, "test")]
+    sample = scored[:: max(1, len(scored) // 8)][:8]
+    sizes = []
+    for index in sample:
+        item = dataset[index]
+        sizes.append(item.image.nbytes + item.masks.nbytes)
+    return int(sum(sizes) / max(1, len(sizes)) * len(scored))
 
 
 def check_experiment_data(dataset: DefectDataset, split, eval_config: EvalConfig) -> None:
@@ -297,7 +333,8 @@ def estimate(dataset: DefectDataset, config: ExperimentConfig) -> dict:
     ctx = EvalContext.create(dataset, split, eval_config)
     sampler = arm_sampler(ctx, Arm("real", "real"), 0)
     model = ctx.model(0)
-    workers, threads = config.evaluation_workers(), torch.get_num_threads()
+    workers = config.evaluation_workers(worker_memory(dataset, split, eval_config))
+    threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads // workers))  # one worker's share of the cores, as it will run
     try:
         train_segmenter(model, sampler.batch, 3, progress=False)  # warm-up

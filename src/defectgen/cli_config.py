@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import re
 import types
 import typing
 from pathlib import Path
@@ -93,6 +94,8 @@ def as_flags(message: str, cls) -> str:
     for field in dataclasses.fields(cls):
         flag = flag_of(field)
         message = message.replace(f"`{field.name}`", flag or f"--set {field.name}")
+        if not flag:  # a mapping's keys: `field.KEY` -> --set field.KEY
+            message = re.sub(rf"`({re.escape(field.name)}\.[\w.]+)`", r"--set \1", message)
     return message
 
 

@@ -87,7 +87,13 @@ class ExperimentConfig:
             raise ConfigError(
                 f"evaluation.{sorted(reserved)[0]} is set by the experiment itself (seeds: use `seeds`)"
             )
-        self.eval_config().validate()
+        try:
+            self.eval_config().validate()
+        except ConfigError as err:  # name the setting as this config holds it: `evaluation.KEY`
+            message = str(err)
+            for field in dataclasses.fields(EvalConfig):
+                message = message.replace(f"`{field.name}`", f"`evaluation.{field.name}`")
+            raise ConfigError(message) from None
 
     def eval_config(self) -> EvalConfig:
         known = {f.name for f in dataclasses.fields(EvalConfig)}

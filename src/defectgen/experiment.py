@@ -67,8 +67,8 @@ class ExperimentConfig:
     # Not part of what the experiment is: a folder continues with any number of workers.
     workers: int = setting(
         0,
-        "Evaluation processes sharing the runs, the cores split between them (0: one per core, at "
-        f"most {MAX_AUTO_WORKERS}; 1: one process using every core).",
+        "Evaluation processes sharing the runs, the cores split between them (0: one per core as "
+        f"memory allows, at most {MAX_AUTO_WORKERS}; 1: one process using every core).",
     )
 
     def validate(self) -> None:

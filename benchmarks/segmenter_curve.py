@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/segmenter_curve.py --runs d4:64,32,16,8:667 d4:64,32,16,8:1333 \
         d4:64,32,16,8:2000 d4:64,32,16,8:4000 [--size 96] [--batch 8] [--lr 1e-3] [--every 0]
         [--encoder resnet18]
+    .venv/bin/python benchmarks/segmenter_curve.py --flatness   (the curve rule per model, from the JSON)
         [--json benchmarks/segmenter_curve.json]
 
 Each run is `dDEPTH:DECODER_CHANNELS:STEPS`: the `real` arm (seed 0) trained STEPS steps on the
@@ -33,7 +34,10 @@ DATA = REPO.parent / "shared" / "data" / "magnetic_tile"
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", nargs="+", required=True)
+    parser.add_argument("--runs", nargs="+")
+    parser.add_argument(
+        "--flatness", action="store_true", help="Only print each model's curve rule from the JSON."
+    )
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -41,6 +45,11 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=0)
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "segmenter_curve.json")
     args = parser.parse_args()
+    if args.flatness:
+        flatness(json.loads(args.json.read_text())["runs"])
+        return
+    if not args.runs:
+        parser.error("--runs is required (or --flatness)")
 
     import torch
 
@@ -148,6 +157,27 @@ def main() -> None:
             f"train {trained:.0f} s, test {scored:.0f} s",
             flush=True,
         )
+
+
+def flatness(runs: dict) -> None:
+    """Per model (every setting but the steps), for each budget B: evaluate's curve rule over the
+    runs of at most B steps, with the untrained U-Net's validation pixel AP taken as 0."""
+    from collections import defaultdict
+
+    from defectgen.evaluate.comparison import learning_curve
+
+    models: dict[str, dict[int, float]] = defaultdict(dict)
+    for name, run in runs.items():
+        head, tail = name.split("@", 1)
+        model = head.rsplit(":", 1)[0] + "@" + tail
+        models[model][run["steps"]] = run["validation"]["class_mean_pixel_ap"]
+    for model, curve in models.items():
+        for budget in sorted(curve):
+            points = [[0, 0.0, 0.0]] + [[s, curve[s], 0.0] for s in sorted(curve) if s <= budget]
+            rule = learning_curve(points)
+            if rule and rule["late_share"] is not None:
+                share = rule["late_share"]
+                print(f"{model} at {budget} steps: last-third share {share:.2f}, flat {rule['flat']}")
 
 
 if __name__ == "__main__":

@@ -141,6 +141,10 @@ def test_automatic_workers_fit_the_memory_their_images_need(monkeypatch):
     assert config.evaluation_workers(13 * 10**9) == 1  # never fewer than one
     assert ExperimentConfig(workers=3).evaluation_workers(13 * 10**9) == 3  # what the user asked
     assert ExperimentConfig(evaluation={"device": "cuda"}).evaluation_workers(10**8) == 1
+    dataset = open_dataset(str(Path(__file__).parent / "fixtures" / "tiny_folder"))
+    every = list(range(len(dataset)))  # 8 items: the sample is all of them, so the figure is exact
+    exact = sum(dataset[i].image.nbytes + dataset[i].masks.nbytes for i in every)
+    assert experiment.worker_memory(dataset, every) == exact
 
 
 def test_data_the_evaluation_would_refuse_is_refused_before_any_generator_trains(tmp_path):

@@ -149,7 +149,7 @@ def run_experiment(
     split_file = out_dir / "split.json"
     split = make_split(dataset, config.test_fraction, config.split_seed, config.label_fraction)
     split.save(split_file)
-    check_experiment_data(dataset, split, eval_config)
+    _, validation, test = evaluation_parts(dataset, split, eval_config)
     generator_split = fit_split(split, dataset, eval_config.val_fraction)
     generator_split.save(out_dir / "fit_split.json")
     _stage(
@@ -162,12 +162,13 @@ def run_experiment(
     for g in range(config.generators):
         with _timed(out_dir, f"generator_g{g}"):
             checkpoint = _generator(dataset, generator_split, config, g, out_dir, progress)
-        for mode, name in (("paint", "painted"), ("harmonize", "harmonized"))[: 1 + config.harmonize]:
+        modes = [("paint", "painted")] + ([("harmonize", "harmonized")] if config.harmonize else [])
+        for mode, name in modes:
             with _timed(out_dir, f"{name}_g{g}"):
                 sets[f"{name}_g{g}"] = _synth(
                     checkpoint, dataset, generator_split, config, g, mode, out_dir, progress
                 )
-    workers = config.evaluation_workers(worker_memory(dataset, split, eval_config))
+    workers = config.evaluation_workers(worker_memory(dataset, [*validation, *test]))
     _stage(
         4,
         "evaluate",
@@ -221,32 +222,26 @@ def available_memory() -> int | None:
     return None
 
 
-def worker_memory(dataset: DefectDataset, split, eval_config: EvalConfig) -> int:
-    """Bytes one evaluation process keeps of decoded validation and test images (image and
-    masks, as `EvalContext.decoded` keeps them), from 8 items spread over them."""
-    from defectgen.data.split import carve_validation
-
-    _, validation = carve_validation(
-        dataset, split.indices(dataset, "train"), eval_config.val_fraction, seed=0
-    )
-    scored = [*validation, *split.indices(dataset, "test")]
+def worker_memory(dataset: DefectDataset, scored: list[int]) -> int:
+    """Bytes one evaluation process keeps of the images it scores (`scored`: its validation and
+    test items; image and masks, as `EvalContext.decoded` keeps them), from 8 items spread over them."""
     sample = scored[:: max(1, len(scored) // 8)][:8]
-    sizes = []
-    for index in sample:
-        item = dataset[index]
-        sizes.append(item.image.nbytes + item.masks.nbytes)
+    sizes = [dataset[index].image.nbytes + dataset[index].masks.nbytes for index in sample]
     return int(sum(sizes) / max(1, len(sizes)) * len(scored))
 
 
-def check_experiment_data(dataset: DefectDataset, split, eval_config: EvalConfig) -> None:
-    """What the evaluate stage would refuse, asked before any generator trains: a test half and a
-    fit and a validation part that hold defects."""
+def evaluation_parts(dataset: DefectDataset, split, eval_config: EvalConfig) -> tuple[list, list, list]:
+    """(fit, validation, test) indices as the evaluate stage cuts them, refused as it would refuse
+    them (a test half and a fit and a validation part that hold defects): asked before any
+    generator trains."""
     from defectgen.data.split import carve_validation, check_parts
 
     fit, validation = carve_validation(
         dataset, split.indices(dataset, "train"), eval_config.val_fraction, seed=0
     )
-    check_parts(dataset, fit, validation, split.indices(dataset, "test"))
+    test = split.indices(dataset, "test")
+    check_parts(dataset, fit, validation, test)
+    return fit, validation, test
 
 
 def _generator(dataset, split, config: ExperimentConfig, g: int, out_dir: Path, progress: bool) -> Path:
@@ -325,7 +320,7 @@ def estimate(dataset: DefectDataset, config: ExperimentConfig) -> dict:
     config.validate()
     eval_config = config.eval_config()
     split = make_split(dataset, config.test_fraction, config.split_seed, config.label_fraction)
-    check_experiment_data(dataset, split, eval_config)  # before the probes' imports and work
+    evaluation_parts(dataset, split, eval_config)  # refused before the probes' imports and work
 
     import torch
 
@@ -339,7 +334,7 @@ def estimate(dataset: DefectDataset, config: ExperimentConfig) -> dict:
     ctx = EvalContext.create(dataset, split, eval_config)
     sampler = arm_sampler(ctx, Arm("real", "real"), 0)
     model = ctx.model(0)
-    workers = config.evaluation_workers(worker_memory(dataset, split, eval_config))
+    workers = config.evaluation_workers(worker_memory(dataset, [*ctx.validation, *ctx.test]))
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads // workers))  # one worker's share of the cores, as it will run
     try:

@@ -79,7 +79,7 @@ def evaluate(
     arms = parse_arms(config.arms, tuple(dirs))
     ctx = EvalContext.create(dataset, split, config, dirs, progress)
     declared = declared_arms(config, arms, ctx.lineages)
-    _check_parts(ctx)
+    check_parts(ctx.dataset, ctx.fit, ctx.validation, ctx.test)
     _check_arms(ctx, arms)
     out_dir = Path(out_dir)
     group = distributed.init(config.device, distributed.LONG_WAIT) if launch.world_size() > 1 else None
@@ -149,10 +149,6 @@ def parse_arm_name(name: str, arms: list[Arm]) -> str:
         if name in (arm.name, arm.name.removeprefix("real+")):
             return arm.name
     raise ConfigError(f"declared arm {name!r} is not among the arms {[a.name for a in arms]}")
-
-
-def _check_parts(ctx: EvalContext) -> None:
-    check_parts(ctx.dataset, ctx.fit, ctx.validation, ctx.test)
 
 
 def _check_arms(ctx: EvalContext, arms: list[Arm]) -> None:

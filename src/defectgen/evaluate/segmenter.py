@@ -54,11 +54,7 @@ def train_segmenter(
         for step in range(steps):
             images, masks, valid = (t.to(device, non_blocking=True) for t in next_batch(step))
             images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(
-                "cpu" if images.device.type == "cpu" else images.device.type,
-                dtype=torch.bfloat16,
-                enabled=use_bf16,
-            ):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 logits = model(images).float()
             loss = segmentation_loss(logits, masks, valid)
             if not torch.isfinite(loss):

@@ -15,15 +15,19 @@ from defectgen.data.split import SplitConfig
 from defectgen.errors import ConfigError
 from defectgen.evaluate.config import EvalConfig
 from defectgen.experiment import ExperimentConfig
-from defectgen.settings import build_config
+from defectgen.gan.config import TrainConfig
+from defectgen.settings import build_config, dump_yaml
 from defectgen.studio_config import StudioConfig
 from defectgen.synth_config import SynthConfig
 
-VERBS = {"split": SplitConfig, "synth": SynthConfig, "evaluate": EvalConfig, "experiment": ExperimentConfig,
-         "studio": StudioConfig}  # fmt: skip
+VERBS = {"split": SplitConfig, "train": TrainConfig, "synth": SynthConfig, "evaluate": EvalConfig,
+         "experiment": ExperimentConfig, "studio": StudioConfig}  # fmt: skip
 # options of a command that are inputs or data-reading switches, not settings of its config
 INPUTS = {"data", "checkpoint", "split_path", "out_dir", "out_path", "fit_out", "synthetic", "estimate_only",
-          "skip_bad", "labels_complete", "covered_ids", "image_size", "config_file", "settings"}  # fmt: skip
+          "skip_bad", "labels_complete", "covered_ids", "image_size", "config_file", "settings",
+          "resume", "device", "model"}  # fmt: skip
+# train: --resume, --device (where it runs) and --model (which preset family --preset names) are run
+# switches; evaluate's and studio's device is a setting (it is recorded with their results)
 
 
 def _params(verb: str) -> dict[str, list[str]]:
@@ -88,6 +92,40 @@ def test_the_cli_builds_the_config_from_flags_file_and_set(tmp_path, monkeypatch
     assert main([*args, "--n", "2", "--set", "seed=x"]) == 2  # a bad --set value: one line, exit 2
 
 
+def test_train_flags_file_and_set_reach_the_training_config(tmp_path, monkeypatch):
+    """`train` builds its TrainConfig like every verb: typed flags (numbers, pairs, switches),
+    a file, `--set` of nested model settings; a preset asked over a file's whole model is refused."""
+    import defectgen.gan.train as train_module
+    from defectgen.cli import main
+
+    seen = {}
+
+    def fake(dataset, split, config, out_dir, resume=False, device=None):
+        seen["config"] = config
+        return out_dir
+
+    monkeypatch.setattr(train_module, "train", fake)
+    monkeypatch.setattr("defectgen.cli._open", lambda *args: None)
+    monkeypatch.setattr("defectgen.data.split.Split.load", lambda path: None)
+    file = tmp_path / "t.yaml"
+    file.write_text("steps: 40\nlr_d: 1e-5\n")
+    args = ["train", "x", "--split", "s", "--out", str(tmp_path / "o"), "--config", str(file)]
+    flags = ["--lr-g", "1e-4", "--betas", "0.5,0.9", "--no-channels-last", "--preset", "tiny"]
+    sets = ["--set", "model.generator.width=12", "--set", "model.resolution=32", "--set", "steps=50"]
+    assert main([*args, *flags, *sets]) == 0
+    config = seen["config"]
+    whole = {"preset": "tiny", "model": config.model_spec.to_dict()}
+    assert (config.steps, config.lr_g, config.lr_d, config.betas) == (50, 1e-4, 1e-5, (0.5, 0.9))
+    assert config.channels_last is False and config.preset == "tiny"
+    assert config.model == {"generator": {"width": 12}, "resolution": 32}
+    assert config.model_spec.generator.width == 12 and config.model_spec.resolution == 32
+    assert main(["train", "x", "--split", "s", "--out", str(tmp_path / "o"), "--model", "stylegan"]) == 0
+    assert seen["config"].preset == "stylegan-small"
+    file.write_text(dump_yaml(whole))
+    assert main([*args, "--preset", "small"]) == 2  # the file's whole model would override it
+    assert main([*args, "--preset", "tiny"]) == 0
+
+
 FIXTURE_DATA = __import__("pathlib").Path(__file__).parent / "fixtures" / "tiny_folder"
 
 
@@ -111,6 +149,17 @@ FIXTURE_DATA = __import__("pathlib").Path(__file__).parent / "fixtures" / "tiny_
          "--set evaluation.device must be cpu", "`evaluation.device` must be cpu"),
         (["studio", "--port", "70000"], lambda: StudioConfig(port=70000),
          "--port must be in 0..65535", "`port` must be in 0..65535"),
+        (["train", "--batch-size", "3"], lambda: TrainConfig(batch_size=3),
+         "--batch-size must be an even number", "`batch_size` must be an even number"),
+        (["train", "--set", "ema_rampup=2"], lambda: TrainConfig(ema_rampup=2),
+         "--ema-rampup must be in [0, 1]", "`ema_rampup` must be in [0, 1]"),
+        (["experiment", "--set", "generator.batch_size=3"],
+         lambda: ExperimentConfig(generator={"batch_size": 3}),
+         "--set generator.batch_size must be an even", "`generator.batch_size` must be an even"),
+        (["experiment", "--set", "generator.stepz=3"], lambda: ExperimentConfig(generator={"stepz": 3}),
+         "generator.stepz: unknown setting", "generator.stepz: unknown setting"),
+        (["experiment", "--set", "generator.steps=3"], lambda: ExperimentConfig(generator={"steps": 3}),
+         "generator.steps is set by the experiment itself", "generator.steps is set by the experiment"),
     ],
 )  # fmt: skip
 def test_errors_name_flags_on_the_command_line_and_fields_in_python(
@@ -125,7 +174,7 @@ def test_errors_name_flags_on_the_command_line_and_fields_in_python(
         config().validate()
     assert field_text in str(refused.value) and "--" not in str(refused.value).split(" must")[0]
     verb, *options = args
-    extra = ["--split", str(tmp_path / "s.json")] if verb in ("synth", "evaluate", "studio") else []
+    extra = ["--split", str(tmp_path / "s.json")] if verb in ("train", "synth", "evaluate", "studio") else []
     extra += ["--checkpoint", str(tmp_path / "c.pt")] if verb in ("synth", "studio") else []
     with console.capture() as captured:
         code = main([verb, str(FIXTURE_DATA), *extra, "--out", str(tmp_path / "o"), *options])

@@ -24,7 +24,8 @@ from defectgen.gan.config import TrainConfig
 from defectgen.gan.train import train
 from defectgen.masks import build_mask_source
 from defectgen.masks.learned import central_component
-from defectgen.models import PRESETS, ModelSpec
+from defectgen.models import PRESETS, ModelSpec, preset
+from defectgen.settings import dump_yaml
 from defectgen.models.stylegan import StyleGenerator, binarised, mask_probability
 from defectgen.synth import synthesize
 from defectgen.synth_config import SynthConfig
@@ -178,8 +179,11 @@ def test_cli_model_option_picks_the_stylegan_presets(tmp_path, capsys):
     assert "stylegan preset" in capsys.readouterr().err
     assert main([*base, "--model", "painter"]) == 2
     assert "inpainter or stylegan" in capsys.readouterr().err
-    assert main([*base, "--model", "stylegan", "--set", "preset=small"]) == 2
-    assert "builds the inpainter" in capsys.readouterr().err
+    # a file holding an inpainter's whole model spec stays an inpainter whatever the preset says
+    inpainter = tmp_path / "inpainter.yaml"
+    inpainter.write_text(dump_yaml({"preset": "tiny", "model": preset("tiny").to_dict()}))
+    assert main([*base, "--model", "stylegan", "--config", str(inpainter)]) == 2
+    assert "builds the stylegan" in capsys.readouterr().err
     # --resume without --model or --preset continues the run's own kind and size
     assert main([*base, "--resume", "--steps", "2", "--set", "batch_size=2", "--set", "precision=fp32"]) == 0
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 2

@@ -21,7 +21,8 @@ from defectgen.data.split import make_split
 from defectgen.errors import ConfigError, DataError
 from defectgen.gan import losses
 from defectgen.gan.checkpoint import CheckpointError, load_checkpoint
-from defectgen.gan.config import INPAINTER_ONLY, TrainConfig, apply_overrides
+from defectgen.gan.config import INPAINTER_ONLY, TrainConfig
+from defectgen.settings import build_config
 from defectgen.gan.train import DivergenceError, train
 from defectgen.models import PRESETS
 
@@ -221,33 +222,33 @@ def test_bad_configs(tiny, tmp_path):
     with pytest.raises(ConfigError, match="unknown preset"):
         _config(preset="huge").validate()
     with pytest.raises(ConfigError, match="multiple of 8"):
-        apply_overrides(TrainConfig(), ["model.resolution=100"])
-    with pytest.raises(ConfigError, match=r"steps must be in 1\.\."):
-        apply_overrides(TrainConfig(), ["steps=-1"])
-    with pytest.raises(ConfigError, match="unknown key"):
-        apply_overrides(TrainConfig(), ["adversarial_loss=standard"])  # removed: it measured worse
+        build_config(TrainConfig, overrides=["model.resolution=100"])
+    with pytest.raises(ConfigError, match=r"`steps` must be in 1\.\."):
+        build_config(TrainConfig, overrides=["steps=-1"])
+    with pytest.raises(ConfigError, match="unknown setting"):
+        build_config(TrainConfig, overrides=["adversarial_loss=standard"])  # removed: it measured worse
     with pytest.raises(ConfigError, match="conditioning must be projection, input or none"):
-        apply_overrides(TrainConfig(), ["model.discriminator.conditioning=late"])
+        build_config(TrainConfig, overrides=["model.discriminator.conditioning=late"])
     with pytest.raises(ConfigError, match="unknown key"):
-        apply_overrides(TrainConfig(), ["model.generator.upsampling=transposed"])  # removed: measured worse
+        build_config(TrainConfig, overrides=["model.generator.upsampling=transposed"])  # removed: measured worse
     with pytest.raises(ConfigError, match="unknown key"):
-        apply_overrides(TrainConfig(), ["model.discriminator.stem_layers=2"])  # removed: measured worse
-    with pytest.raises(ConfigError, match="unknown key"):
-        apply_overrides(TrainConfig(), ["g_decoder_noise=true"])
+        build_config(TrainConfig, overrides=["model.discriminator.stem_layers=2"])  # removed: measured worse
+    with pytest.raises(ConfigError, match="unknown setting"):
+        build_config(TrainConfig, overrides=["g_decoder_noise=true"])
     with pytest.raises(ConfigError, match="ratio_g must be in"):
-        apply_overrides(TrainConfig(), ["model.generator.ratio_g=1"])
+        build_config(TrainConfig, overrides=["model.generator.ratio_g=1"])
     with pytest.raises(ConfigError, match="n_blocks: expected an integer"):
-        apply_overrides(TrainConfig(), ["model.generator.n_blocks=maybe"])
+        build_config(TrainConfig, overrides=["model.generator.n_blocks=maybe"])
     with pytest.raises(ConfigError, match=r"width must be in 1\.\.4096"):
-        apply_overrides(TrainConfig(), ["model.generator.width=100000"])
+        build_config(TrainConfig, overrides=["model.generator.width=100000"])
     with pytest.raises(ConfigError, match="unknown key"):
-        apply_overrides(TrainConfig(), ["model.generator.widht=8"])
-    with pytest.raises(ConfigError, match="unknown key"):
-        apply_overrides(TrainConfig(), ["g_upsampling=resize"])
+        build_config(TrainConfig, overrides=["model.generator.widht=8"])
+    with pytest.raises(ConfigError, match="unknown setting"):
+        build_config(TrainConfig, overrides=["g_upsampling=resize"])
     with pytest.raises(ConfigError, match="expected an integer"):
-        apply_overrides(TrainConfig(), ["steps=abc"])
-    with pytest.raises(ConfigError, match="unknown key"):
-        apply_overrides(TrainConfig(), ["stepz=3"])
+        build_config(TrainConfig, overrides=["steps=abc"])
+    with pytest.raises(ConfigError, match="unknown setting"):
+        build_config(TrainConfig, overrides=["stepz=3"])
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "x").write_text("")
     with pytest.raises(DataError, match="holds files defectgen did not write"):
@@ -365,14 +366,13 @@ def test_a_preset_and_a_whole_model_spec_cannot_disagree(tiny, tmp_path):
     rather than silently training the file's models under the new name."""
     dataset, split = tiny
     train(dataset, split, _config(steps=1), tmp_path / "run", progress=False)
-    reused = TrainConfig.load(tmp_path / "run" / "config.yaml")
     with pytest.raises(ConfigError, match="override the preset"):
-        apply_overrides(reused, ["preset=small"])
+        build_config(TrainConfig, tmp_path / "run" / "config.yaml", overrides=["preset=small"])
     split_file = tmp_path / "split.json"
     split.save(split_file)
     base = ["train", str(FIXTURE), "--split", str(split_file), "--out", str(tmp_path / "r2")]
     assert main([*base, "--config", str(tmp_path / "run" / "config.yaml"), "--preset", "small"]) == 2
     with pytest.raises(ConfigError, match="multiple of 16 and at least 32"):
-        apply_overrides(TrainConfig(), ["model.resolution=16", "model.generator.n_downsample=4"])
+        build_config(TrainConfig, overrides=["model.resolution=16", "model.generator.n_downsample=4"])
     with pytest.raises(ConfigError, match="expected a mapping"):
         TrainConfig.from_dict({"model": {"generator": None}})

@@ -6,6 +6,7 @@ traceback; typer/click already do the same for unknown options and wrong types.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import re
@@ -23,6 +24,7 @@ from defectgen.errors import ConfigError, DefectgenError
 from defectgen.evaluate.config import DEFAULT_ARMS, EvalConfig
 from defectgen.experiment import ExperimentConfig
 from defectgen.fileio import check_replaceable, starts_with
+from defectgen.gan.config import TrainConfig
 from defectgen.studio_config import StudioConfig
 from defectgen.synth_config import SynthConfig
 from defectgen.ui import out, say
@@ -227,31 +229,21 @@ def split(
 
 
 @app.command()
+@config_options(TrainConfig)
 def train(
     data: DataArg,
     split_path: Annotated[Path, typer.Option("--split", help="Split file from `defectgen split`.")],
     out_dir: Annotated[
         Path, typer.Option("--out", help="Run folder (config, metrics, checkpoints, samples).")
     ],
-    preset: Annotated[
-        str | None,
-        typer.Option(
-            help="Model size: tiny, small, lama, big; stylegan: tiny, small, large [default: small]."
-        ),
-    ] = None,
     model: Annotated[
         str | None,
         typer.Option(
             help="inpainter (paints a defect inside a given mask) or stylegan (a class-conditional "
-            "StyleGAN2 drawing crop and mask from noise; sizes tiny, small, large) [default: inpainter]."
+            "StyleGAN2 drawing crop and mask from noise; --preset tiny, small, large). Default: inpainter."
         ),
     ] = None,
-    steps: Annotated[int | None, typer.Option(help="G+D iterations (default: the config's).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
-    config_file: Annotated[Path | None, typer.Option("--config", help="YAML file of config values.")] = None,
-    overrides: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a config value: --set lr_g=1e-4 (repeatable).")
-    ] = None,
     device: Annotated[
         str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda if available).")
     ] = None,
@@ -259,6 +251,8 @@ def train(
     labels_complete: LabelsComplete = "true",
     covered_ids: CoveredIds = None,
     image_size: ImageSize = None,
+    *,
+    config,
 ):
     """Train the inpainting GAN (or, with --model stylegan, the StyleGAN2 generator) on the training half of a split.
 
@@ -267,46 +261,35 @@ def train(
     Several processes (DDP): torchrun --nproc_per_node 2 -m defectgen train DATA --split split.json --out runs/x
     """
     from defectgen.data.split import Split
-    from defectgen.gan.config import TrainConfig, apply_overrides
     from defectgen.gan.train import train as run_training
-    from defectgen.models.presets import STYLEGAN_PREFIX, preset_for
 
-    config = TrainConfig.load(config_file) if config_file else TrainConfig()
-    if resume and preset is None and model is None and config_file is None:
-        preset = _run_preset(out_dir)  # continue the run's own kind and size
-    if model not in (None, "inpainter", "stylegan"):
-        raise ConfigError(f"--model must be inpainter or stylegan, got {model!r}")
-    if model is not None:
-        chosen = preset or (
-            config.preset.removeprefix(STYLEGAN_PREFIX) if model == "stylegan" else config.preset
-        )
-        if model == "inpainter" and chosen.startswith(STYLEGAN_PREFIX):
-            raise ConfigError(f"--model inpainter with preset {chosen}, a stylegan preset: drop one of them")
-        preset = preset_for(model, chosen)
-    if preset is not None:
-        if config.model and preset != config.preset:
-            raise ConfigError(
-                f"--preset {preset}: {config_file} sets `model` (the models of preset {config.preset}), "
-                "which would override it; drop --preset or the file's `model`"
-            )
-        config.preset = preset
-    config = apply_overrides(
-        config, list(overrides or []) + ([f"steps={steps}"] if steps is not None else [])
-    )
-    if model is not None and config.model_spec.kind != model:
-        raise ConfigError(
-            f"--model {model}, but the config's preset {config.preset} builds the {config.model_spec.kind}"
-        )
+    # --resume continues the run's own kind and size unless a preset is asked
+    run_preset = _run_preset(out_dir) if resume and model is None else None
+    settings = _with_model_kind(config(**({"preset": run_preset} if run_preset else {})), model)
     dataset = _open(data, skip_bad, labels_complete, covered_ids, image_size)
-    last = run_training(dataset, Split.load(split_path), config, out_dir, resume=resume, device=device)
+    last = run_training(dataset, Split.load(split_path), settings, out_dir, resume=resume, device=device)
     if launch.is_main():  # under torchrun, rank 0 speaks for all
         out.print(f"done: {last}")
 
 
+def _with_model_kind(config: TrainConfig, model: str | None) -> TrainConfig:
+    """`config` with the preset `--model` names: `--model stylegan --preset small` trains
+    stylegan-small; an inpainter preset under --model stylegan, or the reverse, is refused."""
+    from defectgen.models.presets import STYLEGAN_PREFIX, preset_for
+
+    if model is None:
+        return config
+    if model not in ("inpainter", "stylegan"):
+        raise ConfigError(f"--model must be inpainter or stylegan, got {model!r}")
+    if model == "inpainter" and config.preset.startswith(STYLEGAN_PREFIX):
+        raise ConfigError(f"--model inpainter with preset {config.preset}, a stylegan preset: drop one of them")
+    chosen = dataclasses.replace(config, preset=preset_for(model, config.preset))
+    chosen.validate()  # the spec refuses a `model` of the other kind
+    return chosen
+
+
 def _run_preset(out_dir: Path) -> str | None:
     """The preset of the run in `out_dir` (its config.yaml), if there is one that reads."""
-    from defectgen.gan.config import TrainConfig
-
     try:
         return TrainConfig.load(out_dir / "config.yaml", written_by_a_run=True).preset
     except (ConfigError, OSError):

@@ -34,7 +34,8 @@ from defectgen.data.dataset import DefectDataset
 from defectgen.errors import ConfigError
 from defectgen.evaluate.config import EvalConfig
 from defectgen.fileio import claim_folder, parse_json, write_atomic
-from defectgen.settings import MAX_SEED, setting
+from defectgen.gan.config import TrainConfig
+from defectgen.settings import MAX_SEED, build_config, setting
 from defectgen.synth_config import SynthConfig
 from defectgen.ui import say
 
@@ -87,13 +88,30 @@ class ExperimentConfig:
             raise ConfigError(
                 f"evaluation.{sorted(reserved)[0]} is set by the experiment itself (seeds: use `seeds`)"
             )
+        reserved = {"steps", "seed"} & set(self.generator)
+        if reserved:
+            raise ConfigError(
+                f"generator.{sorted(reserved)[0]} is set by the experiment itself (steps: use `gan_steps`; "
+                "the generators are seeded 0..N-1)"
+            )
         try:
             self.eval_config().validate()
         except ConfigError as err:  # name the setting as this config holds it: `evaluation.KEY`
-            message = str(err)
-            for field in dataclasses.fields(EvalConfig):
-                message = message.replace(f"`{field.name}`", f"`evaluation.{field.name}`")
-            raise ConfigError(message) from None
+            raise _renamed(err, EvalConfig, "evaluation") from None
+        self.train_config(0)
+
+    def train_config(self, seed: int, **probe) -> TrainConfig:
+        """The `train` config of generator `seed`: `generator` settings over `gan_steps` steps and
+        the seed; `probe` settings (the estimate's short run) over everything."""
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        unknown = sorted(set(self.generator) - known)
+        if unknown:
+            raise ConfigError(f"generator.{unknown[0]}: unknown setting (known: {', '.join(sorted(known))})")
+        base = {"steps": self.gan_steps, "seed": seed}
+        try:
+            return build_config(TrainConfig, base=base, given={**self.generator, **probe})
+        except ConfigError as err:
+            raise _renamed(err, TrainConfig, "generator") from None
 
     def eval_config(self) -> EvalConfig:
         known = {f.name for f in dataclasses.fields(EvalConfig)}
@@ -125,6 +143,15 @@ class ExperimentConfig:
 
     def siblings(self) -> list[str]:
         return [f"real+harmonized_g{g}" for g in range(self.generators)] if self.harmonize else []
+
+
+def _renamed(err: ConfigError, cls, mapping: str) -> ConfigError:
+    """`err` with each setting of `cls` it names as `field` named as this config holds it:
+    `mapping.field`."""
+    message = str(err)
+    for field in dataclasses.fields(cls):
+        message = message.replace(f"`{field.name}`", f"`{mapping}.{field.name}`")
+    return ConfigError(message)
 
 
 def is_started(out_dir: Path) -> bool:
@@ -246,7 +273,6 @@ def evaluation_parts(dataset: DefectDataset, split, eval_config: EvalConfig) -> 
 
 def _generator(dataset, split, config: ExperimentConfig, g: int, out_dir: Path, progress: bool) -> Path:
     from defectgen.gan.checkpoint import load_checkpoint
-    from defectgen.gan.config import TrainConfig, apply_overrides
     from defectgen.gan.train import train
 
     run = out_dir / f"gan_g{g}"
@@ -255,14 +281,9 @@ def _generator(dataset, split, config: ExperimentConfig, g: int, out_dir: Path, 
         _stage(2, f"generator {g}", f"done before ({last})")
         return last
     _stage(2, f"generator {g}", f"{config.gan_steps} steps on the fit part, seed {g}")
-    train_config = apply_overrides(TrainConfig(steps=config.gan_steps, seed=g), _generator_settings(config))
+    train_config = config.train_config(g)
     # resume whatever the folder holds: a run killed before its first checkpoint has only its config
     return train(dataset, split, train_config, run, resume=run.is_dir(), progress=progress)
-
-
-def _generator_settings(config: ExperimentConfig) -> list[str]:
-    """`generator` as `train --set` items."""
-    return [f"{key}={json.dumps(value)}" for key, value in config.generator.items()]
 
 
 def _synth(checkpoint, dataset, split, config: ExperimentConfig, g: int, mode: str, out_dir: Path, progress):
@@ -327,7 +348,6 @@ def estimate(dataset: DefectDataset, config: ExperimentConfig) -> dict:
     from defectgen.evaluate.arms import Arm
     from defectgen.evaluate.context import EvalContext, arm_sampler
     from defectgen.evaluate.segmenter import train_segmenter
-    from defectgen.gan.config import TrainConfig, apply_overrides
     from defectgen.gan.train import train
     from defectgen.synth import synthesize
 
@@ -350,9 +370,7 @@ def estimate(dataset: DefectDataset, config: ExperimentConfig) -> dict:
     runs = len(eval_config.arms) * config.seeds
     with tempfile.TemporaryDirectory() as tmp:
         generator_split = fit_split(split, dataset, eval_config.val_fraction)
-        train_config = apply_overrides(
-            TrainConfig(steps=6, seed=0, log_every=3, sample_every=10_000), _generator_settings(config)
-        )
+        train_config = config.train_config(0, steps=6, log_every=3, sample_every=10_000)
         checkpoint = train(dataset, generator_split, train_config, Path(tmp) / "gan", progress=False)
         records = (Path(tmp) / "gan" / "metrics.jsonl").read_text().splitlines()
         gan_step = float(parse_json(records[-1])["seconds_per_step"])  # steps 4-6: past start-up

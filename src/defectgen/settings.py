@@ -177,27 +177,46 @@ def build_config(
 ):
     """An instance of config dataclass `cls`, validated. Later sources win: the field defaults,
     `base` (a caller's defaults), the YAML `file`, `given` (the flags a user typed), then
-    `overrides` ("key=value" strings; "field.key=value" sets a key of a mapping field)."""
+    `overrides` ("key=value" strings; "field.key=value", "field.a.b=value" set a key of a mapping
+    field). A class may refuse a combination of sources with `check_layers(file, later)`."""
     hints = typing.get_type_hints(cls)
     data: dict = {}
-    for source in (base or {}, read_config_file(file) if file is not None else {}, given or {}):
+    from_file = read_config_file(file) if file is not None else {}
+    later = dict(given or {})
+    for source in (base or {}, from_file, given or {}):
         data.update(source)
     for item in overrides:
         key, sep, text = str(item).partition("=")
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"--set expects key=value, got {item!r}")
-        head, _, rest = key.partition(".")
+        head, *path = key.split(".")
         value = parse_yaml(text, f"--set {key}")
-        if rest and (hints.get(head) is dict or typing.get_origin(hints.get(head)) is dict):
-            data[head] = {**data.get(head, {}), rest: value}
-        elif rest or head not in hints:
+        if path and (hints.get(head) is dict or typing.get_origin(hints.get(head)) is dict):
+            data[head] = _set_in(data.get(head) or {}, path, value, key)
+        elif path or head not in hints:
             raise ConfigError(f"--set {key}: unknown setting (known: {', '.join(sorted(hints))})")
         else:
-            data[key] = value
+            data[key] = later[key] = value
     unknown = sorted(set(data) - set(hints))
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown setting (known: {', '.join(sorted(hints))})")
+    if hasattr(cls, "check_layers"):
+        cls.check_layers(from_file, later)
     config = cls(**{key: coerce(key, value, hints[key]) for key, value in data.items()})
     config.validate()
     return config
+
+
+def _set_in(mapping: dict, path: list[str], value, key: str) -> dict:
+    """A copy of `mapping` with `value` at `path` (nested mappings made as needed)."""
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"--set {key}: not a mapping")
+    result = copy.deepcopy(mapping)
+    target = result
+    for part in path[:-1]:
+        target = target.setdefault(part, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"--set {key}: {part} is not a mapping")
+    target[path[-1]] = value
+    return result

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from defectgen.cli import main
 from defectgen.errors import ConfigError, DataError
-from defectgen.gan.config import TrainConfig, apply_overrides
-from defectgen.settings import parse_yaml
+from defectgen.gan.config import TrainConfig
+from defectgen.settings import build_config, parse_yaml
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "tiny_folder"
 TINY = [
@@ -66,14 +66,14 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 )
 def test_learning_rates_parse_in_every_written_form(value, style):
     text = style.format(value)
-    config = apply_overrides(TrainConfig(), [f"lr_g={text}"])
+    config = build_config(TrainConfig, overrides=[f"lr_g={text}"])
     assert math.isclose(config.lr_g, float(text), rel_tol=1e-12)
     assert parse_yaml(f"lr_d: {text}") == {"lr_d": float(text)}
 
 
 @pytest.mark.parametrize("text, expected", [("1e4", 10_000), ("2E3", 2_000), ("1_000", 1_000), ("300", 300)])
 def test_integers_written_as_floats_or_with_underscores(text, expected, tmp_path):
-    assert apply_overrides(TrainConfig(), [f"steps={text}"]).steps == expected
+    assert build_config(TrainConfig, overrides=[f"steps={text}"]).steps == expected
     path = tmp_path / "c.yaml"
     path.write_text(f"steps: {text}\nlr_g: 1e-4\n")
     loaded = TrainConfig.load(path)
@@ -110,7 +110,7 @@ def test_anchors_and_aliases_are_refused_before_expanding(depth, width, tmp_path
     with pytest.raises(ConfigError, match="anchors and aliases"):
         TrainConfig.load(path)
     with pytest.raises(ConfigError, match="anchors and aliases"):
-        apply_overrides(TrainConfig(), ["extra={x: &x [1], y: *x}"])
+        build_config(TrainConfig, overrides=["extra={x: &x [1], y: *x}"])
     assert time.perf_counter() - start < 1.0
 
 

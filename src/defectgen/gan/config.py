@@ -7,19 +7,18 @@ resolved config is written into every run folder (`config.yaml`) and every check
 from __future__ import annotations
 
 import dataclasses
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from defectgen.errors import ConfigError
 from defectgen.settings import (
     MAX_SEED,
     MAX_STEPS,
+    build_config,
     check_precision,
-    coerce,
     dump_yaml,
-    parse_yaml,
     read_config_file,
+    setting,
 )
 
 INPAINTER_LR, STYLEGAN_LR = 2e-4, 2e-3
@@ -37,51 +36,59 @@ INPAINTER_ONLY = (
 @dataclass
 class TrainConfig:
     # --- model -------------------------------------------------------------------------------
-    preset: str = "small"  # models.PRESETS: tiny | small | lama | big, stylegan-tiny | -small | -large
-    # models.ModelSpec settings written over the preset's (`--set model.generator.width=48`,
-    # `--set model.resolution=96`); a run writes its spec here whole, which then is the model
-    # whatever the preset says (see `model_spec`)
-    model: dict = field(default_factory=dict)
+    preset: str = setting(
+        "small", "Model size: tiny, small, lama, big; stylegan-tiny, -small, -large (see --model)."
+    )
+    # models.ModelSpec settings written over the preset's (`--set model.generator.width=48`); a run
+    # writes its spec here whole, which then is the model whatever the preset says (`model_spec`)
+    model: dict = setting({}, "Model spec settings over the preset's: --set model.KEY=VALUE.", flag="")
     # --- optimisation --------------------------------------------------------------------------
-    steps: int = 10_000  # G+D iterations (each: one D step and one G step)
-    batch_size: int = 4  # per process; half of it are distinct crops, each drawn twice (diversity pairs)
-    # learning rates; null: the model's (inpainter 2e-4; StyleGAN generator 0.002, StyleGAN2-ADA's scale for
-    # its equalised learning rate, whose mapping network runs at 0.01x)
-    lr_g: float | None = None
-    lr_d: float | None = None
-    betas: tuple[float, float] = (0.0, 0.99)  # StyleGAN2 Adam betas
+    steps: int = setting(10_000, "G+D iterations (each: one D step and one G step).")
+    batch_size: int = setting(
+        4, "Crops per step and process (even: half are drawn twice, as diversity pairs)."
+    )
+    lr_g: float | None = setting(
+        None, "Generator learning rate (default: the model's; inpainter 2e-4, StyleGAN 0.002)."
+    )
+    lr_d: float | None = setting(None, "Discriminator learning rate (default: as --lr-g).")
+    betas: tuple[float, float] = setting((0.0, 0.99), "Adam betas, two numbers: 0,0.99 (StyleGAN2's).")
     # --- losses (weights) ----------------------------------------------------------------------
-    adversarial: float = 1.0
-    feature_matching: float = 10.0  # LaMa's weight for D-feature matching
-    reconstruction: float = 1.0  # L1 inside the hole; low so it does not blur
-    mode_seeking: float = 1.0  # diversity term weight (Mao et al. 2019); bounded below, see the next line
-    mode_seeking_bound: float = 0.1  # DSGAN -min(ratio, bound); 0: unbounded 1/ratio (bought stripes)
-    guide: str = ""  # a real-arm U-Net state dict of `evaluate` (EVAL/runs/real_s<seed>.pt); see guide.py
-    guide_encoder: str = "resnet18"  # the guide's smp encoder
-    guide_weight: float = 1.0  # weight of the guide's segmentation loss (with a guide)
-    # R1 strength; null: the model's. Inpainter: 0.001, LaMa's (at 1 D could not tell a blurred
-    # hole, RESULTS.md "Discriminator probe"). StyleGAN: StyleGAN2-ADA's heuristic
-    # 0.0002 * resolution**2 / batch_size.
-    r1_gamma: float | None = None
-    r1_interval: int = 16  # lazy regularisation (StyleGAN2): R1 every k D steps, scaled by k
+    adversarial: float = setting(1.0, "Weight of the adversarial loss.")
+    feature_matching: float = setting(10.0, "Weight of D-feature matching (LaMa's 10).")
+    reconstruction: float = setting(1.0, "Weight of L1 inside the hole (low, so it does not blur).")
+    mode_seeking: float = setting(1.0, "Weight of the diversity term (Mao et al. 2019).")
+    mode_seeking_bound: float = setting(
+        0.1, "The diversity term is -min(ratio, bound); 0: unbounded 1/ratio (bought stripes)."
+    )
+    guide: str = setting("", "A real-arm U-Net of `evaluate` (EVAL/runs/real_s<seed>.pt) as a class guide.")
+    guide_encoder: str = setting("resnet18", "The guide's segmentation_models_pytorch encoder.")
+    guide_weight: float = setting(1.0, "Weight of the guide's segmentation loss (with --guide).")
+    # Inpainter: 0.001, LaMa's (at 1 D could not tell a blurred hole, RESULTS.md "Discriminator
+    # probe"). StyleGAN: StyleGAN2-ADA's heuristic 0.0002 * resolution**2 / batch_size.
+    r1_gamma: float | None = setting(None, "R1 strength (default: the model's; inpainter 0.001).")
+    r1_interval: int = setting(16, "Lazy regularisation: R1 every k D steps, scaled by k.")
     # --- small-data training -------------------------------------------------------------------
-    ada_target: float = 0.6  # StyleGAN2-ADA r_t
-    ada_interval: int = 4
-    ada_speed_images: int = 20_000  # images for p to move 0 -> 1 (ADA: 500k; CPU runs are short)
-    ema_half_life_images: int = 2_000  # EMA of G, in images seen (StyleGAN2 uses 10k)
-    ema_rampup: float = 0.05  # half-life <= this share of images seen so far (StyleGAN2-ADA)
+    ada_target: float = setting(0.6, "ADA's target sign rate r_t, in [0, 1].")
+    ada_interval: int = setting(4, "Steps between ADA probability updates.")
+    ada_speed_images: int = setting(
+        20_000, "Images for ADA's p to move 0 -> 1 (ADA: 500k; CPU runs are short)."
+    )
+    ema_half_life_images: int = setting(2_000, "EMA half-life of G, in images seen (StyleGAN2: 10k).")
+    ema_rampup: float = setting(0.05, "EMA half-life at most this share of the images seen so far.")
     # --- training pairs ------------------------------------------------------------------------
-    max_dilation: int = 6  # hole = defect mask dilated by a random radius in [0, max_dilation]
+    max_dilation: int = setting(6, "Hole = defect mask dilated by a random radius in [0, max_dilation].")
     # --- run ---------------------------------------------------------------------------------
-    seed: int = 0
-    precision: str = "auto"  # auto (bf16 where supported) | bf16 | fp32
-    channels_last: bool = True  # NHWC models and batches: 16 % faster bf16 step on CPU (RESULTS.md)
-    compile: bool = False  # torch.compile: measured <= 1.17x after a 150 s first step on CPU
-    log_every: int = 10
-    sample_every: int = 500
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 3
-    extra: dict = field(default_factory=dict)  # free-form notes carried into the run folder
+    seed: int = setting(0, "Seed of the initialisation, crops and noise.")
+    precision: str = setting("auto", "auto (bf16 where supported) | bf16 | fp32.")
+    channels_last: bool = setting(True, "NHWC models and batches (16 % faster bf16 step on CPU).")
+    compile: bool = setting(
+        False, "torch.compile the models (measured <= 1.17x after a 150 s first step on CPU)."
+    )
+    log_every: int = setting(10, "Steps between metrics.jsonl records.")
+    sample_every: int = setting(500, "Steps between sample grids.")
+    checkpoint_every: int = setting(500, "Steps between checkpoints.")
+    keep_checkpoints: int = setting(3, "Checkpoints kept besides last.pt.")
+    extra: dict = setting({}, "Free-form notes carried into the run folder: --set extra.KEY=VALUE.", flag="")
 
     @property
     def model_spec(self):
@@ -114,21 +121,21 @@ class TrainConfig:
         from defectgen.models import PRESETS
 
         if self.preset not in PRESETS:
-            raise ConfigError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+            raise ConfigError(f"`preset`: unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         self.model_spec  # noqa: B018 - builds (and so checks) the spec
         if self.batch_size > 4096:
-            raise ConfigError(f"batch_size must be at most 4096, got {self.batch_size}")
+            raise ConfigError(f"`batch_size` must be at most 4096, got {self.batch_size}")
         if not 0 <= self.ada_target <= 1 or not 0 <= self.ema_rampup <= 1:
-            raise ConfigError("ada_target and ema_rampup must be in [0, 1]")
+            raise ConfigError("`ada_target` and `ema_rampup` must be in [0, 1]")
         if not 1 <= self.steps <= MAX_STEPS:
-            raise ConfigError(f"steps must be in 1..{MAX_STEPS:,}, got {self.steps}")
+            raise ConfigError(f"`steps` must be in 1..{MAX_STEPS:,}, got {self.steps}")
         if not 0 <= self.seed <= MAX_SEED:
-            raise ConfigError(f"seed must be in 0..{MAX_SEED}, got {self.seed}")
+            raise ConfigError(f"`seed` must be in 0..{MAX_SEED}, got {self.seed}")
         if not 0 <= self.betas[0] < 1 or not 0 <= self.betas[1] < 1:
-            raise ConfigError(f"betas must be two numbers in [0, 1), got {list(self.betas)}")
+            raise ConfigError(f"`betas` must be two numbers in [0, 1), got {list(self.betas)}")
         if self.batch_size < 2 or self.batch_size % 2:
             raise ConfigError(
-                f"batch_size must be an even number >= 2 (diversity pairs), got {self.batch_size}"
+                f"`batch_size` must be an even number >= 2 (diversity pairs), got {self.batch_size}"
             )
         check_precision(self.precision)
         for name in (
@@ -141,12 +148,12 @@ class TrainConfig:
             "ema_half_life_images",
         ):
             if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"`{name}` must be >= 1, got {getattr(self, name)}")
         if self.keep_checkpoints < 1:
-            raise ConfigError("keep_checkpoints must be >= 1")
+            raise ConfigError("`keep_checkpoints` must be >= 1")
         for name in ("r1_gamma", "lr_g", "lr_d"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"`{name}` must be >= 0, got {getattr(self, name)}")
         if self.model_spec.is_stylegan:
             self._check_stylegan_settings()
         for name in (
@@ -159,7 +166,7 @@ class TrainConfig:
             "guide_weight",
         ):
             if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"`{name}` must be >= 0, got {getattr(self, name)}")
 
     def _check_stylegan_settings(self) -> None:
         """The StyleGAN generator reads none of the inpainter's losses: refuse a changed one rather than
@@ -168,8 +175,8 @@ class TrainConfig:
         changed = [name for name in INPAINTER_ONLY if getattr(self, name) != getattr(defaults, name)]
         if changed:
             raise ConfigError(
-                f"{', '.join(changed)}: inpainter settings; the StyleGAN (StyleGAN2) trains with the "
-                "adversarial loss and R1 only. Drop them, or train an inpainter"
+                f"{', '.join(f'`{name}`' for name in changed)}: inpainter settings; the StyleGAN "
+                "(StyleGAN2) trains with the adversarial loss and R1 only. Drop them, or train an inpainter"
             )
 
     @property
@@ -205,17 +212,19 @@ class TrainConfig:
     def _from_dict(cls, data: dict) -> TrainConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"a config must be a mapping of settings, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
+        return build_config(cls, given=data)
+
+    @classmethod
+    def check_layers(cls, file: dict, later: dict) -> None:
+        """Refuse a preset asked on top of a config file that sets `model` (a run's config.yaml
+        holds its whole spec): the file's models would train under the new preset's name."""
+        preset, written = later.get("preset"), file.get("preset", cls.preset)
+        if file.get("model") and preset is not None and preset != written:
             raise ConfigError(
-                f"unknown config keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+                f"`preset` {preset}: the config file holds a model spec (the models of preset {written}), "
+                "which would override the preset; set model.KEY values instead, or drop the file's "
+                "`model:` section"
             )
-        hints = typing.get_type_hints(cls)
-        data = {key: coerce(key, value, hints[key]) for key, value in data.items()}
-        config = cls(**data)
-        config.validate()
-        return config
 
     def save(self, path: Path) -> None:
         """Write config.yaml (without anchors or aliases: `load` refuses them)."""
@@ -231,33 +240,3 @@ class TrainConfig:
             return cls.from_dict(data, written_by_a_run)
         except ConfigError as err:
             raise ConfigError(f"{path}: {err}") from None
-
-
-def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
-    """`["steps=100", "betas=[0.5,0.9]"]` -> a new, validated config. Values are parsed as YAML
-    scalars/lists, so types follow the text (`1e-4` float, `true` bool)."""
-    data = config.to_dict()
-    for override in overrides:
-        key, sep, text = override.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"--set expects key=value, got {override!r}")
-        parts = key.split(".")
-        if parts[0] == "preset" and data.get("model"):
-            raise ConfigError(
-                f"--set {key}: this config sets `model` itself, which would override the preset; set "
-                "model.* instead, or start from a config without `model`"
-            )
-        if parts[0] not in data:
-            raise ConfigError(f"--set {key}: unknown key (known: {', '.join(sorted(data))})")
-        value = parse_yaml(text, f"--set {key}")
-        target = data
-        for part in parts[:-1]:
-            target = target.setdefault(part, {})
-            if not isinstance(target, dict):
-                raise ConfigError(f"--set {key}: {part} is not a mapping")
-        target[parts[-1]] = value
-    try:
-        return TrainConfig.from_dict(data)
-    except ConfigError as err:
-        raise ConfigError(f"--set: {err}") from None

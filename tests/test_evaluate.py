@@ -337,7 +337,12 @@ def test_evaluate_end_to_end_repeats_value_for_value(bench, tmp_path):
         results["quality"]["tiles"]["label_fidelity"]
         and results["quality"]["tiles"]["kid"]["value"] is not None
     )
-    assert results["quality"]["tiles"]["diversity"]["mean_pairwise_distance"] >= 0  # made by the checkpoint
+    diversity = results["quality"]["tiles"]["diversity"]  # the set the checkpoint made: measured
+    measured = [row for row in diversity["per_class"].values() if row["measured"]]
+    assert measured and all(
+        row["mean_pairwise_distance"] >= 0 and row["hole_pixel_change"] >= 0 for row in measured
+    )
+    assert diversity["worst_ratio"] == min(row["ratio"] for row in measured)
     # same command, new folder: identical numbers (the arms' wall-clock seconds aside)
     arms = ["real", "oversample+tiles:filtered"]
     again = _evaluate(bench, tmp_path / "b", arms=arms, declared_arms=[])

@@ -158,12 +158,16 @@ def kid(features: nn.Module, real: torch.Tensor, synthetic: torch.Tensor, subset
 
 
 @torch.no_grad()
-def diversity(G, features: nn.Module, windows: list[dict], draws: int, seed: int, use_bf16: bool) -> float:
-    """Mean pairwise feature distance between `draws` generator outputs for each window
-    ({'image' [1,C,S,S], 'hole' [1,1,S,S], 'labels' [1,K,S,S]})."""
+def diversity(
+    G, features: nn.Module, windows: list[dict], draws: int, seed: int, use_bf16: bool
+) -> tuple[float, float]:
+    """How far `draws` generator outputs for the same window ({'image' [1,C,S,S], 'hole'
+    [1,1,S,S], 'labels' [1,K,S,S]}) lie apart: (mean pairwise feature distance, mean absolute
+    pixel difference between draws inside the hole, in [0, 1] grey units), averaged over windows.
+    Only the draw (style code and noise) changes between outputs."""
     from defectgen.models import composite
 
-    distances = []
+    distances, changes = [], []
     for number, window in enumerate(windows):
         generator = torch.Generator().manual_seed(seed * 100_003 + number)
         outputs = []
@@ -171,9 +175,69 @@ def diversity(G, features: nn.Module, windows: list[dict], draws: int, seed: int
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
                 raw = G(window["image"], window["hole"], window["labels"], generator=generator).float()
             outputs.append(composite(raw, window["image"], window["hole"]))
-        feats = features(torch.cat(outputs))  # [draws, D]
-        distances.append(float(torch.pdist(feats).mean()))
-    return float(np.mean(distances)) if distances else float("nan")
+        stacked = torch.cat(outputs)  # [draws, C, S, S]
+        distances.append(float(torch.pdist(features(stacked)).mean()))
+        inside = window["hole"][0, 0] >= 0.5
+        pixels = stacked[:, :, inside].flatten(1) / 2  # [draws, C * hole pixels], [-1, 1] -> units of 1
+        changes.append(
+            float(torch.cdist(pixels, pixels, p=1).sum() / (draws * (draws - 1) * pixels.shape[1]))
+        )
+    if not distances:
+        return float("nan"), float("nan")
+    return float(np.mean(distances)), float(np.mean(changes))
+
+
+def class_windows(
+    dataset: DefectDataset, class_id: int, size: int, limit: int, indices: list[int] | None = None
+) -> list[dict]:
+    """Up to `limit` windows of `size` px, one per item, around the largest `class_id` component
+    of the items (of `indices`, default all) that hold the class, evenly spaced through them;
+    edge-padded where the image is smaller: {'image' [1,C,S,S] in [-1, 1], 'hole' [1,1,S,S]
+    (every defect in the window), 'labels' [1,K,S,S]}."""
+    from defectgen.geometry import find_components
+    from defectgen.tensors import image_to_tensor
+
+    pool = range(len(dataset)) if indices is None else indices
+    holding = [i for i in pool if class_id in dataset.items[i].class_ids]
+    chosen = (
+        [holding[int(j)] for j in np.linspace(0, len(holding) - 1, min(limit, len(holding)))]
+        if holding
+        else []
+    )
+    windows = []
+    for index in dict.fromkeys(chosen):
+        sample = dataset[index]
+        components = find_components(sample.masks[class_id - 1], min_area=1)
+        if not components:
+            continue
+        (rows, cols), _ = max(components, key=lambda c: int(c[1].sum()))
+        image, masks = _padded(sample.image, sample.masks, size)
+        centre_y = min((rows.start + rows.stop) // 2, image.shape[0] - 1)
+        centre_x = min((cols.start + cols.stop) // 2, image.shape[1] - 1)
+        top = int(np.clip(centre_y - size // 2, 0, image.shape[0] - size))
+        left = int(np.clip(centre_x - size // 2, 0, image.shape[1] - size))
+        window = (slice(top, top + size), slice(left, left + size))
+        inside = masks[:, window[0], window[1]]
+        windows.append(
+            {
+                "image": image_to_tensor(np.ascontiguousarray(image[window]))[None],
+                "hole": torch.from_numpy(inside.any(axis=0)[None, None].astype(np.float32)),
+                "labels": torch.from_numpy(inside[None].astype(np.float32)),
+            }
+        )
+    return windows
+
+
+def _padded(image: np.ndarray, masks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """`image` [H, W, C] edge-padded and `masks` [K, H, W] zero-padded (bottom, right) to at
+    least `size` x `size`."""
+    extra_h, extra_w = max(0, size - image.shape[0]), max(0, size - image.shape[1])
+    if not extra_h and not extra_w:
+        return image, masks
+    return (
+        np.pad(image, ((0, extra_h), (0, extra_w), (0, 0)), mode="edge"),
+        np.pad(masks, ((0, 0), (0, extra_h), (0, extra_w))),
+    )
 
 
 def pairwise_feature_distance(features: nn.Module, crops: torch.Tensor) -> float:

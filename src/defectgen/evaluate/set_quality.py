@@ -147,61 +147,69 @@ def _measure(
     entry["kid"] = {"feature_space": space, **quality.kid(features, real_crops, synthetic_crops)}
     made_by = read_params(ctx.synthetic_dirs[name]).get("checkpoint_sha256")
     if checkpoint is not None and made_by == file_digest(Path(checkpoint)):  # the set it made
-        entry["diversity"] = _diversity(
-            checkpoint, synthetic, features, config, ctx.use_bf16, real_crops, space
-        )
+        entry["diversity"] = _diversity(ctx, checkpoint, synthetic, features, space)
     return entry
 
 
-def _diversity(checkpoint, synthetic, features, config, use_bf16, real_crops, space) -> dict:
+def _diversity(ctx: EvalContext, checkpoint, synthetic, features, space: str) -> dict:
+    """Per class: how far `diversity_draws` draws for one mask lie apart (windows around the
+    class's defects of the first synthetic items that hold it, background and mask fixed), against
+    how far real defects of the class in the fit part lie apart (one window per image), in the
+    judge's feature space; and how much the hole's pixels move between draws."""
     from defectgen.gan.checkpoint import load_generator
-    from defectgen.tensors import image_to_tensor
 
+    config = ctx.config
     G, _, _, _ = load_generator(Path(checkpoint))
-    size = config.crop_size
-    if getattr(G, "is_stylegan", False):
-        return _stylegan_diversity(G, synthetic, features, config, use_bf16, real_crops, space)
-    windows = []
-    for index in range(min(config.diversity_masks, len(synthetic))):
-        sample = synthetic[index]
-        ys, xs = np.nonzero(sample.masks.any(axis=0))
-        if len(ys) == 0 or sample.image.shape[0] < size or sample.image.shape[1] < size:
+    per_class = {}
+    for class_id, name in enumerate(ctx.dataset.classes.names, start=1):
+        real = quality.class_windows(ctx.dataset, class_id, config.crop_size, config.quality_samples, ctx.fit)
+        if len(real) < 2:
+            per_class[name] = {"measured": False, "why": f"{len(real)} real defect image(s) in the fit part"}
             continue
-        top = int(np.clip((ys.min() + ys.max()) // 2 - size // 2, 0, sample.image.shape[0] - size))
-        left = int(np.clip((xs.min() + xs.max()) // 2 - size // 2, 0, sample.image.shape[1] - size))
-        window = (slice(top, top + size), slice(left, left + size))
-        masks = sample.masks[:, window[0], window[1]]
-        windows.append(
-            {
-                "image": image_to_tensor(np.ascontiguousarray(sample.image[window]))[None],
-                "hole": torch.from_numpy(masks.any(axis=0)[None, None].astype(np.float32)),
-                "labels": torch.from_numpy(masks[None].astype(np.float32)),
-            }
-        )
-    generated = quality.diversity(G, features, windows, config.diversity_draws, seed=0, use_bf16=use_bf16)
+        real_distance = quality.pairwise_feature_distance(features, torch.cat([w["image"] for w in real]))
+        if getattr(G, "is_stylegan", False):
+            generated, moved, masks = _stylegan_draws(G, class_id, features, config, ctx.use_bf16), None, None
+        else:
+            windows = quality.class_windows(synthetic, class_id, config.crop_size, config.diversity_masks)
+            if not windows:
+                per_class[name] = {"measured": False, "why": "no synthetic item of the class"}
+                continue
+            generated, moved = quality.diversity(
+                G, features, windows, config.diversity_draws, class_id, ctx.use_bf16
+            )
+            masks = len(windows)
+        per_class[name] = {
+            "measured": True,
+            "mean_pairwise_distance": generated,
+            "real_pairwise_distance": real_distance,
+            "ratio": generated / real_distance if real_distance > 0 else None,
+            "hole_pixel_change": moved,
+            "masks": masks,
+            "real_defects": len(real),
+        }
+    ratios = [row["ratio"] for row in per_class.values() if row.get("ratio") is not None]
     return {
-        "mean_pairwise_distance": generated,
-        "real_pairwise_distance": quality.pairwise_feature_distance(features, real_crops),
-        "masks": len(windows),
+        "per_class": per_class,
+        "worst_ratio": min(ratios) if ratios else None,
+        "mean_ratio": float(np.mean(ratios)) if ratios else None,
         "draws": config.diversity_draws,
         "feature_space": space,
-        "note": "generated: same mask and background, different draws; real: different real defects",
+        "note": "generated: draws for the same mask and background (only the style code and noise "
+        "change); real: different real defects of the class (fit part); hole_pixel_change: mean "
+        "|difference| between draws inside the hole, 0..1",
     }
 
 
-def _stylegan_diversity(G, synthetic, features, config, use_bf16, real_crops, space) -> dict:
-    """A StyleGAN generator's diversity: mean pairwise feature distance between `diversity_draws` crops it
-    draws for one class (new z and noise each; the crop centred to the evaluation's crop size),
-    for the classes of the first `diversity_masks` synthetic items. Unlike an inpainter's (same
-    mask and background), the StyleGAN generator's draws differ in shape and surface too."""
+def _stylegan_draws(G, class_id: int, features, config, use_bf16) -> float:
+    """A StyleGAN generator's diversity for one class: mean pairwise feature distance between
+    `diversity_draws` crops it draws for the class (new z and noise each; centred to the
+    evaluation's crop size), over `diversity_masks` groups. Unlike an inpainter's draws (same
+    mask and background), these differ in shape and surface too."""
     size, resolution = config.crop_size, G.resolution
-    distances, used = [], 0
-    for index in range(min(config.diversity_masks, len(synthetic))):
-        present = np.flatnonzero(synthetic[index].masks.any(axis=(1, 2)))
-        if not len(present):
-            continue
-        generator = torch.Generator().manual_seed(index)
-        classes = torch.full((config.diversity_draws,), int(present[0]), dtype=torch.long)
+    distances = []
+    for group in range(config.diversity_masks):
+        generator = torch.Generator().manual_seed(class_id * 100_003 + group)
+        classes = torch.full((config.diversity_draws,), class_id - 1, dtype=torch.long)
         z = G.draw_style(config.diversity_draws, generator)
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
             output = G(z, classes, generator=generator).float()
@@ -214,16 +222,7 @@ def _stylegan_diversity(G, synthetic, features, config, use_bf16, real_crops, sp
                 crops, size=(size, size), mode="bilinear", align_corners=False
             )
         distances.append(float(torch.pdist(features(crops)).mean()))
-        used += 1
-    return {
-        "mean_pairwise_distance": float(np.mean(distances)) if distances else float("nan"),
-        "real_pairwise_distance": quality.pairwise_feature_distance(features, real_crops),
-        "masks": used,
-        "draws": config.diversity_draws,
-        "feature_space": space,
-        "note": "generated: StyleGAN draws of one class (shape, defect and surface vary); "
-        "real: different real defects",
-    }
+    return float(np.mean(distances))
 
 
 def measure_quality(

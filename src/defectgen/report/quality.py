@@ -201,14 +201,35 @@ def _kid(kid: dict) -> str:
 def _diversity(diversity: dict) -> str:
     if not diversity:
         return _na("Diversity: not measured.")
-    synthetic, real = diversity.get("mean_pairwise_distance"), diversity.get("real_pairwise_distance")
-    ratio = f" (ratio {synthetic / real:.2f})" if _is_number(synthetic) and _is_number(real) and real else ""
+    per_class = _object(diversity.get("per_class"))
+    rows = []
+    for name, row in per_class.items():
+        row = _object(row)
+        if not row.get("measured"):
+            cells = [
+                _esc(name),
+                f"<td colspan='5'>not measured: {_esc(row.get('why') or 'no reason recorded')}</td>",
+            ]
+            rows.append(f"<tr><td>{cells[0]}</td>{cells[1]}</tr>")
+            continue
+        values = [row.get(key) for key in ("mean_pairwise_distance", "real_pairwise_distance", "ratio")]
+        moved = row.get("hole_pixel_change")
+        rows.append(
+            f"<tr><td>{_esc(name)}</td>"
+            + "".join(f"<td>{_number(v)}</td>" for v in values)
+            + f"<td>{_number(moved) if _is_number(moved) else MISSING}</td>"
+            + f"<td>{_esc(_count(row.get('real_defects')))}</td></tr>"
+        )
+    table = _table(
+        ["class", "draws apart", "real defects apart", "ratio", "hole pixels moved", "real defects"], rows
+    )
     return (
-        f"<p>Mean pairwise feature distance between defects drawn for the same mask: "
-        f"<strong>{_number(synthetic)}</strong>, against {_number(real)} between real defects{_esc(ratio)}; "
-        f"{_esc(_count(diversity.get('masks')))} masks × {_esc(_count(diversity.get('draws')))} draws, "
-        f"feature space: {_esc(diversity.get('feature_space') or 'not recorded')}. A value near 0 means the "
-        "generator ignores its noise (mode collapse).</p>"
+        f"<p>Per class: mean pairwise feature distance between {_esc(_count(diversity.get('draws')))} "
+        "draws for the same mask and background, against the distance between different real defects "
+        "of the class (fit part); and the mean |difference| of the hole's pixels between draws (0..1). "
+        f"Worst ratio <strong>{_number(diversity.get('worst_ratio'))}</strong>. Feature space: "
+        f"{_esc(diversity.get('feature_space') or 'not recorded')}. A ratio near 0 means the generator "
+        f"ignores its noise (one defect per mask).</p>{table}"
     )
 
 

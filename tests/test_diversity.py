@@ -1,0 +1,101 @@
+"""The diversity measurement (#34): draws for one mask against real defects of the class, per
+class, and how far the hole's pixels move when only the draw changes; checked on generators
+whose answer is known (one that ignores its noise, one that paints pure noise)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from defectgen.data.dataset import Item, Sample
+from defectgen.evaluate import quality
+
+
+class Deaf(nn.Module):
+    """Paints the same grey whatever the draw: no diversity at all."""
+
+    def forward(self, image, hole, labels, generator=None):
+        return torch.full_like(image, 0.25)
+
+
+class Noisy(nn.Module):
+    """Paints independent uniform noise in [-1, 1] each draw: two draws differ by E|a - b| = 2/3,
+    i.e. 1/3 in units of the [0, 1] grey range."""
+
+    def forward(self, image, hole, labels, generator=None):
+        return torch.rand(image.shape, generator=generator) * 2 - 1
+
+
+def _window(size=16, hole_pixels=((4, 12), (4, 12))):
+    hole = torch.zeros(1, 1, size, size)
+    (top, bottom), (left, right) = hole_pixels
+    hole[..., top:bottom, left:right] = 1
+    return {"image": torch.zeros(1, 1, size, size), "hole": hole, "labels": hole.clone()}
+
+
+def test_a_generator_that_ignores_its_draw_has_no_diversity():
+    distance, moved = quality.diversity(Deaf(), nn.Flatten(), [_window(), _window()], 4, 0, False)
+    assert distance == 0 and moved == 0
+
+
+def test_pure_noise_moves_the_hole_by_a_third_and_nothing_outside_it():
+    windows = [_window(size=64, hole_pixels=((0, 64), (0, 64)))]
+    distance, moved = quality.diversity(Noisy(), nn.Flatten(), windows, 4, 0, False)
+    assert moved == pytest.approx(1 / 3, abs=0.01)
+    assert distance > 0
+    # a hole of a quarter of the window: the same change per hole pixel, none outside
+    _, quarter = quality.diversity(Noisy(), nn.Flatten(), [_window(size=64)], 4, 0, False)
+    assert quarter == pytest.approx(1 / 3, abs=0.02)
+
+
+class _Items:
+    """A dataset of two classes: images of given sizes, each with one 4 x 4 defect of a given
+    class (0: none) at a given place."""
+
+    def __init__(self, specs):
+        self.items = [Item(f"i{n}", None, (cls,) if cls else ()) for n, (cls, *_rest) in enumerate(specs)]
+        self.specs = specs
+
+    def __len__(self):
+        return len(self.specs)
+
+    def __getitem__(self, index):
+        cls, (height, width), (top, left) = self.specs[index]
+        image = np.full((height, width, 1), 10 * (index + 1), dtype=np.uint8)
+        masks = np.zeros((2, height, width), dtype=bool)
+        if cls:
+            masks[cls - 1, top : top + 4, left : left + 4] = True
+        return Sample(f"i{index}", image, masks, self.items[index].class_ids, None)
+
+
+def test_class_windows_centre_each_items_defect_of_the_class_and_pad_small_images():
+    data = _Items(
+        [(1, (64, 64), (40, 50)), (2, (64, 64), (0, 0)), (1, (20, 30), (2, 3)), (0, (64, 64), (0, 0))]
+    )
+    # window of item 0: centre (42, 52) -> top 26, left 32 (clipped to the image)
+    windows = quality.class_windows(data, 1, 32, limit=10)
+    assert len(windows) == 2  # the two items of class "a"
+    first, small = windows
+    assert first["image"].shape == (1, 1, 32, 32)
+    ys, xs = np.nonzero(first["hole"][0, 0].numpy())
+    assert (ys.min(), ys.max(), xs.min(), xs.max()) == (40 - 26, 43 - 26, 50 - 32, 53 - 32)
+    assert first["labels"][0, 1].sum() == 0 and first["labels"][0, 0].sum() == 16
+    assert small["image"].shape == (1, 1, 32, 32) and small["hole"].sum() == 16  # padded to 32 x 32
+    assert len(quality.class_windows(data, 1, 32, limit=10, indices=[1, 2, 3])) == 1
+    assert len(quality.class_windows(data, 1, 32, limit=1)) == 1
+    assert quality.class_windows(data, 2, 32, limit=10, indices=[0]) == []
+
+
+def test_the_window_centres_the_largest_defect_of_the_class():
+    class TwoDefects(_Items):
+        def __getitem__(self, index):
+            sample = super().__getitem__(index)
+            sample.masks[0, 50:60, 50:60] = True  # a larger defect of the class after the first
+            return sample
+
+    data = TwoDefects([(1, (64, 64), (0, 0))])
+    (window,) = quality.class_windows(data, 1, 32, limit=1)
+    ys, xs = np.nonzero(window["hole"][0, 0].numpy())
+    assert (ys.max(), xs.max()) == (27, 27)  # window at 32, 32: the large square, not the small one

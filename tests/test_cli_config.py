@@ -188,3 +188,15 @@ def test_a_setting_without_a_flag_is_named_as_set():
     assert as_flags("`evaluation` and `gan_steps`, not `gan_step`", ExperimentConfig) == (
         "--set evaluation and --gan-steps, not `gan_step`"
     )
+
+
+def test_the_preset_help_names_every_preset():
+    """`--preset`'s help is written out (the CLI does not import the models, and torch with them,
+    to print its help): it must still name every preset of the registry."""
+    from defectgen.models import PRESETS
+    from defectgen.models.presets import STYLEGAN_PREFIX
+
+    help_text = next(f for f in dataclasses.fields(TrainConfig) if f.name == "preset").metadata["help"]
+    for name in PRESETS:
+        short = name.removeprefix(STYLEGAN_PREFIX)
+        assert name in help_text or (name.startswith(STYLEGAN_PREFIX) and f"-{short}" in help_text), name

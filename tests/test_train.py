@@ -53,15 +53,16 @@ def _config(**changes) -> TrainConfig:
 
 def test_run_folder_describes_itself(tiny, tmp_path):
     dataset, split = tiny
-    last = train(dataset, split, _config(steps=4, keep_checkpoints=1), tmp_path / "run", progress=False)
+    config = _config(steps=4, keep_checkpoints=1, contrast=0.5)
+    last = train(dataset, split, config, tmp_path / "run", progress=False)
     run = tmp_path / "run"
     assert last == run / "checkpoints" / "last.pt"
     written = TrainConfig.load(run / "config.yaml")
-    assert written == _config(steps=4, keep_checkpoints=1).resolved()
+    assert written == config.resolved()
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4]
     keys = ("d_relativistic", "logits_gap_hole", "d_accuracy_hole", "g_adversarial", "feature_matching")
-    for key in (*keys, "hole_l1", "mode_seeking", "ada_p"):
+    for key in (*keys, "hole_l1", "mode_seeking", "contrast_l1", "ada_p"):
         assert key in records[-1] and all(map(lambda r: r[key] == r[key], records))  # logged, not NaN
     assert "r1_penalty" in records[0]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.pt", "step_0000004.pt"]

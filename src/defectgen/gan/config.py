@@ -28,6 +28,7 @@ INPAINTER_ONLY = (
     "reconstruction",
     "mode_seeking",
     "mode_seeking_bound",
+    "contrast",
     "guide",
     "guide_weight",
 )
@@ -59,6 +60,9 @@ class TrainConfig:
     mode_seeking: float = setting(1.0, "Weight of the diversity term (Mao et al. 2019).")
     mode_seeking_bound: float = setting(
         0.1, "The diversity term is -min(ratio, bound); 0: unbounded 1/ratio (bought stripes)."
+    )
+    contrast: float = setting(
+        0.0, "Weight of contrast matching: the painted defect stands out from its ring as the real one does."
     )
     guide: str = setting("", "A real-arm U-Net of `evaluate` (EVAL/runs/real_s<seed>.pt) as a class guide.")
     guide_encoder: str = setting("resnet18", "The guide's segmentation_models_pytorch encoder.")
@@ -156,12 +160,18 @@ class TrainConfig:
                 raise ConfigError(f"`{name}` must be >= 0, got {getattr(self, name)}")
         if self.model_spec.is_stylegan:
             self._check_stylegan_settings()
+        elif self.contrast > 0 and not self.model_spec.generator.severity:
+            raise ConfigError(
+                "`contrast` > 0 asks the painted defect for the contrast of the real one, which only a "
+                "generator told the severity can know: set model.generator.severity=true, or contrast 0"
+            )
         for name in (
             "adversarial",
             "feature_matching",
             "reconstruction",
             "mode_seeking",
             "mode_seeking_bound",
+            "contrast",
             "max_dilation",
             "guide_weight",
         ):

@@ -12,7 +12,8 @@ real crop i and its repainted twin is real, patch by patch. A segmenting discrim
 label, painted ones towards "fake", and for G, painted pixels towards their label
 (`losses.d_segmenting`). D sees both images under the same augmentation draw (`augment_pair`),
 so patch p of one lies where patch p of the other does. The weighted sum of the generator
-terms (adversarial, D-feature matching, L1 in the hole, bounded mode seeking and, with a guide
+terms (adversarial, D-feature matching, L1 in the hole, bounded mode seeking, the painted
+defect's contrast against the real one's (what a severity map asks) and, with a guide
 (`guide.py`), a frozen real-trained U-Net's segmentation loss in the hole) is the
 generator's loss. The unweighted terms are pure functions in `losses.py`.
 """
@@ -25,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from defectgen.gan import losses
+from defectgen.severity import MIN_RING_PIXELS, RING_PX
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class Objective:
     reconstruction: float = 1.0
     mode_seeking: float = 1.0
     mode_seeking_bound: float = 0.1
+    contrast: float = 0.0
     r1_gamma: float = 0.001
     r1_interval: int = 16
     guide_weight: float = 1.0
@@ -129,6 +132,13 @@ class Objective:
             )
             terms.append(self.mode_seeking * loss_ms)
             logs.update(ms_logs)
+        if self.contrast > 0:
+            defect = (labels.float().sum(dim=1, keepdim=True) > 0).float()
+            loss_contrast, contrast_logs = losses.contrast_matching(
+                fake, real, defect, RING_PX, MIN_RING_PIXELS
+            )
+            terms.append(self.contrast * loss_contrast)
+            logs.update(contrast_logs)
         if self.guide is not None:
             from defectgen.gan.guide import guide_loss
 

@@ -25,8 +25,8 @@ from defectgen.gan.train import train
 from defectgen.masks import build_mask_source
 from defectgen.masks.learned import central_component
 from defectgen.models import PRESETS, ModelSpec, preset
-from defectgen.settings import dump_yaml
 from defectgen.models.stylegan import StyleGenerator, binarised, mask_probability
+from defectgen.settings import dump_yaml
 from defectgen.synth import synthesize
 from defectgen.synth_config import SynthConfig
 

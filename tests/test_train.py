@@ -22,9 +22,9 @@ from defectgen.errors import ConfigError, DataError
 from defectgen.gan import losses
 from defectgen.gan.checkpoint import CheckpointError, load_checkpoint
 from defectgen.gan.config import INPAINTER_ONLY, TrainConfig
-from defectgen.settings import build_config
 from defectgen.gan.train import DivergenceError, train
 from defectgen.models import PRESETS
+from defectgen.settings import build_config
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny_folder"
 FAST = dict(
@@ -231,7 +231,7 @@ def test_bad_configs(tiny, tmp_path):
     with pytest.raises(ConfigError, match="conditioning must be projection, input or none"):
         build_config(TrainConfig, overrides=["model.discriminator.conditioning=late"])
     with pytest.raises(ConfigError, match="unknown key"):
-        build_config(TrainConfig, overrides=["model.generator.upsampling=transposed"])  # removed: measured worse
+        build_config(TrainConfig, overrides=["model.generator.upsampling=transposed"])  # removed: worse
     with pytest.raises(ConfigError, match="unknown key"):
         build_config(TrainConfig, overrides=["model.discriminator.stem_layers=2"])  # removed: measured worse
     with pytest.raises(ConfigError, match="unknown setting"):

@@ -282,7 +282,9 @@ def _with_model_kind(config: TrainConfig, model: str | None) -> TrainConfig:
     if model not in ("inpainter", "stylegan"):
         raise ConfigError(f"--model must be inpainter or stylegan, got {model!r}")
     if model == "inpainter" and config.preset.startswith(STYLEGAN_PREFIX):
-        raise ConfigError(f"--model inpainter with preset {config.preset}, a stylegan preset: drop one of them")
+        raise ConfigError(
+            f"--model inpainter with preset {config.preset}, a stylegan preset: drop one of them"
+        )
     chosen = dataclasses.replace(config, preset=preset_for(model, config.preset))
     chosen.validate()  # the spec refuses a `model` of the other kind
     return chosen

@@ -111,7 +111,7 @@ class ExperimentConfig:
         try:
             return build_config(TrainConfig, base=base, given={**self.generator, **probe})
         except ConfigError as err:
-            raise _renamed(err, TrainConfig, "generator") from None
+            raise ConfigError(f"generator settings: {_renamed(err, TrainConfig, 'generator')}") from None
 
     def eval_config(self) -> EvalConfig:
         known = {f.name for f in dataclasses.fields(EvalConfig)}

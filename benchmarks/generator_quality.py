@@ -72,7 +72,10 @@ def main() -> None:
         raise SystemExit(f"magnetic tile data not found at {DATA}")
     work = args.work / args.name
     work.mkdir(parents=True, exist_ok=True)
-    splits = _current_version_splits(args.experiment, args.work / "splits")
+    from defectgen.data import open_dataset
+
+    dataset = open_dataset(str(DATA))
+    splits = _current_version_splits(dataset, args.experiment, args.work / "splits")
     fit_split = splits / "fit_split.json"
     cli = [sys.executable, "-m", "defectgen"]
     gan, synth = work / "gan", work / "synthetic"
@@ -80,7 +83,7 @@ def main() -> None:
     if args.checkpoint:
         checkpoint = work / "generator.pt"
         if not checkpoint.exists():
-            _current_version_copy(args.checkpoint, checkpoint, fit_split)
+            _current_version_copy(dataset, args.checkpoint, checkpoint, fit_split)
         train_seconds = None
     else:
         checkpoint = gan / "checkpoints" / f"step_{args.steps:07d}.pt"
@@ -94,7 +97,7 @@ def main() -> None:
     if not (synth / "synth.json").exists():
         run([*cli, "synth", str(DATA), "--checkpoint", str(checkpoint), "--split", str(fit_split),
              "--n", str(args.n), "--out", str(synth), "--seed", "0"])  # fmt: skip
-    record = measure(args, splits, work, checkpoint, synth)
+    record = measure(args, dataset, splits, work, checkpoint, synth)
     record.update(
         recipe=args.sets if not args.checkpoint else f"existing generator {args.checkpoint}",
         steps=args.steps,
@@ -110,13 +113,10 @@ def main() -> None:
     print(json.dumps({k: v for k, v in record.items() if k not in ("label_fidelity", "kid")}, indent=1))
 
 
-def _current_version_splits(experiment: Path, folder: Path) -> Path:
+def _current_version_splits(dataset, experiment: Path, folder: Path) -> Path:
     """The experiment's split.json and fit_split.json as this version reads them: the same item
     ids, the dataset fingerprint as this version computes it (an older version's differs: it
     hashed less of the content). Refused unless every id and class of the split is in the data."""
-    from defectgen.data import open_dataset
-
-    dataset = open_dataset(str(DATA))
     ids = {item.item_id for item in dataset.items}
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("split.json", "fit_split.json"):
@@ -131,24 +131,20 @@ def _current_version_splits(experiment: Path, folder: Path) -> Path:
     return folder
 
 
-def _current_version_copy(source: Path, target: Path, fit_split: Path) -> None:
+def _current_version_copy(dataset, source: Path, target: Path, fit_split: Path) -> None:
     """`source` (an experiment's generator) as this version writes a checkpoint: settings an
     older version recorded and this one dropped are removed where they hold the value whose
     behaviour was kept (`DROPPED`; any other value is refused: that generator trained differently
     from what this code can say); the dataset fingerprint as this version computes it; and the
     lineage an older version did not record: the experiment's generator stage trains on its fit
     part (`fit_split.json`), so it read that split's training part."""
-    from defectgen.data import open_dataset
     from defectgen.data.lineage import lineage
     from defectgen.data.split import Split
 
     state = torch.load(source, map_location="cpu", weights_only=True)
     split = Split.load(fit_split)
-    dataset = open_dataset(str(DATA))
     state["dataset"]["fingerprint"] = dataset.fingerprint()
-    state.setdefault(
-        "lineage", lineage(split, [dataset.items[i].item_id for i in split.indices(dataset, "train")])
-    )
+    state.setdefault("lineage", lineage(split, split.train))  # as `train` records it
     config = state["config"]
     for key, kept in DROPPED.items():
         if key in config:
@@ -179,8 +175,7 @@ def _train_seconds(gan: Path) -> float:
     return total
 
 
-def measure(args, splits: Path, work: Path, checkpoint: Path, synth: Path) -> dict:
-    from defectgen.data import open_dataset
+def measure(args, dataset, splits: Path, work: Path, checkpoint: Path, synth: Path) -> dict:
     from defectgen.data.split import Split
     from defectgen.evaluate import EvalConfig, measure_quality
     from defectgen.gan.checkpoint import load_generator
@@ -190,7 +185,6 @@ def measure(args, splits: Path, work: Path, checkpoint: Path, synth: Path) -> di
     for suffix in (".json", ".pt"):
         name = f"real_s{args.judge_seed}{suffix}"
         shutil.copy2(args.experiment / "eval" / "runs" / name, judge / "runs" / name)
-    dataset = open_dataset(str(DATA))
     split = Split.load(splits / "split.json")  # the judge's fit part and test half
     config = EvalConfig(quality_samples=args.n)
     quality = measure_quality(dataset, split, judge, config, {"set": synth}, checkpoint, args.judge_seed)[
@@ -308,7 +302,7 @@ def severity_response(G, dataset, split, checkpoint: Path, name: str) -> dict:
     backgrounds = [dataset.load_image(i) for i in train if not dataset.items[i].class_ids][:MASKS_PER_CLASS]
     from defectgen.distributed import resolve_bf16
 
-    cpu = torch.device("cpu")  # bf16 only where the CPU has it (elsewhere it is emulated, 30x slower)
+    cpu = torch.device("cpu")  # bf16 only where the CPU has it (emulated elsewhere: RESULTS, session 12)
     amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=resolve_bf16("auto", cpu))
     radius = hole_radius(load_generator(checkpoint)[3].max_dilation)  # synth's hole dilation
     result, grid_rows = {}, []

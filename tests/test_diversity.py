@@ -99,3 +99,30 @@ def test_the_window_centres_the_largest_defect_of_the_class():
     (window,) = quality.class_windows(data, 1, 32, limit=1)
     ys, xs = np.nonzero(window["hole"][0, 0].numpy())
     assert (ys.max(), xs.max()) == (27, 27)  # window at 32, 32: the large square, not the small one
+
+
+def test_per_class_diversity_compares_draws_with_real_defects_of_the_class_in_the_fit_part(monkeypatch):
+    """`set_quality._diversity`: per class, the generator's draws against real defects of that
+    class in the fit part only; a class with fewer than two is reported, not measured."""
+    from types import SimpleNamespace
+
+    import defectgen.gan.checkpoint as checkpoint_module
+    from defectgen.data.classes import ClassTable
+    from defectgen.evaluate import set_quality
+
+    real = _Items(
+        [(1, (64, 64), (10, 10)), (1, (64, 64), (30, 30)), (1, (64, 64), (20, 40)), (2, (64, 64), (5, 5))]
+    )
+    real.classes = ClassTable(("a", "b"))
+    synthetic = _Items([(1, (64, 64), (20, 20)), (2, (64, 64), (20, 20))])
+    monkeypatch.setattr(checkpoint_module, "load_generator", lambda path: (Deaf(), None, None, None))
+    config = SimpleNamespace(crop_size=32, quality_samples=10, diversity_masks=4, diversity_draws=3)
+    ctx = SimpleNamespace(config=config, dataset=real, fit=[0, 1, 3], use_bf16=False)
+    result = set_quality._diversity(ctx, "g.pt", synthetic, nn.Flatten(), "pixels")
+    a, b = result["per_class"]["a"], result["per_class"]["b"]
+    assert a["measured"] and a["real_defects"] == 2  # item 2 holds class a but is not in the fit part
+    fit_windows = quality.class_windows(real, 1, 32, 10, [0, 1])
+    expected = quality.pairwise_feature_distance(nn.Flatten(), torch.cat([w["image"] for w in fit_windows]))
+    assert a["real_pairwise_distance"] == pytest.approx(expected) and expected > 0
+    assert a["ratio"] == 0 and a["hole_pixel_change"] == 0 and result["worst_ratio"] == 0  # a deaf generator
+    assert not b["measured"] and b["why"].startswith("1 real defect")

@@ -19,10 +19,13 @@ import torch
 from torch import nn
 
 from defectgen.data.dataset import DefectDataset
+from defectgen.data.patches import pad_to_crop
 from defectgen.errors import DataError
 from defectgen.evaluate.sampling import ArmSampler, Pool
 from defectgen.evaluate.scores import PLAIN, ScoreSheet, dice_table, pair_scores, summarize
 from defectgen.evaluate.segmenter import predict, probabilities
+from defectgen.geometry import find_components
+from defectgen.tensors import image_to_tensor
 from defectgen.viz import contact_sheet, overlay
 
 
@@ -192,11 +195,8 @@ def class_windows(
 ) -> list[dict]:
     """Up to `limit` windows of `size` px, one per item, around the largest `class_id` component
     of the items (of `indices`, default all) that hold the class, evenly spaced through them;
-    edge-padded where the image is smaller: {'image' [1,C,S,S] in [-1, 1], 'hole' [1,1,S,S]
-    (every defect in the window), 'labels' [1,K,S,S]}."""
-    from defectgen.geometry import find_components
-    from defectgen.tensors import image_to_tensor
-
+    padded as training crops are where the image is smaller (`pad_to_crop`): {'image'
+    [1,C,S,S] in [-1, 1], 'hole' [1,1,S,S] (every defect in the window), 'labels' [1,K,S,S]}."""
     pool = range(len(dataset)) if indices is None else indices
     holding = [i for i in pool if class_id in dataset.items[i].class_ids]
     chosen = (
@@ -211,11 +211,9 @@ def class_windows(
         if not components:
             continue
         (rows, cols), _ = max(components, key=lambda c: int(c[1].sum()))
-        image, masks = _padded(sample.image, sample.masks, size)
-        centre_y = min((rows.start + rows.stop) // 2, image.shape[0] - 1)
-        centre_x = min((cols.start + cols.stop) // 2, image.shape[1] - 1)
-        top = int(np.clip(centre_y - size // 2, 0, image.shape[0] - size))
-        left = int(np.clip(centre_x - size // 2, 0, image.shape[1] - size))
+        image, masks = pad_to_crop(sample.image, sample.masks, size)
+        top = int(np.clip((rows.start + rows.stop) // 2 - size // 2, 0, image.shape[0] - size))
+        left = int(np.clip((cols.start + cols.stop) // 2 - size // 2, 0, image.shape[1] - size))
         window = (slice(top, top + size), slice(left, left + size))
         inside = masks[:, window[0], window[1]]
         windows.append(
@@ -226,18 +224,6 @@ def class_windows(
             }
         )
     return windows
-
-
-def _padded(image: np.ndarray, masks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """`image` [H, W, C] edge-padded and `masks` [K, H, W] zero-padded (bottom, right) to at
-    least `size` x `size`."""
-    extra_h, extra_w = max(0, size - image.shape[0]), max(0, size - image.shape[1])
-    if not extra_h and not extra_w:
-        return image, masks
-    return (
-        np.pad(image, ((0, extra_h), (0, extra_w), (0, 0)), mode="edge"),
-        np.pad(masks, ((0, 0), (0, extra_h), (0, extra_w))),
-    )
 
 
 def pairwise_feature_distance(features: nn.Module, crops: torch.Tensor) -> float:

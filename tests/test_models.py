@@ -375,3 +375,55 @@ def test_a_spec_missing_a_setting_is_refused():
     del data["generator"]["style_dim"]
     with pytest.raises(ConfigError, match="model.generator.style_dim is missing"):
         ModelSpec.from_dict(data)
+
+
+def _decoder_noise_generator(decoder_noise: int) -> FFCGenerator:
+    torch.manual_seed(0)
+    G = replace(PRESETS["tiny"].generator, noise_channels=0, decoder_noise=decoder_noise).build(
+        CHANNELS, CLASSES
+    )
+    for head in G.mapping.heads:  # co-modulation off: z can reach the output only as 3D noise
+        torch.nn.init.zeros_(head.weight)
+    return G.eval()
+
+
+def test_decoder_noise_is_the_only_path_of_z_once_co_modulation_is_off():
+    image, hole, labels = make_batch(1, 64, 64)
+    rng = torch.Generator().manual_seed(3)
+    z1, z2 = torch.randn(2, 1, PRESETS["tiny"].generator.style_dim, generator=rng)
+    deaf = _decoder_noise_generator(0)
+    assert torch.equal(deaf(image, hole, labels, z=z1), deaf(image, hole, labels, z=z2))
+    G = _decoder_noise_generator(4)
+    a, b = G(image, hole, labels, z=z1), G(image, hole, labels, z=z2)
+    assert (a - b)[hole.bool()].abs().mean() > 1e-4
+    # Only z's first 4 entries are the noise: changing the others changes nothing.
+    z3 = torch.cat([z1[:, :4], z2[:, 4:]], dim=1)
+    assert torch.equal(a, G(image, hole, labels, z=z3))
+
+
+
+def test_decoder_noise_acts_in_the_hole_and_its_neighbourhood_only():
+    image, hole, labels = make_batch(1, 64, 64)  # hole rows 16..31, columns 16..34
+    rng = torch.Generator().manual_seed(4)
+    z1, z2 = torch.randn(2, 1, PRESETS["tiny"].generator.style_dim, generator=rng)
+    G = _decoder_noise_generator(4)
+    change = (G(image, hole, labels, z=z1) - G(image, hole, labels, z=z2)).abs()[0, 0]
+    # The coarsest stage (1/2 here: tiny has n_downsample 2) modulates cells touching the hole;
+    # two 3x3 convolutions later (the last upsampling and the head's 7x7), nothing 2 + 1 + 3
+    # full-resolution pixels beyond the hole may move.
+    far = torch.ones_like(change, dtype=torch.bool)
+    far[16 - 8 : 32 + 8, 16 - 8 : 35 + 8] = False
+    assert change[far].max() == 0
+    assert change[16:32, 16:35].mean() > 1e-4
+
+
+def test_a_spec_written_before_decoder_noise_reads_as_without_it():
+    data = preset("tiny").to_dict()
+    del data["generator"]["decoder_noise"]
+    spec = ModelSpec.from_dict(data)
+    assert spec == preset("tiny") and spec.generator.decoder_noise == 0
+    with torch.device("meta"):
+        G = spec.generator.build(CHANNELS, CLASSES)
+    assert G.decoder_modulation is None  # the old state dict's keys, nothing added
+    with pytest.raises(ConfigError, match=r"decoder_noise must be in 0\.\.32"):
+        preset("tiny").merged({"generator": {"decoder_noise": 33}})

@@ -18,7 +18,12 @@ LaMa has neither a class input nor randomness; we add both:
   * per-pixel noise maps are input channels (masked to the hole: known pixels need none);
   * a style code z enters through CoModGAN's co-modulation (Zhao et al., ICLR 2021): a mapping
     MLP of concat(mapped z, pooled encoder features) gives per-sample FiLM scale/shift for
-    every FFC in the bottleneck, so the same mask can get many different defects.
+    every FFC in the bottleneck, so the same mask can get many different defects;
+  * optionally (`decoder_noise` > 0), OASIS's 3D noise (Schoenfeld et al., ICLR 2021): the first
+    `decoder_noise` entries of z, spread over the image and stacked with the label maps and the
+    hole, set a per-pixel scale and shift of every decoder stage inside the hole
+    (`NoiseModulation`), so the draw reaches the full-resolution layers directly instead of
+    only through the bottleneck.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from defectgen.models.ffc import FFCResnetBlock, init_conv, split_channels
@@ -133,6 +139,36 @@ class Upsample(nn.Module):
         return self.activation(x)  # [N, out, 2H, 2W]
 
 
+class NoiseModulation(nn.Module):
+    """OASIS-style 3D-noise modulation of one decoder stage, inside the hole.
+
+    [labels, hole, noise] at the stage's size -> 3x3 conv -> ReLU -> per-pixel (scale, shift) for
+    the stage's channels: x * (1 + hole * scale) + hole * shift. OASIS feeds the same stack to
+    SPADE in every block; this generator has no normalisation, so the modulation acts on the
+    features as they are (FiLM, like the bottleneck's co-modulation). The output convolution
+    starts small but not at zero, so the noise changes the output from the first step.
+    """
+
+    def __init__(self, num_classes: int, noise_dim: int, channels: int, factor: int, hidden: int = 32):
+        super().__init__()
+        self.noise_dim = noise_dim
+        self.factor = factor  # the stage works at 1/factor of the image's H and W
+        self.shared = nn.Conv2d(num_classes + 1 + noise_dim, hidden, 3, padding=1)
+        init_conv(self.shared)
+        self.out = nn.Conv2d(hidden, 2 * channels, 3, padding=1)
+        nn.init.normal_(self.out.weight, std=0.1 / math.sqrt(hidden * 9))
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: Tensor, labels: Tensor, hole: Tensor, noise: Tensor) -> Tensor:
+        """x [N, C, H/f, W/f]; labels [N, K, H, W], hole [N, 1, H, W]; noise [N, noise_dim]."""
+        if self.factor > 1:  # the share of each cell a map covers: a thin defect stays present
+            labels, hole = F.avg_pool2d(labels, self.factor), F.avg_pool2d(hole, self.factor)
+        noise_map = noise[:, :, None, None].to(x.dtype) * torch.ones_like(hole)  # [N, noise_dim, h, w]
+        hidden = F.relu(self.shared(torch.cat([labels, hole, noise_map], dim=1)))
+        scale, shift = self.out(hidden).chunk(2, dim=1)  # [N, C, h, w] each
+        return x * (1 + hole * scale) + hole * shift
+
+
 class FFCGenerator(nn.Module):
     """Mask- and class-conditioned inpainting generator (see the module docstring).
 
@@ -153,6 +189,7 @@ class FFCGenerator(nn.Module):
         style_dim: int = 128,
         noise_channels: int = 1,
         severity: bool = False,
+        decoder_noise: int = 0,
     ):
         super().__init__()
         if image_channels < 1 or num_classes < 1:
@@ -165,12 +202,18 @@ class FFCGenerator(nn.Module):
                 f"noise_channels >= 0; got width={width}, n_downsample={n_downsample}, "
                 f"n_blocks={n_blocks}, style_dim={style_dim}, noise_channels={noise_channels}"
             )
+        if not 0 <= decoder_noise <= style_dim:
+            raise ValueError(
+                f"decoder_noise takes the first entries of z, so it must be in 0..style_dim={style_dim}, "
+                f"got {decoder_noise}"
+            )
         self.image_channels = image_channels
         self.num_classes = num_classes
         self.n_downsample = n_downsample
         self.style_dim = style_dim
         self.noise_channels = noise_channels
         self.severity = severity
+        self.decoder_noise = decoder_noise
 
         max_channels = 8 * width
         channels = [min(width * 2**i, max_channels) for i in range(n_downsample + 1)]
@@ -200,6 +243,14 @@ class FFCGenerator(nn.Module):
         self.mapping = MappingNetwork(style_dim, bottleneck, [block.modulation_size for block in self.blocks])
         self.decoder = nn.ModuleList(
             Upsample(channels[i + 1], channels[i]) for i in reversed(range(n_downsample))
+        )
+        self.decoder_modulation = (
+            nn.ModuleList(
+                NoiseModulation(num_classes, decoder_noise, channels[i], factor=2**i)
+                for i in reversed(range(n_downsample))
+            )
+            if decoder_noise > 0
+            else None
         )
         self.head = nn.Conv2d(width, image_channels, 7, padding=3, padding_mode="reflect")
         init_conv(self.head, gain=1.0)
@@ -327,6 +378,11 @@ class FFCGenerator(nn.Module):
             x_local, x_global = block(x_local, x_global, modulation)
         x = torch.cat([x_local, x_global], dim=1)  # [N, 8w, h, w]
 
-        for up in self.decoder:
-            x = up(x)  # [N, w, H, W] at the end
+        if self.decoder_modulation is None:
+            for up in self.decoder:
+                x = up(x)  # [N, w, H, W] at the end
+        else:  # OASIS 3D noise: z's first entries, spread over the image, at every stage
+            noise3d = z[:, : self.decoder_noise]  # ~ N(0, I), as OASIS draws it
+            for up, modulate in zip(self.decoder, self.decoder_modulation, strict=True):
+                x = modulate(up(x), labels, hole, noise3d)  # [N, w, H, W] at the end
         return torch.tanh(self.head(x))  # [N, C, H, W]

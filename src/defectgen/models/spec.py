@@ -44,6 +44,7 @@ class GeneratorSpec:
     style_dim: int  # co-modulation style code size
     noise_channels: int  # per-pixel noise maps at the input (0: none)
     severity: bool  # a severity map input (defectgen.severity): synth --severity controls intensity
+    decoder_noise: int = 0  # OASIS 3D noise: z's first entries modulate every decoder stage (0: off)
 
     def build(self, image_channels: int, num_classes: int) -> FFCGenerator:
         return FFCGenerator(image_channels, num_classes, **dataclasses.asdict(self))
@@ -54,6 +55,7 @@ class GeneratorSpec:
         _in_range("generator.n_blocks", self.n_blocks, 0, MAX_BLOCKS)
         _in_range("generator.style_dim", self.style_dim, 1, MAX_WIDTH)
         _in_range("generator.noise_channels", self.noise_channels, 0, 64)
+        _in_range("generator.decoder_noise", self.decoder_noise, 0, self.style_dim)
         if not 0.0 < self.ratio_g < 1.0:
             raise ConfigError(f"model.generator.ratio_g must be in (0, 1), got {self.ratio_g}")
 
@@ -133,8 +135,9 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelSpec:
-        """A whole spec from a dict (config.yaml, a checkpoint); every key required, types
-        checked, values in range."""
+        """A whole spec from a dict (config.yaml, a checkpoint); every key required (except one
+        added later with a default, which is what ran before it existed), types checked, values
+        in range."""
         if not isinstance(data, dict):
             raise ConfigError(f"model: expected a mapping, got {data!r}")
         kind = data.get("kind", "inpainter")
@@ -211,6 +214,9 @@ def _part(kind: type, name: str, data: dict):
 
 def _field(kind: type, key: str, data: dict, prefix: str = ""):
     if key not in data:
+        default = kind.__dataclass_fields__[key].default
+        if default is not dataclasses.MISSING:  # added later; its default is the behaviour before it
+            return default
         raise ConfigError(f"model.{prefix}{key} is missing")
     return coerce(f"model.{prefix}{key}", data[key], typing.get_type_hints(kind)[key])
 

@@ -145,16 +145,20 @@ class NoiseModulation(nn.Module):
     [labels, hole, noise] at the stage's size -> 3x3 conv -> ReLU -> per-pixel (scale, shift) for
     the stage's channels: x * (1 + hole * scale) + hole * shift. OASIS feeds the same stack to
     SPADE in every block; this generator has no normalisation, so the modulation acts on the
-    features as they are (FiLM, like the bottleneck's co-modulation). The output convolution
-    starts small but not at zero, so the noise changes the output from the first step.
+    features as they are (FiLM, like the bottleneck's co-modulation). The noise map is one
+    vector spread over the image, so its share of the first convolution is one bias per
+    sample (`noise`, a linear layer; exact away from the image border) and the convolution
+    reads only the K + 1 maps. The output convolution starts small but not at zero, so the
+    noise changes the output from the first step.
     """
 
     def __init__(self, num_classes: int, noise_dim: int, channels: int, factor: int, hidden: int = 32):
         super().__init__()
-        self.noise_dim = noise_dim
         self.factor = factor  # the stage works at 1/factor of the image's H and W
-        self.shared = nn.Conv2d(num_classes + 1 + noise_dim, hidden, 3, padding=1)
+        self.shared = nn.Conv2d(num_classes + 1, hidden, 3, padding=1)
         init_conv(self.shared)
+        self.noise = nn.Linear(noise_dim, hidden, bias=False)
+        nn.init.normal_(self.noise.weight, std=math.sqrt(2.0 / noise_dim))
         self.out = nn.Conv2d(hidden, 2 * channels, 3, padding=1)
         nn.init.normal_(self.out.weight, std=0.1 / math.sqrt(hidden * 9))
         nn.init.zeros_(self.out.bias)
@@ -163,8 +167,8 @@ class NoiseModulation(nn.Module):
         """x [N, C, H/f, W/f]; labels [N, K, H, W], hole [N, 1, H, W]; noise [N, noise_dim]."""
         if self.factor > 1:  # the share of each cell a map covers: a thin defect stays present
             labels, hole = F.avg_pool2d(labels, self.factor), F.avg_pool2d(hole, self.factor)
-        noise_map = noise[:, :, None, None].to(x.dtype) * torch.ones_like(hole)  # [N, noise_dim, h, w]
-        hidden = F.relu(self.shared(torch.cat([labels, hole, noise_map], dim=1)))
+        bias = self.noise(noise.to(x.dtype))[:, :, None, None]  # [N, hidden, 1, 1]
+        hidden = F.relu(self.shared(torch.cat([labels, hole], dim=1)) + bias)
         scale, shift = self.out(hidden).chunk(2, dim=1)  # [N, C, h, w] each
         return x * (1 + hole * scale) + hole * shift
 

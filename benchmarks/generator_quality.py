@@ -203,6 +203,11 @@ def measure(args, dataset, splits: Path, work: Path, checkpoint: Path, synth: Pa
         "judge": fidelity.get("segmenter") or fidelity.get("not_independent"),
         "fidelity_ratio": fidelity_ratios,
         "diversity_ratio": diversity_ratios,
+        "diversity_window_ratio": {
+            name: row.get("window_ratio")
+            for name, row in diversity.get("per_class", {}).items()
+            if row.get("measured")
+        },
         "hole_pixel_change": {
             name: row.get("hole_pixel_change")
             for name, row in diversity.get("per_class", {}).items()

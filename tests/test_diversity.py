@@ -28,6 +28,39 @@ class Noisy(nn.Module):
         return torch.rand(image.shape, generator=generator) * 2 - 1
 
 
+class Pixels(nn.Module):
+    """Features = the pixels themselves; with regions, the pixels of the region (others zeroed)."""
+
+    def forward(self, images, regions=None):
+        return (images if regions is None else images * regions).flatten(1).double()
+
+
+class Identity(nn.Module):
+    """A segmenter stub whose encoder's deepest map is the image average-pooled by `factor`."""
+
+    def __init__(self, factor=1):
+        super().__init__()
+        self.factor = factor
+        self.encoder = self._encode
+
+    def _encode(self, images):
+        return [torch.nn.functional.avg_pool2d(images, self.factor) if self.factor > 1 else images]
+
+
+class Cycler(nn.Module):
+    """Paints the n-th of `values` at its n-th call, whatever the draw: draws that differ exactly
+    as the given defects do."""
+
+    def __init__(self, values):
+        super().__init__()
+        self.values, self.calls = values, 0
+
+    def forward(self, image, hole, labels, generator=None):
+        value = self.values[self.calls % len(self.values)]
+        self.calls += 1
+        return torch.full_like(image, value)
+
+
 def _window(size=16, hole_pixels=((4, 12), (4, 12))):
     hole = torch.zeros(1, 1, size, size)
     (top, bottom), (left, right) = hole_pixels
@@ -36,17 +69,17 @@ def _window(size=16, hole_pixels=((4, 12), (4, 12))):
 
 
 def test_a_generator_that_ignores_its_draw_has_no_diversity():
-    distance, moved = quality.diversity(Deaf(), nn.Flatten(), [_window(), _window()], 4, 0, False)
-    assert distance == 0 and moved == 0
+    spread = quality.diversity(Deaf(), Pixels(), [_window(), _window()], 4, 0, False)
+    assert spread == (0, 0, 0)
 
 
 def test_pure_noise_moves_the_hole_by_a_third_and_nothing_outside_it():
     windows = [_window(size=64, hole_pixels=((0, 64), (0, 64)))]
-    distance, moved = quality.diversity(Noisy(), nn.Flatten(), windows, 4, 0, False)
+    distance, _, moved = quality.diversity(Noisy(), Pixels(), windows, 4, 0, False)
     assert moved == pytest.approx(1 / 3, abs=0.01)
     assert distance > 0
     # a hole of a quarter of the window: the same change per hole pixel, none outside
-    _, quarter = quality.diversity(Noisy(), nn.Flatten(), [_window(size=64)], 4, 0, False)
+    *_, quarter = quality.diversity(Noisy(), Pixels(), [_window(size=64)], 4, 0, False)
     assert quarter == pytest.approx(1 / 3, abs=0.02)
 
 
@@ -118,11 +151,46 @@ def test_per_class_diversity_compares_draws_with_real_defects_of_the_class_in_th
     monkeypatch.setattr(checkpoint_module, "load_generator", lambda path: (Deaf(), None, None, None))
     config = SimpleNamespace(crop_size=32, quality_samples=10, diversity_masks=4, diversity_draws=3)
     ctx = SimpleNamespace(config=config, dataset=real, fit=[0, 1, 3], use_bf16=False)
-    result = set_quality._diversity(ctx, "g.pt", synthetic, nn.Flatten(), "pixels")
+    result = set_quality._diversity(ctx, "g.pt", synthetic, Pixels())
     a, b = result["per_class"]["a"], result["per_class"]["b"]
     assert a["measured"] and a["real_defects"] == 2  # item 2 holds class a but is not in the fit part
     fit_windows = quality.class_windows(real, 1, 32, 10, [0, 1])
-    expected = quality.pairwise_feature_distance(nn.Flatten(), torch.cat([w["image"] for w in fit_windows]))
+    images, holes = torch.cat([w["image"] for w in fit_windows]), torch.cat([w["hole"] for w in fit_windows])
+    expected = quality.pairwise_feature_distance(Pixels(), images, holes)  # over the defects only
     assert a["real_pairwise_distance"] == pytest.approx(expected) and expected > 0
-    assert a["ratio"] == 0 and a["hole_pixel_change"] == 0 and result["worst_ratio"] == 0  # a deaf generator
+    assert a["ratio"] == 0 and a["window_ratio"] == 0 and a["hole_pixel_change"] == 0  # a deaf generator
+    assert result["worst_ratio"] == 0
     assert not b["measured"] and b["why"].startswith("1 real defect")
+
+
+def test_encoder_features_pool_over_the_region_weighted_by_the_share_of_each_cell_it_covers():
+    features = quality.EncoderFeatures(Identity(factor=4))
+    image = torch.zeros(1, 1, 8, 8)
+    image[..., :4, :4], image[..., :4, 4:] = 0.8, -0.4  # cells (0, 0) and (0, 1)
+    region = torch.zeros(1, 1, 8, 8)
+    region[..., :4, :4] = 1  # all of cell (0, 0)
+    region[..., :2, 4:6] = 1  # a quarter of cell (0, 1)
+    pooled = features(image, region)
+    assert pooled.item() == pytest.approx((0.8 * 1 + -0.4 * 0.25) / 1.25)
+    assert features(image).item() == pytest.approx((0.8 - 0.4) / 4)  # the whole image
+    with pytest.raises(ValueError, match="at least one pixel"):
+        features(image, torch.zeros_like(region))
+
+
+def test_draws_that_vary_as_the_real_defects_do_score_one_whatever_the_backgrounds():
+    """Four real defects of values 0.1..0.7 on four different surfaces, and a generator whose four
+    draws for one mask paint exactly those values: pooled over the defects the ratio is 1; over
+    the whole window it is below 1, because the draws share one surface."""
+    values = [0.1, 0.3, 0.5, 0.7]
+    windows = []
+    for value, surface in zip(values, [-0.9, -0.3, 0.2, 0.9], strict=True):
+        window = _window()
+        window["image"] = torch.where(window["hole"] > 0, torch.tensor(value), torch.tensor(surface))
+        windows.append(window)
+    features = quality.EncoderFeatures(Identity())
+    images, holes = torch.cat([w["image"] for w in windows]), torch.cat([w["hole"] for w in windows])
+    real_defect = quality.pairwise_feature_distance(features, images, holes)
+    real_window = quality.pairwise_feature_distance(features, images)
+    spread = quality.diversity(Cycler(values), features, windows[:1], 4, 0, False)
+    assert spread.defect / real_defect == pytest.approx(1.0)
+    assert spread.window / real_window < 0.5

@@ -7,12 +7,17 @@
   a domain encoder (the encoder of that real-trained U-Net, global-average-pooled) or of
   InceptionV3 when the user gives its weights file. ImageNet features cannot be downloaded here.
 - Diversity: mean pairwise feature distance between several generator draws for one mask,
-  next to the mean pairwise distance between real defects of the same class.
+  next to the mean pairwise distance between real defects of the same class. The features are
+  pooled over the defect (`EncoderFeatures(images, regions)`): the draws share their
+  background, which the generator cannot change, so a distance over the whole window would
+  count the real defects' different surroundings as diversity the draws lack. The whole-window
+  figure is reported beside it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -30,15 +35,23 @@ from defectgen.viz import contact_sheet, overlay
 
 
 class EncoderFeatures(nn.Module):
-    """U-Net encoder -> global-average-pooled deepest features [N, D] (the domain encoder)."""
+    """U-Net encoder -> average-pooled deepest features [N, D] (the domain encoder): over the
+    whole image, or with `regions` [N, 1, H, W] over each image's region, each cell of the
+    feature map weighted by the share of it the region covers."""
 
     def __init__(self, segmenter: nn.Module):
         super().__init__()
         self.encoder = segmenter.encoder
 
     @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.encoder(images.float())[-1].mean(dim=(2, 3)).double()
+    def forward(self, images: torch.Tensor, regions: torch.Tensor | None = None) -> torch.Tensor:
+        deepest = self.encoder(images.float())[-1]  # [N, D, h, w]
+        if regions is None:
+            return deepest.mean(dim=(2, 3)).double()
+        weights = nn.functional.adaptive_avg_pool2d(regions.float(), deepest.shape[-2:])  # [N, 1, h, w]
+        if (weights.sum(dim=(1, 2, 3)) <= 0).any():
+            raise ValueError("every region must cover at least one pixel of its image")
+        return ((deepest * weights).sum(dim=(2, 3)) / weights.sum(dim=(2, 3))).double()
 
 
 class InceptionFeatures(nn.Module):
@@ -160,17 +173,23 @@ def kid(features: nn.Module, real: torch.Tensor, synthetic: torch.Tensor, subset
     }
 
 
+class Spread(NamedTuple):
+    """How far generator draws for one mask lie apart (`diversity`), averaged over windows."""
+
+    defect: float  # mean pairwise feature distance, features pooled over the window's defects
+    window: float  # the same, pooled over the whole window
+    hole_pixel_change: float | None  # mean |difference| between draws in the hole, [0, 1] grey units
+
+
 @torch.no_grad()
-def diversity(
-    G, features: nn.Module, windows: list[dict], draws: int, seed: int, use_bf16: bool
-) -> tuple[float, float]:
+def diversity(G, features: nn.Module, windows: list[dict], draws: int, seed: int, use_bf16: bool) -> Spread:
     """How far `draws` generator outputs for the same window ({'image' [1,C,S,S], 'hole'
-    [1,1,S,S], 'labels' [1,K,S,S]}) lie apart: (mean pairwise feature distance, mean absolute
-    pixel difference between draws inside the hole, in [0, 1] grey units), averaged over windows.
-    Only the draw (style code and noise) changes between outputs."""
+    [1,1,S,S], 'labels' [1,K,S,S]}) lie apart, averaged over windows. Only the draw (style code
+    and noise) changes between outputs. `features(images, regions)` pools over `regions`, the
+    window's hole (every defect in it), or over the whole image without them."""
     from defectgen.models import composite
 
-    distances, changes = [], []
+    defect, whole, changes = [], [], []
     for number, window in enumerate(windows):
         generator = torch.Generator().manual_seed(seed * 100_003 + number)
         outputs = []
@@ -179,15 +198,16 @@ def diversity(
                 raw = G(window["image"], window["hole"], window["labels"], generator=generator).float()
             outputs.append(composite(raw, window["image"], window["hole"]))
         stacked = torch.cat(outputs)  # [draws, C, S, S]
-        distances.append(float(torch.pdist(features(stacked)).mean()))
+        defect.append(float(torch.pdist(features(stacked, window["hole"].expand(draws, -1, -1, -1))).mean()))
+        whole.append(float(torch.pdist(features(stacked)).mean()))
         inside = window["hole"][0, 0] >= 0.5
         pixels = stacked[:, :, inside].flatten(1) / 2  # [draws, C * hole pixels], [-1, 1] -> units of 1
         changes.append(
             float(torch.cdist(pixels, pixels, p=1).sum() / (draws * (draws - 1) * pixels.shape[1]))
         )
-    if not distances:
-        return float("nan"), float("nan")
-    return float(np.mean(distances)), float(np.mean(changes))
+    if not defect:
+        return Spread(float("nan"), float("nan"), float("nan"))
+    return Spread(float(np.mean(defect)), float(np.mean(whole)), float(np.mean(changes)))
 
 
 def class_windows(
@@ -226,8 +246,11 @@ def class_windows(
     return windows
 
 
-def pairwise_feature_distance(features: nn.Module, crops: torch.Tensor) -> float:
-    feats = features(crops)
+def pairwise_feature_distance(
+    features: nn.Module, crops: torch.Tensor, regions: torch.Tensor | None = None
+) -> float:
+    """Mean pairwise distance of the crops' features (pooled over `regions` when given)."""
+    feats = features(crops) if regions is None else features(crops, regions)
     return float(torch.pdist(feats).mean()) if len(feats) > 1 else float("nan")
 
 

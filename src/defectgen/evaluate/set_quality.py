@@ -147,15 +147,16 @@ def _measure(
     entry["kid"] = {"feature_space": space, **quality.kid(features, real_crops, synthetic_crops)}
     made_by = read_params(ctx.synthetic_dirs[name]).get("checkpoint_sha256")
     if checkpoint is not None and made_by == file_digest(Path(checkpoint)):  # the set it made
-        entry["diversity"] = _diversity(ctx, checkpoint, synthetic, features, space)
+        entry["diversity"] = _diversity(ctx, checkpoint, synthetic, quality.EncoderFeatures(model))
     return entry
 
 
-def _diversity(ctx: EvalContext, checkpoint, synthetic, features, space: str) -> dict:
+def _diversity(ctx: EvalContext, checkpoint, synthetic, features) -> dict:
     """Per class: how far `diversity_draws` draws for one mask lie apart (windows around the
     class's defects of the first synthetic items that hold it, background and mask fixed), against
     how far real defects of the class in the fit part lie apart (one window per image), in the
-    judge's feature space; and how much the hole's pixels move between draws."""
+    judge's feature space pooled over the defects (`ratio`) and over the whole window
+    (`window_ratio`); and how much the hole's pixels move between draws."""
     from defectgen.gan.checkpoint import load_generator
 
     config = ctx.config
@@ -166,24 +167,25 @@ def _diversity(ctx: EvalContext, checkpoint, synthetic, features, space: str) ->
         if len(real) < 2:
             per_class[name] = {"measured": False, "why": f"{len(real)} real defect image(s) in the fit part"}
             continue
-        real_distance = quality.pairwise_feature_distance(features, torch.cat([w["image"] for w in real]))
+        images, holes = torch.cat([w["image"] for w in real]), torch.cat([w["hole"] for w in real])
+        real_defect = quality.pairwise_feature_distance(features, images, holes)
+        real_window = quality.pairwise_feature_distance(features, images)
         if getattr(G, "is_stylegan", False):
-            generated, moved, masks = _stylegan_draws(G, class_id, features, config, ctx.use_bf16), None, None
+            spread, masks = _stylegan_draws(G, class_id, features, config, ctx.use_bf16), None
         else:
             windows = quality.class_windows(synthetic, class_id, config.crop_size, config.diversity_masks)
             if not windows:
                 per_class[name] = {"measured": False, "why": "no synthetic item of the class"}
                 continue
-            generated, moved = quality.diversity(
-                G, features, windows, config.diversity_draws, class_id, ctx.use_bf16
-            )
+            spread = quality.diversity(G, features, windows, config.diversity_draws, class_id, ctx.use_bf16)
             masks = len(windows)
         per_class[name] = {
             "measured": True,
-            "mean_pairwise_distance": generated,
-            "real_pairwise_distance": real_distance,
-            "ratio": generated / real_distance if real_distance > 0 else None,
-            "hole_pixel_change": moved,
+            "mean_pairwise_distance": spread.defect,
+            "real_pairwise_distance": real_defect,
+            "ratio": _ratio(spread.defect, real_defect),
+            "window_ratio": _ratio(spread.window, real_window),
+            "hole_pixel_change": spread.hole_pixel_change,
             "masks": masks,
             "real_defects": len(real),
         }
@@ -193,36 +195,47 @@ def _diversity(ctx: EvalContext, checkpoint, synthetic, features, space: str) ->
         "worst_ratio": min(ratios) if ratios else None,
         "mean_ratio": float(np.mean(ratios)) if ratios else None,
         "draws": config.diversity_draws,
-        "feature_space": space,
+        "feature_space": "domain encoder (real-arm U-Net encoder, trained on the fit part of the training "
+        "half), pooled over the defects (ratio) or the whole window (window_ratio)",
         "note": "generated: draws for the same mask and background (only the style code and noise "
         "change); real: different real defects of the class (fit part); hole_pixel_change: mean "
         "|difference| between draws inside the hole, 0..1",
     }
 
 
-def _stylegan_draws(G, class_id: int, features, config, use_bf16) -> float:
+def _ratio(generated: float, real: float) -> float | None:
+    return generated / real if real > 0 and np.isfinite(generated) else None
+
+
+def _stylegan_draws(G, class_id: int, features, config, use_bf16) -> quality.Spread:
     """A StyleGAN generator's diversity for one class: mean pairwise feature distance between
     `diversity_draws` crops it draws for the class (new z and noise each; centred to the
-    evaluation's crop size), over `diversity_masks` groups. Unlike an inpainter's draws (same
-    mask and background), these differ in shape and surface too."""
+    evaluation's crop size), over `diversity_masks` groups, pooled over each crop's drawn defects
+    (any class; the whole crop where it drew none) and over the whole crop. Unlike an
+    inpainter's draws (same mask and background), these differ in shape and surface too."""
+    from defectgen.models.stylegan import binarised, mask_probability
+
     size, resolution = config.crop_size, G.resolution
-    distances = []
+    defect, whole = [], []
     for group in range(config.diversity_masks):
         generator = torch.Generator().manual_seed(class_id * 100_003 + group)
         classes = torch.full((config.diversity_draws,), class_id - 1, dtype=torch.long)
         z = G.draw_style(config.diversity_draws, generator)
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
             output = G(z, classes, generator=generator).float()
-        crops = output[:, : G.image_channels].clamp(-1, 1)
+        images = output[:, : G.image_channels].clamp(-1, 1)
+        drawn = binarised(mask_probability(output, G.image_channels)).amax(dim=1, keepdim=True)
         if resolution > size:
             start = (resolution - size) // 2
-            crops = crops[:, :, start : start + size, start : start + size]
+            images = images[:, :, start : start + size, start : start + size]
+            drawn = drawn[:, :, start : start + size, start : start + size]
         elif resolution < size:
-            crops = torch.nn.functional.interpolate(
-                crops, size=(size, size), mode="bilinear", align_corners=False
-            )
-        distances.append(float(torch.pdist(features(crops)).mean()))
-    return float(np.mean(distances))
+            images = torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear")
+            drawn = torch.nn.functional.interpolate(drawn, size=(size, size), mode="nearest")
+        drawn = torch.where(drawn.sum(dim=(1, 2, 3), keepdim=True) > 0, drawn, torch.ones_like(drawn))
+        defect.append(float(torch.pdist(features(images, drawn)).mean()))
+        whole.append(float(torch.pdist(features(images)).mean()))
+    return quality.Spread(float(np.mean(defect)), float(np.mean(whole)), None)
 
 
 def measure_quality(

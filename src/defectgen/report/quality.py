@@ -208,25 +208,30 @@ def _diversity(diversity: dict) -> str:
         if not row.get("measured"):
             cells = [
                 _esc(name),
-                f"<td colspan='5'>not measured: {_esc(row.get('why') or 'no reason recorded')}</td>",
+                f"<td colspan='6'>not measured: {_esc(row.get('why') or 'no reason recorded')}</td>",
             ]
             rows.append(f"<tr><td>{cells[0]}</td>{cells[1]}</tr>")
             continue
-        values = [row.get(key) for key in ("mean_pairwise_distance", "real_pairwise_distance", "ratio")]
+        keys = ("mean_pairwise_distance", "real_pairwise_distance", "ratio", "window_ratio")
+        values = [row.get(key) for key in keys]
         moved = row.get("hole_pixel_change")
         rows.append(
             f"<tr><td>{_esc(name)}</td>"
-            + "".join(f"<td>{_number(v)}</td>" for v in values)
+            + "".join(f"<td>{_number(v) if _is_number(v) else MISSING}</td>" for v in values)
             + f"<td>{_number(moved) if _is_number(moved) else MISSING}</td>"
             + f"<td>{_esc(_count(row.get('real_defects')))}</td></tr>"
         )
     table = _table(
-        ["class", "draws apart", "real defects apart", "ratio", "hole pixels moved", "real defects"], rows
+        ["class", "draws apart", "real defects apart", "ratio", "whole-window ratio", "hole pixels moved"]
+        + ["real defects"],
+        rows,
     )
     return (
         f"<p>Per class: mean pairwise feature distance between {_esc(_count(diversity.get('draws')))} "
         "draws for the same mask and background, against the distance between different real defects "
-        "of the class (fit part); and the mean |difference| of the hole's pixels between draws (0..1). "
+        "of the class (fit part), with the features pooled over the defects (the whole-window ratio "
+        "also counts the real defects' different surroundings, which draws for one background cannot "
+        "have); and the mean |difference| of the hole's pixels between draws (0..1). "
         f"Worst ratio <strong>{_number(diversity.get('worst_ratio'))}</strong>. Feature space: "
         f"{_esc(diversity.get('feature_space') or 'not recorded')}. A ratio near 0 means the generator "
         f"ignores its noise (one defect per mask).</p>{table}"

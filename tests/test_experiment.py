@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -37,14 +36,49 @@ def _args(data: Path, out: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
+    """An experiment killed (SIGKILL) as soon as its first evaluation run is recorded, then
+    continued by the same command: the finished folder every test below reads, and what the kill
+    left (`test_kill_9_then_the_same_command_continues`)."""
     work = tmp_path_factory.mktemp("experiment")
     data = folder_dataset(work / "data", images=40, seed=3)
-    assert main([*_args(data, work / "out"), "--workers", "2"]) == 0  # the evaluation in two processes
-    return data, work / "out"
+    out = work / "out"
+    command = [sys.executable, "-m", "defectgen", *_args(data, out), "--workers", "2"]  # two processes
+    killed = _kill_after_the_first_run(command, out)
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return data, out, killed
+
+
+def _kill_after_the_first_run(command: list[str], out: Path) -> dict:
+    """Start `command`, SIGKILL it once a run's record is written (written last), and say what
+    was left: its worker processes and whether they outlived it, the records, and the files of
+    finished work with their modification times."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    runs = out / "eval" / "runs"
+    while time.time() < deadline and not list(runs.glob("*_s*.json")):
+        time.sleep(0.2)
+    workers = _children(process.pid)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    records = set(runs.glob("*.json"))
+    deadline = time.time() + 5
+    while time.time() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.1)
+    time.sleep(0.5)  # a worker that outlived the command would write its next record by now
+    done = [p.with_suffix(".npz") for p in runs.glob("*_s*.json") if not p.name.startswith("curve_")]
+    return {
+        "workers": workers,
+        "alive": [pid for pid in workers if _alive(pid)],
+        "records": records,
+        "records_after": set(runs.glob("*.json")),
+        "results": (out / "eval" / "results.json").exists(),
+        "finished": {p: p.stat().st_mtime_ns for p in [*done, *out.glob("gan_g*/checkpoints/last.pt")]},
+    }
 
 
 def test_the_experiment_declares_the_painted_sets_and_pools_two_generators(finished):
-    _, out = finished
+    _, out, _ = finished
     results = json.loads((out / "eval" / "results.json").read_text())
     claim = results["claim"]
     assert claim["declared_arms"] == ["real+painted_g0", "real+painted_g1"]
@@ -62,7 +96,7 @@ def test_a_generator_killed_before_its_first_checkpoint_trains_again(finished, t
 
     from defectgen.experiment import _generator
 
-    data, out = finished
+    data, out, _ = finished
     dataset, split = open_dataset(str(data)), Split.load(out / "fit_split.json")
     shutil.copytree(out / "gan_g1", tmp_path / "gan_g1")
     shutil.rmtree(tmp_path / "gan_g1" / "checkpoints")
@@ -72,7 +106,7 @@ def test_a_generator_killed_before_its_first_checkpoint_trains_again(finished, t
 
 
 def test_generators_and_sets_see_the_fit_part_only(finished):
-    data, out = finished
+    data, out, _ = finished
     dataset = open_dataset(str(data))
     split = Split.load(out / "split.json")
     fit, validation = carve_validation(dataset, split.indices(dataset, "train"), 0.2)
@@ -93,7 +127,7 @@ def test_generators_and_sets_see_the_fit_part_only(finished):
 
 def test_the_same_command_redoes_nothing(finished):
     """Also with another number of evaluation processes: they share the work, not define it."""
-    data, out = finished
+    data, out, _ = finished
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.suffix in (".pt", ".npz")}
     assert main([*_args(data, out), "--workers", "1"]) == 0
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
@@ -105,7 +139,7 @@ def test_the_same_command_redoes_nothing(finished):
 
 
 def test_other_settings_in_the_same_folder_are_refused(finished):
-    data, out = finished
+    data, out, _ = finished
     assert main([*_args(data, out), "--set", "seeds=3"]) == 2
 
 
@@ -158,35 +192,14 @@ def test_data_the_evaluation_would_refuse_is_refused_before_any_generator_trains
     assert not list((tmp_path / "out").glob("gan_g*"))
 
 
-def test_kill_9_then_the_same_command_continues(tmp_path):
-    data = folder_dataset(tmp_path / "data", images=40, seed=4)
-    out = tmp_path / "out"
-    command = [sys.executable, "-m", "defectgen", *_args(data, out)]
-    command[command.index("--generators") + 1] = "1"
-    command.append("--no-harmonize")  # one set and one arm fewer: the resume is what is tested
-    env = dict(os.environ)
-    command += ["--workers", "2"]  # the evaluation's processes must die with the command
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    runs = out / "eval" / "runs"
-    while time.time() < deadline and not list(runs.glob("*_s*.json")):  # a run's record is written last
-        time.sleep(0.2)
-    workers = _children(process.pid)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+def test_kill_9_then_the_same_command_continues(finished):
+    _, out, killed = finished
     if sys.platform.startswith("linux"):  # the workers die with it (they would finish the tiny runs)
-        assert workers, "the evaluation ran in no worker process"
-        records = set(runs.glob("*.json"))
-        deadline = time.time() + 5
-        while time.time() < deadline and any(_alive(pid) for pid in workers):
-            time.sleep(0.1)
-        assert not [pid for pid in workers if _alive(pid)], "workers outlived the command"
-        assert set(runs.glob("*.json")) == records and not (out / "eval" / "results.json").exists()
-    done = [p.with_suffix(".npz") for p in runs.glob("*_s*.json") if not p.name.startswith("curve_")]
-    assert done, "killed before any evaluation run finished"
-    finished = {p: p.stat().st_mtime_ns for p in [*done, *out.glob("gan_g*/checkpoints/last.pt")]}
-    assert subprocess.run(command, env=env, capture_output=True).returncode == 0
-    assert {p: p.stat().st_mtime_ns for p in finished} == finished  # nothing finished was redone
+        assert killed["workers"], "the evaluation ran in no worker process"
+        assert not killed["alive"], "workers outlived the command"
+        assert killed["records_after"] == killed["records"] and not killed["results"]
+    assert [p for p in killed["finished"] if p.suffix == ".npz"], "killed before any evaluation run finished"
+    assert {p: p.stat().st_mtime_ns for p in killed["finished"]} == killed["finished"]  # nothing redone
     assert (out / "eval" / "results.json").is_file()
 
 

@@ -194,3 +194,35 @@ def test_draws_that_vary_as_the_real_defects_do_score_one_whatever_the_backgroun
     spread = quality.diversity(Cycler(values), features, windows[:1], 4, 0, False)
     assert spread.defect / real_defect == pytest.approx(1.0)
     assert spread.window / real_window < 0.5
+
+
+class Drawer(nn.Module):
+    """A StyleGAN-like generator: draw k paints a 4 x 4 defect of value 0.2 k, drawn as class 1 in
+    its mask channels, on the same surface (-0.5) every time."""
+
+    is_stylegan = True
+    image_channels, resolution = 1, 16
+
+    def draw_style(self, batch, generator):
+        return torch.arange(batch, dtype=torch.float32)[:, None]
+
+    def forward(self, z, classes, generator=None):
+        out = torch.full((len(z), 3, 16, 16), -0.5)
+        out[:, 0, 4:8, 4:8] = 0.2 * z[:, 0, None, None]
+        out[:, 1:] = -10.0  # mask logits: probability ~0
+        out[:, 1, 4:8, 4:8] = 10.0  # class 1 drawn on the square
+        return out
+
+
+def test_stylegan_draws_are_pooled_over_the_defects_they_draw():
+    from types import SimpleNamespace
+
+    from defectgen.evaluate import set_quality
+
+    config = SimpleNamespace(crop_size=16, diversity_masks=2, diversity_draws=3)
+    features = quality.EncoderFeatures(Identity())
+    spread = set_quality._stylegan_draws(Drawer(), 1, features, config, False)
+    # values 0, 0.2, 0.4: pairwise distances 0.2, 0.4, 0.2; over the crop, diluted by 16 / 256 pixels
+    assert spread.defect == pytest.approx(0.8 / 3)
+    assert spread.window == pytest.approx(0.8 / 3 * 16 / 256)
+    assert spread.hole_pixel_change is None

@@ -401,16 +401,15 @@ def test_decoder_noise_is_the_only_path_of_z_once_co_modulation_is_off():
     assert torch.equal(a, G(image, hole, labels, z=z3))
 
 
-
 def test_decoder_noise_acts_in_the_hole_and_its_neighbourhood_only():
     image, hole, labels = make_batch(1, 64, 64)  # hole rows 16..31, columns 16..34
     rng = torch.Generator().manual_seed(4)
     z1, z2 = torch.randn(2, 1, PRESETS["tiny"].generator.style_dim, generator=rng)
     G = _decoder_noise_generator(4)
     change = (G(image, hole, labels, z=z1) - G(image, hole, labels, z=z2)).abs()[0, 0]
-    # The coarsest stage (1/2 here: tiny has n_downsample 2) modulates cells touching the hole;
-    # two 3x3 convolutions later (the last upsampling and the head's 7x7), nothing 2 + 1 + 3
-    # full-resolution pixels beyond the hole may move.
+    # tiny decodes at 1/4, 1/2 and full size. The noise moves the 1/4-stage cells the hole touches
+    # (rows 16..31, columns 16..35); the 3x3 convolutions at 1/2 and full size spread that by 2 + 1
+    # pixels and the head's 7x7 by 3, so nothing more than 6 (here: 8) pixels beyond it may move.
     far = torch.ones_like(change, dtype=torch.bool)
     far[16 - 8 : 32 + 8, 16 - 8 : 35 + 8] = False
     assert change[far].max() == 0

@@ -382,11 +382,9 @@ class FFCGenerator(nn.Module):
             x_local, x_global = block(x_local, x_global, modulation)
         x = torch.cat([x_local, x_global], dim=1)  # [N, 8w, h, w]
 
-        if self.decoder_modulation is None:
-            for up in self.decoder:
-                x = up(x)  # [N, w, H, W] at the end
-        else:  # OASIS 3D noise: z's first entries, spread over the image, at every stage
-            noise3d = z[:, : self.decoder_noise]  # ~ N(0, I), as OASIS draws it
-            for up, modulate in zip(self.decoder, self.decoder_modulation, strict=True):
-                x = modulate(up(x), labels, hole, noise3d)  # [N, w, H, W] at the end
+        noise3d = z[:, : self.decoder_noise]  # OASIS 3D noise: z's first entries, ~ N(0, I)
+        for stage, up in enumerate(self.decoder):
+            x = up(x)  # [N, w, H, W] at the end
+            if self.decoder_modulation is not None:
+                x = self.decoder_modulation[stage](x, labels, hole, noise3d)
         return torch.tanh(self.head(x))  # [N, C, H, W]

@@ -811,3 +811,48 @@ def test_a_judged_set_cannot_carry_the_claim(bench, tmp_path):
     assert declared_arms(config, parse_arms(config.arms, ("tiles",)), ctx.lineages) == []
     plain = EvalContext.create(dataset, split, config, {"tiles": work / "synth"})
     assert not plain.lineages["tiles"]["judged"]
+
+
+def test_share_out_gives_the_longest_work_first_to_the_least_loaded_process():
+    """Round robin would give rank 0 both long runs of [12, 8, 12, 8] (24 against 16); longest
+    first to the least loaded gives 20 and 20. Ties go to the lowest rank, and each share keeps
+    the given order."""
+    from defectgen.evaluate.run import share_out
+
+    assert share_out([(12, "a"), (8, "b"), (12, "c"), (8, "d")], 2) == [["a", "b"], ["c", "d"]]
+    assert share_out([(1, "x"), (1, "y"), (1, "z")], 2) == [["x", "z"], ["y"]]
+    assert share_out([(5, "only")], 3) == [["only"], [], []]
+    tasks = [(cost, i) for i, cost in enumerate([9, 3, 7, 7, 2, 2, 4, 8])]
+    shares = share_out(tasks, 3)
+    assert sorted(t for share in shares for t in share) == list(range(8))  # every task once
+    loads = [sum(tasks[t][0] for t in share) for share in shares]
+    assert loads == [14, 14, 14]  # 9+3+2, 8+4+2, 7+7
+
+
+def test_share_runs_gives_the_curve_runs_to_the_processes(bench, tmp_path, monkeypatch):
+    """Under torchrun the learning curve's shorter runs are shared out with the runs, not left to
+    rank 0 after them: the ranks' shares are disjoint and together hold every (arm, seed) and
+    both curve budgets."""
+    from defectgen import distributed
+    from defectgen.evaluate.arms import parse_arms
+    from defectgen.evaluate.run import Evaluation
+
+    dataset, split, _, work = bench
+    config = EvalConfig(**{**SMALL, "steps": 9, "arms": ["real", "oversample", "real+tiles"]})
+    ctx = EvalContext.create(dataset, split, config, {"tiles": work / "synth"})
+    arms = parse_arms(config.arms, ("tiles",))
+    evaluation = Evaluation(ctx, arms, [], tmp_path / "eval", split, None, None)
+    monkeypatch.setattr(distributed, "settle", lambda group, error: None)
+    shares = []
+    for rank in (0, 1):
+        done: list = []
+        monkeypatch.setattr(
+            evaluation, "run", lambda arm, seed, filters, done=done: done.append((arm.name, seed))
+        )
+        monkeypatch.setattr(evaluation, "curve_point", lambda steps, done=done: done.append(("curve", steps)))
+        evaluation.share_runs(distributed.Context(rank=rank, world_size=2, device=torch.device("cpu")))
+        shares.append(done)
+    assert not set(shares[0]) & set(shares[1])
+    runs = {(arm, seed) for arm in ("real", "oversample", "real+tiles") for seed in (0, 1)}
+    assert set(shares[0]) | set(shares[1]) == runs | {("curve", 3), ("curve", 6)}
+    assert all(shares)  # both processes work

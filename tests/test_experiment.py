@@ -224,3 +224,21 @@ def _alive(pid: int) -> bool:
     except (OSError, ValueError):
         return False
     return not fields.get("State", "").startswith("Z")
+
+
+def test_the_estimate_counts_each_arms_crops_and_the_curve_runs_as_the_processes_share_them():
+    """Known answer: 7 arms x 2 seeds at 30 steps, 0.1 s per crop-step (0.8 s a step at batch 8),
+    5 s of scoring per run. 12-crop arms (oversample, copypaste, blendpaste, the painted set)
+    cost 36 + 5 s a run, 8-crop ones 24 + 5 s; the curve's runs of 10 and 20 steps score the
+    validation part only (1 of 4 scored images): 9.25 and 17.25 s. One process: the sum, 528.5 s;
+    two: 268.25 s for the busier one (longest first to the less loaded)."""
+    from defectgen.experiment import _evaluate_seconds
+
+    config = ExperimentConfig(generators=1, harmonize=False, seeds=2, evaluation={"steps": 30})
+    eval_config = config.eval_config()
+    assert _evaluate_seconds(config, eval_config, 1, 0.8, 5.0, 1, 3) == pytest.approx(528.5)
+    assert _evaluate_seconds(config, eval_config, 2, 0.8, 5.0, 1, 3) == pytest.approx(268.25)
+    no_curve = ExperimentConfig(
+        generators=1, harmonize=False, seeds=2, evaluation={"steps": 30, "curve": False}
+    )
+    assert _evaluate_seconds(no_curve, no_curve.eval_config(), 1, 0.8, 0.0, 1, 3) == pytest.approx(432.0)

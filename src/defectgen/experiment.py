@@ -23,7 +23,6 @@ import contextlib
 import dataclasses
 import datetime
 import json
-import math
 import os
 import tempfile
 import time
@@ -387,7 +386,9 @@ def estimate(dataset: DefectDataset, config: ExperimentConfig) -> dict:
     stages = {
         "generators": config.generators * config.gan_steps * gan_step,
         "synth": config.generators * sets * config.synthetic * image,
-        "evaluate": math.ceil(runs / workers) * (eval_config.steps * step + score),
+        "evaluate": _evaluate_seconds(
+            config, eval_config, workers, step, score, len(ctx.validation), len(ctx.test)
+        ),
     }
     return {
         "seconds": stages,
@@ -403,3 +404,27 @@ def estimate(dataset: DefectDataset, config: ExperimentConfig) -> dict:
         "note": "steady-state probes (warm-up excluded); a generator's checkpoints and sample grids "
         "and each stage's start-up are not counted",
     }
+
+
+def _evaluate_seconds(
+    config, eval_config, workers: int, step: float, score: float, validation: int, test: int
+) -> float:
+    """The evaluate stage's wall time: each run's steps at its arm's crops per step (`step` is
+    the probe's, at the real arm's batch) plus its scoring (`score`: validation part and test
+    half; the curve's shorter runs score the validation part only), shared out between the
+    processes as `evaluate` shares them; the busiest process sets the time."""
+    from defectgen.evaluate.arms import parse_arms
+    from defectgen.evaluate.context import crops_per_step
+    from defectgen.evaluate.run import curve_budgets, share_out
+
+    names = tuple(f"{kind}_g{g}" for g in range(config.generators) for kind in ("painted", "harmonized"))
+    per_crop = step / eval_config.batch_size
+    costs = [
+        eval_config.steps * per_crop * crops_per_step(arm, eval_config) + score
+        for arm in parse_arms(eval_config.arms, names)
+        for _ in range(config.seeds)
+    ]
+    if eval_config.curve:
+        validation_share = validation / max(1, validation + test)
+        costs += [budget * step + score * validation_share for budget in curve_budgets(eval_config.steps)]
+    return max(sum(share) for share in share_out([(c, c) for c in costs], workers))

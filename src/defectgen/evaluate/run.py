@@ -96,6 +96,25 @@ def evaluate(
         distributed.shutdown(group)  # leave no process-group threads to the interpreter's exit
 
 
+def curve_budgets(steps: int) -> list[int]:
+    """Step counts of the learning curve's shorter runs, 1/3 and 2/3 of `steps` (the full run is
+    the real arm's first seed)."""
+    return sorted({b for b in (steps // 3, 2 * steps // 3) if 0 < b < steps})
+
+
+def share_out(tasks: list[tuple[float, object]], workers: int) -> list[list]:
+    """`tasks` ((cost, task) pairs) split between `workers` processes: longest first, each to the
+    process with the least cost so far (ties: the lowest rank), each process's share in the
+    given order. Deterministic, so every process computes the same split."""
+    loads, shares = [0.0] * workers, [[] for _ in range(workers)]
+    order = sorted(range(len(tasks)), key=lambda i: (-tasks[i][0], i))
+    for i in order:
+        rank = min(range(workers), key=lambda r: (loads[r], r))
+        loads[rank] += tasks[i][0]
+        shares[rank].append(i)
+    return [[tasks[i][1] for i in sorted(share)] for share in shares]
+
+
 def declared_arms(config: EvalConfig, arms: list[Arm], lineages: dict[str, dict] | None = None) -> list[Arm]:
     """The claim's arm(s): `config.declared_arms`, else the one stacked arm if there is one.
     `lineages` (set name -> `set_lineage`): a set that saw what the evaluation holds out (its
@@ -212,34 +231,33 @@ class Evaluation:
             save_json(self.runs_dir / f"{name}.json", {**record, "key": key})
         return record
 
+    def curve_budgets(self) -> list[int]:
+        return curve_budgets(self.ctx.steps) if self.ctx.config.curve else []
+
+    def curve_point(self, steps: int) -> dict:
+        """The validation summary of the real arm's first seed after `steps` steps on its own
+        schedule (0: untrained), from its saved file under the same key, else trained now."""
+        ctx, seed = self.ctx, self.judge_seed
+        path = self.runs_dir / f"curve_real_{steps}_s{seed}.json"
+        key = run_key(ctx.config, self.context, "curve", seed=seed, budget=steps)
+        record = load_keyed(path, key)
+        if record is None:
+            if steps == 0:
+                summary = untrained_validation(ctx, seed)
+            else:
+                summary = train_and_score(ctx, Arm("real", "real"), seed, {}, steps=steps)[0]["validation"]
+            record = {"validation": summary, "key": key}
+            self.runs_dir.mkdir(parents=True, exist_ok=True)
+            save_json(path, record)
+        return record["validation"]
+
     def curve_points(self) -> list[list[float]]:
         """[step, validation class-mean pixel AP, validation positive Dice] of the real arm's
-        first seed at step 0, 1/3, 2/3 and all of the steps, each budget on its own schedule
-        (saved and reused like the runs)."""
-        ctx, seed = self.ctx, self.judge_seed
+        first seed at step 0, 1/3 and 2/3 of the steps (the full run is added by the caller)."""
         points = []
-        for steps in (0, ctx.steps // 3, 2 * ctx.steps // 3):
-            if steps == 0 and points:
-                continue
-            path = self.runs_dir / f"curve_real_{steps}_s{seed}.json"
-            key = run_key(ctx.config, self.context, "curve", seed=seed, budget=steps)
-            record = load_keyed(path, key)
-            if record is None:
-                if steps == 0:
-                    summary = untrained_validation(ctx, seed)
-                else:
-                    summary = train_and_score(ctx, Arm("real", "real"), seed, {}, steps=steps)[0][
-                        "validation"
-                    ]
-                record = {"validation": summary, "key": key}
-                save_json(path, record)
-            points.append(
-                [
-                    steps,
-                    record["validation"]["class_mean_pixel_ap"],
-                    record["validation"]["positive_dice_plain"],
-                ]
-            )
+        for steps in [0, *self.curve_budgets()]:
+            summary = self.curve_point(steps)
+            points.append([steps, summary["class_mean_pixel_ap"], summary["positive_dice_plain"]])
         return points
 
     def arrays(self, arm: Arm, seed: int) -> tuple[dict, dict]:
@@ -264,10 +282,19 @@ class Evaluation:
         return filters
 
     def share_runs(self, group) -> None:
-        """Under torchrun: the processes share the runs, unfiltered ones first (the judge of the
-        filtered sets is among them), then the filtered ones; rank 0 gathers them afterwards."""
+        """Under torchrun: the processes share the runs (the learning curve's shorter runs
+        among them), unfiltered ones first (the judge of the filtered sets is among them), then
+        the filtered ones, each phase split by `share_out`; rank 0 gathers them afterwards."""
+        ctx = self.ctx
         unfiltered = [(a, s) for a, s in self.jobs if not any(n.endswith(FILTERED) for n in a.sets)]
         filtered = [(a, s) for a, s in self.jobs if (a, s) not in unfiltered]
+        real = Arm("real", "real")
+
+        def tasks(jobs: list) -> list[tuple[float, object]]:
+            work = [(crops_per_step(arm, ctx.config) * ctx.steps, (arm, seed)) for arm, seed in jobs]
+            if jobs is unfiltered:
+                work += [(crops_per_step(real, ctx.config) * b, b) for b in self.curve_budgets()]
+            return work
 
         def judged_filters() -> dict:  # on rank 0, once the judge (real arm, first seed) is saved
             judge = parse_json((self.runs_dir / f"real_s{self.judge_seed}.json").read_text())
@@ -279,9 +306,11 @@ class Evaluation:
                 shared = distributed.on_main(group, judged_filters)
             error = None
             try:
-                for j, (arm, seed) in enumerate(phase):
-                    if j % group.world_size == group.rank:
-                        self.run(arm, seed, shared)
+                for task in share_out(tasks(phase), group.world_size)[group.rank]:
+                    if isinstance(task, int):
+                        self.curve_point(task)
+                    else:
+                        self.run(*task, shared)
             except Exception as err:  # noqa: BLE001 - the other processes must hear of it
                 error = err
             distributed.settle(group, error)

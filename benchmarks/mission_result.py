@@ -14,6 +14,7 @@ experiment's own files: nothing is computed here that `evaluate` did not compute
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -23,6 +24,30 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ("class_mean_pixel_ap", "positive_dice_plain")
+
+
+def command(folder: Path, dataset: str, config: dict) -> str:
+    """The `defectgen experiment` command that made `folder`: its settings that differ from the
+    defaults, as flags where the CLI has one and `--set` otherwise."""
+    from defectgen.experiment import ExperimentConfig
+
+    defaults = dataclasses.asdict(ExperimentConfig())
+    flags = {f.name: f.metadata.get("flag") for f in dataclasses.fields(ExperimentConfig)}
+    parts = ["defectgen experiment", dataset.removeprefix("folder:"), "--out", str(folder)]
+    for name, value in config.items():
+        if value == defaults.get(name):
+            continue
+        flag = flags.get(name)
+        if isinstance(value, dict):  # generator / evaluation settings: --set generator.KEY=VALUE
+            parts += [
+                f"--set {name}.{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}"
+                for k, v in value.items()
+            ]
+        elif isinstance(value, bool):
+            parts.append(f"--{'' if value else 'no-'}{name.replace('_', '-')}")
+        else:
+            parts.append(f"{flag or '--' + name.replace('_', '-')} {value}")
+    return " ".join(parts)
 
 
 def paired(entry: dict) -> dict:
@@ -52,7 +77,7 @@ def mission_result(folder: Path) -> dict:
     siblings = [arm for arm in results["summary"] if arm not in claim_arms]
     return {
         "benchmark": "defectgen experiment (the mission: magnetic tile, 25 % labels)",
-        "command": f"defectgen experiment {results['dataset'].removeprefix('folder:')} --out {folder}",
+        "command": command(folder, results["dataset"], experiment["config"]),
         "date": datetime.date.today().isoformat(),
         "machine": f"dev-cpu: {os.cpu_count()} cores, {platform.processor() or platform.machine()}",
         "versions": results.get("versions"),

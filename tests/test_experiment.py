@@ -242,3 +242,32 @@ def test_the_estimate_counts_each_arms_crops_and_the_curve_runs_as_the_processes
         generators=1, harmonize=False, seeds=2, evaluation={"steps": 30, "curve": False}
     )
     assert _evaluate_seconds(no_curve, no_curve.eval_config(), 1, 0.8, 0.0, 1, 3) == pytest.approx(432.0)
+
+
+def test_the_mission_result_script_reads_a_finished_experiment(finished, tmp_path):
+    """`benchmarks/mission_result.py` on a finished folder: the fields the README quotes, and the
+    command that made the folder (its settings that differ from the defaults)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "mission_result.py"
+    spec = importlib.util.spec_from_file_location("mission_result", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    _, out, _ = finished
+    result = module.mission_result(out)
+    claim = result["claim"]
+    assert claim["declared_arm"] == "real+painted_g*" and claim["declared_arms"] == [
+        "real+painted_g0",
+        "real+painted_g1",
+    ]
+    assert set(claim["versus"]) == {"real", "oversample", "copypaste", "blendpaste", "classic"}
+    for entry in claim["versus"].values():
+        assert len(entry["class_mean_pixel_ap"]["ci95"]) == 2
+    assert "minimal_detectable_effect" in result["noise_floor"]
+    assert "positive_dice_plain" in result["mean"]["real"]
+    command = result["command"]
+    for part in ("--gan-steps 2", "--synthetic 4", "--seeds 2", "--label-fraction 1.0",
+                 "--set generator.preset=tiny", "--set evaluation.steps=3"):  # fmt: skip
+        assert f" {part}" in command, (part, command)
+    for default in ("--generators", "--test-fraction", "--harmonize"):  # 2, 0.5, on: the defaults
+        assert default not in command

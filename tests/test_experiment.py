@@ -140,7 +140,25 @@ def test_the_same_command_redoes_nothing(finished):
 
 def test_other_settings_in_the_same_folder_are_refused(finished):
     data, out, _ = finished
-    assert main([*_args(data, out), "--set", "seeds=3"]) == 2
+    for change in ("gan_steps=3", "evaluation.steps=4", "label_fraction=0.5"):
+        assert main([*_args(data, out), "--set", change]) == 2, change
+
+
+def test_more_seeds_continue_the_folder_and_reuse_every_finished_run(finished, tmp_path):
+    """`--seeds 3` on a 2-seed folder trains only the third seed's runs and records 3 seeds."""
+    import shutil
+
+    data, finished_out, _ = finished
+    out = tmp_path / "out"
+    shutil.copytree(finished_out, out)
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "eval" / "runs").glob("*.npz")}
+    assert main([*_args(data, out), "--workers", "1", "--set", "seeds=3"]) == 0
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "eval" / "runs").glob("*.npz")}
+    assert {k: after[k] for k in stamps} == stamps  # nothing finished was trained again
+    arms = {run["arm"] for run in json.loads((finished_out / "eval" / "results.json").read_text())["runs"]}
+    assert sorted(set(after) - set(stamps)) == sorted(f"{arm}_s2.npz" for arm in arms)
+    assert json.loads((out / "experiment.json").read_text())["config"]["seeds"] == 3
+    assert json.loads((out / "eval" / "results.json").read_text())["config"]["seeds"] == [0, 1, 2]
 
 
 def test_settings_are_checked_before_any_work(tmp_path):

@@ -43,7 +43,8 @@ BASELINES = ("real", "control", "oversample", "copypaste", "blendpaste", "classi
 MAX_AUTO_WORKERS = 8
 PROCESS_BYTES = 1_500_000_000  # what one evaluation process holds besides its images (torch, U-Nets)
 MEMORY_SHARE = 0.6  # of the memory available when the evaluate stage starts
-NOT_IDENTITY = ("workers",)  # settings a folder may continue with changed
+NOT_IDENTITY = ("workers",)  # settings a folder may continue with changed, not recorded
+MORE_SEEDS = ("seeds",)  # recorded, and a folder may continue with another count: runs are keyed without it
 
 
 @dataclass
@@ -303,7 +304,9 @@ def _synth(checkpoint, dataset, split, config: ExperimentConfig, g: int, mode: s
 
 
 def _check_same_experiment(out_dir: Path, dataset: DefectDataset, config: ExperimentConfig) -> None:
-    """Refuse to continue an experiment folder made with other data or settings."""
+    """Refuse to continue an experiment folder made with other data or settings. Another number
+    of segmenter `seeds` is accepted (and recorded): every finished run is reused, so a folder
+    can be continued with more seeds for a narrower interval."""
     record = {
         "format": FORMAT,
         "dataset": dataset.spec,
@@ -316,13 +319,21 @@ def _check_same_experiment(out_dir: Path, dataset: DefectDataset, config: Experi
             earlier = parse_json(path.read_text())
         except (OSError, ValueError):
             earlier = None
-        if earlier != record:
+        if _identity(earlier) != _identity(record):
             raise ConfigError(
                 f"{out_dir} holds an experiment with other data or settings; continue it with its own "
-                f"settings ({path}) or give another --out"
+                f"settings ({path}; only --seeds may change) or give another --out"
             )
-        return
+        if earlier == record:
+            return
     write_atomic(path, json.dumps(record, indent=1) + "\n")
+
+
+def _identity(record) -> object:
+    """What an experiment is: its record without the settings a folder may continue with changed."""
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+        return record
+    return {**record, "config": {k: v for k, v in record["config"].items() if k not in MORE_SEEDS}}
 
 
 def _stage(number: int, name: str, text: str) -> None:

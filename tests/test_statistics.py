@@ -198,3 +198,17 @@ def test_learning_curve_flatness():
     assert flat["flat"] is True and flat["late_share"] == pytest.approx(0.01 / 0.4)
     rising = learning_curve([[100, 0.1, 0], [200, 0.2, 0], [300, 0.3, 0]])
     assert rising["flat"] is False
+
+
+def test_the_interval_takes_at_least_one_degree_of_freedom():
+    """Two generators x two seeds whose generator, seed and residual mean squares are equal
+    (0.04 each): the variance of the mean is (0.04 + 0.04 - 0.04) / 4 = 0.01 and Satterthwaite's
+    rule gives 1/3 df, a t quantile of about 10^5 (an interval wider than any metric's range). The
+    interval takes 1 df: half-width t(1) x 0.1 = 1.2706."""
+    g, s, e = [0.1, -0.1], [0.1, -0.1], [[0.1, -0.1], [-0.1, 0.1]]
+    base = [{"x": np.zeros(20)} for _ in range(2)]
+    arm = [[{"x": np.full(20, g[i] + s[j] + e[i][j])} for j in range(2)] for i in range(2)]
+    result = compare(arm, base, _mean, bootstrap_weights(20))
+    assert result["image_variance"] == pytest.approx(0, abs=1e-20) and result["se"] == pytest.approx(0.1)
+    assert result["df"] == 1.0
+    assert result["ci95"] == pytest.approx([-stats.t.ppf(0.975, 1) * 0.1, stats.t.ppf(0.975, 1) * 0.1])

@@ -21,7 +21,8 @@ Three sources of chance move d:
   (taking the variance of seed-averaged differences instead would count it twice).
 
 The interval is a t interval whose degrees of freedom come from Satterthwaite's rule over the
-terms above. `tests/test_statistics.py` checks by simulation that two equal arms get 93-97 %
+terms above, at least 1 (subtracting the pure-error term can push the rule's value below 1,
+where the t quantile explodes: 1/3 df gives an interval about 10^4 times the standard error). `tests/test_statistics.py` checks by simulation that two equal arms get 93-97 %
 coverage.
 """
 
@@ -103,6 +104,7 @@ def compare(
     images = _image_term(boot[finite]) if finite.sum() > 2 else 0.0
     variance = chance + images
     df = _satterthwaite([*terms, (images, max(weights.shape[1] - 1, 1))]) if variance > 0 else seeds - 1
+    df = max(df, 1.0)  # Satterthwaite's df falls below 1 when the pure-error term is subtracted
     se = float(np.sqrt(variance))
     half = float(stats.t.ppf(0.975, df) * se)
     estimate = float(cells.mean())

@@ -168,6 +168,8 @@ def test_settings_are_checked_before_any_work(tmp_path):
         build_config(ExperimentConfig, overrides=["evaluation.seeds=[0,1]"])
     with pytest.raises(ConfigError, match="generators"):
         build_config(ExperimentConfig, overrides=["generators=0"])
+    with pytest.raises(ConfigError, match="^`seeds` must be in 2"):  # the experiment's own setting named
+        build_config(ExperimentConfig, overrides=["seeds=1"])
     with pytest.raises(ConfigError, match="unknown setting"):
         build_config(ExperimentConfig, overrides=["generatorz=1"])
     config = build_config(ExperimentConfig, overrides=["generators=1", "evaluation.steps=50"])

@@ -81,6 +81,11 @@ class ExperimentConfig:
             raise ConfigError(f"`generators` must be in 1..16, got {self.generators}")
         if not 1 <= self.gan_steps <= 10_000_000 or not 1 <= self.synthetic <= 1_000_000:
             raise ConfigError("`gan_steps` and `synthetic` must be positive")
+        if not 2 <= self.seeds <= 1000:
+            raise ConfigError(
+                f"`seeds` must be in 2..1000 (the interval of a paired difference needs seed variance), "
+                f"got {self.seeds}"
+            )
         if not 0 <= self.workers <= 64:
             raise ConfigError(f"`workers` must be in 0..64 (0: one per core), got {self.workers}")
         reserved = {"arms", "seeds", "declared_arms"} & set(self.evaluation)

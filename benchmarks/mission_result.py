@@ -94,6 +94,9 @@ def mission_result(folder: Path) -> dict:
                 "seeds",
             )
         },
+        "segmenter_precision": sorted(
+            {r.get("segmenter", {}).get("precision", "not recorded") for r in results["runs"]}
+        ),
         "split": results.get("split"),
         "claim": {
             "declared_arm": declared[0].rsplit("_g", 1)[0] + "_g*"
@@ -134,8 +137,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("folder", type=Path)
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "mission_result.json")
+    parser.add_argument("--note", default=None, help="What the folder does not say (machine, pauses).")
     args = parser.parse_args()
     result = mission_result(args.folder)
+    if args.note:
+        result["note"] = args.note
     args.json.write_text(json.dumps(result, indent=1) + "\n")
     claim = result["claim"]
     print(f"declared {claim['declared_arm']}: met {claim['met']}")

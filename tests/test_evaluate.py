@@ -132,6 +132,11 @@ def test_the_model_is_where_the_evaluation_runs_and_its_saved_weights_load_anywh
     model = ctx.model(0)
     assert next(model.parameters()).device == ctx.device == torch.device("cpu")
     assert ctx.segmenter_record()["device"] == "cpu"
+    fp32 = EvalContext.create(
+        dataset, make_split(dataset, 0.5, 0), EvalConfig(arms=["real"], precision="fp32")
+    )
+    assert fp32.segmenter_record()["precision"] == "fp32"  # what `auto` became is recorded with each run
+    assert ctx.segmenter_record()["precision"] == ("bf16" if ctx.use_bf16 else "fp32")
     state = torch.load(__import__("io").BytesIO(state_bytes(model)), map_location="cpu", weights_only=True)
     assert all(v.device.type == "cpu" for v in state.values())
 

@@ -117,6 +117,7 @@ class EvalContext:
             "channels": self.dataset.channels,
             "classes": len(self.dataset.classes),
             "device": str(self.device),
+            "precision": "bf16" if self.use_bf16 else "fp32",  # what `auto` became on this machine
         }
 
     def decoded(self, index: int) -> tuple[np.ndarray, np.ndarray]:

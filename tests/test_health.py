@@ -1,0 +1,70 @@
+"""`gan.health.collapse_warning`: a collapsed run is named, healthy ones are not."""
+
+from __future__ import annotations
+
+import json
+
+from defectgen.gan.health import collapse_warning, read_metrics
+
+# hole L1 logged every 10 steps by the mission's two bf16 generators (session 14): g0 collapsed to
+# white fills at step 560, g1 did not (a 0.56 spike at step 310 and noise of 0.16-0.38).
+G0 = [0.653, 0.618, 0.487, 0.42, 0.457, 0.342, 0.324, 0.481, 0.369, 0.296, 0.39, 0.252, 0.363, 0.24, 0.294,
+      0.237, 0.222, 0.208, 0.283, 0.287, 0.273, 0.294, 0.227, 0.277, 0.284, 0.243, 0.324, 0.226, 0.231, 0.242,
+      0.345, 0.322, 0.238, 0.255, 0.253, 0.264, 0.171, 0.223, 0.274, 0.228, 0.166, 0.275, 0.3, 0.275, 0.229,
+      0.257, 0.241, 0.284, 0.212, 0.209, 0.234, 0.213, 0.273, 0.23, 0.276, 0.747, 1.318, 1.185, 1.084,
+      1.323]  # fmt: skip
+G1 = [0.952, 0.383, 0.321, 0.303, 0.414, 0.311, 0.233, 0.302, 0.297, 0.337, 0.321, 0.346, 0.32, 0.357, 0.212,
+      0.236, 0.361, 0.264, 0.305, 0.203, 0.263, 0.283, 0.251, 0.265, 0.275, 0.378, 0.2, 0.244, 0.213, 0.275,
+      0.562, 0.237, 0.173, 0.26, 0.287, 0.246, 0.307, 0.254, 0.194, 0.306, 0.227, 0.283, 0.29, 0.21, 0.314,
+      0.313, 0.199, 0.298, 0.254, 0.377, 0.287, 0.281, 0.284, 0.163, 0.258, 0.227, 0.323, 0.351, 0.332,
+      0.243]  # fmt: skip
+
+
+def _records(values: list[float]) -> list[dict]:
+    return [{"step": 10 * (i + 1), "hole_l1": v, "loss_g": 1.0} for i, v in enumerate(values)]
+
+
+def test_the_collapsed_generator_is_named_with_its_steps():
+    warning = collapse_warning(_records(G0))
+    assert warning is not None and "steps 580-600" in warning and "1.084-1.323" in warning
+
+
+def test_healthy_runs_and_short_or_recovered_spikes_are_not():
+    assert collapse_warning(_records(G1)) is None
+    assert collapse_warning(_records(G0[:-1] + [0.25])) is None  # one healthy value at the end: not stuck
+    assert collapse_warning(_records(G0[-11:])) is None  # 11 records: too short to judge
+    stylegan = [{"step": 10 * i, "loss_g": 1.0} for i in range(60)]  # no hole L1
+    assert collapse_warning(stylegan) is None
+
+
+def test_the_threshold_is_relative_to_the_runs_own_level():
+    """A run whose L1 sits 3x higher all along is not collapsed; 2.4x its median at the end is
+    under the 2.5x rule, 2.6x over it."""
+    assert collapse_warning(_records([3 * v for v in G1])) is None
+    assert collapse_warning(_records([0.2] * 50 + [0.48] * 3)) is None
+    assert collapse_warning(_records([0.2] * 50 + [0.52] * 3)) is not None
+
+
+def test_read_metrics_skips_lines_that_do_not_parse(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in _records(G0)) + "\nnot json\n[1, 2]\n")
+    assert read_metrics(path) == _records(G0)
+
+
+def test_train_reads_its_metrics_and_says_so_at_the_end(tmp_path, capsys, monkeypatch):
+    """`train` hands the run's logged records to the check and prints what it says."""
+    from pathlib import Path
+
+    from defectgen.data import open_dataset
+    from defectgen.data.split import make_split
+    from defectgen.gan import train as train_module
+    from defectgen.gan.config import TrainConfig
+
+    seen = []
+    monkeypatch.setattr(train_module, "collapse_warning", lambda records: seen.append(records) or "PLANTED")
+    dataset = open_dataset(str(Path(__file__).parent / "fixtures" / "tiny_folder"))
+    config = TrainConfig(preset="tiny", model={"resolution": 32}, batch_size=2, precision="fp32",
+                         steps=2, log_every=1, sample_every=2, checkpoint_every=2)  # fmt: skip
+    train_module.train(dataset, make_split(dataset, seed=0), config, tmp_path / "run", progress=False)
+    assert [r["step"] for r in seen[0]] == [1, 2]
+    assert "warning:" in (said := capsys.readouterr().err) and "run: PLANTED" in said

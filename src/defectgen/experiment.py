@@ -373,8 +373,10 @@ def estimate(dataset: DefectDataset, config: ExperimentConfig) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads // workers))  # one worker's share of the cores, as it will run
     try:
-        train_segmenter(model, sampler.batch, 3, progress=False)  # warm-up
-        step = train_segmenter(model, sampler.batch, 10, progress=False)["seconds"] / 10
+        train_segmenter(model, sampler.batch, 3, use_bf16=ctx.use_bf16, progress=False)  # warm-up
+        step = (
+            train_segmenter(model, sampler.batch, 10, use_bf16=ctx.use_bf16, progress=False)["seconds"] / 10
+        )
         probe = ctx.test[:: max(1, len(ctx.test) // 16)][:16]  # spread over the test half's sizes
         ctx.score(model, probe[:2])  # warm-up
         start = time.perf_counter()

@@ -55,8 +55,8 @@ def _coverage(reps, images, seeds, generators, seed_sd, image_tau, noise, rng) -
 
 @pytest.mark.parametrize(
     "seeds, generators, seed_sd, image_tau",
-    [(5, 1, 0.02, 0.0), (5, 1, 0.0, 0.5), (5, 2, 0.02, 0.2)],
-    ids=["seed noise only", "image effects only", "two generators"],
+    [(5, 1, 0.02, 0.0), (5, 1, 0.0, 0.5), (5, 2, 0.02, 0.2), (2, 2, 0.02, 0.2), (3, 2, 0.02, 0.2)],
+    ids=["seed noise only", "image effects only", "two generators", "2 generators x 2 seeds", "2 x 3"],
 )
 def test_equal_arms_get_95_percent_coverage(seeds, generators, seed_sd, image_tau):
     coverage = _coverage(1000, 150, seeds, generators, seed_sd, image_tau, 0.3, np.random.default_rng(0))

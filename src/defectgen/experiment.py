@@ -31,9 +31,10 @@ from pathlib import Path
 
 from defectgen.data.dataset import DefectDataset
 from defectgen.errors import ConfigError
-from defectgen.evaluate.config import EvalConfig
+from defectgen.evaluate.config import MAX_SEEDS, EvalConfig
 from defectgen.fileio import claim_folder, parse_json, write_atomic
 from defectgen.gan.config import TrainConfig
+from defectgen.gan.health import read_metrics
 from defectgen.settings import MAX_SEED, build_config, setting
 from defectgen.synth_config import SynthConfig
 from defectgen.ui import say
@@ -81,10 +82,10 @@ class ExperimentConfig:
             raise ConfigError(f"`generators` must be in 1..16, got {self.generators}")
         if not 1 <= self.gan_steps <= 10_000_000 or not 1 <= self.synthetic <= 1_000_000:
             raise ConfigError("`gan_steps` and `synthetic` must be positive")
-        if not 2 <= self.seeds <= 1000:
+        if not 2 <= self.seeds <= MAX_SEEDS:
             raise ConfigError(
-                f"`seeds` must be in 2..1000 (the interval of a paired difference needs seed variance), "
-                f"got {self.seeds}"
+                f"`seeds` must be in 2..{MAX_SEEDS} (the interval of a paired difference needs seed "
+                f"variance), got {self.seeds}"
             )
         if not 0 <= self.workers <= 64:
             raise ConfigError(f"`workers` must be in 0..64 (0: one per core), got {self.workers}")
@@ -389,8 +390,8 @@ def estimate(dataset: DefectDataset, config: ExperimentConfig) -> dict:
         generator_split = fit_split(split, dataset, eval_config.val_fraction)
         train_config = config.train_config(0, steps=6, log_every=3, sample_every=10_000)
         checkpoint = train(dataset, generator_split, train_config, Path(tmp) / "gan", progress=False)
-        records = (Path(tmp) / "gan" / "metrics.jsonl").read_text().splitlines()
-        gan_step = float(parse_json(records[-1])["seconds_per_step"])  # steps 4-6: past start-up
+        records = read_metrics(Path(tmp) / "gan" / "metrics.jsonl")
+        gan_step = float(records[-1]["seconds_per_step"])  # steps 4-6: past start-up
         synth = Path(tmp) / "synth"
         synthesize(
             checkpoint, dataset, generator_split, synth, SynthConfig(n=2, format="folder"), progress=False
@@ -427,22 +428,22 @@ def estimate(dataset: DefectDataset, config: ExperimentConfig) -> dict:
 def _evaluate_seconds(
     config, eval_config, workers: int, step: float, score: float, validation: int, test: int
 ) -> float:
-    """The evaluate stage's wall time: each run's steps at its arm's crops per step (`step` is
-    the probe's, at the real arm's batch) plus its scoring (`score`: validation part and test
-    half; the curve's shorter runs score the validation part only), shared out between the
-    processes as `evaluate` shares them; the busiest process sets the time."""
+    """The evaluate stage's wall time: the runs and curve runs split between the processes as
+    `evaluate` splits them (`run.work_items`, `run.share_out`), each costing its steps at its
+    arm's crops per step (`step` is the probe's, at the real arm's batch) plus its scoring
+    (`score`: validation part and test half; the curve's shorter runs score the validation part
+    only); the busiest process sets the time."""
     from defectgen.evaluate.arms import parse_arms
-    from defectgen.evaluate.context import crops_per_step
-    from defectgen.evaluate.run import curve_budgets, share_out
+    from defectgen.evaluate.run import share_out, work_items
 
     names = tuple(f"{kind}_g{g}" for g in range(config.generators) for kind in ("painted", "harmonized"))
-    per_crop = step / eval_config.batch_size
-    costs = [
-        eval_config.steps * per_crop * crops_per_step(arm, eval_config) + score
-        for arm in parse_arms(eval_config.arms, names)
-        for _ in range(config.seeds)
+    jobs = [(arm, seed) for arm in parse_arms(eval_config.arms, names) for seed in range(config.seeds)]
+    items = work_items(jobs, eval_config, eval_config.steps, eval_config.curve)
+    per_crop_step = step / eval_config.batch_size
+    validation_share = validation / max(1, validation + test)
+    seconds = [
+        cost * per_crop_step + (score * validation_share if isinstance(task, int) else score)
+        for cost, task in items
     ]
-    if eval_config.curve:
-        validation_share = validation / max(1, validation + test)
-        costs += [budget * step + score * validation_share for budget in curve_budgets(eval_config.steps)]
-    return max(sum(share) for share in share_out([(c, c) for c in costs], workers))
+    shares = share_out([(cost, i) for i, (cost, _) in enumerate(items)], workers)
+    return max(sum(seconds[i] for i in share) for share in shares)

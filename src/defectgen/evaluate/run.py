@@ -102,6 +102,17 @@ def curve_budgets(steps: int) -> list[int]:
     return sorted({b for b in (steps // 3, 2 * steps // 3) if 0 < b < steps})
 
 
+def work_items(jobs: list[tuple[Arm, int]], config: EvalConfig, steps: int, curve: bool) -> list[tuple]:
+    """(cost, task) of each (arm, seed) run in `jobs` and, with `curve`, of the learning curve's
+    shorter runs (task: their step count): the cost is crops per step x steps. What `share_out`
+    splits between processes, here and in `experiment`'s estimate."""
+    items: list[tuple] = [(crops_per_step(arm, config) * steps, (arm, seed)) for arm, seed in jobs]
+    if curve:
+        real = crops_per_step(Arm("real", "real"), config)
+        items += [(real * budget, budget) for budget in curve_budgets(steps)]
+    return items
+
+
 def share_out(tasks: list[tuple[float, object]], workers: int) -> list[list]:
     """`tasks` ((cost, task) pairs) split between `workers` processes: longest first, each to the
     process with the least cost so far (ties: the lowest rank), each process's share in the
@@ -288,13 +299,6 @@ class Evaluation:
         ctx = self.ctx
         unfiltered = [(a, s) for a, s in self.jobs if not any(n.endswith(FILTERED) for n in a.sets)]
         filtered = [(a, s) for a, s in self.jobs if (a, s) not in unfiltered]
-        real = Arm("real", "real")
-
-        def tasks(jobs: list) -> list[tuple[float, object]]:
-            work = [(crops_per_step(arm, ctx.config) * ctx.steps, (arm, seed)) for arm, seed in jobs]
-            if jobs is unfiltered:
-                work += [(crops_per_step(real, ctx.config) * b, b) for b in self.curve_budgets()]
-            return work
 
         def judged_filters() -> dict:  # on rank 0, once the judge (real arm, first seed) is saved
             judge = parse_json((self.runs_dir / f"real_s{self.judge_seed}.json").read_text())
@@ -306,7 +310,8 @@ class Evaluation:
                 shared = distributed.on_main(group, judged_filters)
             error = None
             try:
-                for task in share_out(tasks(phase), group.world_size)[group.rank]:
+                items = work_items(phase, ctx.config, ctx.steps, ctx.config.curve and phase is unfiltered)
+                for task in share_out(items, group.world_size)[group.rank]:
                     if isinstance(task, int):
                         self.curve_point(task)
                     else:

@@ -6,9 +6,11 @@
 Writes the small JSON the README quotes: the declared arm(s) and, per cheap baseline, the
 paired difference of class-mean pixel AP (and positive Dice at 0.5) with its 95 % interval;
 the noise floor (minimal detectable effect); every arm's mean and spread; the siblings
-measured beside the claim; the learning curve; label fidelity and diversity of each set; and
-the wall time of each stage from the folder's `timings.jsonl`. Everything is copied from the
-experiment's own files: nothing is computed here that `evaluate` did not compute.
+measured beside the claim, each against every baseline as the declared arm is; the learning
+curve; label fidelity and diversity of each set; the wall time of each stage from the folder's
+`timings.jsonl`; which checkpoint of each generator painted its sets (`generators.json`).
+Everything is copied from the experiment's own files: nothing is computed here that `evaluate`
+did not compute.
 """
 
 from __future__ import annotations
@@ -57,6 +59,13 @@ def paired(entry: dict) -> dict:
         for metric in METRICS
         if metric in entry
     }
+
+
+def _generators(folder: Path) -> dict | None:
+    """Which checkpoint of each generator painted its sets, and any collapse found in its log
+    (the experiment's generators.json; None for a folder made before it was written)."""
+    path = folder / "generators.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def mission_result(folder: Path) -> dict:
@@ -111,6 +120,7 @@ def mission_result(folder: Path) -> dict:
             "crop_matched_baselines": claim.get("crop_matched_baselines"),
             "versus": {base: paired(entry) for base, entry in (claim.get("versus") or {}).items()},
         },
+        "generator_checkpoints": _generators(folder),
         "noise_floor": results.get("noise_floor"),
         "mean": {
             arm: {
@@ -122,6 +132,15 @@ def mission_result(folder: Path) -> dict:
         },
         "paired_vs_real": {arm: paired(entry) for arm, entry in (results.get("paired") or {}).items()},
         "siblings": siblings,
+        "beside_the_claim": {
+            label: {
+                "arms": entry["arms"],
+                "every_interval_above_zero": entry["every_interval_above_zero"],
+                "smallest_difference": entry["smallest_difference"],
+                "versus": {base: paired(comparison) for base, comparison in entry["versus"].items()},
+            }
+            for label, entry in (results.get("beside_the_claim") or {}).items()
+        },
         "learning_curve": results.get("learning_curve"),
         "quality": results.get("quality"),
         "wall_seconds": {

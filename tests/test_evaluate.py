@@ -324,6 +324,12 @@ def test_evaluate_end_to_end_repeats_value_for_value(bench, tmp_path):
         expected = [a - b for a, b in zip(headline["real+tiles"], headline[base], strict=True)]
         assert per_seed == pytest.approx(expected)
     assert claim["crop_matched_baselines"] == ["oversample", "copypaste"]
+    beside = results["beside_the_claim"]  # the other synthetic arm, measured as the declared one is
+    assert list(beside) == ["oversample+tiles:filtered"]
+    for base in claim["baselines"]:
+        per_seed = beside["oversample+tiles:filtered"]["versus"][base]["class_mean_pixel_ap"]["per_seed"]
+        expected = [a - b for a, b in zip(headline["oversample+tiles:filtered"], headline[base], strict=True)]
+        assert per_seed == pytest.approx(expected)
     assert results["crops_per_step"] == {
         "real": 4,
         "control": 4,

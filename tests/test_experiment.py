@@ -161,6 +161,54 @@ def test_more_seeds_continue_the_folder_and_reuse_every_finished_run(finished, t
     assert json.loads((out / "eval" / "results.json").read_text())["config"]["seeds"] == [0, 1, 2]
 
 
+def test_harmonize_can_be_left_out_or_added_when_a_folder_continues(finished, tmp_path):
+    """The harmonised sets only add sibling arms: `--no-harmonize` on a folder that has them
+    gathers the results without them, trains nothing, and is recorded."""
+    import shutil
+
+    data, finished_out, _ = finished
+    out = tmp_path / "out"
+    shutil.copytree(finished_out, out)
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "eval" / "runs").glob("*.npz")}
+    assert main([*_args(data, out), "--workers", "1", "--no-harmonize"]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "eval" / "runs").glob("*.npz")} == stamps
+    summary = json.loads((out / "eval" / "results.json").read_text())["summary"]
+    assert not [arm for arm in summary if "harmonized" in arm] and "real+painted_g1" in summary
+    assert json.loads((out / "experiment.json").read_text())["config"]["harmonize"] is False
+
+
+def test_a_collapsed_generator_paints_with_its_checkpoint_from_before_the_collapse(finished, tmp_path):
+    """Generator 0's log is replaced by the mission's collapsed g0 (steps 10-600, collapse from 560)
+    and its checkpoints by one written at step 1 (generator 1's): the continued experiment paints
+    g0's sets anew with that checkpoint, records the choice, and retrains only g0's arms."""
+    import shutil
+
+    from defectgen.fileio import file_digest
+    from test_health import G0, _records
+
+    data, finished_out, _ = finished
+    out = tmp_path / "out"
+    shutil.copytree(finished_out, out)
+    checkpoints = out / "gan_g0" / "checkpoints"
+    for old in checkpoints.glob("step_*.pt"):
+        old.unlink()
+    earlier = checkpoints / "step_0000001.pt"
+    shutil.copy(out / "gan_g1" / "checkpoints" / "last.pt", earlier)
+    (out / "gan_g0" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _records(G0)))
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "eval" / "runs").glob("*.npz")}
+    assert main([*_args(data, out), "--workers", "1"]) == 0
+    chosen = json.loads((out / "generators.json").read_text())
+    assert chosen["g0"]["checkpoint"] == "step_0000001.pt" and chosen["g0"]["collapse"]["onset_step"] == 560
+    assert chosen["g1"] == {"step": 2, "checkpoint": "last.pt", "collapse": None}
+    for name in ("painted_g0", "harmonized_g0"):
+        assert json.loads((out / name / "synth.json").read_text())["checkpoint_sha256"] == file_digest(
+            earlier
+        )
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "eval" / "runs").glob("*.npz")}
+    retrained = sorted(name for name in stamps if after[name] != stamps[name])
+    assert retrained == [f"real+{kind}_g0_s{s}.npz" for kind in ("harmonized", "painted") for s in (0, 1)]
+
+
 def test_settings_are_checked_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match="unknown setting"):
         build_config(ExperimentConfig, overrides=["evaluation.stepz=3"])

@@ -1,10 +1,17 @@
-"""`gan.health.collapse_warning`: a collapsed run is named, healthy ones are not."""
+"""`gan.health`: a collapsed run is named, healthy ones are not, and the checkpoint written
+before a collapse is the one to paint with."""
 
 from __future__ import annotations
 
 import json
 
-from defectgen.gan.health import collapse_warning, read_metrics
+from defectgen.gan.health import (
+    collapse_warning,
+    find_collapse,
+    healthy_checkpoint,
+    read_metrics,
+    run_warning,
+)
 
 # hole L1 logged every 10 steps by the mission's two bf16 generators (session 14): g0 collapsed to
 # white fills at step 560, g1 did not (a 0.56 spike at step 310 and noise of 0.16-0.38).
@@ -26,7 +33,56 @@ def _records(values: list[float]) -> list[dict]:
 
 def test_the_collapsed_generator_is_named_with_its_steps():
     warning = collapse_warning(_records(G0))
-    assert warning is not None and "steps 580-600" in warning and "1.084-1.323" in warning
+    assert warning is not None and "from step 560 to 600" in warning and "0.747-1.323" in warning
+
+
+def test_the_collapse_starts_at_the_first_value_over_the_line_of_the_end_stretch():
+    """G0's stretch over 2.5x its median starts at 0.747 (step 560); the last healthy log is 550.
+    A spike earlier in the run, back under the line before the end, is not part of it."""
+    collapse = find_collapse(_records(G0))
+    assert (collapse.onset, collapse.healthy_until) == (560, 550)
+    assert [step for step, _ in collapse.tail] == [560, 570, 580, 590, 600]
+    spiked = G0[:20] + [1.5] + G0[21:]
+    assert find_collapse(_records(spiked)).onset == 560
+
+
+def _run(tmp_path, values, steps):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _records(values)))
+    for step in steps:
+        (run / "checkpoints" / f"step_{step:07d}.pt").write_bytes(b"")
+    (run / "checkpoints" / "last.pt").write_bytes(b"")
+    (run / "checkpoints" / "step_notanumber.pt").write_bytes(b"")
+    return run
+
+
+def test_the_newest_checkpoint_before_the_collapse_is_the_one_to_paint_with(tmp_path):
+    """Checkpoints at 300, 500, 550 and 600; the collapse starts at 560, so 550 (the last healthy
+    log's step) is chosen; without it, 500; with none before, last.pt and no healthy one."""
+    run = _run(tmp_path, G0, [300, 500, 550, 600])
+    path, record = healthy_checkpoint(run)
+    assert path == run / "checkpoints" / "step_0000550.pt"
+    assert record["collapse"]["onset_step"] == 560 and record["collapse"]["healthy_checkpoint"] == path.name
+    (run / "checkpoints" / "step_0000550.pt").unlink()
+    assert healthy_checkpoint(run)[0].name == "step_0000500.pt"
+    assert "step_0000500.pt was written before it" in run_warning(run)
+    for step in (300, 500):
+        (run / "checkpoints" / f"step_{step:07d}.pt").unlink()
+    path, record = healthy_checkpoint(run)
+    assert path.name == "last.pt" and record["collapse"]["healthy_checkpoint"] is None
+    assert "no checkpoint from before it is kept" in run_warning(run)
+
+
+def test_a_healthy_run_paints_with_its_last_checkpoint(tmp_path):
+    run = _run(tmp_path, G1, [500, 600])
+    assert healthy_checkpoint(run) == (
+        run / "checkpoints" / "last.pt",
+        {"checkpoint": "last.pt", "collapse": None},
+    )
+    assert run_warning(run) is None
+    (run / "metrics.jsonl").unlink()  # a run that logged nothing is not judged
+    assert healthy_checkpoint(run)[1]["collapse"] is None and run_warning(run) is None
 
 
 def test_healthy_runs_and_short_or_recovered_spikes_are_not():
@@ -57,11 +113,12 @@ def test_train_reads_its_metrics_and_says_so_at_the_end(tmp_path, capsys, monkey
 
     from defectgen.data import open_dataset
     from defectgen.data.split import make_split
+    from defectgen.gan import health
     from defectgen.gan import train as train_module
     from defectgen.gan.config import TrainConfig
 
     seen = []
-    monkeypatch.setattr(train_module, "collapse_warning", lambda records: seen.append(records) or "PLANTED")
+    monkeypatch.setattr(health, "collapse_warning", lambda records: seen.append(records) or "PLANTED")
     dataset = open_dataset(str(Path(__file__).parent / "fixtures" / "tiny_folder"))
     config = TrainConfig(preset="tiny", model={"resolution": 32}, batch_size=2, precision="fp32",
                          steps=2, log_every=1, sample_every=2, checkpoint_every=2)  # fmt: skip

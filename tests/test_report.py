@@ -300,6 +300,18 @@ def _results() -> dict:
             "meets_target_effect": False,
             "rule": "declared before the run; beats every baseline: each paired 95 % interval above 0",
         },
+        "beside_the_claim": {
+            EVIL_ARM: {
+                "arms": [EVIL_ARM],
+                "baselines": ["real", "oversample"],
+                "versus": {
+                    "real": _arm_pairs(_paired(0.03, -0.01, 0.07, [0.02, 0.04])),
+                    "oversample": _arm_pairs(_paired(-0.041, -0.07, -0.012, [-0.03, -0.05])),
+                },
+                "every_interval_above_zero": False,
+                "smallest_difference": -0.041,
+            }
+        },
         "label_filter": {
             f"{EVIL}:filtered": {
                 "set": EVIL,
@@ -409,7 +421,8 @@ def _text(fragment: str) -> str:
 
 def _claim(page: str) -> str:
     results = _section(page, "results")
-    return results[: results.index("<h3>Every arm</h3>")]
+    end = results.find("<h3>Measured beside the claim</h3>")
+    return results[: end if end >= 0 else results.index("<h3>Every arm</h3>")]
 
 
 def _row(fragment: str, first_cell: str) -> str:
@@ -538,6 +551,21 @@ def test_claim_without_a_crop_matched_or_any_baseline_says_so():
     assert "No baseline sees as many" in text and "is not met without one" in text
     results["claim"].update(baselines=[], versus={})
     assert "nothing to beat" in report_results._claim_block(results)
+
+
+def test_the_other_synthetic_arms_are_shown_against_every_baseline_and_not_as_results(report):
+    results = _section(report[1], "results")
+    beside = results[
+        results.index("<h3>Measured beside the claim</h3>") : results.index("<h3>Every arm</h3>")
+    ]
+    assert EVIL not in beside  # the hostile set name is escaped
+    row = _row(beside, html_escape(EVIL_ARM))
+    assert "+0.030 [-0.010, +0.070]" in row and "<strong>-0.041 [-0.070, -0.012]</strong> ▼ worse" in row
+    assert "Δ vs real [95 % CI]" in beside and "Δ vs oversample [95 % CI]" in beside
+    assert "the best of them is not a result" in _text(beside)
+    bare = _results()
+    del bare["beside_the_claim"]
+    assert "Measured beside the claim" not in report_results._results_section(bare)
 
 
 def test_noise_floor_section(report):

@@ -187,6 +187,37 @@ def test_the_claim_needs_a_crop_matched_baseline():
     assert claim["crop_matched_baselines"] == [] and claim["met"] is False
 
 
+def test_other_synthetic_arms_are_measured_against_every_baseline_with_generators_pooled():
+    """real+harm_g0 and real+harm_g1 are one recipe from two generators: pooled as the claim pools
+    its generators; real+other stands alone; the declared arm and the baselines are not listed."""
+    arms = [
+        *ARMS[:2],
+        Arm("real+gan_g0", "real", ("gan_g0",)),
+        Arm("real+harm_g0", "real", ("harm_g0",)),
+        Arm("real+harm_g1", "real", ("harm_g1",)),
+        Arm("real+other", "real", ("other",)),
+    ]
+    verdict = _verdict(
+        {
+            "real": 0.2,
+            "oversample": 0.3,
+            "real+gan_g0": 0.3,
+            "real+harm_g0": 0.5,
+            "real+harm_g1": 0.1,
+            "real+other": 0.6,
+        }  # fmt: skip
+    )
+    beside = verdict.beside_the_claim([arms[2]], arms)
+    assert list(beside) == ["real+harm_g*", "real+other"]
+    harm = beside["real+harm_g*"]
+    assert harm["arms"] == ["real+harm_g0", "real+harm_g1"] and harm["baselines"] == ["real", "oversample"]
+    for base in ("real", "oversample"):
+        assert harm["versus"][base] == verdict.compare(["real+harm_g0", "real+harm_g1"], base)
+    assert beside["real+other"]["every_interval_above_zero"] is True
+    assert harm["every_interval_above_zero"] is False  # generator g1 is worse than real: pooled, no win
+    assert verdict.beside_the_claim([arms[2]], [a for a in arms if not a.is_cheap_baseline]) == {}
+
+
 def test_no_declared_arm_no_claim():
     assert _verdict({"real": 0.2, "real+gan": 0.4}).claim([], ARMS[:1], CROPS) is None
 

@@ -24,6 +24,7 @@ import dataclasses
 import datetime
 import json
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -32,9 +33,9 @@ from pathlib import Path
 from defectgen.data.dataset import DefectDataset
 from defectgen.errors import ConfigError
 from defectgen.evaluate.config import MAX_SEEDS, EvalConfig
-from defectgen.fileio import claim_folder, parse_json, write_atomic
+from defectgen.fileio import claim_folder, file_digest, parse_json, write_atomic
 from defectgen.gan.config import TrainConfig
-from defectgen.gan.health import read_metrics
+from defectgen.gan.health import healthy_checkpoint, read_metrics
 from defectgen.settings import MAX_SEED, build_config, setting
 from defectgen.synth_config import SynthConfig
 from defectgen.ui import say
@@ -45,7 +46,10 @@ MAX_AUTO_WORKERS = 8
 PROCESS_BYTES = 1_500_000_000  # what one evaluation process holds besides its images (torch, U-Nets)
 MEMORY_SHARE = 0.6  # of the memory available when the evaluate stage starts
 NOT_IDENTITY = ("workers",)  # settings a folder may continue with changed, not recorded
-MORE_SEEDS = ("seeds",)  # recorded, and a folder may continue with another count: runs are keyed without it
+# Recorded, and a folder may continue with them changed: runs are keyed without the seed count,
+# and the harmonised sets only add (or leave out) sibling arms.
+CONTINUABLE = ("seeds", "harmonize")
+GENERATORS = "generators.json"
 
 
 @dataclass
@@ -278,6 +282,10 @@ def evaluation_parts(dataset: DefectDataset, split, eval_config: EvalConfig) -> 
 
 
 def _generator(dataset, split, config: ExperimentConfig, g: int, out_dir: Path, progress: bool) -> Path:
+    """Generator `g`'s checkpoint to paint with, trained now unless an earlier call finished it:
+    the run's last one, or, when the run ended collapsed, the newest one written before the
+    collapse (`gan.health.healthy_checkpoint`, which reads only the training log). The choice is
+    recorded in OUT/generators.json."""
     from defectgen.gan.checkpoint import load_checkpoint
     from defectgen.gan.train import train
 
@@ -285,18 +293,53 @@ def _generator(dataset, split, config: ExperimentConfig, g: int, out_dir: Path, 
     last = run / "checkpoints" / "last.pt"
     if last.is_file() and int(load_checkpoint(last)["step"]) >= config.gan_steps:
         _stage(2, f"generator {g}", f"done before ({last})")
-        return last
-    _stage(2, f"generator {g}", f"{config.gan_steps} steps on the fit part, seed {g}")
-    train_config = config.train_config(g)
-    # resume whatever the folder holds: a run killed before its first checkpoint has only its config
-    return train(dataset, split, train_config, run, resume=run.is_dir(), progress=progress)
+    else:
+        _stage(2, f"generator {g}", f"{config.gan_steps} steps on the fit part, seed {g}")
+        train_config = config.train_config(g)
+        # resume whatever the folder holds: a run killed before its first checkpoint has only its config
+        train(dataset, split, train_config, run, resume=run.is_dir(), progress=progress)
+    checkpoint, record = healthy_checkpoint(run)
+    if record["collapse"] is not None:
+        chosen = record["collapse"]["healthy_checkpoint"]
+        say(
+            ("warning:", "yellow"),
+            f" generator {g} collapsed from step {record['collapse']['onset_step']}; "
+            + (
+                f"its sets are painted with {chosen}, written before it"
+                if chosen
+                else "no checkpoint from before it is kept: its sets are painted with the collapsed last.pt"
+            ),
+        )
+    _record_generator(out_dir, g, {"step": int(load_checkpoint(checkpoint)["step"]), **record})
+    return checkpoint
+
+
+def _record_generator(out_dir: Path, g: int, record: dict) -> None:
+    """Write generator `g`'s checkpoint choice into OUT/generators.json (one entry per generator)."""
+    path = out_dir / GENERATORS
+    try:
+        entries = parse_json(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        entries = {}
+    entries = entries if isinstance(entries, dict) else {}
+    entries[f"g{g}"] = record
+    write_atomic(path, json.dumps(dict(sorted(entries.items())), indent=1) + "\n")
 
 
 def _synth(checkpoint, dataset, split, config: ExperimentConfig, g: int, mode: str, out_dir: Path, progress):
+    """Generator `g`'s painted or harmonised set, written (or continued) now. A set this folder
+    holds from another checkpoint of the generator (one chosen before a collapse was found, or
+    a generator trained again) is painted anew."""
     from defectgen.synth import synthesize
 
     name = "painted" if mode == "paint" else "harmonized"
     folder = out_dir / f"{name}_g{g}"
+    if _painted_with_another(folder, checkpoint):
+        say(
+            ("note:", "cyan"),
+            f" {folder} was painted with another checkpoint of generator {g}: painting anew",
+        )
+        shutil.rmtree(folder)
     _stage(3, f"{name} set {g}", f"{config.synthetic} images")
     synthesize(
         checkpoint,
@@ -309,10 +352,22 @@ def _synth(checkpoint, dataset, split, config: ExperimentConfig, g: int, mode: s
     return folder
 
 
+def _painted_with_another(folder: Path, checkpoint: Path) -> bool:
+    """Does `folder` hold a synthetic set (its synth.json) painted with another checkpoint file?"""
+    from defectgen.synthset.reader import PARAMS_FILE
+
+    try:
+        params = parse_json((folder / PARAMS_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(params, dict) and params.get("checkpoint_sha256") != file_digest(checkpoint)
+
+
 def _check_same_experiment(out_dir: Path, dataset: DefectDataset, config: ExperimentConfig) -> None:
     """Refuse to continue an experiment folder made with other data or settings. Another number
     of segmenter `seeds` is accepted (and recorded): every finished run is reused, so a folder
-    can be continued with more seeds for a narrower interval."""
+    can be continued with more seeds for a narrower interval; so is `harmonize`, which adds or
+    leaves out the harmonised sets' sibling arms."""
     record = {
         "format": FORMAT,
         "dataset": dataset.spec,
@@ -328,7 +383,7 @@ def _check_same_experiment(out_dir: Path, dataset: DefectDataset, config: Experi
         if _identity(earlier) != _identity(record):
             raise ConfigError(
                 f"{out_dir} holds an experiment with other data or settings; continue it with its own "
-                f"settings ({path}; only --seeds may change) or give another --out"
+                f"settings ({path}; only --seeds and --[no-]harmonize may change) or give another --out"
             )
         if earlier == record:
             return
@@ -339,7 +394,7 @@ def _identity(record) -> object:
     """What an experiment is: its record without the settings a folder may continue with changed."""
     if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
         return record
-    return {**record, "config": {k: v for k, v in record["config"].items() if k not in MORE_SEEDS}}
+    return {**record, "config": {k: v for k, v in record["config"].items() if k not in CONTINUABLE}}
 
 
 def _stage(number: int, name: str, text: str) -> None:

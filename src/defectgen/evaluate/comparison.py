@@ -1,5 +1,6 @@
 """From finished runs to the evaluation's verdict: the shared post-processing, per-arm
-summaries, paired differences, the noise floor and the declared claim.
+summaries, paired differences, the noise floor, the declared claim and the other synthetic arms
+measured the same way beside it.
 
 `arrays[(arm, seed)]` holds the per-image score arrays of one run on the test half
 (`scores.ScoreSheet`), in the same image order for every run; `validation[(arm, seed)]` the same
@@ -8,6 +9,8 @@ comes from the real arm's validation arrays, the claim's arm is declared in the 
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 
@@ -25,6 +28,7 @@ from defectgen.evaluate.statistics import (
 HEADLINE = "class_mean_pixel_ap"
 TARGET_EFFECT = 0.03  # the effect (class-mean pixel AP) the mission asks the instrument to see
 SUMMARY_METRICS = (*PAIRED_METRICS, "class_mean_pixel_auroc")
+REPLICATE = re.compile(r"_g\d+(?=$|[+:])")  # a set's generator number in an arm name: painted_g0
 
 
 def mean_std(values: list) -> dict:
@@ -112,36 +116,64 @@ class Verdict:
         )
         return out
 
+    def versus_baselines(self, names: list[str], arms: list[Arm]) -> dict:
+        """Arm(s) `names` (generator replicates of one recipe, pooled) against every baseline arm
+        (no synthetic set; `control` aside), each paired as `compare` pairs them."""
+        baselines = [a.name for a in arms if a.is_cheap_baseline]
+        versus = {base: self.compare(names, base) for base in baselines}
+        effect = [versus[b][HEADLINE]["difference"] for b in baselines]
+        return {
+            "arms": names,
+            "baselines": baselines,
+            "versus": versus,
+            "every_interval_above_zero": bool(baselines)
+            and all((low := versus[b][HEADLINE]["ci95"][0]) is not None and low > 0 for b in baselines),
+            "smallest_difference": min((e for e in effect if e is not None), default=None),
+        }
+
     def claim(self, declared: list[Arm], arms: list[Arm], crops: dict[str, int]) -> dict | None:
-        """The declared arm against **every** baseline arm (no synthetic set; `control` aside):
-        met when every paired interval of the headline metric lies above 0 (an
-        intersection-union test) and one baseline gets at least as many crops per step."""
+        """The declared arm against **every** baseline arm: met when every paired interval of
+        the headline metric lies above 0 (an intersection-union test) and one baseline gets at
+        least as many crops per step."""
         if not declared:
             return None
-        baselines = [a.name for a in arms if a.is_cheap_baseline]
         names = [a.name for a in declared]
-        versus = {base: self.compare(names, base) for base in baselines}
-        lows = {base: versus[base][HEADLINE]["ci95"][0] for base in baselines}
+        measured = self.versus_baselines(names, arms)
+        baselines = measured["baselines"]
         matched = [b for b in baselines if crops[b] >= crops[names[0]]]
-        every = bool(baselines) and all(low is not None and low > 0 for low in lows.values())
-        effect = [versus[b][HEADLINE]["difference"] for b in baselines]
+        every, smallest = measured["every_interval_above_zero"], measured["smallest_difference"]
         return {
             "declared_arms": names,
             "generators": len(names),
             "conditional_on_one_generator": len(names) == 1,
             "baselines": baselines,
             "metric": HEADLINE,
-            "versus": versus,
+            "versus": measured["versus"],
             "crops_per_step": {name: crops[name] for name in [*names, *baselines]},
             "crop_matched_baselines": matched,
             "every_interval_above_zero": every,
-            "smallest_difference": min((e for e in effect if e is not None), default=None),
+            "smallest_difference": smallest,
             "target_effect": TARGET_EFFECT,
             "met": bool(every and matched),
-            "meets_target_effect": bool(every and matched and min(effect) >= TARGET_EFFECT),
+            "meets_target_effect": bool(
+                every and matched and smallest is not None and smallest >= TARGET_EFFECT
+            ),
             "rule": "declared before the run; beats every baseline: each paired 95 % interval of class-mean "
             "pixel AP above 0 (intersection-union test), at least one baseline with as many crops per step",
         }
+
+    def beside_the_claim(self, declared: list[Arm], arms: list[Arm]) -> dict:
+        """Every other arm with a synthetic set against every baseline, generator replicates
+        pooled (arms whose names differ only in `_gN`: `real+harmonized_g0`, `real+harmonized_g1`
+        -> `real+harmonized_g*`). Measurements, not claims: several recipes are shown, so the best
+        of them is not a result (only the declared arm's comparison is)."""
+        groups: dict[str, list[str]] = {}
+        for arm in arms:
+            if arm.sets and arm not in declared:
+                groups.setdefault(REPLICATE.sub("_g*", arm.name), []).append(arm.name)
+        if not any(a.is_cheap_baseline for a in arms):
+            return {}
+        return {label: self.versus_baselines(names, arms) for label, names in groups.items()}
 
 
 def higher_is_better(metric: str) -> bool:

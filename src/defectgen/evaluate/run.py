@@ -392,6 +392,7 @@ class Evaluation:
             "paired": paired,
             "noise_floor": verdict.noise_floor(paired, arm_names) if paired else None,
             "claim": verdict.claim(self.declared, self.arms, crops),
+            "beside_the_claim": verdict.beside_the_claim(self.declared, self.arms),
             "label_filter": filters,
             "quality": quality_results,
             "figures": figures,

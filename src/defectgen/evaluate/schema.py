@@ -17,6 +17,7 @@ OPTIONAL_OBJECTS = (
     "paired",
     "noise_floor",
     "claim",
+    "beside_the_claim",
     "label_filter",
     "quality",
     "figures",

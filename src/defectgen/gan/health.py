@@ -1,4 +1,5 @@
-"""Did a finished training run collapse? A check read from its `metrics.jsonl`.
+"""Did a finished training run collapse, and which of its checkpoints came before? Read from its
+`metrics.jsonl` and `checkpoints/`.
 
 A collapsed inpainter paints the same saturated fill in every hole: the L1 between painted and
 real hole pixels jumps to several times what it was for most of the run and stays there (the
@@ -10,17 +11,37 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 JUMP = 2.5  # the tail must sit this many times above the run's median
 TAIL = 3  # logged records at the end of the run
+METRICS = "metrics.jsonl"
 
 
-def collapse_warning(records: list[dict], key: str = "hole_l1") -> str | None:
-    """A sentence saying the run may have collapsed, or None: every one of the last TAIL logged
-    values of `key` is over JUMP times the median of the records before them (the first fifth,
-    the start-up, left out). Runs with fewer than 4 x TAIL records are not judged."""
+@dataclass(frozen=True)
+class Collapse:
+    """A run that ended collapsed: the run's `median` of `key` before the tail, the `tail`'s
+    (step, value) pairs, and `healthy_until`, the last logged step before the jump."""
+
+    key: str
+    median: float
+    tail: list[tuple[int, float]]
+    healthy_until: int
+
+    @property
+    def onset(self) -> int:
+        """The first logged step of the collapsed stretch."""
+        return self.tail[0][0]
+
+
+def find_collapse(records: list[dict], key: str = "hole_l1") -> Collapse | None:
+    """The run's collapse, or None: every one of the last TAIL logged values of `key` is over
+    JUMP times the median of the records before them (the first fifth, the start-up, left out).
+    The collapsed stretch runs back from the end while values stay over that line. Runs with
+    fewer than 4 x TAIL records are not judged."""
     values = [
         (int(r["step"]), float(r[key]))
         for r in records
@@ -28,18 +49,82 @@ def collapse_warning(records: list[dict], key: str = "hole_l1") -> str | None:
     ]
     if len(values) < 4 * TAIL:
         return None
-    before = [v for _, v in values[len(values) // 5 : -TAIL]]
-    median = statistics.median(before)
-    tail = values[-TAIL:]
-    if median <= 0 or min(v for _, v in tail) <= JUMP * median:
+    median = statistics.median(v for _, v in values[len(values) // 5 : -TAIL])
+    line = JUMP * median
+    if median <= 0 or min(v for _, v in values[-TAIL:]) <= line:
         return None
-    first, last = tail[0][0], tail[-1][0]
+    start = len(values) - TAIL
+    while start > 0 and values[start - 1][1] > line:
+        start -= 1
+    healthy_until = values[start - 1][0] if start > 0 else 0
+    return Collapse(key, median, values[start:], healthy_until)
+
+
+def collapse_warning(records: list[dict], key: str = "hole_l1") -> str | None:
+    """A sentence saying the run may have collapsed (`find_collapse`), or None."""
+    collapse = find_collapse(records, key)
+    if collapse is None:
+        return None
+    values = [v for _, v in collapse.tail]
     return (
-        f"the hole's L1 ({key}) was {median:.3f} (median) for most of the run and "
-        f"{min(v for _, v in tail):.3f}-{max(v for _, v in tail):.3f} at steps {first}-{last}: the "
-        "generator may have collapsed (the same fill in every hole). Look at the last grid in "
-        "samples/; an earlier checkpoint in checkpoints/ may be healthier."
+        f"the hole's L1 ({key}) was {collapse.median:.3f} (median) for most of the run and "
+        f"{min(values):.3f}-{max(values):.3f} from step {collapse.onset} to {collapse.tail[-1][0]}: "
+        "the generator may have collapsed (the same fill in every hole). Look at the last grid in samples/"
     )
+
+
+def run_warning(run_dir: Path) -> str | None:
+    """`collapse_warning` of the run in `run_dir`, naming the checkpoint to paint with instead
+    (`healthy_checkpoint`); None when the run did not collapse (or logged nothing)."""
+    metrics = Path(run_dir) / METRICS
+    warning = collapse_warning(read_metrics(metrics)) if metrics.is_file() else None
+    if warning is None:
+        return None
+    collapse = healthy_checkpoint(run_dir)[1]["collapse"]
+    if collapse is None:
+        return warning
+    if collapse["healthy_checkpoint"]:
+        chosen = collapse["healthy_checkpoint"]
+        return f"{warning}; checkpoints/{chosen} was written before it: paint with that one"
+    return f"{warning}; no checkpoint from before it is kept (write them more often: `checkpoint_every`)"
+
+
+def healthy_checkpoint(run_dir: Path) -> tuple[Path, dict]:
+    """The checkpoint of the `defectgen train` run in `run_dir` to paint with, and a record of the
+    choice: `last.pt` when the run did not collapse; else the newest `step_*.pt` written at or
+    before the collapse's last healthy log; else (none kept from before) `last.pt`, with
+    `record["collapse"]["healthy_checkpoint"]` None.
+
+    The choice reads only the run's own training log, never a validation or test image."""
+    run_dir = Path(run_dir)
+    last = run_dir / "checkpoints" / "last.pt"
+    metrics = run_dir / METRICS
+    collapse = find_collapse(read_metrics(metrics)) if metrics.is_file() else None
+    if collapse is None:
+        return last, {"checkpoint": last.name, "collapse": None}
+    earlier = [(step, path) for step, path in _step_checkpoints(run_dir) if step <= collapse.healthy_until]
+    chosen = max(earlier)[1] if earlier else last
+    record = {
+        "checkpoint": chosen.name,
+        "collapse": {
+            "key": collapse.key,
+            "median": round(collapse.median, 4),
+            "onset_step": collapse.onset,
+            "tail": [[step, round(value, 4)] for step, value in collapse.tail],
+            "healthy_checkpoint": chosen.name if earlier else None,
+        },
+    }
+    return chosen, record
+
+
+def _step_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """(step, path) of each `checkpoints/step_NNNNNNN.pt`."""
+    found = []
+    for path in (run_dir / "checkpoints").glob("step_*.pt"):
+        match = re.fullmatch(r"step_(\d+)\.pt", path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return found
 
 
 def read_metrics(path: Path) -> list[dict]:

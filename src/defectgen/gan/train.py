@@ -43,7 +43,7 @@ from defectgen.fileio import OWNER_MARK, claim_folder, file_digest
 from defectgen.gan.augment import AdaptiveAugment
 from defectgen.gan.checkpoint import CheckpointError, link_atomically, load_checkpoint, save_checkpoint
 from defectgen.gan.config import TrainConfig
-from defectgen.gan.health import collapse_warning, read_metrics
+from defectgen.gan.health import run_warning
 from defectgen.gan.objective import Objective, StyleGANObjective
 from defectgen.models import composite, count_parameters
 from defectgen.models.stylegan import binarised, mask_probability
@@ -148,8 +148,8 @@ def _train(dataset, split, config, out_dir, resume, context, progress) -> Path:
                 _write_checkpoint(state, checkpoints, done, config.keep_checkpoints)
     if context.is_main and config.steps == start_step and not last_path.exists():
         raise ConfigError(f"nothing to train: steps={config.steps} and no checkpoint in {checkpoints}")
-    if context.is_main and (out_dir / "metrics.jsonl").is_file():
-        warning = collapse_warning(read_metrics(out_dir / "metrics.jsonl"))
+    if context.is_main:
+        warning = run_warning(out_dir)
         if warning:
             say(("warning:", "yellow"), f" {out_dir}: {warning}")
     return last_path

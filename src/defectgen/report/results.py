@@ -30,6 +30,7 @@ def _results_section(results: dict) -> str:
     return (
         '<section id="results"><h2>Results</h2>'
         f"{_claim_block(results)}"
+        f"{_beside_block(results)}"
         "<h3>Every arm</h3>"
         f"{_results_table(results)}"
         f"{_paired_details(results)}"
@@ -111,6 +112,29 @@ def _claim_block(results: dict) -> str:
         f'<p class="meta">Rule: {_esc(claim.get("rule") or "not recorded")}.</p>',
     ]
     return f'<div class="{css}">{"".join(parts)}</div>'
+
+
+def _beside_block(results: dict) -> str:
+    """The other synthetic arms against every baseline, as the claim's arm is measured; absent
+    when the results hold none."""
+    beside = _object(results.get("beside_the_claim"))
+    if not beside:
+        return ""
+    baselines: list[str] = []
+    for entry in beside.values():
+        baselines += [str(b) for b in _object(_object(entry).get("versus")) if str(b) not in baselines]
+    rows = []
+    for label, entry in beside.items():
+        versus = _object(_object(entry).get("versus"))
+        cells = [_paired_cell(_object(versus.get(base)).get(HEADLINE), True) for base in baselines]
+        rows.append(f"<tr><td>{_esc(label)}</td>{''.join(cells)}</tr>")
+    metric_label = PAIRED_METRICS.get(HEADLINE, (HEADLINE, True))[0]
+    return "<h3>Measured beside the claim</h3>" + _table(
+        ["Arm (generators pooled)", *(f"Δ vs {b} [95 % CI]" for b in baselines)],
+        rows,
+        f"Δ {metric_label}, paired as the claim is. These arms were not declared: several are shown, so "
+        "the best of them is not a result of this evaluation.",
+    )
 
 
 def _generator_text(claim: dict, declared: list[str]) -> str:

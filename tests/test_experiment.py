@@ -230,6 +230,15 @@ def test_settings_are_checked_before_any_work(tmp_path):
     assert config.evaluation == {"steps": 40, "lr": 0.01}
 
 
+def test_each_generator_keeps_a_checkpoint_every_fifth_of_its_run_unless_told_otherwise():
+    """So a collapse late in the run leaves a checkpoint from before it to paint with."""
+    config = ExperimentConfig(gan_steps=1000).train_config(1)
+    assert (config.steps, config.seed, config.checkpoint_every, config.keep_checkpoints) == (1000, 1, 200, 5)
+    assert ExperimentConfig(gan_steps=3).train_config(0).checkpoint_every == 1
+    given = ExperimentConfig(generator={"checkpoint_every": 50, "keep_checkpoints": 2}).train_config(0)
+    assert (given.checkpoint_every, given.keep_checkpoints) == (50, 2)
+
+
 def test_automatic_workers_fit_the_memory_their_images_need(monkeypatch):
     """One process per core, but no more than the memory holds each one's decoded images (a
     full Severstal test half is about 13 GB per process)."""

@@ -50,6 +50,7 @@ NOT_IDENTITY = ("workers",)  # settings a folder may continue with changed, not 
 # and the harmonised sets only add (or leave out) sibling arms.
 CONTINUABLE = ("seeds", "harmonize")
 GENERATORS = "generators.json"
+CHECKPOINTS = 5  # each generator's checkpoints, spread over its run and all kept (138 MB each at `small`)
 
 
 @dataclass
@@ -111,13 +112,20 @@ class ExperimentConfig:
         self.train_config(0)
 
     def train_config(self, seed: int, **probe) -> TrainConfig:
-        """The `train` config of generator `seed`: `generator` settings over `gan_steps` steps and
-        the seed; `probe` settings (the estimate's short run) over everything."""
+        """The `train` config of generator `seed`: `generator` settings over `gan_steps` steps, the
+        seed and CHECKPOINTS checkpoints spread over the run; `probe` settings (the estimate's
+        short run) over everything."""
         known = {f.name for f in dataclasses.fields(TrainConfig)}
         unknown = sorted(set(self.generator) - known)
         if unknown:
             raise ConfigError(f"generator.{unknown[0]}: unknown setting (known: {', '.join(sorted(known))})")
-        base = {"steps": self.gan_steps, "seed": seed}
+        # a checkpoint every fifth of the run, all kept: one from before a late collapse to paint with
+        base = {
+            "steps": self.gan_steps,
+            "seed": seed,
+            "checkpoint_every": max(1, self.gan_steps // CHECKPOINTS),
+            "keep_checkpoints": CHECKPOINTS,
+        }
         try:
             return build_config(TrainConfig, base=base, given={**self.generator, **probe})
         except ConfigError as err:

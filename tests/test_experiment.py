@@ -163,7 +163,8 @@ def test_more_seeds_continue_the_folder_and_reuse_every_finished_run(finished, t
 
 def test_harmonize_can_be_left_out_or_added_when_a_folder_continues(finished, tmp_path):
     """The harmonised sets only add sibling arms: `--no-harmonize` on a folder that has them
-    gathers the results without them, trains nothing, and is recorded."""
+    gathers the results without them, trains nothing, and is recorded; `--harmonize` adds them
+    back (their runs, already finished here, are reused)."""
     import shutil
 
     data, finished_out, _ = finished
@@ -175,6 +176,11 @@ def test_harmonize_can_be_left_out_or_added_when_a_folder_continues(finished, tm
     summary = json.loads((out / "eval" / "results.json").read_text())["summary"]
     assert not [arm for arm in summary if "harmonized" in arm] and "real+painted_g1" in summary
     assert json.loads((out / "experiment.json").read_text())["config"]["harmonize"] is False
+    assert main([*_args(data, out), "--workers", "1"]) == 0  # added back: their finished runs are reused
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "eval" / "runs").glob("*.npz")} == stamps
+    results = json.loads((out / "eval" / "results.json").read_text())
+    assert {"real+harmonized_g0", "real+harmonized_g1"} <= set(results["summary"])
+    assert list(results["beside_the_claim"]) == ["real+harmonized_g*"]  # both generators pooled
 
 
 def test_a_collapsed_generator_paints_with_its_checkpoint_from_before_the_collapse(finished, tmp_path):
@@ -233,7 +239,7 @@ def test_settings_are_checked_before_any_work(tmp_path):
 def test_each_generator_keeps_a_checkpoint_every_fifth_of_its_run_unless_told_otherwise():
     """So a collapse late in the run leaves a checkpoint from before it to paint with."""
     config = ExperimentConfig(gan_steps=1000).train_config(1)
-    assert (config.steps, config.seed, config.checkpoint_every, config.keep_checkpoints) == (1000, 1, 200, 5)
+    assert (config.steps, config.seed, config.checkpoint_every, config.keep_checkpoints) == (1000, 1, 200, 6)
     assert ExperimentConfig(gan_steps=3).train_config(0).checkpoint_every == 1
     given = ExperimentConfig(generator={"checkpoint_every": 50, "keep_checkpoints": 2}).train_config(0)
     assert (given.checkpoint_every, given.keep_checkpoints) == (50, 2)

@@ -44,6 +44,29 @@ def test_the_collapse_starts_at_the_first_value_over_the_line_of_the_end_stretch
     assert [step for step, _ in collapse.tail] == [560, 570, 580, 590, 600]
     spiked = G0[:20] + [1.5] + G0[21:]
     assert find_collapse(_records(spiked)).onset == 560
+    dipped = G0[:-4] + [0.6] + G0[-3:]  # one log under the line (0.64) inside the collapse, at 570
+    assert (find_collapse(_records(dipped)).onset, find_collapse(_records(dipped)).healthy_until) == (
+        560,
+        550,
+    )
+
+
+def test_a_resumed_run_is_read_as_it_now_stands():
+    """An attempt logged healthy values to step 590 and was killed; the run resumed from its
+    checkpoint at 480 and collapsed from 490: the first attempt's logs past 480 are dropped, so
+    the last healthy log is 480, not 590."""
+    first = _records(G1[:59])
+    resumed = [{"step": 490 + 10 * i, "hole_l1": 1.3} for i in range(12)]
+    collapse = find_collapse(first + resumed)
+    assert (collapse.onset, collapse.healthy_until, collapse.tail[-1][0]) == (490, 480, 600)
+
+
+def test_odd_log_values_are_skipped_not_fatal():
+    odd = [{"step": None, "hole_l1": 9.0}, {"step": "x", "hole_l1": 9.0}, {"step": 5, "hole_l1": 10**400},
+           {"step": 6, "hole_l1": "9"}, {"step": True, "hole_l1": 9.0},
+           {"step": 7, "hole_l1": float("nan")}]  # fmt: skip
+    assert find_collapse(odd + _records(G0)).onset == 560
+    assert find_collapse(odd) is None
 
 
 def _run(tmp_path, values, steps):

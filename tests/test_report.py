@@ -766,6 +766,7 @@ def test_nulls_everywhere_optional_still_render(tmp_path):
         paired=None,
         noise_floor=None,
         claim=None,
+        beside_the_claim=None,
         label_filter={},
         quality={},
         figures={},
@@ -832,6 +833,12 @@ def test_malformed_entries_render_as_missing(tmp_path):
     results["runs"][1]["validation_curve"] = "none"
     results["quality"]["tiles"]["label_fidelity"]["per_class"] = {CLASSES[0]: None, CLASSES[2]: []}
     results["summary"]["real"]["pixel_ap"] = [0.3]
+    results["beside_the_claim"] = {
+        "none": None,
+        "list": [],
+        "no versus": {"versus": None},
+        "odd": {"versus": {"real": {"class_mean_pixel_ap": {"ci95": "?", "difference": 0.1}}, "x": 3}},
+    }
     page = render_report(results, _eval_dir(tmp_path / "run", results))
     assert set(SECTIONS) <= set(_parse(page).ids)
     results_part = _section(page, "results")
@@ -841,6 +848,9 @@ def test_malformed_entries_render_as_missing(tmp_path):
     assert _row(table, "control").startswith("<tr><td>control</td><td>8</td>")
     assert "no defect-free image" in results_part  # the note is kept, on hover
     assert "+0.100 [no interval]" in _claim(page)
+    beside = results_part[results_part.index("<h3>Measured beside the claim</h3>") :]
+    assert "<tr><td>none</td><td>—</td><td>—</td></tr>" in beside  # columns real and x
+    assert "+0.100 [no interval]" in _row(beside, "odd")
     assert "Per-seed Δ" in _claim(page)
     curves = _section(page, "curves")
     assert "not decided" in curves and "<tr><td>150</td><td>—</td><td>0.300</td></tr>" in curves

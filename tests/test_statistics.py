@@ -216,6 +216,22 @@ def test_other_synthetic_arms_are_measured_against_every_baseline_with_generator
     assert beside["real+other"]["every_interval_above_zero"] is True
     assert harm["every_interval_above_zero"] is False  # generator g1 is worse than real: pooled, no win
     assert verdict.beside_the_claim([arms[2]], [a for a in arms if not a.is_cheap_baseline]) == {}
+    alone = verdict.beside_the_claim([arms[3]], arms)  # one harmonised arm left: under its own name
+    assert "real+harm_g1" in alone and alone["real+harm_g1"]["arms"] == ["real+harm_g1"]
+
+
+def test_a_recipe_pools_only_arms_whose_sets_all_come_from_one_generator():
+    from defectgen.evaluate.arms import parse_arm
+    from defectgen.evaluate.comparison import recipe
+
+    names = ("painted_g0", "painted_g1", "harm_g0", "harm_g1", "tiles", "x_g")
+    assert recipe(parse_arm("real+painted_g1", names)) == "real+painted_g*"
+    assert recipe(parse_arm("oversample+painted_g0:filtered", names)) == "oversample+painted_g*:filtered"
+    assert recipe(parse_arm("painted_g0-only", names)) == "painted_g*-only"
+    assert recipe(parse_arm("real+painted_g0+harm_g0", names)) == "real+painted_g*+harm_g*"
+    assert recipe(parse_arm("real+painted_g0+harm_g1", names)) is None  # two generators in one arm
+    assert recipe(parse_arm("real+painted_g0+tiles", names)) is None
+    assert recipe(parse_arm("real+x_g", names)) is None and recipe(parse_arm("real", names)) is None
 
 
 def test_no_declared_arm_no_claim():

@@ -213,8 +213,13 @@ def test_resume_without_model_settings_continues_the_runs_own_models(tiny, tmp_p
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert state["step"] == 2 and state["config"]["model"]["generator"]["width"] == 8
     assert state["config"]["model"]["generator"]["severity"] is True
+    # how often it checkpoints and logs may change (an experiment started before its cadence changed)
+    cadence = {"checkpoint_every": 1, "keep_checkpoints": 5, "log_every": 2}
+    train(dataset, split, TrainConfig(**{**plain, **cadence}, steps=3), run, resume=True, progress=False)
+    assert sorted(p.name for p in (run / "checkpoints").glob("step_*.pt"))[-2:] == [
+        "step_0000002.pt", "step_0000003.pt"]  # fmt: skip
     with pytest.raises(ConfigError, match="different config"):  # asked for other models: refused
-        train(dataset, split, TrainConfig(**{**plain, "model": {"generator": {"width": 20}}}, steps=3), run,
+        train(dataset, split, TrainConfig(**{**plain, "model": {"generator": {"width": 20}}}, steps=4), run,
               resume=True, progress=False)  # fmt: skip
 
 

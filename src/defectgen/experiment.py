@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from defectgen.data.dataset import DefectDataset
-from defectgen.errors import ConfigError
+from defectgen.errors import ConfigError, DataError
 from defectgen.evaluate.config import MAX_SEEDS, EvalConfig
 from defectgen.fileio import claim_folder, file_digest, parse_json, write_atomic
 from defectgen.gan.config import TrainConfig
@@ -50,7 +50,7 @@ NOT_IDENTITY = ("workers",)  # settings a folder may continue with changed, not 
 # and the harmonised sets only add (or leave out) sibling arms.
 CONTINUABLE = ("seeds", "harmonize")
 GENERATORS = "generators.json"
-CHECKPOINTS = 5  # each generator's checkpoints, spread over its run and all kept (138 MB each at `small`)
+CHECKPOINTS = 5  # each generator's checkpoints, one every fifth of its run (138 MB each at `small`)
 
 
 @dataclass
@@ -124,7 +124,7 @@ class ExperimentConfig:
             "steps": self.gan_steps,
             "seed": seed,
             "checkpoint_every": max(1, self.gan_steps // CHECKPOINTS),
-            "keep_checkpoints": CHECKPOINTS,
+            "keep_checkpoints": CHECKPOINTS + 1,  # all kept, a last one off the fifths included
         }
         try:
             return build_config(TrainConfig, base=base, given={**self.generator, **probe})
@@ -342,12 +342,17 @@ def _synth(checkpoint, dataset, split, config: ExperimentConfig, g: int, mode: s
 
     name = "painted" if mode == "paint" else "harmonized"
     folder = out_dir / f"{name}_g{g}"
-    if _painted_with_another(folder, checkpoint):
+    if _painted_with_another(folder, checkpoint, g):
+        from defectgen.synthset.writer import locked
+
         say(
             ("note:", "cyan"),
             f" {folder} was painted with another checkpoint of generator {g}: painting anew",
         )
-        shutil.rmtree(folder)
+        with locked(folder, who="experiment"):  # not while a synth writes it
+            for path in folder.iterdir():
+                if path.name != ".lock":
+                    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
     _stage(3, f"{name} set {g}", f"{config.synthetic} images")
     synthesize(
         checkpoint,
@@ -360,15 +365,22 @@ def _synth(checkpoint, dataset, split, config: ExperimentConfig, g: int, mode: s
     return folder
 
 
-def _painted_with_another(folder: Path, checkpoint: Path) -> bool:
-    """Does `folder` hold a synthetic set (its synth.json) painted with another checkpoint file?"""
+def _painted_with_another(folder: Path, checkpoint: Path, g: int) -> bool:
+    """Does `folder` hold generator `g`'s set (its synth.json: painted by a checkpoint, with seed
+    `g`, as `_synth` writes it) painted with another checkpoint file? Anything else there is left
+    for `synthesize` to accept or refuse."""
     from defectgen.synthset.reader import PARAMS_FILE
 
+    if folder.is_symlink():
+        raise DataError(f"{folder} is a link; the experiment writes its sets itself: remove the link")
     try:
         params = parse_json((folder / PARAMS_FILE).read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(params, dict) and params.get("checkpoint_sha256") != file_digest(checkpoint)
+    if not isinstance(params, dict) or params.get("seed") != g:
+        return False
+    recorded = params.get("checkpoint_sha256")
+    return isinstance(recorded, str) and recorded != file_digest(checkpoint)
 
 
 def _check_same_experiment(out_dir: Path, dataset: DefectDataset, config: ExperimentConfig) -> None:

@@ -15,7 +15,7 @@ import re
 import numpy as np
 
 from defectgen.evaluate import postprocess
-from defectgen.evaluate.arms import Arm
+from defectgen.evaluate.arms import FILTERED, Arm
 from defectgen.evaluate.scores import HIGHER_IS_BETTER, PAIRED_METRICS, summarize
 from defectgen.evaluate.statistics import (
     bootstrap_weights,
@@ -28,7 +28,7 @@ from defectgen.evaluate.statistics import (
 HEADLINE = "class_mean_pixel_ap"
 TARGET_EFFECT = 0.03  # the effect (class-mean pixel AP) the mission asks the instrument to see
 SUMMARY_METRICS = (*PAIRED_METRICS, "class_mean_pixel_auroc")
-REPLICATE = re.compile(r"_g\d+(?=$|[+:])")  # a set's generator number in an arm name: painted_g0
+GENERATOR = re.compile(r"(.+)_g(\d+)")  # a set made by generator N: painted_g0
 
 
 def mean_std(values: list) -> dict:
@@ -163,17 +163,34 @@ class Verdict:
         }
 
     def beside_the_claim(self, declared: list[Arm], arms: list[Arm]) -> dict:
-        """Every other arm with a synthetic set against every baseline, generator replicates
-        pooled (arms whose names differ only in `_gN`: `real+harmonized_g0`, `real+harmonized_g1`
-        -> `real+harmonized_g*`). Measurements, not claims: several recipes are shown, so the best
-        of them is not a result (only the declared arm's comparison is)."""
+        """Every other arm with a synthetic set against every baseline, keyed by arm name, or by
+        recipe when generator replicates are pooled (`recipe`: `real+harmonized_g0` and
+        `real+harmonized_g1` -> `real+harmonized_g*`). Measurements, not claims: several recipes
+        are shown, so the best of them is not a result (only the declared arm's comparison is)."""
+        if not any(a.is_cheap_baseline for a in arms):
+            return {}
         groups: dict[str, list[str]] = {}
         for arm in arms:
             if arm.sets and arm not in declared:
-                groups.setdefault(REPLICATE.sub("_g*", arm.name), []).append(arm.name)
-        if not any(a.is_cheap_baseline for a in arms):
-            return {}
-        return {label: self.versus_baselines(names, arms) for label, names in groups.items()}
+                groups.setdefault(recipe(arm) or arm.name, []).append(arm.name)
+        return {
+            (label if len(names) > 1 else names[0]): self.versus_baselines(names, arms)
+            for label, names in groups.items()
+        }
+
+
+def recipe(arm: Arm) -> str | None:
+    """The arm's name with its generator number starred, when every set it adds comes from the
+    same generator N (set names ending in `_gN`, as `defectgen experiment` names them); else None.
+    Arms with the same recipe are replicates of one recipe by different generators."""
+    found = [GENERATOR.fullmatch(name) for name in arm.set_names]
+    if not found or not all(found) or len({m.group(2) for m in found}) != 1:
+        return None
+    sets = [
+        f"{m.group(1)}_g*{FILTERED if s.endswith(FILTERED) else ''}"
+        for m, s in zip(found, arm.sets, strict=True)
+    ]
+    return f"{sets[0]}-only" if arm.base is None else "+".join([arm.base, *sets])
 
 
 def higher_is_better(metric: str) -> bool:

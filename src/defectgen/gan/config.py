@@ -91,7 +91,7 @@ class TrainConfig:
     log_every: int = setting(10, "Steps between metrics.jsonl records.")
     sample_every: int = setting(500, "Steps between sample grids.")
     checkpoint_every: int = setting(500, "Steps between checkpoints.")
-    keep_checkpoints: int = setting(3, "Checkpoints kept besides last.pt.")
+    keep_checkpoints: int = setting(3, "Step checkpoints kept (last.pt names the newest).")
     extra: dict = setting({}, "Free-form notes carried into the run folder: --set extra.KEY=VALUE.", flag="")
 
     @property

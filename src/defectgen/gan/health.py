@@ -23,8 +23,9 @@ METRICS = "metrics.jsonl"
 
 @dataclass(frozen=True)
 class Collapse:
-    """A run that ended collapsed: the run's `median` of `key` before the tail, the `tail`'s
-    (step, value) pairs, and `healthy_until`, the last logged step before the jump."""
+    """A run that ended collapsed: the `median` of `key` over the run (its first fifth and last
+    TAIL logs left out), the collapsed stretch's (step, value) pairs (`tail`), and
+    `healthy_until`, the last step of the latest TAIL healthy logs in a row before it (0: none)."""
 
     key: str
     median: float
@@ -33,31 +34,53 @@ class Collapse:
 
     @property
     def onset(self) -> int:
-        """The first logged step of the collapsed stretch."""
+        """The first logged step over the line after the run's last healthy stretch."""
         return self.tail[0][0]
 
 
 def find_collapse(records: list[dict], key: str = "hole_l1") -> Collapse | None:
     """The run's collapse, or None: every one of the last TAIL logged values of `key` is over
-    JUMP times the median of the records before them (the first fifth, the start-up, left out).
-    The collapsed stretch runs back from the end while values stay over that line. Runs with
-    fewer than 4 x TAIL records are not judged."""
-    values = [
-        (int(r["step"]), float(r[key]))
-        for r in records
-        if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])
-    ]
+    JUMP times the median of the values before them (the first fifth, the start-up, left out).
+    The collapsed stretch reaches back to the latest TAIL values in a row under that line (a
+    single dip under it inside the stretch does not end it). A run continued after an
+    interruption is read as it now stands: logs of an earlier attempt past the step it resumed
+    from are dropped. Runs with fewer than 4 x TAIL records are not judged."""
+    values = _latest_history(records, key)
     if len(values) < 4 * TAIL:
         return None
     median = statistics.median(v for _, v in values[len(values) // 5 : -TAIL])
     line = JUMP * median
     if median <= 0 or min(v for _, v in values[-TAIL:]) <= line:
         return None
-    start = len(values) - TAIL
-    while start > 0 and values[start - 1][1] > line:
-        start -= 1
-    healthy_until = values[start - 1][0] if start > 0 else 0
+    healthy = [
+        i for i in range(TAIL - 1, len(values)) if all(v <= line for _, v in values[i - TAIL + 1 : i + 1])
+    ]
+    last_healthy = healthy[-1] if healthy else -1
+    start = next(i for i in range(last_healthy + 1, len(values)) if values[i][1] > line)
+    healthy_until = values[last_healthy][0] if healthy else 0
     return Collapse(key, median, values[start:], healthy_until)
+
+
+def _latest_history(records: list[dict], key: str) -> list[tuple[int, float]]:
+    """(step, value) of `key` in log order, finite values only; a step at or before an earlier
+    logged one (a resumed run logs again from its checkpoint) drops the earlier logs from it on."""
+    values: list[tuple[int, float]] = []
+    for record in records:
+        step, value = record.get("step"), record.get(key)
+        if isinstance(step, bool) or not isinstance(step, int) or isinstance(value, bool):
+            continue
+        if not isinstance(value, (int, float)):
+            continue
+        try:
+            value = float(value)
+        except OverflowError:
+            continue
+        if not math.isfinite(value):
+            continue
+        while values and values[-1][0] >= step:
+            values.pop()
+        values.append((step, value))
+    return values
 
 
 def collapse_warning(records: list[dict], key: str = "hole_l1") -> str | None:
@@ -67,7 +90,7 @@ def collapse_warning(records: list[dict], key: str = "hole_l1") -> str | None:
         return None
     values = [v for _, v in collapse.tail]
     return (
-        f"the hole's L1 ({key}) was {collapse.median:.3f} (median) for most of the run and "
+        f"the hole's L1 ({key}) had a median of {collapse.median:.3f} over the run and was "
         f"{min(values):.3f}-{max(values):.3f} from step {collapse.onset} to {collapse.tail[-1][0]}: "
         "the generator may have collapsed (the same fill in every hole). Look at the last grid in samples/"
     )

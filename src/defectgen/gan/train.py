@@ -54,6 +54,11 @@ class DivergenceError(DefectgenError):
     """A loss became NaN or infinite."""
 
 
+# Settings a resumed run may continue with changed: how long it runs and its bookkeeping, none of
+# which changes what a step computes.
+MAY_CHANGE_ON_RESUME = ("steps", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints")
+
+
 def train(
     dataset: DefectDataset,
     split: Split,
@@ -366,13 +371,16 @@ def _prepare_run_folder(out_dir: Path, config: TrainConfig, resume: bool, datase
                 "continues only with the guide it started with: restore that file or start a new run"
             )
         changed = sorted(
-            k for k in current.keys() | previous.keys() if k != "steps" and previous.get(k) != current.get(k)
+            k
+            for k in current.keys() | previous.keys()
+            if k not in MAY_CHANGE_ON_RESUME and previous.get(k) != current.get(k)
         )
         if changed:
             as_run = " ".join(f"--set {k}={_as_yaml(previous.get(k))}" for k in changed)
             raise ConfigError(
                 f"--resume with a different config ({', '.join(changed)}) than {config_path}; "
-                f"only --steps may change when resuming. The run's values: {as_run}"
+                "only --steps and how often the run logs, samples and checkpoints may change when "
+                f"resuming. The run's values: {as_run}"
             )
     config.save(config_path)
     (out_dir / "classes.json").write_text(json.dumps(dataset.classes.to_json(), indent=1) + "\n")

@@ -68,6 +68,14 @@ def _generators(folder: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _recipe(arm: str, results: dict) -> str:
+    """The declared arms' common name (`real+painted_g*`), as `evaluate` names generator replicates."""
+    from defectgen.evaluate.arms import parse_arm
+    from defectgen.evaluate.comparison import recipe
+
+    return recipe(parse_arm(arm, tuple(results.get("synthetic") or ()))) or arm
+
+
 def mission_result(folder: Path) -> dict:
     results = json.loads((folder / "eval" / "results.json").read_text())
     experiment = json.loads((folder / "experiment.json").read_text())
@@ -108,9 +116,7 @@ def mission_result(folder: Path) -> dict:
         ),
         "split": results.get("split"),
         "claim": {
-            "declared_arm": declared[0].rsplit("_g", 1)[0] + "_g*"
-            if len(declared) > 1
-            else (declared or [None])[0],
+            "declared_arm": _recipe(declared[0], results) if len(declared) > 1 else (declared or [None])[0],
             "declared_arms": declared,
             "generators": claim.get("generators"),
             "met": claim.get("met"),

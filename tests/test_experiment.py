@@ -236,6 +236,33 @@ def test_settings_are_checked_before_any_work(tmp_path):
     assert config.evaluation == {"steps": 40, "lr": 0.01}
 
 
+def test_only_the_generators_own_set_from_another_checkpoint_is_painted_anew(tmp_path):
+    """A set is repainted only when its synth.json says generator g's seed and another checkpoint's
+    digest; a folder of another seed, without a digest, or from this checkpoint is left to
+    `synthesize` to accept or refuse; a link is refused."""
+    from defectgen.errors import DataError
+    from defectgen.experiment import _painted_with_another
+    from defectgen.fileio import file_digest
+
+    checkpoint = tmp_path / "step_0000500.pt"
+    checkpoint.write_bytes(b"weights")
+    folder = tmp_path / "painted_g1"
+    folder.mkdir()
+    for params, expected in (
+        ({"seed": 1, "checkpoint_sha256": "0123456789abcdef"}, True),
+        ({"seed": 1, "checkpoint_sha256": file_digest(checkpoint)}, False),
+        ({"seed": 0, "checkpoint_sha256": "0123456789abcdef"}, False),
+        ({"seed": 1}, False),
+        ([1, 2], False),
+    ):
+        (folder / "synth.json").write_text(json.dumps(params))
+        assert _painted_with_another(folder, checkpoint, 1) is expected, params
+    assert _painted_with_another(tmp_path / "absent", checkpoint, 1) is False
+    (tmp_path / "linked").symlink_to(folder)
+    with pytest.raises(DataError, match="link"):
+        _painted_with_another(tmp_path / "linked", checkpoint, 1)
+
+
 def test_each_generator_keeps_a_checkpoint_every_fifth_of_its_run_unless_told_otherwise():
     """So a collapse late in the run leaves a checkpoint from before it to paint with."""
     config = ExperimentConfig(gan_steps=1000).train_config(1)

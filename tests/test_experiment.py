@@ -16,7 +16,7 @@ from defectgen.cli import main
 from defectgen.data import open_dataset
 from defectgen.data.split import Split, carve_validation
 from defectgen.errors import ConfigError
-from defectgen.experiment import ExperimentConfig
+from defectgen.experiment import BASELINES, ExperimentConfig, borrow_runs
 from defectgen.settings import build_config
 
 TINY_SETTINGS = [
@@ -181,6 +181,57 @@ def test_harmonize_can_be_left_out_or_added_when_a_folder_continues(finished, tm
     results = json.loads((out / "eval" / "results.json").read_text())
     assert {"real+harmonized_g0", "real+harmonized_g1"} <= set(results["summary"])
     assert list(results["beside_the_claim"]) == ["real+harmonized_g*"]  # both generators pooled
+
+
+def test_runs_from_another_folder_reuses_the_baselines_and_trains_what_differs(finished, tmp_path):
+    """A second generator recipe on the same data and split, `--runs-from` the first folder: every
+    baseline run is taken over as it was (same record, not trained again), the declared arms,
+    painted by other generators, are trained anew, and the setting is not part of the folder's
+    identity (the folder continues without it)."""
+    data, source, _ = finished
+    out = tmp_path / "out"
+    recipe = ["--set", "generator.mode_seeking=0.5", "--workers", "1"]
+    assert main([*_args(data, out), *recipe, "--runs-from", str(source)]) == 0
+
+    def records(folder: Path) -> dict:
+        runs = folder / "eval" / "runs"
+        return {p.stem: json.loads(p.read_text()) for p in runs.glob("*_s*.json") if "curve" not in p.name}
+
+    theirs, ours = records(source), records(out)
+    baselines = [name for name in theirs if name.rsplit("_s", 1)[0] in BASELINES]
+    painted = [name for name in theirs if "painted" in name]
+    assert baselines and painted and set(ours) == set(theirs)
+    assert all(ours[name] == theirs[name] for name in baselines)  # reused, not trained again
+    assert all(ours[name]["key"] != theirs[name]["key"] for name in painted)  # other sets: trained
+    assert "runs_from" not in json.loads((out / "experiment.json").read_text())["config"]
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "eval" / "runs").glob("*.npz")}
+    assert main([*_args(data, out), *recipe]) == 0  # continues without it; nothing trained again
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "eval" / "runs").glob("*.npz")} == stamps
+
+
+def test_runs_from_refuses_its_own_folder_other_data_another_split_and_a_non_experiment(finished, tmp_path):
+    import shutil
+
+    data, source, _ = finished
+    dataset = open_dataset(str(data))
+    out = tmp_path / "out"
+    shutil.copytree(source, out)
+    with pytest.raises(ConfigError, match="own folder"):
+        borrow_runs(out, out, dataset)
+    with pytest.raises(ConfigError, match="not a readable experiment"):
+        borrow_runs(data, out, dataset)
+    other = tmp_path / "other"
+    shutil.copytree(source, other)
+    record = json.loads((other / "experiment.json").read_text())
+    (other / "experiment.json").write_text(json.dumps({**record, "fingerprint": "0" * 16}))
+    with pytest.raises(ConfigError, match="other data"):
+        borrow_runs(other, out, dataset)
+    (other / "experiment.json").write_text(json.dumps(record))
+    split = json.loads((other / "split.json").read_text())
+    (other / "split.json").write_text(json.dumps({**split, "test": split["test"][1:]}))
+    with pytest.raises(ConfigError, match="split otherwise"):
+        borrow_runs(other, out, dataset)
+    assert borrow_runs(source, out, dataset) == 0  # every run already here: nothing copied over it
 
 
 def test_a_collapsed_generator_paints_with_its_checkpoint_from_before_the_collapse(finished, tmp_path):

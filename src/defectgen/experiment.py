@@ -45,7 +45,7 @@ BASELINES = ("real", "control", "oversample", "copypaste", "blendpaste", "classi
 MAX_AUTO_WORKERS = 8
 PROCESS_BYTES = 1_500_000_000  # what one evaluation process holds besides its images (torch, U-Nets)
 MEMORY_SHARE = 0.6  # of the memory available when the evaluate stage starts
-NOT_IDENTITY = ("workers",)  # settings a folder may continue with changed, not recorded
+NOT_IDENTITY = ("workers", "runs_from")  # settings a folder may continue with changed, not recorded
 # Recorded, and a folder may continue with them changed: runs are keyed without the seed count,
 # and the harmonised sets only add (or leave out) sibling arms.
 CONTINUABLE = ("seeds", "harmonize")
@@ -71,7 +71,13 @@ class ExperimentConfig:
     evaluation: dict = setting(
         {}, "`evaluate` settings (not arms, seeds or declared_arms): --set evaluation.KEY=VALUE.", flag=""
     )
-    # Not part of what the experiment is: a folder continues with any number of workers.
+    # Not part of what the experiment is: they change where runs come from, not what they are.
+    runs_from: str = setting(
+        "",
+        "Another experiment folder of the same data and split: its finished evaluation runs are "
+        "copied in where this folder has none, and evaluate reuses those whose settings match (the "
+        "baselines, when only the generator settings differ); the others are trained anew.",
+    )
     workers: int = setting(
         0,
         "Evaluation processes sharing the runs, the cores split between them (0: one per core as "
@@ -213,6 +219,13 @@ def run_experiment(
                 sets[f"{name}_g{g}"] = _synth(
                     checkpoint, dataset, generator_split, config, g, mode, out_dir, progress
                 )
+    if config.runs_from:
+        copied = borrow_runs(Path(config.runs_from), out_dir, dataset)
+        say(
+            ("note:", "cyan"),
+            f" {copied} finished runs copied from {config.runs_from}; evaluate reuses those whose "
+            "settings match this experiment's and trains the others",
+        )
     workers = config.evaluation_workers(worker_memory(dataset, [*validation, *test]))
     _stage(
         4,
@@ -238,6 +251,47 @@ def run_experiment(
             results = evaluate(*arguments)
     _stage(5, "report", str(write_report(out_dir / "eval")))
     return results
+
+
+def borrow_runs(source: Path, out_dir: Path, dataset: DefectDataset) -> int:
+    """Copy the finished evaluation runs of experiment folder `source` (same data, same split)
+    into `out_dir`'s evaluation where it has no run of that name; returns how many. Copies, not
+    links: a run `evaluate` trains anew is written in place. Each run's record comes last, so an
+    interrupted copy leaves no run that counts as finished."""
+    from defectgen.data.split import Split
+    from defectgen.evaluate.cache import claim_evaluation_folder
+
+    source = Path(source)
+    if source.resolve() == out_dir.resolve():
+        raise ConfigError("`runs_from` names this experiment's own folder; give another experiment folder")
+    try:
+        record = parse_json((source / "experiment.json").read_text())
+        theirs, ours = Split.load(source / "split.json"), Split.load(out_dir / "split.json")
+    except (OSError, ValueError, DataError) as err:
+        raise ConfigError(
+            f"`runs_from`: {source} is not a readable experiment folder ({str(err)[:120]}); "
+            "give a folder `defectgen experiment` wrote"
+        ) from None
+    if not isinstance(record, dict) or record.get("fingerprint") != dataset.fingerprint():
+        raise ConfigError(f"`runs_from`: {source} is an experiment on other data; its runs cannot be reused")
+    if (theirs.train, theirs.test) != (ours.train, ours.test):
+        raise ConfigError(
+            f"`runs_from`: {source} was split otherwise (label_fraction, test_fraction or split_seed); "
+            "its runs cannot be reused"
+        )
+    runs = source / "eval" / "runs"
+    target = out_dir / "eval" / "runs"
+    claim_evaluation_folder(out_dir / "eval")
+    copied = 0
+    for record_file in sorted(runs.glob("*.json")) if runs.is_dir() else []:
+        if (target / record_file.name).exists() or record_file.is_symlink():
+            continue
+        for suffix in (".npz", ".pt", ".json"):  # the record last: without it the run is not finished
+            part = record_file.with_suffix(suffix)
+            if part.is_file() and not part.is_symlink():
+                write_atomic(target / part.name, part.read_bytes())
+        copied += 1
+    return copied
 
 
 TIMINGS = "timings.jsonl"

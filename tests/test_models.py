@@ -416,13 +416,60 @@ def test_decoder_noise_acts_in_the_hole_and_its_neighbourhood_only():
     assert change[16:32, 16:35].mean() > 1e-4
 
 
-def test_a_spec_written_before_decoder_noise_reads_as_without_it():
+def _texture_noise_generator(strength: float) -> FFCGenerator:
+    torch.manual_seed(0)
+    G = replace(PRESETS["tiny"].generator, noise_channels=1, texture_noise=True).build(CHANNELS, CLASSES)
+    for stage in G.decoder_texture:
+        torch.nn.init.constant_(stage.strength, strength)
+    return G.eval()
+
+
+def test_texture_noise_is_the_last_noise_map_and_moves_only_the_hole_and_its_neighbourhood():
+    image, hole, labels = make_batch(1, 64, 64)  # hole rows 16..31, columns 16..34
+    G = _texture_noise_generator(0.5)
+    assert G.noise_maps == 2  # the input noise map, then the texture map
+    rng = torch.Generator().manual_seed(5)
+    z = torch.randn(1, G.style_dim, generator=rng)
+    noise = torch.randn(1, 2, 64, 64, generator=rng)
+    other = noise.clone()
+    other[:, 1] = torch.randn(64, 64, generator=rng)  # only the texture map changes
+    change = (G(image, hole, labels, z=z, noise=noise) - G(image, hole, labels, z=z, noise=other)).abs()[0, 0]
+    # As for the decoder noise: the 1/4-stage cells the hole touches, spread by the later 3x3
+    # convolutions (2 + 1 px) and the head's 7x7 (3 px).
+    far = torch.ones_like(change, dtype=torch.bool)
+    far[16 - 8 : 32 + 8, 16 - 8 : 35 + 8] = False
+    assert change[far].max() == 0
+    assert change[16:32, 16:35].mean() > 1e-3
+    # The grain is per pixel: a new texture map moves neighbouring pixels independently, so the
+    # change is rough (its row-to-row differences are of the order of the change itself).
+    inside = (G(image, hole, labels, z=z, noise=noise) - G(image, hole, labels, z=z, noise=other))[
+        0, 0, 18:30, 18:33
+    ]
+    assert inside.diff(dim=0).abs().mean() > 0.3 * inside.abs().mean()
+
+
+def test_texture_noise_starts_silent_and_its_strength_learns():
+    image, hole, labels = make_batch(2, 64, 64)
+    G = _texture_noise_generator(0.0)  # StyleGAN's start
+    rng = torch.Generator().manual_seed(6)
+    z = torch.randn(2, G.style_dim, generator=rng)
+    noise = torch.randn(2, 2, 64, 64, generator=rng)
+    other = torch.cat([noise[:, :1], torch.randn(2, 1, 64, 64, generator=rng)], dim=1)
+    assert torch.equal(G(image, hole, labels, z=z, noise=noise), G(image, hole, labels, z=z, noise=other))
+    G(image, hole, labels, z=z, noise=noise).square().mean().backward()
+    assert all(stage.strength.grad.abs().sum() > 0 for stage in G.decoder_texture)
+
+
+def test_a_spec_written_before_decoder_noise_and_texture_noise_reads_as_without_them():
     data = preset("tiny").to_dict()
     del data["generator"]["decoder_noise"]
     spec = ModelSpec.from_dict(data)
+    del data["generator"]["texture_noise"]
+    spec = ModelSpec.from_dict(data)
     assert spec == preset("tiny") and spec.generator.decoder_noise == 0
+    assert spec.generator.texture_noise is False
     with torch.device("meta"):
         G = spec.generator.build(CHANNELS, CLASSES)
-    assert G.decoder_modulation is None  # the old state dict's keys, nothing added
+    assert G.decoder_modulation is None and G.decoder_texture is None  # the old keys, nothing added
     with pytest.raises(ConfigError, match=r"decoder_noise must be in 0\.\.32"):
         preset("tiny").merged({"generator": {"decoder_noise": 33}})

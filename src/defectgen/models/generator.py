@@ -23,7 +23,12 @@ LaMa has neither a class input nor randomness; we add both:
     `decoder_noise` entries of z, spread over the image and stacked with the label maps and the
     hole, set a per-pixel scale and shift of every decoder stage inside the hole
     (`NoiseModulation`), so the draw reaches the full-resolution layers directly instead of
-    only through the bottleneck.
+    only through the bottleneck;
+  * optionally (`texture_noise`), StyleGAN's noise inputs (Karras et al., CVPR 2019): after every
+    decoder stage, one fresh per-pixel N(0, 1) map, scaled by a learned strength per channel
+    (zero at the start), is added inside the hole (`TextureNoise`). Everything else in the
+    generator is a smooth function of its inputs, and the erased hole is constant, so without a
+    per-pixel source the grain of a surface can only be learned as a fixed pattern per mask.
 """
 
 from __future__ import annotations
@@ -173,6 +178,26 @@ class NoiseModulation(nn.Module):
         return x * (1 + hole * scale) + hole * shift
 
 
+class TextureNoise(nn.Module):
+    """StyleGAN's noise input at one decoder stage: x + hole * strength * noise, with `noise` one
+    per-pixel N(0, 1) map at the stage's size shared by its channels and `strength` a learned
+    scale per channel (zero at the start, as in StyleGAN). The stage's hole is the share of each
+    cell the hole covers, so the grain fades out at the hole's edge."""
+
+    def __init__(self, channels: int, factor: int):
+        super().__init__()
+        self.factor = factor  # the stage works at 1/factor of the image's H and W
+        self.strength = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: Tensor, hole: Tensor, noise: Tensor) -> Tensor:
+        """x [N, C, H/f, W/f]; hole [N, 1, H, W]; noise [N, 1, H, W] ~ N(0, 1), read every f-th
+        pixel (still independent N(0, 1) at the stage's size)."""
+        if self.factor > 1:
+            hole = F.avg_pool2d(hole, self.factor)
+            noise = noise[:, :, :: self.factor, :: self.factor]
+        return x + hole * self.strength.to(x.dtype)[None, :, None, None] * noise.to(x.dtype)
+
+
 class FFCGenerator(nn.Module):
     """Mask- and class-conditioned inpainting generator (see the module docstring).
 
@@ -194,6 +219,7 @@ class FFCGenerator(nn.Module):
         noise_channels: int = 1,
         severity: bool = False,
         decoder_noise: int = 0,
+        texture_noise: bool = False,
     ):
         super().__init__()
         if image_channels < 1 or num_classes < 1:
@@ -218,6 +244,7 @@ class FFCGenerator(nn.Module):
         self.noise_channels = noise_channels
         self.severity = severity
         self.decoder_noise = decoder_noise
+        self.texture_noise = texture_noise
 
         max_channels = 8 * width
         channels = [min(width * 2**i, max_channels) for i in range(n_downsample + 1)]
@@ -256,13 +283,18 @@ class FFCGenerator(nn.Module):
             if decoder_noise > 0
             else None
         )
+        self.decoder_texture = (
+            nn.ModuleList(TextureNoise(channels[i], factor=2**i) for i in reversed(range(n_downsample)))
+            if texture_noise
+            else None
+        )
         self.head = nn.Conv2d(width, image_channels, 7, padding=3, padding_mode="reflect")
         init_conv(self.head, gain=1.0)
 
     @property
     def noise_maps(self) -> int:
-        """Noise maps per image (the per-pixel input noise)."""
-        return self.noise_channels
+        """Noise maps per image: the per-pixel input noise, then the texture noise's one map."""
+        return self.noise_channels + int(self.texture_noise)
 
     @property
     def size_multiple(self) -> int:
@@ -314,7 +346,8 @@ class FFCGenerator(nn.Module):
         expected_noise = (batch, self.noise_maps, height, width)
         if noise is not None and tuple(noise.shape) != expected_noise:
             raise ValueError(
-                f"noise must be [N, noise_channels, H, W] = {expected_noise}, got {tuple(noise.shape)}"
+                f"noise must be [N, noise_maps, H, W] = {expected_noise} (noise_channels + 1 with "
+                f"texture_noise), got {tuple(noise.shape)}"
             )
 
     def draw_style(
@@ -387,4 +420,6 @@ class FFCGenerator(nn.Module):
             x = up(x)  # [N, w, H, W] at the end
             if self.decoder_modulation is not None:
                 x = self.decoder_modulation[stage](x, labels, hole, noise3d)
+            if self.decoder_texture is not None:  # the last noise map: the grain
+                x = self.decoder_texture[stage](x, hole, noise[:, -1:])
         return torch.tanh(self.head(x))  # [N, C, H, W]

@@ -45,6 +45,7 @@ class GeneratorSpec:
     noise_channels: int  # per-pixel noise maps at the input (0: none)
     severity: bool  # a severity map input (defectgen.severity): synth --severity controls intensity
     decoder_noise: int = 0  # OASIS 3D noise: z's first entries modulate every decoder stage (0: off)
+    texture_noise: bool = False  # StyleGAN's per-pixel noise added at every decoder stage, in the hole
 
     def build(self, image_channels: int, num_classes: int) -> FFCGenerator:
         return FFCGenerator(image_channels, num_classes, **dataclasses.asdict(self))

@@ -24,7 +24,7 @@ from defectgen.gan.checkpoint import CheckpointError, load_checkpoint
 from defectgen.gan.config import INPAINTER_ONLY, TrainConfig
 from defectgen.gan.train import DivergenceError, train
 from defectgen.models import PRESETS
-from defectgen.settings import build_config
+from defectgen.settings import build_config, dump_yaml
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny_folder"
 FAST = dict(
@@ -51,9 +51,23 @@ def _config(**changes) -> TrainConfig:
     return TrainConfig(**{**FAST, **changes})
 
 
+def test_a_run_written_with_a_retired_setting_reads_only_at_the_value_whose_behaviour_was_kept(tmp_path):
+    """`contrast` left the product (RESULTS.md): a run that recorded it at 0 (no such term) reads
+    as without it; one that trained with the term is refused, never read as something else."""
+    data = _config(steps=4).resolved().to_dict()
+    path = tmp_path / "config.yaml"
+    path.write_text(dump_yaml({**data, "contrast": 0.0}))
+    assert TrainConfig.load(path, written_by_a_run=True) == _config(steps=4).resolved()
+    path.write_text(dump_yaml({**data, "contrast": 10.0}))
+    with pytest.raises(ConfigError, match="`contrast` = 10.0: a setting this version no longer has"):
+        TrainConfig.load(path, written_by_a_run=True)
+    with pytest.raises(ConfigError, match="unknown setting"):
+        build_config(TrainConfig, overrides=["contrast=1"])  # and no one can ask for it now
+
+
 def test_run_folder_describes_itself(tiny, tmp_path):
     dataset, split = tiny
-    config = _config(steps=4, keep_checkpoints=1, contrast=0.5)
+    config = _config(steps=4, keep_checkpoints=1)
     last = train(dataset, split, config, tmp_path / "run", progress=False)
     run = tmp_path / "run"
     assert last == run / "checkpoints" / "last.pt"
@@ -62,7 +76,7 @@ def test_run_folder_describes_itself(tiny, tmp_path):
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4]
     keys = ("d_relativistic", "logits_gap_hole", "d_accuracy_hole", "g_adversarial", "feature_matching")
-    for key in (*keys, "hole_l1", "mode_seeking", "contrast_l1", "ada_p"):
+    for key in (*keys, "hole_l1", "mode_seeking", "ada_p"):
         assert key in records[-1] and all(map(lambda r: r[key] == r[key], records))  # logged, not NaN
     assert "r1_penalty" in records[0]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.pt", "step_0000004.pt"]

@@ -76,7 +76,8 @@ class ExperimentConfig:
         "",
         "Another experiment folder of the same data and split: its finished evaluation runs are "
         "copied in where this folder has none, and evaluate reuses those whose settings match (the "
-        "baselines, when only the generator settings differ); the others are trained anew.",
+        "baselines, when only the generator settings differ); the others are trained anew. The "
+        "up-front estimate still counts every run.",
     )
     workers: int = setting(
         0,

@@ -22,13 +22,16 @@ from defectgen.settings import (
 )
 
 INPAINTER_LR, STYLEGAN_LR = 2e-4, 2e-3
+# Settings this version no longer has, each with the value whose behaviour it kept: a run's
+# config that holds that value reads as without it; another value is refused (that run trained
+# with something this version cannot do). Why each left: benchmarks/RESULTS.md.
+RETIRED = {"contrast": 0.0}  # contrast matching: severity followed no better than without it
 # settings only the inpainter's objective reads (the StyleGAN generator refuses changed values)
 INPAINTER_ONLY = (
     "feature_matching",
     "reconstruction",
     "mode_seeking",
     "mode_seeking_bound",
-    "contrast",
     "guide",
     "guide_weight",
 )
@@ -60,9 +63,6 @@ class TrainConfig:
     mode_seeking: float = setting(1.0, "Weight of the diversity term (Mao et al. 2019).")
     mode_seeking_bound: float = setting(
         0.1, "The diversity term is -min(ratio, bound); 0: unbounded 1/ratio (bought stripes)."
-    )
-    contrast: float = setting(
-        0.0, "Weight of contrast matching: the painted defect stands out from its ring as the real one does."
     )
     guide: str = setting("", "A real-arm U-Net of `evaluate` (EVAL/runs/real_s<seed>.pt) as a class guide.")
     guide_encoder: str = setting("resnet18", "The guide's segmentation_models_pytorch encoder.")
@@ -160,18 +160,12 @@ class TrainConfig:
                 raise ConfigError(f"`{name}` must be >= 0, got {getattr(self, name)}")
         if self.model_spec.is_stylegan:
             self._check_stylegan_settings()
-        elif self.contrast > 0 and not self.model_spec.generator.severity:
-            raise ConfigError(
-                "`contrast` > 0 asks the painted defect for the contrast of the real one, which only a "
-                "generator told the severity can know: set model.generator.severity=true, or contrast 0"
-            )
         for name in (
             "adversarial",
             "feature_matching",
             "reconstruction",
             "mode_seeking",
             "mode_seeking_bound",
-            "contrast",
             "max_dilation",
             "guide_weight",
         ):
@@ -222,7 +216,7 @@ class TrainConfig:
     def _from_dict(cls, data: dict) -> TrainConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"a config must be a mapping of settings, got {type(data).__name__}")
-        return build_config(cls, given=data)
+        return build_config(cls, given=_without_retired(data))
 
     @classmethod
     def check_layers(cls, file: dict, later: dict) -> None:
@@ -250,3 +244,15 @@ class TrainConfig:
             return cls.from_dict(data, written_by_a_run)
         except ConfigError as err:
             raise ConfigError(f"{path}: {err}") from None
+
+
+def _without_retired(data: dict) -> dict:
+    """`data` without the RETIRED settings it holds at their kept value; one at another value is
+    refused."""
+    for name, kept in RETIRED.items():
+        if name in data and data[name] != kept:
+            raise ConfigError(
+                f"`{name}` = {data[name]!r}: a setting this version no longer has (only {kept!r}, what "
+                "it does now, is read); train again without it, or use the version that trained it"
+            )
+    return {key: value for key, value in data.items() if key not in RETIRED}

@@ -21,8 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from defectgen.geometry import disc
-
 _EPS = 1e-8
 
 
@@ -166,43 +164,6 @@ def hole_reconstruction(output: Tensor, target: Tensor, hole: Tensor) -> tuple[T
     output, target, hole = output.float(), target.float(), hole.float()
     loss = _masked_mean((output - target).abs(), hole)  # [N, C, h, w] weighted by the hole share
     return loss, {"hole_l1": loss.item()}
-
-
-def defect_contrast(image: Tensor, defect: Tensor, ring: Tensor) -> Tensor:
-    """[N]: |mean grey inside `defect` - mean grey of `ring`| per image, in [0, 1] grey units
-    (`severity.contrast`, differentiable): image [N, C, H, W] in [-1, 1], defect and ring
-    [N, 1, H, W] in {0, 1}."""
-    grey = (image.float().mean(dim=1, keepdim=True) + 1) / 2
-    inside = (grey * defect).sum(dim=(1, 2, 3)) / defect.sum(dim=(1, 2, 3)).clamp_min(1)
-    around = (grey * ring).sum(dim=(1, 2, 3)) / ring.sum(dim=(1, 2, 3)).clamp_min(1)
-    return (inside - around).abs()
-
-
-def ring_of(defect: Tensor, ring_px: int) -> Tensor:
-    """{0, 1} [N, 1, H, W]: `defect` dilated by a `ring_px` disc (`geometry.dilate`), minus
-    `defect`: the surface a defect's contrast is measured against."""
-    kernel = torch.from_numpy(disc(ring_px)).to(defect.float())[None, None]
-    return (F.conv2d(defect.float(), kernel, padding=ring_px) > 0).float() * (1 - defect.float())
-
-
-def contrast_matching(
-    fake: Tensor, real: Tensor, defect: Tensor, ring_px: int, min_ring: int
-) -> tuple[Tensor, dict[str, float]]:
-    """|contrast of the painted defect - contrast of the real one| per crop (mean over crops
-    whose ring has at least `min_ring` pixels): what a severity map asks of the generator, one
-    number per defect, so any painting of that contrast is right. `defect` [N, 1, H, W]: every
-    defect pixel of the crop; the ring is `defect` dilated by a `ring_px` disc, minus `defect`
-    (`severity.contrast`'s ring)."""
-    defect = defect.float()
-    ring = ring_of(defect, ring_px)
-    valid = (ring.sum(dim=(1, 2, 3)) >= min_ring) & (defect.sum(dim=(1, 2, 3)) > 0)
-    if not valid.any():
-        zero = fake.float().sum() * 0
-        return zero, {"contrast_l1": 0.0}
-    target = defect_contrast(real, defect, ring).detach()
-    error = (defect_contrast(fake, defect, ring) - target).abs()[valid]
-    loss = error.mean()
-    return loss, {"contrast_l1": loss.item()}
 
 
 def mode_seeking(

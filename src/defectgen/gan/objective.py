@@ -26,7 +26,6 @@ import torch
 from torch import Tensor, nn
 
 from defectgen.gan import losses
-from defectgen.severity import MIN_RING_PIXELS, RING_PX
 
 
 @dataclass(frozen=True)
@@ -36,7 +35,6 @@ class Objective:
     reconstruction: float = 1.0
     mode_seeking: float = 1.0
     mode_seeking_bound: float = 0.1
-    contrast: float = 0.0
     r1_gamma: float = 0.001
     r1_interval: int = 16
     guide_weight: float = 1.0
@@ -132,13 +130,6 @@ class Objective:
             )
             terms.append(self.mode_seeking * loss_ms)
             logs.update(ms_logs)
-        if self.contrast > 0:
-            defect = (labels.float().sum(dim=1, keepdim=True) > 0).float()
-            loss_contrast, contrast_logs = losses.contrast_matching(
-                fake, real, defect, RING_PX, MIN_RING_PIXELS
-            )
-            terms.append(self.contrast * loss_contrast)
-            logs.update(contrast_logs)
         if self.guide is not None:
             from defectgen.gan.guide import guide_loss
 

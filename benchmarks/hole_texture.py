@@ -18,7 +18,9 @@ trained on):
   defect sits on); medians over the class's components, real and for each painted set (its
   masks are real masks of the fit part, painted on defect-free backgrounds).
 
-A painted class whose `low_std` and `contrast` sit far below the real ones is painted flat.
+A painted class whose `high_std` sits far below the real one (and below its own ring's) is
+painted flat. For a defect not much wider than SIGMA the high-pass also holds the defect's own
+edge, so `high_std` reads as grain only for large defects (here Fray and Uneven).
 Prints one table and writes it as JSON to --out.
 """
 

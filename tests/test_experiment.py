@@ -183,6 +183,34 @@ def test_harmonize_can_be_left_out_or_added_when_a_folder_continues(finished, tm
     assert list(results["beside_the_claim"]) == ["real+harmonized_g*"]  # both generators pooled
 
 
+def test_the_decoder_s_drawn_set_is_judged_as_the_declared_arm(tmp_path):
+    """A StyleGAN generator (`generator.preset=stylegan-tiny`) goes through every stage: it draws
+    its set whole (no painting on backgrounds, no harmonising) and that set is the declared arm."""
+    data = folder_dataset(tmp_path / "data", images=24, seed=5)
+    out = tmp_path / "out"
+    settings = [s for s in TINY_SETTINGS if not s.startswith("generator.")] + [
+        "generator.preset=stylegan-tiny", "generator.batch_size=2", "generator.sample_every=1000",
+        "generator.precision=fp32",
+    ]  # fmt: skip
+    flags = [
+        "--generators",
+        "1",
+        "--gan-steps",
+        "2",
+        "--synthetic",
+        "4",
+        "--seeds",
+        "2",
+        "--label-fraction",
+        "1",
+    ]
+    command = ["experiment", str(data), "--out", str(out), *flags, "--no-harmonize", "--workers", "1"]
+    assert main([*command, "--workers", "1", *(x for s in settings for x in ("--set", s))]) == 0
+    claim = json.loads((out / "eval" / "results.json").read_text())["claim"]
+    assert claim["declared_arms"] == ["real+painted_g0"] and claim["conditional_on_one_generator"]
+    assert json.loads((out / "painted_g0" / "synth.json").read_text())["mask_source"] == "stylegan"
+
+
 def test_runs_from_another_folder_reuses_the_baselines_and_trains_what_differs(finished, tmp_path):
     """A second generator recipe on the same data and split, `--runs-from` the first folder: every
     baseline run is taken over as it was (same record, not trained again), the declared arms,
@@ -277,6 +305,9 @@ def test_settings_are_checked_before_any_work(tmp_path):
         build_config(ExperimentConfig, overrides=["seeds=1"])
     with pytest.raises(ConfigError, match="unknown setting"):
         build_config(ExperimentConfig, overrides=["generatorz=1"])
+    with pytest.raises(ConfigError, match="StyleGAN .* cannot harmonise.*--no-harmonize"):
+        build_config(ExperimentConfig, overrides=["generator.preset=stylegan-tiny"])
+    build_config(ExperimentConfig, overrides=["generator.preset=stylegan-tiny", "harmonize=false"])
     config = build_config(ExperimentConfig, overrides=["generators=1", "evaluation.steps=50"])
     assert config.eval_config().declared_arms == ["real+painted_g0"] and config.eval_config().steps == 50
     (tmp_path / "settings.yaml").write_text("generators: 3\nevaluation:\n  steps: 40\n")

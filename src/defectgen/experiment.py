@@ -116,7 +116,11 @@ class ExperimentConfig:
             self.eval_config().validate()
         except ConfigError as err:  # name the setting as this config holds it: `evaluation.KEY`
             raise _renamed(err, EvalConfig, "evaluation") from None
-        self.train_config(0)
+        if self.train_config(0).model_spec.is_stylegan and self.harmonize:
+            raise ConfigError(
+                "a StyleGAN generator draws whole crops and cannot harmonise (repaint the seam around a "
+                "pasted real defect, which only an inpainter does): add --no-harmonize"
+            )
 
     def train_config(self, seed: int, **probe) -> TrainConfig:
         """The `train` config of generator `seed`: `generator` settings over `gan_steps` steps, the

@@ -40,16 +40,27 @@ def command(folder: Path, dataset: str, config: dict) -> str:
         if value == defaults.get(name):
             continue
         flag = flags.get(name)
-        if isinstance(value, dict):  # generator / evaluation settings: --set generator.KEY=VALUE
-            parts += [
-                f"--set {name}.{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}"
-                for k, v in value.items()
-            ]
+        if isinstance(value, dict):  # generator / evaluation settings: --set generator.KEY.SUBKEY=VALUE
+            parts += [f"--set {key}={_text(v)}" for key, v in _dotted(name, value)]
         elif isinstance(value, bool):
             parts.append(f"--{'' if value else 'no-'}{name.replace('_', '-')}")
         else:
             parts.append(f"{flag or '--' + name.replace('_', '-')} {value}")
     return " ".join(parts)
+
+
+def _text(value) -> str:
+    """A --set value as typed: YAML's true/false, JSON for a list."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return json.dumps(value) if isinstance(value, list) else str(value)
+
+
+def _dotted(prefix: str, value) -> list[tuple[str, object]]:
+    """(dotted key, leaf value) of a nested mapping: {"model": {"a": 1}} -> [("PREFIX.model.a", 1)]."""
+    if not isinstance(value, dict) or not value:
+        return [(prefix, value)]
+    return [pair for key, inner in value.items() for pair in _dotted(f"{prefix}.{key}", inner)]
 
 
 def paired(entry: dict) -> dict:

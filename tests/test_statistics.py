@@ -102,6 +102,22 @@ def test_two_generators_count_the_generator_spread():
     assert both["conditional_on_one_generator"] is False
 
 
+def test_two_recipes_are_paired_generator_by_generator_and_seed_by_seed():
+    """Another recipe's replicates as the baseline: each cell is arm[g][s] - base[g][s] (not
+    base[s] of one replicate), so a base generator that differs from its sibling moves only its
+    own row, and the generator term sees both recipes' generators."""
+    rng = np.random.default_rng(5)
+    common = [rng.normal(0, 0.1, 40) for _ in range(3)]
+    arm = [[{"x": c + 0.3 + 0.01 * g} for c in common] for g in range(2)]
+    base = [[{"x": c + shift} for c in common] for shift in (0.0, 0.1)]
+    result = compare(arm, base, _mean, bootstrap_weights(40))
+    assert np.array(result["cells"]) == pytest.approx(np.array([[0.3] * 3, [0.21] * 3]))
+    assert result["per_generator"] == pytest.approx([0.3, 0.21])
+    assert result["difference"] == pytest.approx(0.255)
+    with pytest.raises(ValueError, match="needs 2 of them, got 3"):
+        compare(arm, [*base, base[0]], _mean, bootstrap_weights(40))
+
+
 def test_minimal_detectable_effect_and_seed_count():
     assert minimal_detectable_effect(0.05**2, 0.0, 5) == pytest.approx(
         (stats.t.ppf(0.975, 4) + stats.t.ppf(0.8, 4)) * 0.05 / np.sqrt(5)

@@ -87,16 +87,25 @@ def compare(
     weights: np.ndarray,
 ) -> dict:
     """arm - baseline of one metric. `arm_runs[g][s]`: per-image arrays of generator g, seed s;
-    `base_runs[s]`: the baseline's at seed s; `metric(arrays, weights) -> [B]`; `weights`:
-    bootstrap counts [B, N] (`bootstrap_weights`)."""
-    generators, seeds = len(arm_runs), len(base_runs)
-    if seeds < 2 or any(len(runs) != seeds for runs in arm_runs):
+    `base_runs[s]`: the baseline's at seed s, or `base_runs[g][s]`: another recipe's generator
+    replicates, paired with the arm's by index (independent generators on both sides, so the
+    generator term then holds both recipes' generator variance); `metric(arrays, weights) ->
+    [B]`; `weights`: bootstrap counts [B, N] (`bootstrap_weights`)."""
+    base_grid = base_runs if base_runs and isinstance(base_runs[0], list | tuple) else [base_runs]
+    generators, seeds = len(arm_runs), len(base_grid[0])
+    if seeds < 2 or any(len(runs) != seeds for runs in [*arm_runs, *base_grid]):
         raise ValueError("compare needs the same two or more seeds for every generator and the baseline")
-    base_full = np.array([metric(run, None)[0] for run in base_runs])
-    base_boot = np.stack([metric(run, weights) for run in base_runs], axis=1)  # [B, S]
+    if len(base_grid) not in (1, generators):
+        raise ValueError(
+            f"a baseline with generator replicates needs {generators} of them, got {len(base_grid)}"
+        )
+    base_full = np.array([[metric(run, None)[0] for run in runs] for runs in base_grid])  # [1 or G, S]
+    base_boot = np.stack(
+        [np.stack([metric(run, weights) for run in runs], axis=1) for runs in base_grid], axis=1
+    )
     cells = np.array([[metric(run, None)[0] for run in runs] for runs in arm_runs]) - base_full
     boot = np.stack([np.stack([metric(run, weights) for run in runs], axis=1) for runs in arm_runs], axis=1)
-    boot = boot - base_boot[:, None, :]  # [B, G, S]
+    boot = boot - base_boot  # [B, G, S]
     finite = np.isfinite(boot).all(axis=(1, 2))
     if not np.isfinite(cells).all():
         return _undefined(cells, generators, seeds)

@@ -294,6 +294,30 @@ def test_a_collapsed_generator_paints_with_its_checkpoint_from_before_the_collap
     assert retrained == [f"real+{kind}_g0_s{s}.npz" for kind in ("harmonized", "painted") for s in (0, 1)]
 
 
+def test_the_generators_train_and_paint_on_the_experiment_s_device(tmp_path, monkeypatch):
+    """`--device` reaches `train` and `synth` (the U-Nets' is evaluation.device)."""
+    import defectgen.gan.train
+    import defectgen.synth
+    from defectgen.experiment import _generator, _synth
+
+    asked = {}
+
+    def fake_train(*args, device=None, **kwargs):
+        asked["train"] = device
+        raise KeyboardInterrupt
+
+    def fake_synthesize(checkpoint, dataset, split, folder, config, progress=True):
+        asked["synth"] = config.device
+
+    monkeypatch.setattr(defectgen.gan.train, "train", fake_train)
+    monkeypatch.setattr(defectgen.synth, "synthesize", fake_synthesize)
+    config = build_config(ExperimentConfig, overrides=["device=cuda:1"])
+    with pytest.raises(KeyboardInterrupt):
+        _generator(None, None, config, 0, tmp_path, False)
+    _synth(tmp_path / "g.pt", None, None, config, 0, "paint", tmp_path, False)
+    assert asked == {"train": "cuda:1", "synth": "cuda:1"}
+
+
 def test_settings_are_checked_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match="unknown setting"):
         build_config(ExperimentConfig, overrides=["evaluation.stepz=3"])
@@ -305,6 +329,8 @@ def test_settings_are_checked_before_any_work(tmp_path):
         build_config(ExperimentConfig, overrides=["seeds=1"])
     with pytest.raises(ConfigError, match="unknown setting"):
         build_config(ExperimentConfig, overrides=["generatorz=1"])
+    with pytest.raises(ConfigError, match="`device` must be cpu, cuda or cuda:N"):
+        build_config(ExperimentConfig, overrides=["device=gpu"])
     with pytest.raises(ConfigError, match="StyleGAN .* cannot harmonise.*--no-harmonize"):
         build_config(ExperimentConfig, overrides=["generator.preset=stylegan-tiny"])
     build_config(ExperimentConfig, overrides=["generator.preset=stylegan-tiny", "harmonize=false"])

@@ -24,6 +24,7 @@ import dataclasses
 import datetime
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -45,7 +46,7 @@ BASELINES = ("real", "control", "oversample", "copypaste", "blendpaste", "classi
 MAX_AUTO_WORKERS = 8
 PROCESS_BYTES = 1_500_000_000  # what one evaluation process holds besides its images (torch, U-Nets)
 MEMORY_SHARE = 0.6  # of the memory available when the evaluate stage starts
-NOT_IDENTITY = ("workers", "runs_from")  # settings a folder may continue with changed, not recorded
+NOT_IDENTITY = ("workers", "runs_from", "device")  # settings a folder may continue with changed, not recorded
 # Recorded, and a folder may continue with them changed: runs are keyed without the seed count,
 # and the harmonised sets only add (or leave out) sibling arms.
 CONTINUABLE = ("seeds", "harmonize")
@@ -79,6 +80,9 @@ class ExperimentConfig:
         "baselines, when only the generator settings differ); the others are trained anew. The "
         "up-front estimate still counts every run.",
     )
+    device: str = setting(
+        "cpu", "Where the generators train and paint: cpu, cuda, cuda:N (the U-Nets: evaluation.device)."
+    )
     workers: int = setting(
         0,
         "Evaluation processes sharing the runs, the cores split between them (0: one per core as "
@@ -99,6 +103,8 @@ class ExperimentConfig:
                 f"`seeds` must be in 2..{MAX_SEEDS} (the interval of a paired difference needs seed "
                 f"variance), got {self.seeds}"
             )
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", str(self.device)):
+            raise ConfigError(f"`device` must be cpu, cuda or cuda:N, got {self.device!r}")
         if not 0 <= self.workers <= 64:
             raise ConfigError(f"`workers` must be in 0..64 (0: one per core), got {self.workers}")
         reserved = {"arms", "seeds", "declared_arms"} & set(self.evaluation)
@@ -364,7 +370,7 @@ def _generator(dataset, split, config: ExperimentConfig, g: int, out_dir: Path, 
         _stage(2, f"generator {g}", f"{config.gan_steps} steps on the fit part, seed {g}")
         train_config = config.train_config(g)
         # resume whatever the folder holds: a run killed before its first checkpoint has only its config
-        train(dataset, split, train_config, run, resume=run.is_dir(), progress=progress)
+        train(dataset, split, train_config, run, resume=run.is_dir(), device=config.device, progress=progress)
     checkpoint, record = healthy_checkpoint(run)
     if record["collapse"] is not None:
         chosen = record["collapse"]["healthy_checkpoint"]
@@ -418,7 +424,7 @@ def _synth(checkpoint, dataset, split, config: ExperimentConfig, g: int, mode: s
         dataset,
         split,
         folder,
-        SynthConfig(n=config.synthetic, seed=g, format="folder", mode=mode),
+        SynthConfig(n=config.synthetic, seed=g, format="folder", mode=mode, device=config.device),
         progress=progress,
     )
     return folder
@@ -523,16 +529,28 @@ def estimate(dataset: DefectDataset, config: ExperimentConfig) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         generator_split = fit_split(split, dataset, eval_config.val_fraction)
         train_config = config.train_config(0, steps=6, log_every=3, sample_every=10_000)
-        checkpoint = train(dataset, generator_split, train_config, Path(tmp) / "gan", progress=False)
+        checkpoint = train(
+            dataset, generator_split, train_config, Path(tmp) / "gan", device=config.device, progress=False
+        )
         records = read_metrics(Path(tmp) / "gan" / "metrics.jsonl")
         gan_step = float(records[-1]["seconds_per_step"])  # steps 4-6: past start-up
         synth = Path(tmp) / "synth"
         synthesize(
-            checkpoint, dataset, generator_split, synth, SynthConfig(n=2, format="folder"), progress=False
+            checkpoint,
+            dataset,
+            generator_split,
+            synth,
+            SynthConfig(n=2, format="folder", device=config.device),
+            progress=False,
         )
         start = time.perf_counter()
         synthesize(
-            checkpoint, dataset, generator_split, synth, SynthConfig(n=6, format="folder"), progress=False
+            checkpoint,
+            dataset,
+            generator_split,
+            synth,
+            SynthConfig(n=6, format="folder", device=config.device),
+            progress=False,
         )
         image = (time.perf_counter() - start) / 4
     sets = 2 if config.harmonize else 1

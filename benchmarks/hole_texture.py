@@ -109,7 +109,7 @@ def main() -> None:
                 "ring_high_std": round(float(medians[3]), 4),
             }
     for class_id, share in shares.items():
-        table[dataset.classes.names[class_id - 1]]["hole_share"] = round(share, 3)
+        table.setdefault(dataset.classes.names[class_id - 1], {})["hole_share"] = round(share, 3)
     header = f"{'class':10} {'source':16} {'n':>5} {'contrast':>9} {'low_std':>8} {'high_std':>9}"
     print(f"{header} {'ring_high':>9}  hole share")
     for name, entry in table.items():

@@ -260,6 +260,20 @@ def test_runs_from_refuses_its_own_folder_other_data_another_split_and_a_non_exp
     with pytest.raises(ConfigError, match="split otherwise"):
         borrow_runs(other, out, dataset)
     assert borrow_runs(source, out, dataset) == 0  # every run already here: nothing copied over it
+    (other / "split.json").write_text(json.dumps(split))
+    theirs, ours = other / "eval" / "runs", out / "eval" / "runs"
+    for name in ("oversample_s0.json", "real_s1.json"):
+        (ours / name).unlink()  # two runs this folder lacks
+    moved = shutil.move(theirs / "oversample_s0.npz", tmp_path / "elsewhere.npz")
+    (theirs / "oversample_s0.npz").symlink_to(moved)  # a linked part
+    (theirs / "real_s1.pt").unlink()  # the real run's U-Net missing
+    assert borrow_runs(other, out, dataset) == 0  # a run is copied whole or not at all
+    assert not (ours / "oversample_s0.json").exists() and not (ours / "real_s1.json").exists()
+    (theirs / "oversample_s0.npz").unlink()
+    shutil.copy(moved, theirs / "oversample_s0.npz")
+    shutil.copy(source / "eval" / "runs" / "real_s1.pt", theirs / "real_s1.pt")
+    assert borrow_runs(other, out, dataset) == 2
+    assert (ours / "real_s1.pt").read_bytes() == (source / "eval" / "runs" / "real_s1.pt").read_bytes()
 
 
 def test_a_collapsed_generator_paints_with_its_checkpoint_from_before_the_collapse(finished, tmp_path):
@@ -316,6 +330,22 @@ def test_the_generators_train_and_paint_on_the_experiment_s_device(tmp_path, mon
         _generator(None, None, config, 0, tmp_path, False)
     _synth(tmp_path / "g.pt", None, None, config, 0, "paint", tmp_path, False)
     assert asked == {"train": "cuda:1", "synth": "cuda:1"}
+
+
+def test_a_new_generator_with_other_models_than_the_folder_s_others_is_refused(tmp_path):
+    """Generator 0 trained before a preset changed (no texture noise): generator 1 would train
+    with today's preset, so the two would not be replicates of one recipe."""
+    from defectgen.experiment import _generator
+    from defectgen.gan.config import TrainConfig
+    from defectgen.models import preset
+
+    old = preset("small").to_dict()
+    old["generator"]["texture_noise"] = False
+    (tmp_path / "gan_g0").mkdir()
+    TrainConfig(model=old).resolved().save(tmp_path / "gan_g0" / "config.yaml")
+    config = build_config(ExperimentConfig, overrides=["generator.preset=small"])
+    with pytest.raises(ConfigError, match="gan_g0 was trained with other models than generator 1"):
+        _generator(None, None, config, 1, tmp_path, False)
 
 
 def test_settings_are_checked_before_any_work(tmp_path):

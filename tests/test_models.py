@@ -460,6 +460,22 @@ def test_texture_noise_starts_silent_and_its_strength_learns():
     assert all(stage.strength.grad.abs().sum() > 0 for stage in G.decoder_texture)
 
 
+def test_a_run_of_a_preset_written_before_texture_noise_builds_what_it_trained():
+    """`small` now has texture noise; a run of `small` written before it (its whole spec without
+    the key) must build the generator it trained, not today's preset's, or its checkpoint would
+    not load (missing `decoder_texture` weights) and a resumed run would record a spec it never had."""
+    from defectgen.gan.config import TrainConfig
+
+    old = preset("small").to_dict()
+    del old["generator"]["texture_noise"]
+    config = TrainConfig.from_dict({"preset": "small", "model": old}, written_by_a_run=True)
+    assert config.model_spec.generator.texture_noise is False
+    assert config.resolved().model["generator"]["texture_noise"] is False
+    with torch.device("meta"):
+        assert config.model_spec.build_generator(CHANNELS, CLASSES).decoder_texture is None
+    assert TrainConfig(model={"resolution": 96}).model_spec.generator.texture_noise is True  # partial
+
+
 def test_a_spec_written_before_decoder_noise_and_texture_noise_reads_as_without_them():
     data = preset("tiny").to_dict()
     del data["generator"]["decoder_noise"]

@@ -58,6 +58,7 @@ def test_a_run_written_with_a_retired_setting_reads_only_at_the_value_whose_beha
     path = tmp_path / "config.yaml"
     path.write_text(dump_yaml({**data, "contrast": 0.0}))
     assert TrainConfig.load(path, written_by_a_run=True) == _config(steps=4).resolved()
+    assert build_config(TrainConfig, path).steps == 4  # also as `train --config OLD_RUN/config.yaml`
     path.write_text(dump_yaml({**data, "contrast": 10.0}))
     with pytest.raises(ConfigError, match="`contrast` = 10.0: a setting this version no longer has"):
         TrainConfig.load(path, written_by_a_run=True)

@@ -81,7 +81,9 @@ class ExperimentConfig:
         "up-front estimate still counts every run.",
     )
     device: str = setting(
-        "cpu", "Where the generators train and paint: cpu, cuda, cuda:N (the U-Nets: evaluation.device)."
+        "",
+        "Where the generators train and paint: cpu, cuda, cuda:N (default: they train on a GPU when "
+        "there is one and paint on the CPU; the U-Nets: evaluation.device).",
     )
     workers: int = setting(
         0,
@@ -103,8 +105,10 @@ class ExperimentConfig:
                 f"`seeds` must be in 2..{MAX_SEEDS} (the interval of a paired difference needs seed "
                 f"variance), got {self.seeds}"
             )
-        if not re.fullmatch(r"cpu|cuda(:\d+)?", str(self.device)):
-            raise ConfigError(f"`device` must be cpu, cuda or cuda:N, got {self.device!r}")
+        if not re.fullmatch(r"|cpu|cuda(:\d+)?", str(self.device)):
+            raise ConfigError(
+                f"`device` must be cpu, cuda or cuda:N (or empty: automatic), got {self.device!r}"
+            )
         if not 0 <= self.workers <= 64:
             raise ConfigError(f"`workers` must be in 0..64 (0: one per core), got {self.workers}")
         reserved = {"arms", "seeds", "declared_arms"} & set(self.evaluation)
@@ -214,6 +218,8 @@ def run_experiment(
     _, validation, test = evaluation_parts(dataset, split, eval_config)
     generator_split = fit_split(split, dataset, eval_config.val_fraction)
     generator_split.save(out_dir / "fit_split.json")
+    if config.runs_from:  # refused now, not after the generators have trained
+        check_runs_source(Path(config.runs_from), out_dir, dataset)
     _stage(
         1,
         "split",
@@ -264,13 +270,10 @@ def run_experiment(
     return results
 
 
-def borrow_runs(source: Path, out_dir: Path, dataset: DefectDataset) -> int:
-    """Copy the finished evaluation runs of experiment folder `source` (same data, same split)
-    into `out_dir`'s evaluation where it has no run of that name; returns how many. Copies, not
-    links: a run `evaluate` trains anew is written in place. Each run's record comes last, so an
-    interrupted copy leaves no run that counts as finished."""
+def check_runs_source(source: Path, out_dir: Path, dataset: DefectDataset) -> None:
+    """Refuse `runs_from` = `source` unless it is another experiment folder on the same data and
+    split as `out_dir` (whose split.json is written): asked before any generator trains."""
     from defectgen.data.split import Split
-    from defectgen.evaluate.cache import claim_evaluation_folder
 
     source = Path(source)
     if source.resolve() == out_dir.resolve():
@@ -290,17 +293,36 @@ def borrow_runs(source: Path, out_dir: Path, dataset: DefectDataset) -> int:
             f"`runs_from`: {source} was split otherwise (label_fraction, test_fraction or split_seed); "
             "its runs cannot be reused"
         )
-    runs = source / "eval" / "runs"
+
+
+def borrow_runs(source: Path, out_dir: Path, dataset: DefectDataset) -> int:
+    """Copy the finished evaluation runs of experiment folder `source` (same data, same split:
+    `check_runs_source`) into `out_dir`'s evaluation where it has no run of that name; returns
+    how many. A run is copied whole or not at all: its record with the score arrays an (arm,
+    seed) run keeps and, for `real`, its U-Net (the judge and the guide read it), each a regular
+    file (links are left). Copies, not links: a run `evaluate` trains anew is written in place.
+    Each run's record comes last, so an interrupted copy leaves no run that counts as finished."""
+    from defectgen.evaluate.cache import claim_evaluation_folder
+
+    check_runs_source(source, out_dir, dataset)
+    runs = Path(source) / "eval" / "runs"
     target = out_dir / "eval" / "runs"
     claim_evaluation_folder(out_dir / "eval")
     copied = 0
     for record_file in sorted(runs.glob("*.json")) if runs.is_dir() else []:
-        if (target / record_file.name).exists() or record_file.is_symlink():
+        if (target / record_file.name).exists():
             continue
-        for suffix in (".npz", ".pt", ".json"):  # the record last: without it the run is not finished
-            part = record_file.with_suffix(suffix)
-            if part.is_file() and not part.is_symlink():
-                write_atomic(target / part.name, part.read_bytes())
+        stem = record_file.stem
+        needed = [".json"]
+        if re.fullmatch(r".+_s\d+", stem) and not stem.startswith(("curve_", "label_scores_")):
+            needed.append(".npz")  # an (arm, seed) run: its per-image scores
+        if re.fullmatch(r"real_s\d+", stem):
+            needed.append(".pt")
+        parts = [record_file.with_suffix(suffix) for suffix in needed]
+        if any(part.is_symlink() or not part.is_file() for part in parts):
+            continue
+        for part in sorted(parts, key=lambda part: part.suffix == ".json"):  # the record last
+            write_atomic(target / part.name, part.read_bytes())
         copied += 1
     return copied
 
@@ -369,8 +391,18 @@ def _generator(dataset, split, config: ExperimentConfig, g: int, out_dir: Path, 
     else:
         _stage(2, f"generator {g}", f"{config.gan_steps} steps on the fit part, seed {g}")
         train_config = config.train_config(g)
+        if not (run / "config.yaml").is_file():  # a new run: the folder's other generators' models
+            _check_same_models(out_dir, g, train_config)
         # resume whatever the folder holds: a run killed before its first checkpoint has only its config
-        train(dataset, split, train_config, run, resume=run.is_dir(), device=config.device, progress=progress)
+        train(
+            dataset,
+            split,
+            train_config,
+            run,
+            resume=run.is_dir(),
+            device=config.device or None,
+            progress=progress,
+        )
     checkpoint, record = healthy_checkpoint(run)
     if record["collapse"] is not None:
         chosen = record["collapse"]["healthy_checkpoint"]
@@ -385,6 +417,22 @@ def _generator(dataset, split, config: ExperimentConfig, g: int, out_dir: Path, 
         )
     _record_generator(out_dir, g, {"step": int(load_checkpoint(checkpoint)["step"]), **record})
     return checkpoint
+
+
+def _check_same_models(out_dir: Path, g: int, train_config: TrainConfig) -> None:
+    """Refuse to start generator `g` with other models than the folder's other generators were
+    trained with (a preset changed between the calls): their sets would not be replicates of one
+    recipe, and the claim pools them as such."""
+    spec = train_config.model_spec
+    for other in sorted(out_dir.glob("gan_g*/config.yaml")):
+        if other.parent.name == f"gan_g{g}":
+            continue
+        if TrainConfig.load(other, written_by_a_run=True).model_spec != spec:
+            raise ConfigError(
+                f"{other.parent} was trained with other models than generator {g} would be now (a preset "
+                "of this defectgen version differs from the one that started the folder); continue it "
+                "with that version, or give another --out"
+            )
 
 
 def _record_generator(out_dir: Path, g: int, record: dict) -> None:
@@ -424,7 +472,7 @@ def _synth(checkpoint, dataset, split, config: ExperimentConfig, g: int, mode: s
         dataset,
         split,
         folder,
-        SynthConfig(n=config.synthetic, seed=g, format="folder", mode=mode, device=config.device),
+        SynthConfig(n=config.synthetic, seed=g, format="folder", mode=mode, device=config.device or "cpu"),
         progress=progress,
     )
     return folder
@@ -530,7 +578,12 @@ def estimate(dataset: DefectDataset, config: ExperimentConfig) -> dict:
         generator_split = fit_split(split, dataset, eval_config.val_fraction)
         train_config = config.train_config(0, steps=6, log_every=3, sample_every=10_000)
         checkpoint = train(
-            dataset, generator_split, train_config, Path(tmp) / "gan", device=config.device, progress=False
+            dataset,
+            generator_split,
+            train_config,
+            Path(tmp) / "gan",
+            device=config.device or None,
+            progress=False,
         )
         records = read_metrics(Path(tmp) / "gan" / "metrics.jsonl")
         gan_step = float(records[-1]["seconds_per_step"])  # steps 4-6: past start-up
@@ -540,7 +593,7 @@ def estimate(dataset: DefectDataset, config: ExperimentConfig) -> dict:
             dataset,
             generator_split,
             synth,
-            SynthConfig(n=2, format="folder", device=config.device),
+            SynthConfig(n=2, format="folder", device=config.device or "cpu"),
             progress=False,
         )
         start = time.perf_counter()
@@ -549,7 +602,7 @@ def estimate(dataset: DefectDataset, config: ExperimentConfig) -> dict:
             dataset,
             generator_split,
             synth,
-            SynthConfig(n=6, format="folder", device=config.device),
+            SynthConfig(n=6, format="folder", device=config.device or "cpu"),
             progress=False,
         )
         image = (time.perf_counter() - start) / 4

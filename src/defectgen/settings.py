@@ -198,6 +198,8 @@ def build_config(
             raise ConfigError(f"--set {key}: unknown setting (known: {', '.join(sorted(hints))})")
         else:
             data[key] = later[key] = value
+    if hasattr(cls, "without_retired"):  # settings a class no longer has, read where their value allows
+        data = cls.without_retired(data)
     unknown = sorted(set(data) - set(hints))
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown setting (known: {', '.join(sorted(hints))})")

@@ -91,11 +91,12 @@ def compare(
     replicates, paired with the arm's by index (independent generators on both sides, so the
     generator term then holds both recipes' generator variance); `metric(arrays, weights) ->
     [B]`; `weights`: bootstrap counts [B, N] (`bootstrap_weights`)."""
-    base_grid = base_runs if base_runs and isinstance(base_runs[0], list | tuple) else [base_runs]
+    nested = bool(base_runs) and isinstance(base_runs[0], list | tuple)
+    base_grid = base_runs if nested else [base_runs]
     generators, seeds = len(arm_runs), len(base_grid[0])
     if seeds < 2 or any(len(runs) != seeds for runs in [*arm_runs, *base_grid]):
         raise ValueError("compare needs the same two or more seeds for every generator and the baseline")
-    if len(base_grid) not in (1, generators):
+    if nested and len(base_grid) != generators:
         raise ValueError(
             f"a baseline with generator replicates needs {generators} of them, got {len(base_grid)}"
         )

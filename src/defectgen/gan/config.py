@@ -96,9 +96,13 @@ class TrainConfig:
 
     @property
     def model_spec(self):
-        """The `models.ModelSpec` this config builds: the preset's, with `model` written over it."""
-        from defectgen.models import preset
+        """The `models.ModelSpec` this config builds: `model` itself when it is a whole spec (what
+        a run writes: keys added to the spec since then read at the default that is what ran
+        before them, never at today's preset value), else the preset's with `model` written over it."""
+        from defectgen.models import ModelSpec, preset
 
+        if _is_whole_spec(self.model):
+            return ModelSpec.from_dict(self.model)
         return preset(self.preset).merged(self.model)
 
     def resolved(self) -> TrainConfig:
@@ -216,7 +220,14 @@ class TrainConfig:
     def _from_dict(cls, data: dict) -> TrainConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"a config must be a mapping of settings, got {type(data).__name__}")
-        return build_config(cls, given=_without_retired(data))
+        return build_config(cls, given=data)
+
+    @staticmethod
+    def without_retired(data: dict) -> dict:
+        """`data` without the RETIRED settings it holds at their kept value (`build_config` asks
+        every source this: a run's config.yaml given as --config reads too); another value is
+        refused."""
+        return _without_retired(data)
 
     @classmethod
     def check_layers(cls, file: dict, later: dict) -> None:
@@ -256,3 +267,16 @@ def _without_retired(data: dict) -> dict:
                 "it does now, is read); train again without it, or use the version that trained it"
             )
     return {key: value for key, value in data.items() if key not in RETIRED}
+
+
+def _is_whole_spec(model) -> bool:
+    """Does `model` hold a whole `ModelSpec` (every key without a default), as a run writes it?"""
+    from defectgen.models import ModelSpec
+
+    if not isinstance(model, dict) or not {"resolution", "generator", "discriminator"} <= set(model):
+        return False
+    try:
+        ModelSpec.from_dict(model)
+    except ConfigError:
+        return False
+    return True

@@ -12,9 +12,8 @@ real crop i and its repainted twin is real, patch by patch. A segmenting discrim
 label, painted ones towards "fake", and for G, painted pixels towards their label
 (`losses.d_segmenting`). D sees both images under the same augmentation draw (`augment_pair`),
 so patch p of one lies where patch p of the other does. The weighted sum of the generator
-terms (adversarial, D-feature matching, L1 in the hole, bounded mode seeking, the painted
-defect's contrast against the real one's (what a severity map asks) and, with a guide
-(`guide.py`), a frozen real-trained U-Net's segmentation loss in the hole) is the
+terms (adversarial, D-feature matching, L1 in the hole, bounded mode seeking and, with a
+guide (`guide.py`), a frozen real-trained U-Net's segmentation loss in the hole) is the
 generator's loss. The unweighted terms are pure functions in `losses.py`.
 """
 

@@ -101,9 +101,13 @@ class TrainConfig:
         before them, never at today's preset value), else the preset's with `model` written over it."""
         from defectgen.models import ModelSpec, preset
 
+        base = preset(self.preset)
         if _is_whole_spec(self.model):
-            return ModelSpec.from_dict(self.model)
-        return preset(self.preset).merged(self.model)
+            spec = ModelSpec.from_dict(self.model)
+            if spec.kind != base.kind:
+                base.merged({"kind": spec.kind})  # refused: a spec of the other model under this preset
+            return spec
+        return base.merged(self.model)
 
     def resolved(self) -> TrainConfig:
         """This config with its model spec written out whole: what a run stores, so editing a

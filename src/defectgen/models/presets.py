@@ -19,8 +19,9 @@ width is 60 rather than LaMa's 64. Every preset decodes with nearest-neighbour 2
 convolution folded into one transposed convolution and, except `tiny` (which keeps one channel
 so tests exercise the path), has no per-pixel input noise: diversity comes from the
 co-modulated style code, and grain from StyleGAN's per-pixel noise added after every decoder
-stage inside the hole (`texture_noise`; not in `tiny`). Every preset takes a severity map (`defectgen.severity`), so `synth
---severity` can ask for faint or strong defects. Why these choices: `benchmarks/RESULTS.md`.
+stage inside the hole (`texture_noise`; not in `tiny`). Every preset takes a severity map
+(`defectgen.severity`), so `synth --severity` can ask for faint or strong defects. Why these
+choices: `benchmarks/RESULTS.md`.
 
 The StyleGAN generator (`--model stylegan`, a class-conditional StyleGAN2 drawing crop and mask from noise,
 `models/stylegan.py`) has its own presets, named `stylegan-<size>`: `stylegan-tiny` for tests,

@@ -162,6 +162,16 @@ class ExperimentConfig:
             **self.evaluation, arms=arms, seeds=list(range(self.seeds)), declared_arms=self.declared()
         )
 
+    @property
+    def train_device(self) -> str | None:
+        """The generators' device for `train`: None (a GPU when there is one) unless `device` says."""
+        return self.device or None
+
+    @property
+    def synth_device(self) -> str:
+        """The device the sets are painted on: `device`, else the CPU (synth's own default)."""
+        return self.device or "cpu"
+
     def evaluation_workers(self, memory_per_worker: int | None = None) -> int:
         """Processes of the evaluate stage: `workers`, or one per core (at most MAX_AUTO_WORKERS)
         as far as memory holds `memory_per_worker` bytes (the decoded images each one keeps) for
@@ -400,7 +410,7 @@ def _generator(dataset, split, config: ExperimentConfig, g: int, out_dir: Path, 
             train_config,
             run,
             resume=run.is_dir(),
-            device=config.device or None,
+            device=config.train_device,
             progress=progress,
         )
     checkpoint, record = healthy_checkpoint(run)
@@ -472,7 +482,7 @@ def _synth(checkpoint, dataset, split, config: ExperimentConfig, g: int, mode: s
         dataset,
         split,
         folder,
-        SynthConfig(n=config.synthetic, seed=g, format="folder", mode=mode, device=config.device or "cpu"),
+        SynthConfig(n=config.synthetic, seed=g, format="folder", mode=mode, device=config.synth_device),
         progress=progress,
     )
     return folder
@@ -582,29 +592,20 @@ def estimate(dataset: DefectDataset, config: ExperimentConfig) -> dict:
             generator_split,
             train_config,
             Path(tmp) / "gan",
-            device=config.device or None,
+            device=config.train_device,
             progress=False,
         )
         records = read_metrics(Path(tmp) / "gan" / "metrics.jsonl")
         gan_step = float(records[-1]["seconds_per_step"])  # steps 4-6: past start-up
         synth = Path(tmp) / "synth"
-        synthesize(
-            checkpoint,
-            dataset,
-            generator_split,
-            synth,
-            SynthConfig(n=2, format="folder", device=config.device or "cpu"),
-            progress=False,
-        )
+
+        def paint(n: int) -> None:  # the same folder continued: items 0..n-1
+            settings = SynthConfig(n=n, format="folder", device=config.synth_device)
+            synthesize(checkpoint, dataset, generator_split, synth, settings, progress=False)
+
+        paint(2)  # warm-up
         start = time.perf_counter()
-        synthesize(
-            checkpoint,
-            dataset,
-            generator_split,
-            synth,
-            SynthConfig(n=6, format="folder", device=config.device or "cpu"),
-            progress=False,
-        )
+        paint(6)
         image = (time.perf_counter() - start) / 4
     sets = 2 if config.harmonize else 1
     stages = {

@@ -94,9 +94,9 @@ def main() -> None:
                  "--set", "sample_every=500", "--set", "checkpoint_every=250", *sets,
                  *(["--resume"] if gan.exists() else [])])  # fmt: skip
         train_seconds = round(_train_seconds(gan), 1)
-    if not (synth / "synth.json").exists():
-        run([*cli, "synth", str(DATA), "--checkpoint", str(checkpoint), "--split", str(fit_split),
-             "--n", str(args.n), "--out", str(synth), "--seed", "0"])  # fmt: skip
+    # always called: synth continues a set a killed call left partial (its synth.json is written first)
+    run([*cli, "synth", str(DATA), "--checkpoint", str(checkpoint), "--split", str(fit_split),
+         "--n", str(args.n), "--out", str(synth), "--seed", "0"])  # fmt: skip
     record = measure(args, dataset, splits, work, checkpoint, synth)
     record.update(
         recipe=args.sets if not args.checkpoint else f"existing generator {args.checkpoint}",

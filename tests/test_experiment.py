@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,8 +16,8 @@ from conftest import folder_dataset
 from defectgen.cli import main
 from defectgen.data import open_dataset
 from defectgen.data.split import Split, carve_validation
-from defectgen.errors import ConfigError
-from defectgen.experiment import BASELINES, ExperimentConfig, borrow_runs
+from defectgen.errors import ConfigError, DataError
+from defectgen.experiment import BASELINES, ExperimentConfig, borrow_runs, run_experiment
 from defectgen.settings import build_config
 
 TINY_SETTINGS = [
@@ -126,8 +127,12 @@ def test_generators_and_sets_see_the_fit_part_only(finished):
 
 
 def test_the_same_command_redoes_nothing(finished):
-    """Also with another number of evaluation processes: they share the work, not define it."""
+    """Also with another number of evaluation processes: they share the work, not define it; and
+    from a record written before `painting` was a setting (its absence means the default)."""
     data, out, _ = finished
+    record = json.loads((out / "experiment.json").read_text())
+    assert record["config"].pop("painting") == {}
+    (out / "experiment.json").write_text(json.dumps(record))
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.suffix in (".pt", ".npz")}
     assert main([*_args(data, out), "--workers", "1"]) == 0
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
@@ -140,7 +145,7 @@ def test_the_same_command_redoes_nothing(finished):
 
 def test_other_settings_in_the_same_folder_are_refused(finished):
     data, out, _ = finished
-    for change in ("gan_steps=3", "evaluation.steps=4", "label_fraction=0.5"):
+    for change in ("gan_steps=3", "evaluation.steps=4", "label_fraction=0.5", "painting.mask_source=shapes"):
         assert main([*_args(data, out), "--set", change]) == 2, change
 
 
@@ -183,7 +188,7 @@ def test_harmonize_can_be_left_out_or_added_when_a_folder_continues(finished, tm
     assert list(results["beside_the_claim"]) == ["real+harmonized_g*"]  # both generators pooled
 
 
-def test_the_decoder_s_drawn_set_is_judged_as_the_declared_arm(tmp_path):
+def test_the_decoder_s_drawn_set_is_judged_as_the_declared_arm(tmp_path, capsys):
     """A StyleGAN generator (`generator.preset=stylegan-tiny`) goes through every stage: it draws
     its set whole (no painting on backgrounds, no harmonising) and that set is the declared arm."""
     data = folder_dataset(tmp_path / "data", images=24, seed=5)
@@ -209,6 +214,40 @@ def test_the_decoder_s_drawn_set_is_judged_as_the_declared_arm(tmp_path):
     claim = json.loads((out / "eval" / "results.json").read_text())["claim"]
     assert claim["declared_arms"] == ["real+painted_g0"] and claim["conditional_on_one_generator"]
     assert json.loads((out / "painted_g0" / "synth.json").read_text())["mask_source"] == "stylegan"
+
+    # its run as the learned mask source of an inpainter's painted set, on the same split
+    inpainter = [x for s in TINY_SETTINGS for x in ("--set", s)]
+    learned = ["--set", f"painting.mask_source=learned:{out / 'gan_g0'}"]
+    tried = ["experiment", str(data), *flags, "--no-harmonize", "--workers", "1", *inpainter, *learned]
+    other = tmp_path / "other_split"  # another split: the StyleGAN run read some of its test half
+    assert main([*tried, "--out", str(other), "--split-seed", "1"]) == 2  # the CLI's estimate paints
+    assert "learned mask source" in capsys.readouterr().err
+    shutil.rmtree(other, ignore_errors=True)
+    elsewhere = [
+        "generators=1",
+        "gan_steps=2",
+        "synthetic=4",
+        "seeds=2",
+        "label_fraction=1",
+        "harmonize=false",
+    ]
+    config = build_config(
+        ExperimentConfig,
+        overrides=[
+            *TINY_SETTINGS,
+            *elsewhere,
+            "split_seed=1",
+            f"painting.mask_source=learned:{out / 'gan_g0'}",
+        ],
+    )
+    with pytest.raises(DataError, match="learned mask source"):  # the API runs no estimate
+        run_experiment(open_dataset(data), other, config, progress=False)
+    assert not (other / "gan_g0").exists()  # refused before the generator trained
+    painted = tmp_path / "learned"
+    assert main([*tried, "--out", str(painted)]) == 0
+    params = json.loads((painted / "painted_g0" / "synth.json").read_text())
+    assert params["mask_source"] == f"learned:{out / 'gan_g0'}" and params["learned_sha256"]
+    assert params["lineage"]["mask_generator"]["read"] == params["lineage"]["generator"]["read"]  # fit part
 
 
 def test_runs_from_another_folder_reuses_the_baselines_and_trains_what_differs(finished, tmp_path):
@@ -364,6 +403,22 @@ def test_settings_are_checked_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match="StyleGAN .* cannot harmonise.*--no-harmonize"):
         build_config(ExperimentConfig, overrides=["generator.preset=stylegan-tiny"])
     build_config(ExperimentConfig, overrides=["generator.preset=stylegan-tiny", "harmonize=false"])
+    for setting, message in [
+        ("painting.seed=3", "painting.seed is not an experiment setting"),
+        ("painting.backgrounds=x", "painting.backgrounds is not an experiment setting"),
+        ("painting.mask_source=folder:x", "cannot tell which images a mask folder"),
+        ("painting.rim=2", "belong to harmonising"),
+        ("painting.tile=7", "`painting.tile` must be a multiple of 8"),
+        ("painting.mask_sourze=real", "painting.mask_sourze: unknown setting"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            build_config(ExperimentConfig, overrides=[setting])
+    config = build_config(
+        ExperimentConfig, overrides=["painting.mask_source=shapes", "painting.severity=0.5:1"]
+    )
+    painted, harmonized = config.synth_config(1, "paint"), config.synth_config(1, "harmonize")
+    assert (painted.mask_source, painted.severity, painted.seed, painted.n) == ("shapes", "0.5:1", 1, 500)
+    assert (harmonized.mask_source, harmonized.severity) == ("real", None)  # the painted sets' settings
     config = build_config(ExperimentConfig, overrides=["generators=1", "evaluation.steps=50"])
     assert config.eval_config().declared_arms == ["real+painted_g0"] and config.eval_config().steps == 50
     (tmp_path / "settings.yaml").write_text("generators: 3\nevaluation:\n  steps: 40\n")

@@ -47,6 +47,11 @@ MAX_AUTO_WORKERS = 8
 PROCESS_BYTES = 1_500_000_000  # what one evaluation process holds besides its images (torch, U-Nets)
 MEMORY_SHARE = 0.6  # of the memory available when the evaluate stage starts
 NOT_IDENTITY = ("workers", "runs_from", "device")  # settings a folder may continue with changed, not recorded
+# Settings added after the record's format was fixed, with the value a record without them meant.
+ADDED_LATER = {"painting": {}}
+# `synth` settings the experiment sets itself, or that could bring in images it cannot trace
+# (a background or mask folder, a judge trained on anything): `painting` may not hold them.
+PAINTING_RESERVED = ("n", "seed", "format", "mode", "device", "backgrounds", "judge", "attempts")
 # Recorded, and a folder may continue with them changed: runs are keyed without the seed count,
 # and the harmonised sets only add (or leave out) sibling arms.
 CONTINUABLE = ("seeds", "harmonize")
@@ -71,6 +76,13 @@ class ExperimentConfig:
     generator: dict = setting({}, "`train` settings of the generators: --set generator.KEY=VALUE.", flag="")
     evaluation: dict = setting(
         {}, "`evaluate` settings (not arms, seeds or declared_arms): --set evaluation.KEY=VALUE.", flag=""
+    )
+    painting: dict = setting(
+        {},
+        "`synth` settings of the painted sets, e.g. --set painting.mask_source=learned:RUN (a StyleGAN "
+        "run trained on this experiment's fit part) or painting.severity=0.5:1 (not n, seed, format, "
+        "mode, device, backgrounds, judge or attempts; mask_source not folder:PATH).",
+        flag="",
     )
     # Not part of what the experiment is: they change where runs come from, not what they are.
     runs_from: str = setting(
@@ -126,6 +138,7 @@ class ExperimentConfig:
             self.eval_config().validate()
         except ConfigError as err:  # name the setting as this config holds it: `evaluation.KEY`
             raise _renamed(err, EvalConfig, "evaluation") from None
+        self.synth_config(0, "paint")  # refuses `painting` settings synth would refuse
         if self.train_config(0).model_spec.is_stylegan and self.harmonize:
             raise ConfigError(
                 "a StyleGAN generator draws whole crops and cannot harmonise (repaint the seam around a "
@@ -151,6 +164,38 @@ class ExperimentConfig:
             return build_config(TrainConfig, base=base, given={**self.generator, **probe})
         except ConfigError as err:
             raise ConfigError(f"generator settings: {_renamed(err, TrainConfig, 'generator')}") from None
+
+    def synth_config(self, g: int, mode: str, n: int | None = None) -> SynthConfig:
+        """The `synth` config of generator `g`'s painted (`mode` paint, with the `painting`
+        settings) or harmonised set of `n` images (default `synthetic`)."""
+        known = {f.name for f in dataclasses.fields(SynthConfig)}
+        unknown = sorted(set(self.painting) - known)
+        if unknown:
+            raise ConfigError(f"painting.{unknown[0]}: unknown setting (known: {', '.join(sorted(known))})")
+        if {"band", "rim"} & set(self.painting):
+            raise ConfigError(
+                "painting.band and painting.rim belong to harmonising; the painted sets draw their masks, "
+                "and the harmonised sets keep synth's defaults"
+            )
+        reserved = sorted(set(self.painting) & set(PAINTING_RESERVED))
+        if reserved:
+            raise ConfigError(
+                f"painting.{reserved[0]} is not an experiment setting: the experiment sets n (use "
+                "`synthetic`), seed, format, mode and device (use `device`) itself, and paints only on the "
+                "fit part's own images, unfiltered"
+            )
+        if str(self.painting.get("mask_source", "")).startswith("folder:"):
+            raise ConfigError(
+                "painting.mask_source folder:PATH: the experiment cannot tell which images a mask folder's "
+                "shapes came from (the test half's would leak into training); use real, shapes, mix or "
+                "learned:RUN (a StyleGAN run's lineage is checked)"
+            )
+        base = {"n": self.synthetic if n is None else n, "seed": g, "format": "folder", "mode": mode}
+        given = {**(self.painting if mode == "paint" else {}), "device": self.synth_device}
+        try:
+            return build_config(SynthConfig, base=base, given=given)
+        except ConfigError as err:
+            raise ConfigError(f"painting settings: {_renamed(err, SynthConfig, 'painting')}") from None
 
     def eval_config(self) -> EvalConfig:
         known = {f.name for f in dataclasses.fields(EvalConfig)}
@@ -230,6 +275,7 @@ def run_experiment(
     generator_split.save(out_dir / "fit_split.json")
     if config.runs_from:  # refused now, not after the generators have trained
         check_runs_source(Path(config.runs_from), out_dir, dataset)
+    check_mask_source(config.synth_config(0, "paint").mask_source, dataset, generator_split)
     _stage(
         1,
         "split",
@@ -278,6 +324,29 @@ def run_experiment(
             results = evaluate(*arguments)
     _stage(5, "report", str(write_report(out_dir / "eval")))
     return results
+
+
+def check_mask_source(mask_source: str, dataset: DefectDataset, generator_split) -> None:
+    """Refuse a `learned:RUN` mask source that is missing, or whose StyleGAN run read anything
+    outside the fit part (`generator_split`'s training part): asked before any generator trains,
+    as `synth` would ask after."""
+    from defectgen.data.lineage import check_lineage
+    from defectgen.gan.checkpoint import checkpoint_lineage
+    from defectgen.masks.learned import stylegan_checkpoint
+
+    if not str(mask_source).startswith("learned:"):
+        return
+    path = stylegan_checkpoint(str(mask_source).partition(":")[2])
+    if not path.is_file():
+        raise ConfigError(
+            f"painting.mask_source {mask_source}: no checkpoint at {path}; name a StyleGAN run folder "
+            "(train --preset stylegan-small) or its checkpoint"
+        )
+    fix = (
+        "train the StyleGAN run on this experiment's fit part (`defectgen train --split OUT/fit_split.json`, "
+        "or the gan_g0 of an experiment with --set generator.preset=stylegan-small on the same split)"
+    )
+    check_lineage(checkpoint_lineage(path), f"learned mask source {path}", dataset, generator_split, fix)
 
 
 def check_runs_source(source: Path, out_dir: Path, dataset: DefectDataset) -> None:
@@ -482,7 +551,7 @@ def _synth(checkpoint, dataset, split, config: ExperimentConfig, g: int, mode: s
         dataset,
         split,
         folder,
-        SynthConfig(n=config.synthetic, seed=g, format="folder", mode=mode, device=config.synth_device),
+        config.synth_config(g, mode),
         progress=progress,
     )
     return folder
@@ -537,7 +606,8 @@ def _identity(record) -> object:
     """What an experiment is: its record without the settings a folder may continue with changed."""
     if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
         return record
-    return {**record, "config": {k: v for k, v in record["config"].items() if k not in CONTINUABLE}}
+    config = {**ADDED_LATER, **record["config"]}
+    return {**record, "config": {k: v for k, v in config.items() if k not in CONTINUABLE}}
 
 
 def _stage(number: int, name: str, text: str) -> None:
@@ -600,7 +670,7 @@ def estimate(dataset: DefectDataset, config: ExperimentConfig) -> dict:
         synth = Path(tmp) / "synth"
 
         def paint(n: int) -> None:  # the same folder continued: items 0..n-1
-            settings = SynthConfig(n=n, format="folder", device=config.synth_device)
+            settings = config.synth_config(0, "paint", n=n)
             synthesize(checkpoint, dataset, generator_split, synth, settings, progress=False)
 
         paint(2)  # warm-up

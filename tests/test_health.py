@@ -27,6 +27,20 @@ G1 = [0.952, 0.383, 0.321, 0.303, 0.414, 0.311, 0.233, 0.302, 0.297, 0.337, 0.32
       0.243]  # fmt: skip
 
 
+# the discriminator's loss logged every 10 steps by the session-17 mission's two StyleGAN decoders
+# (`stylegan-small`, 600 steps, bf16): d1's adversarial game diverged at step 330 and never came back.
+D0 = [191.7, 25.52, 1.07, 0.8981, 0.8388, 0.9456, 0.937, 0.922, 1.081, 0.823, 0.8776, 0.992, 1.059,
+      0.9589, 1.003, 0.8518, 0.8951, 1.191, 0.9887, 0.763, 1.242, 0.9865, 1.011, 1.044, 0.9365, 1.247,
+      1.208, 1.067, 0.7645, 1.045, 1.028, 1.183, 1.079, 1.04, 1.079, 1.18, 1.545, 1.352, 1.211, 1.175,
+      1.168, 1.167, 1.462, 1.344, 1.263, 1.178, 1.134, 0.9954, 1.261, 1.296, 1.22, 1.086, 0.9361, 0.8797,
+      0.8511, 1.499, 1.161, 1.027, 0.9937, 0.9224]  # fmt: skip
+D1 = [22.36, 1.714, 1.085, 1.144, 1.124, 1.074, 1.004, 1.416, 1.162, 1.275, 1.09, 1.094, 1.135, 1.116,
+      1.261, 1.047, 1.161, 1.162, 0.9498, 1.051, 1.449, 1.224, 1.117, 1.229, 1.243, 1.216, 1.166, 1.303,
+      1.221, 1.163, 1.07, 1.022, 3.24, 1820000.0, 127400.0, 82460.0, 92610.0, 91660.0, 44310.0, 9569.0,
+      9541.0, 9476.0, 8030.0, 7134.0, 6015.0, 4899.0, 4393.0, 3905.0, 3596.0, 2765.0, 3101.0, 2447.0,
+      2083.0, 1705.0, 1184.0, 1058.0, 690.9, 864.8, 875.3, 596.0]  # fmt: skip
+
+
 def _records(values: list[float]) -> list[dict]:
     return [{"step": 10 * (i + 1), "hole_l1": v, "loss_g": 1.0} for i, v in enumerate(values)]
 
@@ -122,6 +136,38 @@ def test_the_threshold_is_relative_to_the_runs_own_level():
     assert collapse_warning(_records([3 * v for v in G1])) is None
     assert collapse_warning(_records([0.2] * 50 + [0.48] * 3)) is None
     assert collapse_warning(_records([0.2] * 50 + [0.52] * 3)) is not None
+
+
+def _stylegan_records(values: list[float]) -> list[dict]:
+    return [
+        {"step": 10 * (i + 1), "loss_d": v, "loss_g": 1.0, "r1_penalty": 0.01} for i, v in enumerate(values)
+    ]
+
+
+def test_a_diverged_stylegan_run_is_named_by_its_discriminator_s_loss_and_paints_from_before(tmp_path):
+    """A StyleGAN run logs no hole L1: its discriminator's loss is read. D1 diverged at step 330
+    and stayed diverged for the 45 % of the run after it, so its median over the run is a diverged
+    value; the level is the run's best stretch (about 1.1), which D0 never left by 2.5x."""
+    assert find_collapse(_stylegan_records(D0)) is None
+    collapse = find_collapse(_stylegan_records(D1))
+    assert (collapse.key, collapse.onset, collapse.healthy_until) == ("loss_d", 330, 320)
+    assert 0.9 < collapse.level < 1.3
+    assert "the discriminator's loss (loss_d)" in collapse_warning(_stylegan_records(D1))
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _stylegan_records(D1)))
+    for name in ("step_0000120.pt", "step_0000240.pt", "step_0000360.pt", "last.pt"):
+        (run / "checkpoints" / name).write_bytes(b"")
+    path, record = healthy_checkpoint(run)
+    assert path.name == "step_0000240.pt" and record["collapse"]["key"] == "loss_d"
+
+
+def test_an_inpainter_is_judged_by_its_hole_l1_not_by_its_discriminator_s_loss():
+    """A spike of the inpainter's D loss at the end does not name a collapse when its hole L1 is
+    healthy; with no hole L1 logged at all, the same values would."""
+    records = [{**r, "loss_d": 1.0 if i < 55 else 9.0} for i, r in enumerate(_records(G1))]
+    assert find_collapse(records) is None
+    assert find_collapse([{k: v for k, v in r.items() if k != "hole_l1"} for r in records]).key == "loss_d"
 
 
 def test_read_metrics_skips_lines_that_do_not_parse(tmp_path):

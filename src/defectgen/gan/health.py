@@ -4,7 +4,14 @@
 A collapsed inpainter paints the same saturated fill in every hole: the L1 between painted and
 real hole pixels jumps to several times what it was for most of the run and stays there (the
 mission's generator g0 went from a median 0.26 to 1.08-1.32 in its last 45 steps, while healthy
-runs end within 1.3x of their median: RESULTS.md, session 14).
+runs end within 1.3x of their median: RESULTS.md, session 14). A StyleGAN run logs no hole L1;
+when its adversarial game diverges, the discriminator's loss leaves its O(1) level for good (a
+decoder run of the session-17 mission went from about 1.1 to 10^6 at step 340 and was still at
+865 at step 600), so its `loss_d` is read the same way.
+
+The level a value is compared with is the run's best stretch (the lowest median of WINDOW logs
+in a row after the start-up), not its median: a divergence that fills most of the run would
+otherwise be its median.
 """
 
 from __future__ import annotations
@@ -16,19 +23,26 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-JUMP = 2.5  # the tail must sit this many times above the run's median
+JUMP = 2.5  # the tail must sit this many times above the run's level
 TAIL = 3  # logged records at the end of the run
+WINDOW = 4 * TAIL  # logs in a row whose median is one stretch's level
 METRICS = "metrics.jsonl"
+KEYS = ("hole_l1", "loss_d")  # the inpainter's hole L1; else (a StyleGAN run) the discriminator's loss
+WHAT = {
+    "hole_l1": ("the hole's L1", "the generator may have collapsed (the same fill in every hole)"),
+    "loss_d": ("the discriminator's loss", "the adversarial game may have diverged"),
+}
 
 
 @dataclass(frozen=True)
 class Collapse:
-    """A run that ended collapsed: the `median` of `key` over the run (its first fifth and last
-    TAIL logs left out), the collapsed stretch's (step, value) pairs (`tail`), and
-    `healthy_until`, the last step of the latest TAIL healthy logs in a row before it (0: none)."""
+    """A run that ended collapsed: the run's `level` of `key` (the lowest median of WINDOW logs
+    in a row, the first fifth and the last TAIL logs left out), the collapsed stretch's (step,
+    value) pairs (`tail`), and `healthy_until`, the last step of the latest TAIL healthy logs in
+    a row before it (0: none)."""
 
     key: str
-    median: float
+    level: float
     tail: list[tuple[int, float]]
     healthy_until: int
 
@@ -38,19 +52,34 @@ class Collapse:
         return self.tail[0][0]
 
 
-def find_collapse(records: list[dict], key: str = "hole_l1") -> Collapse | None:
-    """The run's collapse, or None: every one of the last TAIL logged values of `key` is over
-    JUMP times the median of the values before them (the first fifth, the start-up, left out).
-    The collapsed stretch reaches back to the latest TAIL values in a row under that line (a
-    single dip under it inside the stretch does not end it). A run continued after an
-    interruption is read as it now stands: logs of an earlier attempt past the step it resumed
-    from are dropped. Runs with fewer than 4 x TAIL records are not judged."""
+def collapse_key(records: list[dict]) -> str:
+    """The logged value a collapse shows in: the hole L1 where the run logs one (an inpainter),
+    else the discriminator's loss."""
+    return next((key for key in KEYS if any(key in record for record in records)), KEYS[-1])
+
+
+def run_level(values: list[float]) -> float:
+    """The level of a run's logged values (at least 4 x TAIL of them): the lowest median of
+    WINDOW logs in a row, the first fifth (start-up) and the last TAIL logs left out."""
+    body = values[len(values) // 5 : -TAIL]
+    window = min(WINDOW, len(body))
+    return min(statistics.median(body[i : i + window]) for i in range(len(body) - window + 1))
+
+
+def find_collapse(records: list[dict], key: str | None = None) -> Collapse | None:
+    """The run's collapse, or None: every one of the last TAIL logged values of `key` (default:
+    `collapse_key`) is over JUMP times the run's level (see `Collapse`). The collapsed stretch
+    reaches back to the latest TAIL values in a row under that line (a single dip under it
+    inside the stretch does not end it). A run continued after an interruption is read as it
+    now stands: logs of an earlier attempt past the step it resumed from are dropped. Runs with
+    fewer than 4 x TAIL records are not judged."""
+    key = key or collapse_key(records)
     values = _latest_history(records, key)
     if len(values) < 4 * TAIL:
         return None
-    median = statistics.median(v for _, v in values[len(values) // 5 : -TAIL])
-    line = JUMP * median
-    if median <= 0 or min(v for _, v in values[-TAIL:]) <= line:
+    level = run_level([v for _, v in values])
+    line = JUMP * level
+    if level <= 0 or min(v for _, v in values[-TAIL:]) <= line:
         return None
     healthy = [
         i for i in range(TAIL - 1, len(values)) if all(v <= line for _, v in values[i - TAIL + 1 : i + 1])
@@ -58,7 +87,7 @@ def find_collapse(records: list[dict], key: str = "hole_l1") -> Collapse | None:
     last_healthy = healthy[-1] if healthy else -1
     start = next(i for i in range(last_healthy + 1, len(values)) if values[i][1] > line)
     healthy_until = values[last_healthy][0] if healthy else 0
-    return Collapse(key, median, values[start:], healthy_until)
+    return Collapse(key, level, values[start:], healthy_until)
 
 
 def _latest_history(records: list[dict], key: str) -> list[tuple[int, float]]:
@@ -83,16 +112,17 @@ def _latest_history(records: list[dict], key: str) -> list[tuple[int, float]]:
     return values
 
 
-def collapse_warning(records: list[dict], key: str = "hole_l1") -> str | None:
+def collapse_warning(records: list[dict], key: str | None = None) -> str | None:
     """A sentence saying the run may have collapsed (`find_collapse`), or None."""
     collapse = find_collapse(records, key)
     if collapse is None:
         return None
     values = [v for _, v in collapse.tail]
+    name, meaning = WHAT.get(collapse.key, (collapse.key, "the run may have collapsed"))
     return (
-        f"the hole's L1 ({key}) had a median of {collapse.median:.3f} over the run and was "
+        f"{name} ({collapse.key}) held {collapse.level:.3f} over the run's best stretch and was "
         f"{min(values):.3f}-{max(values):.3f} from step {collapse.onset} to {collapse.tail[-1][0]}: "
-        "the generator may have collapsed (the same fill in every hole). Look at the last grid in samples/"
+        f"{meaning}. Look at the last grid in samples/"
     )
 
 
@@ -131,7 +161,7 @@ def healthy_checkpoint(run_dir: Path) -> tuple[Path, dict]:
         "checkpoint": chosen.name,
         "collapse": {
             "key": collapse.key,
-            "median": round(collapse.median, 4),
+            "level": round(collapse.level, 4),
             "onset_step": collapse.onset,
             "tail": [[step, round(value, 4)] for step, value in collapse.tail],
             "healthy_checkpoint": chosen.name if earlier else None,

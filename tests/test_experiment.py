@@ -17,7 +17,7 @@ from defectgen.cli import main
 from defectgen.data import open_dataset
 from defectgen.data.split import Split, carve_validation
 from defectgen.errors import ConfigError, DataError
-from defectgen.experiment import BASELINES, ExperimentConfig, borrow_runs, run_experiment
+from defectgen.experiment import BASELINES, ExperimentConfig, borrow_generator, borrow_runs, run_experiment
 from defectgen.settings import build_config
 
 TINY_SETTINGS = [
@@ -274,6 +274,37 @@ def test_runs_from_another_folder_reuses_the_baselines_and_trains_what_differs(f
     stamps = {p.name: p.stat().st_mtime_ns for p in (out / "eval" / "runs").glob("*.npz")}
     assert main([*_args(data, out), *recipe]) == 0  # continues without it; nothing trained again
     assert {p.name: p.stat().st_mtime_ns for p in (out / "eval" / "runs").glob("*.npz")} == stamps
+
+
+def test_runs_from_copies_the_generators_a_new_painting_setting_would_train_again(finished, tmp_path):
+    """Only `painting` differs: the generators are copied from the other folder (the same
+    checkpoints, nothing trained), their sets are painted anew with the new setting, and only the
+    arms that use those sets train. A generator of other settings, or of another fit part, is not
+    copied."""
+    data, source, _ = finished
+    out = tmp_path / "out"
+    shapes = ["--set", "painting.mask_source=shapes", "--workers", "1"]
+    assert main([*_args(data, out), *shapes, "--runs-from", str(source)]) == 0
+    for g in (0, 1):
+        ours, theirs = out / f"gan_g{g}", source / f"gan_g{g}"
+        assert (ours / "checkpoints" / "last.pt").read_bytes() == (
+            theirs / "checkpoints" / "last.pt"
+        ).read_bytes()
+        assert (ours / "metrics.jsonl").read_text() == (theirs / "metrics.jsonl").read_text()
+        assert json.loads((out / f"painted_g{g}" / "synth.json").read_text())["mask_source"] == "shapes"
+    assert not list(out.glob(".gan_g*.copying"))
+    config = build_config(ExperimentConfig, overrides=[*TINY_SETTINGS, "gan_steps=2", "generators=2"])
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "fit_split.json").write_bytes((out / "fit_split.json").read_bytes())
+    assert borrow_generator(source, other, config, 0) and (other / "gan_g0" / "config.yaml").is_file()
+    stepped = build_config(ExperimentConfig, overrides=[*TINY_SETTINGS, "gan_steps=3", "generators=2"])
+    assert not borrow_generator(source, other, stepped, 1)  # another number of steps
+    fit = json.loads((other / "fit_split.json").read_text())
+    fit["train"] = fit["train"][1:]
+    (other / "fit_split.json").write_text(json.dumps(fit))
+    assert not borrow_generator(source, other, config, 1)  # another fit part
+    assert not (other / "gan_g1").exists()
 
 
 def test_runs_from_refuses_its_own_folder_other_data_another_split_and_a_non_experiment(finished, tmp_path):

@@ -89,8 +89,9 @@ class ExperimentConfig:
         "",
         "Another experiment folder of the same data and split: its finished evaluation runs are "
         "copied in where this folder has none, and evaluate reuses those whose settings match (the "
-        "baselines, when only the generator settings differ); the others are trained anew. The "
-        "up-front estimate still counts every run.",
+        "baselines, when only the generator settings differ); the others are trained anew. Its "
+        "generators are copied too where this folder's would be trained with the same settings "
+        "(to judge another `painting` setting). The up-front estimate still counts every run.",
     )
     device: str = setting(
         "",
@@ -374,6 +375,37 @@ def check_runs_source(source: Path, out_dir: Path, dataset: DefectDataset) -> No
         )
 
 
+def borrow_generator(source: Path, out_dir: Path, config: ExperimentConfig, g: int) -> bool:
+    """Copy generator `g`'s finished run from experiment folder `source` into `out_dir` when it
+    is what generator `g` would be here: the same `train` settings (models written out whole),
+    trained on the same fit part, to `gan_steps` steps, with no guide (whose file could have
+    changed since). The run is copied whole (regular files; links left) under a temporary name
+    and then renamed, so an interrupted copy leaves no run. Returns whether it copied."""
+    from defectgen.data.split import Split
+    from defectgen.gan.checkpoint import load_checkpoint
+
+    theirs = Path(source) / f"gan_g{g}"
+    wanted = config.train_config(g)
+    if wanted.guide or theirs.is_symlink() or not (theirs / "checkpoints" / "last.pt").is_file():
+        return False
+    try:
+        if TrainConfig.load(theirs / "config.yaml", written_by_a_run=True).resolved() != wanted.resolved():
+            return False
+        if Split.load(Path(source) / "fit_split.json").train != Split.load(out_dir / "fit_split.json").train:
+            return False
+        if int(load_checkpoint(theirs / "checkpoints" / "last.pt")["step"]) < config.gan_steps:
+            return False
+    except (OSError, ValueError, ConfigError, DataError):
+        return False
+    partial = out_dir / f".gan_g{g}.copying"
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(
+        theirs, partial, ignore=lambda folder, names: [n for n in names if (Path(folder) / n).is_symlink()]
+    )
+    os.replace(partial, out_dir / f"gan_g{g}")
+    return True
+
+
 def borrow_runs(source: Path, out_dir: Path, dataset: DefectDataset) -> int:
     """Copy the finished evaluation runs of experiment folder `source` (same data, same split:
     `check_runs_source`) into `out_dir`'s evaluation where it has no run of that name; returns
@@ -465,6 +497,11 @@ def _generator(dataset, split, config: ExperimentConfig, g: int, out_dir: Path, 
 
     run = out_dir / f"gan_g{g}"
     last = run / "checkpoints" / "last.pt"
+    if config.runs_from and not run.exists() and borrow_generator(Path(config.runs_from), out_dir, config, g):
+        say(
+            ("note:", "cyan"),
+            f" generator {g} copied from {config.runs_from}: trained with the same settings",
+        )
     if last.is_file() and int(load_checkpoint(last)["step"]) >= config.gan_steps:
         _stage(2, f"generator {g}", f"done before ({last})")
     else:

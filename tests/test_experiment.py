@@ -18,6 +18,7 @@ from defectgen.data import open_dataset
 from defectgen.data.split import Split, carve_validation
 from defectgen.errors import ConfigError, DataError
 from defectgen.experiment import BASELINES, ExperimentConfig, borrow_generator, borrow_runs, run_experiment
+from defectgen.gan.checkpoint import CheckpointError
 from defectgen.settings import build_config
 
 TINY_SETTINGS = [
@@ -242,9 +243,19 @@ def test_the_decoder_s_drawn_set_is_judged_as_the_declared_arm(tmp_path, capsys)
     )
     with pytest.raises(DataError, match="learned mask source"):  # the API runs no estimate
         run_experiment(open_dataset(data), other, config, progress=False)
-    assert not (other / "gan_g0").exists()  # refused before the generator trained
+    assert not other.exists()  # refused before the folder recorded anything (no generator trained)
+    inpainter = [
+        *TINY_SETTINGS,
+        *elsewhere,
+        f"painting.mask_source=learned:{tmp_path / 'learned' / 'gan_g0'}",
+    ]
     painted = tmp_path / "learned"
     assert main([*tried, "--out", str(painted)]) == 0
+    with pytest.raises(CheckpointError, match="needs a stylegan"):  # an inpainter's run: no shapes to draw
+        run_experiment(
+            open_dataset(data), other, build_config(ExperimentConfig, overrides=inpainter), progress=False
+        )
+    assert not other.exists()
     params = json.loads((painted / "painted_g0" / "synth.json").read_text())
     assert params["mask_source"] == f"learned:{out / 'gan_g0'}" and params["learned_sha256"]
     assert params["lineage"]["mask_generator"]["read"] == params["lineage"]["generator"]["read"]  # fit part
@@ -293,6 +304,14 @@ def test_runs_from_copies_the_generators_a_new_painting_setting_would_train_agai
         assert (ours / "metrics.jsonl").read_text() == (theirs / "metrics.jsonl").read_text()
         assert json.loads((out / f"painted_g{g}" / "synth.json").read_text())["mask_source"] == "shapes"
     assert not list(out.glob(".gan_g*.copying"))
+    runs = {folder: folder / "eval" / "runs" for folder in (source, out)}
+    for record in runs[source].glob("*_s*.json"):
+        if record.name.startswith(("curve_", "label_scores_")):
+            continue
+        same = json.loads(record.read_text()) == json.loads((runs[out] / record.name).read_text())
+        assert same == (record.stem.rsplit("_s", 1)[0] in BASELINES or "harmonized" in record.stem), (
+            record.name
+        )
     config = build_config(ExperimentConfig, overrides=[*TINY_SETTINGS, "gan_steps=2", "generators=2"])
     other = tmp_path / "other"
     other.mkdir()
@@ -434,6 +453,11 @@ def test_settings_are_checked_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match="StyleGAN .* cannot harmonise.*--no-harmonize"):
         build_config(ExperimentConfig, overrides=["generator.preset=stylegan-tiny"])
     build_config(ExperimentConfig, overrides=["generator.preset=stylegan-tiny", "harmonize=false"])
+    with pytest.raises(ConfigError, match="painting.severity: a StyleGAN generator draws each crop"):
+        build_config(
+            ExperimentConfig,
+            overrides=["generator.preset=stylegan-tiny", "harmonize=false", "painting.severity=0.5:1"],
+        )
     for setting, message in [
         ("painting.seed=3", "painting.seed is not an experiment setting"),
         ("painting.backgrounds=x", "painting.backgrounds is not an experiment setting"),

@@ -262,6 +262,34 @@ def test_learned_masks_come_from_the_stylegan_and_are_deterministic(stylegan_run
     assert placed.sum() == 40 and (np.ptp(rows) + 1, np.ptp(cols) + 1) == (5, 8)
 
 
+def test_learned_masks_try_only_the_classes_asked_for(stylegan_run, monkeypatch):
+    """A StyleGAN that draws no mask of one class fails when the source is built, unless that
+    class is left out (`only`, synth's --classes): then the others are tried and drawn."""
+    dataset, split, _, work = stylegan_run
+    indices = split.indices(dataset, "train")
+    ids = build_mask_source(f"learned:{work / 'run'}", dataset, indices).sources["learned"].class_ids
+    assert len(ids) >= 2
+    masks = np.zeros((len(dataset.classes), 32, 32), dtype=bool)
+    masks[ids[-1] - 1, 10:15, 12:20] = True  # only the last class is ever drawn
+    monkeypatch.setattr("defectgen.masks.learned.decoded", lambda output, channels: (None, masks))
+    with pytest.raises(DataError, match=f"no mask of class {ids[0]} .*leave the class out"):
+        build_mask_source(f"learned:{work / 'run'}", dataset, indices)
+    source = build_mask_source(f"learned:{work / 'run'}", dataset, indices, only=[ids[-1]])
+    assert source.sources["learned"].class_ids == (ids[-1],)
+    # synth --classes passes the classes asked for on
+    config = TrainConfig(steps=1, preset="tiny", model={"resolution": 32}, batch_size=2, precision="fp32")
+    inpainter = train(dataset, split, config, work.parent / "only_inpainter", progress=False)
+    learned = {"mask_source": f"learned:{work / 'run'}", "n": 2}
+    with pytest.raises(DataError, match=f"no mask of class {ids[0]}"):
+        synthesize(
+            inpainter, dataset, split, work.parent / "only_all", SynthConfig(**learned), progress=False
+        )
+    out = work.parent / "only_last"
+    synthesize(inpainter, dataset, split, out, SynthConfig(**learned, classes=[ids[-1]]), progress=False)
+    drawn = [json.loads(line)["defects"] for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert {defect["class_id"] for defects in drawn for defect in defects} == {ids[-1]}  # new defects
+
+
 def test_central_component_keeps_the_component_nearest_the_centre():
     mask = np.zeros((21, 21), dtype=bool)
     mask[0:3, 0:3] = True  # a corner blob

@@ -81,7 +81,7 @@ class ExperimentConfig:
         {},
         "`synth` settings of the painted sets, e.g. --set painting.mask_source=learned:RUN (a StyleGAN "
         "run trained on this experiment's fit part) or painting.severity=0.5:1 (not n, seed, format, "
-        "mode, device, backgrounds, judge or attempts; mask_source not folder:PATH).",
+        "mode, device, backgrounds, judge, attempts, band or rim; mask_source not folder:PATH).",
         flag="",
     )
     # Not part of what the experiment is: they change where runs come from, not what they are.
@@ -140,6 +140,15 @@ class ExperimentConfig:
         except ConfigError as err:  # name the setting as this config holds it: `evaluation.KEY`
             raise _renamed(err, EvalConfig, "evaluation") from None
         self.synth_config(0, "paint")  # refuses `painting` settings synth would refuse
+        if self.train_config(0).model_spec.is_stylegan:
+            from defectgen.synth.stylegan import PAINTING_ONLY
+
+            painting_only = sorted(set(self.painting) & set(PAINTING_ONLY))
+            if painting_only:
+                raise ConfigError(
+                    f"painting.{painting_only[0]}: a StyleGAN generator draws each crop and its mask whole, "
+                    "with no background, mask source or painting; drop the painting settings"
+                )
         if self.train_config(0).model_spec.is_stylegan and self.harmonize:
             raise ConfigError(
                 "a StyleGAN generator draws whole crops and cannot harmonise (repaint the seam around a "
@@ -265,18 +274,19 @@ def run_experiment(
 
     config.validate()
     out_dir = Path(out_dir)
-    claim_folder(out_dir, "experiment")
-    _check_same_experiment(out_dir, dataset, config)
     eval_config = config.eval_config()
-    split_file = out_dir / "split.json"
     split = make_split(dataset, config.test_fraction, config.split_seed, config.label_fraction)
-    split.save(split_file)
     _, validation, test = evaluation_parts(dataset, split, eval_config)
     generator_split = fit_split(split, dataset, eval_config.val_fraction)
+    # refused before the folder records these settings (corrected, they start it afresh)
+    check_mask_source(config.synth_config(0, "paint"), dataset, generator_split)
+    claim_folder(out_dir, "experiment")
+    _check_same_experiment(out_dir, dataset, config)
+    split_file = out_dir / "split.json"
+    split.save(split_file)
     generator_split.save(out_dir / "fit_split.json")
     if config.runs_from:  # refused now, not after the generators have trained
         check_runs_source(Path(config.runs_from), out_dir, dataset)
-    check_mask_source(config.synth_config(0, "paint").mask_source, dataset, generator_split)
     _stage(
         1,
         "split",
@@ -327,27 +337,31 @@ def run_experiment(
     return results
 
 
-def check_mask_source(mask_source: str, dataset: DefectDataset, generator_split) -> None:
-    """Refuse a `learned:RUN` mask source that is missing, or whose StyleGAN run read anything
-    outside the fit part (`generator_split`'s training part): asked before any generator trains,
-    as `synth` would ask after."""
+def check_mask_source(settings: SynthConfig, dataset: DefectDataset, generator_split) -> None:
+    """Refuse a `learned:RUN` mask source (of the painted sets' `settings`) that is missing, that
+    read anything outside the fit part (`generator_split`'s training part), that is not a StyleGAN
+    run of this data's classes, or that cannot draw one of the classes asked for: asked before
+    any generator trains, as `synth` would ask after."""
     from defectgen.data.lineage import check_lineage
     from defectgen.gan.checkpoint import checkpoint_lineage
+    from defectgen.masks import build_mask_source
     from defectgen.masks.learned import stylegan_checkpoint
 
-    if not str(mask_source).startswith("learned:"):
+    if not str(settings.mask_source).startswith("learned:"):
         return
-    path = stylegan_checkpoint(str(mask_source).partition(":")[2])
+    path = stylegan_checkpoint(str(settings.mask_source).partition(":")[2])
     if not path.is_file():
         raise ConfigError(
-            f"painting.mask_source {mask_source}: no checkpoint at {path}; name a StyleGAN run folder "
-            "(train --preset stylegan-small) or its checkpoint"
+            f"painting.mask_source {settings.mask_source}: no checkpoint at {path}; name a StyleGAN run "
+            "folder (train --preset stylegan-small) or its checkpoint"
         )
     fix = (
         "train the StyleGAN run on this experiment's fit part (`defectgen train --split OUT/fit_split.json`, "
         "or the gan_g0 of an experiment with --set generator.preset=stylegan-small on the same split)"
     )
     check_lineage(checkpoint_lineage(path), f"learned mask source {path}", dataset, generator_split, fix)
+    only = sorted(set(settings.classes)) if settings.classes else None
+    build_mask_source(settings.mask_source, dataset, generator_split.indices(dataset, "train"), only=only)
 
 
 def check_runs_source(source: Path, out_dir: Path, dataset: DefectDataset) -> None:
@@ -382,12 +396,14 @@ def borrow_generator(source: Path, out_dir: Path, config: ExperimentConfig, g: i
     changed since). The run is copied whole (regular files; links left) under a temporary name
     and then renamed, so an interrupted copy leaves no run. Returns whether it copied."""
     from defectgen.data.split import Split
+    from defectgen.errors import DefectgenError
     from defectgen.gan.checkpoint import load_checkpoint
 
     theirs = Path(source) / f"gan_g{g}"
     wanted = config.train_config(g)
     if wanted.guide or theirs.is_symlink() or not (theirs / "checkpoints" / "last.pt").is_file():
         return False
+    _check_same_models(out_dir, g, wanted)  # as for a generator trained here
     try:
         if TrainConfig.load(theirs / "config.yaml", written_by_a_run=True).resolved() != wanted.resolved():
             return False
@@ -395,14 +411,20 @@ def borrow_generator(source: Path, out_dir: Path, config: ExperimentConfig, g: i
             return False
         if int(load_checkpoint(theirs / "checkpoints" / "last.pt")["step"]) < config.gan_steps:
             return False
-    except (OSError, ValueError, ConfigError, DataError):
+    except (OSError, ValueError, KeyError, TypeError, DefectgenError):  # unreadable: trained here instead
         return False
     partial = out_dir / f".gan_g{g}.copying"
     shutil.rmtree(partial, ignore_errors=True)
-    shutil.copytree(
-        theirs, partial, ignore=lambda folder, names: [n for n in names if (Path(folder) / n).is_symlink()]
-    )
-    os.replace(partial, out_dir / f"gan_g{g}")
+    try:
+        shutil.copytree(
+            theirs,
+            partial,
+            ignore=lambda folder, names: [n for n in names if (Path(folder) / n).is_symlink()],
+        )
+        os.replace(partial, out_dir / f"gan_g{g}")
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)  # a full disk or ^C leaves no partial copy
+        raise
     return True
 
 

@@ -28,6 +28,10 @@ TAIL = 3  # logged records at the end of the run
 WINDOW = 4 * TAIL  # logs in a row whose median is one stretch's level
 METRICS = "metrics.jsonl"
 KEYS = ("hole_l1", "loss_d")  # the inpainter's hole L1; else (a StyleGAN run) the discriminator's loss
+# The lowest level a key is judged from: a StyleGAN discriminator that wins for a while (its
+# logistic loss well under 1) and then settles near the loss of one that cannot tell real from
+# fake (2 ln 2) has not diverged.
+FLOOR = {"loss_d": 2 * math.log(2)}
 WHAT = {
     "hole_l1": ("the hole's L1", "the generator may have collapsed (the same fill in every hole)"),
     "loss_d": ("the discriminator's loss", "the adversarial game may have diverged"),
@@ -37,7 +41,7 @@ WHAT = {
 @dataclass(frozen=True)
 class Collapse:
     """A run that ended collapsed: the run's `level` of `key` (the lowest median of WINDOW logs
-    in a row, the first fifth and the last TAIL logs left out), the collapsed stretch's (step,
+    in a row, the first fifth and the last TAIL logs left out; at least FLOOR), the collapsed stretch's (step,
     value) pairs (`tail`), and `healthy_until`, the last step of the latest TAIL healthy logs in
     a row before it (0: none)."""
 
@@ -77,7 +81,7 @@ def find_collapse(records: list[dict], key: str | None = None) -> Collapse | Non
     values = _latest_history(records, key)
     if len(values) < 4 * TAIL:
         return None
-    level = run_level([v for _, v in values])
+    level = max(run_level([v for _, v in values]), FLOOR.get(key, 0.0))
     line = JUMP * level
     if level <= 0 or min(v for _, v in values[-TAIL:]) <= line:
         return None

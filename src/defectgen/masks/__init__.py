@@ -60,6 +60,7 @@ def build_mask_source(
     *,
     weights: dict[str, float] | None = None,
     progress: bool = False,
+    only: list[int] | None = None,
 ) -> MaskComposer:
     """A mask source of `kind` (see `KINDS`), fitted to `dataset`'s items `indices` (the
     training half: never the test half, or the test labels leak into the synthetic set).
@@ -68,6 +69,7 @@ def build_mask_source(
         which only `folder:PATH` allows).
     user_folder: for `mix`, a folder of user masks to mix in as source "folder".
     weights: for `mix`, source name -> weight (default equal over real, shapes[, folder]).
+    only: for `learned:RUN`, the class ids it will be asked for (the others are not tried).
 
     Counts per image follow the real training half for real / shapes / mix; a user folder
     alone gives one mask file per image.
@@ -95,7 +97,7 @@ def build_mask_source(
         if dataset is None or indices is None:
             raise ConfigError("mask kind learned:RUN places shapes as the real defects lie: give the dataset")
         table = scan_components(dataset, list(indices), progress=progress)
-        learned = LearnedMasks.from_run(run, RealMaskBank(table), classes)
+        learned = LearnedMasks.from_run(run, RealMaskBank(table), classes, only)
         return MaskComposer({"learned": learned}, count_distribution=table.counts)
     if kind not in ("real", "shapes", "mix"):
         raise ConfigError(f"unknown mask kind {kind!r}; use one of {', '.join(KINDS)}")

@@ -77,7 +77,9 @@ class LearnedMasks:
     """A mask source (like `RealMaskBank`: `draw_defect`, `class_ids`, `num_classes`) whose
     shapes come from a StyleGAN generator `G` and whose positions come from `bank`'s class priors."""
 
-    def __init__(self, G, bank: RealMaskBank, trained_classes: list[int] | None = None):
+    def __init__(
+        self, G, bank: RealMaskBank, trained_classes: list[int] | None = None, only: list[int] | None = None
+    ):
         if not getattr(G, "is_stylegan", False):
             raise ConfigError("learned masks need a StyleGAN generator (train --model stylegan)")
         if G.num_classes != bank.num_classes:
@@ -86,14 +88,17 @@ class LearnedMasks:
         self.bank = bank
         self.num_classes = bank.num_classes
         known = bank.class_ids if trained_classes is None else set(trained_classes)
-        self.class_ids = tuple(k for k in bank.class_ids if k in known)
-        for class_id in self.class_ids:  # a class it cannot draw fails now, not mid-run
+        self.class_ids = tuple(k for k in bank.class_ids if k in known and (only is None or k in only))
+        for class_id in self.class_ids:  # a class it cannot draw fails now, not mid-run (`only`: those asked)
             self.shape(np.random.default_rng([class_id]), class_id)
 
     @classmethod
-    def from_run(cls, run: str | Path, bank: RealMaskBank, classes) -> LearnedMasks:
+    def from_run(
+        cls, run: str | Path, bank: RealMaskBank, classes, only: list[int] | None = None
+    ) -> LearnedMasks:
         """The StyleGAN generator of `run` (a run folder: its last checkpoint; or a checkpoint file),
-        checked against the data's class table `classes`."""
+        checked against the data's class table `classes`; `only`: the class ids to draw (default:
+        every class it trained on that the data's training part holds)."""
         from defectgen.gan.checkpoint import load_checkpoint, load_generator
 
         path = stylegan_checkpoint(run)
@@ -102,7 +107,7 @@ class LearnedMasks:
             raise DataError(
                 f"{path} was trained for classes {list(trained.names)}; this data has {list(classes.names)}"
             )
-        return cls(G, bank, load_checkpoint(path).get("trained_classes"))
+        return cls(G, bank, load_checkpoint(path).get("trained_classes"), only)
 
     def shape(self, rng: np.random.Generator, class_id: int) -> np.ndarray:
         """bool [h, w]: one StyleGAN-drawn defect shape of `class_id` (the central component of
@@ -123,8 +128,8 @@ class LearnedMasks:
         if cut_shape is not None:
             return cut_shape
         raise DataError(
-            f"the StyleGAN drew no mask of class {class_id} in {MAX_DRAWS} draws; train it longer or use "
-            "--mask-source real"
+            f"the StyleGAN drew no mask of class {class_id} in {MAX_DRAWS} draws; train it longer, leave the "
+            "class out (--classes), or use --mask-source real"
         )
 
     def draw_defect(self, rng: np.random.Generator, height: int, width: int, class_id: int) -> np.ndarray:

@@ -281,7 +281,9 @@ def _painting_plan(job: _Job, trained, out_dir: Path) -> _Plan:
         draw = Harmonizer(DefectPaster(dataset, job.train_indices, progress=job.progress), band, c.rim)
         mask_source = "paste"
     else:
-        composer = build_mask_source(mask_source, dataset, job.train_indices, progress=job.progress)
+        composer = build_mask_source(
+            mask_source, dataset, job.train_indices, progress=job.progress, only=job.classes
+        )
         draw = Painter(composer, job.hole_radius)
     draw.check(job.classes)  # before anything is written: an impossible --classes leaves no folder
     judge = None

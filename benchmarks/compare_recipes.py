@@ -10,6 +10,7 @@ baseline): the same test images, the same `real` crops and initial weights per s
 independent generators per cell, so the interval holds both recipes' generator variance, the
 segmenter seeds and the shared test images. Both folders' `real` runs must be the same runs
 (same record), or the pairing would not hold; the test images are checked to be the same.
+Beside it, each cell's scores on the validation part (`validation`), where a recipe is chosen.
 """
 
 from __future__ import annotations
@@ -74,8 +75,29 @@ def main() -> None:
             f"{np.round(result['per_generator'], 3).tolist()}, "
             f"per seed {np.round(result['per_seed'], 3).tolist()}"
         )
+    out["validation"] = validation_cells(args.first, args.second, arms, seeds)
+    for metric, cells in out["validation"].items():
+        wins = sum(a > b for a, b in cells["cells"])
+        print(f"validation {metric}: first above second in {wins} of {len(cells['cells'])} cells")
     if args.json:
         args.json.write_text(json.dumps(out, indent=1) + "\n")
+
+
+def validation_cells(first: Path, second: Path, arms: list[list[str]], seeds: list[int]) -> dict:
+    """Per metric, each cell's (first, second) score on the validation part (each run's record:
+    the part a recipe is chosen on, never the test half), cells in generator-major order."""
+    cells: dict = {metric: {"cells": []} for metric in METRICS}
+    for g in range(len(arms[0])):
+        for seed in seeds:
+            records = [
+                json.loads((folder / "eval" / "runs" / f"{names[g]}_s{seed}.json").read_text())["validation"]
+                for folder, names in zip((first, second), arms, strict=True)
+            ]
+            for metric in METRICS:
+                cells[metric]["cells"].append([round(r[metric], 4) for r in records])
+    for metric in METRICS:
+        cells[metric]["first_above_second"] = sum(a > b for a, b in cells[metric]["cells"])
+    return cells
 
 
 if __name__ == "__main__":

@@ -140,16 +140,17 @@ class ExperimentConfig:
         except ConfigError as err:  # name the setting as this config holds it: `evaluation.KEY`
             raise _renamed(err, EvalConfig, "evaluation") from None
         self.synth_config(0, "paint")  # refuses `painting` settings synth would refuse
-        if self.train_config(0).model_spec.is_stylegan:
-            from defectgen.synth.stylegan import PAINTING_ONLY
+        if not self.train_config(0).model_spec.is_stylegan:
+            return
+        from defectgen.synth.stylegan import PAINTING_ONLY
 
-            painting_only = sorted(set(self.painting) & set(PAINTING_ONLY))
-            if painting_only:
-                raise ConfigError(
-                    f"painting.{painting_only[0]}: a StyleGAN generator draws each crop and its mask whole, "
-                    "with no background, mask source or painting; drop the painting settings"
-                )
-        if self.train_config(0).model_spec.is_stylegan and self.harmonize:
+        painting_only = sorted(set(self.painting) & set(PAINTING_ONLY))
+        if painting_only:
+            raise ConfigError(
+                f"painting.{painting_only[0]}: a StyleGAN generator draws each crop and its mask whole, "
+                "with no background, mask source or painting; drop the painting settings"
+            )
+        if self.harmonize:
             raise ConfigError(
                 "a StyleGAN generator draws whole crops and cannot harmonise (repaint the seam around a "
                 "pasted real defect, which only an inpainter does): add --no-harmonize"

@@ -26,8 +26,7 @@ LaMa has neither a class input nor randomness; we add both:
     only through the bottleneck;
   * optionally (`texture_noise`), StyleGAN's noise inputs (Karras et al., CVPR 2019): after every
     decoder stage, one fresh per-pixel N(0, 1) map, scaled by a learned strength per channel
-    (zero at the start), is added inside the hole (`TextureNoise`); `texture_noise_finest` = k
-    keeps it to the k finest stages (0: every stage). Everything else in the
+    (zero at the start), is added inside the hole (`TextureNoise`). Everything else in the
     generator is a smooth function of its inputs, and the erased hole is constant, so without a
     per-pixel source the grain of a surface can only be learned as a fixed pattern per mask.
 """
@@ -221,7 +220,6 @@ class FFCGenerator(nn.Module):
         severity: bool = False,
         decoder_noise: int = 0,
         texture_noise: bool = False,
-        texture_noise_finest: int = 0,
     ):
         super().__init__()
         if image_channels < 1 or num_classes < 1:
@@ -285,17 +283,8 @@ class FFCGenerator(nn.Module):
             if decoder_noise > 0
             else None
         )
-        # keyed by decoder stage (0: the coarsest), as a list of every stage would be in a state dict
-        noisy = range(n_downsample - texture_noise_finest if texture_noise_finest else 0, n_downsample)
         self.decoder_texture = (
-            nn.ModuleDict(
-                {
-                    str(stage): TextureNoise(
-                        channels[n_downsample - 1 - stage], factor=2 ** (n_downsample - 1 - stage)
-                    )
-                    for stage in noisy
-                }  # fmt: skip
-            )
+            nn.ModuleList(TextureNoise(channels[i], factor=2**i) for i in reversed(range(n_downsample)))
             if texture_noise
             else None
         )
@@ -431,6 +420,6 @@ class FFCGenerator(nn.Module):
             x = up(x)  # [N, w, H, W] at the end
             if self.decoder_modulation is not None:
                 x = self.decoder_modulation[stage](x, labels, hole, noise3d)
-            if self.decoder_texture is not None and str(stage) in self.decoder_texture:  # the grain
-                x = self.decoder_texture[str(stage)](x, hole, noise[:, -1:])  # the last noise map
+            if self.decoder_texture is not None:  # the last noise map: the grain
+                x = self.decoder_texture[stage](x, hole, noise[:, -1:])
         return torch.tanh(self.head(x))  # [N, C, H, W]

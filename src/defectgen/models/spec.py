@@ -46,7 +46,6 @@ class GeneratorSpec:
     severity: bool  # a severity map input (defectgen.severity): synth --severity controls intensity
     decoder_noise: int = 0  # OASIS 3D noise: z's first entries modulate every decoder stage (0: off)
     texture_noise: bool = False  # StyleGAN's per-pixel noise added at every decoder stage, in the hole
-    texture_noise_finest: int = 0  # texture noise only at the k finest decoder stages (0: every stage)
 
     def build(self, image_channels: int, num_classes: int) -> FFCGenerator:
         return FFCGenerator(image_channels, num_classes, **dataclasses.asdict(self))
@@ -58,9 +57,6 @@ class GeneratorSpec:
         _in_range("generator.style_dim", self.style_dim, 1, MAX_WIDTH)
         _in_range("generator.noise_channels", self.noise_channels, 0, 64)
         _in_range("generator.decoder_noise", self.decoder_noise, 0, self.style_dim)
-        _in_range("generator.texture_noise_finest", self.texture_noise_finest, 0, self.n_downsample)
-        if self.texture_noise_finest and not self.texture_noise:
-            raise ConfigError("model.generator.texture_noise_finest needs texture_noise: true")
         if not 0.0 < self.ratio_g < 1.0:
             raise ConfigError(f"model.generator.ratio_g must be in (0, 1), got {self.ratio_g}")
 
